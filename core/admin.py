@@ -1,0 +1,113 @@
+"""Operator actions behind the CLI: status, replay of dead letters, quarantine handling."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+from sqlalchemy import func, select, update
+
+from .db import DELIVERY, INBOX, QUARANTINE, write
+from .inbox import ingest
+
+
+def status(bridge) -> dict:
+    """Counts per institution, stream and state; targets described without secrets."""
+    with bridge.engine.connect() as conn:
+        inbox = conn.execute(
+            select(INBOX.c.institution, INBOX.c.stream, INBOX.c.state, func.count(),
+                   func.min(INBOX.c.received_at))
+            .group_by(INBOX.c.institution, INBOX.c.stream, INBOX.c.state)).all()
+        quarantine = conn.execute(
+            select(QUARANTINE.c.institution, QUARANTINE.c.stream, func.count())
+            .where(QUARANTINE.c.state == "held")
+            .group_by(QUARANTINE.c.institution, QUARANTINE.c.stream)).all()
+    now = time.time()
+    report: dict = {}
+    for inst in bridge.settings.institutions.values():
+        report[inst.code] = {
+            "config": str(inst.source),
+            "streams": {name: {"enabled": cfg.enabled, "auth": cfg.auth.type,
+                               "targets": list(cfg.targets), "states": {}, "quarantined": 0}
+                        for name, cfg in inst.streams.items()},
+            "targets": {name: bridge.target(inst, name).describe() for name in inst.targets},
+        }
+    for code, stream, state, count, oldest in inbox:
+        entry = _stream_entry(report, code, stream)
+        entry["states"][state] = count
+        if state == "pending":
+            entry["oldest_pending_seconds"] = round(now - oldest, 1)
+    for code, stream, count in quarantine:
+        _stream_entry(report, code, stream)["quarantined"] = count
+    return report
+
+
+def _stream_entry(report: dict, code: str, stream: str) -> dict:
+    inst = report.setdefault(code, {"config": None, "streams": {}, "targets": {}})
+    return inst["streams"].setdefault(stream, {"states": {}, "quarantined": 0})
+
+
+def replay(bridge, institution: str | None = None, stream: str | None = None,
+           key: str | None = None) -> int:
+    """Re-queue dead letters (all, or those matching the filters) for immediate delivery."""
+    cond = [INBOX.c.state == "dead"]
+    if institution:
+        cond.append(INBOX.c.institution == institution)
+    if stream:
+        cond.append(INBOX.c.stream == stream)
+    if key:
+        cond.append(INBOX.c.record_key == key)
+    with write(bridge.engine) as conn:
+        ids = [r[0] for r in conn.execute(select(INBOX.c.id).where(*cond))]
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            conn.execute(update(DELIVERY).where(DELIVERY.c.inbox_id.in_(chunk),
+                                                DELIVERY.c.state == "dead")
+                         .values(state="failed", attempts=0))
+            conn.execute(update(INBOX).where(INBOX.c.id.in_(chunk)).values(
+                state="pending", attempts=0, next_attempt_at=0.0, lease_owner=None,
+                lease_until=None))
+    return len(ids)
+
+
+def quarantined(bridge, institution: str | None = None, stream: str | None = None,
+                limit: int = 100) -> list[dict]:
+    query = select(QUARANTINE).where(QUARANTINE.c.state == "held").order_by(QUARANTINE.c.id)
+    if institution:
+        query = query.where(QUARANTINE.c.institution == institution)
+    if stream:
+        query = query.where(QUARANTINE.c.stream == stream)
+    with bridge.engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(query.limit(limit))]
+
+
+def quarantine_entry(bridge, entry_id: int) -> dict | None:
+    with bridge.engine.connect() as conn:
+        row = conn.execute(select(QUARANTINE).where(QUARANTINE.c.id == entry_id)).first()
+    return dict(row._mapping) if row else None
+
+
+def reprocess(bridge, entries: list[dict]) -> dict:
+    """Run held records through validation again (after a schema or config fix): the valid ones
+    enter the inbox, the others stay held with the new reason."""
+    totals = {"accepted": 0, "duplicates": 0, "still_invalid": 0}
+    for e in entries:
+        inst, stream = bridge.institution(e["institution"]), bridge.stream(e["stream"])
+        if inst is None or stream is None:
+            totals["still_invalid"] += 1
+            continue
+        record = orjson.loads(e["payload"])
+        batch = bridge.hooks.receive(inst, stream, [record])
+        if batch.rejected:
+            with write(bridge.engine) as conn:
+                conn.execute(update(QUARANTINE).where(QUARANTINE.c.id == e["id"])
+                             .values(reason=batch.rejected[0][1]))
+            totals["still_invalid"] += 1
+            continue
+        result = ingest(bridge, inst, stream, [record])
+        with write(bridge.engine) as conn:
+            conn.execute(update(QUARANTINE).where(QUARANTINE.c.id == e["id"])
+                         .values(state="reprocessed"))
+        totals["accepted"] += result.accepted
+        totals["duplicates"] += result.duplicates
+    return totals

@@ -1,0 +1,74 @@
+"""The runtime context shared by the receiver, the workers and the CLI of one process."""
+
+from __future__ import annotations
+
+import threading
+
+from .config import Institution, Settings
+from .db import create_schema, make_engine
+from .errors import ConfigError
+from .plugins import Hooks
+from .streams import Stream
+from .targets import Target
+
+
+class Bridge:
+    """Settings, the engine database, the plugins and the configured targets."""
+
+    def __init__(self, settings: Settings, hooks: Hooks | None = None):
+        self.settings = settings
+        self.hooks = hooks or Hooks()
+        e = settings.engine
+        self.engine = make_engine(e.database_url, e.sqlite_synchronous,
+                                  e.sqlite_busy_timeout_seconds)
+        create_schema(self.engine)
+        self._targets: dict[tuple[str, str], Target] = {}
+        self._lock = threading.Lock()
+        self._check()
+
+    def _check(self) -> None:
+        """Every configured stream and target type must be provided by a loaded plugin."""
+        for inst in self.settings.institutions.values():
+            for name, cfg in inst.streams.items():
+                stream = self.hooks.streams.get(name)
+                if stream is None:
+                    known = ", ".join(sorted(self.hooks.streams))
+                    raise ConfigError(f"{inst.source}: streams.{name}: no loaded plugin provides "
+                                      f"this stream (known: {known})")
+                if stream.check_options:
+                    try:
+                        stream.check_options(cfg.options)
+                    except ConfigError as exc:
+                        raise ConfigError(f"{inst.source}: streams.{name}.options: {exc}") \
+                            from None
+            for name, tcfg in inst.targets.items():
+                if tcfg.type not in self.hooks.target_types:
+                    raise ConfigError(
+                        f"{inst.source}: targets.{name}.type: unknown target type {tcfg.type!r} "
+                        f"(known: {', '.join(sorted(self.hooks.target_types))})")
+                self.target(inst, name)  # builds it now, so bad options stop start-up
+
+    def institution(self, code: str) -> Institution | None:
+        return self.settings.institutions.get(code)
+
+    def stream(self, name: str) -> Stream | None:
+        return self.hooks.streams.get(name)
+
+    def target(self, inst: Institution, name: str) -> Target:
+        """The target ``name`` of an institution, built once per process."""
+        with self._lock:
+            target = self._targets.get((inst.code, name))
+            if target is None:
+                cfg = inst.targets[name]
+                factory = self.hooks.target_types[cfg.type]
+                try:
+                    target = factory(name, cfg.options, self)
+                except ConfigError as exc:
+                    raise ConfigError(f"{inst.source}: targets.{name}: {exc}") from None
+                self._targets[(inst.code, name)] = target
+            return target
+
+    def close(self) -> None:
+        for target in self._targets.values():
+            target.close()
+        self.engine.dispose()

@@ -1,0 +1,206 @@
+"""The ``s360bridge`` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import click
+
+from . import __version__, admin
+from .bridge import Bridge
+from .config import load_settings
+from .errors import S360BridgeError
+from .plugins import Hooks
+from .runner import Process
+
+CONFIG_HELP = "Institution YAML file, or a folder of them (repeatable)."
+
+
+class CLIGroup(click.Group):
+    """Turns our own errors into one clear line and exit status 2, without a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except S360BridgeError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+
+
+def config_option(func):
+    return click.option("--config", "-c", "configs", multiple=True, required=True,
+                        type=click.Path(exists=True), help=CONFIG_HELP)(func)
+
+
+def open_bridge(configs, receiving: bool = False) -> Bridge:
+    """The Bridge of the given files; only receiving processes need the webhook credentials."""
+    return Bridge(load_settings(configs, receiver_secrets=receiving))
+
+
+@click.group(cls=CLIGroup)
+@click.version_option(__version__, prog_name="s360bridge")
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+def cli(log_level):
+    """Connect S-360 (SecuTix 360) to CRM, analytics and reseller systems."""
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _serve_options(func):
+    func = click.option("--host", default="127.0.0.1", show_default=True)(func)
+    func = click.option("--port", default=8360, show_default=True, type=int)(func)
+    return click.option("--threads", default=8, show_default=True, type=int,
+                        help="Receiver threads.")(func)
+
+
+@cli.command()
+@config_option
+@_serve_options
+def run(configs, host, port, threads):
+    """Receiver, workers and scheduler in one process (the embedded default)."""
+    bridge = open_bridge(configs, receiving=True)
+    Process(bridge, receiver=True, workers=bridge.settings.engine.workers, scheduler=True,
+            host=host, port=port, threads=threads).serve_forever()
+
+
+@cli.command()
+@config_option
+@_serve_options
+def serve(configs, host, port, threads):
+    """The receiver only (run workers elsewhere, with `s360bridge worker`)."""
+    Process(open_bridge(configs, receiving=True), receiver=True, workers=0, scheduler=False,
+            host=host, port=port, threads=threads).serve_forever()
+
+
+@cli.command()
+@config_option
+@click.option("--workers", type=int, help="Worker threads (default: engine.workers).")
+@click.option("--no-scheduler", is_flag=True, help="Leave the periodic jobs to another process.")
+def worker(configs, workers, no_scheduler):
+    """Workers and the scheduler, without the receiver."""
+    bridge = open_bridge(configs)
+    Process(bridge, receiver=False, workers=workers or bridge.settings.engine.workers,
+            scheduler=not no_scheduler).serve_forever()
+
+
+@cli.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(configs, as_json):
+    """Record counts per institution, stream and state."""
+    report = admin.status(open_bridge(configs))
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    for code, inst in report.items():
+        click.echo(f"{code}  ({inst['config']})")
+        for name, s in inst["streams"].items():
+            states = ", ".join(f"{k} {v}" for k, v in sorted(s["states"].items())) or "no records"
+            extra = f", oldest pending {s['oldest_pending_seconds']}s" \
+                if "oldest_pending_seconds" in s else ""
+            click.echo(f"  {name:<13} {states}; quarantined {s['quarantined']}{extra}")
+        for name, desc in inst["targets"].items():
+            click.echo(f"  target {name}: {desc}")
+
+
+@cli.command()
+@config_option
+@click.option("--institution")
+@click.option("--stream")
+@click.option("--key", help="Natural key of one record (contact number, order id, …).")
+def replay(configs, institution, stream, key):
+    """Re-queue dead letters for delivery."""
+    n = admin.replay(open_bridge(configs), institution, stream, key)
+    click.echo(f"re-queued {n} dead letter(s)")
+
+
+@cli.group()
+def quarantine():
+    """List, show and re-process records that failed validation."""
+
+
+@quarantine.command("list")
+@config_option
+@click.option("--institution")
+@click.option("--stream")
+@click.option("--limit", default=100, show_default=True)
+def quarantine_list(configs, institution, stream, limit):
+    for e in admin.quarantined(open_bridge(configs), institution, stream, limit):
+        click.echo(f"{e['id']:>6}  {e['institution']}/{e['stream']}  {e['reason']}")
+
+
+@quarantine.command("show")
+@config_option
+@click.argument("entry_id", type=int)
+def quarantine_show(configs, entry_id):
+    e = admin.quarantine_entry(open_bridge(configs), entry_id)
+    if e is None:
+        raise click.ClickException(f"no quarantined record with id {entry_id}")
+    click.echo(f"{e['institution']}/{e['stream']} ({e['state']}): {e['reason']}")
+    click.echo(json.dumps(json.loads(e["payload"]), indent=2))
+
+
+@quarantine.command("reprocess")
+@config_option
+@click.option("--institution")
+@click.option("--stream")
+@click.option("--id", "ids", multiple=True, type=int, help="Only these entries.")
+def quarantine_reprocess(configs, institution, stream, ids):
+    """Validate held records again, e.g. after a schema or config fix."""
+    bridge = open_bridge(configs)
+    entries = [e for e in admin.quarantined(bridge, institution, stream, limit=10**9)
+               if not ids or e["id"] in ids]
+    totals = admin.reprocess(bridge, entries)
+    click.echo(", ".join(f"{k.replace('_', ' ')} {v}" for k, v in totals.items()))
+
+
+@cli.command()
+@config_option
+@click.option("--institution", required=True)
+@click.option("--contact", "contact_number", required=True, help="S-360 contact number.")
+def forget(configs, institution, contact_number):
+    """Erase one contact's personal data from every local store (a GDPR request)."""
+    bridge = open_bridge(configs)
+    inst = bridge.institution(institution)
+    if inst is None:
+        raise click.ClickException(f"unknown institution {institution!r}")
+    for line in bridge.hooks.forget(bridge, inst, contact_number):
+        click.echo(f"removed: {line}")
+
+
+@cli.command("check-config")
+@config_option
+def check_config(configs):
+    """Load and validate the configuration, then say what it sets up."""
+    bridge = open_bridge(configs, receiving=True)
+    for inst in bridge.settings.institutions.values():
+        click.echo(f"{inst.code}: {inst.source} (time zone {inst.timezone.key})")
+        for name, s in inst.streams.items():
+            state = "enabled" if s.enabled else "disabled"
+            click.echo(f"  POST /s360/{name}/{inst.code}  {state}, auth {s.auth.type}, "
+                       f"targets {', '.join(s.targets) or 'none'}")
+    click.echo("configuration OK")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+def plugins(as_json):
+    """The loaded plugins, where they come from and the hooks they implement."""
+    rows = Hooks().describe()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        click.echo(f"{r['name']:<14} {r['source']:<30} {', '.join(r['hooks'])}")
+
+
+def main() -> None:
+    try:
+        Hooks().add_commands(cli)
+    except S360BridgeError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    cli()

@@ -1,0 +1,266 @@
+"""Per-institution YAML configuration: loading, validation and `$env` secret references.
+
+One file describes one institution (see config/myvenue.yaml). A process serves every file it is
+given, or every ``*.yaml`` file of a folder. An optional ``engine:`` section sets process-wide
+settings; ``S360BRIDGE_DATABASE_URL`` overrides the engine's database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from jsonschema import Draft202012Validator
+
+from .errors import ConfigError
+
+DATABASE_URL_ENV = "S360BRIDGE_DATABASE_URL"
+S360_RETRIES = 12  # S-360 re-sends a refused payload every M minutes, up to 12 times
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A secret read from an environment variable; its value never appears in repr or str."""
+
+    env: str
+    value: str = field(repr=False)
+
+    def __str__(self) -> str:
+        return f"<secret ${self.env}>"
+
+    __repr__ = __str__
+
+
+@dataclass(frozen=True)
+class Auth:
+    """How S-360 authenticates on one webhook URL: none, basic, or an API key header."""
+
+    type: str = "none"
+    username: str | None = None
+    password: Secret | None = None
+    header: str | None = None
+    key: Secret | None = None
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    name: str
+    enabled: bool = True
+    auth: Auth = Auth()
+    targets: tuple[str, ...] = ()
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    name: str
+    type: str
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Institution:
+    code: str
+    timezone: ZoneInfo
+    streams: dict[str, StreamConfig]
+    targets: dict[str, TargetConfig]
+    history_cutoff: dt.date | None = None
+    allowed_sources: tuple = ()
+    webhook_frequency_minutes: int = 15
+    source: Path | None = None
+
+    def allows(self, address: str | None) -> bool:
+        """True when no allow-list is set or ``address`` is inside it."""
+        if not self.allowed_sources:
+            return True
+        try:
+            ip = ipaddress.ip_address(address or "")
+        except ValueError:
+            return False
+        return any(ip in net for net in self.allowed_sources)
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Process-wide settings of the engine, with production-minded defaults."""
+
+    database_url: str = "sqlite:///var/s360bridge.db"
+    sqlite_synchronous: str = "FULL"
+    sqlite_busy_timeout_seconds: float = 10.0
+    max_body_bytes: int = 10 * 1024 * 1024
+    retention_hours: float = 7 * 24
+    batch_size: int = 500
+    lease_seconds: float = 120.0
+    max_attempts: int = 10
+    backoff_base_seconds: float = 5.0
+    backoff_max_seconds: float = 3600.0
+    poll_interval_seconds: float = 0.5
+    workers: int = 1
+
+
+@dataclass(frozen=True)
+class Settings:
+    engine: EngineSettings
+    institutions: dict[str, Institution]
+
+
+def _schema_validator() -> Draft202012Validator:
+    text = resources.files(__package__).joinpath("config.schema.json").read_text("utf-8")
+    return Draft202012Validator(json.loads(text),
+                                format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
+def _where(path) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def _plain(value: Any) -> Any:
+    """YAML dates become ISO strings so that one schema validates every file."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
+
+
+def _secret(ref: dict, file: Path, where: str, environ, required: bool = True) -> Secret:
+    name = ref["$env"]
+    if not environ.get(name) and not required:
+        return Secret(name, "")
+    if not environ.get(name):
+        raise ConfigError(f"{file}: {where}: environment variable {name} is not set (or empty)")
+    return Secret(name, environ[name])
+
+
+def _resolve_env(value: Any, file: Path, where: str, environ) -> Any:
+    """Replace non-secret ``{"$env": NAME}`` references (URLs, options) with their values."""
+    if isinstance(value, dict):
+        if set(value) == {"$env"}:
+            return _secret(value, file, where, environ).value
+        return {k: _resolve_env(v, file, f"{where}.{k}", environ) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_env(v, file, f"{where}.{i}", environ) for i, v in enumerate(value)]
+    return value
+
+
+def _auth(raw: dict, file: Path, where: str, environ, required: bool) -> Auth:
+    kind = raw.get("type", "none")
+    if kind == "basic":
+        return Auth(kind, username=raw["username"], password=_secret(
+            raw["password"], file, f"{where}.password", environ, required))
+    if kind == "api_key":
+        return Auth(kind, header=raw["header"],
+                    key=_secret(raw["key"], file, f"{where}.key", environ, required))
+    return Auth("none")
+
+
+def _institution(raw: dict, file: Path, environ, receiver_secrets: bool) -> Institution:
+    try:
+        zone = ZoneInfo(raw["timezone"])
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{file}: timezone: unknown time zone {raw['timezone']!r}") from None
+    nets = []
+    for i, text in enumerate(raw.get("allowed_sources", [])):
+        try:
+            nets.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise ConfigError(f"{file}: allowed_sources.{i}: {text!r} is not an address or "
+                              "network") from None
+    targets = {
+        name: TargetConfig(name, t["type"],
+                           _resolve_env({k: v for k, v in t.items() if k != "type"}, file,
+                                        f"targets.{name}", environ))
+        for name, t in (raw.get("targets") or {}).items()
+    }
+    streams = {}
+    for name, s in raw["streams"].items():
+        for t in s.get("targets", []):
+            if t not in targets:
+                raise ConfigError(f"{file}: streams.{name}.targets: unknown target {t!r} "
+                                  f"(defined: {', '.join(sorted(targets)) or 'none'})")
+        streams[name] = StreamConfig(
+            name, s.get("enabled", True),
+            _auth(s.get("auth", {}), file, f"streams.{name}.auth", environ, receiver_secrets),
+            tuple(s.get("targets", [])), _resolve_env(s.get("options", {}), file,
+                                                      f"streams.{name}.options", environ))
+    cutoff = raw.get("history_cutoff")
+    return Institution(
+        code=raw["institution"], timezone=zone, streams=streams, targets=targets,
+        history_cutoff=dt.date.fromisoformat(cutoff) if cutoff else None,
+        allowed_sources=tuple(nets),
+        webhook_frequency_minutes=raw.get("webhook_frequency_minutes", 15), source=file)
+
+
+def config_files(paths) -> list[Path]:
+    """Expand the given files and folders into the list of YAML files to load."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted([*p.glob("*.yaml"), *p.glob("*.yml")])
+            if not found:
+                raise ConfigError(f"{p}: no *.yaml file in this folder")
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise ConfigError(f"{p}: no such configuration file or folder")
+    return files
+
+
+def load_settings(paths, environ=None, receiver_secrets: bool = True) -> Settings:
+    """Load, validate and resolve every configuration file; raise ConfigError on any problem.
+
+    ``receiver_secrets=False`` lets commands that never receive webhooks (status, replay…) run
+    where the receiver's credentials are not set."""
+    environ = os.environ if environ is None else environ
+    validator = _schema_validator()
+    institutions: dict[str, Institution] = {}
+    engine: dict[str, tuple[Any, Path]] = {}
+    for file in config_files(paths):
+        try:
+            raw = _plain(yaml.safe_load(file.read_text("utf-8")))
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{file}: cannot read YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{file}: expected a mapping at the top level")
+        errors = sorted(validator.iter_errors(raw), key=lambda e: list(e.absolute_path))
+        if errors:
+            e = errors[0]
+            raise ConfigError(f"{file}: {_where(e.absolute_path)}: {e.message}")
+        for key, value in (raw.get("engine") or {}).items():
+            if key in engine and engine[key][0] != value:
+                raise ConfigError(f"{file}: engine.{key}: {value!r} conflicts with "
+                                  f"{engine[key][0]!r} set in {engine[key][1]}")
+            engine[key] = (value, file)
+        inst = _institution(raw, file, environ, receiver_secrets)
+        if inst.code in institutions:
+            raise ConfigError(f"{file}: institution: {inst.code!r} is already configured in "
+                              f"{institutions[inst.code].source}")
+        institutions[inst.code] = inst
+    values = {k: v for k, (v, _) in engine.items()}
+    if environ.get(DATABASE_URL_ENV):
+        values["database_url"] = environ[DATABASE_URL_ENV]
+    settings = Settings(EngineSettings(**values), institutions)
+    _check_retention(settings)
+    return settings
+
+
+def _check_retention(settings: Settings) -> None:
+    """Duplicates are recognised within the retention window: it must outlast S-360's retries."""
+    for inst in settings.institutions.values():
+        horizon_h = S360_RETRIES * inst.webhook_frequency_minutes / 60
+        if settings.engine.retention_hours < horizon_h:
+            raise ConfigError(
+                f"{inst.source}: engine.retention_hours: {settings.engine.retention_hours} h is "
+                f"shorter than S-360's retry horizon of 12 x {inst.webhook_frequency_minutes} min "
+                f"= {horizon_h:g} h")

@@ -1,0 +1,119 @@
+"""The engine's own database: inbox, per-target deliveries and quarantine.
+
+Timestamps used by the queue (arrival, retry time, lease expiry) are epoch seconds, so that claims
+compare plain numbers on every database.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import BigInteger, Column, Index, Integer, Text, UniqueConstraint, event
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import OperationalError
+from sqlmodel import Field, SQLModel, create_engine
+
+from .errors import StoreUnavailable
+
+
+class InboxRecord(SQLModel, table=True):
+    """One version of one S-360 record, stored before S-360 is answered 200."""
+
+    __tablename__ = "inbox"
+    __table_args__ = (
+        UniqueConstraint("institution", "stream", "record_key", "content_hash",
+                         name="uq_inbox_version"),
+        Index("ix_inbox_claim", "state", "next_attempt_at"),
+    )
+    id: int | None = Field(default=None, sa_column=Column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True))
+    institution: str
+    stream: str
+    record_key: str
+    content_hash: str
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+    received_at: float
+    state: str = "pending"  # pending | done | superseded | dead
+    attempts: int = 0
+    next_attempt_at: float = 0.0
+    lease_owner: str | None = None
+    lease_until: float | None = None
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class Delivery(SQLModel, table=True):
+    """The state of one inbox record towards one target."""
+
+    __tablename__ = "delivery"
+    inbox_id: int = Field(sa_column=Column(BigInteger, primary_key=True))
+    target: str = Field(primary_key=True)
+    state: str  # done | failed | dead
+    attempts: int = 0
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    updated_at: float
+
+
+class Quarantined(SQLModel, table=True):
+    """A record that failed validation, kept with the reason until it is fixed and re-processed."""
+
+    __tablename__ = "quarantine"
+    __table_args__ = (Index("ix_quarantine_where", "institution", "stream", "state"),)
+    id: int | None = Field(default=None, primary_key=True)
+    institution: str
+    stream: str
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    received_at: float
+    state: str = "held"  # held | reprocessed
+
+
+INBOX = InboxRecord.__table__
+DELIVERY = Delivery.__table__
+QUARANTINE = Quarantined.__table__
+
+
+def make_engine(url: str, synchronous: str = "FULL", busy_timeout: float = 10.0) -> Engine:
+    """Create an engine; on SQLite: WAL, the chosen ``synchronous`` level, a busy timeout, and
+    write transactions that take the lock up front (``BEGIN IMMEDIATE``)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": busy_timeout,
+                                              "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):
+        dbapi_conn.isolation_level = None  # let the "begin" hook below emit BEGIN
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={synchronous}")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        immediate = conn.get_execution_options().get("write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def create_schema(engine: Engine) -> None:
+    SQLModel.metadata.create_all(engine, tables=[INBOX, DELIVERY, QUARANTINE])
+
+
+@contextmanager
+def write(engine: Engine):
+    """A write transaction; a database that cannot commit raises StoreUnavailable."""
+    try:
+        with engine.connect().execution_options(write=True) as conn, conn.begin():
+            yield conn
+    except OperationalError as exc:
+        raise StoreUnavailable(f"the engine database could not commit: {exc.orig}") from exc
+
+
+def is_sqlite(conn: Connection | Engine) -> bool:
+    return conn.dialect.name == "sqlite"

@@ -1,0 +1,25 @@
+"""Error classes, each with a message written for the person who has to act on it."""
+
+
+class S360BridgeError(Exception):
+    """Base class of every error s360bridge raises on purpose."""
+
+
+class ConfigError(S360BridgeError):
+    """A configuration file is missing, malformed or inconsistent."""
+
+
+class PluginError(S360BridgeError):
+    """A plugin is broken, or no plugin answers a hook that needs an answer."""
+
+
+class TargetUnavailable(S360BridgeError):
+    """A target cannot be reached right now: retry the whole batch later, do not split it."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class StoreUnavailable(S360BridgeError):
+    """The engine's database could not commit (down, or locked past its timeout)."""

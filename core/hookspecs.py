@@ -1,0 +1,73 @@
+"""The hook specifications every s360bridge plugin implements a part of.
+
+Connector hooks (``receive``, ``transform``, ``push``) work on batches of records. Registration
+hooks take a ``register`` callback. Each hook is documented in docs/plugins.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+
+    from .config import Institution
+    from .streams import ReceivedBatch, Stream
+    from .targets import PushResult, Target
+
+hookspec = pluggy.HookspecMarker("s360bridge")
+hookimpl = pluggy.HookimplMarker("s360bridge")
+
+
+@hookspec
+def register_streams(register: Callable[[Stream], None]) -> None:
+    """Register the streams (contacts, orders, …) this plugin knows, with their schema and key."""
+
+
+@hookspec
+def register_targets(register: Callable[[str, Callable[..., Target]], None]) -> None:
+    """Register target types by name (e.g. ``sql``) with a factory ``(name, options, ctx)``."""
+
+
+@hookspec
+def register_commands(cli: click.Group) -> None:
+    """Add commands to the ``s360bridge`` command-line interface."""
+
+
+@hookspec
+def register_routes(register: Callable[[Any], None]) -> None:
+    """Register Flask blueprints served by the receiver beside the S-360 endpoints."""
+
+
+@hookspec
+def register_jobs(register: Callable[[str, float, Callable[[], Any]], None], bridge: Any) -> None:
+    """Register periodic jobs as ``register(name, every_seconds, function)``."""
+
+
+@hookspec(firstresult=True)
+def receive(
+    institution: Institution, stream: Stream, records: Sequence[Any]
+) -> ReceivedBatch | None:
+    """Validate and key an incoming batch; answer only for a stream this plugin owns."""
+
+
+@hookspec(firstresult=True)
+def transform(
+    institution: Institution, stream: Stream, target: Target, records: Sequence[dict]
+) -> list | None:
+    """Map stored records into what ``target`` takes; answer only for pairs this plugin knows."""
+
+
+@hookspec(firstresult=True)
+def push(
+    institution: Institution, stream: Stream, target: Target, items: list
+) -> PushResult | None:
+    """Deliver transformed items to ``target`` idempotently; answer only for own target types."""
+
+
+@hookspec
+def forget(bridge: Any, institution: Institution, contact_number: str) -> list[str] | None:
+    """Erase one contact's personal data from a store this plugin owns; say what was removed."""

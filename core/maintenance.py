@@ -1,0 +1,55 @@
+"""Built-in plugin for the engine's own stores: retention purge and erasure of a contact."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from sqlalchemy import delete, select
+
+from .db import DELIVERY, INBOX, QUARANTINE, write
+from .hookspecs import hookimpl
+
+log = logging.getLogger("s360bridge.maintenance")
+PURGE_EVERY_SECONDS = 3600
+
+
+def purge(bridge, now: float | None = None) -> int:
+    """Delete delivered and superseded versions older than the retention period, and the
+    quarantine rows already re-processed. Dead letters stay until replayed or forgotten."""
+    now = time.time() if now is None else now
+    horizon = now - bridge.settings.engine.retention_hours * 3600
+    with write(bridge.engine) as conn:
+        old = select(INBOX.c.id).where(INBOX.c.state.in_(("done", "superseded")),
+                                       INBOX.c.received_at < horizon)
+        conn.execute(delete(DELIVERY).where(DELIVERY.c.inbox_id.in_(old)))
+        n = conn.execute(delete(INBOX).where(INBOX.c.id.in_(old))).rowcount
+        n += conn.execute(delete(QUARANTINE).where(QUARANTINE.c.state == "reprocessed",
+                                                   QUARANTINE.c.received_at < horizon)).rowcount
+    if n:
+        log.info("retention: purged %d row(s) older than %g h", n,
+                 bridge.settings.engine.retention_hours)
+    return n
+
+
+@hookimpl
+def register_jobs(register, bridge):
+    register("purge", PURGE_EVERY_SECONDS, lambda: purge(bridge))
+
+
+@hookimpl
+def forget(bridge, institution, contact_number):
+    """Inbox versions keyed by the contact in streams holding personal data, and quarantined
+    records of those streams that name the contact."""
+    personal = [name for name, s in bridge.hooks.streams.items() if s.personal_data]
+    needle = f'"contactNumber":"{contact_number}"'
+    with write(bridge.engine) as conn:
+        ids = select(INBOX.c.id).where(INBOX.c.institution == institution.code,
+                                       INBOX.c.stream.in_(personal),
+                                       INBOX.c.record_key == contact_number)
+        conn.execute(delete(DELIVERY).where(DELIVERY.c.inbox_id.in_(ids)))
+        n_inbox = conn.execute(delete(INBOX).where(INBOX.c.id.in_(ids))).rowcount
+        n_quar = conn.execute(delete(QUARANTINE).where(
+            QUARANTINE.c.institution == institution.code, QUARANTINE.c.stream.in_(personal),
+            QUARANTINE.c.payload.contains(needle, autoescape=True))).rowcount
+    return [f"engine inbox: {n_inbox} version(s)", f"engine quarantine: {n_quar} record(s)"]

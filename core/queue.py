@@ -1,0 +1,135 @@
+"""Claims with expiring leases, and recording what a delivery attempt did.
+
+A claim takes pending inbox records whose retry time has come and whose lease is free or expired,
+and marks them with a token of its own. Only the holder of the token completes them, so two
+workers never deliver the same claim, and a dead worker's batch is taken over when its lease ends.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import orjson
+from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from .db import DELIVERY, INBOX, write
+from .streams import StoredRecord
+
+_DIALECTS = {"sqlite": sqlite, "postgresql": postgresql}
+
+
+@dataclass
+class Claim:
+    token: str
+    records: list[tuple[str, str, StoredRecord, int]]  # (institution, stream, record, attempts)
+    done_targets: dict[int, set[str]] = field(default_factory=dict)  # seq -> delivered targets
+
+
+def claim(engine, batch_size: int, lease_seconds: float, now: float | None = None) -> Claim:
+    """Lease up to ``batch_size`` due records; older pending versions of their keys are
+    marked superseded, so only the newest version of a key is delivered."""
+    now = time.time() if now is None else now
+    token = uuid.uuid4().hex
+    with write(engine) as conn:
+        due = (select(INBOX.c.id)
+               .where(INBOX.c.state == "pending", INBOX.c.next_attempt_at <= now,
+                      or_(INBOX.c.lease_until.is_(None), INBOX.c.lease_until < now))
+               .order_by(INBOX.c.id).limit(batch_size))
+        if conn.dialect.name != "sqlite":
+            due = due.with_for_update(skip_locked=True)
+        ids = [row[0] for row in conn.execute(due)]
+        if not ids:
+            return Claim(token, [])
+        conn.execute(update(INBOX).where(INBOX.c.id.in_(ids))
+                     .values(lease_owner=token, lease_until=now + lease_seconds))
+        rows = conn.execute(select(INBOX.c.id, INBOX.c.institution, INBOX.c.stream,
+                                   INBOX.c.record_key, INBOX.c.payload, INBOX.c.received_at,
+                                   INBOX.c.attempts)
+                            .where(INBOX.c.id.in_(ids)).order_by(INBOX.c.id)).all()
+        newest: dict[tuple, int] = {}
+        for r in rows:
+            newest[(r.institution, r.stream, r.record_key)] = r.id
+        conn.execute(
+            update(INBOX).where(and_(
+                INBOX.c.institution == bindparam("i"), INBOX.c.stream == bindparam("s"),
+                INBOX.c.record_key == bindparam("k"), INBOX.c.id < bindparam("newest"),
+                INBOX.c.state == "pending"))
+            .values(state="superseded", lease_owner=None, lease_until=None),
+            [{"i": i, "s": s, "k": k, "newest": n} for (i, s, k), n in newest.items()])
+        kept = [r for r in rows if newest[(r.institution, r.stream, r.record_key)] == r.id]
+        done: dict[int, set[str]] = {}
+        for inbox_id, target in conn.execute(
+                select(DELIVERY.c.inbox_id, DELIVERY.c.target).where(
+                    DELIVERY.c.inbox_id.in_([r.id for r in kept]), DELIVERY.c.state == "done")):
+            done.setdefault(inbox_id, set()).add(target)
+    records = [(r.institution, r.stream,
+                StoredRecord(r.id, r.record_key, orjson.loads(r.payload), r.payload,
+                             r.received_at), r.attempts) for r in kept]
+    return Claim(token, records, done)
+
+
+def backoff(attempt: int, base: float, cap: float) -> float:
+    """Exponential backoff with jitter: half of the delay fixed, half random."""
+    delay = min(cap, base * 2 ** (attempt - 1))
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+@dataclass
+class Outcome:
+    """What happened to one claimed record: per target, None (delivered) or the error."""
+
+    seq: int
+    attempts: int
+    results: dict[str, str | None]
+    retry_after: float = 0.0
+
+
+def complete(engine, claim_token: str, outcomes: list[Outcome], max_attempts: int,
+             base: float, cap: float, now: float | None = None) -> None:
+    """Record deliveries per target and move each record to done, a later retry, or dead."""
+    now = time.time() if now is None else now
+    deliveries, done_ids, updates = [], [], []
+    for o in outcomes:
+        errors = {t: e for t, e in o.results.items() if e is not None}
+        dead = bool(errors) and o.attempts + 1 >= max_attempts
+        for target, error in o.results.items():
+            state = "done" if error is None else ("dead" if dead else "failed")
+            deliveries.append({"inbox_id": o.seq, "target": target, "state": state,
+                               "attempts": 1, "last_error": error, "updated_at": now})
+        if not errors:
+            done_ids.append(o.seq)
+            continue
+        last = "; ".join(f"{t}: {e}" for t, e in sorted(errors.items()))
+        delay = max(backoff(o.attempts + 1, base, cap), o.retry_after)
+        updates.append({"sid": o.seq, "st": "dead" if dead else "pending",
+                        "att": o.attempts + 1, "nxt": now + delay, "err": last[:4000]})
+    with write(engine) as conn:
+        if deliveries:
+            ins = _DIALECTS[conn.dialect.name].insert(DELIVERY)
+            conn.execute(ins.on_conflict_do_update(
+                index_elements=[DELIVERY.c.inbox_id, DELIVERY.c.target],
+                set_={"state": ins.excluded.state, "attempts": DELIVERY.c.attempts + 1,
+                      "last_error": ins.excluded.last_error,
+                      "updated_at": ins.excluded.updated_at}), deliveries)
+        mine = INBOX.c.lease_owner == claim_token
+        if done_ids:
+            conn.execute(update(INBOX).where(INBOX.c.id.in_(done_ids), mine).values(
+                state="done", lease_owner=None, lease_until=None, last_error=None))
+        if updates:
+            conn.execute(update(INBOX).where(INBOX.c.id == bindparam("sid"), mine).values(
+                state=bindparam("st"), attempts=bindparam("att"),
+                next_attempt_at=bindparam("nxt"), last_error=bindparam("err"),
+                lease_owner=None, lease_until=None), updates)
+
+
+def release(engine, claim_token: str, seqs: list[int]) -> None:
+    """Give claimed records back untouched (on shutdown), so another worker takes them now."""
+    if seqs:
+        with write(engine) as conn:
+            conn.execute(update(INBOX).where(INBOX.c.id.in_(seqs),
+                                             INBOX.c.lease_owner == claim_token)
+                         .values(lease_owner=None, lease_until=None))

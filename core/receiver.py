@@ -1,0 +1,130 @@
+"""The Flask receiver: ``POST /s360/{stream}/{institution}`` answers 200 once data is stored."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+import orjson
+from flask import Flask, Response, request
+from sqlalchemy import text
+from werkzeug.exceptions import HTTPException
+
+from .bridge import Bridge
+from .config import Auth
+from .errors import StoreUnavailable
+from .inbox import ingest
+
+log = logging.getLogger("s360bridge.receiver")
+
+
+class RequestRefused(Exception):
+    """A request unusable as a whole: answered with ``status`` and nothing is stored."""
+
+    def __init__(self, status: int, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status = status
+        self.headers = headers or {}
+
+
+def json_response(body: dict, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(orjson.dumps(body), status=status, headers=headers,
+                    mimetype="application/json")
+
+
+def _same(given: str | None, expected: str) -> bool:
+    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
+
+
+def check_auth(auth: Auth) -> None:
+    """Raise RequestRefused(401) unless the request carries the configured credentials."""
+    if auth.type == "basic":
+        creds = request.authorization
+        # `&`, not `and`: both comparisons always run, so timing tells nothing about either
+        ok = (creds is not None and creds.type == "basic"
+              and _same(creds.username, auth.username) & _same(creds.password,
+                                                                 auth.password.value))
+        if not ok:
+            raise RequestRefused(401, "missing or wrong basic authentication",
+                                 {"WWW-Authenticate": 'Basic realm="s360bridge"'})
+    elif auth.type == "api_key":
+        if not _same(request.headers.get(auth.header), auth.key.value):
+            raise RequestRefused(401, f"missing or wrong API key in header {auth.header}")
+
+
+def parse_records(body: bytes) -> list[dict]:
+    """Parse a body as JSON whatever its Content-Type; one object becomes a list of one."""
+    if not body.strip():
+        raise RequestRefused(400, "empty body: expected a JSON object or an array of objects")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RequestRefused(400, f"body is not valid JSON: {exc}") from None
+    if isinstance(data, dict):
+        return [data]
+    if not isinstance(data, list):
+        raise RequestRefused(400, f"expected a JSON object or an array of objects, got "
+                                  f"{type(data).__name__}")
+    if not data:
+        raise RequestRefused(400, "empty array: nothing to store")
+    for i, item in enumerate(data):
+        if not isinstance(item, dict):
+            raise RequestRefused(400, f"element {i} of the array is {type(item).__name__}, "
+                                      "expected an object")
+    return data
+
+
+def create_app(bridge: Bridge) -> Flask:
+    """The receiver's Flask application for one Bridge."""
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = bridge.settings.engine.max_body_bytes
+    app.extensions["s360bridge"] = bridge
+
+    @app.errorhandler(RequestRefused)
+    def _refused(exc: RequestRefused):
+        return json_response({"error": str(exc), "status": exc.status}, exc.status, exc.headers)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        message = {405: "method not allowed: S-360 webhooks use POST",
+                   413: f"body larger than {bridge.settings.engine.max_body_bytes} bytes"}
+        return json_response({"error": message.get(exc.code, exc.description),
+                              "status": exc.code}, exc.code)
+
+    @app.get("/health")
+    def health():
+        try:
+            with bridge.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:  # any failure means "not ready"
+            log.warning("health check failed: %s", exc)
+            return json_response({"status": "unavailable"}, 503)
+        return json_response({"status": "ok"})
+
+    @app.post("/s360/<stream_name>/<code>")
+    def receive(stream_name: str, code: str):
+        inst = bridge.institution(code)
+        if inst is None:
+            raise RequestRefused(404, f"unknown institution {code!r}")
+        stream_cfg = inst.streams.get(stream_name)
+        stream = bridge.stream(stream_name)
+        if stream is None or stream_cfg is None or not stream_cfg.enabled:
+            raise RequestRefused(404, f"stream {stream_name!r} is not enabled for {code!r}")
+        if not inst.allows(request.remote_addr):
+            raise RequestRefused(403, f"source address {request.remote_addr} is not allowed")
+        check_auth(stream_cfg.auth)
+        records = parse_records(request.get_data(cache=False))
+        try:
+            result = ingest(bridge, inst, stream, records)
+        except StoreUnavailable as exc:
+            log.error("%s/%s: not stored, answering 503: %s", code, stream_name, exc)
+            return json_response({"error": "storage unavailable, retry later", "status": 503},
+                                 503, {"Retry-After": "60"})
+        if result.quarantined:
+            log.warning("%s/%s: %d record(s) quarantined (see `s360bridge quarantine list`)",
+                        code, stream_name, result.quarantined)
+        return json_response(result.as_dict())
+
+    for blueprint in bridge.hooks.blueprints():
+        app.register_blueprint(blueprint)
+    return app

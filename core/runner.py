@@ -1,0 +1,86 @@
+"""Process roles: receiver (waitress), workers and the scheduler, with a clean SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+import schedule
+from waitress.server import create_server
+
+from .bridge import Bridge
+from .receiver import create_app
+from .worker import Worker
+
+log = logging.getLogger("s360bridge.runner")
+
+
+def run_scheduler(bridge: Bridge, stop: threading.Event) -> None:
+    """Run the plugins' periodic jobs until ``stop``; a failing job is logged, not fatal."""
+    scheduler = schedule.Scheduler()
+    for name, every, func in bridge.hooks.jobs(bridge):
+        scheduler.every(every).seconds.do(_guarded, name, func)
+        log.info("job %s every %gs", name, every)
+    while not stop.is_set():
+        scheduler.run_pending()
+        idle = scheduler.idle_seconds
+        stop.wait(1.0 if idle is None else min(max(idle, 0.05), 1.0))
+
+
+def _guarded(name, func) -> None:
+    try:
+        func()
+    except Exception:
+        log.exception("job %s failed", name)
+
+
+class Process:
+    """One s360bridge process: any mix of receiver, workers and scheduler."""
+
+    def __init__(self, bridge: Bridge, receiver: bool, workers: int, scheduler: bool,
+                 host: str = "127.0.0.1", port: int = 8360, threads: int = 8):
+        self.bridge = bridge
+        self.stop = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.server = None
+        if receiver:
+            self.server = create_server(create_app(bridge), host=host, port=port,
+                                        threads=threads, clear_untrusted_proxy_headers=True)
+        for i in range(workers):
+            self.threads.append(threading.Thread(target=Worker(bridge).run, args=(self.stop,),
+                                                 name=f"worker-{i}"))
+        if scheduler:
+            self.threads.append(threading.Thread(target=run_scheduler, args=(bridge, self.stop),
+                                                 name="scheduler"))
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.socket.getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> None:
+        for t in self.threads:
+            t.start()
+        if self.server is not None:
+            threading.Thread(target=self.server.run, name="receiver", daemon=True).start()
+            log.info("receiver listening on %s", self.url)
+
+    def shutdown(self) -> None:
+        """Finish in-flight requests and the batches in hand, then release the databases."""
+        log.info("stopping: finishing in-flight work")
+        self.stop.set()
+        if self.server is not None:
+            self.server.task_dispatcher.shutdown(cancel_pending=False, timeout=10)
+        for t in self.threads:
+            t.join()
+        self.bridge.close()
+        log.info("stopped")
+
+    def serve_forever(self) -> None:
+        """Run until SIGTERM or SIGINT, then shut down cleanly."""
+        signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
+        signal.signal(signal.SIGINT, lambda *_: self.stop.set())
+        self.start()
+        self.stop.wait()
+        self.shutdown()

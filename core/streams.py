@@ -1,0 +1,87 @@
+"""What a stream is, and the validation helper stream plugins use in their ``receive`` hook."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import fastjsonschema
+from jsonschema import Draft7Validator
+from jsonschema.exceptions import best_match
+
+# Result-envelope fields S-360 may put on a record; they do not make a new version of it.
+ENVELOPE_FIELDS = frozenset({"requestId", "statusCode", "statusDetail", "statusMessage",
+                             "expectedException"})
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A kind of S-360 record that arrives on ``POST /s360/{name}/{institution}``."""
+
+    name: str
+    title: str
+    key_field: str  # how the natural key is named in the payload, for messages and docs
+    envelope_fields: frozenset[str] = ENVELOPE_FIELDS
+    personal_data: bool = False  # holds a contact's personal data (for `forget`)
+    check_options: Callable[[dict], None] | None = None  # raises ConfigError on bad options
+
+
+@dataclass
+class ReceivedBatch:
+    """A batch split into accepted ``(key, record)`` pairs and rejected ``(record, reason)``."""
+
+    accepted: list[tuple[str, dict]] = field(default_factory=list)
+    rejected: list[tuple[Any, str]] = field(default_factory=list)
+
+
+def load_schema(package: str, name: str = "schema.json") -> dict:
+    """Read a JSON schema shipped inside a plugin package."""
+    return json.loads(resources.files(package).joinpath(name).read_text("utf-8"))
+
+
+class RecordValidator:
+    """Validates one record at a time: a compiled validator for speed, jsonschema to explain."""
+
+    def __init__(self, schema: dict):
+        Draft7Validator.check_schema(schema)
+        self._check = fastjsonschema.compile(schema)
+        self._explain = Draft7Validator(schema)
+
+    def error(self, record: Any) -> str | None:
+        """None when ``record`` is valid, else a one-line reason naming the field."""
+        try:
+            self._check(record)
+            return None
+        except fastjsonschema.JsonSchemaException:
+            err = best_match(self._explain.iter_errors(record))
+            if err is None:  # the two validators disagree: report the compiled one's view
+                return "record does not match the stream schema"
+            where = "/".join(str(p) for p in err.absolute_path) or "(record)"
+            return f"{where}: {err.message}"
+
+
+def split_batch(records: Sequence[Any], validator: RecordValidator,
+                key_of: Callable[[dict], str]) -> ReceivedBatch:
+    """Validate each record and key the valid ones; one bad record never rejects the others."""
+    batch = ReceivedBatch()
+    for record in records:
+        reason = validator.error(record)
+        if reason is None:
+            batch.accepted.append((key_of(record), record))
+        else:
+            batch.rejected.append((record, reason))
+    return batch
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    """A record as the worker hands it to ``transform``: its arrival number is its version."""
+
+    seq: int  # inbox id: increases with arrival, so a larger seq is a newer version
+    key: str
+    record: dict
+    payload: str  # the record as stored: canonical JSON text
+    received_at: float

@@ -1,0 +1,28 @@
+"""Date-times as S-360 prints them, turned into naive UTC (and local) datetimes."""
+
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+
+def parse_s360_time(text: str | None, zone: ZoneInfo) -> tuple[dt.datetime, dt.datetime] | None:
+    """``(utc, local)`` naive datetimes for an S-360 date-time.
+
+    A value with an offset (``2020-10-13T10:09:27.503+00:00``) is exact. A zone-less one, as the
+    data-export webhook prints (``2023-02-09 18:25:10``), is local time of ``zone``; in the hour
+    a DST change repeats, the first occurrence is taken.
+    """
+    if not text:
+        return None
+    value = dt.datetime.fromisoformat(text.replace(" ", "T", 1))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=zone)
+    utc = value.astimezone(dt.UTC).replace(tzinfo=None)
+    local = value.astimezone(zone).replace(tzinfo=None)
+    return utc, local
+
+
+def utc_of(text: str | None, zone: ZoneInfo) -> dt.datetime | None:
+    parsed = parse_s360_time(text, zone)
+    return parsed[0] if parsed else None

@@ -1,0 +1,96 @@
+"""The worker: claim pending records, transform and push them to every target of their stream."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+
+from .bridge import Bridge
+from .errors import StoreUnavailable, TargetUnavailable
+from .queue import Claim, Outcome, claim, complete, release
+from .streams import StoredRecord
+
+log = logging.getLogger("s360bridge.worker")
+
+
+class Worker:
+    """Delivers inbox records in batches; several workers may share one database."""
+
+    def __init__(self, bridge: Bridge):
+        self.bridge = bridge
+        self.cfg = bridge.settings.engine
+
+    def run_once(self, stop: threading.Event | None = None) -> int:
+        """Claim and process one batch; answer how many records it held."""
+        c = claim(self.bridge.engine, self.cfg.batch_size, self.cfg.lease_seconds)
+        if not c.records:
+            return 0
+        groups: dict[tuple[str, str], list] = defaultdict(list)
+        for inst_code, stream_name, record, attempts in c.records:
+            groups[(inst_code, stream_name)].append((record, attempts))
+        outcomes: list[Outcome] = []
+        unprocessed: list[int] = []
+        for (inst_code, stream_name), items in groups.items():
+            if stop is not None and stop.is_set():
+                unprocessed += [r.seq for r, _ in items]
+                continue
+            outcomes += self._deliver_group(c, inst_code, stream_name, items)
+        complete(self.bridge.engine, c.token, outcomes, self.cfg.max_attempts,
+                 self.cfg.backoff_base_seconds, self.cfg.backoff_max_seconds)
+        release(self.bridge.engine, c.token, unprocessed)
+        return len(c.records)
+
+    def _deliver_group(self, c: Claim, inst_code: str, stream_name: str, items) -> list[Outcome]:
+        inst = self.bridge.institution(inst_code)
+        stream = self.bridge.stream(stream_name)
+        if inst is None or stream is None or stream_name not in inst.streams:
+            why = f"{inst_code}/{stream_name} is no longer configured"
+            return [Outcome(r.seq, a, {"(config)": why}) for r, a in items]
+        results: dict[int, dict[str, str | None]] = {r.seq: {} for r, _ in items}
+        retry_after: dict[int, float] = {}
+        for name in inst.streams[stream_name].targets:
+            todo = [r for r, _ in items if name not in c.done_targets.get(r.seq, ())]
+            if not todo:
+                continue
+            target = self.bridge.target(inst, name)
+            for seq, (error, wait) in self._push(inst, stream, target, todo).items():
+                results[seq][name] = error
+                retry_after[seq] = max(retry_after.get(seq, 0.0), wait)
+                if error:
+                    log.warning("%s/%s key %s -> %s failed: %s", inst_code, stream_name,
+                                next(r.key for r in todo if r.seq == seq), name, error)
+        return [Outcome(r.seq, a, results[r.seq], retry_after.get(r.seq, 0.0))
+                for r, a in items]
+
+    def _push(self, inst, stream, target, records: list[StoredRecord]) -> dict:
+        """Push a batch; on an unexpected error split it in halves to isolate the bad record.
+        Answers seq -> (error or None, seconds to wait before a retry)."""
+        hooks = self.bridge.hooks
+        try:
+            items = hooks.transform(inst, stream, target, records)
+            result = hooks.push(inst, stream, target, items)
+        except TargetUnavailable as exc:  # the whole target is down: no point in splitting
+            return {r.seq: (str(exc), exc.retry_after or 0.0) for r in records}
+        except Exception as exc:
+            if len(records) == 1:
+                return {records[0].seq: (f"{type(exc).__name__}: {exc}", 0.0)}
+            half = len(records) // 2
+            return (self._push(inst, stream, target, records[:half])
+                    | self._push(inst, stream, target, records[half:]))
+        return {r.seq: (result.failed.get(i), 0.0) for i, r in enumerate(records)}
+
+    def run(self, stop: threading.Event) -> None:
+        """Work until ``stop`` is set; the batch in hand is finished or released first."""
+        log.info("worker started")
+        while not stop.is_set():
+            try:
+                if self.run_once(stop) == 0:
+                    stop.wait(self.cfg.poll_interval_seconds)
+            except StoreUnavailable as exc:
+                log.error("engine database unavailable, retrying: %s", exc)
+                stop.wait(max(1.0, self.cfg.poll_interval_seconds))
+            except Exception:  # a bug must not kill the worker: claimed records are leased
+                log.exception("worker batch failed; its records are retried when leases end")
+                stop.wait(max(1.0, self.cfg.poll_interval_seconds))
+        log.info("worker stopped")

@@ -1,0 +1,67 @@
+"""The built-in ``jsonl`` target: a journal that appends every push as JSON lines to a file.
+
+It keeps every delivery, re-deliveries included, which makes it the tool to rehearse and audit
+a flow (and to count pushes in tests); use the ``sql`` target for data that must be upserted.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import orjson
+
+from s360bridge.core.errors import ConfigError, TargetUnavailable
+from s360bridge.core.hookspecs import hookimpl
+from s360bridge.core.targets import PushResult, Target
+
+
+class JsonlTarget(Target):
+    kind = "jsonl"
+
+    def __init__(self, name, options, ctx):
+        super().__init__(name, options, ctx)
+        if set(options) != {"path"}:
+            raise ConfigError("a jsonl target takes exactly one option: path")
+        self.path = Path(options["path"])
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    def describe(self) -> str:
+        return f"jsonl {self.path}"
+
+    def append(self, lines: list[bytes]) -> None:
+        data = b"".join(line + b"\n" for line in lines)
+        try:
+            with self._lock:
+                # one O_APPEND write per push: lines of concurrent processes never interleave
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+                try:
+                    os.write(fd, data)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        except OSError as exc:
+            raise TargetUnavailable(f"cannot append to {self.path}: {exc}") from exc
+
+
+@hookimpl
+def register_targets(register):
+    register("jsonl", JsonlTarget)
+
+
+@hookimpl
+def transform(institution, stream, target, records):
+    if not isinstance(target, JsonlTarget):
+        return None
+    return [{"institution": institution.code, "stream": stream.name, "key": r.key, "seq": r.seq,
+             "record": r.record} for r in records]
+
+
+@hookimpl
+def push(institution, stream, target, items):
+    if not isinstance(target, JsonlTarget):
+        return None
+    target.append([orjson.dumps(item) for item in items])
+    return PushResult()

@@ -1,0 +1,39 @@
+"""Orders stream: the S-360 Order webhook V2, one ``{"orderDetailsData": {...}}`` per record.
+
+Natural key ``orderDetailsData.orderId`` (64-bit integer). Finalised orders arrive: closed or
+abandoned; an ``orderState`` or ``orderType`` value not seen before is stored as it is.
+"""
+
+from __future__ import annotations
+
+from s360bridge.core.hookspecs import hookimpl
+from s360bridge.core.streams import RecordValidator, Stream, load_schema, split_batch
+from s360bridge.plugins.sql import SqlTarget
+
+from .warehouse import order_row
+
+STREAM = Stream("orders", "S-360 orders", key_field="orderDetailsData.orderId")
+VALIDATOR = RecordValidator(load_schema(__name__))
+
+
+def order_key(record: dict) -> str:
+    return str(record["orderDetailsData"]["orderId"])
+
+
+@hookimpl
+def register_streams(register):
+    register(STREAM)
+
+
+@hookimpl
+def receive(institution, stream, records):
+    if stream.name != STREAM.name:
+        return None
+    return split_batch(records, VALIDATOR, order_key)
+
+
+@hookimpl
+def transform(institution, stream, target, records):
+    if stream.name != STREAM.name or not isinstance(target, SqlTarget):
+        return None
+    return [order_row(institution, r) for r in records]

@@ -1,0 +1,153 @@
+"""The built-in ``sql`` target: DatX analytics tables in any SQLAlchemy database (SQLite default).
+
+Stream plugins own their tables and their mapping (``transform`` returns WarehouseRow items);
+this plugin creates the tables and upserts rows keyed by (institution, natural key), so that an
+older version (smaller ``source_seq``) never overwrites a newer one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    select,
+    tuple_,
+)
+from sqlalchemy import delete as sql_delete
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+from s360bridge.core.db import make_engine
+from s360bridge.core.errors import ConfigError, TargetUnavailable
+from s360bridge.core.hookspecs import hookimpl
+from s360bridge.core.targets import PushResult, Target
+
+METADATA = MetaData()  # every warehouse table, whichever stream plugin defines it
+_DIALECTS = {"sqlite": sqlite, "postgresql": postgresql}
+
+
+def warehouse_table(name: str, *columns: Column, child: bool = False) -> Table:
+    """A warehouse table with the common columns: ``institution``, and on top-level tables the
+    version (``source_seq``), arrival time and the raw JSON beside the typed columns."""
+    common = [Column("institution", String(40), primary_key=True)]
+    if not child:
+        common += [Column("source_seq", BigInteger, nullable=False),
+                   Column("received_at", Float, nullable=False),
+                   Column("raw", Text, nullable=False)]
+    return Table(name, METADATA, *common, *columns)
+
+
+@dataclass
+class WarehouseRow:
+    """One version of one record for a top-level table, with the child rows it owns."""
+
+    table: Table
+    values: dict
+    children: dict[Table, list[dict]] = field(default_factory=dict)
+
+
+class SqlTarget(Target):
+    kind = "sql"
+    OPTIONS = {"url", "sqlite_synchronous"}
+
+    def __init__(self, name, options, ctx):
+        super().__init__(name, options, ctx)
+        unknown = set(options) - self.OPTIONS
+        if unknown:
+            raise ConfigError(f"unknown option(s) {', '.join(sorted(unknown))} for a sql target "
+                              f"(known: {', '.join(sorted(self.OPTIONS))})")
+        if not options.get("url"):
+            raise ConfigError("url: required, a SQLAlchemy database URL such as "
+                              "sqlite:///var/warehouse.db")
+        self.url = make_url(options["url"])
+        if self.url.get_backend_name() not in _DIALECTS:
+            raise ConfigError(f"url: {self.url.get_backend_name()} is not supported "
+                              "(sqlite or postgresql)")
+        engine_cfg = ctx.settings.engine
+        self.engine = make_engine(options["url"],
+                                  options.get("sqlite_synchronous", engine_cfg.sqlite_synchronous),
+                                  engine_cfg.sqlite_busy_timeout_seconds)
+        self._created: set[str] = set()
+
+    def describe(self) -> str:
+        return f"sql {self.url.render_as_string(hide_password=True)}"
+
+    def _ensure(self, tables) -> None:
+        missing = [t for t in tables if t.name not in self._created]
+        if missing:
+            METADATA.create_all(self.engine, tables=missing)
+            self._created.update(t.name for t in missing)
+
+    def upsert(self, rows: list[WarehouseRow]) -> None:
+        """Write the newest version of each row; replace the children of the rows that won."""
+        newest: dict = {}
+        for row in rows:
+            pk = tuple(row.values[c.name] for c in row.table.primary_key.columns)
+            old = newest.get((row.table.name, pk))
+            if old is None or old.values["source_seq"] < row.values["source_seq"]:
+                newest[(row.table.name, pk)] = row
+        by_table: dict[Table, list[WarehouseRow]] = {}
+        for row in newest.values():
+            by_table.setdefault(row.table, []).append(row)
+        self._ensure({*by_table, *(c for r in newest.values() for c in r.children)})
+        try:
+            with self.engine.connect().execution_options(write=True) as conn, conn.begin():
+                for table, group in by_table.items():
+                    self._upsert_group(conn, table, group)
+        except OperationalError as exc:
+            raise TargetUnavailable(f"warehouse {self.describe()}: {exc.orig}") from exc
+
+    def _upsert_group(self, conn, table: Table, group: list[WarehouseRow]) -> None:
+        dialect = _DIALECTS[conn.dialect.name]
+        pk = list(table.primary_key.columns)
+        stmt = dialect.insert(table)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=pk,
+            set_={c.name: stmt.excluded[c.name] for c in table.columns if not c.primary_key},
+            where=table.c.source_seq < stmt.excluded.source_seq)
+        conn.execute(stmt, [r.values for r in group])
+        keys = [tuple(r.values[c.name] for c in pk) for r in group]
+        stored = dict((tuple(row[:-1]), row[-1]) for row in conn.execute(
+            select(*pk, table.c.source_seq).where(tuple_(*pk).in_(keys))))
+        winners = [r for r, k in zip(group, keys, strict=True)
+                   if stored.get(k) == r.values["source_seq"]]
+        child_tables = {t for r in winners for t in r.children}
+        for child in child_tables:
+            win_keys = [tuple(r.values[c.name] for c in pk) for r in winners]
+            conn.execute(sql_delete(child).where(
+                tuple_(*(child.c[c.name] for c in pk)).in_(win_keys)))
+            rows = [v for r in winners for v in r.children.get(child, [])]
+            if rows:
+                conn.execute(child.insert(), rows)
+
+    def delete(self, table: Table, where: dict) -> int:
+        """Delete rows matching ``where`` (column → value); answer how many went."""
+        self._ensure([table])
+        with self.engine.connect().execution_options(write=True) as conn, conn.begin():
+            cond = and_(*(table.c[k] == v for k, v in where.items()))
+            return conn.execute(sql_delete(table).where(cond)).rowcount
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+@hookimpl
+def register_targets(register):
+    register("sql", SqlTarget)
+
+
+@hookimpl
+def push(institution, stream, target, items):
+    if not isinstance(target, SqlTarget):
+        return None
+    target.upsert(items)
+    return PushResult()

@@ -1,0 +1,60 @@
+"""Ticket-checks stream: gate scans from the S-360 data-export webhook.
+
+A data-export row has the columns of the venue's query (REFERENCE §d), so the column names and
+the key are options of the stream, per institution; the official example query is the default.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from s360bridge.core.errors import ConfigError
+from s360bridge.core.hookspecs import hookimpl
+from s360bridge.core.streams import RecordValidator, Stream, split_batch
+from s360bridge.plugins.sql import SqlTarget
+
+from .columns import Columns, record_schema
+from .warehouse import check_row
+
+
+def check_options(options: dict) -> None:
+    """Reject unknown options or columns at start-up, with the list of known ones."""
+    unknown = set(options) - {"key", "columns"}
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(sorted(unknown))} (known: key, columns)")
+    Columns.from_options(options)
+
+
+STREAM = Stream("ticketchecks", "S-360 ticket checks (data export)", key_field="ticket_check_id",
+                check_options=check_options)
+
+
+@lru_cache(maxsize=64)
+def _validator(columns: Columns) -> RecordValidator:
+    return RecordValidator(record_schema(columns))
+
+
+def columns_of(institution) -> Columns:
+    return Columns.from_options(institution.streams[STREAM.name].options)
+
+
+@hookimpl
+def register_streams(register):
+    register(STREAM)
+
+
+@hookimpl
+def receive(institution, stream, records):
+    if stream.name != STREAM.name:
+        return None
+    cols = columns_of(institution)
+    key_column = cols.name(cols.key)
+    return split_batch(records, _validator(cols), lambda r: str(r[key_column]))
+
+
+@hookimpl
+def transform(institution, stream, target, records):
+    if stream.name != STREAM.name or not isinstance(target, SqlTarget):
+        return None
+    cols = columns_of(institution)
+    return [check_row(institution, cols, r) for r in records]

@@ -1,0 +1,147 @@
+"""Adds ``s360bridge simulate`` and ``s360bridge demo`` to the command line."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import time
+from pathlib import Path
+
+import click
+import yaml
+from sqlalchemy import func, select
+
+from s360bridge.core.bridge import Bridge
+from s360bridge.core.config import Institution, load_settings
+from s360bridge.core.db import INBOX
+from s360bridge.core.hookspecs import hookimpl
+from s360bridge.core.runner import Process
+
+from .data import Generator
+from .webhooks import WebhookQueue, WebhookSettings
+
+# Per stream: S-360's S and bs, scaled up for a demo (defaults are 100/1 and 500/10).
+SHAPES = {"contacts": (100, 20), "orders": (100, 20), "ticketchecks": (500, 50)}
+
+
+def auth_of(inst: Institution, stream: str) -> tuple[str, ...]:
+    a = inst.streams[stream].auth
+    if a.type == "basic":
+        return ("basic", a.username, a.password.value)
+    if a.type == "api_key":
+        return ("api_key", a.header, a.key.value)
+    return ("none",)
+
+
+def queue_for(base_url: str, inst: Institution, stream: str, every: float) -> WebhookQueue:
+    size, bucket = SHAPES[stream]
+    return WebhookQueue(WebhookSettings(f"{base_url}/s360/{stream}/{inst.code}", every, size,
+                                        bucket, auth_of(inst, stream)))
+
+
+def _env_refs(node) -> set[str]:
+    if isinstance(node, dict):
+        if set(node) == {"$env"}:
+            return {node["$env"]}
+        return set().union(*map(_env_refs, node.values())) if node else set()
+    if isinstance(node, list):
+        return set().union(*map(_env_refs, node)) if node else set()
+    return set()
+
+
+def fill_demo_secrets(config: Path) -> list[str]:
+    """Demo only: give every unset secret of the file a random value for this process."""
+    filled = []
+    for name in sorted(_env_refs(yaml.safe_load(config.read_text("utf-8")))):
+        if not os.environ.get(name):
+            os.environ[name] = secrets.token_urlsafe(24)
+            filled.append(name)
+    return filled
+
+
+def _delivered(bridge: Bridge) -> int:
+    with bridge.engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(INBOX)
+                            .where(INBOX.c.state != "pending")).scalar_one()
+
+
+@click.command()
+@click.option("--config", "-c", "config", default="config/myvenue.yaml", show_default=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--records", default=500, show_default=True, help="Records per stream.")
+@click.option("--seed", default=1, show_default=True)
+@click.option("--every", default=0.5, show_default=True, help="Webhook period M, in seconds.")
+@click.option("--timeout", default=300.0, show_default=True)
+def demo(config, records, seed, every, timeout):
+    """Run the bridge and feed it from the simulator until every record is delivered."""
+    filled = fill_demo_secrets(config)
+    if filled:
+        click.echo(f"demo: generated secrets for {', '.join(filled)} (this process only)")
+    settings = load_settings([config])
+    bridge = Bridge(settings)
+    proc = Process(bridge, receiver=True, workers=settings.engine.workers, scheduler=True, port=0)
+    proc.start()
+    try:
+        gen = Generator(seed)
+        queues, threads = [], []
+        for inst in settings.institutions.values():
+            for stream, cfg in inst.streams.items():
+                if not cfg.enabled or stream not in SHAPES:
+                    continue
+                q = queue_for(proc.url, inst, stream, every)
+                q.enqueue(gen.records(stream, records))
+                queues.append((inst.code, stream, q))
+                threads.append(threading.Thread(target=q.run, args=(proc.stop,)))
+        start_count = _delivered(bridge)
+        total = sum(q.pending for *_, q in queues)
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + timeout
+        with click.progressbar(length=total, label="records delivered") as bar:
+            done = 0
+            while time.monotonic() < deadline:
+                finished = not any(t.is_alive() for t in threads)
+                sent = sum(q.total.delivered for *_, q in queues)
+                now = min(_delivered(bridge) - start_count, sent)
+                bar.update(now - done)
+                done = now
+                if finished and done >= sent:
+                    break
+                time.sleep(0.2)
+            else:
+                raise click.ClickException(f"only {done} of {total} records delivered after "
+                                           f"{timeout:g}s; see `s360bridge status`")
+        for t in threads:
+            t.join()
+        for code, stream, q in queues:
+            click.echo(f"{code}/{stream}: {q.total.delivered} sent in {q.total.posts} POSTs, "
+                       f"{q.total.failed_posts} refused, {q.total.abandoned} abandoned")
+        click.echo(f"run `s360bridge status -c {config}` to see the engine's counts")
+    finally:
+        proc.shutdown()
+
+
+@click.command()
+@click.option("--config", "-c", "config", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--url", required=True, help="Base URL of a running receiver.")
+@click.option("--stream", required=True, type=click.Choice(sorted(SHAPES)))
+@click.option("--records", default=100, show_default=True)
+@click.option("--seed", default=1, show_default=True)
+@click.option("--every", default=1.0, show_default=True, help="Webhook period M, in seconds.")
+def simulate(config, url, stream, records, seed, every):
+    """Push generated records to a running receiver the way S-360 does."""
+    settings = load_settings([config])
+    for inst in settings.institutions.values():
+        q = queue_for(url.rstrip("/"), inst, stream, every)
+        q.enqueue(Generator(seed).records(stream, records))
+        total = q.run(threading.Event())
+        click.echo(f"{inst.code}/{stream}: {total.delivered} delivered in {total.posts} POSTs, "
+                   f"{total.failed_posts} refused, {total.abandoned} abandoned")
+
+
+@hookimpl
+def register_commands(cli):
+    cli.add_command(demo)
+    cli.add_command(simulate)
