@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import defaultdict
 
 from .bridge import Bridge
@@ -17,13 +18,14 @@ log = logging.getLogger("s360bridge.worker")
 class Worker:
     """Delivers inbox records in batches; several workers may share one database."""
 
-    def __init__(self, bridge: Bridge):
+    def __init__(self, bridge: Bridge, clock=time.time):
         self.bridge = bridge
         self.cfg = bridge.settings.engine
+        self.clock = clock
 
     def run_once(self, stop: threading.Event | None = None) -> int:
         """Claim and process one batch; answer how many records it held."""
-        c = claim(self.bridge.engine, self.cfg.batch_size, self.cfg.lease_seconds)
+        c = claim(self.bridge.engine, self.cfg.batch_size, self.cfg.lease_seconds, self.clock())
         if not c.records:
             return 0
         groups: dict[tuple[str, str], list] = defaultdict(list)
@@ -37,7 +39,7 @@ class Worker:
                 continue
             outcomes += self._deliver_group(c, inst_code, stream_name, items)
         complete(self.bridge.engine, c.token, outcomes, self.cfg.max_attempts,
-                 self.cfg.backoff_base_seconds, self.cfg.backoff_max_seconds)
+                 self.cfg.backoff_base_seconds, self.cfg.backoff_max_seconds, self.clock())
         release(self.bridge.engine, c.token, unprocessed)
         return len(c.records)
 

@@ -25,7 +25,6 @@ class JsonlTarget(Target):
         if set(options) != {"path"}:
             raise ConfigError("a jsonl target takes exactly one option: path")
         self.path = Path(options["path"])
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
 
     def describe(self) -> str:
@@ -35,6 +34,7 @@ class JsonlTarget(Target):
         data = b"".join(line + b"\n" for line in lines)
         try:
             with self._lock:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
                 # one O_APPEND write per push: lines of concurrent processes never interleave
                 fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
                 try:

@@ -1,0 +1,143 @@
+"""Shared fixtures: a real SQLite engine and warehouse in a temporary folder, the Flask app and
+test client, the CLI runner, and a journal (jsonl) target that counts every push."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from s360bridge.core.bridge import Bridge
+from s360bridge.core.cli import cli
+from s360bridge.core.config import load_settings
+from s360bridge.core.receiver import create_app
+from s360bridge.core.worker import Worker
+
+FIXTURES = Path(__file__).parent / "fixtures"
+PASSWORD = "s3cr3t-basic-pa55"
+API_KEY = "k3y-0f-the-export-hook"
+SECRETS_ENV = {"TEST_WEBHOOK_PASSWORD": PASSWORD, "TEST_EXPORT_KEY": API_KEY}
+
+
+def fixture(name: str):
+    return json.loads((FIXTURES / name).read_text("utf-8"))
+
+
+def base_config(tmp_path: Path) -> dict:
+    """An institution ``testvenue`` with every stream, a warehouse and a journal target."""
+    return {
+        "institution": "testvenue",
+        "timezone": "Europe/Zurich",
+        "history_cutoff": "2019-01-01",
+        "targets": {
+            "datx": {"type": "sql", "url": f"sqlite:///{tmp_path}/warehouse.db"},
+            "journal": {"type": "jsonl", "path": str(tmp_path / "journal.jsonl")},
+        },
+        "streams": {
+            "contacts": {"auth": {"type": "basic", "username": "s360",
+                                  "password": {"$env": "TEST_WEBHOOK_PASSWORD"}},
+                         "targets": ["datx", "journal"]},
+            "orders": {"auth": {"type": "none"}, "targets": ["datx", "journal"]},
+            "ticketchecks": {"auth": {"type": "api_key", "header": "x-api-key",
+                                      "key": {"$env": "TEST_EXPORT_KEY"}},
+                             "targets": ["datx", "journal"]},
+        },
+        "engine": {"database_url": f"sqlite:///{tmp_path}/engine.db",
+                   "sqlite_synchronous": "NORMAL", "backoff_base_seconds": 0.01,
+                   "backoff_max_seconds": 0.02, "max_attempts": 3},
+    }
+
+
+def write_config(tmp_path: Path, data: dict, name: str = "testvenue.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data), "utf-8")
+    return path
+
+
+@pytest.fixture
+def secrets_env(monkeypatch):
+    for k, v in SECRETS_ENV.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("S360BRIDGE_DATABASE_URL", raising=False)
+
+
+@pytest.fixture
+def config_path(tmp_path, secrets_env) -> Path:
+    return write_config(tmp_path, base_config(tmp_path))
+
+
+@pytest.fixture
+def bridge(config_path):
+    b = Bridge(load_settings([config_path]))
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def app(bridge):
+    return create_app(bridge)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+@pytest.fixture
+def invoke(runner, config_path):
+    """Run an ``s360bridge`` command against the test configuration."""
+    def _invoke(*args):
+        return runner.invoke(cli, [args[0], "-c", str(config_path), *args[1:]])
+    return _invoke
+
+
+class Journal:
+    """Reads the jsonl target: every push of every record, re-deliveries included."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def lines(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text("utf-8").splitlines()]
+
+    def pushes(self, stream: str | None = None) -> Counter:
+        return Counter(line["key"] for line in self.lines()
+                       if stream is None or line["stream"] == stream)
+
+
+@pytest.fixture
+def journal(tmp_path) -> Journal:
+    return Journal(tmp_path / "journal.jsonl")
+
+
+def drain(bridge, rounds: int = 50) -> int:
+    """Run the worker until a batch finds nothing to do; answer how many records it handled."""
+    worker, total = Worker(bridge), 0
+    for _ in range(rounds):
+        n = worker.run_once()
+        if n == 0:
+            return total
+        total += n
+    raise AssertionError(f"the worker still had work after {rounds} batches")
+
+
+AUTH = {"contacts": {"auth": ("s360", PASSWORD)}, "orders": {},
+        "ticketchecks": {"headers": {"x-api-key": API_KEY}}}
+
+
+def post(client, stream: str, body, institution: str = "testvenue", **kwargs):
+    """POST a body (JSON-encoded unless bytes) with the stream's credentials."""
+    data = body if isinstance(body, bytes | str) else json.dumps(body)
+    opts = {**AUTH[stream], **kwargs}
+    return client.post(f"/s360/{stream}/{institution}", data=data, **opts)

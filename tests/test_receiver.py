@@ -1,0 +1,207 @@
+"""The receiver: what S-360 gets back for good, partly bad and unusable requests."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from sqlalchemy import func, select
+
+from s360bridge.core.bridge import Bridge
+from s360bridge.core.config import load_settings
+from s360bridge.core.db import INBOX, QUARANTINE
+from s360bridge.core.receiver import create_app
+
+from .conftest import API_KEY, PASSWORD, base_config, drain, fixture, post, write_config
+
+
+def counts(bridge) -> tuple[int, int]:
+    with bridge.engine.connect() as conn:
+        inbox = conn.execute(select(func.count()).select_from(INBOX)).scalar_one()
+        held = conn.execute(select(func.count()).select_from(QUARANTINE)).scalar_one()
+    return inbox, held
+
+
+def warehouse(bridge, sql: str) -> list[tuple]:
+    target = bridge.target(bridge.institution("testvenue"), "datx")
+    with target.engine.connect() as conn:
+        return [tuple(r) for r in conn.exec_driver_sql(sql)]
+
+
+EXAMPLES = [
+    ("contacts", "contacts_person.json", "SELECT contact_number FROM contacts", 2),
+    ("contacts", "contacts_company.json", "SELECT contact_number FROM contacts", 2),
+    ("orders", "order_sale.json", "SELECT order_id FROM orders", 2),
+    ("orders", "order_refund.json", "SELECT order_id FROM orders", 1),
+    ("orders", "order_reservation.json", "SELECT order_id FROM orders", 1),
+    ("orders", "order_abandoned.json", "SELECT order_id FROM orders", 1),
+    ("ticketchecks", "ticketchecks.json", "SELECT check_key FROM ticket_checks", 4),
+]
+
+
+@pytest.mark.parametrize("stream,name,query,expected", EXAMPLES)
+def test_reference_examples_land_in_the_warehouse(bridge, client, stream, name, query, expected):
+    resp = post(client, stream, fixture(name))
+    assert resp.status_code == 200, resp.json
+    assert resp.json == {"accepted": expected, "duplicates": 0, "quarantined": 0}
+    drain(bridge)
+    assert len(warehouse(bridge, query)) == expected
+
+
+def test_typed_columns_keep_strings_ids_and_integer_amounts(bridge, client):
+    post(client, "contacts", fixture("contacts_person.json"))
+    post(client, "orders", fixture("order_sale.json"))
+    post(client, "orders", fixture("order_refund.json"))
+    post(client, "ticketchecks", fixture("ticketchecks.json"))
+    drain(bridge)
+    numbers = {r[0] for r in warehouse(bridge, "SELECT contact_number FROM contacts")}
+    assert "0004711" in numbers  # the leading zeros of a contact number are kept
+    assert warehouse(bridge, "SELECT sale_amount, typeof(sale_amount) FROM orders "
+                             "WHERE order_id = 10000815533") == [(115000, "integer")]
+    assert warehouse(bridge, "SELECT sale_amount FROM orders WHERE order_id = 10000815790") \
+        == [(-45000,)]
+    ops = warehouse(bridge, "SELECT operation_id, quantity, total_amount FROM order_operations "
+                            "WHERE order_id = 10000815533 ORDER BY operation_id")
+    assert ops[0] == (10228310724422, 2, 90000)
+    check = warehouse(bridge, "SELECT barcode, access_time_local, access_time_utc, "
+                              "ticket_check_id FROM ticket_checks WHERE check_key = "
+                              "'10228845124401'")
+    # 19:21:07 in Zurich in March is 18:21:07 UTC; barcodes keep their leading zero
+    assert check == [("072212349924430836880155", "2024-03-14 19:21:07.000000",
+                      "2024-03-14 18:21:07.000000", 10228845124401)]
+
+
+def test_single_object_is_a_batch_of_one(bridge, client):
+    resp = post(client, "orders", fixture("order_sale.json")[0])
+    assert resp.status_code == 200
+    assert resp.json["accepted"] == 1
+
+
+def test_body_is_json_whatever_the_content_type(bridge, client):
+    resp = post(client, "orders", fixture("order_sale.json"), content_type="text/plain")
+    assert resp.status_code == 200
+    assert resp.json["accepted"] == 2
+
+
+def test_one_bad_record_is_quarantined_and_the_others_accepted(bridge, client):
+    good = fixture("ticketchecks.json")
+    batch = [dict(good[0], ticket_check_id=10228845100000 + i) for i in range(49)]
+    batch.insert(17, dict(good[0], ticket_check_id="not-a-number"))
+    resp = post(client, "ticketchecks", batch)
+    assert resp.status_code == 200
+    assert resp.json == {"accepted": 49, "duplicates": 0, "quarantined": 1}
+    assert counts(bridge) == (49, 1)
+    with bridge.engine.connect() as conn:
+        reason = conn.execute(select(QUARANTINE.c.reason)).scalar_one()
+    assert "ticket_check_id" in reason
+
+
+def test_all_invalid_is_still_200_and_all_quarantined(bridge, client):
+    resp = post(client, "contacts", [{"contactNumber": 3346662}, {"no": "number"}])
+    assert resp.status_code == 200
+    assert resp.json == {"accepted": 0, "duplicates": 0, "quarantined": 2}
+    assert counts(bridge) == (0, 2)
+
+
+def test_new_enum_values_and_unknown_fields_pass(bridge, client):
+    order = fixture("order_sale.json")[0]
+    order["orderDetailsData"].update(orderState="PARTIALLY_SETTLED", orderType="GIFT_VOUCHER",
+                                     futureBlock={"x": 1})
+    check = dict(fixture("ticketchecks.json")[0], result="OFFLINE_OK", gate="A-03")
+    assert post(client, "orders", order).json["accepted"] == 1
+    assert post(client, "ticketchecks", check).json["accepted"] == 1
+
+
+@pytest.mark.parametrize("record,field", [
+    ({"orderDetailsData": {"orderId": "10000815533"}}, "orderId"),
+    ({"orderDetailsData": {"orderId": 10000815533, "saleAmount": 12.5}}, "saleAmount"),
+    ({"orderDetailsData": {"orderId": 2**64}}, "orderId"),
+    ({"orderDetailsData": {"orderId": 1, "contactReference": 42}}, "contactReference"),
+])
+def test_identifiers_and_amounts_are_strict(bridge, client, record, field):
+    resp = post(client, "orders", [record])
+    assert resp.json == {"accepted": 0, "duplicates": 0, "quarantined": 1}
+    with bridge.engine.connect() as conn:
+        assert field in conn.execute(select(QUARANTINE.c.reason)).scalar_one()
+
+
+BAD_REQUESTS = [
+    # (stream, institution, method, body, kwargs, status, words in the message)
+    ("orders", "nowhere", "post", b"[]", {}, 404, "unknown institution"),
+    ("coupons", "testvenue", "post", b"[]", {}, 404, "not enabled"),
+    ("orders", "testvenue", "get", None, {}, 405, "method not allowed"),
+    ("orders", "testvenue", "put", b"{}", {}, 405, "method not allowed"),
+    ("orders", "testvenue", "post", b"{not json", {}, 400, "not valid JSON"),
+    ("orders", "testvenue", "post", b"", {}, 400, "empty body"),
+    ("orders", "testvenue", "post", b'"a string"', {}, 400, "got str"),
+    ("orders", "testvenue", "post", b"42", {}, 400, "got int"),
+    ("orders", "testvenue", "post", b"[]", {}, 400, "empty array"),
+    ("orders", "testvenue", "post", b'[{"orderDetailsData": {}}, 3]', {}, 400, "element 1"),
+    ("contacts", "testvenue", "post", b"[{}]", {"auth": ("s360", "wrong")}, 401, "basic"),
+    ("contacts", "testvenue", "post", b"[{}]", {"auth": None}, 401, "basic"),
+    ("ticketchecks", "testvenue", "post", b"[{}]", {"headers": {"x-api-key": "nope"}}, 401,
+     "x-api-key"),
+    ("ticketchecks", "testvenue", "post", b"[{}]", {"headers": {}}, 401, "API key"),
+]
+
+
+@pytest.mark.parametrize("stream,code,method,body,kwargs,status,words", BAD_REQUESTS)
+def test_unusable_requests_are_refused_and_store_nothing(bridge, client, stream, code, method,
+                                                         body, kwargs, status, words):
+    opts = {"auth": ("s360", PASSWORD)} if stream == "contacts" else {}
+    if stream == "ticketchecks":
+        opts = {"headers": {"x-api-key": API_KEY}}
+    opts.update(kwargs)
+    if opts.get("auth") is None:
+        opts.pop("auth", None)
+    resp = getattr(client, method)(f"/s360/{stream}/{code}", data=body, **opts)
+    assert resp.status_code == status
+    assert resp.json["status"] == status
+    assert words in resp.json["error"]
+    assert counts(bridge) == (0, 0)
+
+
+def test_body_over_the_limit_is_413(bridge, client):
+    limit = bridge.settings.engine.max_body_bytes
+    resp = post(client, "orders", b"[" + b" " * limit + b"]")
+    assert resp.status_code == 413
+    assert "larger than" in resp.json["error"]
+    assert counts(bridge) == (0, 0)
+
+
+def test_locked_database_answers_503_and_stores_nothing(tmp_path, secrets_env):
+    cfg = base_config(tmp_path)
+    cfg["engine"]["sqlite_busy_timeout_seconds"] = 0.05
+    bridge = Bridge(load_settings([write_config(tmp_path, cfg)]))
+    client = create_app(bridge).test_client()
+    locker = sqlite3.connect(tmp_path / "engine.db", isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")  # another writer holds the database past the timeout
+    try:
+        resp = post(client, "orders", fixture("order_sale.json"))
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    assert resp.status_code == 503
+    assert resp.headers["Retry-After"]
+    assert counts(bridge) == (0, 0)
+    assert post(client, "orders", fixture("order_sale.json")).json["accepted"] == 2  # S-360 retry
+    bridge.close()
+
+
+def test_allow_list_refuses_other_sources(tmp_path, secrets_env):
+    cfg = base_config(tmp_path)
+    cfg["allowed_sources"] = ["192.0.2.0/24"]
+    bridge = Bridge(load_settings([write_config(tmp_path, cfg)]))
+    client = create_app(bridge).test_client()
+    resp = post(client, "orders", fixture("order_sale.json"))
+    assert resp.status_code == 403
+    ok = post(client, "orders", fixture("order_sale.json"),
+              environ_base={"REMOTE_ADDR": "192.0.2.7"})
+    assert ok.status_code == 200
+    bridge.close()
+
+
+def test_health(client):
+    resp = client.get("/health")
+    assert resp.status_code == 200
+    assert resp.json == {"status": "ok"}
