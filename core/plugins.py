@@ -66,11 +66,16 @@ def _load(environ) -> pluggy.PluginManager:
             except Exception as exc:
                 raise PluginError(f"plugin {ep.name!r} ({ep.value}) failed to load: {exc}") \
                     from exc
+    check(pm)
+    return pm
+
+
+def check(pm: pluggy.PluginManager) -> None:
+    """Fail on a hook implementation that matches no hook, e.g. a misspelled name."""
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         raise PluginError(f"{exc} (known hooks: {', '.join(hook_names())})") from None
-    return pm
 
 
 def hook_names() -> list[str]:

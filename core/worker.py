@@ -41,6 +41,7 @@ class Worker:
         complete(self.bridge.engine, c.token, outcomes, self.cfg.max_attempts,
                  self.cfg.backoff_base_seconds, self.cfg.backoff_max_seconds, self.clock())
         release(self.bridge.engine, c.token, unprocessed)
+        log.debug("handled %d record(s), released %d", len(outcomes), len(unprocessed))
         return len(c.records)
 
     def _deliver_group(self, c: Claim, inst_code: str, stream_name: str, items) -> list[Outcome]:

@@ -96,7 +96,7 @@ def runner():
 def invoke(runner, config_path):
     """Run an ``s360bridge`` command against the test configuration."""
     def _invoke(*args):
-        return runner.invoke(cli, [args[0], "-c", str(config_path), *args[1:]])
+        return runner.invoke(cli, [*args, "-c", str(config_path)])
     return _invoke
 
 
@@ -109,7 +109,8 @@ class Journal:
     def lines(self) -> list[dict]:
         if not self.path.exists():
             return []
-        return [json.loads(line) for line in self.path.read_text("utf-8").splitlines()]
+        complete = self.path.read_text("utf-8").split("\n")[:-1]  # a line being written waits
+        return [json.loads(line) for line in complete]
 
     def pushes(self, stream: str | None = None) -> Counter:
         return Counter(line["key"] for line in self.lines()

@@ -1,0 +1,121 @@
+"""Configuration: the example loads; every mistake names the file, the key and the problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from s360bridge.core.bridge import Bridge
+from s360bridge.core.cli import cli
+from s360bridge.core.config import load_settings
+from s360bridge.core.errors import ConfigError
+
+from .conftest import base_config, write_config
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "myvenue.yaml"
+EXAMPLE_ENV = {"MYVENUE_WEBHOOK_PASSWORD": "p", "MYVENUE_EXPORT_API_KEY": "k"}
+
+
+def test_worked_example_loads():
+    settings = load_settings([EXAMPLE], environ=EXAMPLE_ENV)
+    inst = settings.institutions["myvenue"]
+    assert inst.timezone.key == "Europe/Zurich"
+    assert str(inst.history_cutoff) == "2019-01-01"
+    assert set(inst.streams) == {"contacts", "orders", "ticketchecks"}
+    assert inst.streams["ticketchecks"].auth.header == "x-api-key"
+    assert settings.engine.database_url == "sqlite:///var/s360bridge.db"
+
+
+def test_database_url_env_overrides(tmp_path):
+    env = {**EXAMPLE_ENV, "S360BRIDGE_DATABASE_URL": f"sqlite:///{tmp_path}/x.db"}
+    assert load_settings([EXAMPLE], environ=env).engine.database_url.endswith("/x.db")
+
+
+def test_a_folder_serves_several_institutions(tmp_path, secrets_env):
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    for code in ("venue-a", "venue-b"):
+        cfg = base_config(tmp_path)
+        cfg["institution"] = code
+        write_config(folder, cfg, f"{code}.yaml")
+    assert sorted(load_settings([folder]).institutions) == ["venue-a", "venue-b"]
+
+
+def mutate(cfg: dict, change) -> dict:
+    change(cfg)
+    return cfg
+
+
+BROKEN = [
+    (lambda c: c.update(colour="blue"), "(top level)",
+     "Additional properties are not allowed ('colour' was unexpected)"),
+    (lambda c: c.pop("timezone"), "(top level)", "'timezone' is a required property"),
+    (lambda c: c.update(timezone="Mars/Olympus"), "timezone", "unknown time zone"),
+    (lambda c: c.update(history_cutoff="yesterday"), "history_cutoff", "is not a 'date'"),
+    (lambda c: c["streams"]["orders"].update(targets=["nowhere"]), "streams.orders.targets",
+     "unknown target 'nowhere'"),
+    (lambda c: c["streams"]["orders"].update(auth={"type": "basic", "username": "u",
+                                                   "password": "plain-text"}),
+     "streams.orders.auth.password", "is not of type 'object'"),
+    (lambda c: c["streams"]["orders"].update(auth={"type": "token"}),
+     "streams.orders.auth.type", "is not one of"),
+    (lambda c: c["engine"].update(retention_hours=1), "engine.retention_hours",
+     "shorter than S-360's retry horizon"),
+    (lambda c: c.update(allowed_sources=["not-an-ip"]), "allowed_sources.0",
+     "is not an address"),
+    (lambda c: c["streams"].update(coupons={}), "streams.coupons",
+     "no loaded plugin provides this stream"),
+    (lambda c: c["targets"].update(dwh={"type": "oracle"}), "targets.dwh.type",
+     "unknown target type 'oracle'"),
+    (lambda c: c["targets"]["datx"].update(colour=1), "targets.datx", "unknown option(s) colour"),
+    (lambda c: c["targets"]["datx"].update(url="mysql://x/y"), "targets.datx",
+     "mysql is not supported"),
+    (lambda c: c["streams"]["ticketchecks"].update(options={"columns": {"gate": "g"}}),
+     "streams.ticketchecks.options", "unknown column(s) gate"),
+]
+
+
+@pytest.mark.parametrize("change,where,what", BROKEN)
+def test_invalid_file_names_file_key_and_problem(tmp_path, secrets_env, change, where, what):
+    path = write_config(tmp_path, mutate(base_config(tmp_path), change))
+    with pytest.raises(ConfigError) as err:
+        Bridge(load_settings([path])).close()
+    message = str(err.value)
+    assert str(path) in message
+    assert f": {where}: " in message
+    assert what in message
+
+
+def test_missing_secret_names_the_variable(tmp_path, secrets_env, monkeypatch):
+    monkeypatch.delenv("TEST_EXPORT_KEY")
+    path = write_config(tmp_path, base_config(tmp_path))
+    with pytest.raises(ConfigError, match="streams.ticketchecks.auth.key: environment variable "
+                                          "TEST_EXPORT_KEY is not set"):
+        load_settings([path])
+    # commands that never receive webhooks run without the receiver's credentials
+    assert load_settings([path], receiver_secrets=False).institutions["testvenue"]
+
+
+def test_same_institution_twice_and_conflicting_engine_settings(tmp_path, secrets_env):
+    first = base_config(tmp_path)
+    first["engine"]["batch_size"] = 500
+    a = write_config(tmp_path, first, "a.yaml")
+    b = write_config(tmp_path, base_config(tmp_path), "b.yaml")
+    with pytest.raises(ConfigError, match="'testvenue' is already configured in"):
+        load_settings([a, b])
+    other = base_config(tmp_path)
+    other["institution"] = "other"
+    other["engine"]["batch_size"] = 7
+    c = write_config(tmp_path, other, "c.yaml")
+    with pytest.raises(ConfigError, match=r"c.yaml: engine.batch_size: 7 conflicts with 500 set "
+                                          r"in .*a.yaml"):
+        load_settings([a, c])
+
+
+def test_check_config_exits_2_with_the_message(tmp_path, secrets_env, runner):
+    path = write_config(tmp_path, mutate(base_config(tmp_path),
+                                         lambda c: c.update(timezone="Nowhere/Land")))
+    result = runner.invoke(cli, ["check-config", "-c", str(path)])
+    assert result.exit_code == 2
+    assert f"error: {path}: timezone: unknown time zone 'Nowhere/Land'" in result.output

@@ -1,0 +1,106 @@
+"""Operator commands: status, quarantine, forget, retention purge, and secrets kept out of sight."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from sqlalchemy import func, select
+
+from s360bridge.core.db import INBOX, QUARANTINE
+from s360bridge.core.maintenance import purge
+
+from .conftest import API_KEY, PASSWORD, base_config, drain, fixture, post, write_config
+
+
+def test_status_counts_per_institution_stream_and_state(bridge, client, invoke):
+    post(client, "orders", fixture("order_sale.json"))
+    post(client, "contacts", [{"contactNumber": 12}])  # quarantined
+    drain(bridge)
+    post(client, "orders", fixture("order_refund.json"))  # pending
+    result = invoke("status", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)["testvenue"]
+    assert report["streams"]["orders"]["states"] == {"done": 2, "pending": 1}
+    assert report["streams"]["orders"]["oldest_pending_seconds"] >= 0
+    assert report["streams"]["contacts"]["quarantined"] == 1
+    assert report["targets"]["datx"].startswith("sql sqlite:///")
+    text = invoke("status")
+    assert "orders        done 2, pending 1" in text.output
+
+
+def test_secrets_never_appear_in_status_logs_or_errors(bridge, client, invoke, caplog):
+    caplog.set_level(logging.DEBUG)
+    post(client, "contacts", fixture("contacts_person.json"))
+    post(client, "contacts", b"[{}]", auth=("s360", "wrong-password"))
+    post(client, "ticketchecks", b"[{}]", headers={"x-api-key": "wrong"})
+    drain(bridge)
+    outputs = [invoke("status", "--json").output, invoke("status").output,
+               invoke("check-config").output, caplog.text,
+               repr(bridge.settings), str(bridge.settings)]
+    for text in outputs:
+        assert PASSWORD not in text and API_KEY not in text
+    assert "<secret $TEST_WEBHOOK_PASSWORD>" in repr(bridge.settings)
+
+
+def test_quarantine_list_show_and_reprocess_after_a_config_fix(bridge, client, invoke,
+                                                               tmp_path):
+    row = dict(fixture("ticketchecks.json")[0])
+    row["scan_id"] = row.pop("ticket_check_id")  # the venue's query names the id differently
+    assert post(client, "ticketchecks", [row]).json["quarantined"] == 1
+
+    listed = invoke("quarantine", "list")
+    assert "testvenue/ticketchecks" in listed.output and "ticket_check_id" in listed.output
+    entry_id = listed.output.split()[0]
+    shown = invoke("quarantine", "show", entry_id)
+    assert '"scan_id": 10228845124401' in shown.output
+
+    still = invoke("quarantine", "reprocess")
+    assert "accepted 0, duplicates 0, still invalid 1" in still.output
+
+    # the fix: map the venue's column name in the stream options
+    cfg = base_config(tmp_path)
+    cfg["streams"]["ticketchecks"]["options"] = {"columns": {"ticket_check_id": "scan_id"}}
+    write_config(tmp_path, cfg)
+    fixed = invoke("quarantine", "reprocess")
+    assert "accepted 1, duplicates 0, still invalid 0" in fixed.output
+    assert invoke("quarantine", "list").output == ""
+    with bridge.engine.connect() as conn:
+        assert conn.execute(select(INBOX.c.record_key)).scalar_one() == "10228845124401"
+
+
+def test_forget_erases_a_contact_everywhere_and_says_what(bridge, client, invoke):
+    post(client, "contacts", fixture("contacts_person.json"))
+    post(client, "contacts", [{"contactNumber": "0004711", "individualContact": {"email": 5}}])
+    drain(bridge)
+    result = invoke("forget", "--institution", "testvenue", "--contact", "0004711")
+    assert result.exit_code == 0, result.output
+    assert "engine inbox: 1 version(s)" in result.output
+    assert "engine quarantine: 1 record(s)" in result.output
+    assert "target datx: 1 row(s) from table contacts" in result.output
+    target = bridge.target(bridge.institution("testvenue"), "datx")
+    with target.engine.connect() as conn:
+        left = [r[0] for r in conn.exec_driver_sql("SELECT contact_number FROM contacts")]
+    assert left == ["3346662"]
+    with bridge.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(QUARANTINE)).scalar_one() == 0
+        assert [r[0] for r in conn.execute(select(INBOX.c.record_key))] == ["3346662"]
+
+
+def test_purge_keeps_what_is_recent_pending_or_dead(bridge, client):
+    post(client, "orders", fixture("order_sale.json"))
+    drain(bridge)
+    post(client, "orders", fixture("order_refund.json"))  # still pending
+    later = time.time() + bridge.settings.engine.retention_hours * 3600 + 60
+    assert purge(bridge, now=time.time()) == 0
+    assert purge(bridge, now=later) == 2
+    with bridge.engine.connect() as conn:
+        assert [r[0] for r in conn.execute(select(INBOX.c.state))] == ["pending"]
+
+
+def test_check_config_describes_the_endpoints(invoke):
+    result = invoke("check-config")
+    assert result.exit_code == 0
+    assert "POST /s360/contacts/testvenue  enabled, auth basic, targets datx, journal" \
+        in result.output

@@ -1,0 +1,178 @@
+"""Real processes on loopback: crash safety under kill -9, two workers on one database, SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from s360bridge.core.bridge import Bridge
+from s360bridge.core.config import load_settings
+from s360bridge.core.inbox import ingest
+
+from .conftest import API_KEY, SECRETS_ENV, Journal, base_config, write_config
+
+S360BRIDGE = shutil.which("s360bridge") or str(Path(sys.executable).with_name("s360bridge"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(args: list[str], log: Path) -> subprocess.Popen:
+    env = {**os.environ, **SECRETS_ENV}
+    env.pop("S360BRIDGE_DATABASE_URL", None)
+    return subprocess.Popen([S360BRIDGE, "--log-level", "DEBUG", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=log.open("ab"),
+                            start_new_session=True)  # its own process group
+
+
+def wait_until(condition, timeout: float, what: str, proc: subprocess.Popen | None = None):
+    """Poll ``condition`` until it holds; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process exited with {proc.returncode} while waiting: {what}")
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def healthy(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/health", timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def checks(first_id: int, n: int) -> list[dict]:
+    return [{"ticket_check_id": first_id + i, "barcode": f"0{first_id + i}",
+             "access_time": "2024-03-14 19:21:07", "check_flow": "IN", "result": "OK"}
+            for i in range(n)]
+
+
+def warehouse_keys(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    with sqlite3.connect(path) as conn:
+        try:
+            return [r[0] for r in conn.execute("SELECT check_key FROM ticket_checks")]
+        except sqlite3.OperationalError:  # the table is created with the first delivery
+            return []
+
+
+@pytest.fixture
+def crash_config(tmp_path):
+    cfg = base_config(tmp_path)
+    cfg["engine"]["sqlite_synchronous"] = "FULL"
+    return write_config(tmp_path, cfg)
+
+
+def test_kill_9_mid_burst_loses_nothing_that_got_a_200(tmp_path, crash_config):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "run.log"
+    proc = start(["run", "-c", str(crash_config), "--port", str(port)], log)
+    wait_until(lambda: healthy(url), 30, "the receiver to be ready", proc)
+
+    acked: list[int] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def burst(thread_no: int):
+        session = requests.Session()
+        for batch in range(1000):
+            if stop.is_set():
+                return
+            body = checks(10_000_000_000 + thread_no * 1_000_000 + batch * 20, 20)
+            try:
+                resp = session.post(f"{url}/s360/ticketchecks/testvenue", json=body,
+                                    headers={"x-api-key": API_KEY}, timeout=10)
+            except requests.RequestException:
+                return  # the server is gone: nothing of this batch counts as accepted
+            if resp.status_code == 200:
+                with lock:
+                    acked.extend(c["ticket_check_id"] for c in body)
+
+    threads = [threading.Thread(target=burst, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: len(acked) >= 1500, 60, "1,500 acknowledged records")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    stop.set()
+    for t in threads:
+        t.join(30)
+    assert proc.returncode == -signal.SIGKILL
+
+    proc = start(["run", "-c", str(crash_config), "--port", str(port)], log)
+    warehouse = tmp_path / "warehouse.db"
+    expected = {str(i) for i in acked}
+    wait_until(lambda: expected <= set(warehouse_keys(warehouse)), 120,
+               "every acknowledged record in the warehouse", proc)
+    keys = warehouse_keys(warehouse)
+    assert len(keys) == len(set(keys))  # exactly once per key
+    assert expected <= set(keys)
+    assert set(Journal(tmp_path / "journal.jsonl").pushes()) >= expected
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+
+
+def test_two_worker_processes_never_push_a_record_twice(tmp_path, secrets_env):
+    cfg = base_config(tmp_path)
+    cfg["engine"]["batch_size"] = 50
+    cfg["streams"]["ticketchecks"]["targets"] = ["journal"]
+    path = write_config(tmp_path, cfg)
+    bridge = Bridge(load_settings([path]))
+    inst, stream = bridge.institution("testvenue"), bridge.stream("ticketchecks")
+    for i in range(40):
+        ingest(bridge, inst, stream, checks(30_000_000_000 + i * 100, 100))
+    bridge.close()
+
+    logs = [tmp_path / "w1.log", tmp_path / "w2.log"]
+    workers = [start(["worker", "-c", str(path), "--no-scheduler"], log) for log in logs]
+    journal = Journal(tmp_path / "journal.jsonl")
+    wait_until(lambda: len(journal.lines()) >= 4000, 120, "4,000 pushes")
+    for w in workers:
+        w.send_signal(signal.SIGTERM)
+    assert [w.wait(30) for w in workers] == [0, 0]
+
+    pushes = journal.pushes()
+    assert len(pushes) == 4000
+    assert set(pushes.values()) == {1}
+    handled = [sum(int(line.split("handled ")[1].split()[0])
+                   for line in log.read_text().splitlines() if "handled " in line)
+               for log in logs]
+    assert sum(handled) == 4000
+    assert min(handled) > 0, f"one worker did all the work: {handled}"
+
+
+def test_sigterm_stops_cleanly_and_releases_nothing_half_done(tmp_path, crash_config):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "run.log"
+    proc = start(["run", "-c", str(crash_config), "--port", str(port)], log)
+    wait_until(lambda: healthy(url), 30, "the receiver to be ready", proc)
+    resp = requests.post(f"{url}/s360/ticketchecks/testvenue", json=checks(40_000_000_000, 50),
+                         headers={"x-api-key": API_KEY}, timeout=10)
+    assert resp.status_code == 200
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    text = log.read_text()
+    assert "stopping: finishing in-flight work" in text and "stopped" in text
+    with sqlite3.connect(tmp_path / "engine.db") as conn:
+        leased = conn.execute("SELECT count(*) FROM inbox WHERE lease_owner IS NOT NULL")
+        assert leased.fetchone()[0] == 0

@@ -1,0 +1,98 @@
+"""The simulator's webhook side over real HTTP on loopback: data, batching, resends, abandonment."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from s360bridge.core.runner import Process
+from s360bridge.simulator.data import Generator
+from s360bridge.simulator.webhooks import MAX_TRIES, WebhookQueue, WebhookSettings
+
+from .conftest import API_KEY, PASSWORD, drain
+
+
+@pytest.fixture
+def live(bridge):
+    """The receiver served by waitress on a free loopback port (no worker)."""
+    proc = Process(bridge, receiver=True, workers=0, scheduler=False, port=0)
+    proc.start()
+    yield proc
+    proc.shutdown()
+
+
+AUTH = {"contacts": ("basic", "s360", PASSWORD), "orders": ("none",),
+        "ticketchecks": ("api_key", "x-api-key", API_KEY)}
+
+
+def queue(live, stream: str, **settings) -> WebhookQueue:
+    return WebhookQueue(WebhookSettings(f"{live.url}/s360/{stream}/testvenue",
+                                        auth=AUTH[stream], **settings))
+
+
+def test_same_seed_same_data():
+    assert Generator(7).records("orders", 20) == Generator(7).records("orders", 20)
+    assert Generator(7).records("orders", 20) != Generator(8).records("orders", 20)
+
+
+@pytest.mark.parametrize("stream", ["contacts", "orders", "ticketchecks"])
+def test_generated_records_are_all_accepted_and_delivered(bridge, live, journal, stream):
+    gen = Generator(3)
+    gen.records("contacts", 30)  # orders refer to existing contacts
+    q = queue(live, stream, batch_size=500, bucket_size=50)
+    q.enqueue(gen.records(stream, 200))
+    report = q.run(threading.Event())
+    assert (report.delivered, report.failed_posts, report.posts) == (200, 0, 4)
+    drain(bridge)
+    assert sum(journal.pushes(stream).values()) == 200
+
+
+def test_generated_orders_cover_every_kind(bridge):
+    orders = [o["orderDetailsData"] for o in Generator(1).records("orders", 200)]
+    assert {(o["orderType"], o["orderState"]) for o in orders} == {
+        ("SALE", "CLOSED"), ("REFUND_CLIENT", "CLOSED"), ("RESERVATION", "CLOSED"),
+        ("SALE", "ABANDONED")}
+    contacts = Generator(1).records("contacts", 200)
+    assert {c["type"] for c in contacts} == {"INDIVIDUAL", "STRUCTURE"}
+    assert any(c["contactNumber"].startswith("0") for c in contacts)
+
+
+def test_at_most_s_records_a_run_and_bs_a_post(live):
+    q = queue(live, "orders", batch_size=20, bucket_size=7)
+    q.enqueue(Generator(1).records("orders", 45))
+    first = q.run_once()
+    assert (first.posts, first.delivered, q.pending) == (3, 20, 25)  # 7 + 7 + 6
+    second, third = q.run_once(), q.run_once()
+    assert (second.delivered, third.delivered, q.pending) == (20, 5, 0)
+
+
+def test_single_object_payloads_as_in_the_order_example(bridge, live):
+    q = queue(live, "orders", bucket_size=1, single_object=True)
+    q.enqueue(Generator(1).records("orders", 3))
+    assert q.run_once().statuses == [200, 200, 200]
+
+
+def test_refused_payload_is_resent_the_same_until_accepted(bridge, live, journal):
+    q = queue(live, "contacts", batch_size=10, bucket_size=10)
+    q.settings.auth = ("basic", "s360", "an-old-password")
+    q.enqueue(Generator(1).records("contacts", 10))
+    for _ in range(3):
+        assert q.run_once().statuses == [401]
+    assert q.pending == 10 and q.retrying[0].tries == 3
+    q.settings.auth = AUTH["contacts"]  # the venue's admin fixes the interface
+    assert q.run_once().statuses == [200]
+    drain(bridge)
+    assert len(journal.pushes("contacts")) == 10
+
+
+def test_abandoned_after_twelve_refusals(live, caplog):
+    q = queue(live, "ticketchecks")
+    q.settings.auth = ("api_key", "x-api-key", "wrong")
+    q.enqueue(Generator(1).records("ticketchecks", 1))
+    for _ in range(MAX_TRIES):
+        q.run_once()
+    assert (q.pending, len(q.abandoned), q.total.abandoned) == (0, 1, 1)
+    assert q.total.posts == MAX_TRIES == 12
+    assert "abandoned after 12 tries" in caplog.text
+    assert q.run_once().posts == 0
