@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from s360bridge.core.db import INBOX, QUARANTINE
 from s360bridge.core.maintenance import purge
 
-from .conftest import API_KEY, PASSWORD, base_config, drain, fixture, post, write_config
+from .conftest import API_KEY, PASSWORD, Journal, base_config, drain, fixture, post, write_config
 
 
 def test_status_counts_per_institution_stream_and_state(bridge, client, invoke):
@@ -70,7 +70,7 @@ def test_quarantine_list_show_and_reprocess_after_a_config_fix(bridge, client, i
         assert conn.execute(select(INBOX.c.record_key)).scalar_one() == "10228845124401"
 
 
-def test_forget_erases_a_contact_everywhere_and_says_what(bridge, client, invoke):
+def test_forget_erases_a_contact_everywhere_and_says_what(bridge, client, invoke, tmp_path):
     post(client, "contacts", fixture("contacts_person.json"))
     post(client, "contacts", [{"contactNumber": "0004711", "individualContact": {"email": 5}}])
     drain(bridge)
@@ -79,6 +79,8 @@ def test_forget_erases_a_contact_everywhere_and_says_what(bridge, client, invoke
     assert "engine inbox: 1 version(s)" in result.output
     assert "engine quarantine: 1 record(s)" in result.output
     assert "target datx: 1 row(s) from table contacts" in result.output
+    assert "target journal: 1 journal line(s)" in result.output
+    assert set(Journal(tmp_path / "journal.jsonl").pushes()) == {"3346662"}
     target = bridge.target(bridge.institution("testvenue"), "datx")
     with target.engine.connect() as conn:
         left = [r[0] for r in conn.exec_driver_sql("SELECT contact_number FROM contacts")]

@@ -36,8 +36,11 @@ def test_same_seed_same_data():
     assert Generator(7).records("orders", 20) != Generator(8).records("orders", 20)
 
 
+TABLES = {"contacts": "contacts", "orders": "orders", "ticketchecks": "ticket_checks"}
+
+
 @pytest.mark.parametrize("stream", ["contacts", "orders", "ticketchecks"])
-def test_generated_records_are_all_accepted_and_delivered(bridge, live, journal, stream):
+def test_simulator_to_receiver_to_inbox_to_warehouse(bridge, live, journal, stream):
     gen = Generator(3)
     gen.records("contacts", 30)  # orders refer to existing contacts
     q = queue(live, stream, batch_size=500, bucket_size=50)
@@ -46,6 +49,10 @@ def test_generated_records_are_all_accepted_and_delivered(bridge, live, journal,
     assert (report.delivered, report.failed_posts, report.posts) == (200, 0, 4)
     drain(bridge)
     assert sum(journal.pushes(stream).values()) == 200
+    target = bridge.target(bridge.institution("testvenue"), "datx")
+    with target.engine.connect() as conn:
+        n = conn.exec_driver_sql(f"SELECT count(*) FROM {TABLES[stream]}").scalar_one()
+    assert n == 200
 
 
 def test_generated_orders_cover_every_kind(bridge):

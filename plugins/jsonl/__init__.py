@@ -6,6 +6,7 @@ a flow (and to count pushes in tests); use the ``sql`` target for data that must
 
 from __future__ import annotations
 
+import fcntl
 import os
 import threading
 from pathlib import Path
@@ -35,15 +36,29 @@ class JsonlTarget(Target):
         try:
             with self._lock:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                # one O_APPEND write per push: lines of concurrent processes never interleave
+                # one locked O_APPEND write per push: processes never interleave their lines
                 fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
                 try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
                     os.write(fd, data)
                     os.fsync(fd)
                 finally:
                     os.close(fd)
         except OSError as exc:
             raise TargetUnavailable(f"cannot append to {self.path}: {exc}") from exc
+
+    def drop(self, matches) -> int:
+        """Rewrite the journal without the lines ``matches`` selects; answer how many went."""
+        with self._lock, open(self.path, "r+b") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            lines = f.read().splitlines(keepends=True)
+            kept = [line for line in lines if not matches(orjson.loads(line))]
+            f.seek(0)
+            f.writelines(kept)
+            f.truncate()
+            f.flush()
+            os.fsync(f.fileno())
+        return len(lines) - len(kept)
 
 
 @hookimpl
@@ -65,3 +80,17 @@ def push(institution, stream, target, items):
         return None
     target.append([orjson.dumps(item) for item in items])
     return PushResult()
+
+
+@hookimpl
+def forget(bridge, institution, contact_number):
+    """Rewrite the journals of the institution without the contact's records."""
+    personal = {name for name, s in bridge.hooks.streams.items() if s.personal_data}
+    said = []
+    for name in institution.targets:
+        target = bridge.target(institution, name)
+        if isinstance(target, JsonlTarget) and target.path.exists():
+            n = target.drop(lambda line: line["institution"] == institution.code
+                            and line["stream"] in personal and line["key"] == contact_number)
+            said.append(f"target {name}: {n} journal line(s)")
+    return said
