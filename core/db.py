@@ -102,7 +102,11 @@ def make_engine(url: str, synchronous: str = "FULL", busy_timeout: float = 10.0)
 
 
 def create_schema(engine: Engine) -> None:
-    SQLModel.metadata.create_all(engine, tables=[INBOX, DELIVERY, QUARANTINE])
+    """Create the engine's tables; inside a write transaction, so that processes starting
+    together (gunicorn workers) do not race, and with no connection left in the pool."""
+    with engine.connect().execution_options(write=True) as conn, conn.begin():
+        SQLModel.metadata.create_all(conn, tables=[INBOX, DELIVERY, QUARANTINE])
+    engine.dispose()  # nothing pooled before a server forks its workers
 
 
 @contextmanager

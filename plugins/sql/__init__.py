@@ -84,7 +84,8 @@ class SqlTarget(Target):
     def _ensure(self, tables) -> None:
         missing = [t for t in tables if t.name not in self._created]
         if missing:
-            METADATA.create_all(self.engine, tables=missing)
+            with self.engine.connect().execution_options(write=True) as conn, conn.begin():
+                METADATA.create_all(conn, tables=missing)
             self._created.update(t.name for t in missing)
 
     def upsert(self, rows: list[WarehouseRow]) -> None:

@@ -1,0 +1,250 @@
+"""Ingest and end-to-end benchmark of the receiver (issue 2). Run by hand: `make bench`.
+
+1. ceiling: a bare Flask endpoint (parse JSON, insert raw rows with stdlib sqlite3) under wrk;
+2. receiver: the s360bridge receiver under the same wrk, server stack and SQLite durability;
+3. end to end: one `s360bridge worker` delivers what the receiver stored into the warehouse;
+4. flow (--flow N): receiver and worker together until N records reached the warehouse, with
+   the resident memory of every process sampled on the way.
+
+Needs wrk (Debian: apt-get install wrk) and gunicorn (pip install -e '.[gunicorn]').
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+import yaml
+
+BENCH = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+API_KEY = "bench-key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(cmd: list[str], env: dict, cwd: Path, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(cmd, env={**os.environ, **env}, cwd=cwd, stdout=log.open("ab"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(60)
+
+
+def wait_ready(url: str, proc: subprocess.Popen) -> None:
+    for _ in range(600):
+        if proc.poll() is not None:
+            sys.exit(f"server exited with {proc.returncode}; see the log in the work folder")
+        try:
+            requests.post(url, data=b"", timeout=1)
+            return
+        except requests.RequestException:
+            time.sleep(0.05)
+    sys.exit(f"{url} not ready after 30 s")
+
+
+def gunicorn(app: str, port: int, workers: int, env: dict, cwd: Path, log: Path):
+    cmd = [str(BIN / "gunicorn"), "-w", str(workers), "-b", f"127.0.0.1:{port}",
+           "--backlog", "2048", "--log-level", "warning", app]
+    proc = start(cmd, env, cwd, log)
+    wait_ready(f"http://127.0.0.1:{port}/s360/ticketchecks/bench", proc)
+    return proc
+
+
+def wrk(url: str, seconds: float, threads: int, conns: int, run: int) -> dict:
+    out = subprocess.run(["wrk", "-t", str(threads), "-c", str(conns), "-d", f"{seconds}s",
+                          "--latency", "-s", str(BENCH / "post_checks.lua"), url],
+                         env={**os.environ, "BENCH_RUN": str(run), "BENCH_API_KEY": API_KEY},
+                         capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {"records_per_s": round(rps * 50), "requests": total, "records": total * 50,
+            "p50_ms": _ms(re.search(r"50%\s+(\S+)", out).group(1)),
+            "p99_ms": _ms(re.search(r"99%\s+(\S+)", out).group(1)),
+            "non_2xx": int(bad.group(1)) if bad else 0,
+            "socket_errors": errors.group(1) if errors else None}
+
+
+def _ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
+    return round(float(value) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit], 2)
+
+
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def tree(pid: int) -> list[int]:
+    """pid and its children (gunicorn's workers)."""
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
+                         text=True).stdout
+    return [pid, *map(int, out.split())]
+
+
+def count(db: Path, sql: str) -> int:
+    with sqlite3.connect(db, timeout=30) as conn:
+        return conn.execute(sql).fetchone()[0]
+
+
+def write_config(work: Path, synchronous: str) -> Path:
+    cfg = {"institution": "bench", "timezone": "Europe/Zurich",
+           "targets": {"datx": {"type": "sql", "url": f"sqlite:///{work}/warehouse.db"}},
+           "streams": {"ticketchecks": {"auth": {"type": "api_key", "header": "x-api-key",
+                                                 "key": {"$env": "BENCH_API_KEY"}},
+                                        "targets": ["datx"]}},
+           "engine": {"database_url": f"sqlite:///{work}/engine.db",
+                      "sqlite_synchronous": synchronous}}
+    path = work / "bench.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def deliver(cfg: Path, work: Path, env: dict, expected: int, label: str) -> dict:
+    """Start one worker and time it until ``expected`` records are in the warehouse."""
+    worker = start([str(BIN / "s360bridge"), "--log-level", "WARNING", "worker", "-c",
+                    str(cfg), "--no-scheduler"], env, work, work / f"{label}.log")
+    started = time.monotonic()
+    while count(work / "engine.db", "SELECT count(*) FROM inbox WHERE state = 'pending'"):
+        time.sleep(0.2)
+    seconds = time.monotonic() - started
+    peak = rss_kib(worker.pid, "VmHWM")
+    stop(worker)
+    stored = count(work / "warehouse.db", "SELECT count(*) FROM ticket_checks")
+    return {"records": stored, "expected": expected, "seconds": round(seconds, 2),
+            "records_per_s": round(stored / seconds), "worker_peak_rss_mib": round(peak / 1024)}
+
+
+def flow(cfg: Path, work: Path, env: dict, target: int, args) -> dict:
+    """Receiver and worker together until ``target`` records are in the warehouse."""
+    port = free_port()
+    server = gunicorn("s360bridge.core.wsgi:app_from_env()", port, args.workers, env, work,
+                      work / "flow-server.log")
+    worker = start([str(BIN / "s360bridge"), "--log-level", "WARNING", "worker", "-c",
+                    str(cfg), "--no-scheduler"], env, work, work / "flow-worker.log")
+    load = subprocess.Popen(["wrk", "-t", str(args.threads), "-c", str(args.connections), "-d",
+                             "3600s", "-s", str(BENCH / "post_checks.lua"),
+                             f"http://127.0.0.1:{port}/s360/ticketchecks/bench"],
+                            env={**os.environ, "BENCH_RUN": "7", "BENCH_API_KEY": API_KEY},
+                            stdout=subprocess.DEVNULL)
+    samples, started = [], time.monotonic()
+    loaded = delivered = 0
+    while delivered < target:
+        time.sleep(2)
+        if loaded < target:
+            loaded = count(work / "engine.db", "SELECT count(*) FROM inbox")
+            if loaded >= target:
+                load.terminate()
+        try:
+            delivered = count(work / "warehouse.db", "SELECT count(*) FROM ticket_checks")
+        except sqlite3.OperationalError:
+            delivered = 0
+        samples.append({"t": round(time.monotonic() - started), "delivered": delivered,
+                        "receiver_rss_mib": round(sum(map(rss_kib, tree(server.pid))) / 1024),
+                        "worker_rss_mib": round(rss_kib(worker.pid) / 1024)})
+        print(f"  flow: {samples[-1]}", flush=True)
+    load.wait(30)
+    stop(worker)
+    stop(server)
+    seconds = time.monotonic() - started
+    return {"records": delivered, "seconds": round(seconds), "records_per_s":
+            round(delivered / seconds), "samples": samples}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=15, help="wrk duration per phase")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn sync workers")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--connections", type=int, default=8, help="wrk connections")
+    parser.add_argument("--synchronous", default="FULL", help="SQLite synchronous, both sides")
+    parser.add_argument("--flow", type=int, default=0, help="also run N records through")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk is needed: apt-get install wrk")
+    if not (BIN / "gunicorn").exists():
+        sys.exit("gunicorn is needed: pip install -e '.[gunicorn]'")
+    work = Path(tempfile.mkdtemp(prefix="s360bench-"))
+    env = {"BENCH_API_KEY": API_KEY, "S360BRIDGE_CONFIG": str(write_config(work, args.synchronous)),
+           "BARE_DB": str(work / "bare.db"), "BARE_SYNCHRONOUS": args.synchronous}
+    cfg = Path(env["S360BRIDGE_CONFIG"])
+    result = {"date": dt.datetime.now().isoformat(timespec="seconds"), "args": vars(args),
+              "cpus": os.cpu_count()}
+
+    port = free_port()
+    bare = gunicorn("bare_app:app", port, args.workers, env, BENCH, work / "bare.log")
+    print("ceiling: bare Flask + stdlib sqlite3 ...", flush=True)
+    result["ceiling"] = wrk(f"http://127.0.0.1:{port}/s360/ticketchecks/bench", args.seconds,
+                            args.threads, args.connections, 1)
+    stop(bare)
+
+    port = free_port()
+    receiver = gunicorn("s360bridge.core.wsgi:app_from_env()", port, args.workers, env, work,
+                        work / "receiver.log")
+    print("receiver: s360bridge ...", flush=True)
+    result["receiver"] = wrk(f"http://127.0.0.1:{port}/s360/ticketchecks/bench", args.seconds,
+                             args.threads, args.connections, 2)
+    result["receiver"]["server_rss_mib"] = round(sum(map(rss_kib, tree(receiver.pid))) / 1024)
+    stop(receiver)
+    stored = count(work / "engine.db", "SELECT count(*) FROM inbox")
+    result["receiver"]["stored"] = stored
+    result["ingest_ratio"] = round(result["receiver"]["records_per_s"]
+                                   / result["ceiling"]["records_per_s"], 2)
+
+    print(f"end to end: delivering {stored} records ...", flush=True)
+    result["end_to_end"] = deliver(cfg, work, env, stored, "e2e")
+
+    if args.flow:
+        for f in ("engine.db", "engine.db-wal", "engine.db-shm", "warehouse.db",
+                  "warehouse.db-wal", "warehouse.db-shm"):
+            (work / f).unlink(missing_ok=True)
+        print(f"flow: {args.flow} records through receiver and worker ...", flush=True)
+        result["flow"] = flow(cfg, work, env, args.flow, args)
+
+    out = BENCH / "results"
+    out.mkdir(exist_ok=True)
+    path = out / f"ingest-{dt.datetime.now():%Y%m%d-%H%M%S}.json"
+    path.write_text(json.dumps(result, indent=2))
+    c, r, e = result["ceiling"], result["receiver"], result["end_to_end"]
+    print(f"\nceiling   {c['records_per_s']:>8} records/s  p50 {c['p50_ms']} ms  "
+          f"p99 {c['p99_ms']} ms  non-2xx {c['non_2xx']}")
+    print(f"receiver  {r['records_per_s']:>8} records/s  p50 {r['p50_ms']} ms  "
+          f"p99 {r['p99_ms']} ms  non-2xx {r['non_2xx']}  stored {r['stored']}")
+    print(f"ratio     {result['ingest_ratio']}  (goal >= 0.6)")
+    print(f"end2end   {e['records_per_s']:>8} records/s  ({e['records']} records in "
+          f"{e['seconds']} s, worker peak RSS {e['worker_peak_rss_mib']} MiB; goal >= 10,000)")
+    if args.flow:
+        f = result["flow"]
+        print(f"flow      {f['records']} records in {f['seconds']} s; RSS first/last sample: "
+              f"{f['samples'][0]} / {f['samples'][-1]}")
+    print(f"written to {path} (work folder {work})")
+
+
+if __name__ == "__main__":
+    main()
