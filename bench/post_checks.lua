@@ -2,8 +2,9 @@
 -- BENCH_RUN (environment) keeps the ids of separate runs apart.
 local run = tonumber(os.getenv("BENCH_RUN") or "1")
 local key = os.getenv("BENCH_API_KEY") or "bench-key"
-local counter, tid = 0, 0
+local counter = 0
 local n = 0
+tid = 0  -- a global: setup() sets it in each thread's own Lua state
 
 function setup(thread)
   n = n + 1

@@ -71,23 +71,25 @@ def gunicorn(app: str, port: int, workers: int, env: dict, cwd: Path, log: Path)
 
 
 def wrk(url: str, seconds: float, threads: int, conns: int, run: int) -> dict:
-    out = subprocess.run(["wrk", "-t", str(threads), "-c", str(conns), "-d", f"{seconds}s",
+    out = subprocess.run(["wrk", "-t", str(threads), "-c", str(conns), "-d", f"{int(seconds)}s",
                           "--latency", "-s", str(BENCH / "post_checks.lua"), url],
                          env={**os.environ, "BENCH_RUN": str(run), "BENCH_API_KEY": API_KEY},
                          capture_output=True, text=True, check=True).stdout
+    (BENCH / "results").mkdir(exist_ok=True)
+    (BENCH / "results" / f"wrk-run{run}.txt").write_text(out)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
     return {"records_per_s": round(rps * 50), "requests": total, "records": total * 50,
-            "p50_ms": _ms(re.search(r"50%\s+(\S+)", out).group(1)),
-            "p99_ms": _ms(re.search(r"99%\s+(\S+)", out).group(1)),
+            "p50_ms": _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)),
+            "p99_ms": _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)),
             "non_2xx": int(bad.group(1)) if bad else 0,
             "socket_errors": errors.group(1) if errors else None}
 
 
 def _ms(text: str) -> float:
-    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
+    value, unit = re.match(r"([\d.]+)([a-z]+)", text).groups()
     return round(float(value) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit], 2)
 
 
@@ -179,7 +181,7 @@ def flow(cfg: Path, work: Path, env: dict, target: int, args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=15, help="wrk duration per phase")
+    parser.add_argument("--seconds", type=int, default=15, help="wrk duration per phase")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn sync workers")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--connections", type=int, default=8, help="wrk connections")

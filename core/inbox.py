@@ -5,16 +5,20 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 import orjson
-from sqlalchemy import and_, insert, select, tuple_
+from sqlalchemy import and_, bindparam, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .config import Institution
-from .db import INBOX, QUARANTINE, write
+from .db import INBOX, QUARANTINE, executemany, write
 from .streams import Stream
 
 _CHUNK = 400  # rows per duplicate look-up, well under every database's parameter limit
+_DIALECTS = {"sqlite": sqlite, "postgresql": postgresql}
+_COLUMNS = ("institution", "stream", "record_key", "content_hash", "payload", "received_at",
+            "state", "attempts", "next_attempt_at")
 
 
 @dataclass
@@ -33,11 +37,25 @@ def canonical(record: dict, envelope: frozenset[str]) -> bytes:
                         option=orjson.OPT_SORT_KEYS)
 
 
-def _insert(conn, table):
-    dialect = {"sqlite": sqlite, "postgresql": postgresql}.get(conn.dialect.name)
-    if dialect is None:
-        return insert(table)
-    return dialect.insert(table).on_conflict_do_nothing()
+@lru_cache(maxsize=None)
+def _insert_statement(dialect: str):
+    return _DIALECTS[dialect].insert(INBOX).values(
+        {c: bindparam(c) for c in _COLUMNS}).on_conflict_do_nothing()
+
+
+def _insert_new(conn, rows: list[dict]) -> int:
+    """Insert the versions not stored yet; answer how many were new. Where the driver counts
+    the rows of a multi-row insert, one statement does it; elsewhere a look-up comes first."""
+    if not rows:
+        return 0
+    stmt = _insert_statement(conn.dialect.name)
+    if conn.dialect.supports_sane_multi_rowcount:
+        return executemany(conn, stmt, rows, "inbox-insert")
+    known = _known_versions(conn, rows[0]["institution"], rows[0]["stream"], rows)
+    new = [r for r in rows if (r["record_key"], r["content_hash"]) not in known]
+    if new:
+        conn.execute(stmt, new)
+    return len(new)
 
 
 def ingest(bridge, institution: Institution, stream: Stream, records: list) -> IngestResult:
@@ -64,14 +82,10 @@ def ingest(bridge, institution: Institution, stream: Stream, records: list) -> I
              "payload": orjson.dumps(record).decode(), "reason": reason, "received_at": now,
              "state": "held"} for record, reason in batch.rejected]
     with write(bridge.engine) as conn:
-        known = _known_versions(conn, institution.code, stream.name, rows)
-        new = [r for r in rows if (r["record_key"], r["content_hash"]) not in known]
-        result.duplicates += len(rows) - len(new)
-        if new:
-            conn.execute(_insert(conn, INBOX), new)
+        result.accepted = _insert_new(conn, rows)
         if held:
             conn.execute(QUARANTINE.insert(), held)
-    result.accepted = len(new)
+    result.duplicates += len(rows) - result.accepted
     result.quarantined = len(held)
     return result
 

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 
 import orjson
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .db import DELIVERY, INBOX, write
@@ -27,6 +27,7 @@ class Claim:
     token: str
     records: list[tuple[str, str, StoredRecord, int]]  # (institution, stream, record, attempts)
     done_targets: dict[int, set[str]] = field(default_factory=dict)  # seq -> delivered targets
+    tracked: set[int] = field(default_factory=set)  # seqs that already have delivery rows
 
 
 def claim(engine, batch_size: int, lease_seconds: float, now: float | None = None) -> Claim:
@@ -53,23 +54,39 @@ def claim(engine, batch_size: int, lease_seconds: float, now: float | None = Non
         newest: dict[tuple, int] = {}
         for r in rows:
             newest[(r.institution, r.stream, r.record_key)] = r.id
-        conn.execute(
-            update(INBOX).where(and_(
-                INBOX.c.institution == bindparam("i"), INBOX.c.stream == bindparam("s"),
-                INBOX.c.record_key == bindparam("k"), INBOX.c.id < bindparam("newest"),
-                INBOX.c.state == "pending"))
-            .values(state="superseded", lease_owner=None, lease_until=None),
-            [{"i": i, "s": s, "k": k, "newest": n} for (i, s, k), n in newest.items()])
         kept = [r for r in rows if newest[(r.institution, r.stream, r.record_key)] == r.id]
+        _supersede(conn, newest, token, sorted(set(ids) - {r.id for r in kept}))
         done: dict[int, set[str]] = {}
-        for inbox_id, target in conn.execute(
-                select(DELIVERY.c.inbox_id, DELIVERY.c.target).where(
-                    DELIVERY.c.inbox_id.in_([r.id for r in kept]), DELIVERY.c.state == "done")):
-            done.setdefault(inbox_id, set()).add(target)
+        tracked: set[int] = set()
+        for inbox_id, target, state in conn.execute(
+                select(DELIVERY.c.inbox_id, DELIVERY.c.target, DELIVERY.c.state).where(
+                    DELIVERY.c.inbox_id.in_([r.id for r in kept]))):
+            tracked.add(inbox_id)
+            if state == "done":
+                done.setdefault(inbox_id, set()).add(target)
     records = [(r.institution, r.stream,
                 StoredRecord(r.id, r.record_key, orjson.loads(r.payload), r.payload,
                              r.received_at), r.attempts) for r in kept]
-    return Claim(token, records, done)
+    return Claim(token, records, done, tracked)
+
+
+def _supersede(conn, newest: dict[tuple, int], token: str, older: list[int]) -> None:
+    """Mark pending versions older than the claimed newest version of their key superseded:
+    ``older`` ones of this claim, and those an indexed look-up per (institution, stream) finds
+    outside it (rare: keys with versions waiting for a retry or leased elsewhere)."""
+    by_stream: dict[tuple[str, str], dict[str, int]] = {}
+    for (inst, stream, key), seq in newest.items():
+        by_stream.setdefault((inst, stream), {})[key] = seq
+    for (inst, stream), keys in by_stream.items():
+        for row in conn.execute(select(INBOX.c.id, INBOX.c.record_key).where(
+                INBOX.c.institution == inst, INBOX.c.stream == stream,
+                INBOX.c.record_key.in_(list(keys)), INBOX.c.state == "pending",
+                or_(INBOX.c.lease_owner.is_(None), INBOX.c.lease_owner != token))):
+            if row.id < keys[row.record_key]:
+                older.append(row.id)
+    if older:
+        conn.execute(update(INBOX).where(INBOX.c.id.in_(older))
+                     .values(state="superseded", lease_owner=None, lease_until=None))
 
 
 def backoff(attempt: int, base: float, cap: float) -> float:
@@ -86,17 +103,21 @@ class Outcome:
     attempts: int
     results: dict[str, str | None]
     retry_after: float = 0.0
+    tracked: bool = False  # the record already has delivery rows to keep up to date
 
 
 def complete(engine, claim_token: str, outcomes: list[Outcome], max_attempts: int,
              base: float, cap: float, now: float | None = None) -> None:
-    """Record deliveries per target and move each record to done, a later retry, or dead."""
+    """Record deliveries per target and move each record to done, a later retry, or dead.
+
+    A record delivered everywhere at its first attempt needs no delivery rows: its inbox state
+    ``done`` says it for every target. Rows are kept once a target has failed for it."""
     now = time.time() if now is None else now
     deliveries, done_ids, updates = [], [], []
     for o in outcomes:
         errors = {t: e for t, e in o.results.items() if e is not None}
         dead = bool(errors) and o.attempts + 1 >= max_attempts
-        for target, error in o.results.items():
+        for target, error in o.results.items() if errors or o.tracked else ():
             state = "done" if error is None else ("dead" if dead else "failed")
             deliveries.append({"inbox_id": o.seq, "target": target, "state": state,
                                "attempts": 1, "last_error": error, "updated_at": now})

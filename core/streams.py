@@ -8,9 +8,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-import fastjsonschema
-from jsonschema import Draft7Validator
-from jsonschema.exceptions import best_match
+import jsonschema_rs
+from jsonschema import Draft202012Validator
 
 # Result-envelope fields S-360 may put on a record; they do not make a new version of it.
 ENVELOPE_FIELDS = frozenset({"requestId", "statusCode", "statusDetail", "statusMessage",
@@ -43,24 +42,23 @@ def load_schema(package: str, name: str = "schema.json") -> dict:
 
 
 class RecordValidator:
-    """Validates one record at a time: a compiled validator for speed, jsonschema to explain."""
+    """Validates one record at a time against a JSON schema (draft 2020-12), built once.
+
+    The schema itself is checked when the plugin loads; records are checked by jsonschema-rs,
+    whose compiled validator keeps the receiver fast (REFERENCE-sized orders: ~9x faster than
+    a pure-Python validator; see bench/README.md)."""
 
     def __init__(self, schema: dict):
-        Draft7Validator.check_schema(schema)
-        self._check = fastjsonschema.compile(schema)
-        self._explain = Draft7Validator(schema)
+        Draft202012Validator.check_schema(schema)
+        self._validator = jsonschema_rs.validator_for(schema)
 
     def error(self, record: Any) -> str | None:
         """None when ``record`` is valid, else a one-line reason naming the field."""
-        try:
-            self._check(record)
+        if self._validator.is_valid(record):
             return None
-        except fastjsonschema.JsonSchemaException:
-            err = best_match(self._explain.iter_errors(record))
-            if err is None:  # the two validators disagree: report the compiled one's view
-                return "record does not match the stream schema"
-            where = "/".join(str(p) for p in err.absolute_path) or "(record)"
-            return f"{where}: {err.message}"
+        err = next(iter(self._validator.iter_errors(record)))
+        where = "/".join(str(p) for p in err.instance_path) or "(record)"
+        return f"{where}: {err.message}"
 
 
 def split_batch(records: Sequence[Any], validator: RecordValidator,

@@ -63,8 +63,8 @@ class Worker:
                 if error:
                     log.warning("%s/%s key %s -> %s failed: %s", inst_code, stream_name,
                                 next(r.key for r in todo if r.seq == seq), name, error)
-        return [Outcome(r.seq, a, results[r.seq], retry_after.get(r.seq, 0.0))
-                for r, a in items]
+        return [Outcome(r.seq, a, results[r.seq], retry_after.get(r.seq, 0.0),
+                        r.seq in c.tracked) for r, a in items]
 
     def _push(self, inst, stream, target, records: list[StoredRecord]) -> dict:
         """Push a batch; on an unexpected error split it in halves to isolate the bad record.

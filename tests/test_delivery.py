@@ -147,6 +147,11 @@ def test_backoff_then_dead_letter_then_replay(tmp_path, secrets_env, runner):
     # the good target got each record once, whatever happened to the other one
     assert journal.pushes() == {"10000815533": 1, "10000815601": 1}
     assert [r["state"] for r in inbox_rows(bridge)] == ["done", "dead"]
+    with bridge.engine.connect() as conn:
+        states = {(d.inbox_id, d.target, d.state) for d in conn.execute(select(DELIVERY))}
+    first_id, second_id = (r["id"] for r in inbox_rows(bridge))
+    assert states == {(first_id, "journal", "done"), (first_id, "broken", "done"),
+                      (second_id, "journal", "done"), (second_id, "broken", "dead")}
     bridge.close()
 
 

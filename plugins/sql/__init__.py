@@ -46,6 +46,16 @@ def warehouse_table(name: str, *columns: Column, child: bool = False) -> Table:
     return Table(name, METADATA, *common, *columns)
 
 
+def _having_keys(columns: list, keys: list[tuple]):
+    """``columns`` IN ``keys``, written so that every database uses the primary key index:
+    the institution (first column) as an equality, the rest as a plain IN where it is one
+    column."""
+    institutions = {k[0] for k in keys}
+    if len(institutions) != 1 or len(columns) != 2:
+        return tuple_(*columns).in_(keys)
+    return and_(columns[0] == institutions.pop(), columns[1].in_([k[1] for k in keys]))
+
+
 @dataclass
 class WarehouseRow:
     """One version of one record for a top-level table, with the child rows it owns."""
@@ -118,14 +128,14 @@ class SqlTarget(Target):
         conn.execute(stmt, [r.values for r in group])
         keys = [tuple(r.values[c.name] for c in pk) for r in group]
         stored = dict((tuple(row[:-1]), row[-1]) for row in conn.execute(
-            select(*pk, table.c.source_seq).where(tuple_(*pk).in_(keys))))
+            select(*pk, table.c.source_seq).where(_having_keys(pk, keys))))
         winners = [r for r, k in zip(group, keys, strict=True)
                    if stored.get(k) == r.values["source_seq"]]
         child_tables = {t for r in winners for t in r.children}
         for child in child_tables:
             win_keys = [tuple(r.values[c.name] for c in pk) for r in winners]
             conn.execute(sql_delete(child).where(
-                tuple_(*(child.c[c.name] for c in pk)).in_(win_keys)))
+                _having_keys([child.c[c.name] for c in pk], win_keys)))
             rows = [v for r in winners for v in r.children.get(child, [])]
             if rows:
                 conn.execute(child.insert(), rows)

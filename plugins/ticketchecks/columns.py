@@ -51,9 +51,9 @@ class Columns:
 
 
 def record_schema(cols: Columns) -> dict:
-    """A draft-07 schema of one row: unknown extra columns are allowed."""
+    """The JSON schema of one row: unknown extra columns are allowed."""
     props = {cols.name(c): spec for c, spec in CANONICAL.items()}
     required = sorted({cols.name(c) for c in (cols.key, *REQUIRED)})
-    return {"$schema": "http://json-schema.org/draft-07/schema#",
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
             "title": "S-360 data-export row: ticket check", "type": "object",
             "required": required, "properties": props}
