@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import asdict, dataclass
-from functools import lru_cache
+from functools import cache
 
 import orjson
 from sqlalchemy import and_, bindparam, select, tuple_
@@ -37,7 +37,7 @@ def canonical(record: dict, envelope: frozenset[str]) -> bytes:
                         option=orjson.OPT_SORT_KEYS)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _insert_statement(dialect: str):
     return _DIALECTS[dialect].insert(INBOX).values(
         {c: bindparam(c) for c in _COLUMNS}).on_conflict_do_nothing()
