@@ -6,6 +6,8 @@ compare plain numbers on every database.
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -89,9 +91,9 @@ def make_engine(url: str, synchronous: str = "FULL", busy_timeout: float = 10.0)
     def _on_connect(dbapi_conn, _record):
         dbapi_conn.isolation_level = None  # let the "begin" hook below emit BEGIN
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute(f"PRAGMA synchronous={synchronous}")
         cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        _use_wal(cur, busy_timeout)
+        cur.execute(f"PRAGMA synchronous={synchronous}")
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -100,6 +102,19 @@ def make_engine(url: str, synchronous: str = "FULL", busy_timeout: float = 10.0)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+def _use_wal(cur, busy_timeout: float) -> None:
+    """Switch the file to WAL once. The switch takes the file for itself and SQLite does not
+    wait for a lock there, so processes opening a new file together retry until it is done."""
+    deadline = time.monotonic() + busy_timeout
+    while cur.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def create_schema(engine: Engine) -> None:

@@ -78,11 +78,14 @@ def _supersede(conn, newest: dict[tuple, int], token: str, older: list[int]) -> 
     for (inst, stream, key), seq in newest.items():
         by_stream.setdefault((inst, stream), {})[key] = seq
     for (inst, stream), keys in by_stream.items():
-        for row in conn.execute(select(INBOX.c.id, INBOX.c.record_key).where(
+        # state and lease are checked here, not in SQL, so that the planner always takes the
+        # (institution, stream, record_key, …) index, even when a backlog makes most rows pending
+        for row in conn.execute(select(INBOX.c.id, INBOX.c.record_key, INBOX.c.state,
+                                       INBOX.c.lease_owner).where(
                 INBOX.c.institution == inst, INBOX.c.stream == stream,
-                INBOX.c.record_key.in_(list(keys)), INBOX.c.state == "pending",
-                or_(INBOX.c.lease_owner.is_(None), INBOX.c.lease_owner != token))):
-            if row.id < keys[row.record_key]:
+                INBOX.c.record_key.in_(list(keys)))):
+            if (row.state == "pending" and row.lease_owner != token
+                    and row.id < keys[row.record_key]):
                 older.append(row.id)
     if older:
         conn.execute(update(INBOX).where(INBOX.c.id.in_(older))

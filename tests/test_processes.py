@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ import requests
 
 from s360bridge.core.bridge import Bridge
 from s360bridge.core.config import load_settings
+from s360bridge.core.db import create_schema, make_engine
 from s360bridge.core.inbox import ingest
 
 from .conftest import API_KEY, SECRETS_ENV, Journal, base_config, write_config
@@ -176,3 +178,27 @@ def test_sigterm_stops_cleanly_and_releases_nothing_half_done(tmp_path, crash_co
     with sqlite3.connect(tmp_path / "engine.db") as conn:
         leased = conn.execute("SELECT count(*) FROM inbox WHERE lease_owner IS NOT NULL")
         assert leased.fetchone()[0] == 0
+
+
+def _open_at_once(url: str, barrier) -> None:
+    barrier.wait(10)
+    engine = make_engine(url, busy_timeout=5)
+    create_schema(engine)
+    with engine.connect() as conn:
+        conn.exec_driver_sql("SELECT count(*) FROM inbox")
+
+
+def test_processes_opening_a_new_database_together_all_start(tmp_path):
+    """gunicorn forks its workers at once: each one creates the schema and switches the new
+    file to WAL; none may fail on the lock that the others hold."""
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(8)
+    url = f"sqlite:///{tmp_path}/fresh.db"
+    procs = [ctx.Process(target=_open_at_once, args=(url, barrier)) for _ in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0] * 8
+    with sqlite3.connect(tmp_path / "fresh.db") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
