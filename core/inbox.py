@@ -33,8 +33,9 @@ class IngestResult:
 
 def canonical(record: dict, envelope: frozenset[str]) -> bytes:
     """The record without its envelope fields, as sorted JSON: what is stored and hashed."""
-    return orjson.dumps({k: v for k, v in record.items() if k not in envelope},
-                        option=orjson.OPT_SORT_KEYS)
+    if not envelope.isdisjoint(record):
+        record = {k: v for k, v in record.items() if k not in envelope}
+    return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
 
 
 @cache
