@@ -98,8 +98,11 @@ def make_engine(url: str, synchronous: str = "FULL", busy_timeout: float = 10.0)
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
-        immediate = conn.get_execution_options().get("write", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        statement = "BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN"
+        try:  # straight on the driver: this runs before every transaction of the hot paths
+            conn.connection.driver_connection.execute(statement)
+        except sqlite3.OperationalError as exc:  # as SQLAlchemy would have raised it
+            raise OperationalError(statement, None, exc) from exc
 
     return engine
 
@@ -139,13 +142,20 @@ _compiled: dict[tuple[int, str], tuple[str, tuple | None]] = {}
 
 
 def executemany(conn: Connection, stmt, rows: list[dict], cache_key: str) -> int:
-    """Run ``stmt`` for many rows straight on the driver: compiled once per dialect, rows
-    passed as plain tuples. The hot paths use it, where SQLAlchemy's per-row parameter
-    processing costs more than the insert itself. Answers the driver's row count."""
+    """Run ``stmt`` for many rows straight on the driver's cursor, compiled once per dialect.
+    The receiver's insert uses it: SQLAlchemy's per-row parameter processing and execution
+    events cost more there than the insert itself. Answers the driver's row count."""
     key = (id(conn.dialect), cache_key)
     if key not in _compiled:
         compiled = stmt.compile(dialect=conn.dialect)
         _compiled[key] = (str(compiled), compiled.positiontup if compiled.positional else None)
     sql, order = _compiled[key]
     params = [tuple(r[name] for name in order) for r in rows] if order else rows
-    return conn.exec_driver_sql(sql, params).rowcount
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        cursor.executemany(sql, params)
+        return cursor.rowcount
+    except conn.dialect.loaded_dbapi.OperationalError as exc:  # as SQLAlchemy would raise it
+        raise OperationalError(sql, None, exc) from exc
+    finally:
+        cursor.close()
