@@ -20,6 +20,7 @@ import shutil
 import signal
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -187,6 +188,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8, help="wrk connections")
     parser.add_argument("--synchronous", default="FULL", help="SQLite synchronous, both sides")
     parser.add_argument("--flow", type=int, default=0, help="also run N records through")
+    parser.add_argument("--rounds", type=int, default=3, help="ceiling/receiver alternations")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is needed: apt-get install wrk")
@@ -199,25 +201,37 @@ def main() -> None:
     result = {"date": dt.datetime.now().isoformat(timespec="seconds"), "args": vars(args),
               "cpus": os.cpu_count()}
 
-    port = free_port()
-    bare = gunicorn("bare_app:app", port, args.workers, env, BENCH, work / "bare.log")
-    print("ceiling: bare Flask + stdlib sqlite3 ...", flush=True)
-    result["ceiling"] = wrk(f"http://127.0.0.1:{port}/s360/ticketchecks/bench", args.seconds,
-                            args.threads, args.connections, 1)
-    stop(bare)
-
-    port = free_port()
-    receiver = gunicorn("s360bridge.core.wsgi:app_from_env()", port, args.workers, env, work,
-                        work / "receiver.log")
-    print("receiver: s360bridge ...", flush=True)
-    result["receiver"] = wrk(f"http://127.0.0.1:{port}/s360/ticketchecks/bench", args.seconds,
-                             args.threads, args.connections, 2)
-    result["receiver"]["server_rss_mib"] = round(sum(map(rss_kib, tree(receiver.pid))) / 1024)
-    stop(receiver)
+    # Ceiling and receiver alternate, round after round, so that a noisy neighbour on a shared
+    # machine weighs on both; the ratio quoted is the median of the rounds' ratios.
+    rounds = []
+    for n in range(args.rounds):
+        port = free_port()
+        bare = gunicorn("bare_app:app", port, args.workers, env, BENCH, work / "bare.log")
+        print(f"round {n + 1}: ceiling (bare Flask + stdlib sqlite3) ...", flush=True)
+        ceiling = wrk(f"http://127.0.0.1:{port}/s360/ticketchecks/bench", args.seconds,
+                      args.threads, args.connections, 10 + n)
+        stop(bare)
+        port = free_port()
+        receiver = gunicorn("s360bridge.core.wsgi:app_from_env()", port, args.workers, env,
+                            work, work / "receiver.log")
+        print(f"round {n + 1}: receiver (s360bridge) ...", flush=True)
+        ours = wrk(f"http://127.0.0.1:{port}/s360/ticketchecks/bench", args.seconds,
+                   args.threads, args.connections, 20 + n)
+        ours["server_rss_mib"] = round(sum(map(rss_kib, tree(receiver.pid))) / 1024)
+        stop(receiver)
+        rounds.append({"ceiling": ceiling, "receiver": ours,
+                       "ratio": round(ours["records_per_s"] / ceiling["records_per_s"], 3)})
+    result["rounds"] = rounds
+    result["ceiling"] = sorted((r["ceiling"] for r in rounds),
+                               key=lambda x: x["records_per_s"])[len(rounds) // 2]
+    result["receiver"] = sorted((r["receiver"] for r in rounds),
+                                key=lambda x: x["records_per_s"])[len(rounds) // 2]
     stored = count(work / "engine.db", "SELECT count(*) FROM inbox")
+    sent = sum(r["receiver"]["records"] for r in rounds)
     result["receiver"]["stored"] = stored
-    result["ingest_ratio"] = round(result["receiver"]["records_per_s"]
-                                   / result["ceiling"]["records_per_s"], 2)
+    result["ingest_ratio"] = statistics.median(r["ratio"] for r in rounds)
+    if stored != sent:
+        print(f"WARNING: {sent} records sent with a 200 expected, {stored} stored")
 
     print(f"end to end: delivering {stored} records ...", flush=True)
     result["end_to_end"] = deliver(cfg, work, env, stored, "e2e")
@@ -238,7 +252,8 @@ def main() -> None:
           f"p99 {c['p99_ms']} ms  non-2xx {c['non_2xx']}")
     print(f"receiver  {r['records_per_s']:>8} records/s  p50 {r['p50_ms']} ms  "
           f"p99 {r['p99_ms']} ms  non-2xx {r['non_2xx']}  stored {r['stored']}")
-    print(f"ratio     {result['ingest_ratio']}  (goal >= 0.6)")
+    print(f"ratio     {result['ingest_ratio']}  (median of rounds "
+          f"{[r['ratio'] for r in result['rounds']]}; goal >= 0.6)")
     print(f"end2end   {e['records_per_s']:>8} records/s  ({e['records']} records in "
           f"{e['seconds']} s, worker peak RSS {e['worker_peak_rss_mib']} MiB; goal >= 10,000)")
     if args.flow:
