@@ -11,6 +11,8 @@ from typing import Any
 import jsonschema_rs
 from jsonschema import Draft202012Validator
 
+from .hookspecs import hookimpl
+
 # Result-envelope fields S-360 may put on a record; they do not make a new version of it.
 ENVELOPE_FIELDS = frozenset({"requestId", "statusCode", "statusDetail", "statusMessage",
                              "expectedException"})
@@ -92,3 +94,23 @@ class StoredRecord:
     record: dict
     payload: str  # the record as stored: canonical JSON text
     received_at: float
+
+
+def stream_hooks(stream: Stream, validator_for: Callable[[Any], RecordValidator],
+                 key_for: Callable[[Any], Callable[[dict], str]]):
+    """The ``register_streams`` and ``receive`` hooks of a stream plugin, which every stream
+    writes alike: ``validator_for`` and ``key_for`` take the institution, as a venue may
+    shape its records (e.g. the columns of a data-export query)."""
+    own = stream
+
+    @hookimpl
+    def register_streams(register):
+        register(own)
+
+    @hookimpl
+    def receive(institution, stream, records):
+        if stream.name != own.name:
+            return None
+        return split_batch(records, validator_for(institution), key_for(institution))
+
+    return register_streams, receive

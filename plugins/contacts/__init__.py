@@ -6,25 +6,15 @@ Natural key ``contactNumber``: a string of up to 20 characters whose leading zer
 from __future__ import annotations
 
 from s360bridge.core.hookspecs import hookimpl
-from s360bridge.core.streams import RecordValidator, Stream, load_schema, split_batch
+from s360bridge.core.streams import RecordValidator, Stream, load_schema, stream_hooks
 from s360bridge.plugins.sql import SqlTarget
 
 from .warehouse import CONTACTS, contact_row
 
 STREAM = Stream("contacts", "S-360 contacts", key_field="contactNumber", personal_data=True)
 VALIDATOR = RecordValidator(load_schema(__name__))
-
-
-@hookimpl
-def register_streams(register):
-    register(STREAM)
-
-
-@hookimpl
-def receive(institution, stream, records):
-    if stream.name != STREAM.name:
-        return None
-    return split_batch(records, VALIDATOR, lambda r: r["contactNumber"])
+register_streams, receive = stream_hooks(STREAM, lambda inst: VALIDATOR,
+                                         lambda inst: lambda r: r["contactNumber"])
 
 
 @hookimpl

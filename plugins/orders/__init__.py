@@ -7,7 +7,7 @@ abandoned; an ``orderState`` or ``orderType`` value not seen before is stored as
 from __future__ import annotations
 
 from s360bridge.core.hookspecs import hookimpl
-from s360bridge.core.streams import RecordValidator, Stream, load_schema, split_batch
+from s360bridge.core.streams import RecordValidator, Stream, load_schema, stream_hooks
 from s360bridge.plugins.sql import SqlTarget
 
 from .warehouse import order_row
@@ -20,16 +20,7 @@ def order_key(record: dict) -> str:
     return str(record["orderDetailsData"]["orderId"])
 
 
-@hookimpl
-def register_streams(register):
-    register(STREAM)
-
-
-@hookimpl
-def receive(institution, stream, records):
-    if stream.name != STREAM.name:
-        return None
-    return split_batch(records, VALIDATOR, order_key)
+register_streams, receive = stream_hooks(STREAM, lambda inst: VALIDATOR, lambda inst: order_key)
 
 
 @hookimpl

@@ -10,7 +10,7 @@ from functools import lru_cache
 
 from s360bridge.core.errors import ConfigError
 from s360bridge.core.hookspecs import hookimpl
-from s360bridge.core.streams import RecordValidator, Stream, split_batch
+from s360bridge.core.streams import RecordValidator, Stream, stream_hooks
 from s360bridge.plugins.sql import SqlTarget
 
 from .columns import Columns, record_schema
@@ -38,18 +38,13 @@ def columns_of(institution) -> Columns:
     return Columns.from_options(institution.streams[STREAM.name].options)
 
 
-@hookimpl
-def register_streams(register):
-    register(STREAM)
+def key_for(institution):
+    key_column = columns_of(institution).key_column
+    return lambda record: str(record[key_column])
 
 
-@hookimpl
-def receive(institution, stream, records):
-    if stream.name != STREAM.name:
-        return None
-    cols = columns_of(institution)
-    key_column = cols.name(cols.key)
-    return split_batch(records, _validator(cols), lambda r: str(r[key_column]))
+register_streams, receive = stream_hooks(
+    STREAM, lambda inst: _validator(columns_of(inst)), key_for)
 
 
 @hookimpl

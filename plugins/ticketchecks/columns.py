@@ -49,6 +49,11 @@ class Columns:
     def name(self, canonical: str) -> str:
         return dict(self.mapping)[canonical]
 
+    @property
+    def key_column(self) -> str:
+        """The venue's name of the key column."""
+        return self.name(self.key)
+
 
 def record_schema(cols: Columns) -> dict:
     """The JSON schema of one row: unknown extra columns are allowed."""

@@ -4,7 +4,7 @@ target that takes plain records (here the built-in jsonl journal)."""
 import click
 
 from s360bridge.core.hookspecs import hookimpl
-from s360bridge.core.streams import RecordValidator, Stream, split_batch
+from s360bridge.core.streams import RecordValidator, Stream, stream_hooks
 
 STREAM = Stream("surveys", "Visitor surveys", key_field="surveyId")
 VALIDATOR = RecordValidator({
@@ -14,16 +14,9 @@ VALIDATOR = RecordValidator({
 })
 
 
-@hookimpl
-def register_streams(register):
-    register(STREAM)
-
-
-@hookimpl
-def receive(institution, stream, records):
-    if stream.name != STREAM.name:
-        return None
-    return split_batch(records, VALIDATOR, lambda r: str(r["surveyId"]))
+# the two hooks every stream writes alike: register the stream, validate and key its batches
+register_streams, receive = stream_hooks(STREAM, lambda inst: VALIDATOR,
+                                         lambda inst: lambda r: str(r["surveyId"]))
 
 
 @hookimpl
