@@ -57,12 +57,17 @@ class Worker:
             if not todo:
                 continue
             target = self.bridge.target(inst, name)
+            failed = []
             for seq, (error, wait) in self._push(inst, stream, target, todo).items():
                 results[seq][name] = error
                 retry_after[seq] = max(retry_after.get(seq, 0.0), wait)
                 if error:
-                    log.warning("%s/%s key %s -> %s failed: %s", inst_code, stream_name,
-                                next(r.key for r in todo if r.seq == seq), name, error)
+                    failed.append((seq, error))
+            if failed:  # one line per target and batch, even when a whole target is down
+                key = next(r.key for r in todo if r.seq == failed[0][0])
+                log.warning("%s/%s -> %s: %d of %d record(s) failed, will retry; first (key %s):"
+                            " %s", inst_code, stream_name, name, len(failed), len(todo), key,
+                            failed[0][1])
         return [Outcome(r.seq, a, results[r.seq], retry_after.get(r.seq, 0.0),
                         r.seq in c.tracked) for r, a in items]
 

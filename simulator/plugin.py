@@ -60,10 +60,24 @@ def fill_demo_secrets(config: Path) -> list[str]:
     return filled
 
 
-def _delivered(bridge: Bridge) -> int:
+def _pending(bridge: Bridge) -> int:
     with bridge.engine.connect() as conn:
         return conn.execute(select(func.count()).select_from(INBOX)
-                            .where(INBOX.c.state != "pending")).scalar_one()
+                            .where(INBOX.c.state == "pending")).scalar_one()
+
+
+def _follow(label: str, total: int, deadline: float, progress) -> None:
+    """A progress bar fed by ``progress()`` until it reaches ``total``, or the deadline."""
+    with click.progressbar(length=total, label=label) as bar:
+        shown = 0
+        while shown < total:
+            if time.monotonic() > deadline:
+                raise click.ClickException(f"{label}: {shown} of {total} after the timeout; "
+                                           "see `s360bridge status`")
+            now = progress()
+            bar.update(now - shown)
+            shown = now
+            time.sleep(0.1)
 
 
 @click.command()
@@ -93,31 +107,23 @@ def demo(config, records, seed, every, timeout):
                 q.enqueue(gen.records(stream, records))
                 queues.append((inst.code, stream, q))
                 threads.append(threading.Thread(target=q.run, args=(proc.stop,)))
-        start_count = _delivered(bridge)
         total = sum(q.pending for *_, q in queues)
         for t in threads:
             t.start()
         deadline = time.monotonic() + timeout
-        with click.progressbar(length=total, label="records delivered") as bar:
-            done = 0
-            while time.monotonic() < deadline:
-                finished = not any(t.is_alive() for t in threads)
-                sent = sum(q.total.delivered for *_, q in queues)
-                now = min(_delivered(bridge) - start_count, sent)
-                bar.update(now - done)
-                done = now
-                if finished and done >= sent:
-                    break
-                time.sleep(0.2)
-            else:
-                raise click.ClickException(f"only {done} of {total} records delivered after "
-                                           f"{timeout:g}s; see `s360bridge status`")
+        _follow("S-360 webhooks sending", total, deadline,
+                lambda: sum(q.total.delivered + q.total.abandoned for *_, q in queues))
         for t in threads:
             t.join()
+        backlog = _pending(bridge)
+        _follow("worker delivering", backlog, deadline, lambda: backlog - _pending(bridge))
         for code, stream, q in queues:
-            click.echo(f"{code}/{stream}: {q.total.delivered} sent in {q.total.posts} POSTs, "
-                       f"{q.total.failed_posts} refused, {q.total.abandoned} abandoned")
-        click.echo(f"run `s360bridge status -c {config}` to see the engine's counts")
+            a = q.total.answers
+            click.echo(f"{code}/{stream}: {q.total.delivered} sent in {q.total.posts} POSTs "
+                       f"({q.total.failed_posts} refused, {q.total.abandoned} abandoned): "
+                       f"{a['accepted']} accepted, {a['duplicates']} duplicates, "
+                       f"{a['quarantined']} quarantined")
+        click.echo(f"see `s360bridge status -c {config}` and the warehouse tables")
     finally:
         proc.shutdown()
 

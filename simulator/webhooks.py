@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import requests
@@ -45,6 +45,14 @@ class RunReport:
     failed_posts: int = 0
     abandoned: int = 0
     statuses: list[int] = field(default_factory=list)
+    # what the receiver said it did with delivered records (S-360 itself ignores the body)
+    answers: Counter = field(default_factory=Counter)
+
+    def add(self, other: RunReport) -> None:
+        for k in ("posts", "delivered", "failed_posts", "abandoned"):
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+        self.statuses += other.statuses
+        self.answers.update(other.answers)
 
 
 class WebhookQueue:
@@ -73,17 +81,22 @@ class WebhookQueue:
             return {rest[0]: rest[1]}, None
         return {}, None
 
-    def _post(self, payload: Payload) -> int:
+    def _post(self, payload: Payload) -> tuple[int, dict]:
         body = payload.records
         if self.settings.single_object and len(body) == 1:
             body = body[0]
         headers, auth = self._headers()
         try:
-            return self.session.post(self.settings.url, json=body, headers=headers, auth=auth,
-                                     timeout=self.settings.timeout).status_code
+            resp = self.session.post(self.settings.url, json=body, headers=headers, auth=auth,
+                                     timeout=self.settings.timeout)
         except requests.RequestException as exc:
             log.warning("POST %s failed: %s", self.settings.url, exc)
-            return 0
+            return 0, {}
+        try:
+            answer = resp.json() if resp.status_code == 200 else {}
+        except ValueError:
+            answer = {}
+        return resp.status_code, answer if isinstance(answer, dict) else {}
 
     def run_once(self) -> RunReport:
         """One scheduled run: earlier failed payloads first, then new records, S at most."""
@@ -102,12 +115,13 @@ class WebhookQueue:
             budget -= n
         self.retrying = kept
         for p in payloads:
-            status = self._post(p)
+            status, answer = self._post(p)
             p.tries += 1
             report.posts += 1
             report.statuses.append(status)
             if status == 200:
                 report.delivered += len(p.records)
+                report.answers.update({k: v for k, v in answer.items() if isinstance(v, int)})
             elif p.tries >= MAX_TRIES:
                 report.failed_posts += 1
                 report.abandoned += len(p.records)
@@ -117,9 +131,7 @@ class WebhookQueue:
             else:
                 report.failed_posts += 1
                 self.retrying.append(p)
-        for k in ("posts", "delivered", "failed_posts", "abandoned"):
-            setattr(self.total, k, getattr(self.total, k) + getattr(report, k))
-        self.total.statuses += report.statuses
+        self.total.add(report)
         return report
 
     def run(self, stop: threading.Event, until_empty: bool = True) -> RunReport:

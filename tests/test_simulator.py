@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 
 import pytest
 
+from s360bridge.core.cli import cli
+from s360bridge.core.plugins import Hooks
 from s360bridge.core.runner import Process
 from s360bridge.simulator.data import Generator
 from s360bridge.simulator.webhooks import MAX_TRIES, WebhookQueue, WebhookSettings
 
-from .conftest import API_KEY, PASSWORD, drain
+from .conftest import API_KEY, PASSWORD, SECRETS_ENV, base_config, drain, write_config
 
 
 @pytest.fixture
@@ -103,3 +106,26 @@ def test_abandoned_after_twelve_refusals(live, caplog):
     assert q.total.posts == MAX_TRIES == 12
     assert "abandoned after 12 tries" in caplog.text
     assert q.run_once().posts == 0
+
+
+def test_demo_runs_the_main_job_and_a_rerun_is_all_duplicates(tmp_path, monkeypatch, runner):
+    """`make demo` in small: the bridge fed by the simulator until everything is delivered."""
+    for name in SECRETS_ENV:
+        monkeypatch.delenv(name, raising=False)  # the demo makes up its own secrets
+    monkeypatch.delenv("S360BRIDGE_DATABASE_URL", raising=False)
+    path = write_config(tmp_path, base_config(tmp_path))
+    Hooks().add_commands(cli)
+    args = ["demo", "-c", str(path), "--records", "30", "--every", "0.05", "--timeout", "60"]
+    first = runner.invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    assert "generated secrets for TEST_EXPORT_KEY, TEST_WEBHOOK_PASSWORD" in first.output
+    for stream, posts in (("contacts", 2), ("orders", 2), ("ticketchecks", 1)):  # bs 20, 20, 50
+        assert f"testvenue/{stream}: 30 sent in {posts} POSTs" in first.output
+    assert first.output.count("30 accepted, 0 duplicates, 0 quarantined") == 3
+    with sqlite3.connect(tmp_path / "warehouse.db") as conn:
+        counts = [conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                  for t in ("contacts", "orders", "ticket_checks")]
+    assert counts == [30, 30, 30]
+    again = runner.invoke(cli, args)
+    assert again.exit_code == 0, again.output
+    assert again.output.count("0 accepted, 30 duplicates, 0 quarantined") == 3
