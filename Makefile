@@ -20,4 +20,5 @@ test: $(VENV)/.installed
 	$(PY) -m pytest
 
 bench: $(VENV)/.installed
+	$(PY) -m pip install -q -e ".[gunicorn]"
 	$(PY) bench/run.py
