@@ -11,7 +11,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import BigInteger, Column, Index, Integer, Text, UniqueConstraint, event
+from sqlalchemy import BigInteger, Column, Index, Integer, Text, UniqueConstraint, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Field, SQLModel, create_engine
@@ -26,7 +26,9 @@ class InboxRecord(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("institution", "stream", "record_key", "content_hash",
                          name="uq_inbox_version"),
-        Index("ix_inbox_claim", "state", "id"),  # pending rows in arrival order
+        # pending rows in arrival order; partial, so it stays as small as the backlog
+        Index("ix_inbox_pending", "id", sqlite_where=text("state = 'pending'"),
+              postgresql_where=text("state = 'pending'")),
     )
     id: int | None = Field(default=None, sa_column=Column(
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True))
