@@ -1,0 +1,95 @@
+"""The engine and the warehouse on PostgreSQL: duplicates, versions, children, shared claims.
+
+CI starts a PostgreSQL server and sets S360BRIDGE_TEST_POSTGRES_URL (see .ci/run); each test
+works in schemas of its own, dropped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from s360bridge.core.bridge import Bridge
+from s360bridge.core.config import load_settings
+from s360bridge.core.inbox import ingest
+from s360bridge.core.receiver import create_app
+from s360bridge.core.worker import Worker
+
+from .conftest import Journal, base_config, drain, fixture, post, write_config
+from .test_delivery import sale_version
+from .test_processes import checks
+
+PG = os.environ.get("S360BRIDGE_TEST_POSTGRES_URL")
+pytestmark = pytest.mark.skipif(not PG, reason="S360BRIDGE_TEST_POSTGRES_URL is not set "
+                                               "(.ci/run sets it up)")
+
+
+@pytest.fixture
+def pg_bridge(tmp_path, secrets_env):
+    admin = create_engine(PG, isolation_level="AUTOCOMMIT")
+    schemas = [f"t_{uuid.uuid4().hex[:10]}_{name}" for name in ("engine", "dwh")]
+    with admin.connect() as conn:
+        for s in schemas:
+            conn.execute(text(f'CREATE SCHEMA "{s}"'))
+    url = [f"{PG}?options=-csearch_path%3D{s}" for s in schemas]
+    cfg = base_config(tmp_path)
+    cfg["engine"]["database_url"] = url[0]
+    cfg["targets"]["datx"]["url"] = url[1]
+    bridge = Bridge(load_settings([write_config(tmp_path, cfg)]))
+    yield bridge
+    bridge.close()
+    with admin.connect() as conn:
+        for s in schemas:
+            conn.execute(text(f'DROP SCHEMA "{s}" CASCADE'))
+    admin.dispose()
+
+
+def warehouse(bridge, sql: str):
+    target = bridge.target(bridge.institution("testvenue"), "datx")
+    with target.engine.connect() as conn:
+        return [tuple(r) for r in conn.exec_driver_sql(sql)]
+
+
+def test_duplicates_versions_and_children_on_postgres(pg_bridge, journal):
+    client = create_app(pg_bridge).test_client()
+    assert post(client, "orders", fixture("order_sale.json")).json["accepted"] == 2
+    assert post(client, "orders", fixture("order_sale.json")).json == {
+        "accepted": 0, "duplicates": 2, "quarantined": 0}
+    drain(pg_bridge)
+    post(client, "orders", sale_version(7000))
+    drain(pg_bridge)
+    assert post(client, "orders", fixture("order_sale.json")[0]).json["duplicates"] == 1
+    drain(pg_bridge)
+    assert warehouse(pg_bridge, "SELECT sale_amount FROM orders WHERE order_id = 10000815533") \
+        == [(7000,)]
+    assert warehouse(pg_bridge, "SELECT count(*) FROM order_operations") == [(3,)]
+    assert journal.pushes() == {"10000815533": 2, "10000815601": 1}
+
+
+def test_two_workers_share_claims_on_postgres(pg_bridge, tmp_path):
+    inst, stream = pg_bridge.institution("testvenue"), pg_bridge.stream("ticketchecks")
+    for i in range(20):
+        ingest(pg_bridge, inst, stream, checks(50_000_000_000 + i * 100, 100))
+    errors = []
+
+    def work():
+        worker = Worker(pg_bridge)
+        try:
+            while worker.run_once():
+                pass
+        except Exception as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    pushes = Journal(tmp_path / "journal.jsonl").pushes("ticketchecks")
+    assert len(pushes) == 2000 and set(pushes.values()) == {1}
+    assert warehouse(pg_bridge, "SELECT count(*) FROM ticket_checks") == [(2000,)]
