@@ -19,8 +19,11 @@ class Bridge:
         self.settings = settings
         self.hooks = hooks or Hooks()
         e = settings.engine
-        self.engine = make_engine(e.database_url, e.sqlite_synchronous,
-                                  e.sqlite_busy_timeout_seconds)
+        try:
+            self.engine = make_engine(e.database_url, e.sqlite_synchronous,
+                                      e.sqlite_busy_timeout_seconds)
+        except ConfigError as exc:
+            raise ConfigError(f"engine.database_url: {exc}") from None
         create_schema(self.engine)
         self._targets: dict[tuple[str, str], Target] = {}
         self._lock = threading.Lock()

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Field, SQLModel, create_engine
 
-from .errors import StoreUnavailable
+from .errors import ConfigError, StoreUnavailable
 
 
 class InboxRecord(SQLModel, table=True):
@@ -82,12 +82,14 @@ def make_engine(url: str, synchronous: str = "FULL", busy_timeout: float = 10.0)
     write transactions that take the lock up front (``BEGIN IMMEDIATE``)."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
+        if (parsed.get_backend_name(), parsed.get_driver_name()) != ("postgresql", "psycopg"):
+            raise ConfigError(f"{parsed.render_as_string(hide_password=True)} is not supported: "
+                              "use sqlite:///… or postgresql+psycopg://… (psycopg 3)")
         return create_engine(url, pool_pre_ping=True)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    # named parameters: sqlite3 takes the rows of `executemany` below as they are (dicts)
-    engine = create_engine(url, paramstyle="named",
-                           connect_args={"timeout": busy_timeout, "check_same_thread": False})
+    engine = create_engine(url, connect_args={"timeout": busy_timeout,
+                                              "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):
@@ -140,19 +142,24 @@ def write(engine: Engine):
         raise StoreUnavailable(f"the engine database could not commit: {exc.orig}") from exc
 
 
-_compiled: dict[tuple[int, str], tuple[str, tuple | None]] = {}
+_compiled: dict[tuple[int, str], tuple[str, bool]] = {}
 
 
-def executemany(conn: Connection, stmt, rows: list[dict], cache_key: str) -> int:
+def executemany(conn: Connection, stmt, columns: tuple[str, ...], rows: list[tuple],
+                cache_key: str) -> int:
     """Run ``stmt`` for many rows straight on the driver's cursor, compiled once per dialect.
     The receiver's insert uses it: SQLAlchemy's per-row parameter processing and execution
-    events cost more there than the insert itself. Answers the driver's row count."""
+    events cost more there than the insert itself. ``rows`` are tuples in ``columns`` order,
+    passed as they are to drivers with positional parameters (sqlite3). Answers the driver's
+    row count."""
     key = (id(conn.dialect), cache_key)
     if key not in _compiled:
         compiled = stmt.compile(dialect=conn.dialect)
-        _compiled[key] = (str(compiled), compiled.positiontup if compiled.positional else None)
-    sql, order = _compiled[key]
-    params = [tuple(r[name] for name in order) for r in rows] if order else rows
+        if compiled.positional and tuple(compiled.positiontup) != tuple(columns):
+            raise ValueError(f"{cache_key}: parameters {compiled.positiontup} != {columns}")
+        _compiled[key] = (str(compiled), compiled.positional)
+    sql, positional = _compiled[key]
+    params = rows if positional else [dict(zip(columns, r, strict=True)) for r in rows]
     cursor = conn.connection.driver_connection.cursor()
     try:
         cursor.executemany(sql, params)

@@ -8,14 +8,13 @@ from dataclasses import asdict, dataclass
 from functools import cache
 
 import orjson
-from sqlalchemy import and_, bindparam, select, tuple_
+from sqlalchemy import bindparam
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .config import Institution
 from .db import INBOX, QUARANTINE, executemany, write
 from .streams import Stream
 
-_CHUNK = 400  # rows per duplicate look-up, well under every database's parameter limit
 _DIALECTS = {"sqlite": sqlite, "postgresql": postgresql}
 _COLUMNS = ("institution", "stream", "record_key", "content_hash", "payload", "received_at",
             "state", "attempts", "next_attempt_at")
@@ -44,19 +43,13 @@ def _insert_statement(dialect: str):
         {c: bindparam(c) for c in _COLUMNS}).on_conflict_do_nothing()
 
 
-def _insert_new(conn, rows: list[dict]) -> int:
-    """Insert the versions not stored yet; answer how many were new. Where the driver counts
-    the rows of a multi-row insert, one statement does it; elsewhere a look-up comes first."""
+def _insert_new(conn, rows: list[tuple]) -> int:
+    """Insert the versions not stored yet, in one statement that skips those already there;
+    the driver's row count says how many were new."""
     if not rows:
         return 0
-    stmt = _insert_statement(conn.dialect.name)
-    if conn.dialect.supports_sane_multi_rowcount:
-        return executemany(conn, stmt, rows, "inbox-insert")
-    known = _known_versions(conn, rows[0]["institution"], rows[0]["stream"], rows)
-    new = [r for r in rows if (r["record_key"], r["content_hash"]) not in known]
-    if new:
-        conn.execute(stmt, new)
-    return len(new)
+    return executemany(conn, _insert_statement(conn.dialect.name), _COLUMNS, rows,
+                       "inbox-insert")
 
 
 def ingest(bridge, institution: Institution, stream: Stream, records: list) -> IngestResult:
@@ -76,9 +69,8 @@ def ingest(bridge, institution: Institution, stream: Stream, records: list) -> I
             result.duplicates += 1
             continue
         seen.add((key, digest))
-        rows.append({"institution": institution.code, "stream": stream.name, "record_key": key,
-                     "content_hash": digest, "payload": payload.decode(), "received_at": now,
-                     "state": "pending", "attempts": 0, "next_attempt_at": now})
+        rows.append((institution.code, stream.name, key, digest, payload.decode(), now,
+                     "pending", 0, now))  # in _COLUMNS order
     held = [{"institution": institution.code, "stream": stream.name,
              "payload": orjson.dumps(record).decode(), "reason": reason, "received_at": now,
              "state": "held"} for record, reason in batch.rejected]
@@ -89,15 +81,3 @@ def ingest(bridge, institution: Institution, stream: Stream, records: list) -> I
     result.duplicates += len(rows) - result.accepted
     result.quarantined = len(held)
     return result
-
-
-def _known_versions(conn, institution: str, stream: str, rows: list[dict]) -> set:
-    known: set = set()
-    pairs = [(r["record_key"], r["content_hash"]) for r in rows]
-    for i in range(0, len(pairs), _CHUNK):
-        chunk = pairs[i:i + _CHUNK]
-        query = select(INBOX.c.record_key, INBOX.c.content_hash).where(and_(
-            INBOX.c.institution == institution, INBOX.c.stream == stream,
-            tuple_(INBOX.c.record_key, INBOX.c.content_hash).in_(chunk)))
-        known.update(map(tuple, conn.execute(query)))
-    return known

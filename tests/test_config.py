@@ -32,6 +32,15 @@ def test_database_url_env_overrides(tmp_path):
     assert load_settings([EXAMPLE], environ=env).engine.database_url.endswith("/x.db")
 
 
+def test_unsupported_engine_database_is_named(tmp_path, secrets_env):
+    cfg = base_config(tmp_path)
+    cfg["engine"]["database_url"] = "mysql://root:hunter2@db/s360"
+    with pytest.raises(ConfigError) as err:
+        Bridge(load_settings([write_config(tmp_path, cfg)]))
+    assert "engine.database_url: mysql://root:***@db/s360 is not supported" in str(err.value)
+    assert "hunter2" not in str(err.value)
+
+
 def test_a_folder_serves_several_institutions(tmp_path, secrets_env):
     folder = tmp_path / "conf"
     folder.mkdir()
@@ -70,7 +79,10 @@ BROKEN = [
      "unknown target type 'oracle'"),
     (lambda c: c["targets"]["datx"].update(colour=1), "targets.datx", "unknown option(s) colour"),
     (lambda c: c["targets"]["datx"].update(url="mysql://x/y"), "targets.datx",
-     "mysql is not supported"),
+     "url: mysql://x/y is not supported"),
+    (lambda c: c["targets"]["datx"].update(url="postgresql+psycopg2://u:pw@h/db"),
+     "targets.datx", "postgresql+psycopg2://u:***@h/db is not supported: use sqlite:///… or "
+     "postgresql+psycopg://…"),
     (lambda c: c["streams"]["ticketchecks"].update(options={"columns": {"gate": "g"}}),
      "streams.ticketchecks.options", "unknown column(s) gate"),
 ]

@@ -79,13 +79,13 @@ class SqlTarget(Target):
             raise ConfigError("url: required, a SQLAlchemy database URL such as "
                               "sqlite:///var/warehouse.db")
         self.url = make_url(options["url"])
-        if self.url.get_backend_name() not in _DIALECTS:
-            raise ConfigError(f"url: {self.url.get_backend_name()} is not supported "
-                              "(sqlite or postgresql)")
         engine_cfg = ctx.settings.engine
-        self.engine = make_engine(options["url"],
-                                  options.get("sqlite_synchronous", engine_cfg.sqlite_synchronous),
-                                  engine_cfg.sqlite_busy_timeout_seconds)
+        try:
+            self.engine = make_engine(options["url"], options.get(
+                "sqlite_synchronous", engine_cfg.sqlite_synchronous),
+                engine_cfg.sqlite_busy_timeout_seconds)
+        except ConfigError as exc:
+            raise ConfigError(f"url: {exc}") from None
         self._created: set[str] = set()
 
     def describe(self) -> str:
