@@ -230,8 +230,8 @@ def main() -> None:
     sent = sum(r["receiver"]["records"] for r in rounds)
     result["receiver"]["stored"] = stored
     result["ingest_ratio"] = statistics.median(r["ratio"] for r in rounds)
-    if stored != sent:
-        print(f"WARNING: {sent} records sent with a 200 expected, {stored} stored")
+    if stored < sent:  # more is fine: wrk does not count the requests in flight at its end
+        print(f"WARNING: {sent} records answered, only {stored} stored")
 
     print(f"end to end: delivering {stored} records ...", flush=True)
     result["end_to_end"] = deliver(cfg, work, env, stored, "e2e")

@@ -181,7 +181,7 @@ def check_config(configs):
         for name, s in inst.streams.items():
             state = "enabled" if s.enabled else "disabled"
             click.echo(f"  POST /s360/{name}/{inst.code}  {state}, auth {s.auth.type}, "
-                       f"targets {', '.join(s.targets) or 'none'}")
+                       f"targets {', '.join(s.targets) or 'none'}  ({bridge.stream(name).title})")
     click.echo("configuration OK")
 
 
