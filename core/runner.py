@@ -10,6 +10,7 @@ import schedule
 from waitress.server import create_server
 
 from .bridge import Bridge
+from .errors import S360BridgeError
 from .receiver import create_app
 from .worker import Worker
 
@@ -45,8 +46,11 @@ class Process:
         self.threads: list[threading.Thread] = []
         self.server = None
         if receiver:
-            self.server = create_server(create_app(bridge), host=host, port=port,
-                                        threads=threads, clear_untrusted_proxy_headers=True)
+            try:
+                self.server = create_server(create_app(bridge), host=host, port=port,
+                                            threads=threads, clear_untrusted_proxy_headers=True)
+            except OSError as exc:
+                raise S360BridgeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
         for i in range(workers):
             self.threads.append(threading.Thread(target=Worker(bridge).run, args=(self.stop,),
                                                  name=f"worker-{i}"))

@@ -202,3 +202,14 @@ def test_processes_opening_a_new_database_together_all_start(tmp_path):
     assert [p.exitcode for p in procs] == [0] * 8
     with sqlite3.connect(tmp_path / "fresh.db") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_busy_port_is_one_clear_line(tmp_path, crash_config):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = start(["run", "-c", str(crash_config), "--port", str(port)], tmp_path / "p.log")
+        assert proc.wait(30) == 2
+    assert f"error: cannot listen on 127.0.0.1:{port}: Address already in use" \
+        in (tmp_path / "p.log").read_text()
