@@ -83,12 +83,18 @@ def crash_config(tmp_path):
     return write_config(tmp_path, cfg)
 
 
-def test_kill_9_mid_burst_loses_nothing_that_got_a_200(tmp_path, crash_config):
-    port = free_port()
+def start_run(config: Path, log: Path, port: int | None = None):
+    """`s360bridge run` in a process group of its own, once its receiver answers."""
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
-    log = tmp_path / "run.log"
-    proc = start(["run", "-c", str(crash_config), "--port", str(port)], log)
+    proc = start(["run", "-c", str(config), "--port", str(port)], log)
     wait_until(lambda: healthy(url), 30, "the receiver to be ready", proc)
+    return proc, url, port
+
+
+def test_kill_9_mid_burst_loses_nothing_that_got_a_200(tmp_path, crash_config):
+    log = tmp_path / "run.log"
+    proc, url, port = start_run(crash_config, log)
 
     acked: list[int] = []
     lock = threading.Lock()
@@ -120,7 +126,7 @@ def test_kill_9_mid_burst_loses_nothing_that_got_a_200(tmp_path, crash_config):
         t.join(30)
     assert proc.returncode == -signal.SIGKILL
 
-    proc = start(["run", "-c", str(crash_config), "--port", str(port)], log)
+    proc, url, port = start_run(crash_config, log, port)
     warehouse = tmp_path / "warehouse.db"
     expected = {str(i) for i in acked}
     wait_until(lambda: expected <= set(warehouse_keys(warehouse)), 120,
@@ -163,11 +169,8 @@ def test_two_worker_processes_never_push_a_record_twice(tmp_path, secrets_env):
 
 
 def test_sigterm_stops_cleanly_and_releases_nothing_half_done(tmp_path, crash_config):
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     log = tmp_path / "run.log"
-    proc = start(["run", "-c", str(crash_config), "--port", str(port)], log)
-    wait_until(lambda: healthy(url), 30, "the receiver to be ready", proc)
+    proc, url, _ = start_run(crash_config, log)
     resp = requests.post(f"{url}/s360/ticketchecks/testvenue", json=checks(40_000_000_000, 50),
                          headers={"x-api-key": API_KEY}, timeout=10)
     assert resp.status_code == 200
