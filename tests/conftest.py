@@ -47,8 +47,9 @@ def base_config(tmp_path: Path) -> dict:
                              "targets": ["datx", "journal"]},
         },
         "engine": {"database_url": f"sqlite:///{tmp_path}/engine.db",
-                   "sqlite_synchronous": "NORMAL", "backoff_base_seconds": 0.01,
-                   "backoff_max_seconds": 0.02, "max_attempts": 3},
+                   # a failed record waits a minute: no retry sneaks into a test's drain
+                   "sqlite_synchronous": "NORMAL", "backoff_base_seconds": 60,
+                   "backoff_max_seconds": 600, "max_attempts": 3},
     }
 
 

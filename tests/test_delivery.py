@@ -123,13 +123,17 @@ def test_backoff_then_dead_letter_then_replay(tmp_path, secrets_env, runner):
     assert {r["state"] for r in first} == {"pending"}
     assert {r["attempts"] for r in first} == {1}
     for r in first:  # exponential backoff with jitter: between half and all of base * 2^0
-        assert clock.now + 0.005 <= r["next_attempt_at"] <= clock.now + 0.01
+        assert clock.now + 30 <= r["next_attempt_at"] <= clock.now + 60
         assert "broken" in r["last_error"] and "j.jsonl" in r["last_error"]
+    clock.now += 29
     assert worker.run_once() == 0  # not due yet
 
-    for _ in range(2):  # max_attempts is 3
-        clock.now += 10
-        assert worker.run_once() == 2
+    clock.now += 31
+    assert worker.run_once() == 2
+    second = inbox_rows(bridge)  # base * 2^1: between 60 and 120 s
+    assert all(clock.now + 60 <= r["next_attempt_at"] <= clock.now + 120 for r in second)
+    clock.now += 120
+    assert worker.run_once() == 2  # max_attempts is 3
     assert {r["state"] for r in inbox_rows(bridge)} == {"dead"}
     with bridge.engine.connect() as conn:
         states = {(d.target, d.state) for d in conn.execute(select(DELIVERY))}

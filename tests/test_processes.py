@@ -80,6 +80,7 @@ def warehouse_keys(path: Path) -> list[str]:
 def crash_config(tmp_path):
     cfg = base_config(tmp_path)
     cfg["engine"]["sqlite_synchronous"] = "FULL"
+    cfg["engine"]["lease_seconds"] = 5  # a batch claimed when the process was killed comes back
     return write_config(tmp_path, cfg)
 
 
