@@ -12,6 +12,7 @@ from .hookspecs import hookimpl
 
 log = logging.getLogger("s360bridge.maintenance")
 PURGE_EVERY_SECONDS = 3600
+PURGE_CHUNK = 5000  # rows per transaction: the receiver never waits long for the write lock
 
 
 def purge(bridge, now: float | None = None) -> int:
@@ -19,11 +20,18 @@ def purge(bridge, now: float | None = None) -> int:
     quarantine rows already re-processed. Dead letters stay until replayed or forgotten."""
     now = time.time() if now is None else now
     horizon = now - bridge.settings.engine.retention_hours * 3600
+    n = 0
+    while True:
+        with write(bridge.engine) as conn:
+            ids = [r[0] for r in conn.execute(
+                select(INBOX.c.id).where(INBOX.c.state.in_(("done", "superseded")),
+                                         INBOX.c.received_at < horizon)
+                .order_by(INBOX.c.id).limit(PURGE_CHUNK))]  # oldest first: arrival order
+            if not ids:
+                break
+            conn.execute(delete(DELIVERY).where(DELIVERY.c.inbox_id.in_(ids)))
+            n += conn.execute(delete(INBOX).where(INBOX.c.id.in_(ids))).rowcount
     with write(bridge.engine) as conn:
-        old = select(INBOX.c.id).where(INBOX.c.state.in_(("done", "superseded")),
-                                       INBOX.c.received_at < horizon)
-        conn.execute(delete(DELIVERY).where(DELIVERY.c.inbox_id.in_(old)))
-        n = conn.execute(delete(INBOX).where(INBOX.c.id.in_(old))).rowcount
         n += conn.execute(delete(QUARANTINE).where(QUARANTINE.c.state == "reprocessed",
                                                    QUARANTINE.c.received_at < horizon)).rowcount
     if n:

@@ -8,6 +8,7 @@ import time
 
 from sqlalchemy import func, select
 
+from s360bridge.core import maintenance
 from s360bridge.core.db import INBOX, QUARANTINE
 from s360bridge.core.maintenance import purge
 
@@ -90,7 +91,8 @@ def test_forget_erases_a_contact_everywhere_and_says_what(bridge, client, invoke
         assert [r[0] for r in conn.execute(select(INBOX.c.record_key))] == ["3346662"]
 
 
-def test_purge_keeps_what_is_recent_pending_or_dead(bridge, client):
+def test_purge_keeps_what_is_recent_pending_or_dead(bridge, client, monkeypatch):
+    monkeypatch.setattr(maintenance, "PURGE_CHUNK", 1)  # several transactions
     post(client, "orders", fixture("order_sale.json"))
     drain(bridge)
     post(client, "orders", fixture("order_refund.json"))  # still pending
