@@ -30,15 +30,18 @@ class Claim:
     tracked: set[int] = field(default_factory=set)  # seqs that already have delivery rows
 
 
-def claim(engine, batch_size: int, lease_seconds: float, now: float | None = None) -> Claim:
-    """Lease up to ``batch_size`` due records; older pending versions of their keys are
-    marked superseded, so only the newest version of a key is delivered."""
+def claim(engine, institutions: list[str], batch_size: int, lease_seconds: float,
+          now: float | None = None) -> Claim:
+    """Lease up to ``batch_size`` due records of the given institutions (a process only takes
+    what its configuration can deliver); older pending versions of their keys are marked
+    superseded, so only the newest version of a key is delivered."""
     now = time.time() if now is None else now
     token = uuid.uuid4().hex
     with write(engine) as conn:
         due = (select(INBOX.c.id)
                .where(INBOX.c.state == "pending", INBOX.c.next_attempt_at <= now,
-                      or_(INBOX.c.lease_until.is_(None), INBOX.c.lease_until < now))
+                      or_(INBOX.c.lease_until.is_(None), INBOX.c.lease_until < now),
+                      INBOX.c.institution.in_(institutions))
                .order_by(INBOX.c.id).limit(batch_size))
         if conn.dialect.name != "sqlite":
             due = due.with_for_update(skip_locked=True)

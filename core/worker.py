@@ -25,7 +25,8 @@ class Worker:
 
     def run_once(self, stop: threading.Event | None = None) -> int:
         """Claim and process one batch; answer how many records it held."""
-        c = claim(self.bridge.engine, self.cfg.batch_size, self.cfg.lease_seconds, self.clock())
+        c = claim(self.bridge.engine, list(self.bridge.settings.institutions),
+                  self.cfg.batch_size, self.cfg.lease_seconds, self.clock())
         if not c.records:
             return 0
         groups: dict[tuple[str, str], list] = defaultdict(list)
@@ -47,8 +48,8 @@ class Worker:
     def _deliver_group(self, c: Claim, inst_code: str, stream_name: str, items) -> list[Outcome]:
         inst = self.bridge.institution(inst_code)
         stream = self.bridge.stream(stream_name)
-        if inst is None or stream is None or stream_name not in inst.streams:
-            why = f"{inst_code}/{stream_name} is no longer configured"
+        if stream is None or stream_name not in inst.streams:
+            why = f"stream {stream_name} is no longer configured for {inst_code}"
             return [Outcome(r.seq, a, {"(config)": why}) for r, a in items]
         results: dict[int, dict[str, str | None]] = {r.seq: {} for r, _ in items}
         retry_after: dict[int, float] = {}

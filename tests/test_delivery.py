@@ -176,3 +176,21 @@ def test_one_poison_record_does_not_hold_back_the_batch(bridge, client, journal)
     with target.engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM orders").scalar_one() == 6
     assert len(journal.pushes()) == 7  # the journal took all of them
+
+
+def test_a_worker_takes_only_the_institutions_it_is_configured_for(tmp_path, secrets_env):
+    """Two venues share one engine database but are served by separate worker processes."""
+    cfg_a = base_config(tmp_path)
+    bridge_a = Bridge(load_settings([write_config(tmp_path, cfg_a)]))
+    cfg_b = base_config(tmp_path)
+    cfg_b["institution"] = "othervenue"
+    (tmp_path / "b").mkdir()
+    bridge_b = Bridge(load_settings([write_config(tmp_path / "b", cfg_b, "b.yaml")]))
+    post(create_app(bridge_b).test_client(), "orders", fixture("order_sale.json"),
+         institution="othervenue")
+    assert Worker(bridge_a).run_once() == 0  # not its venue: left alone, not failed
+    assert {r["state"] for r in inbox_rows(bridge_a)} == {"pending"}
+    assert Worker(bridge_b).run_once() == 2
+    assert {r["state"] for r in inbox_rows(bridge_b)} == {"done"}
+    bridge_a.close()
+    bridge_b.close()
