@@ -20,5 +20,4 @@ test: $(VENV)/.installed
 	$(PY) -m pytest
 
 bench: $(VENV)/.installed
-	$(PY) -m pip install -q -e ".[gunicorn]"
 	$(PY) bench/run.py

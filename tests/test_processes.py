@@ -217,3 +217,32 @@ def test_a_busy_port_is_one_clear_line(tmp_path, crash_config):
         assert proc.wait(30) == 2
     assert f"error: cannot listen on 127.0.0.1:{port}: Address already in use" \
         in (tmp_path / "p.log").read_text()
+
+
+def test_receiver_under_gunicorn_with_several_workers(tmp_path, crash_config):
+    """The production layout: `core.wsgi` under gunicorn (forked workers share one SQLite
+    file) and a separate `s360bridge worker` delivering what they stored."""
+    port = free_port()
+    env = {**os.environ, **SECRETS_ENV, "S360BRIDGE_CONFIG": str(crash_config)}
+    env.pop("S360BRIDGE_DATABASE_URL", None)
+    server = subprocess.Popen(
+        [str(Path(S360BRIDGE).with_name("gunicorn")), "-w", "3", "-b", f"127.0.0.1:{port}",
+         "s360bridge.core.wsgi:app_from_env()"], env=env, stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "gunicorn.log").open("ab"), start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: healthy(url), 30, "gunicorn to be ready", server)
+        session = requests.Session()
+        answers = [session.post(f"{url}/s360/ticketchecks/testvenue", timeout=10,
+                                json=checks(60_000_000_000 + i * 10, 10),
+                                headers={"x-api-key": API_KEY}).status_code for i in range(30)]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
+    assert answers == [200] * 30
+    worker = start(["worker", "-c", str(crash_config)], tmp_path / "w.log")
+    warehouse = tmp_path / "warehouse.db"
+    wait_until(lambda: len(warehouse_keys(warehouse)) == 300, 60, "300 records delivered",
+               worker)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
