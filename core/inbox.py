@@ -61,16 +61,12 @@ def ingest(bridge, institution: Institution, stream: Stream, records: list) -> I
     batch = bridge.hooks.receive(institution, stream, records)
     result = IngestResult()
     now = time.time()
-    rows, seen = [], set()
+    rows = []  # in _COLUMNS order; a version twice in one batch conflicts like any duplicate
     for key, record in batch.accepted:
         payload = canonical(record, stream.envelope_fields)
         digest = hashlib.blake2b(payload, digest_size=16).hexdigest()
-        if (key, digest) in seen:
-            result.duplicates += 1
-            continue
-        seen.add((key, digest))
         rows.append((institution.code, stream.name, key, digest, payload.decode(), now,
-                     "pending", 0, now))  # in _COLUMNS order
+                     "pending", 0, now))
     held = [{"institution": institution.code, "stream": stream.name,
              "payload": orjson.dumps(record).decode(), "reason": reason, "received_at": now,
              "state": "held"} for record, reason in batch.rejected]
@@ -78,6 +74,6 @@ def ingest(bridge, institution: Institution, stream: Stream, records: list) -> I
         result.accepted = _insert_new(conn, rows)
         if held:
             conn.execute(QUARANTINE.insert(), held)
-    result.duplicates += len(rows) - result.accepted
+    result.duplicates = len(rows) - result.accepted
     result.quarantined = len(held)
     return result

@@ -51,6 +51,14 @@ def test_same_payload_three_times_is_pushed_once(bridge, client, journal):
     assert journal.pushes("orders") == {"10000815533": 1, "10000815601": 1}
 
 
+def test_a_version_twice_in_one_batch_counts_once(bridge, client, journal):
+    order = fixture("order_sale.json")[0]
+    answer = post(client, "orders", [order, dict(order, requestId=9), sale_version(5)]).json
+    assert answer == {"accepted": 2, "duplicates": 1, "quarantined": 0}
+    drain(bridge)
+    assert journal.pushes() == {"10000815533": 1}  # the newer version only
+
+
 def test_envelope_fields_do_not_make_a_new_version(bridge, client, journal):
     first = dict(fixture("order_sale.json")[0], requestId=1, statusCode="success")
     again = dict(first, requestId=2, statusDetail="resent")

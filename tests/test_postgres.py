@@ -63,11 +63,15 @@ def test_duplicates_versions_and_children_on_postgres(pg_bridge, journal):
     post(client, "orders", sale_version(7000))
     drain(pg_bridge)
     assert post(client, "orders", fixture("order_sale.json")[0]).json["duplicates"] == 1
+    twice = [sale_version(8000), sale_version(8000)]
+    assert post(client, "orders", twice).json == {"accepted": 1, "duplicates": 1,
+                                                  "quarantined": 0}
+    drain(pg_bridge)
     drain(pg_bridge)
     assert warehouse(pg_bridge, "SELECT sale_amount FROM orders WHERE order_id = 10000815533") \
-        == [(7000,)]
+        == [(8000,)]
     assert warehouse(pg_bridge, "SELECT count(*) FROM order_operations") == [(3,)]
-    assert journal.pushes() == {"10000815533": 2, "10000815601": 1}
+    assert journal.pushes() == {"10000815533": 3, "10000815601": 1}
 
 
 def test_two_workers_share_claims_on_postgres(pg_bridge, tmp_path):
