@@ -82,6 +82,9 @@ def create_app(bridge: Bridge) -> Flask:
 
     @app.errorhandler(RequestRefused)
     def _refused(exc: RequestRefused):
+        # S-360 will retry what it was refused: the operator needs to see why, once per try
+        log.warning("%s %s from %s refused with %d: %s", request.method, request.path,
+                    request.remote_addr, exc.status, exc)
         return json_response({"error": str(exc), "status": exc.status}, exc.status, exc.headers)
 
     @app.errorhandler(HTTPException)

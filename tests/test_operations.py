@@ -37,6 +37,8 @@ def test_secrets_never_appear_in_status_logs_or_errors(bridge, client, invoke, c
     post(client, "contacts", b"[{}]", auth=("s360", "wrong-password"))
     post(client, "ticketchecks", b"[{}]", headers={"x-api-key": "wrong"})
     drain(bridge)
+    assert "POST /s360/contacts/testvenue from 127.0.0.1 refused with 401: missing or wrong " \
+           "basic authentication" in caplog.text  # the operator sees why, not with what
     outputs = [invoke("status", "--json").output, invoke("status").output,
                invoke("check-config").output, caplog.text,
                repr(bridge.settings), str(bridge.settings)]
