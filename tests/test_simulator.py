@@ -111,7 +111,7 @@ def test_abandoned_after_twelve_refusals(live, caplog):
 def test_demo_runs_the_main_job_and_a_rerun_is_all_duplicates(tmp_path, monkeypatch, runner):
     """`make demo` in small: the bridge fed by the simulator until everything is delivered."""
     for name in SECRETS_ENV:
-        monkeypatch.delenv(name, raising=False)  # the demo makes up its own secrets
+        monkeypatch.setenv(name, "")  # unset for the demo, which makes up its own; restored after
     monkeypatch.delenv("S360BRIDGE_DATABASE_URL", raising=False)
     path = write_config(tmp_path, base_config(tmp_path))
     Hooks().add_commands(cli)
