@@ -24,6 +24,7 @@ from .errors import ConfigError
 
 DATABASE_URL_ENV = "S360BRIDGE_DATABASE_URL"
 S360_RETRIES = 12  # S-360 re-sends a refused payload every M minutes, up to 12 times
+SECRET_KEYS = {"password", "key"}  # auth fields that only take {$env: NAME}
 
 
 @dataclass(frozen=True)
@@ -236,7 +237,10 @@ def load_settings(paths, environ=None, receiver_secrets: bool = True) -> Setting
         errors = sorted(validator.iter_errors(raw), key=lambda e: list(e.absolute_path))
         if errors:
             e = errors[0]
-            raise ConfigError(f"{file}: {_where(e.absolute_path)}: {e.message}")
+            message = e.message
+            if e.absolute_path and e.absolute_path[-1] in SECRET_KEYS:  # never echo a secret
+                message = "a secret is written as {$env: VARIABLE_NAME}, never as a value"
+            raise ConfigError(f"{file}: {_where(e.absolute_path)}: {message}")
         for key, value in (raw.get("engine") or {}).items():
             if key in engine and engine[key][0] != value:
                 raise ConfigError(f"{file}: engine.{key}: {value!r} conflicts with "

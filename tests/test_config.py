@@ -66,7 +66,7 @@ BROKEN = [
      "unknown target 'nowhere'"),
     (lambda c: c["streams"]["orders"].update(auth={"type": "basic", "username": "u",
                                                    "password": "plain-text"}),
-     "streams.orders.auth.password", "is not of type 'object'"),
+     "streams.orders.auth.password", "a secret is written as {$env: VARIABLE_NAME}"),
     (lambda c: c["streams"]["orders"].update(auth={"type": "token"}),
      "streams.orders.auth.type", "is not one of"),
     (lambda c: c["engine"].update(retention_hours=1), "engine.retention_hours",
@@ -94,6 +94,7 @@ def test_invalid_file_names_file_key_and_problem(tmp_path, secrets_env, change, 
     with pytest.raises(ConfigError) as err:
         Bridge(load_settings([path])).close()
     message = str(err.value)
+    assert "plain-text" not in message  # a secret written by mistake is not echoed
     assert str(path) in message
     assert f": {where}: " in message
     assert what in message
