@@ -22,6 +22,10 @@ def status(bridge) -> dict:
             select(QUARANTINE.c.institution, QUARANTINE.c.stream, func.count())
             .where(QUARANTINE.c.state == "held")
             .group_by(QUARANTINE.c.institution, QUARANTINE.c.stream)).all()
+        newest_dead = select(func.max(INBOX.c.id)).where(INBOX.c.state == "dead") \
+            .group_by(INBOX.c.institution, INBOX.c.stream)
+        dead = conn.execute(select(INBOX.c.institution, INBOX.c.stream, INBOX.c.last_error)
+                            .where(INBOX.c.id.in_(newest_dead))).all()
     now = time.time()
     report: dict = {}
     for inst in bridge.settings.institutions.values():
@@ -39,6 +43,8 @@ def status(bridge) -> dict:
             entry["oldest_pending_seconds"] = round(now - oldest, 1)
     for code, stream, count in quarantine:
         _stream_entry(report, code, stream)["quarantined"] = count
+    for code, stream, error in dead:
+        _stream_entry(report, code, stream)["last_dead_letter_error"] = error
     return report
 
 

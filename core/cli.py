@@ -102,6 +102,9 @@ def status(configs, as_json):
             extra = f", oldest pending {s['oldest_pending_seconds']}s" \
                 if "oldest_pending_seconds" in s else ""
             click.echo(f"  {name:<13} {states}; quarantined {s['quarantined']}{extra}")
+            if "last_dead_letter_error" in s:
+                click.echo(f"    last dead letter: {s['last_dead_letter_error']} "
+                           "(s360bridge replay re-queues them)")
         for name, desc in inst["targets"].items():
             click.echo(f"  target {name}: {desc}")
 

@@ -148,6 +148,10 @@ def test_backoff_then_dead_letter_then_replay(tmp_path, secrets_env, runner):
     assert states == {("journal", "done"), ("broken", "dead")}
     clock.now += 3600
     assert worker.run_once() == 0  # dead letters wait for a human
+    shown = runner.invoke(cli, ["status", "-c", str(tmp_path / "testvenue.yaml")]).output
+    assert "orders        dead 2; quarantined 0" in shown
+    assert "last dead letter: broken: TargetUnavailable" not in shown  # the reason, not a type
+    assert "last dead letter: broken: cannot append to" in shown
 
     (tmp_path / "blocked").unlink()
     result = runner.invoke(cli, ["replay", "-c", str(tmp_path / "testvenue.yaml"),
