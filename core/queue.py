@@ -38,11 +38,7 @@ def claim(engine, institutions: list[str], batch_size: int, lease_seconds: float
     now = time.time() if now is None else now
     token = uuid.uuid4().hex
     with write(engine) as conn:
-        due = (select(INBOX.c.id)
-               .where(INBOX.c.state == "pending", INBOX.c.next_attempt_at <= now,
-                      or_(INBOX.c.lease_until.is_(None), INBOX.c.lease_until < now),
-                      INBOX.c.institution.in_(institutions))
-               .order_by(INBOX.c.id).limit(batch_size))
+        due = due_query(institutions, batch_size, now)
         if conn.dialect.name != "sqlite":
             due = due.with_for_update(skip_locked=True)
         ids = [row[0] for row in conn.execute(due)]
@@ -71,6 +67,18 @@ def claim(engine, institutions: list[str], batch_size: int, lease_seconds: float
                 StoredRecord(r.id, r.record_key, orjson.loads(r.payload), r.payload,
                              r.received_at), r.attempts) for r in kept]
     return Claim(token, records, done, tracked)
+
+
+def due_query(institutions: list[str], batch_size: int, now: float):
+    """The oldest due records, read through the index of pending rows in arrival order. The
+    institution is compared as an expression (``institution || ''``) so that no planner takes
+    the key index for it and sorts every row of the institution: on a million-row inbox that
+    made each claim take seconds."""
+    return (select(INBOX.c.id)
+            .where(INBOX.c.state == "pending", INBOX.c.next_attempt_at <= now,
+                   or_(INBOX.c.lease_until.is_(None), INBOX.c.lease_until < now),
+                   INBOX.c.institution.concat("").in_(institutions))
+            .order_by(INBOX.c.id).limit(batch_size))
 
 
 def _supersede(conn, newest: dict[tuple, int], token: str, older: list[int]) -> None:

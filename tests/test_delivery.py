@@ -11,6 +11,7 @@ from s360bridge.core.bridge import Bridge
 from s360bridge.core.cli import cli
 from s360bridge.core.config import load_settings
 from s360bridge.core.db import DELIVERY, INBOX
+from s360bridge.core.queue import due_query
 from s360bridge.core.receiver import create_app
 from s360bridge.core.streams import StoredRecord
 from s360bridge.core.worker import Worker
@@ -206,3 +207,14 @@ def test_a_worker_takes_only_the_institutions_it_is_configured_for(tmp_path, sec
     assert {r["state"] for r in inbox_rows(bridge_b)} == {"done"}
     bridge_a.close()
     bridge_b.close()
+
+
+def test_claims_read_the_pending_index_in_arrival_order(bridge):
+    """A claim must not sort every row of an institution: on a million-row inbox that made
+    each claim take seconds (found by bench/run.py)."""
+    query = due_query(["testvenue"], 500, 1e12)
+    sql = str(query.compile(bridge.engine, compile_kwargs={"literal_binds": True}))
+    with bridge.engine.connect() as conn:
+        plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+    assert "ix_inbox_pending" in plan
+    assert "TEMP B-TREE" not in plan
