@@ -189,6 +189,8 @@ def main() -> None:
     parser.add_argument("--synchronous", default="FULL", help="SQLite synchronous, both sides")
     parser.add_argument("--flow", type=int, default=0, help="also run N records through")
     parser.add_argument("--rounds", type=int, default=3, help="ceiling/receiver alternations")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the work folder (databases and logs, ~1 GB per million)")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is needed: apt-get install wrk")
@@ -260,7 +262,11 @@ def main() -> None:
         f = result["flow"]
         print(f"flow      {f['records']} records in {f['seconds']} s; RSS first/last sample: "
               f"{f['samples'][0]} / {f['samples'][-1]}")
-    print(f"written to {path} (work folder {work})")
+    if args.keep:
+        print(f"written to {path} (work folder kept: {work})")
+    else:
+        shutil.rmtree(work)
+        print(f"written to {path}")
 
 
 if __name__ == "__main__":
