@@ -19,7 +19,7 @@ from s360bridge.core.hookspecs import hookimpl
 from s360bridge.core.runner import Process
 
 from .data import Generator
-from .webhooks import WebhookQueue, WebhookSettings
+from .webhooks import RunReport, WebhookQueue, WebhookSettings
 
 # Per stream: S-360's S and bs, scaled up for a demo (defaults are 100/1 and 500/10).
 SHAPES = {"contacts": (100, 20), "orders": (100, 20), "ticketchecks": (500, 50)}
@@ -58,6 +58,14 @@ def fill_demo_secrets(config: Path) -> list[str]:
             os.environ[name] = secrets.token_urlsafe(24)
             filled.append(name)
     return filled
+
+
+def summary(code: str, stream: str, total: RunReport) -> str:
+    a = total.answers
+    return (f"{code}/{stream}: {total.delivered} sent in {total.posts} POSTs "
+            f"({total.failed_posts} refused, {total.abandoned} abandoned): "
+            f"{a['accepted']} accepted, {a['duplicates']} duplicates, "
+            f"{a['quarantined']} quarantined")
 
 
 def _pending(bridge: Bridge) -> int:
@@ -118,11 +126,7 @@ def demo(config, records, seed, every, timeout):
         backlog = _pending(bridge)
         _follow("worker delivering", backlog, deadline, lambda: backlog - _pending(bridge))
         for code, stream, q in queues:
-            a = q.total.answers
-            click.echo(f"{code}/{stream}: {q.total.delivered} sent in {q.total.posts} POSTs "
-                       f"({q.total.failed_posts} refused, {q.total.abandoned} abandoned): "
-                       f"{a['accepted']} accepted, {a['duplicates']} duplicates, "
-                       f"{a['quarantined']} quarantined")
+            click.echo(summary(code, stream, q.total))
         click.echo(f"see `s360bridge status -c {config}` and the warehouse tables")
     finally:
         proc.shutdown()
@@ -142,9 +146,7 @@ def simulate(config, url, stream, records, seed, every):
     for inst in settings.institutions.values():
         q = queue_for(url.rstrip("/"), inst, stream, every)
         q.enqueue(Generator(seed).records(stream, records))
-        total = q.run(threading.Event())
-        click.echo(f"{inst.code}/{stream}: {total.delivered} delivered in {total.posts} POSTs, "
-                   f"{total.failed_posts} refused, {total.abandoned} abandoned")
+        click.echo(summary(inst.code, stream, q.run(threading.Event())))
 
 
 @hookimpl
