@@ -129,3 +129,12 @@ def test_demo_runs_the_main_job_and_a_rerun_is_all_duplicates(tmp_path, monkeypa
     again = runner.invoke(cli, args)
     assert again.exit_code == 0, again.output
     assert again.output.count("0 accepted, 30 duplicates, 0 quarantined") == 3
+
+
+def test_simulate_pushes_to_a_running_receiver(bridge, live, runner, config_path):
+    Hooks().add_commands(cli)
+    result = runner.invoke(cli, ["simulate", "-c", str(config_path), "--url", live.url,
+                                 "--stream", "ticketchecks", "--records", "60", "--every", "0"])
+    assert result.exit_code == 0, result.output
+    assert "testvenue/ticketchecks: 60 sent in 2 POSTs (0 refused, 0 abandoned): 60 accepted, " \
+           "0 duplicates, 0 quarantined" in result.output
