@@ -173,3 +173,15 @@ def test_register_jobs_are_run_by_the_scheduler(bridge):
             stop.set()
             thread.join(10)
     assert {"ping", "purge"} <= set(names)
+
+
+def test_two_plugins_registering_one_stream_is_an_error():
+    class Clash:
+        @hookimpl
+        def register_streams(self, register):
+            register(Stream("orders", "Another orders stream", "id"))
+
+    with registered(Clash(), "clash"), pytest.raises(PluginError,
+                                                     match="two plugins register the stream "
+                                                           "'orders'"):
+        Hooks().streams  # noqa: B018 - the property does the collecting
