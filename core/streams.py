@@ -24,7 +24,6 @@ class Stream:
 
     name: str
     title: str
-    key_field: str  # how the natural key is named in the payload, for messages and docs
     envelope_fields: frozenset[str] = ENVELOPE_FIELDS
     personal_data: bool = False  # holds a contact's personal data (for `forget`)
     check_options: Callable[[dict], None] | None = None  # raises ConfigError on bad options

@@ -137,7 +137,7 @@ def test_receive_hook_answers_only_for_its_stream(bridge):
     batch = hooks.receive(inst, bridge.stream("contacts"), fixture("contacts_person.json"))
     assert [k for k, _ in batch.accepted] == ["3346662", "0004711"]
     with pytest.raises(PluginError, match="no plugin validates stream 'nothing'"):
-        hooks.receive(inst, Stream("nothing", "x", "id"), [])
+        hooks.receive(inst, Stream("nothing", "x"), [])
 
 
 class RoutesPlugin:
@@ -179,7 +179,7 @@ def test_two_plugins_registering_one_stream_is_an_error():
     class Clash:
         @hookimpl
         def register_streams(self, register):
-            register(Stream("orders", "Another orders stream", "id"))
+            register(Stream("orders", "Another orders stream"))
 
     with registered(Clash(), "clash"), pytest.raises(PluginError,
                                                      match="two plugins register the stream "

@@ -11,7 +11,7 @@ from s360bridge.plugins.sql import SqlTarget
 
 from .warehouse import CONTACTS, contact_row
 
-STREAM = Stream("contacts", "S-360 contacts", key_field="contactNumber", personal_data=True)
+STREAM = Stream("contacts", "S-360 contacts", personal_data=True)
 VALIDATOR = RecordValidator(load_schema(__name__))
 register_streams, receive = stream_hooks(STREAM, lambda inst: VALIDATOR,
                                          lambda inst: lambda r: r["contactNumber"])

@@ -12,7 +12,7 @@ from s360bridge.plugins.sql import SqlTarget
 
 from .warehouse import order_row
 
-STREAM = Stream("orders", "S-360 orders", key_field="orderDetailsData.orderId")
+STREAM = Stream("orders", "S-360 orders")
 VALIDATOR = RecordValidator(load_schema(__name__))
 
 

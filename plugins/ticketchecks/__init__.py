@@ -25,7 +25,7 @@ def check_options(options: dict) -> None:
     Columns.from_options(options)
 
 
-STREAM = Stream("ticketchecks", "S-360 ticket checks (data export)", key_field="ticket_check_id",
+STREAM = Stream("ticketchecks", "S-360 ticket checks (data export)",
                 check_options=check_options)
 
 
@@ -34,8 +34,16 @@ def _validator(columns: Columns) -> RecordValidator:
     return RecordValidator(record_schema(columns))
 
 
+@lru_cache(maxsize=64)
+def _columns(key: str | None, columns: tuple) -> Columns:
+    return Columns.from_options({"key": key, "columns": dict(columns)} if key else
+                                {"columns": dict(columns)})
+
+
 def columns_of(institution) -> Columns:
-    return Columns.from_options(institution.streams[STREAM.name].options)
+    """The institution's columns, parsed once per distinct options (this runs per request)."""
+    options = institution.streams[STREAM.name].options
+    return _columns(options.get("key"), tuple(sorted((options.get("columns") or {}).items())))
 
 
 def key_for(institution):

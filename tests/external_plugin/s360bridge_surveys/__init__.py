@@ -6,7 +6,7 @@ import click
 from s360bridge.core.hookspecs import hookimpl
 from s360bridge.core.streams import RecordValidator, Stream, stream_hooks
 
-STREAM = Stream("surveys", "Visitor surveys", key_field="surveyId")
+STREAM = Stream("surveys", "Visitor surveys")
 VALIDATOR = RecordValidator({
     "type": "object", "required": ["surveyId", "score"],
     "properties": {"surveyId": {"type": "integer"},
