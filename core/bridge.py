@@ -8,6 +8,8 @@ from .config import Institution, Settings
 from .db import create_schema, make_engine
 from .errors import ConfigError
 from .plugins import Hooks
+from .ratelimit import CallBudget
+from .s360api import S360Client
 from .streams import Stream
 from .targets import Target
 
@@ -26,6 +28,7 @@ class Bridge:
             raise ConfigError(f"engine.database_url: {exc}") from None
         create_schema(self.engine)
         self._targets: dict[tuple[str, str], Target] = {}
+        self._clients: dict[str, S360Client] = {}
         self._lock = threading.Lock()
         self._check()
 
@@ -70,6 +73,19 @@ class Bridge:
                     raise ConfigError(f"{inst.source}: targets.{name}: {exc}") from None
                 self._targets[(inst.code, name)] = target
             return target
+
+    def s360(self, inst: Institution) -> S360Client:
+        """The S-360 API client of an institution, with its budget shared across processes."""
+        with self._lock:
+            client = self._clients.get(inst.code)
+            if client is None:
+                api = inst.s360_api
+                if api is None:
+                    raise ConfigError(f"{inst.source}: s360_api: this institution calls the "
+                                      "S-360 APIs, so it needs an s360_api section")
+                budget = CallBudget(self.engine, api.calls_per_minute, api.window_seconds)
+                client = self._clients[inst.code] = S360Client(inst.code, api, budget)
+            return client
 
     def close(self) -> None:
         for target in self._targets.values():

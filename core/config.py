@@ -11,7 +11,7 @@ import datetime as dt
 import ipaddress
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from .errors import ConfigError
 
 DATABASE_URL_ENV = "S360BRIDGE_DATABASE_URL"
 S360_RETRIES = 12  # S-360 re-sends a refused payload every M minutes, up to 12 times
-SECRET_KEYS = {"password", "key"}  # auth fields that only take {$env: NAME}
+SECRET_KEYS = {"password", "key", "secret", "token"}  # fields that only take {$env: NAME}
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,24 @@ class TargetConfig:
 
 
 @dataclass(frozen=True)
+class S360ApiSettings:
+    """How to call the institution's S-360 backend APIs (REFERENCE §e)."""
+
+    base_url: str
+    operator: str
+    partner: str
+    secret: Secret
+    iat_unit: str = "seconds"  # the reference's text says milliseconds; its sample, seconds
+    token_ttl_seconds: float = 30.0
+    timeout_seconds: float = 30.0
+    calls_per_minute: int = 57  # S-360 allows 60 per institution and method: keep a margin
+    window_seconds: float = 60.0
+    retries: int = 5
+    in_progress_wait_seconds: float = 10.0
+    versions: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Institution:
     code: str
     timezone: ZoneInfo
@@ -76,6 +94,7 @@ class Institution:
     history_cutoff: dt.date | None = None
     allowed_sources: tuple = ()
     webhook_frequency_minutes: int = 15
+    s360_api: S360ApiSettings | None = None
     source: Path | None = None
 
     def allows(self, address: str | None) -> bool:
@@ -195,11 +214,19 @@ def _institution(raw: dict, file: Path, environ, receiver_secrets: bool) -> Inst
             tuple(s.get("targets", [])), _resolve_env(s.get("options", {}), file,
                                                       f"streams.{name}.options", environ))
     cutoff = raw.get("history_cutoff")
+    api = raw.get("s360_api")
+    if api is not None:
+        api = S360ApiSettings(**{
+            **_resolve_env({k: v for k, v in api.items() if k != "secret"}, file, "s360_api",
+                           environ),
+            "secret": _secret(api["secret"], file, "s360_api.secret", environ)})
+        api = replace(api, base_url=api.base_url.rstrip("/"))
     return Institution(
         code=raw["institution"], timezone=zone, streams=streams, targets=targets,
         history_cutoff=dt.date.fromisoformat(cutoff) if cutoff else None,
         allowed_sources=tuple(nets),
-        webhook_frequency_minutes=raw.get("webhook_frequency_minutes", 15), source=file)
+        webhook_frequency_minutes=raw.get("webhook_frequency_minutes", 15), s360_api=api,
+        source=file)
 
 
 def config_files(paths) -> list[Path]:

@@ -1,0 +1,169 @@
+"""The client of the S-360 backend APIs (REST), shared by every stream that calls S-360.
+
+A call is ``POST {base_url}/{module}/backend-apis/{service}/{version}/{method}`` with a JSON body
+and a fresh HS256 JWT (REFERENCE §e.2, §e.3). Each call first takes its place in the shared
+per-method budget (core/ratelimit.py); an HTTP 509 waits for the next window; connection errors
+and 5xx are retried with backoff (tenacity); the result envelope's ``statusCode`` turns into
+typed errors (§e.5). Business errors are never retried: S-360's sales calls are not idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import jwt
+import requests
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+
+from .config import S360ApiSettings
+from .errors import S360BridgeError
+from .ratelimit import CallBudget
+
+log = logging.getLogger("s360bridge.s360api")
+
+# service -> (module path segment, version) as found in the reference (§e.2, §e.6)
+SERVICES = {
+    "contactInformationPublicService": ("tnco", "v2_21"),
+    "externalOrderFacade": ("tnseb", "v1_33"),
+    "externalOrderService": ("tnseb", "v1_33"),
+    "catalogService": ("tnseb", "v1_33"),
+    "availabilityService": ("tnseb", "v1_33"),
+}
+
+
+class S360ApiError(S360BridgeError):
+    """A call to an S-360 backend API failed."""
+
+
+class S360Unavailable(S360ApiError):
+    """S-360 cannot answer now (connection, timeout, 5xx): the call may be made again later."""
+
+
+class S360OverLimit(S360Unavailable):
+    """S-360 answered HTTP 509, or the shared call budget had no room in time."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class S360InProgress(S360Unavailable):
+    """S-360 answered ``statusCode: in_progress``: the same call must be made again later."""
+
+
+class S360AuthError(S360ApiError):
+    """S-360 refused the credentials (HTTP 401/403): nothing will work until they are fixed."""
+
+
+class S360BusinessError(S360ApiError):
+    """S-360 refused the request itself (``statusCode`` other than success)."""
+
+    def __init__(self, method: str, status_code: str, detail: str | None,
+                 expected_exception: str | None):
+        what = "; ".join(x for x in (detail, expected_exception) if x) or "no detail given"
+        super().__init__(f"S-360 {method} answered {status_code}: {what}")
+        self.status_code = status_code
+        self.detail = detail
+        self.expected_exception = expected_exception
+
+
+def mint_token(settings: S360ApiSettings, institution: str, now: float) -> str:
+    """A JWT for one call: ``sub`` institution, ``aud`` operator, ``iss`` partner (§e.3)."""
+    scale = 1000 if settings.iat_unit == "milliseconds" else 1
+    iat = int(now * scale)
+    claims = {"sub": institution, "aud": settings.operator, "iss": settings.partner,
+              "iat": iat, "exp": iat + int(settings.token_ttl_seconds * scale)}
+    return jwt.encode(claims, settings.secret.value, algorithm="HS256")
+
+
+class S360Client:
+    """Calls the S-360 backend APIs of one institution inside its shared call budget."""
+
+    def __init__(self, institution: str, settings: S360ApiSettings, budget: CallBudget,
+                 session: requests.Session | None = None, clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.institution = institution
+        self.settings = settings
+        self.budget = budget
+        self.session = session or requests.Session()
+        self.clock = clock
+        self.sleep = sleep
+        self.stats: Counter = Counter()  # (method, outcome) -> calls, for reports and benches
+
+    def url(self, service: str, method: str) -> str:
+        module, version = SERVICES[service]
+        version = self.settings.versions.get(service, version)
+        return f"{self.settings.base_url}/{module}/backend-apis/{service}/{version}/{method}"
+
+    def call(self, service: str, method: str, body: dict) -> dict:
+        """Make one call (retrying what may be retried); answer the result object."""
+        retrying = Retrying(
+            retry=retry_if_exception_type(S360Unavailable),
+            stop=stop_after_attempt(self.settings.retries + 1),
+            wait=self._wait, sleep=self.sleep, reraise=True,
+            before_sleep=lambda s: log.warning(
+                "%s: %s.%s, try %d: %s; trying again in %.1fs", self.institution, service,
+                method, s.attempt_number, s.outcome.exception(), s.next_action.sleep))
+        return retrying(self._call_once, service, method, body)
+
+    def _wait(self, state) -> float:
+        exc = state.outcome.exception()
+        if isinstance(exc, S360OverLimit):
+            if exc.retry_after is not None:
+                return exc.retry_after
+            window = self.settings.window_seconds  # S-360 counts per window: wait for the next
+            return window - self.clock() % window + random.uniform(0, min(1.0, window / 10))
+        if isinstance(exc, S360InProgress):
+            return self.settings.in_progress_wait_seconds
+        return wait_exponential_jitter(initial=1, max=30)(state)
+
+    def _call_once(self, service: str, method: str, body: dict) -> dict:
+        key = f"{self.institution}/{service}.{method}"
+        if not self.budget.acquire(key, timeout=2 * self.settings.window_seconds):
+            raise S360OverLimit(f"{key}: no room in the shared call budget "
+                                f"({self.budget.calls} per {self.budget.window_seconds:g}s)")
+        headers = {"Authorization": "Bearer " + mint_token(self.settings, self.institution,
+                                                           self.clock())}
+        try:
+            resp = self.session.post(self.url(service, method), json=body, headers=headers,
+                                     timeout=self.settings.timeout_seconds)
+        except requests.RequestException as exc:
+            self.stats[method, "unreachable"] += 1
+            raise S360Unavailable(f"S-360 {method}: {type(exc).__name__}: {exc}") from None
+        self.stats[method, str(resp.status_code)] += 1
+        return self._result(method, resp)
+
+    def _result(self, method: str, resp: requests.Response) -> dict:
+        code = resp.status_code
+        if code == 509:
+            after = resp.headers.get("Retry-After")
+            raise S360OverLimit(f"S-360 {method}: HTTP 509, over the per-method rate limit",
+                                float(after) if after and after.isdigit() else None)
+        if code in (401, 403):
+            s = self.settings
+            raise S360AuthError(
+                f"S-360 refused the credentials for {method} (HTTP {code}): check "
+                f"s360_api.secret ({s.secret}), operator {s.operator!r}, partner "
+                f"{s.partner!r} and iat_unit {s.iat_unit!r}")
+        if code >= 500 or code == 408:
+            raise S360Unavailable(f"S-360 {method}: HTTP {code}")
+        if code != 200:
+            raise S360ApiError(f"S-360 {method}: HTTP {code} at {resp.url}: check "
+                               "s360_api.base_url and versions")
+        try:
+            result = resp.json()
+        except ValueError:
+            raise S360Unavailable(f"S-360 {method}: the answer is not JSON") from None
+        if not isinstance(result, dict):
+            raise S360Unavailable(f"S-360 {method}: expected a result object")
+        status = result.get("statusCode")
+        if status == "in_progress":
+            raise S360InProgress(f"S-360 {method}: in progress, to be called again")
+        if status != "success":
+            raise S360BusinessError(method, str(status), result.get("statusDetail"),
+                                    result.get("expectedException"))
+        return result
