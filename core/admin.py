@@ -26,6 +26,11 @@ def status(bridge) -> dict:
             .group_by(INBOX.c.institution, INBOX.c.stream)
         dead = conn.execute(select(INBOX.c.institution, INBOX.c.stream, INBOX.c.last_error)
                             .where(INBOX.c.id.in_(newest_dead))).all()
+        newest_failing = select(func.max(INBOX.c.id)).where(
+            INBOX.c.state == "pending", INBOX.c.last_error.is_not(None)) \
+            .group_by(INBOX.c.institution, INBOX.c.stream)
+        failing = conn.execute(select(INBOX.c.institution, INBOX.c.stream, INBOX.c.last_error)
+                               .where(INBOX.c.id.in_(newest_failing))).all()
     now = time.time()
     report: dict = {}
     for inst in bridge.settings.institutions.values():
@@ -45,6 +50,8 @@ def status(bridge) -> dict:
         _stream_entry(report, code, stream)["quarantined"] = count
     for code, stream, error in dead:
         _stream_entry(report, code, stream)["last_dead_letter_error"] = error
+    for code, stream, error in failing:  # waiting for a retry: what went wrong last
+        _stream_entry(report, code, stream)["last_error"] = error
     return report
 
 

@@ -102,6 +102,8 @@ def status(configs, as_json):
             extra = f", oldest pending {s['oldest_pending_seconds']}s" \
                 if "oldest_pending_seconds" in s else ""
             click.echo(f"  {name:<13} {states}; quarantined {s['quarantined']}{extra}")
+            if "last_error" in s:
+                click.echo(f"    failing, will retry: {s['last_error']}")
             if "last_dead_letter_error" in s:
                 click.echo(f"    last dead letter: {s['last_dead_letter_error']} "
                            "(s360bridge replay re-queues them)")

@@ -1,4 +1,5 @@
-"""The Flask receiver: ``POST /s360/{stream}/{institution}`` answers 200 once data is stored."""
+"""The Flask receiver: ``POST /s360/{stream}/{institution}`` (and each stream's own route, such
+as ``/crm/contacts/{institution}``) answers 200 once data is stored."""
 
 from __future__ import annotations
 
@@ -104,15 +105,18 @@ def create_app(bridge: Bridge) -> Flask:
             return json_response({"status": "unavailable"}, 503)
         return json_response({"status": "ok"})
 
-    @app.post("/s360/<stream_name>/<code>")
-    def receive(stream_name: str, code: str):
+    routes = {s.url_path: s for s in bridge.hooks.streams.values()}
+
+    @app.post("/<source>/<path>/<code>")
+    def receive(source: str, path: str, code: str):
         inst = bridge.institution(code)
         if inst is None:
             raise RequestRefused(404, f"unknown institution {code!r}")
-        stream_cfg = inst.streams.get(stream_name)
-        stream = bridge.stream(stream_name)
+        stream = routes.get(f"{source}/{path}")
+        stream_cfg = inst.streams.get(stream.name) if stream else None
         if stream is None or stream_cfg is None or not stream_cfg.enabled:
-            raise RequestRefused(404, f"stream {stream_name!r} is not enabled for {code!r}")
+            raise RequestRefused(404, f"stream {source}/{path} is not enabled for {code!r}")
+        stream_name = stream.name
         if not inst.allows(request.remote_addr):
             raise RequestRefused(403, f"source address {request.remote_addr} is not allowed")
         check_auth(stream_cfg.auth)

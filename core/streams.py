@@ -20,13 +20,20 @@ ENVELOPE_FIELDS = frozenset({"requestId", "statusCode", "statusDetail", "statusM
 
 @dataclass(frozen=True)
 class Stream:
-    """A kind of S-360 record that arrives on ``POST /s360/{name}/{institution}``."""
+    """A kind of record that arrives on ``POST /{route}/{institution}``: by default
+    ``s360/{name}``, as S-360's webhooks call; a stream fed by another system (the CRM) names
+    its own route."""
 
     name: str
     title: str
+    route: str = ""  # e.g. "crm/contacts"; "" means "s360/{name}"
     envelope_fields: frozenset[str] = ENVELOPE_FIELDS
     personal_data: bool = False  # holds a contact's personal data (for `forget`)
     check_options: Callable[[dict], None] | None = None  # raises ConfigError on bad options
+
+    @property
+    def url_path(self) -> str:
+        return self.route or f"s360/{self.name}"
 
 
 @dataclass

@@ -21,6 +21,7 @@ class Target:
     """
 
     kind: ClassVar[str] = ""
+    batch_size: int | None = None  # at most this many items per push; None: the whole batch
 
     def __init__(self, name: str, options: dict[str, Any], ctx: Any):
         self.name = name

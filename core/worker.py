@@ -6,10 +6,11 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 
 from .bridge import Bridge
 from .errors import StoreUnavailable, TargetUnavailable
-from .queue import Claim, Outcome, claim, complete, release
+from .queue import Claim, Outcome, claim, complete, extend, release
 from .streams import StoredRecord
 
 log = logging.getLogger("s360bridge.worker")
@@ -34,16 +35,37 @@ class Worker:
             groups[(inst_code, stream_name)].append((record, attempts))
         outcomes: list[Outcome] = []
         unprocessed: list[int] = []
-        for (inst_code, stream_name), items in groups.items():
-            if stop is not None and stop.is_set():
-                unprocessed += [r.seq for r, _ in items]
-                continue
-            outcomes += self._deliver_group(c, inst_code, stream_name, items)
+        with self._lease_kept(c.token):
+            for (inst_code, stream_name), items in groups.items():
+                if stop is not None and stop.is_set():
+                    unprocessed += [r.seq for r, _ in items]
+                    continue
+                outcomes += self._deliver_group(c, inst_code, stream_name, items)
         complete(self.bridge.engine, c.token, outcomes, self.cfg.max_attempts,
                  self.cfg.backoff_base_seconds, self.cfg.backoff_max_seconds, self.clock())
         release(self.bridge.engine, c.token, unprocessed)
         log.debug("handled %d record(s), released %d", len(outcomes), len(unprocessed))
         return len(c.records)
+
+    @contextmanager
+    def _lease_kept(self, token: str):
+        """Renew the claim's lease every third of its length until the block ends."""
+        done = threading.Event()
+
+        def renew():
+            while not done.wait(self.cfg.lease_seconds / 3):
+                try:
+                    extend(self.bridge.engine, token, self.cfg.lease_seconds, self.clock())
+                except StoreUnavailable as exc:
+                    log.warning("could not renew a lease: %s", exc)
+
+        keeper = threading.Thread(target=renew, name="lease-keeper", daemon=True)
+        keeper.start()
+        try:
+            yield
+        finally:
+            done.set()
+            keeper.join()
 
     def _deliver_group(self, c: Claim, inst_code: str, stream_name: str, items) -> list[Outcome]:
         inst = self.bridge.institution(inst_code)
@@ -59,7 +81,11 @@ class Worker:
                 continue
             target = self.bridge.target(inst, name)
             failed = []
-            for seq, (error, wait) in self._push(inst, stream, target, todo).items():
+            size = target.batch_size or len(todo)
+            pushed: dict = {}
+            for i in range(0, len(todo), size):
+                pushed |= self._push(inst, stream, target, todo[i:i + size])
+            for seq, (error, wait) in pushed.items():
                 results[seq][name] = error
                 retry_after[seq] = max(retry_after.get(seq, 0.0), wait)
                 if error:
