@@ -23,10 +23,13 @@ from .targets import PushResult, Target
 DEFAULT_PLUGINS = (
     "s360bridge.core.maintenance",
     "s360bridge.plugins.contacts",
+    "s360bridge.plugins.contacts.crm_changes",
+    "s360bridge.plugins.contacts.to_s360",
     "s360bridge.plugins.orders",
     "s360bridge.plugins.ticketchecks",
     "s360bridge.plugins.sql",
     "s360bridge.plugins.jsonl",
+    "s360bridge.plugins.crm",
 )
 ENTRY_POINT_GROUP = "s360bridge"
 LOAD_PLUGINS_ENV = "S360BRIDGE_LOAD_PLUGINS"

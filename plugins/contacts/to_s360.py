@@ -1,0 +1,222 @@
+"""The ``s360_contacts`` target: CRM contact changes applied to S-360 through the Contact API.
+
+Matching (REFERENCE §f): a change is applied to the contact it is linked to (links.py), else to
+the contact number it carries, else to the contact found by e-mail (several: the one with an
+internet login, then an individual over a relay, then the lowest number), else a new contact is
+created, in lists (``createCulturalContact``), and its number is written back to the CRM.
+Each method has its own budget, so updates, searches and creations run side by side.
+
+A change that repeats what the CRM is known to hold (the bridge's own write coming back from
+the CRM) is not sent. Conflicts: S-360 is the system of record; a CRM change is applied when it
+reaches the bridge, and S-360's resulting contact goes back to the CRM whenever it differs from
+what the CRM holds, so both sides end on S-360's state (last writer to S-360 wins).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+
+from s360bridge.core.errors import ConfigError, TargetUnavailable
+from s360bridge.core.hookspecs import hookimpl
+from s360bridge.core.s360api import S360ApiError, S360BusinessError
+from s360bridge.core.targets import PushResult, Target
+from s360bridge.plugins.crm import HttpCrmTarget, links
+
+from .crm_changes import STREAM, mapping
+
+log = logging.getLogger("s360bridge.to_s360")
+SERVICE = "contactInformationPublicService"
+CREATE_FIELDS = {"individualFirstname": "firstName", "individualLastname": "lastName",
+                 "email": "email"}  # what a CulturalContactData takes of individualContact
+SEARCH_RESULTS = "contacts"  # INFERRED: the list field of a searchContact answer (§f)
+
+
+@dataclass
+class Change:
+    """One CRM change: its CRM id, the CRM fields compared for echoes, the S-360 fields."""
+
+    crm_id: str
+    crm_fields: dict
+    number: str | None
+    person: dict  # individualContact fields
+    number_field: str  # the CRM field that holds the S-360 contact number
+
+
+def best_match(found: list[dict]) -> str | None:
+    """Among contacts sharing an e-mail: internet login first, individual over relay."""
+    if not found:
+        return None
+    return min(found, key=lambda c: (not (c.get("individualContact") or {}).get("login"),
+                                     c.get("role") == "RELAY", c["contactNumber"])
+               )["contactNumber"]
+
+
+class S360ContactsTarget(Target):
+    kind = "s360_contacts"
+    OPTIONS = {"contact_numbers_to", "batch_size", "create_batch_size"}
+
+    def __init__(self, name, options, ctx):
+        super().__init__(name, options, ctx)
+        unknown = set(options) - self.OPTIONS
+        if unknown:
+            raise ConfigError(f"unknown option(s) {', '.join(sorted(unknown))} (known: "
+                              f"{', '.join(sorted(self.OPTIONS))})")
+        self.batch_size = options.get("batch_size", 200)
+        self.create_batch_size = options.get("create_batch_size", 50)
+        links.create_tables(ctx.engine)
+
+    def describe(self) -> str:
+        back = self.options.get("contact_numbers_to")
+        return "S-360 Contact API" + (f" (new numbers written back to {back})" if back else "")
+
+    def push(self, inst, changes: list[Change], match_by_email: bool) -> PushResult:
+        """Apply the changes; S-360 unavailable (or refusing the credentials) makes the whole
+        batch wait for a retry, a business error fails only its change."""
+        try:
+            return self._apply(inst, changes, match_by_email)
+        except S360BusinessError:
+            raise
+        except S360ApiError as exc:
+            raise TargetUnavailable(str(exc), getattr(exc, "retry_after", None)) from exc
+
+    def _apply(self, inst, changes: list[Change], match_by_email: bool) -> PushResult:
+        client, engine = self.ctx.s360(inst), self.ctx.engine
+        result = PushResult()
+        saves: queue.Queue = queue.Queue()
+        searches, creates = [], []
+        for i, ch in enumerate(changes):
+            link = links.find(engine, inst.code, ch.crm_id, ch.number)
+            if link and links.holds(link[1], ch.crm_fields):
+                continue  # the CRM repeating what the bridge wrote: nothing changed
+            number = ch.number or (link[0] if link else None)
+            if number:
+                saves.put((i, number))
+            elif match_by_email and ch.person.get("email"):
+                searches.append(i)
+            else:
+                creates.append(i)
+
+        def save(i: int, number: str) -> None:
+            ch = changes[i]
+            try:
+                client.call(SERVICE, "saveIndividualContactData",
+                            {"contactNumber": number, "individualContact": ch.person})
+            except S360BusinessError as exc:
+                result.failed[i] = str(exc)
+                return
+            links.remember(engine, inst.code, [(number, ch.crm_id, ch.crm_fields)], merge=True)
+
+        lane = _Lane(saves, save)
+        try:
+            for i in searches:
+                try:
+                    found = client.call(SERVICE, "searchContact",
+                                        {"email": changes[i].person["email"]})
+                except S360BusinessError as exc:
+                    result.failed[i] = str(exc)
+                    continue
+                number = best_match(found.get(SEARCH_RESULTS) or [])
+                if number:
+                    saves.put((i, number))
+                else:
+                    creates.append(i)
+            created = self._create(inst, client, changes, creates, result, saves)
+        finally:
+            lane.finish()
+        self._write_back(inst, changes, created)
+        return result
+
+    def _create(self, inst, client, changes, todo, result, saves) -> list[tuple[int, str]]:
+        """Create contacts in lists; fields a CulturalContactData does not take follow as
+        saves. Links are stored at once, so a retry never creates a contact twice."""
+        created = []
+        for start in range(0, len(todo), self.create_batch_size):
+            chunk = todo[start:start + self.create_batch_size]
+            body = {"contactDataList": [
+                {"identifier": i, "createLogin": False,
+                 **{CREATE_FIELDS[k]: v for k, v in changes[i].person.items()
+                    if k in CREATE_FIELDS}} for i in chunk]}
+            try:
+                answer = client.call(SERVICE, "createCulturalContact", body)
+            except S360BusinessError as exc:
+                for i in chunk:
+                    result.failed[i] = str(exc)
+                continue
+            numbers = answer.get("identifierContactMap") or {}
+            made = [(i, numbers[str(i)]) for i in chunk if str(i) in numbers]
+            links.remember(self.ctx.engine, inst.code,
+                           [(n, changes[i].crm_id, changes[i].crm_fields) for i, n in made])
+            for i in set(chunk) - {i for i, _ in made}:
+                result.failed[i] = "createCulturalContact gave no number for this contact"
+            for i, n in made:
+                if set(changes[i].person) - set(CREATE_FIELDS):
+                    saves.put((i, n))
+            created += made
+        return created
+
+    def _write_back(self, inst, changes, created) -> None:
+        name = self.options.get("contact_numbers_to")
+        if not name or not created:
+            return
+        crm = self.ctx.target(inst, name)
+        if not isinstance(crm, HttpCrmTarget) or "contact_numbers_url" not in crm.options:
+            raise ConfigError(f"targets.{self.name}.contact_numbers_to: {name} is not an "
+                              "http_crm target with a contact_numbers_url")
+        crm.post(crm.options["contact_numbers_url"],
+                 [{"crm_id": changes[i].crm_id, "contact_number": n} for i, n in created])
+        links.remember(self.ctx.engine, inst.code,  # the CRM now holds the number too
+                       [(n, None, {changes[i].number_field: n}) for i, n in created], merge=True)
+
+
+class _Lane:
+    """Runs ``work(*item)`` for each queued item in a thread of its own, until finished; an
+    error that stops the lane (S-360 unavailable) is raised again by ``finish``."""
+
+    def __init__(self, items: queue.Queue, work):
+        self.items, self.work, self.error = items, work, None
+        self.thread = threading.Thread(target=self._run, name="s360-saves", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (item := self.items.get()) is not None:
+            if self.error is None:
+                try:
+                    self.work(*item)
+                except Exception as exc:  # raised in the caller's thread by finish()
+                    self.error = exc
+
+    def finish(self) -> None:
+        self.items.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+@hookimpl
+def register_targets(register):
+    register("s360_contacts", S360ContactsTarget)
+
+
+@hookimpl
+def transform(institution, stream, target, records):
+    if stream.name != STREAM.name or not isinstance(target, S360ContactsTarget):
+        return None
+    m = mapping(institution.streams[STREAM.name].options)
+    changes = []
+    for r in records:
+        s360 = m.apply(r.record, drop_missing=True)
+        changes.append(Change(r.key, {f: r.record.get(f) for f in m.sources()},
+                              s360.get("contactNumber") or None,
+                              s360.get("individualContact") or {}, m.spec["contactNumber"]))
+    return changes
+
+
+@hookimpl
+def push(institution, stream, target, items):
+    if not isinstance(target, S360ContactsTarget):
+        return None
+    options = institution.streams[STREAM.name].options
+    return target.push(institution, items, options.get("match_by_email", True))

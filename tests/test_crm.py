@@ -1,0 +1,330 @@
+"""ExtCRM both ways, over real HTTP on loopback: S-360 (the simulator's API and contact webhook)
+-> bridge -> reference CRM, and CRM changes -> bridge -> S-360, without ping-pong."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+
+import pytest
+import requests
+
+from s360bridge.core.bridge import Bridge
+from s360bridge.core.cli import cli
+from s360bridge.core.config import load_settings
+from s360bridge.core.receiver import create_app
+from s360bridge.core.runner import Process
+from s360bridge.core.worker import Worker
+from s360bridge.plugins.contacts.crm_changes import poll, watermark
+from s360bridge.simulator.api import ApiAccess, S360Api
+from s360bridge.simulator.crm import ReferenceCrm
+from s360bridge.simulator.serving import Served
+from s360bridge.simulator.webhooks import WebhookQueue, WebhookSettings
+
+from .conftest import PASSWORD, base_config, fixture, post, write_config
+
+API_SECRET = "jwt-shared-secret-of-the-partner-0123456789"
+CRM_KEY = "crm-key-for-pushes-abcdef"
+CRM_IN_KEY = "crm-posts-its-changes-with-this"
+
+
+class World:
+    """The simulator's S-360 API, the reference CRM and the bridge's receiver, all served."""
+
+    def __init__(self, tmp_path, monkeypatch, api_secret=API_SECRET, calls=50, window=1.0,
+                 client_calls=None, s360_limit=None):
+        monkeypatch.setenv("TEST_S360_SECRET", api_secret)
+        monkeypatch.setenv("TEST_CRM_KEY", CRM_KEY)
+        monkeypatch.setenv("TEST_CRM_IN_KEY", CRM_IN_KEY)
+        self.api = S360Api({"testvenue": ApiAccess(API_SECRET, frozenset({"TEST_OP"}),
+                                                   s360_limit or calls, window)})
+        self.crm = ReferenceCrm(api_key=CRM_KEY)
+        self.api_server, self.crm_server = Served(self.api.app()), Served(self.crm.app())
+        crm = self.crm_server.url
+        data = base_config(tmp_path)
+        data["s360_api"] = {"base_url": f"{self.api_server.url}/testvenue",
+                            "operator": "TEST_OP", "partner": "tests",
+                            "secret": {"$env": "TEST_S360_SECRET"},
+                            "calls_per_minute": client_calls or calls, "window_seconds": window,
+                            "retries": 3}
+        data["targets"]["crm"] = {
+            "type": "http_crm",
+            "auth": {"type": "api_key", "header": "x-api-key", "key": {"$env": "TEST_CRM_KEY"}},
+            "contacts": {"url": f"{crm}/api/contacts"}, "orders": {"url": f"{crm}/api/orders"},
+            "contact_numbers_url": f"{crm}/api/contact-numbers"}
+        data["targets"]["s360"] = {"type": "s360_contacts", "contact_numbers_to": "crm"}
+        data["streams"]["contacts"]["targets"] = ["datx", "crm"]
+        data["streams"]["orders"]["targets"] = ["datx", "crm"]
+        data["streams"]["crm_contacts"] = {
+            "auth": {"type": "api_key", "header": "x-api-key",
+                     "key": {"$env": "TEST_CRM_IN_KEY"}},
+            "targets": ["s360"],
+            "options": {"poll": {"url": f"{crm}/api/changes", "auth": {
+                "type": "api_key", "header": "x-api-key", "key": {"$env": "TEST_CRM_KEY"}}}}}
+        self.config = write_config(tmp_path, data)
+        self.bridge = Bridge(load_settings([self.config]))
+        self.inst = self.bridge.institution("testvenue")
+        self.proc = Process(self.bridge, receiver=True, workers=0, scheduler=False, port=0)
+        self.proc.start()
+        self.client = create_app(self.bridge).test_client()
+        self.webhook = WebhookQueue(WebhookSettings(
+            f"{self.proc.url}/s360/contacts/testvenue", batch_size=100, bucket_size=20,
+            auth=("basic", "s360", PASSWORD)))
+        self.store = self.api.stores["testvenue"]
+        self.store.on_change = lambda contact: self.webhook.enqueue([contact])
+        self.seen = 0  # CRM changes already sent to the bridge
+
+    def close(self):
+        self.proc.shutdown()
+        self.api_server.close()
+        self.crm_server.close()
+
+    def drain(self, later: float = 0.0) -> None:
+        """Deliver everything due (``later`` seconds from now, to pass retry delays)."""
+        worker = Worker(self.bridge, clock=lambda: time.time() + later)
+        while worker.run_once():
+            pass
+
+    def s360_webhook(self) -> None:
+        """S-360 runs its contact webhook, then the bridge delivers what it took in."""
+        while self.webhook.pending:
+            assert self.webhook.run_once().failed_posts == 0
+        self.drain()
+
+    def crm_pushes_changes(self) -> int:
+        """The CRM POSTs its new changes to the bridge, which delivers them."""
+        items = self.crm.changes_since(self.seen)
+        self.seen += len(items)
+        if items:
+            r = requests.post(f"{self.proc.url}/crm/contacts/testvenue", json=items,
+                              headers={"x-api-key": CRM_IN_KEY}, timeout=10)
+            assert r.status_code == 200, r.text
+        self.drain()
+        return len(items)
+
+    def calls(self, method: str) -> int:
+        return self.api.count(method, 200)
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch, secrets_env):
+    w = World(tmp_path, monkeypatch)
+    yield w
+    w.close()
+
+
+def test_contacts_and_orders_reach_the_crm_with_the_mapping(world):
+    person, orders = fixture("contacts_person.json"), fixture("order_sale.json")
+    assert post(world.client, "contacts", person).status_code == 200
+    assert post(world.client, "orders", orders).status_code == 200
+    world.drain()
+    crm = world.crm.by_number(person[0]["contactNumber"])
+    who = person[0]["individualContact"]
+    assert (crm["first_name"], crm["last_name"], crm["email"]) == (
+        who["individualFirstname"], who["individualLastname"], who["email"])
+    assert crm["s360_created"] == person[0]["creationDate"][:10]
+    order = orders[0]["orderDetailsData"]
+    sent = world.crm.orders[order["orderId"]]
+    assert sent["sale_amount"] == f"{order['saleAmount'] / 1000:.2f}"  # thousandths -> "45.00"
+    assert isinstance(sent["sale_amount"], str)
+    assert [line["product"] for line in sent["lines"]] == \
+        [op["productCode"] for op in order["operationDatas"]]
+
+
+def test_crm_down_for_a_while_then_everything_arrives_once(world):
+    from s360bridge.simulator.data import Generator
+    gen = Generator(5)
+    contacts, orders = gen.records("contacts", 40), gen.records("orders", 30)
+    world.crm.down = 10_000
+    assert post(world.client, "contacts", contacts).status_code == 200
+    assert post(world.client, "orders", orders).status_code == 200
+    world.drain()
+    assert world.crm.received == {}
+    world.drain(later=3600)  # a retry while still down
+    world.crm.down = 0
+    world.drain(later=7200)
+    assert sorted(k for s, k in world.crm.received if s == "contacts") == \
+        sorted(c["contactNumber"] for c in contacts)
+    assert len({k for s, k in world.crm.received if s == "orders"}) == 30
+    assert set(world.crm.received.values()) == {1}  # each record once
+
+
+def test_crm_change_goes_to_s360_and_the_loop_stops_there(world):
+    person = fixture("contacts_person.json")[0]
+    number = person["contactNumber"]
+    world.store.add([person])
+    post(world.client, "contacts", [person])  # S-360 -> CRM first: the CRM knows the contact
+    world.drain()
+    assert world.crm.received["contacts", number] == 1
+    crm_id = world.crm.by_number(number)["crm_id"]
+    world.crm_pushes_changes()  # the CRM reports the bridge's write: an echo, not sent
+    assert world.calls("saveIndividualContactData") == 0
+
+    world.crm.change(crm_id, last_name="Dubois-Martin")
+    world.crm_pushes_changes()
+    assert world.calls("saveIndividualContactData") == 1
+    assert world.store.get(number)["individualContact"]["individualLastname"] == "Dubois-Martin"
+    world.s360_webhook()  # S-360 sends the changed contact back
+    world.crm_pushes_changes()
+    assert world.crm.received["contacts", number] == 1  # not pushed back to the CRM
+    assert world.calls("saveIndividualContactData") == 1  # and not sent to S-360 again
+
+    # a real later change on the S-360 side still flows, once, and stops there
+    world.store.save_individual(number, {"phoneNumber1": "+41 79 000 00 00"})
+    world.s360_webhook()
+    assert world.crm.received["contacts", number] == 2
+    assert world.crm.by_number(number)["phone"] == "+41 79 000 00 00"
+    world.crm_pushes_changes()
+    world.s360_webhook()
+    assert world.calls("saveIndividualContactData") == 1
+    assert world.crm.received["contacts", number] == 2
+
+
+def test_contact_created_in_the_crm_is_created_in_s360_and_numbered_back(world):
+    crm_id = world.crm.create(first_name="Lena", last_name="Keller",
+                              email="lena.keller@example.net")
+    world.crm_pushes_changes()
+    assert world.calls("searchContact") == 1
+    assert world.calls("createCulturalContact") == 1
+    number = world.crm.contacts[crm_id]["contact_number"]
+    assert number and world.store.get(number)["individualContact"]["email"] == \
+        "lena.keller@example.net"
+    world.s360_webhook()  # the new contact comes back with what S-360 added (type, date)
+    assert world.crm.received["contacts", number] == 1
+    world.crm_pushes_changes()  # the CRM reports the number and the push: echoes
+    world.s360_webhook()
+    assert (world.calls("createCulturalContact"), world.calls("saveIndividualContactData"),
+            world.crm.received["contacts", number]) == (1, 0, 1)
+    assert len(world.store.search("lena.keller@example.net")) == 1
+
+
+def test_existing_s360_contact_found_by_email_is_updated_not_duplicated(world):
+    person = fixture("contacts_person.json")[0]
+    world.store.add([person])
+    world.crm.create(first_name="Claire", last_name="Dubois", phone="+41 22 000",
+                     email=person["individualContact"]["email"])
+    world.crm_pushes_changes()
+    assert (world.calls("createCulturalContact"), world.calls("saveIndividualContactData")) \
+        == (0, 1)
+    assert world.store.get(person["contactNumber"])["individualContact"]["phoneNumber1"] == \
+        "+41 22 000"
+
+
+def test_edits_on_both_sides_end_on_s360s_state(world):
+    person = fixture("contacts_person.json")[0]
+    number = person["contactNumber"]
+    world.store.add([person])
+    post(world.client, "contacts", [person])
+    world.drain()
+    crm_id = world.crm.by_number(number)["crm_id"]
+    world.crm_pushes_changes()
+    world.store.save_individual(number, {"individualLastname": "From-S360"})  # not sent yet
+    world.crm.change(crm_id, last_name="From-CRM")
+    world.crm_pushes_changes()  # reaches S-360 last: it wins there
+    world.s360_webhook()
+    world.crm_pushes_changes()
+    assert world.store.get(number)["individualContact"]["individualLastname"] == "From-CRM"
+    assert world.crm.contacts[crm_id]["last_name"] == "From-CRM"
+
+
+def test_polling_reads_changes_since_the_stored_watermark(world):
+    for i in range(3):
+        world.crm.create(first_name=f"P{i}", last_name="Poll", email=f"p{i}@example.org")
+    assert poll(world.bridge, world.inst) == 3
+    assert watermark(world.bridge.engine, "testvenue") == "3"
+    assert poll(world.bridge, world.inst) == 0
+    world.drain()
+    assert world.calls("createCulturalContact") == 1  # three new contacts in one list
+    assert all(c["contact_number"] for c in world.crm.contacts.values())
+    jobs = [name for name, *_ in world.bridge.hooks.jobs(world.bridge)]
+    assert "poll CRM changes of testvenue" in jobs
+
+
+@pytest.mark.parametrize("body, headers, status", [
+    (b"not json", {"x-api-key": CRM_IN_KEY}, 400),
+    (b"[]", {"x-api-key": CRM_IN_KEY}, 400),
+    (b'[{"crm_id": "C1"}]', {"x-api-key": "wrong"}, 401),
+    (b'[{"crm_id": "C1"}]', {}, 401),
+])
+def test_bad_input_on_the_crm_endpoint_changes_nothing(world, body, headers, status):
+    r = requests.post(f"{world.proc.url}/crm/contacts/testvenue", data=body, headers=headers,
+                      timeout=10)
+    assert r.status_code == status
+    with world.bridge.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM inbox").scalar_one() == 0
+
+
+def test_crm_records_without_their_key_are_quarantined(world):
+    r = requests.post(f"{world.proc.url}/crm/contacts/testvenue", timeout=10,
+                      json=[{"crm_id": "C9", "email": "a@b.c"}, {"email": "nokey@b.c"}],
+                      headers={"x-api-key": CRM_IN_KEY})
+    assert r.json() == {"accepted": 1, "duplicates": 0, "quarantined": 1}
+    r = requests.post(f"{world.proc.url}/crm/contacts/nowhere", json=[{"crm_id": "C1"}],
+                      headers={"x-api-key": CRM_IN_KEY}, timeout=10)
+    assert r.status_code == 404
+
+
+def test_the_limiter_keeps_to_the_rate_and_absorbs_a_509(tmp_path, monkeypatch, secrets_env):
+    w = World(tmp_path, monkeypatch, client_calls=5, s360_limit=6, window=1.0)
+    try:
+        people = [dict(fixture("contacts_person.json")[0], contactNumber=f"00{i:05d}")
+                  for i in range(16)]
+        w.store.add(people)
+        for p in people:
+            w.crm.create(contact_number=p["contactNumber"], first_name="Rate", last_name="Lim")
+        w.api.force_509 = 2
+        w.crm_pushes_changes()
+        assert w.calls("saveIndividualContactData") == 16  # every change made it
+        assert w.api.count("saveIndividualContactData", 509) == 2
+        times = sorted(c.at for c in w.api.calls if c.status == 200)
+        # never more than 5 calls in any second (50 ms allowed for the way over loopback)
+        assert all(b - a >= 0.95 for a, b in zip(times, times[5:], strict=False))
+        assert max(w.api.per_window("saveIndividualContactData").values()) <= 6
+    finally:
+        w.close()
+
+
+def test_bad_credentials_toward_s360_show_in_status_and_logs_without_the_secret(
+        tmp_path, monkeypatch, secrets_env, caplog, runner):
+    wrong = "the-wrong-secret-that-must-never-show-0000"
+    w = World(tmp_path, monkeypatch, api_secret=wrong)
+    try:
+        w.crm.create(contact_number="0001234", first_name="A", last_name="B")
+        with caplog.at_level(logging.INFO):
+            w.crm_pushes_changes()
+        result = runner.invoke(cli, ["status", "--json", "-c", str(w.config)])
+        assert result.exit_code == 0, result.output
+        stream = json.loads(result.output)["testvenue"]["streams"]["crm_contacts"]
+        assert "refused the credentials" in stream["last_error"]
+        assert "TEST_S360_SECRET" in stream["last_error"]
+        assert "refused the credentials" in caplog.text
+        for text in (result.output, caplog.text):
+            assert wrong not in text and API_SECRET not in text
+    finally:
+        w.close()
+
+
+def test_the_budget_is_shared_by_processes_on_one_database(tmp_path):
+    from s360bridge.core.db import create_schema, make_engine
+    from s360bridge.core.ratelimit import CallBudget
+    url = f"sqlite:///{tmp_path}/shared.db"
+    engines = [make_engine(url) for _ in range(3)]  # three "processes", one database
+    create_schema(engines[0])
+    budgets = [CallBudget(e, 4, 0.5) for e in engines]
+    taken: list[float] = []
+
+    def spend(budget):
+        for _ in range(4):
+            assert budget.acquire("v/contact.saveIndividualContactData", timeout=10)
+            taken.append(time.time())
+
+    threads = [threading.Thread(target=spend, args=(b,)) for b in budgets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    taken.sort()
+    assert len(taken) == 12
+    assert all(b - a >= 0.5 for a, b in zip(taken, taken[4:], strict=False))
