@@ -52,7 +52,10 @@ class Bridge:
                     raise ConfigError(
                         f"{inst.source}: targets.{name}.type: unknown target type {tcfg.type!r} "
                         f"(known: {', '.join(sorted(self.hooks.target_types))})")
-                self.target(inst, name)  # builds it now, so bad options stop start-up
+                target = self.target(inst, name)  # built now, so bad options stop start-up
+                if target.uses_s360_api and inst.s360_api is None:
+                    raise ConfigError(f"{inst.source}: targets.{name}: a {tcfg.type} target "
+                                      "calls the S-360 APIs: add an s360_api section")
 
     def institution(self, code: str) -> Institution | None:
         return self.settings.institutions.get(code)

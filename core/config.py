@@ -163,10 +163,15 @@ def _secret(ref: dict, file: Path, where: str, environ, required: bool = True) -
 
 
 def _resolve_env(value: Any, file: Path, where: str, environ) -> Any:
-    """Replace non-secret ``{"$env": NAME}`` references (URLs, options) with their values."""
+    """Replace ``{"$env": NAME}`` references in options with their values; the secrets of an
+    ``auth`` block (password, key, token) must be such references."""
     if isinstance(value, dict):
         if set(value) == {"$env"}:
             return _secret(value, file, where, environ).value
+        for k, v in value.items():
+            if where.endswith("auth") and k in SECRET_KEYS and not isinstance(v, dict):
+                raise ConfigError(f"{file}: {where}.{k}: a secret is written as "
+                                  "{$env: VARIABLE_NAME}, never as a value")
         return {k: _resolve_env(v, file, f"{where}.{k}", environ) for k, v in value.items()}
     if isinstance(value, list):
         return [_resolve_env(v, file, f"{where}.{i}", environ) for i, v in enumerate(value)]

@@ -22,6 +22,7 @@ class Target:
 
     kind: ClassVar[str] = ""
     batch_size: int | None = None  # at most this many items per push; None: the whole batch
+    uses_s360_api: ClassVar[bool] = False  # needs the institution's s360_api section
 
     def __init__(self, name: str, options: dict[str, Any], ctx: Any):
         self.name = name

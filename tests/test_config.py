@@ -14,6 +14,8 @@ from s360bridge.core.errors import ConfigError
 from .conftest import base_config, write_config
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "myvenue.yaml"
+API = {"base_url": "https://testvenue.pp-ws.secutix.com", "operator": "TEST_B2C",
+       "partner": "tests", "secret": {"$env": "TEST_WEBHOOK_PASSWORD"}}
 EXAMPLE_ENV = {"MYVENUE_WEBHOOK_PASSWORD": "p", "MYVENUE_EXPORT_API_KEY": "k"}
 
 
@@ -85,6 +87,26 @@ BROKEN = [
      "postgresql+psycopg://…"),
     (lambda c: c["streams"]["ticketchecks"].update(options={"columns": {"gate": "g"}}),
      "streams.ticketchecks.options", "unknown column(s) gate"),
+    (lambda c: c.update(s360_api={**API, "secret": "plain-text"}), "s360_api.secret",
+     "a secret is written as {$env: VARIABLE_NAME}"),
+    (lambda c: c.update(s360_api={k: v for k, v in API.items() if k != "operator"}),
+     "s360_api", "'operator' is a required property"),
+    (lambda c: c.update(s360_api={**API, "iat_unit": "minutes"}), "s360_api.iat_unit",
+     "is not one of"),
+    (lambda c: c["targets"].update(crm={"type": "http_crm", "contacts": {}}), "targets.crm",
+     "contacts: 'url' is a required property"),
+    (lambda c: c["targets"].update(crm={"type": "http_crm", "auth": {
+        "type": "bearer", "token": "plain-text"}, "orders": {"url": "http://crm"}}),
+     "targets.crm.auth.token", "a secret is written as {$env: VARIABLE_NAME}"),
+    (lambda c: c["targets"].update(crm={"type": "http_crm", "orders": {
+        "url": "http://crm", "mapping": {"total": {"path": "x", "convert": "float"}}}}),
+     "targets.crm", "orders.mapping.total: unknown conversion 'float'"),
+    (lambda c: c["targets"].update(s360={"type": "s360_contacts"}), "targets.s360",
+     "calls the S-360 APIs: add an s360_api section"),
+    (lambda c: c["streams"].update(crm_contacts={"options": {"mapping": {"a": "b"}}}),
+     "streams.crm_contacts.options", "mapping: contactNumber is required"),
+    (lambda c: c["streams"].update(crm_contacts={"options": {"poll": {"every": 1}}}),
+     "streams.crm_contacts.options", "poll: 'url' is a required property"),
 ]
 
 

@@ -4,6 +4,7 @@ supersession, retries with backoff, dead letters and replay."""
 from __future__ import annotations
 
 import copy
+import threading
 
 from sqlalchemy import select
 
@@ -11,7 +12,7 @@ from s360bridge.core.bridge import Bridge
 from s360bridge.core.cli import cli
 from s360bridge.core.config import load_settings
 from s360bridge.core.db import DELIVERY, INBOX
-from s360bridge.core.queue import due_query
+from s360bridge.core.queue import claim, due_query
 from s360bridge.core.receiver import create_app
 from s360bridge.core.streams import StoredRecord
 from s360bridge.core.worker import Worker
@@ -218,3 +219,20 @@ def test_claims_read_the_pending_index_in_arrival_order(bridge):
         plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
     assert "ix_inbox_pending" in plan
     assert "TEMP B-TREE" not in plan
+
+
+def test_a_slow_push_keeps_its_lease(tmp_path, secrets_env):
+    """A push held back by S-360's rate limit may outlast the lease: the worker renews it, so
+    no other worker takes the records over and pushes them a second time."""
+    cfg = base_config(tmp_path)
+    cfg["engine"]["lease_seconds"] = 1
+    bridge = Bridge(load_settings([write_config(tmp_path, cfg)]))
+    post(create_app(bridge).test_client(), "orders", fixture("order_sale.json"))
+    mine = claim(bridge.engine, ["testvenue"], 10, 1)
+    assert len(mine.records) == 2
+    with Worker(bridge)._lease_kept(mine.token):
+        threading.Event().wait(2.0)  # twice the lease: the push in hand is slow
+        assert claim(bridge.engine, ["testvenue"], 10, 1).records == []
+    leases = {r["lease_owner"] for r in inbox_rows(bridge)}
+    assert leases == {mine.token}
+    bridge.close()

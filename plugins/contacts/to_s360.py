@@ -56,6 +56,7 @@ def best_match(found: list[dict]) -> str | None:
 
 class S360ContactsTarget(Target):
     kind = "s360_contacts"
+    uses_s360_api = True
     OPTIONS = {"contact_numbers_to", "batch_size", "create_batch_size"}
 
     def __init__(self, name, options, ctx):
