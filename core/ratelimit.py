@@ -10,6 +10,7 @@ call of a window.
 
 from __future__ import annotations
 
+import math
 import time
 import zlib
 from collections.abc import Callable
@@ -113,13 +114,17 @@ class _Buckets(BucketFactory):
 
 
 class CallBudget:
-    """At most ``calls`` per ``window_seconds`` for each key, across processes."""
+    """At most ``calls`` per ``window_seconds`` for each key, across processes, spread evenly:
+    a window's calls are not spent in a burst at its start but at most
+    ``ceil(calls / window_seconds)`` a second (the reference advises about one a second)."""
 
     def __init__(self, engine, calls: int, window_seconds: float = 60.0,
                  clock: Callable[[], float] = time.time):
         create_tables(engine)
         self.calls, self.window_seconds = calls, window_seconds
         rates = [Rate(calls, int(window_seconds * 1000))]
+        if window_seconds > 1:
+            rates.append(Rate(math.ceil(calls / window_seconds), 1000))
         self._limiter = Limiter(_Buckets(engine, rates, clock), buffer_ms=5)
 
     def acquire(self, key: str, timeout: float) -> bool:

@@ -19,6 +19,7 @@ from s360bridge.core.hookspecs import hookimpl
 from s360bridge.core.runner import Process
 
 from .data import Generator
+from .side import SideSystems
 from .webhooks import RunReport, WebhookQueue, WebhookSettings
 
 # Per stream: S-360's S and bs, scaled up for a demo (defaults are 100/1 and 500/10).
@@ -96,7 +97,12 @@ def _follow(label: str, total: int, deadline: float, progress) -> None:
 @click.option("--every", default=0.5, show_default=True, help="Webhook period M, in seconds.")
 @click.option("--timeout", default=300.0, show_default=True)
 def demo(config, records, seed, every, timeout):
-    """Run the bridge and feed it from the simulator until every record is delivered."""
+    """Run the bridge and feed it from the simulator until every record is delivered; where
+    the configuration has a CRM and the S-360 API, edit contacts in the reference CRM and
+    follow them to S-360 and back."""
+    side = SideSystems()
+    code = (yaml.safe_load(config.read_text("utf-8")) or {}).get("institution", "")
+    os.environ.update(side.urls([code]))
     filled = fill_demo_secrets(config)
     if filled:
         click.echo(f"demo: generated secrets for {', '.join(filled)} (this process only)")
@@ -104,6 +110,7 @@ def demo(config, records, seed, every, timeout):
     bridge = Bridge(settings)
     proc = Process(bridge, receiver=True, workers=settings.engine.workers, scheduler=True, port=0)
     proc.start()
+    made: dict[tuple[str, str], list[dict]] = {}
     try:
         gen = Generator(seed)
         queues, threads = [], []
@@ -112,7 +119,8 @@ def demo(config, records, seed, every, timeout):
                 if not cfg.enabled or stream not in SHAPES:
                     continue
                 q = queue_for(proc.url, inst, stream, every)
-                q.enqueue(gen.records(stream, records))
+                made[inst.code, stream] = gen.records(stream, records)
+                q.enqueue(made[inst.code, stream])
                 queues.append((inst.code, stream, q))
                 threads.append(threading.Thread(target=q.run, args=(proc.stop,)))
         total = sum(q.pending for *_, q in queues)
@@ -127,9 +135,29 @@ def demo(config, records, seed, every, timeout):
         _follow("worker delivering", backlog, deadline, lambda: backlog - _pending(bridge))
         for code, stream, q in queues:
             click.echo(summary(code, stream, q.total))
+        for inst in settings.institutions.values():
+            _crm_round_trip(side, bridge, proc, inst, made.get((inst.code, "contacts"), []),
+                            every, deadline)
         click.echo(f"see `s360bridge status -c {config}` and the warehouse tables")
     finally:
         proc.shutdown()
+        side.close()
+
+
+def _crm_round_trip(side: SideSystems, bridge, proc, inst, contacts, every, deadline) -> None:
+    """CRM edits -> bridge -> S-360 API -> contact webhook -> bridge, which stops the echo."""
+    webhook = queue_for(proc.url, inst, "contacts", every)
+    if not side.connect(bridge, inst, contacts, webhook):
+        return
+    sent = side.crm_edits(proc.url, inst, changed=10, new=5)
+    _follow(f"{sent} CRM changes to S-360 (at most "
+            f"{inst.s360_api.calls_per_minute} calls/min/method)", sent, deadline,
+            lambda: sent - min(sent, _pending(bridge)))
+    webhook.run(proc.stop)  # S-360 reports the contacts that changed
+    backlog = _pending(bridge)
+    _follow("S-360 contact webhook back to the bridge", backlog, deadline,
+            lambda: backlog - _pending(bridge))
+    click.echo(side.report(inst.code))
 
 
 @click.command()

@@ -163,10 +163,10 @@ class S360ContactsTarget(Target):
         if not name or not created:
             return
         crm = self.ctx.target(inst, name)
-        if not isinstance(crm, HttpCrmTarget) or "contact_numbers_url" not in crm.options:
+        if not isinstance(crm, HttpCrmTarget) or not crm.contact_numbers_url:
             raise ConfigError(f"targets.{self.name}.contact_numbers_to: {name} is not an "
                               "http_crm target with a contact_numbers_url")
-        crm.post(crm.options["contact_numbers_url"],
+        crm.post(crm.contact_numbers_url,
                  [{"crm_id": changes[i].crm_id, "contact_number": n} for i, n in created])
         links.remember(self.ctx.engine, inst.code,  # the CRM now holds the number too
                        [(n, None, {changes[i].number_field: n}) for i, n in created], merge=True)

@@ -50,18 +50,19 @@ DEFAULT_MAPPINGS = {
             "amount": {"path": "totalAmount", "convert": "amount"}}},
     },
 }
+_URL = {"type": "string", "minLength": 1}
 _STREAM_OPTIONS = {"type": "object", "required": ["url"], "additionalProperties": False,
-                   "properties": {"url": {"type": "string", "pattern": "^https?://"},
-                                  "mapping": {"type": "object"}}}
+                   "properties": {"url": _URL, "mapping": {"type": "object"}}}
 OPTIONS_SCHEMA = {
     "type": "object", "additionalProperties": False, "minProperties": 1,
     "properties": {
+        "base_url": {"type": "string", "pattern": "^https?://"},
         "auth": AUTH_SCHEMA,
         "timeout_seconds": {"type": "number", "exclusiveMinimum": 0},
         "batch_size": {"type": "integer", "minimum": 1, "maximum": 5000},
         "contacts": _STREAM_OPTIONS,
         "orders": _STREAM_OPTIONS,
-        "contact_numbers_url": {"type": "string", "pattern": "^https?://"},
+        "contact_numbers_url": _URL,
     },
 }
 _VALIDATOR = Draft202012Validator(OPTIONS_SCHEMA)
@@ -80,13 +81,22 @@ class HttpCrmTarget(Target):
             if error.absolute_path and error.absolute_path[-1] in ("password", "key", "token"):
                 message = "expected a {$env: NAME} reference"
             raise ConfigError(f"{where}: {message}")
-        self.urls = {s: options[s]["url"] for s in DEFAULT_MAPPINGS if s in options}
+        self.urls = {s: self._url(options[s]["url"]) for s in DEFAULT_MAPPINGS if s in options}
+        self.contact_numbers_url = self._url(options.get("contact_numbers_url"))
         self.mappings = {s: Mapping(options[s].get("mapping") or DEFAULT_MAPPINGS[s],
                                     f"{s}.mapping") for s in self.urls}
         self.batch_size = options.get("batch_size", 100)
         self.timeout = options.get("timeout_seconds", 10.0)
         self.session = session_for(options.get("auth"))
         links.create_tables(ctx.engine)
+
+    def _url(self, url: str | None) -> str | None:
+        """An absolute URL, or one relative to the ``base_url`` option."""
+        if url is None or url.startswith(("http://", "https://")):
+            return url
+        if not self.options.get("base_url"):
+            raise ConfigError(f"{url}: a relative URL needs the base_url option")
+        return self.options["base_url"].rstrip("/") + "/" + url.lstrip("/")
 
     def describe(self) -> str:
         auth = (self.options.get("auth") or {}).get("type", "none")
