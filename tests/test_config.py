@@ -16,7 +16,10 @@ from .conftest import base_config, write_config
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "myvenue.yaml"
 API = {"base_url": "https://testvenue.pp-ws.secutix.com", "operator": "TEST_B2C",
        "partner": "tests", "secret": {"$env": "TEST_WEBHOOK_PASSWORD"}}
-EXAMPLE_ENV = {"MYVENUE_WEBHOOK_PASSWORD": "p", "MYVENUE_EXPORT_API_KEY": "k"}
+EXAMPLE_ENV = {"MYVENUE_WEBHOOK_PASSWORD": "p", "MYVENUE_EXPORT_API_KEY": "k",
+               "MYVENUE_S360_API_URL": "https://myvenue.pp-ws.secutix.com",
+               "MYVENUE_S360_API_SECRET": "s", "MYVENUE_CRM_URL": "https://crm.example",
+               "MYVENUE_CRM_API_KEY": "c", "MYVENUE_CRM_PUSH_KEY": "c2"}
 
 
 def test_worked_example_loads():
@@ -24,7 +27,9 @@ def test_worked_example_loads():
     inst = settings.institutions["myvenue"]
     assert inst.timezone.key == "Europe/Zurich"
     assert str(inst.history_cutoff) == "2019-01-01"
-    assert set(inst.streams) == {"contacts", "orders", "ticketchecks"}
+    assert set(inst.streams) == {"contacts", "orders", "ticketchecks", "crm_contacts"}
+    assert inst.s360_api.base_url == "https://myvenue.pp-ws.secutix.com"
+    assert str(inst.s360_api.secret) == "<secret $MYVENUE_S360_API_SECRET>"
     assert inst.streams["ticketchecks"].auth.header == "x-api-key"
     assert settings.engine.database_url == "sqlite:///var/s360bridge.db"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -138,3 +139,24 @@ def test_simulate_pushes_to_a_running_receiver(bridge, live, runner, config_path
     assert result.exit_code == 0, result.output
     assert "testvenue/ticketchecks: 60 sent in 2 POSTs (0 refused, 0 abandoned): 60 accepted, " \
            "0 duplicates, 0 quarantined" in result.output
+
+
+def test_demo_of_the_worked_example_follows_crm_edits_to_s360_and_back(
+        tmp_path, monkeypatch, runner):
+    """`make demo` itself: the CRM round trip runs against the simulator's API and CRM."""
+    example = Path(__file__).resolve().parent.parent / "config" / "myvenue.yaml"
+    for name in ("MYVENUE_WEBHOOK_PASSWORD", "MYVENUE_EXPORT_API_KEY", "MYVENUE_S360_API_URL",
+                 "MYVENUE_S360_API_SECRET", "MYVENUE_CRM_URL", "MYVENUE_CRM_API_KEY",
+                 "MYVENUE_CRM_PUSH_KEY"):
+        monkeypatch.setenv(name, "")  # the demo sets them; restored after
+    monkeypatch.delenv("S360BRIDGE_DATABASE_URL", raising=False)
+    monkeypatch.chdir(tmp_path)  # var/ of the example lands here
+    Hooks().add_commands(cli)
+    result = runner.invoke(cli, ["demo", "-c", str(example), "--records", "30", "--every",
+                                 "0.05", "--timeout", "120"])
+    assert result.exit_code == 0, result.output
+    # 30 contacts pushed once, plus the 5 contacts created from the CRM, once each with what
+    # S-360 added; the 10 contacts changed in the CRM do not come back to it
+    assert ("myvenue: CRM received 35 contact and 30 order pushes; S-360 API calls: 10 "
+            "saveIndividualContactData, 5 searchContact, 1 createCulturalContact, 0 answered "
+            "509") in result.output
