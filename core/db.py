@@ -124,11 +124,19 @@ def _use_wal(cur, busy_timeout: float) -> None:
             time.sleep(0.01)
 
 
-def create_schema(engine: Engine) -> None:
-    """Create the engine's tables; inside a write transaction, so that processes starting
-    together (gunicorn workers) do not race, and with no connection left in the pool."""
+def create_tables(engine: Engine, metadata, tables=None) -> None:
+    """Create tables that do not exist yet, so that processes starting together (gunicorn
+    workers) do not race: in a write transaction (SQLite takes the file's lock), under an
+    advisory lock on PostgreSQL (its catalog would refuse the second CREATE)."""
     with engine.connect().execution_options(write=True) as conn, conn.begin():
-        SQLModel.metadata.create_all(conn, tables=[INBOX, DELIVERY, QUARANTINE])
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(360360)"))
+        metadata.create_all(conn, tables=tables)
+
+
+def create_schema(engine: Engine) -> None:
+    """Create the engine's tables, with no connection left in the pool."""
+    create_tables(engine, SQLModel.metadata, [INBOX, DELIVERY, QUARANTINE])
     engine.dispose()  # nothing pooled before a server forks its workers
 
 

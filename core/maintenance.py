@@ -45,18 +45,23 @@ def register_jobs(register, bridge):
     register("purge", PURGE_EVERY_SECONDS, lambda: purge(bridge))
 
 
+def erase_versions(bridge, institution, streams: list[str], key: str) -> int:
+    """Delete every inbox version of ``key`` in ``streams``, with its delivery rows."""
+    with write(bridge.engine) as conn:
+        ids = select(INBOX.c.id).where(INBOX.c.institution == institution.code,
+                                       INBOX.c.stream.in_(streams), INBOX.c.record_key == key)
+        conn.execute(delete(DELIVERY).where(DELIVERY.c.inbox_id.in_(ids)))
+        return conn.execute(delete(INBOX).where(INBOX.c.id.in_(ids))).rowcount
+
+
 @hookimpl
 def forget(bridge, institution, contact_number):
     """Inbox versions keyed by the contact in streams holding personal data, and quarantined
     records of those streams that name the contact."""
     personal = [name for name, s in bridge.hooks.streams.items() if s.personal_data]
     needle = f'"contactNumber":"{contact_number}"'
+    n_inbox = erase_versions(bridge, institution, personal, contact_number)
     with write(bridge.engine) as conn:
-        ids = select(INBOX.c.id).where(INBOX.c.institution == institution.code,
-                                       INBOX.c.stream.in_(personal),
-                                       INBOX.c.record_key == contact_number)
-        conn.execute(delete(DELIVERY).where(DELIVERY.c.inbox_id.in_(ids)))
-        n_inbox = conn.execute(delete(INBOX).where(INBOX.c.id.in_(ids))).rowcount
         n_quar = conn.execute(delete(QUARANTINE).where(
             QUARANTINE.c.institution == institution.code, QUARANTINE.c.stream.in_(personal),
             QUARANTINE.c.payload.contains(needle, autoescape=True))).rowcount

@@ -19,7 +19,7 @@ from pyrate_limiter import AbstractBucket, BucketFactory, Limiter, Rate, RateIte
 from sqlalchemy import BigInteger, Column, Index, MetaData, String, Table, delete, func, select
 from sqlalchemy import text as sql_text
 
-from .db import write
+from .db import create_tables, write
 
 METADATA = MetaData()
 CALL_LOG = Table(
@@ -28,11 +28,6 @@ CALL_LOG = Table(
     Column("at_ms", BigInteger, nullable=False),
     Index("ix_s360_call_log", "bucket", "at_ms"),
 )
-
-
-def create_tables(engine) -> None:
-    with write(engine) as conn:
-        METADATA.create_all(conn)
 
 
 class EngineBucket(AbstractBucket):
@@ -120,7 +115,7 @@ class CallBudget:
 
     def __init__(self, engine, calls: int, window_seconds: float = 60.0,
                  clock: Callable[[], float] = time.time):
-        create_tables(engine)
+        create_tables(engine, METADATA)
         self.calls, self.window_seconds = calls, window_seconds
         rates = [Rate(calls, int(window_seconds * 1000))]
         if window_seconds > 1:

@@ -11,6 +11,7 @@ import time
 import pytest
 import requests
 
+from s360bridge.core import admin
 from s360bridge.core.bridge import Bridge
 from s360bridge.core.cli import cli
 from s360bridge.core.config import load_settings
@@ -328,3 +329,40 @@ def test_the_budget_is_shared_by_processes_on_one_database(tmp_path):
     taken.sort()
     assert len(taken) == 12
     assert all(b - a >= 0.5 for a, b in zip(taken, taken[4:], strict=False))
+
+
+def test_retry_after_of_a_busy_crm_is_honoured(world):
+    world.crm.down, world.crm.retry_after = 1, 900  # longer than the engine's own backoff
+    post(world.client, "orders", fixture("order_sale.json"))
+    before = time.time()
+    world.drain()
+    with world.bridge.engine.connect() as conn:
+        waits = [r[0] - before for r in conn.exec_driver_sql(
+            "SELECT next_attempt_at FROM inbox WHERE state = 'pending'")]
+    assert len(waits) == 2 and all(900 <= w < 910 for w in waits)
+    assert "HTTP 503" in admin.status(world.bridge)["testvenue"]["streams"]["orders"][
+        "last_error"]
+
+
+def test_forget_erases_the_crm_link_and_the_crms_waiting_changes(world, runner):
+    person = fixture("contacts_person.json")[0]
+    number = person["contactNumber"]
+    world.store.add([person])
+    post(world.client, "contacts", [person])
+    world.drain()
+    crm_id = world.crm.by_number(number)["crm_id"]
+    world.crm.change(crm_id, last_name="Applied")
+    world.crm_pushes_changes()
+    world.crm.change(crm_id, last_name="Waiting")
+    items = world.crm.changes_since(world.seen)
+    requests.post(f"{world.proc.url}/crm/contacts/testvenue", json=items,
+                  headers={"x-api-key": CRM_IN_KEY}, timeout=10).raise_for_status()
+    result = runner.invoke(cli, ["forget", "--institution", "testvenue", "--contact", number,
+                                 "-c", str(world.config)])
+    assert result.exit_code == 0, result.output
+    # the CRM's report of the bridge's write, the applied change and the waiting one
+    assert "crm link: 1 row; CRM changes in the inbox: 3" in result.output
+    with world.bridge.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM crm_link").scalar_one() == 0
+        assert conn.exec_driver_sql(
+            "SELECT count(*) FROM inbox WHERE stream = 'crm_contacts'").scalar_one() == 0

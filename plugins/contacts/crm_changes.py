@@ -18,7 +18,7 @@ from jsonschema import Draft202012Validator
 from sqlalchemy import Column, MetaData, String, Table, Text, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from s360bridge.core.db import write
+from s360bridge.core.db import create_tables, write
 from s360bridge.core.errors import ConfigError, TargetUnavailable
 from s360bridge.core.hookspecs import hookimpl
 from s360bridge.core.inbox import ingest
@@ -87,8 +87,9 @@ def _key(inst) -> str:
     return inst.streams[STREAM.name].options.get("key", "crm_id")
 
 
+# keyed by the CRM's id, not by contact number: `forget` reaches them through the CRM link
 STREAM = Stream("crm_contacts", "CRM contact changes", route="crm/contacts",
-                personal_data=True, check_options=check_options)
+                check_options=check_options)
 
 
 def _key_of(inst):
@@ -125,8 +126,7 @@ def _store_watermark(engine, institution: str, value: str) -> None:
 def poll(bridge, inst) -> int:
     """Read the CRM's changes since the stored watermark into the inbox; answer how many."""
     opts = inst.streams[STREAM.name].options["poll"]
-    with write(bridge.engine) as conn:
-        WATERMARKS.create(conn, checkfirst=True)
+    create_tables(bridge.engine, WATERMARKS.metadata)
     session = session_for(opts.get("auth"))
     items_field = opts.get("items_field", "items")
     mark_field = opts.get("watermark_field", "watermark")

@@ -16,6 +16,7 @@ from jsonschema import Draft202012Validator
 
 from s360bridge.core.errors import ConfigError
 from s360bridge.core.hookspecs import hookimpl
+from s360bridge.core.maintenance import erase_versions
 from s360bridge.core.mapping import Mapping
 from s360bridge.core.outbound import AUTH_SCHEMA, send, session_for
 from s360bridge.core.targets import PushResult, Target
@@ -146,8 +147,11 @@ def push(institution, stream, target, items):
 
 @hookimpl
 def forget(bridge, institution, contact_number):
+    """The contact's link, and the CRM's changes of it waiting in the inbox (keyed by the
+    CRM's id, which only the link knows)."""
     if not any(isinstance(bridge.target(institution, n), HttpCrmTarget)
                for n in institution.targets):
         return []
-    n = links.forget(bridge.engine, institution.code, contact_number)
-    return [f"crm links: {n} row(s)"]
+    crm_id = links.forget(bridge.engine, institution.code, contact_number)
+    n = erase_versions(bridge, institution, ["crm_contacts"], crm_id) if crm_id else 0
+    return [f"crm link: {'1 row' if crm_id else 'none'}; CRM changes in the inbox: {n}"]

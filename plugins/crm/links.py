@@ -25,6 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
+from s360bridge.core import db
 from s360bridge.core.db import write
 
 METADATA = MetaData()
@@ -41,8 +42,7 @@ _DIALECTS = {"sqlite": sqlite, "postgresql": postgresql}
 
 
 def create_tables(engine) -> None:
-    with write(engine) as conn:
-        METADATA.create_all(conn)
+    db.create_tables(engine, METADATA)
 
 
 def holds(view: dict | None, fields: dict) -> bool:
@@ -94,7 +94,10 @@ def remember(engine, institution: str, rows: list[tuple[str, str | None, dict]],
                   "crm_id": func.coalesce(ins.excluded.crm_id, LINKS.c.crm_id)}), values)
 
 
-def forget(engine, institution: str, number: str) -> int:
+def forget(engine, institution: str, number: str) -> str | None:
+    """Remove a contact's link; answer its CRM id, if one was known."""
+    where = (LINKS.c.institution == institution, LINKS.c.contact_number == number)
     with write(engine) as conn:
-        return conn.execute(delete(LINKS).where(LINKS.c.institution == institution,
-                                                LINKS.c.contact_number == number)).rowcount
+        crm_id = conn.execute(select(LINKS.c.crm_id).where(*where)).scalar()
+        conn.execute(delete(LINKS).where(*where))
+    return crm_id
