@@ -161,12 +161,14 @@ def complete(engine, claim_token: str, outcomes: list[Outcome], max_attempts: in
                 lease_owner=None, lease_until=None), updates)
 
 
-def extend(engine, claim_token: str, lease_seconds: float, now: float | None = None) -> None:
+def extend(engine, claim_token: str, seqs: list[int], lease_seconds: float,
+           now: float | None = None) -> None:
     """Keep a claim's lease while its holder is still working on it (slow, rate-limited
     targets), so that no other worker takes the records over."""
     now = time.time() if now is None else now
     with write(engine) as conn:
-        conn.execute(update(INBOX).where(INBOX.c.lease_owner == claim_token)
+        conn.execute(update(INBOX).where(INBOX.c.id.in_(seqs),
+                                         INBOX.c.lease_owner == claim_token)
                      .values(lease_until=now + lease_seconds))
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from .errors import ConfigError
+
 
 @dataclass
 class PushResult:
@@ -21,6 +23,7 @@ class Target:
     """
 
     kind: ClassVar[str] = ""
+    OPTIONS: ClassVar[frozenset[str] | None] = None  # the options it takes; None: not checked
     batch_size: int | None = None  # at most this many items per push; None: the whole batch
     uses_s360_api: ClassVar[bool] = False  # needs the institution's s360_api section
 
@@ -28,6 +31,10 @@ class Target:
         self.name = name
         self.options = options
         self.ctx = ctx
+        unknown = set(options) - self.OPTIONS if self.OPTIONS is not None else ()
+        if unknown:
+            raise ConfigError(f"unknown option(s) {', '.join(sorted(unknown))} for a {self.kind} "
+                              f"target (known: {', '.join(sorted(self.OPTIONS))})")
 
     def describe(self) -> str:
         """A one-line description for `status` and `plugins`, free of secrets."""

@@ -35,7 +35,7 @@ class Worker:
             groups[(inst_code, stream_name)].append((record, attempts))
         outcomes: list[Outcome] = []
         unprocessed: list[int] = []
-        with self._lease_kept(c.token):
+        with self._lease_kept(c.token, [r.seq for _, _, r, _ in c.records]):
             for (inst_code, stream_name), items in groups.items():
                 if stop is not None and stop.is_set():
                     unprocessed += [r.seq for r, _ in items]
@@ -48,14 +48,15 @@ class Worker:
         return len(c.records)
 
     @contextmanager
-    def _lease_kept(self, token: str):
+    def _lease_kept(self, token: str, seqs: list[int]):
         """Renew the claim's lease every third of its length until the block ends."""
         done = threading.Event()
 
         def renew():
             while not done.wait(self.cfg.lease_seconds / 3):
                 try:
-                    extend(self.bridge.engine, token, self.cfg.lease_seconds, self.clock())
+                    extend(self.bridge.engine, token, seqs, self.cfg.lease_seconds,
+                           self.clock())
                 except StoreUnavailable as exc:
                     log.warning("could not renew a lease: %s", exc)
 

@@ -15,6 +15,8 @@ from s360bridge.core import admin
 from s360bridge.core.bridge import Bridge
 from s360bridge.core.cli import cli
 from s360bridge.core.config import load_settings
+from s360bridge.core.db import create_schema, make_engine
+from s360bridge.core.ratelimit import CallBudget
 from s360bridge.core.receiver import create_app
 from s360bridge.core.runner import Process
 from s360bridge.core.worker import Worker
@@ -105,6 +107,13 @@ class World:
         self.drain()
         return len(items)
 
+    def known_to_both(self, person: dict) -> str:
+        """A contact S-360 has and has pushed to the CRM; answers its CRM id."""
+        self.store.add([person])
+        post(self.client, "contacts", [person])
+        self.drain()
+        return self.crm.by_number(person["contactNumber"])["crm_id"]
+
     def calls(self, method: str) -> int:
         return self.api.count(method, 200)
 
@@ -155,11 +164,8 @@ def test_crm_down_for_a_while_then_everything_arrives_once(world):
 def test_crm_change_goes_to_s360_and_the_loop_stops_there(world):
     person = fixture("contacts_person.json")[0]
     number = person["contactNumber"]
-    world.store.add([person])
-    post(world.client, "contacts", [person])  # S-360 -> CRM first: the CRM knows the contact
-    world.drain()
+    crm_id = world.known_to_both(person)  # S-360 -> CRM first: the CRM knows the contact
     assert world.crm.received["contacts", number] == 1
-    crm_id = world.crm.by_number(number)["crm_id"]
     world.crm_pushes_changes()  # the CRM reports the bridge's write: an echo, not sent
     assert world.calls("saveIndividualContactData") == 0
 
@@ -216,10 +222,7 @@ def test_existing_s360_contact_found_by_email_is_updated_not_duplicated(world):
 def test_edits_on_both_sides_end_on_s360s_state(world):
     person = fixture("contacts_person.json")[0]
     number = person["contactNumber"]
-    world.store.add([person])
-    post(world.client, "contacts", [person])
-    world.drain()
-    crm_id = world.crm.by_number(number)["crm_id"]
+    crm_id = world.known_to_both(person)
     world.crm_pushes_changes()
     world.store.save_individual(number, {"individualLastname": "From-S360"})  # not sent yet
     world.crm.change(crm_id, last_name="From-CRM")
@@ -307,26 +310,30 @@ def test_bad_credentials_toward_s360_show_in_status_and_logs_without_the_secret(
         w.close()
 
 
-def test_the_budget_is_shared_by_processes_on_one_database(tmp_path):
-    from s360bridge.core.db import create_schema, make_engine
-    from s360bridge.core.ratelimit import CallBudget
-    url = f"sqlite:///{tmp_path}/shared.db"
-    engines = [make_engine(url) for _ in range(3)]  # three "processes", one database
-    create_schema(engines[0])
-    budgets = [CallBudget(e, 4, 0.5) for e in engines]
+def spend_concurrently(engines, calls: int, window: float) -> list[float]:
+    """Each engine, like a process of its own, spends ``calls`` of one shared budget of
+    ``calls`` per ``window``; answers when every call was allowed, in order."""
     taken: list[float] = []
 
-    def spend(budget):
-        for _ in range(4):
+    def spend(engine):
+        budget = CallBudget(engine, calls, window)
+        for _ in range(calls):
             assert budget.acquire("v/contact.saveIndividualContactData", timeout=10)
             taken.append(time.time())
 
-    threads = [threading.Thread(target=spend, args=(b,)) for b in budgets]
+    threads = [threading.Thread(target=spend, args=(e,)) for e in engines]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    taken.sort()
+    return sorted(taken)
+
+
+def test_the_budget_is_shared_by_processes_on_one_database(tmp_path):
+    url = f"sqlite:///{tmp_path}/shared.db"
+    engines = [make_engine(url) for _ in range(3)]  # three "processes", one database
+    create_schema(engines[0])
+    taken = spend_concurrently(engines, 4, 0.5)
     assert len(taken) == 12
     assert all(b - a >= 0.5 for a, b in zip(taken, taken[4:], strict=False))
 
@@ -347,10 +354,7 @@ def test_retry_after_of_a_busy_crm_is_honoured(world):
 def test_forget_erases_the_crm_link_and_the_crms_waiting_changes(world, runner):
     person = fixture("contacts_person.json")[0]
     number = person["contactNumber"]
-    world.store.add([person])
-    post(world.client, "contacts", [person])
-    world.drain()
-    crm_id = world.crm.by_number(number)["crm_id"]
+    crm_id = world.known_to_both(person)
     world.crm.change(crm_id, last_name="Applied")
     world.crm_pushes_changes()
     world.crm.change(crm_id, last_name="Waiting")

@@ -230,7 +230,7 @@ def test_a_slow_push_keeps_its_lease(tmp_path, secrets_env):
     post(create_app(bridge).test_client(), "orders", fixture("order_sale.json"))
     mine = claim(bridge.engine, ["testvenue"], 10, 1)
     assert len(mine.records) == 2
-    with Worker(bridge)._lease_kept(mine.token):
+    with Worker(bridge)._lease_kept(mine.token, [r.seq for _, _, r, _ in mine.records]):
         threading.Event().wait(2.0)  # twice the lease: the push in hand is slow
         assert claim(bridge.engine, ["testvenue"], 10, 1).records == []
     leases = {r["lease_owner"] for r in inbox_rows(bridge)}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 import uuid
 
 import pytest
@@ -103,25 +102,13 @@ def test_two_workers_share_claims_on_postgres(pg_bridge, tmp_path):
 def test_call_budget_and_crm_links_on_postgresql(pg_bridge):
     """The shared S-360 call budget and the CRM links, on the engine's PostgreSQL."""
     from s360bridge.core.db import make_engine
-    from s360bridge.core.ratelimit import CallBudget
     from s360bridge.plugins.crm import links
+
+    from .test_crm import spend_concurrently
 
     url = pg_bridge.settings.engine.database_url
     engines = [make_engine(url) for _ in range(3)]  # three "processes", one database
-    taken: list[float] = []
-
-    def spend(engine):
-        budget = CallBudget(engine, 4, 0.5)
-        for _ in range(4):
-            assert budget.acquire("v/contact.searchContact", timeout=10)
-            taken.append(time.time())
-
-    threads = [threading.Thread(target=spend, args=(e,)) for e in engines]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    taken.sort()
+    taken = spend_concurrently(engines, 4, 0.5)
     assert len(taken) == 12
     assert all(b - a >= 0.5 for a, b in zip(taken, taken[4:], strict=False))
     for e in engines:

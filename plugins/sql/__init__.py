@@ -67,14 +67,10 @@ class WarehouseRow:
 
 class SqlTarget(Target):
     kind = "sql"
-    OPTIONS = {"url", "sqlite_synchronous"}
+    OPTIONS = frozenset({"url", "sqlite_synchronous"})
 
     def __init__(self, name, options, ctx):
         super().__init__(name, options, ctx)
-        unknown = set(options) - self.OPTIONS
-        if unknown:
-            raise ConfigError(f"unknown option(s) {', '.join(sorted(unknown))} for a sql target "
-                              f"(known: {', '.join(sorted(self.OPTIONS))})")
         if not options.get("url"):
             raise ConfigError("url: required, a SQLAlchemy database URL such as "
                               "sqlite:///var/warehouse.db")
