@@ -7,7 +7,7 @@ import time
 import orjson
 from sqlalchemy import func, select, update
 
-from .db import DELIVERY, INBOX, QUARANTINE, write
+from .db import DELIVERY, INBOX, QUARANTINE, SKIPPED, write
 from .inbox import ingest
 
 
@@ -31,6 +31,8 @@ def status(bridge) -> dict:
             .group_by(INBOX.c.institution, INBOX.c.stream)
         failing = conn.execute(select(INBOX.c.institution, INBOX.c.stream, INBOX.c.last_error)
                                .where(INBOX.c.id.in_(newest_failing))).all()
+        skipped = conn.execute(select(SKIPPED.c.institution, SKIPPED.c.stream, SKIPPED.c.reason,
+                                      SKIPPED.c.count)).all()
     now = time.time()
     report: dict = {}
     for inst in bridge.settings.institutions.values():
@@ -52,6 +54,8 @@ def status(bridge) -> dict:
         _stream_entry(report, code, stream)["last_dead_letter_error"] = error
     for code, stream, error in failing:  # waiting for a retry: what went wrong last
         _stream_entry(report, code, stream)["last_error"] = error
+    for code, stream, reason, count in skipped:
+        _stream_entry(report, code, stream)[reason] = count
     return report
 
 

@@ -101,6 +101,8 @@ def status(configs, as_json):
             states = ", ".join(f"{k} {v}" for k, v in sorted(s["states"].items())) or "no records"
             extra = f", oldest pending {s['oldest_pending_seconds']}s" \
                 if "oldest_pending_seconds" in s else ""
+            if s.get("before_cutoff"):
+                extra += f"; {s['before_cutoff']} older than the history cut-off, left out"
             click.echo(f"  {name:<13} {states}; quarantined {s['quarantined']}{extra}")
             if "last_error" in s:
                 click.echo(f"    failing, will retry: {s['last_error']}")

@@ -97,6 +97,14 @@ class Institution:
     s360_api: S360ApiSettings | None = None
     source: Path | None = None
 
+    @property
+    def cutoff_utc(self) -> dt.datetime | None:
+        """The start of the cut-off day in the venue's time zone, as naive UTC."""
+        if self.history_cutoff is None:
+            return None
+        start = dt.datetime.combine(self.history_cutoff, dt.time(0), tzinfo=self.timezone)
+        return start.astimezone(dt.UTC).replace(tzinfo=None)
+
     def allows(self, address: str | None) -> bool:
         """True when no allow-list is set or ``address`` is inside it."""
         if not self.allowed_sources:

@@ -72,9 +72,20 @@ class Quarantined(SQLModel, table=True):
     state: str = "held"  # held | reprocessed
 
 
+class SkippedCount(SQLModel, table=True):
+    """Records left out on purpose and counted, e.g. older than the history cut-off."""
+
+    __tablename__ = "skipped"
+    institution: str = Field(primary_key=True)
+    stream: str = Field(primary_key=True)
+    reason: str = Field(primary_key=True)
+    count: int = 0
+
+
 INBOX = InboxRecord.__table__
 DELIVERY = Delivery.__table__
 QUARANTINE = Quarantined.__table__
+SKIPPED = SkippedCount.__table__
 
 
 def make_engine(url: str, synchronous: str = "FULL", busy_timeout: float = 10.0) -> Engine:
@@ -136,7 +147,7 @@ def create_tables(engine: Engine, metadata, tables=None) -> None:
 
 def create_schema(engine: Engine) -> None:
     """Create the engine's tables, with no connection left in the pool."""
-    create_tables(engine, SQLModel.metadata, [INBOX, DELIVERY, QUARANTINE])
+    create_tables(engine, SQLModel.metadata, [INBOX, DELIVERY, QUARANTINE, SKIPPED])
     engine.dispose()  # nothing pooled before a server forks its workers
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import bindparam
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .config import Institution
-from .db import INBOX, QUARANTINE, executemany, write
+from .db import INBOX, QUARANTINE, SKIPPED, executemany, write
 from .streams import Stream
 
 _DIALECTS = {"sqlite": sqlite, "postgresql": postgresql}
@@ -25,6 +25,7 @@ class IngestResult:
     accepted: int = 0
     duplicates: int = 0
     quarantined: int = 0
+    before_cutoff: int = 0  # older than the institution's history cut-off: left out, counted
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -52,17 +53,44 @@ def _insert_new(conn, rows: list[tuple]) -> int:
                        "inbox-insert")
 
 
-def ingest(bridge, institution: Institution, stream: Stream, records: list) -> IngestResult:
-    """Store every new version of the batch's records; quarantine the invalid ones.
+def _recent(institution: Institution, stream: Stream, accepted: list) -> list:
+    """The accepted records not older than the institution's history cut-off."""
+    limit = institution.cutoff_utc
+    if limit is None or stream.dated is None:
+        return accepted
+    kept = []
+    for key, record in accepted:
+        when = stream.dated(institution, record)
+        if when is None or when >= limit:
+            kept.append((key, record))
+    return kept
+
+
+def _count_skipped(conn, institution: Institution, stream: Stream, reason: str,
+                   n: int) -> None:
+    ins = _DIALECTS[conn.dialect.name].insert(SKIPPED).values(
+        institution=institution.code, stream=stream.name, reason=reason, count=n)
+    conn.execute(ins.on_conflict_do_update(
+        index_elements=["institution", "stream", "reason"],
+        set_={"count": SKIPPED.c.count + ins.excluded.count}))
+
+
+def ingest(bridge, institution: Institution, stream: Stream, records: list,
+           also=None) -> IngestResult:
+    """Store every new version of the batch's records; quarantine the invalid ones; leave out
+    (and count) those older than the history cut-off. ``also(conn)`` runs in the same
+    transaction (an import's checkpoint).
 
     A version is a record's content (envelope excluded) under its key: one already in the inbox,
     whatever its state, is a duplicate and is not processed again.
     """
     batch = bridge.hooks.receive(institution, stream, records)
     result = IngestResult()
+    recent = _recent(institution, stream, batch.accepted)
+    result.before_cutoff = len(batch.accepted) - len(recent)
     now = time.time()
     rows = []  # in _COLUMNS order; a version twice in one batch conflicts like any duplicate
-    for key, record in batch.accepted:
+    for key, record in recent:
         payload = canonical(record, stream.envelope_fields)
         digest = hashlib.blake2b(payload, digest_size=16).hexdigest()
         rows.append((institution.code, stream.name, key, digest, payload.decode(), now,
@@ -74,6 +102,10 @@ def ingest(bridge, institution: Institution, stream: Stream, records: list) -> I
         result.accepted = _insert_new(conn, rows)
         if held:
             conn.execute(QUARANTINE.insert(), held)
+        if result.before_cutoff:
+            _count_skipped(conn, institution, stream, "before_cutoff", result.before_cutoff)
+        if also is not None:
+            also(conn)
     result.duplicates = len(rows) - result.accepted
     result.quarantined = len(held)
     return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ class Stream:
     envelope_fields: frozenset[str] = ENVELOPE_FIELDS
     personal_data: bool = False  # holds a contact's personal data (for `forget`)
     check_options: Callable[[dict], None] | None = None  # raises ConfigError on bad options
+    # the date the history cut-off applies to, as naive UTC (None: the record is always kept)
+    dated: Callable[[Any, dict], dt.datetime | None] | None = None
 
     @property
     def url_path(self) -> str:

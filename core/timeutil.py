@@ -26,3 +26,11 @@ def parse_s360_time(text: str | None, zone: ZoneInfo) -> tuple[dt.datetime, dt.d
 def utc_of(text: str | None, zone: ZoneInfo) -> dt.datetime | None:
     parsed = parse_s360_time(text, zone)
     return parsed[0] if parsed else None
+
+
+def utc_or_none(text, zone: ZoneInfo) -> dt.datetime | None:
+    """``utc_of``, with None for anything that is not an S-360 date-time."""
+    try:
+        return utc_of(text, zone) if isinstance(text, str) else None
+    except ValueError:
+        return None

@@ -264,7 +264,7 @@ def test_crm_records_without_their_key_are_quarantined(world):
     r = requests.post(f"{world.proc.url}/crm/contacts/testvenue", timeout=10,
                       json=[{"crm_id": "C9", "email": "a@b.c"}, {"email": "nokey@b.c"}],
                       headers={"x-api-key": CRM_IN_KEY})
-    assert r.json() == {"accepted": 1, "duplicates": 0, "quarantined": 1}
+    assert r.json() == {"accepted": 1, "duplicates": 0, "quarantined": 1, "before_cutoff": 0}
     r = requests.post(f"{world.proc.url}/crm/contacts/nowhere", json=[{"crm_id": "C1"}],
                       headers={"x-api-key": CRM_IN_KEY}, timeout=10)
     assert r.status_code == 404

@@ -45,8 +45,9 @@ def sale_amount(bridge) -> int:
 def test_same_payload_three_times_is_pushed_once(bridge, client, journal):
     payload = fixture("order_sale.json")
     answers = [post(client, "orders", payload).json for _ in range(3)]
-    assert answers[0] == {"accepted": 2, "duplicates": 0, "quarantined": 0}
-    assert answers[1] == answers[2] == {"accepted": 0, "duplicates": 2, "quarantined": 0}
+    assert answers[0] == {"accepted": 2, "duplicates": 0, "quarantined": 0, "before_cutoff": 0}
+    assert answers[1] == answers[2] == {"accepted": 0, "duplicates": 2, "quarantined": 0,
+                                        "before_cutoff": 0}
     drain(bridge)
     post(client, "orders", payload)  # and once more after delivery
     drain(bridge)
@@ -56,7 +57,7 @@ def test_same_payload_three_times_is_pushed_once(bridge, client, journal):
 def test_a_version_twice_in_one_batch_counts_once(bridge, client, journal):
     order = fixture("order_sale.json")[0]
     answer = post(client, "orders", [order, dict(order, requestId=9), sale_version(5)]).json
-    assert answer == {"accepted": 2, "duplicates": 1, "quarantined": 0}
+    assert answer == {"accepted": 2, "duplicates": 1, "quarantined": 0, "before_cutoff": 0}
     drain(bridge)
     assert journal.pushes() == {"10000815533": 1}  # the newer version only
 

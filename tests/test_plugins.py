@@ -72,7 +72,7 @@ def test_third_party_plugin_installed_elsewhere_works_end_to_end(tmp_path, secre
     client = create_app(bridge).test_client()
     resp = client.post("/s360/surveys/testvenue",
                        json=[{"surveyId": 7, "score": 9}, {"surveyId": 8, "score": 11}])
-    assert resp.json == {"accepted": 1, "duplicates": 0, "quarantined": 1}
+    assert resp.json == {"accepted": 1, "duplicates": 0, "quarantined": 1, "before_cutoff": 0}
     drain(bridge)
     assert journal.pushes("surveys") == {"7": 1}
     bridge.close()

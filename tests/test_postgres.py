@@ -58,14 +58,14 @@ def test_duplicates_versions_and_children_on_postgres(pg_bridge, journal):
     client = create_app(pg_bridge).test_client()
     assert post(client, "orders", fixture("order_sale.json")).json["accepted"] == 2
     assert post(client, "orders", fixture("order_sale.json")).json == {
-        "accepted": 0, "duplicates": 2, "quarantined": 0}
+        "accepted": 0, "duplicates": 2, "quarantined": 0, "before_cutoff": 0}
     drain(pg_bridge)
     post(client, "orders", sale_version(7000))
     drain(pg_bridge)
     assert post(client, "orders", fixture("order_sale.json")[0]).json["duplicates"] == 1
     twice = [sale_version(8000), sale_version(8000)]
     assert post(client, "orders", twice).json == {"accepted": 1, "duplicates": 1,
-                                                  "quarantined": 0}
+                                                  "quarantined": 0, "before_cutoff": 0}
     drain(pg_bridge)
     drain(pg_bridge)
     assert warehouse(pg_bridge, "SELECT sale_amount FROM orders WHERE order_id = 10000815533") \

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import sqlite3
 
 import pytest
@@ -43,7 +45,8 @@ EXAMPLES = [
 def test_reference_examples_land_in_the_warehouse(bridge, client, stream, name, query, expected):
     resp = post(client, stream, fixture(name))
     assert resp.status_code == 200, resp.json
-    assert resp.json == {"accepted": expected, "duplicates": 0, "quarantined": 0}
+    assert resp.json == {"accepted": expected, "duplicates": 0, "quarantined": 0,
+                         "before_cutoff": 0}
     drain(bridge)
     assert len(warehouse(bridge, query)) == expected
 
@@ -89,7 +92,7 @@ def test_one_bad_record_is_quarantined_and_the_others_accepted(bridge, client):
     batch.insert(17, dict(good[0], ticket_check_id="not-a-number"))
     resp = post(client, "ticketchecks", batch)
     assert resp.status_code == 200
-    assert resp.json == {"accepted": 49, "duplicates": 0, "quarantined": 1}
+    assert resp.json == {"accepted": 49, "duplicates": 0, "quarantined": 1, "before_cutoff": 0}
     assert counts(bridge) == (49, 1)
     with bridge.engine.connect() as conn:
         reason = conn.execute(select(QUARANTINE.c.reason)).scalar_one()
@@ -99,7 +102,7 @@ def test_one_bad_record_is_quarantined_and_the_others_accepted(bridge, client):
 def test_all_invalid_is_still_200_and_all_quarantined(bridge, client):
     resp = post(client, "contacts", [{"contactNumber": 3346662}, {"no": "number"}])
     assert resp.status_code == 200
-    assert resp.json == {"accepted": 0, "duplicates": 0, "quarantined": 2}
+    assert resp.json == {"accepted": 0, "duplicates": 0, "quarantined": 2, "before_cutoff": 0}
     assert counts(bridge) == (0, 2)
 
 
@@ -120,7 +123,7 @@ def test_new_enum_values_and_unknown_fields_pass(bridge, client):
 ])
 def test_identifiers_and_amounts_are_strict(bridge, client, record, field):
     resp = post(client, "orders", [record])
-    assert resp.json == {"accepted": 0, "duplicates": 0, "quarantined": 1}
+    assert resp.json == {"accepted": 0, "duplicates": 0, "quarantined": 1, "before_cutoff": 0}
     with bridge.engine.connect() as conn:
         assert field in conn.execute(select(QUARANTINE.c.reason)).scalar_one()
 
@@ -205,3 +208,41 @@ def test_health(client):
     resp = client.get("/health")
     assert resp.status_code == 200
     assert resp.json == {"status": "ok"}
+
+
+def test_records_older_than_the_cutoff_are_left_out_and_counted(bridge, client, invoke):
+    """The cut-off day starts at midnight in the venue's zone (Zurich: 23:00 UTC the day
+    before); zone-less data-export times are local."""
+    old, new = fixture("order_sale.json")[:2]
+    old = copy.deepcopy(old)
+    old["orderDetailsData"]["creationDateTime"] = "2018-12-31T22:59:59.000+00:00"
+    new = copy.deepcopy(new)
+    new["orderDetailsData"]["creationDateTime"] = "2018-12-31T23:00:00.000+00:00"
+    assert post(client, "orders", [old, new]).json == {
+        "accepted": 1, "duplicates": 0, "quarantined": 0, "before_cutoff": 1}
+    checks = fixture("ticketchecks.json")[:2]
+    checks[0]["access_time"] = "2018-12-31 23:59:59"
+    checks[1]["access_time"] = "2019-01-01 00:00:00"
+    assert post(client, "ticketchecks", checks).json["before_cutoff"] == 1
+    contact = fixture("contacts_person.json")[0]  # no update date: always kept
+    contact["creationDate"] = "2001-01-01T00:00:00.000+00:00"
+    assert post(client, "contacts", [contact]).json["accepted"] == 1
+    report = json.loads(invoke("status", "--json").output)["testvenue"]["streams"]
+    assert (report["orders"]["before_cutoff"], report["ticketchecks"]["before_cutoff"]) == (1, 1)
+    assert "1 older than the history cut-off, left out" in invoke("status").output
+    with bridge.engine.connect() as conn:
+        keys = {r[0] for r in conn.exec_driver_sql("SELECT record_key FROM inbox")}
+    assert str(new["orderDetailsData"]["orderId"]) in keys
+    assert str(old["orderDetailsData"]["orderId"]) not in keys
+
+
+def test_contacts_cutoff_uses_the_configured_update_field(tmp_path, secrets_env):
+    cfg = base_config(tmp_path)
+    cfg["streams"]["contacts"]["options"] = {"updated_field": "lastUpdateDate"}
+    bridge = Bridge(load_settings([write_config(tmp_path, cfg)]))
+    old, new = copy.deepcopy(fixture("contacts_person.json")[:2])
+    old["lastUpdateDate"] = "2018-06-01T10:00:00.000+00:00"
+    new["lastUpdateDate"] = "2019-06-01T10:00:00.000+00:00"
+    answer = post(create_app(bridge).test_client(), "contacts", [old, new]).json
+    assert (answer["accepted"], answer["before_cutoff"]) == (1, 1)
+    bridge.close()

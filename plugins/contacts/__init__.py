@@ -5,13 +5,33 @@ Natural key ``contactNumber``: a string of up to 20 characters whose leading zer
 
 from __future__ import annotations
 
+from s360bridge.core.errors import ConfigError
 from s360bridge.core.hookspecs import hookimpl
+from s360bridge.core.mapping import lookup
 from s360bridge.core.streams import RecordValidator, Stream, load_schema, stream_hooks
+from s360bridge.core.timeutil import utc_or_none
 from s360bridge.plugins.sql import SqlTarget
 
 from .warehouse import CONTACTS, contact_row
 
-STREAM = Stream("contacts", "S-360 contacts", personal_data=True)
+
+def check_options(options: dict) -> None:
+    unknown = set(options) - {"updated_field"}
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(sorted(unknown))} (known: "
+                          "updated_field)")
+
+
+def updated(institution, record: dict):
+    """The date the history cut-off applies to: the contact payload carries no update date,
+    so only a field named by ``options.updated_field`` (a column an export adds) counts;
+    without it a contact is always kept, and a webhook push means it changed just now."""
+    field = institution.streams[STREAM.name].options.get("updated_field")
+    return utc_or_none(lookup(record, field), institution.timezone) if field else None
+
+
+STREAM = Stream("contacts", "S-360 contacts", personal_data=True,
+                check_options=check_options, dated=updated)
 VALIDATOR = RecordValidator(load_schema(__name__))
 register_streams, receive = stream_hooks(STREAM, lambda inst: VALIDATOR,
                                          lambda inst: lambda r: r["contactNumber"])

@@ -11,6 +11,7 @@ from functools import lru_cache
 from s360bridge.core.errors import ConfigError
 from s360bridge.core.hookspecs import hookimpl
 from s360bridge.core.streams import RecordValidator, Stream, stream_hooks
+from s360bridge.core.timeutil import utc_or_none
 from s360bridge.plugins.sql import SqlTarget
 
 from .columns import Columns, record_schema
@@ -26,7 +27,9 @@ def check_options(options: dict) -> None:
 
 
 STREAM = Stream("ticketchecks", "S-360 ticket checks (data export)",
-                check_options=check_options)
+                check_options=check_options,
+                dated=lambda inst, r: utc_or_none(r.get(columns_of(inst).name("access_time")),
+                                                  inst.timezone))
 
 
 @lru_cache(maxsize=64)
