@@ -9,34 +9,11 @@ import sys
 import click
 
 from . import __version__, admin
-from .bridge import Bridge
-from .config import load_settings
+from .cliutil import CLIGroup, config_option, institution_of, open_bridge
 from .errors import S360BridgeError
+from .history_cli import import_records, reconcile
 from .plugins import Hooks
 from .runner import Process
-
-CONFIG_HELP = "Institution YAML file, or a folder of them (repeatable)."
-
-
-class CLIGroup(click.Group):
-    """Turns our own errors into one clear line and exit status 2, without a traceback."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except S360BridgeError as exc:
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(2)
-
-
-def config_option(func):
-    return click.option("--config", "-c", "configs", multiple=True, required=True,
-                        type=click.Path(exists=True), help=CONFIG_HELP)(func)
-
-
-def open_bridge(configs, receiving: bool = False) -> Bridge:
-    """The Bridge of the given files; only receiving processes need the webhook credentials."""
-    return Bridge(load_settings(configs, receiver_secrets=receiving))
 
 
 @click.group(cls=CLIGroup)
@@ -171,9 +148,7 @@ def quarantine_reprocess(configs, institution, stream, ids):
 def forget(configs, institution, contact_number):
     """Erase one contact's personal data from every local store (a GDPR request)."""
     bridge = open_bridge(configs)
-    inst = bridge.institution(institution)
-    if inst is None:
-        raise click.ClickException(f"unknown institution {institution!r}")
+    inst = institution_of(bridge, institution)
     for line in bridge.hooks.forget(bridge, inst, contact_number):
         click.echo(f"removed: {line}")
 
@@ -187,7 +162,8 @@ def check_config(configs):
         click.echo(f"{inst.code}: {inst.source} (time zone {inst.timezone.key})")
         for name, s in inst.streams.items():
             state = "enabled" if s.enabled else "disabled"
-            click.echo(f"  POST /s360/{name}/{inst.code}  {state}, auth {s.auth.type}, "
+            path = bridge.stream(name).url_path
+            click.echo(f"  POST /{path}/{inst.code}  {state}, auth {s.auth.type}, "
                        f"targets {', '.join(s.targets) or 'none'}  ({bridge.stream(name).title})")
     click.echo("configuration OK")
 
@@ -202,6 +178,10 @@ def plugins(as_json):
         return
     for r in rows:
         click.echo(f"{r['name']:<14} {r['source']:<30} {', '.join(r['hooks'])}")
+
+
+cli.add_command(import_records)
+cli.add_command(reconcile)
 
 
 def main() -> None:

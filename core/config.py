@@ -95,6 +95,7 @@ class Institution:
     allowed_sources: tuple = ()
     webhook_frequency_minutes: int = 15
     s360_api: S360ApiSettings | None = None
+    reconcile: dict = field(default_factory=dict)  # per stream, see config.schema.json
     source: Path | None = None
 
     @property
@@ -239,7 +240,7 @@ def _institution(raw: dict, file: Path, environ, receiver_secrets: bool) -> Inst
         history_cutoff=dt.date.fromisoformat(cutoff) if cutoff else None,
         allowed_sources=tuple(nets),
         webhook_frequency_minutes=raw.get("webhook_frequency_minutes", 15), s360_api=api,
-        source=file)
+        reconcile=raw.get("reconcile") or {}, source=file)
 
 
 def config_files(paths) -> list[Path]:

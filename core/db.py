@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import BigInteger, Column, Index, Integer, Text, UniqueConstraint, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Field, SQLModel, create_engine
@@ -149,6 +150,11 @@ def create_schema(engine: Engine) -> None:
     """Create the engine's tables, with no connection left in the pool."""
     create_tables(engine, SQLModel.metadata, [INBOX, DELIVERY, QUARANTINE, SKIPPED])
     engine.dispose()  # nothing pooled before a server forks its workers
+
+
+def dialect_insert(conn: Connection, table):
+    """An INSERT of the connection's dialect, which knows ON CONFLICT (SQLite, PostgreSQL)."""
+    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
 
 
 @contextmanager

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     import click
 
     from .config import Institution
+    from .reconcile import Reconciliation
     from .streams import ReceivedBatch, Stream
     from .targets import PushResult, Target
 
@@ -66,6 +67,11 @@ def push(
     institution: Institution, stream: Stream, target: Target, items: list
 ) -> PushResult | None:
     """Deliver transformed items to ``target`` idempotently; answer only for own target types."""
+
+
+@hookspec(firstresult=True)
+def reconcile(institution: Institution, stream: Stream, target: Target) -> Reconciliation | None:
+    """Say how to compare the stream's S-360 export with a target's side, by unique key."""
 
 
 @hookspec

@@ -30,6 +30,10 @@ class IngestResult:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def add(self, other: IngestResult) -> None:
+        for k, v in asdict(other).items():
+            setattr(self, k, getattr(self, k) + v)
+
 
 def canonical(record: dict, envelope: frozenset[str]) -> bytes:
     """The record without its envelope fields, as sorted JSON: what is stored and hashed."""

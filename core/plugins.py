@@ -152,6 +152,13 @@ class Hooks:
             raise PluginError(f"no plugin pushes to target type {target.kind!r}")
         return result
 
+    def reconcile(self, institution, stream: Stream, target: Target):
+        spec = self.pm.hook.reconcile(institution=institution, stream=stream, target=target)
+        if spec is None:
+            raise PluginError(f"no plugin reconciles stream {stream.name!r} with a "
+                              f"{target.kind} target")
+        return spec
+
     def forget(self, bridge, institution, contact_number: str) -> list[str]:
         said = self.pm.hook.forget(bridge=bridge, institution=institution,
                                    contact_number=contact_number)

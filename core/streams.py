@@ -33,6 +33,8 @@ class Stream:
     check_options: Callable[[dict], None] | None = None  # raises ConfigError on bad options
     # the date the history cut-off applies to, as naive UTC (None: the record is always kept)
     dated: Callable[[Any, dict], dt.datetime | None] | None = None
+    # a flat stream turns a CSV row (strings) into a record, for imports and reconcile
+    from_csv: Callable[[Any, dict[str, str]], dict] | None = None
 
     @property
     def url_path(self) -> str:

@@ -17,10 +17,15 @@ import jwt
 import orjson
 from flask import Flask, Response, request
 
-from . import contacts
+from . import contacts, orders
 from .contacts import BusinessError, ContactStore
+from .orders import OrderStore
 
-MODULES = {"contactInformationPublicService": "tnco"}
+# service -> (module, version prefix, methods, which store of the institution they use)
+SERVICES = {
+    "contactInformationPublicService": ("tnco", "v2_", contacts.METHODS, "stores"),
+    "externalOrderService": ("tnseb", "v1_", orders.METHODS, "order_stores"),
+}
 
 
 @dataclass
@@ -51,14 +56,21 @@ class S360Api:
     access: dict[str, ApiAccess]
     clock: object = time.time
     stores: dict[str, ContactStore] = field(default_factory=dict)
+    order_stores: dict[str, OrderStore] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
     force_509: int = 0  # answer the next N calls 509, whatever the budget (tests)
 
     def __post_init__(self):
-        for code in self.access:
-            self.stores.setdefault(code, ContactStore())
+        for code, access in list(self.access.items()):
+            self.add(code, access)
         self._used: Counter = Counter()
         self._lock = threading.Lock()
+
+    def add(self, code: str, access: ApiAccess) -> None:
+        """Open the API to one more institution, with empty stores."""
+        self.access[code] = access
+        self.stores.setdefault(code, ContactStore())
+        self.order_stores.setdefault(code, OrderStore())
 
     def per_window(self, method: str | None = None, institution: str | None = None) -> Counter:
         """Calls answered 200 per window index, as S-360 counts them."""
@@ -126,8 +138,9 @@ class S360Api:
             now = self.clock()
             if code not in self.access:
                 return Response("unknown institution", 404)
-            handler = contacts.METHODS.get(method) \
-                if MODULES.get(service) == module and version.startswith("v2_") else None
+            module_of, prefix, methods, stores = SERVICES.get(service, (None, "", {}, ""))
+            handler = methods.get(method) \
+                if module_of == module and version.startswith(prefix) else None
             if handler is None:
                 self._log(now, code, method, 404)
                 return Response("unknown service or method", 404)
@@ -145,7 +158,7 @@ class S360Api:
                 if not isinstance(body, dict):
                     raise BusinessError("failed", "error.request.invalid: expected a JSON object")
                 result = {**envelope, "statusCode": "success", "statusDetail": None,
-                          **handler(self.stores[code], body)}
+                          **handler(getattr(self, stores)[code], body)}
             except BusinessError as exc:
                 result = {**envelope, "statusCode": exc.status_code, "statusDetail": exc.detail}
             return Response(orjson.dumps(result), 200, mimetype="application/json")

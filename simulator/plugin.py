@@ -7,6 +7,7 @@ import secrets
 import threading
 import time
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import click
 import yaml
@@ -19,6 +20,7 @@ from s360bridge.core.hookspecs import hookimpl
 from s360bridge.core.runner import Process
 
 from .data import Generator
+from .export import write_csv, write_jsonl
 from .side import SideSystems
 from .webhooks import RunReport, WebhookQueue, WebhookSettings
 
@@ -177,7 +179,34 @@ def simulate(config, url, stream, records, seed, every):
         click.echo(summary(inst.code, stream, q.run(threading.Event())))
 
 
+@click.command("simulate-export")
+@click.option("--stream", required=True, type=click.Choice(sorted(SHAPES)))
+@click.option("--records", default=1000, show_default=True)
+@click.option("--seed", default=1, show_default=True)
+@click.option("--timezone", default="Europe/Zurich", show_default=True,
+              help="The venue's zone: export times are local, without a zone.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write S-360's flat-file export here (what reconcile reads).")
+@click.option("--jsonl", "jsonl_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the same records in the webhook's shape (what import reads).")
+def simulate_export(stream, records, seed, timezone, csv_path, jsonl_path):
+    """Write generated records as S-360 exports them, for import and reconcile."""
+    if not (csv_path or jsonl_path):
+        raise click.UsageError("give --csv, --jsonl or both")
+    gen = Generator(seed)
+    if stream != "contacts":
+        gen.records("contacts", 100)  # orders refer to existing contacts
+    made = gen.records(stream, records)
+    if csv_path:
+        write_csv(stream, made, csv_path, ZoneInfo(timezone))
+    if jsonl_path:
+        write_jsonl(made, jsonl_path)
+    click.echo(f"{records} {stream} written to " + " and ".join(
+        str(p) for p in (csv_path, jsonl_path) if p))
+
+
 @hookimpl
 def register_commands(cli):
     cli.add_command(demo)
     cli.add_command(simulate)
+    cli.add_command(simulate_export)

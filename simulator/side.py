@@ -13,7 +13,6 @@ import requests
 from s360bridge.core.config import Institution
 
 from .api import ApiAccess, S360Api
-from .contacts import ContactStore
 from .crm import ReferenceCrm
 from .serving import Served
 from .webhooks import WebhookQueue
@@ -43,8 +42,8 @@ class SideSystems:
         if inst.s360_api is None or crm is None or "crm_contacts" not in inst.streams:
             return False
         api = inst.s360_api
-        self.api.access[inst.code] = ApiAccess(api.secret.value, frozenset({api.operator}))
-        store = self.api.stores[inst.code] = ContactStore()
+        self.api.add(inst.code, ApiAccess(api.secret.value, frozenset({api.operator})))
+        store = self.api.stores[inst.code]
         store.add(contacts)
         store.on_change = lambda contact: webhook.enqueue([contact])
         key = (crm.options.get("auth") or {}).get("key")

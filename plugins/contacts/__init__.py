@@ -8,8 +8,11 @@ from __future__ import annotations
 from s360bridge.core.errors import ConfigError
 from s360bridge.core.hookspecs import hookimpl
 from s360bridge.core.mapping import lookup
+from s360bridge.core.reconcile import Field
+from s360bridge.core.s360api import S360BusinessError
 from s360bridge.core.streams import RecordValidator, Stream, load_schema, stream_hooks
 from s360bridge.core.timeutil import utc_or_none
+from s360bridge.plugins.sides import target_side
 from s360bridge.plugins.sql import SqlTarget
 
 from .warehouse import CONTACTS, contact_row
@@ -42,6 +45,37 @@ def transform(institution, stream, target, records):
     if stream.name != STREAM.name or not isinstance(target, SqlTarget):
         return None
     return [contact_row(institution, r) for r in records]
+
+
+KEY = Field("contact_number", "text", "contactNumber", "contactNumber")
+COMPARED = [
+    Field("first_name", "text", "individualFirstname", "individualContact.individualFirstname"),
+    Field("last_name", "text", "individualLastname", "individualContact.individualLastname"),
+    Field("email", "ci_text", "email", "individualContact.email"),
+]
+
+
+@hookimpl
+def reconcile(institution, stream, target):
+    if stream.name != STREAM.name:
+        return None
+    spec = target_side(institution, STREAM.name, target, KEY, COMPARED, CONTACTS,
+                       {f.name: f.name for f in (KEY, *COMPARED)})
+    if spec is not None:
+        spec.fetch = lambda keys, export_rows: fetch_contacts(target.ctx, institution, keys)
+    return spec
+
+
+def fetch_contacts(bridge, institution, numbers: list[str]) -> dict[str, dict | None]:
+    """Contacts as S-360 has them now (``getContactData``), inside the call budget."""
+    client, found = bridge.s360(institution), {}
+    for number in numbers:
+        try:
+            found[number] = client.call("contactInformationPublicService", "getContactData",
+                                        {"contactNumber": number})
+        except S360BusinessError:
+            found[number] = None
+    return found
 
 
 @hookimpl

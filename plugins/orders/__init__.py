@@ -7,11 +7,14 @@ abandoned; an ``orderState`` or ``orderType`` value not seen before is stored as
 from __future__ import annotations
 
 from s360bridge.core.hookspecs import hookimpl
+from s360bridge.core.reconcile import Field
+from s360bridge.core.s360api import S360BusinessError
 from s360bridge.core.streams import RecordValidator, Stream, load_schema, stream_hooks
 from s360bridge.core.timeutil import utc_or_none
+from s360bridge.plugins.sides import target_side
 from s360bridge.plugins.sql import SqlTarget
 
-from .warehouse import order_row
+from .warehouse import ORDERS, order_row
 
 STREAM = Stream("orders", "S-360 orders", dated=lambda inst, r: utc_or_none(
     r["orderDetailsData"].get("creationDateTime"), inst.timezone))
@@ -30,3 +33,41 @@ def transform(institution, stream, target, records):
     if stream.name != STREAM.name or not isinstance(target, SqlTarget):
         return None
     return [order_row(institution, r) for r in records]
+
+
+KEY = Field("order_id", "text", "orderId", "orderDetailsData.orderId")
+COMPARED = [
+    Field("state", "text", "orderState", "orderDetailsData.orderState"),
+    Field("type", "text", "orderType", "orderDetailsData.orderType"),
+    Field("sale_amount", "amount", "saleAmount", "orderDetailsData.saleAmount"),
+    Field("created", "datetime", "creationDateTime", "orderDetailsData.creationDateTime"),
+    Field("contact_number", "text", "contactReference", "orderDetailsData.contactReference"),
+]
+WAREHOUSE_COLUMNS = {"order_id": "order_id", "state": "order_state", "type": "order_type",
+                     "sale_amount": "sale_amount", "created": "creation_utc",
+                     "contact_number": "contact_reference"}
+
+
+@hookimpl
+def reconcile(institution, stream, target):
+    if stream.name != STREAM.name:
+        return None
+    spec = target_side(institution, STREAM.name, target, KEY, COMPARED, ORDERS,
+                       WAREHOUSE_COLUMNS)
+    if spec is not None:
+        spec.fetch = lambda keys, export_rows: fetch_orders(target.ctx, institution, keys)
+    return spec
+
+
+def fetch_orders(bridge, institution, order_ids: list[str]) -> dict[str, dict | None]:
+    """Orders as S-360 has them now (``getOrderDetails``), in the webhook's record shape."""
+    client, found = bridge.s360(institution), {}
+    for order_id in order_ids:
+        try:
+            result = client.call("externalOrderService", "getOrderDetails",
+                                 {"orderId": int(order_id)})
+        except S360BusinessError:
+            found[order_id] = None
+            continue
+        found[order_id] = {"orderDetailsData": result.get("orderDetailsData")}
+    return found

@@ -10,12 +10,14 @@ from functools import lru_cache
 
 from s360bridge.core.errors import ConfigError
 from s360bridge.core.hookspecs import hookimpl
+from s360bridge.core.reconcile import Field
 from s360bridge.core.streams import RecordValidator, Stream, stream_hooks
 from s360bridge.core.timeutil import utc_or_none
+from s360bridge.plugins.sides import target_side
 from s360bridge.plugins.sql import SqlTarget
 
-from .columns import Columns, record_schema
-from .warehouse import check_row
+from .columns import CANONICAL, Columns, record_schema
+from .warehouse import TICKET_CHECKS, check_row
 
 
 def check_options(options: dict) -> None:
@@ -26,8 +28,25 @@ def check_options(options: dict) -> None:
     Columns.from_options(options)
 
 
+def from_csv(institution, row: dict[str, str]) -> dict:
+    """A data-export CSV row as the webhook sends it: ids as integers, empty cells as null
+    (a value that is not a number stays text, and validation names it)."""
+    cols = columns_of(institution)
+    numbers = {cols.name(c) for c, spec in CANONICAL.items() if "integer" in spec["type"]}
+    record = {}
+    for name, value in row.items():
+        value = value.strip() if value is not None else ""
+        if not value:
+            record[name] = None
+        elif name in numbers and value.isdigit():
+            record[name] = int(value)
+        else:
+            record[name] = value
+    return record
+
+
 STREAM = Stream("ticketchecks", "S-360 ticket checks (data export)",
-                check_options=check_options,
+                check_options=check_options, from_csv=from_csv,
                 dated=lambda inst, r: utc_or_none(r.get(columns_of(inst).name("access_time")),
                                                   inst.timezone))
 
@@ -64,3 +83,27 @@ def transform(institution, stream, target, records):
         return None
     cols = columns_of(institution)
     return [check_row(institution, cols, r) for r in records]
+
+
+FIELDS = [("barcode", "text"), ("access_time", "datetime"), ("check_flow", "text"),
+          ("result", "text")]
+WAREHOUSE_COLUMNS = {"barcode": "barcode", "access_time": "access_time_utc",
+                     "check_flow": "check_flow", "result": "result"}
+
+
+@hookimpl
+def reconcile(institution, stream, target):
+    """The S-360 export is the data-export query itself: its columns are the stream's."""
+    if stream.name != STREAM.name:
+        return None
+    cols = columns_of(institution)
+    key = Field(cols.key, "text", cols.key_column, cols.key_column)
+    fields = [Field(name, kind, cols.name(name), cols.name(name)) for name, kind in FIELDS
+              if name != cols.key]
+    spec = target_side(institution, STREAM.name, target, key, fields, TICKET_CHECKS,
+                       {cols.key: "check_key", **WAREHOUSE_COLUMNS})
+    if spec is not None:  # nothing to fetch from an API: the export row is the record
+        spec.fetch = lambda keys, export_rows: {
+            k: from_csv(institution, row) if row else None
+            for k, row in export_rows(keys).items()}
+    return spec

@@ -1,0 +1,40 @@
+"""What every ``s360bridge`` command shares: the error handling, the config option, the bridge."""
+
+from __future__ import annotations
+
+import click
+
+from .bridge import Bridge
+from .config import Institution, load_settings
+from .errors import S360BridgeError
+
+CONFIG_HELP = "Institution YAML file, or a folder of them (repeatable)."
+
+
+class CLIGroup(click.Group):
+    """Turns our own errors into one clear line and exit status 2, without a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except S360BridgeError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+
+
+def config_option(func):
+    return click.option("--config", "-c", "configs", multiple=True, required=True,
+                        type=click.Path(exists=True), help=CONFIG_HELP)(func)
+
+
+def open_bridge(configs, receiving: bool = False) -> Bridge:
+    """The Bridge of the given files; only receiving processes need the webhook credentials."""
+    return Bridge(load_settings(configs, receiver_secrets=receiving))
+
+
+def institution_of(bridge: Bridge, code: str) -> Institution:
+    inst = bridge.institution(code)
+    if inst is None:
+        known = ", ".join(sorted(bridge.settings.institutions))
+        raise S360BridgeError(f"unknown institution {code!r} (configured: {known})")
+    return inst

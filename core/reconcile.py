@@ -1,0 +1,209 @@
+"""Data-consistency check: an S-360 flat-file export against a target's side, by unique key.
+
+Both sides are read as text into DuckDB (files directly; a warehouse through the project's own
+connection, streamed to a temporary file), normalised per field kind, and joined on the key.
+What differs is written as CSV or JSON lines, one row per field, with both values as found.
+
+Kinds: ``text`` (whitespace trimmed and collapsed), ``ci_text`` (also case-folded, e.g. e-mail),
+``amount`` (to integer thousandths; a side says whether it writes ``thousandths`` or currency
+``units``), ``datetime`` (to UTC seconds; a side names the zone of values without an offset).
+"""
+
+from __future__ import annotations
+
+import csv
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import orjson
+
+from .errors import S360BridgeError
+
+KINDS = ("text", "ci_text", "amount", "datetime")
+MISSING_IN_TARGET, MISSING_IN_S360, DIFFERENT = "missing_in_target", "missing_in_s360", "different"
+
+
+class ReconcileError(S360BridgeError):
+    """The comparison cannot run (a file, a column or a setting is wrong)."""
+
+
+@dataclass(frozen=True)
+class Field:
+    """A compared field: its kind, its column in the S-360 export (by default) and where it
+    sits in the webhook's record (which tells a CRM mapping's column for it)."""
+
+    name: str
+    kind: str
+    s360_column: str
+    path: str | None = None
+
+
+@dataclass(frozen=True)
+class Side:
+    """How one side writes its values: the column of each field, amounts, zone-less times."""
+
+    columns: dict[str, str]
+    amount_unit: str = "units"  # or "thousandths"
+    timezone: str = "UTC"
+
+
+@dataclass
+class Reconciliation:
+    """What a stream plugin says about comparing it with one target (the ``reconcile`` hook).
+
+    ``target_rows`` streams the target's rows (key first, then ``fields`` in order) when the
+    target is a database; a target without it is compared through an export file whose columns
+    are ``target_columns``. ``drop`` removes target rows so that a re-delivery rewrites them."""
+
+    key: Field
+    fields: list[Field]
+    target_side: Side
+    target_rows: Callable[[], Iterable[tuple]] | None = None
+    drop: Callable[[list[str]], None] | None = None
+    # repair: the S-360 records of these keys (None: not found), e.g. through the API;
+    # ``export_rows(keys)`` gives the export's own rows, for flat streams
+    fetch: Callable[[list[str], Callable], dict[str, dict | None]] | None = None
+
+
+@dataclass
+class Summary:
+    s360_records: int = 0
+    target_records: int = 0
+    counts: dict[str, int] = field(default_factory=dict)  # status -> records
+    field_counts: dict[str, int] = field(default_factory=dict)  # field -> records different
+
+    @property
+    def in_sync(self) -> bool:
+        return not any(self.counts.values())
+
+
+def _norm(kind: str, value: str, side: Side) -> str:
+    text = f"nullif(trim(regexp_replace({value}, '\\s+', ' ', 'g')), '')"
+    if kind == "text":
+        return text
+    if kind == "ci_text":
+        return f"lower({text})"
+    if kind == "amount":
+        if side.amount_unit == "thousandths":
+            return f"try_cast({text} AS HUGEINT)"
+        return (f"CAST(round(try_cast(replace({text}, ',', '') AS DECIMAL(38, 6)) * 1000) "
+                "AS HUGEINT)")
+    if kind == "datetime":
+        zone = side.timezone.replace("'", "")
+        stamp = f"replace({text}, ' ', 'T')"
+        return (f"floor(epoch(CASE WHEN regexp_matches({text}, '([+-]\\d\\d:?\\d\\d|Z)$') "
+                f"THEN try_cast({stamp} AS TIMESTAMPTZ) "
+                f"ELSE timezone('{zone}', try_cast({stamp} AS TIMESTAMP)) END))")
+    raise ReconcileError(f"unknown field kind {kind!r} (known: {', '.join(KINDS)})")
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _read(con, table: str, path: Path, spec: Reconciliation, side: Side) -> int:
+    """Load one side as text, keep its raw values, add normalised ones; answer its rows."""
+    try:
+        con.execute(f"CREATE TABLE {table}_raw AS SELECT * FROM read_csv(?, all_varchar=true, "
+                    "header=true)", [str(path)])
+    except duckdb.Error as exc:
+        raise ReconcileError(f"{path}: cannot read as CSV: {exc}") from None
+    have = [r[0] for r in con.execute(f"DESCRIBE {table}_raw").fetchall()]
+    wanted = [spec.key, *spec.fields]
+    lacking = [side.columns[f.name] for f in wanted if side.columns[f.name] not in have]
+    if lacking:
+        raise ReconcileError(f"{path}: no column {', '.join(lacking)} (columns: "
+                             f"{', '.join(have)}); set the names under reconcile.<stream>")
+    cols = [f"trim({_q(side.columns[spec.key.name])}) AS k"]
+    for f in spec.fields:
+        raw = _q(side.columns[f.name])
+        cols += [f"{raw} AS {_q('raw_' + f.name)}",
+                 f"{_norm(f.kind, raw, side)} AS {_q('n_' + f.name)}"]
+    con.execute(f"CREATE TABLE {table} AS SELECT {', '.join(cols)} FROM {table}_raw")
+    con.execute(f"DROP TABLE {table}_raw")
+    return con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+def _dump_rows(rows: Iterable[tuple], spec: Reconciliation, folder: str) -> Path:
+    """A database side, written to a CSV file for DuckDB to read."""
+    path = Path(folder) / "target.csv"
+    with path.open("w", newline="", encoding="utf-8") as f:
+        out = csv.writer(f)
+        out.writerow([spec.key.name, *(x.name for x in spec.fields)])
+        out.writerows(rows)
+    return path
+
+
+def compare(spec: Reconciliation, s360_side: Side, s360_file: Path, target_file: Path | None,
+            report: Path, fmt: str = "csv", step: Callable[[str], None] = lambda s: None
+            ) -> Summary:
+    """Compare both sides; write every difference to ``report``; answer the counts."""
+    summary = Summary()
+    with tempfile.TemporaryDirectory(prefix="s360bridge-reconcile-") as tmp:
+        con = duckdb.connect(config={"autoinstall_known_extensions": False,
+                                     "autoload_known_extensions": False,
+                                     "temp_directory": tmp})
+        try:
+            step("reading the S-360 export")
+            summary.s360_records = _read(con, "s", s360_file, spec, s360_side)
+            step("reading the target's side")
+            if target_file is None:
+                if spec.target_rows is None:
+                    raise ReconcileError("this target has no rows to read: give its export "
+                                         "file (--target-export)")
+                target_file = _dump_rows(spec.target_rows(), spec, tmp)
+            summary.target_records = _read(con, "t", target_file, spec, spec.target_side)
+            step("comparing")
+            _diff(con, spec, summary)
+            step("writing the report")
+            _write(con, spec, report, fmt)
+        finally:
+            con.close()
+    return summary
+
+
+def _diff(con, spec: Reconciliation, summary: Summary) -> None:
+    differs = " OR ".join(f"s.{_q('n_' + f.name)} IS DISTINCT FROM t.{_q('n_' + f.name)}"
+                          for f in spec.fields) or "false"
+    flags = ", ".join(f"s.{_q('n_' + f.name)} IS DISTINCT FROM t.{_q('n_' + f.name)} AS "
+                      f"{_q('d_' + f.name)}" for f in spec.fields)
+    con.execute(f"""
+        CREATE TABLE d AS
+        SELECT coalesce(s.k, t.k) AS k,
+               CASE WHEN t.k IS NULL THEN '{MISSING_IN_TARGET}'
+                    WHEN s.k IS NULL THEN '{MISSING_IN_S360}' ELSE '{DIFFERENT}' END AS status
+               {', ' + flags if flags else ''},
+               {', '.join(f"s.{_q('raw_' + f.name)} AS {_q('s_' + f.name)}, "
+                          f"t.{_q('raw_' + f.name)} AS {_q('t_' + f.name)}"
+                          for f in spec.fields) or 'NULL AS none'}
+        FROM s FULL OUTER JOIN t ON s.k = t.k
+        WHERE s.k IS NULL OR t.k IS NULL OR {differs}""")
+    summary.counts = {MISSING_IN_TARGET: 0, MISSING_IN_S360: 0, DIFFERENT: 0} | dict(
+        con.execute("SELECT status, count(*) FROM d GROUP BY status").fetchall())
+    for f in spec.fields:
+        n = con.execute(f"SELECT count(*) FROM d WHERE status = '{DIFFERENT}' AND "
+                        f"{_q('d_' + f.name)}").fetchone()[0]
+        if n:
+            summary.field_counts[f.name] = n
+
+
+def _write(con, spec: Reconciliation, report: Path, fmt: str) -> None:
+    parts = [f"SELECT k AS key, status, NULL AS field, NULL AS s360_value, NULL AS "
+             f"target_value FROM d WHERE status <> '{DIFFERENT}'"]
+    parts += [f"SELECT k, status, '{f.name}', {_q('s_' + f.name)}, {_q('t_' + f.name)} FROM d "
+              f"WHERE status = '{DIFFERENT}' AND {_q('d_' + f.name)}" for f in spec.fields]
+    options = "FORMAT JSON" if fmt == "jsonl" else "FORMAT CSV, HEADER"
+    con.execute(f"COPY ({' UNION ALL '.join(parts)} ORDER BY key, field) TO ? ({options})",
+                [str(report)])
+
+
+def differences(report: Path, fmt: str) -> Iterable[dict]:
+    """Read back a report: one dict per difference."""
+    with report.open("rb") as f:
+        if fmt == "jsonl":
+            yield from (orjson.loads(line) for line in f if line.strip())
+        else:
+            yield from csv.DictReader(line.decode("utf-8") for line in f)
