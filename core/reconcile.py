@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
 import orjson
@@ -23,6 +24,7 @@ import orjson
 from .errors import S360BridgeError
 
 KINDS = ("text", "ci_text", "amount", "datetime")
+PLAIN = ("text",)  # kinds whose compared value is shown in reports instead of the raw one
 MISSING_IN_TARGET, MISSING_IN_S360, DIFFERENT = "missing_in_target", "missing_in_s360", "different"
 
 
@@ -54,14 +56,14 @@ class Side:
 class Reconciliation:
     """What a stream plugin says about comparing it with one target (the ``reconcile`` hook).
 
-    ``target_rows`` streams the target's rows (key first, then ``fields`` in order) when the
+    ``target_rows(fields)`` streams the target's rows (key first, then those fields) when the
     target is a database; a target without it is compared through an export file whose columns
     are ``target_columns``. ``drop`` removes target rows so that a re-delivery rewrites them."""
 
     key: Field
     fields: list[Field]
     target_side: Side
-    target_rows: Callable[[], Iterable[tuple]] | None = None
+    target_rows: Callable[[list[Field]], Iterable[tuple]] | None = None
     drop: Callable[[list[str]], None] | None = None
     # repair: the S-360 records of these keys (None: not found), e.g. through the API;
     # ``export_rows(keys)`` gives the export's own rows, for flat streams
@@ -81,22 +83,24 @@ class Summary:
 
 
 def _norm(kind: str, value: str, side: Side) -> str:
-    text = f"nullif(trim(regexp_replace({value}, '\\s+', ' ', 'g')), '')"
-    if kind == "text":
-        return text
-    if kind == "ci_text":
-        return f"lower({text})"
+    """The SQL that normalises ``value`` (a text column) for its kind."""
+    if kind in ("text", "ci_text"):
+        text = (f"nullif(trim(CASE WHEN contains({value}, '  ') THEN regexp_replace({value}, "
+                f"'\\s+', ' ', 'g') ELSE {value} END), '')")
+        return text if kind == "text" else f"lower({text})"
     if kind == "amount":
         if side.amount_unit == "thousandths":
-            return f"try_cast({text} AS HUGEINT)"
-        return (f"CAST(round(try_cast(replace({text}, ',', '') AS DECIMAL(38, 6)) * 1000) "
-                "AS HUGEINT)")
-    if kind == "datetime":
-        zone = side.timezone.replace("'", "")
-        stamp = f"replace({text}, ' ', 'T')"
-        return (f"floor(epoch(CASE WHEN regexp_matches({text}, '([+-]\\d\\d:?\\d\\d|Z)$') "
-                f"THEN try_cast({stamp} AS TIMESTAMPTZ) "
-                f"ELSE timezone('{zone}', try_cast({stamp} AS TIMESTAMP)) END))")
+            return f"try_cast(trim({value}) AS BIGINT)"
+        return f"CAST(try_cast(replace(trim({value}), ',', '') AS DECIMAL(18, 3)) * 1000 AS BIGINT)"
+    if kind == "datetime":  # to epoch seconds; a value without an offset is in the side's zone
+        v = f"trim({value})"
+        offset = (f"(right({v}, 1) = 'Z' OR substr({v}, -6, 1) IN ('+', '-') "
+                  f"OR substr({v}, -5, 1) IN ('+', '-'))")
+        local = f"try_cast({v} AS TIMESTAMP)"
+        if side.timezone != "UTC":
+            local = f"timezone('{side.timezone.replace(chr(39), '')}', {local})"
+        return (f"floor(epoch(CASE WHEN {offset} THEN try_cast({v} AS TIMESTAMPTZ) "
+                f"ELSE {local} END))")
     raise ReconcileError(f"unknown field kind {kind!r} (known: {', '.join(KINDS)})")
 
 
@@ -105,13 +109,14 @@ def _q(name: str) -> str:
 
 
 def _read(con, table: str, path: Path, spec: Reconciliation, side: Side) -> int:
-    """Load one side as text, keep its raw values, add normalised ones; answer its rows."""
+    """Load one side in one pass: its key, and per field the raw and the normalised value;
+    answer how many rows it has."""
+    source = "read_csv(?, all_varchar=true, header=true)"
     try:
-        con.execute(f"CREATE TABLE {table}_raw AS SELECT * FROM read_csv(?, all_varchar=true, "
-                    "header=true)", [str(path)])
+        have = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {source}",
+                                          [str(path)]).fetchall()]
     except duckdb.Error as exc:
         raise ReconcileError(f"{path}: cannot read as CSV: {exc}") from None
-    have = [r[0] for r in con.execute(f"DESCRIBE {table}_raw").fetchall()]
     wanted = [spec.key, *spec.fields]
     lacking = [side.columns[f.name] for f in wanted if side.columns[f.name] not in have]
     if lacking:
@@ -120,10 +125,14 @@ def _read(con, table: str, path: Path, spec: Reconciliation, side: Side) -> int:
     cols = [f"trim({_q(side.columns[spec.key.name])}) AS k"]
     for f in spec.fields:
         raw = _q(side.columns[f.name])
-        cols += [f"{raw} AS {_q('raw_' + f.name)}",
-                 f"{_norm(f.kind, raw, side)} AS {_q('n_' + f.name)}"]
-    con.execute(f"CREATE TABLE {table} AS SELECT {', '.join(cols)} FROM {table}_raw")
-    con.execute(f"DROP TABLE {table}_raw")
+        cols.append(f"{_norm(f.kind, raw, side)} AS {_q('n_' + f.name)}")
+        if f.kind not in PLAIN:  # text is reported as compared: trimmed
+            cols.append(f"{raw} AS {_q('raw_' + f.name)}")
+    try:
+        con.execute(f"CREATE TABLE {table} AS SELECT {', '.join(cols)} FROM {source}",
+                    [str(path)])
+    except duckdb.Error as exc:
+        raise ReconcileError(f"{path}: cannot read as CSV: {exc}") from None
     return con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
 
 
@@ -142,11 +151,18 @@ def compare(spec: Reconciliation, s360_side: Side, s360_file: Path, target_file:
             ) -> Summary:
     """Compare both sides; write every difference to ``report``; answer the counts."""
     summary = Summary()
+    for side in (s360_side, spec.target_side):
+        try:
+            ZoneInfo(side.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ReconcileError(f"unknown time zone {side.timezone!r}") from None
     with tempfile.TemporaryDirectory(prefix="s360bridge-reconcile-") as tmp:
         con = duckdb.connect(config={"autoinstall_known_extensions": False,
                                      "autoload_known_extensions": False,
+                                     "preserve_insertion_order": False,
                                      "temp_directory": tmp})
         try:
+            con.execute("SET TimeZone = 'UTC'")  # zones are explicit in every conversion
             step("reading the S-360 export")
             summary.s360_records = _read(con, "s", s360_file, spec, s360_side)
             step("reading the target's side")
@@ -154,7 +170,7 @@ def compare(spec: Reconciliation, s360_side: Side, s360_file: Path, target_file:
                 if spec.target_rows is None:
                     raise ReconcileError("this target has no rows to read: give its export "
                                          "file (--target-export)")
-                target_file = _dump_rows(spec.target_rows(), spec, tmp)
+                target_file = _dump_rows(spec.target_rows(spec.fields), spec, tmp)
             summary.target_records = _read(con, "t", target_file, spec, spec.target_side)
             step("comparing")
             _diff(con, spec, summary)
@@ -163,6 +179,10 @@ def compare(spec: Reconciliation, s360_side: Side, s360_file: Path, target_file:
         finally:
             con.close()
     return summary
+
+
+def _shown(f: Field) -> str:
+    return ("n_" if f.kind in PLAIN else "raw_") + f.name
 
 
 def _diff(con, spec: Reconciliation, summary: Summary) -> None:
@@ -176,18 +196,19 @@ def _diff(con, spec: Reconciliation, summary: Summary) -> None:
                CASE WHEN t.k IS NULL THEN '{MISSING_IN_TARGET}'
                     WHEN s.k IS NULL THEN '{MISSING_IN_S360}' ELSE '{DIFFERENT}' END AS status
                {', ' + flags if flags else ''},
-               {', '.join(f"s.{_q('raw_' + f.name)} AS {_q('s_' + f.name)}, "
-                          f"t.{_q('raw_' + f.name)} AS {_q('t_' + f.name)}"
+               {', '.join(f"s.{_q(_shown(f))} AS {_q('s_' + f.name)}, "
+                          f"t.{_q(_shown(f))} AS {_q('t_' + f.name)}"
                           for f in spec.fields) or 'NULL AS none'}
         FROM s FULL OUTER JOIN t ON s.k = t.k
         WHERE s.k IS NULL OR t.k IS NULL OR {differs}""")
     summary.counts = {MISSING_IN_TARGET: 0, MISSING_IN_S360: 0, DIFFERENT: 0} | dict(
         con.execute("SELECT status, count(*) FROM d GROUP BY status").fetchall())
-    for f in spec.fields:
-        n = con.execute(f"SELECT count(*) FROM d WHERE status = '{DIFFERENT}' AND "
-                        f"{_q('d_' + f.name)}").fetchone()[0]
-        if n:
-            summary.field_counts[f.name] = n
+    if spec.fields:
+        counts = con.execute("SELECT " + ", ".join(
+            f"count(*) FILTER (WHERE {_q('d_' + f.name)})" for f in spec.fields) +
+            f" FROM d WHERE status = '{DIFFERENT}'").fetchone()
+        summary.field_counts = {f.name: n for f, n in zip(spec.fields, counts, strict=True)
+                                if n}
 
 
 def _write(con, spec: Reconciliation, report: Path, fmt: str) -> None:

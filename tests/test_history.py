@@ -320,3 +320,33 @@ def test_contacts_against_a_crm_export_file(tmp_path, monkeypatch, secrets_env, 
                          (rows[-1]["contact_number"], "missing_in_target", None)}
     finally:
         w.close()
+
+
+def test_export_columns_compared_fields_and_zone_come_from_the_config(
+        tmp_path, secrets_env, runner):
+    from .conftest import base_config, write_config
+    cfg = base_config(tmp_path)
+    cfg["reconcile"] = {"orders": {"columns": {"order_id": "ORDER_ID",
+                                               "sale_amount": "AMOUNT"},
+                                   "compare": ["sale_amount"], "amount_unit": "thousandths"}}
+    config = write_config(tmp_path, cfg)
+
+    def invoke(*args):
+        return runner.invoke(cli, [*args, "-c", str(config)])
+    orders = generated("orders", 20)
+    seed_world(tmp_path, invoke, "orders", orders)
+    export = tmp_path / "custom.csv"
+    with export.open("w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["ORDER_ID", "AMOUNT", "STATE"])
+        for i, o in enumerate(orders):
+            d = o["orderDetailsData"]
+            out.writerow([d["orderId"], d["saleAmount"] + (5 if i == 3 else 0), "ignored"])
+    code, out, found = reconcile(invoke, tmp_path, "orders", export)
+    assert code == 1, out
+    assert [(d["key"], d["field"]) for d in found] == [
+        (str(orders[3]["orderDetailsData"]["orderId"]), "sale_amount")]
+    cfg["reconcile"]["orders"]["timezone"] = "Mars/Olympus"
+    write_config(tmp_path, cfg)
+    code, out, _ = reconcile(invoke, tmp_path, "orders", export)
+    assert code == 2 and "unknown time zone 'Mars/Olympus'" in out

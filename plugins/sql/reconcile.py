@@ -15,10 +15,10 @@ def warehouse_side(target: SqlTarget, institution, table: Table, key: Field,
     """Compare ``fields`` with ``table``, whose column of each field is ``columns[name]``;
     amounts are stored in thousandths and times as UTC, as every stream writes them."""
     key_col = table.c[columns[key.name]]
-    cols = [key_col, *(table.c[columns[f.name]] for f in fields)]
     as_key = key_col.type.python_type
 
-    def rows():
+    def rows(compared: list[Field]):
+        cols = [key_col, *(table.c[columns[f.name]] for f in compared)]
         target._ensure([table])
         with target.engine.connect().execution_options(stream_results=True) as conn:
             result = conn.execute(select(*cols).where(table.c.institution == institution.code))
