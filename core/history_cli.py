@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 from pathlib import Path
 
 import click
@@ -15,10 +14,8 @@ from .reconcile import (
     DIFFERENT,
     MISSING_IN_S360,
     MISSING_IN_TARGET,
-    ReconcileError,
-    Reconciliation,
-    Side,
     compare,
+    configured,
     differences,
 )
 from .repair import deliver, repair
@@ -74,29 +71,6 @@ def import_records(configs, institution, stream_name, fmt, batch, again, no_deli
         click.echo(f"delivered {n} record(s); see `s360bridge status`")
 
 
-def _configured(spec: Reconciliation, inst, stream: str) -> tuple[Reconciliation, Side]:
-    """The stream's reconciliation with the institution's ``reconcile`` settings applied."""
-    cfg = inst.reconcile.get(stream, {})
-    known = {f.name for f in (spec.key, *spec.fields)}
-    for what in ("columns", "target_columns", "compare"):
-        unknown = set(cfg.get(what) or ()) - known
-        if unknown:
-            raise ReconcileError(f"{inst.source}: reconcile.{stream}.{what}: unknown field(s) "
-                                 f"{', '.join(sorted(unknown))} (known: "
-                                 f"{', '.join(sorted(known))})")
-    if "compare" in cfg:
-        spec = dataclasses.replace(spec, fields=[f for f in spec.fields
-                                                 if f.name in cfg["compare"]])
-    if cfg.get("target_columns"):
-        side = spec.target_side
-        spec = dataclasses.replace(spec, target_side=dataclasses.replace(
-            side, columns={**side.columns, **cfg["target_columns"]}))
-    columns = cfg.get("columns") or {}
-    s360 = Side({f.name: columns.get(f.name, f.s360_column) for f in (spec.key, *spec.fields)},
-                cfg.get("amount_unit", "units"), cfg.get("timezone", inst.timezone.key))
-    return spec, s360
-
-
 def _export_rows(path: Path, key_column: str):
     def rows(keys: list[str]) -> dict[str, dict | None]:
         wanted, found = set(keys), dict.fromkeys(keys)
@@ -140,7 +114,7 @@ def reconcile(ctx, configs, institution, stream_name, s360_file, target_name, ta
         raise S360BridgeError(f"target {target_name!r} is not a target of {stream_name} "
                               f"(targets: {', '.join(targets) or 'none'})")
     target = bridge.target(inst, target_name)
-    spec, s360_side = _configured(bridge.hooks.reconcile(inst, stream, target), inst,
+    spec, s360_side = configured(bridge.hooks.reconcile(inst, stream, target), inst,
                                   stream_name)
     report = report or Path(f"reconcile-{inst.code}-{stream_name}.csv")
     fmt = fmt or ("jsonl" if report.suffix in (".jsonl", ".json") else "csv")

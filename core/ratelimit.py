@@ -46,11 +46,13 @@ class EngineBucket(AbstractBucket):
         return self._now_ms()
 
     def put(self, item: RateItem) -> bool:
-        now = self._now_ms()  # the real time of the call, even after the limiter slept
         log = CALL_LOG.c
         with write(self.engine) as conn:
             if conn.dialect.name == "postgresql":
                 conn.execute(sql_text("SELECT pg_advisory_xact_lock(:k)"), {"k": self._lock_id})
+            # read the clock once the lock is held: the time recorded is the time admitted,
+            # not the time this process began to wait for another one
+            now = self._now_ms()
             counts = [conn.execute(select(func.count()).where(
                 log.bucket == self.key,
                 log.at_ms >= self._algorithm.window_start(rate, now))).scalar_one()

@@ -12,6 +12,7 @@ Kinds: ``text`` (whitespace trimmed and collapsed), ``ci_text`` (also case-folde
 from __future__ import annotations
 
 import csv
+import dataclasses
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -80,6 +81,29 @@ class Summary:
     @property
     def in_sync(self) -> bool:
         return not any(self.counts.values())
+
+
+def configured(spec: Reconciliation, inst, stream: str) -> tuple[Reconciliation, Side]:
+    """The stream's reconciliation with the institution's ``reconcile`` settings applied."""
+    cfg = inst.reconcile.get(stream, {})
+    known = {f.name for f in (spec.key, *spec.fields)}
+    for what in ("columns", "target_columns", "compare"):
+        unknown = set(cfg.get(what) or ()) - known
+        if unknown:
+            raise ReconcileError(f"{inst.source}: reconcile.{stream}.{what}: unknown field(s) "
+                                 f"{', '.join(sorted(unknown))} (known: "
+                                 f"{', '.join(sorted(known))})")
+    if "compare" in cfg:
+        spec = dataclasses.replace(spec, fields=[f for f in spec.fields
+                                                 if f.name in cfg["compare"]])
+    if cfg.get("target_columns"):
+        side = spec.target_side
+        spec = dataclasses.replace(spec, target_side=dataclasses.replace(
+            side, columns={**side.columns, **cfg["target_columns"]}))
+    columns = cfg.get("columns") or {}
+    s360 = Side({f.name: columns.get(f.name, f.s360_column) for f in (spec.key, *spec.fields)},
+                cfg.get("amount_unit", "units"), cfg.get("timezone", inst.timezone.key))
+    return spec, s360
 
 
 def _norm(kind: str, value: str, side: Side) -> str:

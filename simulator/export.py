@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from s360bridge.core.mapping import lookup
+from s360bridge.core.reconcile import compare, configured
 from s360bridge.plugins import contacts, orders
 
 
@@ -51,3 +52,26 @@ def write_jsonl(records: list[dict], path: Path) -> None:
     with path.open("wb") as f:
         for r in records:
             f.write(orjson.dumps(r) + b"\n")
+
+
+def reconcile_all(bridge, inst, made: dict, folder: Path) -> list[str]:
+    """Write S-360's export of what the simulator made, and reconcile every stream with its
+    first database target: what ``s360bridge reconcile`` does, for the demo."""
+    lines = []
+    folder.mkdir(parents=True, exist_ok=True)
+    for (code, stream_name), records in made.items():
+        cfg = inst.streams.get(stream_name)
+        targets = [bridge.target(inst, n) for n in cfg.targets] if code == inst.code else []
+        target = next((t for t in targets if t.kind == "sql"), None)
+        if target is None:
+            continue
+        export = folder / f"{code}-{stream_name}-s360-export.csv"
+        write_csv(stream_name, records, export, inst.timezone)
+        spec, side = configured(bridge.hooks.reconcile(inst, bridge.stream(stream_name),
+                                                       target), inst, stream_name)
+        report = folder / f"{code}-{stream_name}-reconcile.csv"
+        s = compare(spec, side, export, None, report)
+        state = "in sync" if s.in_sync else f"{sum(s.counts.values())} differences ({report})"
+        lines.append(f"reconcile {code}/{stream_name} with {target.name}: {s.s360_records} "
+                     f"records in S-360's export, {s.target_records} in the target: {state}")
+    return lines

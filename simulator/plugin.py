@@ -20,7 +20,7 @@ from s360bridge.core.hookspecs import hookimpl
 from s360bridge.core.runner import Process
 
 from .data import Generator
-from .export import write_csv, write_jsonl
+from .export import reconcile_all, write_csv, write_jsonl
 from .side import SideSystems
 from .webhooks import RunReport, WebhookQueue, WebhookSettings
 
@@ -140,6 +140,10 @@ def demo(config, records, seed, every, timeout):
         for inst in settings.institutions.values():
             _crm_round_trip(side, bridge, proc, inst, made.get((inst.code, "contacts"), []),
                             every, deadline)
+            if inst.code in side.api.stores:  # S-360's contacts as they are now
+                made[inst.code, "contacts"] = list(side.api.stores[inst.code].contacts.values())
+            for line in reconcile_all(bridge, inst, made, Path("var")):
+                click.echo(line)
         click.echo(f"see `s360bridge status -c {config}` and the warehouse tables")
     finally:
         proc.shutdown()

@@ -283,8 +283,8 @@ def test_the_limiter_keeps_to_the_rate_and_absorbs_a_509(tmp_path, monkeypatch, 
         assert w.calls("saveIndividualContactData") == 16  # every change made it
         assert w.api.count("saveIndividualContactData", 509) == 2
         times = sorted(c.at for c in w.api.calls if c.status == 200)
-        # never more than 5 calls in any second (50 ms allowed for the way over loopback)
-        assert all(b - a >= 0.95 for a, b in zip(times, times[5:], strict=False))
+        # never more than 5 calls in any second (100 ms allowed for the way over loopback)
+        assert all(b - a >= 0.9 for a, b in zip(times, times[5:], strict=False))
         assert max(w.api.per_window("saveIndividualContactData").values()) <= 6
     finally:
         w.close()
@@ -335,7 +335,8 @@ def test_the_budget_is_shared_by_processes_on_one_database(tmp_path):
     create_schema(engines[0])
     taken = spend_concurrently(engines, 4, 0.5)
     assert len(taken) == 12
-    assert all(b - a >= 0.5 for a, b in zip(taken, taken[4:], strict=False))
+    # never 5 calls within one window (50 ms allowed for the way back from the database)
+    assert all(b - a >= 0.45 for a, b in zip(taken, taken[4:], strict=False))
 
 
 def test_retry_after_of_a_busy_crm_is_honoured(world):

@@ -234,13 +234,15 @@ def test_reconcile_that_cannot_run_exits_2(tmp_path, invoke, mistake, message):
 
 
 def test_repair_brings_both_sides_back_in_sync(tmp_path, monkeypatch, secrets_env, runner):
-    """Orders are read again through the simulator's API, contacts too, ticket checks from
-    the export itself; a second reconcile finds them in sync."""
+    """Orders are read again through the simulator's API, a contact is delivered again from
+    the inbox, ticket checks come from the export itself; a second reconcile finds them all
+    in sync."""
     w = World(tmp_path, monkeypatch)
     try:
         gen = Generator(21)
         people = gen.records("contacts", 30)
         orders = gen.records("orders", 60)
+        checks = gen.records("ticketchecks", 40)
         w.api.stores["testvenue"].add(people)
         w.api.order_stores["testvenue"].add(orders)
 
@@ -248,6 +250,7 @@ def test_repair_brings_both_sides_back_in_sync(tmp_path, monkeypatch, secrets_en
             return runner.invoke(cli, [*args, "-c", str(w.config)])
         seed_world(tmp_path, invoke, "orders", orders[5:])  # 5 never arrived
         seed_world(tmp_path, invoke, "contacts", people)
+        seed_world(tmp_path, invoke, "ticketchecks", checks[3:])  # 3 never arrived
         with sqlite3.connect(tmp_path / "warehouse.db") as conn:  # somebody edited the DWH
             conn.execute("UPDATE orders SET sale_amount = 1 WHERE order_id = ?",
                          (orders[30]["orderDetailsData"]["orderId"],))
@@ -256,7 +259,8 @@ def test_repair_brings_both_sides_back_in_sync(tmp_path, monkeypatch, secrets_en
         with sqlite3.connect(tmp_path / "engine.db") as conn:  # and the inbox was purged
             conn.execute("DELETE FROM inbox WHERE record_key = ?",
                          (str(orders[0]["orderDetailsData"]["orderId"]),))
-        for stream, records in (("orders", orders), ("contacts", people)):
+        for stream, records in (("orders", orders), ("contacts", people),
+                                ("ticketchecks", checks)):
             export = tmp_path / f"s360-{stream}.csv"
             write_csv(stream, records, export, ZURICH)
             code, out, _ = reconcile(invoke, tmp_path, stream, export, "--repair")

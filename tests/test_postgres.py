@@ -110,7 +110,8 @@ def test_call_budget_and_crm_links_on_postgresql(pg_bridge):
     engines = [make_engine(url) for _ in range(3)]  # three "processes", one database
     taken = spend_concurrently(engines, 4, 0.5)
     assert len(taken) == 12
-    assert all(b - a >= 0.5 for a, b in zip(taken, taken[4:], strict=False))
+    # never 5 calls within one window (50 ms allowed for the way back from the database)
+    assert all(b - a >= 0.45 for a, b in zip(taken, taken[4:], strict=False))
     for e in engines:
         e.dispose()
 

@@ -160,3 +160,9 @@ def test_demo_of_the_worked_example_follows_crm_edits_to_s360_and_back(
     assert ("myvenue: CRM received 35 contact and 30 order pushes; S-360 API calls: 10 "
             "saveIndividualContactData, 5 searchContact, 1 createCulturalContact, 0 answered "
             "509") in result.output
+    # S-360's export of the same records (contacts as S-360 now has them) agrees with the DWH
+    assert "reconcile myvenue/contacts with datx: 35 records in S-360's export, 35 in the " \
+           "target: in sync" in result.output
+    for stream in ("orders", "ticketchecks"):
+        assert f"reconcile myvenue/{stream} with datx: 30 records in S-360's export, 30 in " \
+               "the target: in sync" in result.output
