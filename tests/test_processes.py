@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import shutil
 import signal
@@ -19,7 +18,6 @@ import requests
 
 from s360bridge.core.bridge import Bridge
 from s360bridge.core.config import load_settings
-from s360bridge.core.db import create_schema, make_engine
 from s360bridge.core.inbox import ingest
 
 from .conftest import API_KEY, SECRETS_ENV, Journal, base_config, write_config
@@ -184,26 +182,40 @@ def test_sigterm_stops_cleanly_and_releases_nothing_half_done(tmp_path, crash_co
         assert leased.fetchone()[0] == 0
 
 
-def _open_at_once(url: str, barrier) -> None:
+FORK_EIGHT = """
+import multiprocessing, sys
+from s360bridge.core.db import create_schema, make_engine
+
+def open_at_once(url, barrier):
     barrier.wait(10)
     engine = make_engine(url, busy_timeout=5)
     create_schema(engine)
     with engine.connect() as conn:
         conn.exec_driver_sql("SELECT count(*) FROM inbox")
 
-
-def test_processes_opening_a_new_database_together_all_start(tmp_path):
-    """gunicorn forks its workers at once: each one creates the schema and switches the new
-    file to WAL; none may fail on the lock that the others hold."""
+if __name__ == "__main__":
     ctx = multiprocessing.get_context("fork")
     barrier = ctx.Barrier(8)
-    url = f"sqlite:///{tmp_path}/fresh.db"
-    procs = [ctx.Process(target=_open_at_once, args=(url, barrier)) for _ in range(8)]
+    procs = [ctx.Process(target=open_at_once, args=(sys.argv[1], barrier), daemon=True)
+             for _ in range(8)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(60)
-    assert [p.exitcode for p in procs] == [0] * 8
+    print([p.exitcode for p in procs])
+"""
+
+
+def test_processes_opening_a_new_database_together_all_start(tmp_path):
+    """gunicorn forks its workers at once: each one creates the schema and switches the new
+    file to WAL; none may fail on the lock that the others hold. The forks are made by a fresh
+    single-threaded process, as gunicorn's master is, not by this test process, whose threads
+    (servers of earlier tests) a fork would copy mid-work."""
+    script = tmp_path / "fork_eight.py"
+    script.write_text(FORK_EIGHT, "utf-8")
+    done = subprocess.run([sys.executable, str(script), f"sqlite:///{tmp_path}/fresh.db"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == str([0] * 8), done.stderr
     with sqlite3.connect(tmp_path / "fresh.db") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
