@@ -110,6 +110,17 @@ class S360Client:
                 method, s.attempt_number, s.outcome.exception(), s.next_action.sleep))
         return retrying(self._call_once, service, method, body)
 
+    def fetch_each(self, service: str, method: str, keys: list[str], body_of
+                   ) -> dict[str, dict | None]:
+        """One call per key (``body_of(key)``); a key S-360 refuses (not found) gives None."""
+        found: dict[str, dict | None] = {}
+        for key in keys:
+            try:
+                found[key] = self.call(service, method, body_of(key))
+            except S360BusinessError:
+                found[key] = None
+        return found
+
     def _wait(self, state) -> float:
         exc = state.outcome.exception()
         if isinstance(exc, S360OverLimit):

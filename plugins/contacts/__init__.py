@@ -9,7 +9,6 @@ from s360bridge.core.errors import ConfigError
 from s360bridge.core.hookspecs import hookimpl
 from s360bridge.core.mapping import lookup
 from s360bridge.core.reconcile import Field
-from s360bridge.core.s360api import S360BusinessError
 from s360bridge.core.streams import RecordValidator, Stream, load_schema, stream_hooks
 from s360bridge.core.timeutil import utc_or_none
 from s360bridge.plugins.sides import target_side
@@ -68,14 +67,9 @@ def reconcile(institution, stream, target):
 
 def fetch_contacts(bridge, institution, numbers: list[str]) -> dict[str, dict | None]:
     """Contacts as S-360 has them now (``getContactData``), inside the call budget."""
-    client, found = bridge.s360(institution), {}
-    for number in numbers:
-        try:
-            found[number] = client.call("contactInformationPublicService", "getContactData",
-                                        {"contactNumber": number})
-        except S360BusinessError:
-            found[number] = None
-    return found
+    return bridge.s360(institution).fetch_each(
+        "contactInformationPublicService", "getContactData", numbers,
+        lambda number: {"contactNumber": number})
 
 
 @hookimpl

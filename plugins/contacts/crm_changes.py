@@ -16,9 +16,8 @@ from functools import cache
 import orjson
 from jsonschema import Draft202012Validator
 from sqlalchemy import Column, MetaData, String, Table, Text, select
-from sqlalchemy.dialects import postgresql, sqlite
 
-from s360bridge.core.db import create_tables, write
+from s360bridge.core.db import create_tables, dialect_insert, write
 from s360bridge.core.errors import ConfigError, TargetUnavailable
 from s360bridge.core.hookspecs import hookimpl
 from s360bridge.core.inbox import ingest
@@ -105,7 +104,6 @@ WATERMARKS = Table("crm_watermark", MetaData(),
                    Column("institution", String(40), primary_key=True),
                    Column("stream", String(40), primary_key=True),
                    Column("value", Text, nullable=False))
-_DIALECTS = {"sqlite": sqlite, "postgresql": postgresql}
 
 
 def watermark(engine, institution: str) -> str | None:
@@ -117,7 +115,7 @@ def watermark(engine, institution: str) -> str | None:
 
 def _store_watermark(engine, institution: str, value: str) -> None:
     with write(engine) as conn:
-        ins = _DIALECTS[conn.dialect.name].insert(WATERMARKS).values(
+        ins = dialect_insert(conn, WATERMARKS).values(
             institution=institution, stream=STREAM.name, value=value)
         conn.execute(ins.on_conflict_do_update(index_elements=["institution", "stream"],
                                                set_={"value": ins.excluded.value}))

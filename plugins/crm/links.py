@@ -23,7 +23,6 @@ from sqlalchemy import (
     func,
     select,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
 from s360bridge.core import db
 from s360bridge.core.db import write
@@ -38,7 +37,6 @@ LINKS = Table(
     Column("updated_at", Float, nullable=False),
     Index("ix_crm_link_crm_id", "institution", "crm_id"),
 )
-_DIALECTS = {"sqlite": sqlite, "postgresql": postgresql}
 
 
 def create_tables(engine) -> None:
@@ -87,7 +85,7 @@ def remember(engine, institution: str, rows: list[tuple[str, str | None, dict]],
         values = [{"institution": institution, "contact_number": number, "crm_id": crm_id,
                    "view": orjson.dumps({**known.get(number, {}), **fields}).decode(),
                    "updated_at": now} for number, crm_id, fields in rows]
-        ins = _DIALECTS[conn.dialect.name].insert(LINKS)
+        ins = db.dialect_insert(conn, LINKS)
         conn.execute(ins.on_conflict_do_update(
             index_elements=[LINKS.c.institution, LINKS.c.contact_number],
             set_={"view": ins.excluded.view, "updated_at": ins.excluded.updated_at,

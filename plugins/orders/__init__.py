@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from s360bridge.core.hookspecs import hookimpl
 from s360bridge.core.reconcile import Field
-from s360bridge.core.s360api import S360BusinessError
 from s360bridge.core.streams import RecordValidator, Stream, load_schema, stream_hooks
 from s360bridge.core.timeutil import utc_or_none
 from s360bridge.plugins.sides import target_side
@@ -61,13 +60,7 @@ def reconcile(institution, stream, target):
 
 def fetch_orders(bridge, institution, order_ids: list[str]) -> dict[str, dict | None]:
     """Orders as S-360 has them now (``getOrderDetails``), in the webhook's record shape."""
-    client, found = bridge.s360(institution), {}
-    for order_id in order_ids:
-        try:
-            result = client.call("externalOrderService", "getOrderDetails",
-                                 {"orderId": int(order_id)})
-        except S360BusinessError:
-            found[order_id] = None
-            continue
-        found[order_id] = {"orderDetailsData": result.get("orderDetailsData")}
-    return found
+    found = bridge.s360(institution).fetch_each(
+        "externalOrderService", "getOrderDetails", order_ids,
+        lambda order_id: {"orderId": int(order_id)})
+    return {k: r and {"orderDetailsData": r.get("orderDetailsData")} for k, r in found.items()}
