@@ -17,14 +17,19 @@ import jwt
 import orjson
 from flask import Flask, Response, request
 
-from . import contacts, orders
+from . import catalog, contacts, sales
+from .catalog import Catalog
 from .contacts import BusinessError, ContactStore
 from .orders import OrderStore
+from .sales import Sales
 
 # service -> (module, version prefix, methods, which store of the institution they use)
 SERVICES = {
     "contactInformationPublicService": ("tnco", "v2_", contacts.METHODS, "stores"),
-    "externalOrderService": ("tnseb", "v1_", orders.METHODS, "order_stores"),
+    "catalogService": ("tnseb", "v1_", catalog.METHODS, "catalogs"),
+    "availabilityService": ("tnseb", "v1_", catalog.AVAILABILITY_METHODS, "catalogs"),
+    "externalOrderFacade": ("tnseb", "v1_", sales.FACADE, "sales"),
+    "externalOrderService": ("tnseb", "v1_", sales.SERVICE, "sales"),
 }
 
 
@@ -57,6 +62,9 @@ class S360Api:
     clock: object = time.time
     stores: dict[str, ContactStore] = field(default_factory=dict)
     order_stores: dict[str, OrderStore] = field(default_factory=dict)
+    catalogs: dict[str, Catalog] = field(default_factory=dict)
+    sales: dict[str, Sales] = field(default_factory=dict)
+    open_order_seconds: float = 1200.0  # how long an open order holds its places
     calls: list[Call] = field(default_factory=list)
     force_509: int = 0  # answer the next N calls 509, whatever the budget (tests)
 
@@ -71,6 +79,9 @@ class S360Api:
         self.access[code] = access
         self.stores.setdefault(code, ContactStore())
         self.order_stores.setdefault(code, OrderStore())
+        self.catalogs.setdefault(code, Catalog())
+        self.sales.setdefault(code, Sales(self.catalogs[code], self.order_stores[code],
+                                          self.open_order_seconds, self.clock))
 
     def per_window(self, method: str | None = None, institution: str | None = None) -> Counter:
         """Calls answered 200 per window index, as S-360 counts them."""

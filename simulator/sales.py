@@ -1,0 +1,314 @@
+"""S-360's sales side (ExternalOrderFacade, ExternalOrderService v1_33): open orders that hold
+places and expire, closing with or without a pending-account payment, reservations and options
+resumed as sales or released, cancellations, barcodes, and ticket holders (REFERENCE §h).
+
+Closed and abandoned orders go to ``on_close``, which the simulator wires to its order webhook.
+INFERRED shapes kept here: the open order state ``OPEN``, ``timeslotId`` on a simple-product
+operation, ``barcode`` on movements, and the ``setMovementContactData`` body.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .catalog import CURRENCY, PENDING_ACCOUNT, Catalog, _iso
+from .contacts import BusinessError
+from .orders import OrderStore, get_order_details
+
+KINDS = ("SALE", "RESERVATION", "OPTION", "RESERVATION_FREEING", "OPTION_FREEING")
+AMOUNT_FIELD = {"SALE": "saleAmount", "RESERVATION": "reservationAmount",
+                "OPTION": "optionAmount"}
+
+
+@dataclass
+class Order:
+    id: int
+    file_id: int
+    type: str
+    purchaser: str | None
+    created: float
+    expires: float
+    state: str = "OPEN"  # INFERRED for an order not closed yet
+    lines: list[dict] = field(default_factory=list)
+    held: Counter = field(default_factory=Counter)  # quota key -> places
+    movements: list[dict] = field(default_factory=list)
+    release_from: int | None = None  # a *_FREEING order: the order whose places it frees
+    resumed: bool = False  # a reservation or option already turned into a sale or freed
+
+    @property
+    def total(self) -> int:
+        return sum(line["totalAmount"] for line in self.lines)
+
+
+class Sales:
+    def __init__(self, catalog: Catalog, orders: OrderStore, open_seconds: float = 1200,
+                 clock: Callable[[], float] = time.time):
+        self.catalog, self.orders_store = catalog, orders
+        self.open_seconds, self.clock = open_seconds, clock
+        self.orders: dict[int, Order] = {}
+        self.on_close: Callable[[dict], None] = lambda record: None
+        self._ids = itertools.count(10000900000)
+        self._rnd = random.Random(7)
+        self._lock = threading.RLock()
+
+    # -- bookkeeping -------------------------------------------------------------------------
+    def _record(self, o: Order) -> dict:
+        def t(seconds: float) -> str:
+            return _iso(dt.datetime.fromtimestamp(seconds, dt.UTC))
+        amounts = dict.fromkeys(("saleAmount", "preSaleAmount", "reservationAmount",
+                                 "optionAmount", "waitingAccountBalanceAmount"), 0)
+        amounts[AMOUNT_FIELD.get(o.type, "saleAmount")] = o.total
+        return {"orderDetailsData": {
+            "orderId": o.id, "orderType": o.type, "orderState": o.state,
+            "creationDateTime": t(o.created), "expirationDate": t(o.expires), **amounts,
+            "catalogCurrency": CURRENCY, "contactReference": o.purchaser,
+            "salesChannelCode": "RESAPI", "operationDatas": o.lines,
+            "movementDatas": o.movements}}
+
+    def _save(self, o: Order, finished: bool = False) -> None:
+        record = self._record(o)
+        self.orders_store.add([record])
+        if finished:
+            self.on_close(record)
+
+    def expire(self) -> None:
+        """Open orders past their expiry are abandoned and give their places back."""
+        now = self.clock()
+        with self._lock:
+            for o in list(self.orders.values()):
+                if o.state == "OPEN" and o.expires <= now:
+                    self._abandon(o)
+
+    def _abandon(self, o: Order) -> None:
+        self.catalog.give_back(o.held)
+        o.held.clear()
+        o.state = "ABANDONED"
+        self._save(o, finished=True)
+
+    def open_order(self, order_id) -> Order:
+        o = self.orders.get(order_id)
+        if o is None:
+            raise BusinessError("failed", f"error.order.notFound: {order_id}")
+        if o.state != "OPEN":
+            raise BusinessError("failed", f"error.order.notOpen: {order_id} is {o.state}")
+        return o
+
+    # -- lines -------------------------------------------------------------------------------
+    def _price(self, prices: list[dict], audience, seat_cat=None) -> int:
+        for p in prices:
+            if p["audSubCatId"] == audience and seat_cat in (None, p.get("seatCatId")):
+                return p["amount"]
+        raise BusinessError("failed", f"error.order.unknownTariff: {audience}")
+
+    def _lines(self, body: dict) -> tuple[list[dict], Counter]:
+        lines, wanted = [], Counter()
+        by_item = {i["id"]: p for p in self.catalog.products() for i in p.get("items", [])}
+        perfs = {perf["id"]: perf for p in self.catalog.products()
+                 for perf in (p.get("event") or {}).get("performances", [])}
+        for group in ("simpleProductOperations", "composedProductOperations"):
+            for op in body.get(group) or []:
+                product = by_item.get(op.get("itemId"))
+                if product is None:
+                    raise BusinessError("failed", f"error.order.unknownItem: {op.get('itemId')}")
+                qty = int(op.get("quantity", 1))
+                wanted["item", op["itemId"]] += qty
+                slot = op.get("timeslotId")
+                if product.get("timeslots"):
+                    if slot not in {s["id"] for s in product["timeslots"]}:
+                        raise BusinessError("failed", f"error.order.unknownTimeslot: {slot}")
+                    wanted["timeslot", slot] += qty
+                price = self._price(product["prices"], op.get("audienceSubCategoryId"))
+                lines.append({"productId": product["id"], "productCode": product["code"],
+                              "productFamilyType": product["productFamilyType"],
+                              "itemId": op["itemId"], "timeslotId": slot,
+                              "audienceSubCategoryId": op.get("audienceSubCategoryId"),
+                              "quantity": qty, "unitPrice": price, "totalAmount": qty * price})
+        entry = body.get("singleEntryAttributionOperations") or {}
+        for op in entry.get("operationAttributions") or []:
+            perf = perfs.get(op.get("performanceId"))
+            if perf is None:
+                raise BusinessError("failed", "error.order.unknownPerformance: "
+                                              f"{op.get('performanceId')}")
+            cat = op.get("seatCategoryId")
+            if cat not in {c["id"] for c in perf["seatCategories"]}:
+                raise BusinessError("failed", f"error.order.unknownSeatCategory: {cat}")
+            qty = int(op.get("quantity", 1))
+            wanted["seats", perf["id"], cat] += qty
+            price = self._price(perf["prices"], op.get("audienceSubCategoryId"), cat)
+            lines.append({"performanceId": perf["id"], "seatCategoryId": cat,
+                          "productFamilyType": "SINGLE_ENTRY",
+                          "audienceSubCategoryId": op.get("audienceSubCategoryId"),
+                          "quantity": qty, "unitPrice": price, "totalAmount": qty * price})
+        return lines, wanted
+
+    def _add(self, o: Order, lines: list[dict], wanted: Counter, take: bool) -> None:
+        if take:
+            self.catalog.take(wanted)
+            o.held.update(wanted)
+        for line in lines:
+            line["operationId"] = next(self._ids)
+            line["fileId"] = o.file_id
+            o.lines.append(line)
+            for _ in range(line["quantity"]):
+                o.movements.append({"movementId": next(self._ids),
+                                    "operationId": line["operationId"], "barcode": None,
+                                    "contactNumber": None})
+
+    # -- methods -----------------------------------------------------------------------------
+    def create_or_update(self, body: dict) -> dict:
+        self.expire()
+        kind = body.get("orderType", "SALE")
+        if kind not in KINDS:
+            raise BusinessError("failed", f"error.parameter.invalid: orderType {kind}")
+        options = set(body.get("orderCreationOptions") or [])
+        with self._lock:
+            if body.get("orderId"):
+                o = self.open_order(body["orderId"])
+            else:
+                now = self.clock()
+                purchaser = ((body.get("purchasersInfo") or [{}])[0]).get("contactReference")
+                o = Order(next(self._ids), body.get("fileId") or next(self._ids), kind,
+                          purchaser, now, now + self.open_seconds)
+            source = self._file_order(body.get("fileId"), options, kind)
+            if source is not None:  # resume a reservation/option as a sale, or free it
+                lines = [{k: v for k, v in line.items() if k not in ("operationId",)}
+                         for line in source.lines]
+                if kind.endswith("_FREEING"):
+                    o.lines, o.held = [], Counter()
+                    o.release_from = source.id
+                else:
+                    wanted = Counter(source.held)
+                    take = source.type == "OPTION"  # an option held nothing
+                    if take:
+                        wanted = self._lines_quota(source)
+                    else:
+                        o.held.update(source.held)
+                        source.held.clear()
+                    self._add(o, lines, wanted, take)
+            else:
+                lines, wanted = self._lines(body)
+                if not lines:
+                    raise BusinessError("failed", "error.order.empty")
+                self._add(o, lines, wanted, take=kind in ("SALE", "RESERVATION"))
+            self.orders[o.id] = o
+            self._save(o)
+        return {"orderUpdateData": {
+            "orderId": o.id, "orderSecretId": f"S{o.id:X}", "totalAmount": o.total,
+            "catalogCurrency": CURRENCY, "expirationDate": self._record(o)[
+                "orderDetailsData"]["expirationDate"],
+            "operationDataUpdates": [{"operationId": line["operationId"],
+                                      "fileId": o.file_id} for line in o.lines],
+            "movementDataUpdates": [{"movementId": m["movementId"]} for m in o.movements],
+            "generatedContactQualities": []}}
+
+    def _lines_quota(self, o: Order) -> Counter:
+        _, wanted = self._lines(_as_body(o.lines))
+        return wanted
+
+    def _file_order(self, file_id, options: set, kind: str) -> Order | None:
+        resume = {"RESUME_ALL_RESERVATION_OPERATIONS": "RESERVATION",
+                  "RESUME_ALL_OPTION_OPERATIONS": "OPTION"}
+        wanted = {resume[x] for x in options if x in resume}
+        if kind.endswith("_FREEING"):
+            wanted = {kind.removesuffix("_FREEING")}
+        if not wanted or file_id is None:
+            return None
+        for o in self.orders.values():
+            if o.file_id == file_id and o.type in wanted and o.state == "CLOSED" \
+                    and not o.resumed:
+                o.resumed = True
+                return o
+        raise BusinessError("failed", f"error.file.nothingToResume: {file_id}")
+
+    def close(self, body: dict, paid: int | None = None) -> dict:
+        self.expire()
+        with self._lock:
+            o = self.open_order(body.get("orderId"))
+            if paid is not None and paid != o.total:
+                raise BusinessError("failed", f"error.payment.amount: {paid} != {o.total}")
+            if o.type == "SALE" and body.get("generateBarCodes", True):
+                for m in o.movements:
+                    m["barcode"] = f"0{self._rnd.randint(10**22, 10**23 - 1)}"
+            if o.release_from is not None:
+                source = self.orders[o.release_from]
+                self.catalog.give_back(source.held)
+                source.held.clear()
+            o.state = "CLOSED"
+            self._save(o, finished=True)
+            return {"orderData": self._record(o)["orderDetailsData"]}
+
+    def pay_and_close(self, body: dict) -> dict:
+        payments = body.get("payments") or []
+        if any(p.get("paymentMethodId") != PENDING_ACCOUNT and p.get("paymentMethodId") != 16362
+               for p in payments):
+            raise BusinessError("failed", "error.payment.unknownMethod")
+        return self.close(body, paid=sum(int(p.get("amount", 0)) for p in payments))
+
+    def set_holders(self, body: dict) -> dict:
+        with self._lock:
+            o = self.orders.get(body.get("orderId"))
+            if o is None:
+                raise BusinessError("failed", f"error.order.notFound: {body.get('orderId')}")
+            by_id = {m["movementId"]: m for m in o.movements}
+            for item in body.get("movementContactDatas") or []:
+                movement = by_id.get(item.get("movementId"))
+                if movement is None:
+                    raise BusinessError("failed", "error.movement.notFound: "
+                                                  f"{item.get('movementId')}")
+                movement["contactNumber"] = item.get("contactNumber")
+            self._save(o)
+        return {}
+
+    def abandon(self, body: dict) -> dict:
+        with self._lock:
+            o = self.open_order(body.get("orderId"))
+            self._abandon(o)
+        return {}
+
+    def cancel(self, body: dict) -> dict:
+        """A closed sale is refunded: a REFUND_CLIENT order on its file gives places back."""
+        with self._lock:
+            o = self.orders.get(body.get("orderId"))
+            if o is None or o.state != "CLOSED" or o.type != "SALE":
+                raise BusinessError("failed", f"error.order.notCancellable: "
+                                              f"{body.get('orderId')}")
+            now = self.clock()
+            refund = Order(next(self._ids), o.file_id, "REFUND_CLIENT", o.purchaser, now, now,
+                           "CLOSED")
+            refund.lines = [{**line, "operationId": next(self._ids),
+                             "quantity": -line["quantity"],
+                             "totalAmount": -line["totalAmount"]} for line in o.lines]
+            self.catalog.give_back(o.held)
+            o.held.clear()
+            self.orders[refund.id] = refund
+            self._save(refund, finished=True)
+        return {"orderUpdateData": {"orderId": refund.id, "totalAmount": refund.total}}
+
+
+def _as_body(lines: list[dict]) -> dict:
+    simple = [{"itemId": x["itemId"], "audienceSubCategoryId": x["audienceSubCategoryId"],
+               "quantity": x["quantity"], "timeslotId": x.get("timeslotId")}
+              for x in lines if "itemId" in x]
+    entry = [{"performanceId": x["performanceId"], "seatCategoryId": x["seatCategoryId"],
+              "audienceSubCategoryId": x["audienceSubCategoryId"], "quantity": x["quantity"]}
+             for x in lines if "performanceId" in x]
+    return {"simpleProductOperations": simple,
+            "singleEntryAttributionOperations": {"operationAttributions": entry}}
+
+
+FACADE = {"createOrUpdateOrder": lambda s, b: s.create_or_update(b)}
+SERVICE = {
+    "closeOrder": lambda s, b: s.close(b),
+    "createPaymentsAndCloseOrder": lambda s, b: s.pay_and_close(b),
+    "setMovementContactData": lambda s, b: s.set_holders(b),
+    "abandonMovements": lambda s, b: s.abandon(b),
+    "cancelOperations": lambda s, b: s.cancel(b),
+    "getOrderDetails": lambda s, b: get_order_details(s.orders_store, b),
+}
