@@ -30,6 +30,7 @@ DEFAULT_PLUGINS = (
     "s360bridge.plugins.sql",
     "s360bridge.plugins.jsonl",
     "s360bridge.plugins.crm",
+    "s360bridge.plugins.offers",
 )
 ENTRY_POINT_GROUP = "s360bridge"
 LOAD_PLUGINS_ENV = "S360BRIDGE_LOAD_PLUGINS"

@@ -119,6 +119,10 @@ def get_pos_config(catalog: Catalog, body: dict) -> dict:
                                                  {"id": 16362, "code": "CASH"}]}}
 
 
+def list_audience_subcategories(catalog: Catalog, body: dict) -> dict:
+    return {"audienceSubCategories": AUDIENCES}  # INFERRED answer field
+
+
 def get_last_setup_update(catalog: Catalog, body: dict) -> dict:
     return {"lastSetupUpdate": catalog.last_setup_update}
 
@@ -157,6 +161,7 @@ def get_product_availability(catalog: Catalog, body: dict) -> dict:
 
 
 METHODS = {"getCatalogDetailed": get_catalog_detailed, "getPOSConfig": get_pos_config,
-           "getLastSetupUpdate": get_last_setup_update}
+           "getLastSetupUpdate": get_last_setup_update,
+           "listAudienceSubcategories": list_audience_subcategories}
 AVAILABILITY_METHODS = {"getEventAvailability": get_event_availability,
                         "getProductAvailability": get_product_availability}

@@ -37,7 +37,7 @@ class World:
     """The simulator's S-360 API, the reference CRM and the bridge's receiver, all served."""
 
     def __init__(self, tmp_path, monkeypatch, api_secret=API_SECRET, calls=50, window=1.0,
-                 client_calls=None, s360_limit=None):
+                 client_calls=None, s360_limit=None, configure=None):
         monkeypatch.setenv("TEST_S360_SECRET", api_secret)
         monkeypatch.setenv("TEST_CRM_KEY", CRM_KEY)
         monkeypatch.setenv("TEST_CRM_IN_KEY", CRM_IN_KEY)
@@ -66,6 +66,8 @@ class World:
             "targets": ["s360"],
             "options": {"poll": {"url": f"{crm}/api/changes", "auth": {
                 "type": "api_key", "header": "x-api-key", "key": {"$env": "TEST_CRM_KEY"}}}}}
+        if configure is not None:
+            configure(data)
         self.config = write_config(tmp_path, data)
         self.bridge = Bridge(load_settings([self.config]))
         self.inst = self.bridge.institution("testvenue")

@@ -1,0 +1,79 @@
+"""Offers: a CRM operator or a reseller creates sales, reservations and options in S-360.
+
+``POST /crm/offers/{institution}`` (and ``s360bridge offers create``) runs the S-360 sales
+sequence of each product family, durably and idempotently (sequence.py); the catalog and
+availabilities are cached by scheduled jobs within S-360's advice (catalog.py). Orders S-360
+closes come back through its order webhook, to the CRM like any order.
+"""
+
+from __future__ import annotations
+
+from jsonschema import Draft202012Validator
+
+from s360bridge.core.errors import ConfigError
+from s360bridge.core.hookspecs import hookimpl
+from s360bridge.core.streams import Stream
+
+from . import catalog, sequence, store
+from .cli import catalog_command, offers_command
+from .web import bp
+
+OPTIONS = Draft202012Validator({
+    "type": "object", "additionalProperties": False, "properties": {
+        "wait_seconds": {"type": "number", "minimum": 0, "maximum": 60},
+        "open_order_seconds": {"type": "number", "exclusiveMinimum": 0},
+        "payment_method_id": {"type": "integer"},
+        "availability_every_seconds": {"type": "number", "minimum": 60},
+        "recovery_every_seconds": {"type": "number", "minimum": 1}}})
+
+
+def check_options(options: dict) -> None:
+    error = next(iter(OPTIONS.iter_errors(options)), None)
+    if error is not None:
+        raise ConfigError(f"{'.'.join(map(str, error.absolute_path)) or '(options)'}: "
+                          f"{error.message}")
+
+
+STREAM = Stream("offers", "Offers created in S-360 (sales, reservations, options)",
+                route="crm/offers", check_options=check_options)
+
+
+@hookimpl
+def register_streams(register):
+    register(STREAM)
+
+
+@hookimpl
+def register_routes(register):
+    register(bp)
+
+
+@hookimpl
+def register_commands(cli):
+    cli.add_command(offers_command)
+    cli.add_command(catalog_command)
+
+
+def recover(bridge, inst) -> int:
+    """Carry on the offers nobody works on: after a crash, or S-360 being unavailable."""
+    ids = store.unfinished(bridge.engine, [inst.code])
+    for offer_id in ids:
+        sequence.run(bridge, inst, offer_id)
+    return len(ids)
+
+
+@hookimpl
+def register_jobs(register, bridge):
+    for inst in bridge.settings.institutions.values():
+        cfg = inst.streams.get(STREAM.name)
+        if cfg is None or not cfg.enabled:
+            continue
+        store.setup(bridge.engine)
+        every = cfg.options.get("availability_every_seconds", 3600)
+        register(f"catalog of {inst.code}", 3600,
+                 lambda inst=inst: catalog.refresh_catalog(bridge, inst))
+        register(f"availabilities of {inst.code}", every,
+                 lambda inst=inst, every=every: catalog.refresh_availability(bridge, inst,
+                                                                             every))
+        register(f"offers of {inst.code}", cfg.options.get("recovery_every_seconds", 10),
+                 lambda inst=inst: recover(bridge, inst))

@@ -1,0 +1,174 @@
+"""``s360bridge offers`` (create, list, show, confirm, release, cancel) and ``s360bridge
+catalog`` (list and search the cached catalog)."""
+
+from __future__ import annotations
+
+import json
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import click
+import orjson
+
+from s360bridge.core.cliutil import config_option, institution_of, open_bridge
+from s360bridge.core.errors import S360BridgeError
+
+from . import catalog as cache
+from . import sequence, store
+from .web import FOLLOW_UPS, REQUEST, start_follow_up, view
+
+STEPS = ("new", "ordering", "open", "closing", "done")
+
+
+def _offers_inst(bridge, code: str):
+    inst = institution_of(bridge, code)
+    if "offers" not in inst.streams:
+        raise S360BridgeError(f"offers are not enabled for {code} (streams.offers)")
+    store.setup(bridge.engine)
+    return inst
+
+
+def _follow(bridge, inst, offer_id: int) -> dict:
+    """Run the offer here with a progress bar over its steps; answer its final row."""
+    with click.progressbar(length=len(STEPS) - 1, label="offer") as bar:
+        shown = 0
+        while True:
+            row = sequence.run(bridge, inst, offer_id)
+            at = STEPS.index(row["state"]) if row["state"] in STEPS else len(STEPS) - 1
+            bar.label = f"offer {offer_id}: {row['state']}"
+            bar.update(at - shown)
+            shown = at
+            if row["state"] in store.FINAL:
+                return row
+            time.sleep(1)  # S-360 unavailable: the next round tries again
+
+
+def _show(row: dict, code: str) -> None:
+    click.echo(json.dumps(view(row, code), indent=2, default=str))
+
+
+@click.group("offers")
+def offers_command():
+    """Sales, reservations and options created in S-360."""
+
+
+@offers_command.command("create")
+@config_option
+@click.option("--institution", required=True)
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def create(configs, institution, file):
+    """Create the offer described by FILE (JSON, as POST /crm/offers takes) and wait."""
+    bridge = open_bridge(configs)
+    inst = _offers_inst(bridge, institution)
+    request = orjson.loads(file.read_bytes())
+    error = next(iter(REQUEST.iter_errors(request)), None)
+    if error is not None or not request.get("idempotency_key"):
+        why = error.message if error else "idempotency_key: required"
+        raise S360BridgeError(f"{file}: {why}")
+    row, made = store.create(bridge.engine, inst.code, request["idempotency_key"], request)
+    if not made:
+        click.echo(f"offer {row['id']} already has this idempotency key")
+    row = _follow(bridge, inst, row["id"])
+    _show(row, inst.code)
+    if row["state"] != "done":
+        raise SystemExit(1)
+
+
+@offers_command.command("list")
+@config_option
+@click.option("--institution")
+def listing(configs, institution):
+    """The latest offers, newest first; uncertain ones say until when they may hold places."""
+    bridge = open_bridge(configs)
+    store.setup(bridge.engine)
+    for row in store.listing(bridge.engine, institution):
+        note = f"  (may hold places until {row['expires_at']})" \
+            if row["state"] == "uncertain" else ""
+        click.echo(f"{row['id']:>6} {row['institution']:<12} {row['action']:<8} "
+                   f"{row['state']:<10} order {row['order_id'] or '-'}  "
+                   f"{row['idempotency_key']}{note}")
+
+
+@offers_command.command("show")
+@config_option
+@click.argument("offer_id", type=int)
+def show(configs, offer_id):
+    bridge = open_bridge(configs)
+    store.setup(bridge.engine)
+    row = store.row(bridge.engine, offer_id)
+    if row is None:
+        raise S360BridgeError(f"no offer {offer_id}")
+    _show(row, row["institution"])
+
+
+def _follow_up_command(action: str):
+    @offers_command.command(action, help=f"{action.capitalize()} a finished offer "
+                                         f"({' or '.join(FOLLOW_UPS[action])}).")
+    @config_option
+    @click.argument("offer_id", type=int)
+    def command(configs, offer_id):
+        bridge = open_bridge(configs)
+        store.setup(bridge.engine)
+        row = store.row(bridge.engine, offer_id)
+        if row is None:
+            raise S360BridgeError(f"no offer {offer_id}")
+        inst = _offers_inst(bridge, row["institution"])
+        try:
+            start_follow_up(bridge, row, action)
+        except Exception as exc:  # RequestRefused: the same words as the API
+            raise S360BridgeError(str(exc)) from None
+        _show(_follow(bridge, inst, offer_id), inst.code)
+    return command
+
+
+for _action in FOLLOW_UPS:
+    _follow_up_command(_action)
+
+
+def _money(amount, currency: str) -> str:
+    return f"{Decimal(amount) / 1000:.2f} {currency}" if amount is not None else "-"
+
+
+@click.command("catalog")
+@config_option
+@click.option("--institution", required=True)
+@click.option("--search", help="Only products whose code or name contains this.")
+@click.option("--refresh", is_flag=True, help="Read S-360 again (at most once a minute).")
+@click.option("--json", "as_json", is_flag=True)
+def catalog_command(configs, institution, search, refresh, as_json):
+    """The cached S-360 catalog: products, performances or time slots, tariffs, availability."""
+    bridge = open_bridge(configs)
+    inst = _offers_inst(bridge, institution)
+    if refresh:
+        cache.refresh_catalog(bridge, inst, force=True)
+        cache.refresh_availability(bridge, inst, 3600, force=True)
+    data, pos = cache.catalog_of(bridge, inst)
+    left = (store.cached(bridge.engine, inst.code, "availability") or {}).get("data", {})
+    products = [p for s in data.get("seasons", []) for p in s.get("products", [])]
+    if search:
+        needle = search.lower()
+        products = [p for p in products if needle in p["code"].lower() or needle in json.dumps(
+            p.get("externalName", {})).lower()]
+    if as_json:
+        click.echo(json.dumps({"products": products, "availability": left}, indent=2))
+        return
+    currency = pos["pos"].get("currencyCode", "")
+    names = {v: k for k, v in pos["audiences"].items()}
+    for p in products:
+        title = ((p.get("externalName") or {}).get("translations") or [{}])[0].get("value", "")
+        click.echo(f"{p['code']:<10} {p['productFamilyType']:<13} {title}")
+        for perf in (p.get("event") or {}).get("performances", []):
+            click.echo(f"  performance {perf['id']} {perf['start']}")
+            for cat in perf["seatCategories"]:
+                prices = ", ".join(f"{names.get(x['audSubCatId'], x['audSubCatId'])} "
+                                   f"{_money(x['amount'], currency)}"
+                                   for x in perf["prices"] if x["seatCatId"] == cat["id"])
+                key = f"seats:{perf['id']}:{cat['id']}"
+                click.echo(f"    {cat['code']:<6} left {left.get(key, '?')}  {prices}")
+        for slot in p.get("timeslots") or []:
+            key = f"timeslot:{slot['id']}"
+            click.echo(f"  time slot {slot['id']} {slot['start']} left {left.get(key, '?')}")
+        if p.get("prices"):
+            click.echo("  " + ", ".join(f"{names.get(x['audSubCatId'], x['audSubCatId'])} "
+                                        f"{_money(x['amount'], currency)}" for x in p["prices"]))

@@ -1,0 +1,150 @@
+"""Offers and the catalog cache, kept in the engine database.
+
+An offer's row is its durable progress: each step is written *before* the S-360 call it leads
+to, so that after a crash the bridge knows what may have happened. A row is worked on by one
+process at a time (a lease, as for inbox claims).
+"""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    or_,
+    select,
+    update,
+)
+
+from s360bridge.core.db import create_tables, dialect_insert, write
+
+METADATA = MetaData()
+OFFERS = Table(
+    "offer", METADATA,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("institution", String(40), nullable=False),
+    Column("idempotency_key", String(200), nullable=False),
+    Column("request", Text, nullable=False),
+    Column("action", String(20), nullable=False),  # create | confirm | release | cancel
+    # new | ordering | open | closing | done | failed | uncertain
+    Column("state", String(20), nullable=False),
+    Column("order_id", BigInteger), Column("file_id", BigInteger),
+    Column("expires_at", String(40)),
+    Column("result", Text), Column("error", Text), Column("http_status", Integer),
+    Column("lease_owner", String(40)), Column("lease_until", Float),
+    Column("created_at", Float, nullable=False), Column("updated_at", Float, nullable=False),
+    UniqueConstraint("institution", "idempotency_key", name="uq_offer_key"),
+)
+CACHE = Table(
+    "offer_cache", METADATA,
+    Column("institution", String(40), primary_key=True),
+    Column("what", String(20), primary_key=True),  # catalog | availability | pos
+    Column("fetched_at", Float, nullable=False),
+    Column("marker", Text),  # e.g. the lastSetupUpdate the catalog was read at
+    Column("data", Text, nullable=False),
+)
+FINAL = ("done", "failed", "uncertain")
+
+
+_ready: set[int] = set()
+
+
+def setup(engine) -> None:
+    """Create the tables, once per engine and process."""
+    if id(engine) not in _ready:
+        create_tables(engine, METADATA)
+        _ready.add(id(engine))
+
+
+def row(engine, offer_id: int) -> dict | None:
+    setup(engine)
+    with engine.connect() as conn:
+        r = conn.execute(select(OFFERS).where(OFFERS.c.id == offer_id)).first()
+    return dict(r._mapping) if r else None
+
+
+def by_key(engine, institution: str, key: str) -> dict | None:
+    with engine.connect() as conn:
+        r = conn.execute(select(OFFERS).where(OFFERS.c.institution == institution,
+                                              OFFERS.c.idempotency_key == key)).first()
+    return dict(r._mapping) if r else None
+
+
+def create(engine, institution: str, key: str, request: dict) -> tuple[dict, bool]:
+    """The offer of this idempotency key: a new one, or the one already there (False)."""
+    setup(engine)
+    now = time.time()
+    with write(engine) as conn:
+        ins = dialect_insert(conn, OFFERS).values(
+            institution=institution, idempotency_key=key, request=orjson.dumps(request).decode(),
+            action="create", state="new", created_at=now, updated_at=now)
+        made = conn.execute(ins.on_conflict_do_nothing()).rowcount == 1
+    return by_key(engine, institution, key), made
+
+
+def save(engine, offer_id: int, **values) -> None:
+    for k in ("result",):
+        if k in values and not isinstance(values[k], str | None):
+            values[k] = orjson.dumps(values[k]).decode()
+    with write(engine) as conn:
+        conn.execute(update(OFFERS).where(OFFERS.c.id == offer_id)
+                     .values(updated_at=time.time(), **values))
+
+
+def lease(engine, offer_id: int, owner: str, seconds: float) -> bool:
+    """Take the offer for ``seconds``, unless another process holds it."""
+    now = time.time()
+    with write(engine) as conn:
+        return conn.execute(update(OFFERS).where(
+            OFFERS.c.id == offer_id,
+            or_(OFFERS.c.lease_until.is_(None), OFFERS.c.lease_until < now,
+                OFFERS.c.lease_owner == owner))
+            .values(lease_owner=owner, lease_until=now + seconds)).rowcount == 1
+
+
+def unfinished(engine, institutions: list[str]) -> list[int]:
+    setup(engine)
+    now = time.time()
+    with engine.connect() as conn:
+        return [r[0] for r in conn.execute(select(OFFERS.c.id).where(
+            OFFERS.c.institution.in_(institutions), OFFERS.c.state.not_in(FINAL),
+            or_(OFFERS.c.lease_until.is_(None), OFFERS.c.lease_until < now)))]
+
+
+def listing(engine, institution: str | None = None, limit: int = 100) -> list[dict]:
+    setup(engine)
+    query = select(OFFERS).order_by(OFFERS.c.id.desc()).limit(limit)
+    if institution:
+        query = query.where(OFFERS.c.institution == institution)
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(query)]
+
+
+def cached(engine, institution: str, what: str) -> dict | None:
+    setup(engine)
+    with engine.connect() as conn:
+        r = conn.execute(select(CACHE).where(CACHE.c.institution == institution,
+                                             CACHE.c.what == what)).first()
+    return None if r is None else {"fetched_at": r.fetched_at, "marker": r.marker,
+                                   "data": orjson.loads(r.data)}
+
+
+def cache(engine, institution: str, what: str, data, marker: str | None = None) -> None:
+    setup(engine)
+    with write(engine) as conn:
+        ins = dialect_insert(conn, CACHE).values(
+            institution=institution, what=what, fetched_at=time.time(), marker=marker,
+            data=orjson.dumps(data).decode())
+        conn.execute(ins.on_conflict_do_update(
+            index_elements=["institution", "what"],
+            set_={"fetched_at": ins.excluded.fetched_at, "marker": ins.excluded.marker,
+                  "data": ins.excluded.data}))

@@ -1,0 +1,157 @@
+"""``/crm/offers/{institution}``: create an offer, follow it up, read it; and the catalog.
+
+POST answers 201 with the result when the sequence completes within ``wait_seconds``, else
+202 with the offer's URL to poll. The idempotency key (``idempotency_key`` in the body, or an
+``Idempotency-Key`` header) makes a repeated request answer the same offer, never a new order.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import orjson
+from flask import Blueprint, current_app, request
+from jsonschema import Draft202012Validator
+
+from s360bridge.core.receiver import RequestRefused, check_auth, json_response
+
+from . import catalog as cache
+from . import sequence, store
+
+LINE = {"type": "object", "required": ["product"], "properties": {
+    "product": {"type": ["string", "integer"]}, "performance": {"type": "integer"},
+    "timeslot": {"type": "integer"}, "seat_category": {"type": ["string", "integer"]},
+    "tariff": {"type": ["string", "integer"]},
+    "quantity": {"type": "integer", "minimum": 1, "maximum": 100}}}
+REQUEST = Draft202012Validator({
+    "type": "object", "required": ["lines"], "properties": {
+        "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 200},
+        "type": {"enum": ["sale", "reservation", "option"]},
+        "purchaser": {"type": "object", "properties": {
+            "contact_number": {"type": "string"}, "email": {"type": "string"},
+            "first_name": {"type": "string"}, "last_name": {"type": "string"}}},
+        "lines": {"type": "array", "minItems": 1, "items": LINE},
+        "holders": {"type": "array", "items": {"type": "string"}},
+        "pay": {"type": "boolean"}}})
+FOLLOW_UPS = {"confirm": ("reservation", "option"), "release": ("reservation", "option"),
+              "cancel": ("sale",)}
+
+
+def view(row: dict, code: str) -> dict:
+    """An offer as the API shows it."""
+    result = orjson.loads(row["result"]) if row["result"] else {}
+    shown = {k: v for k, v in result.items() if k not in ("plan", "movements")}
+    return {"id": row["id"], "institution": row["institution"],
+            "idempotency_key": row["idempotency_key"], "action": row["action"],
+            "state": row["state"], "order_id": row["order_id"], "file_id": row["file_id"],
+            "expires_at": row["expires_at"], "error": row["error"], **shown,
+            "url": f"/crm/offers/{code}/{row['id']}"}
+
+
+def answer(row: dict, code: str):
+    if row["state"] == "done":
+        return json_response(view(row, code), row["http_status"] or 200)
+    if row["state"] == "failed":
+        body = view(row, code)
+        return json_response({**body, **(body.get("failure") or {})}, row["http_status"])
+    if row["state"] == "uncertain":
+        return json_response(view(row, code), 500)
+    return json_response(view(row, code), 202, {"Location": f"/crm/offers/{code}/{row['id']}"})
+
+
+bp = Blueprint("offers", __name__)
+
+
+def _bridge():
+    return current_app.extensions["s360bridge"]
+
+
+def institution(code: str):
+    """The institution, if offers are enabled for it and the request is authenticated."""
+    inst = _bridge().institution(code)
+    cfg = inst.streams.get("offers") if inst else None
+    if cfg is None or not cfg.enabled:
+        raise RequestRefused(404, f"offers are not enabled for {code!r}")
+    if not inst.allows(request.remote_addr):
+        raise RequestRefused(403, f"source address {request.remote_addr} is not allowed")
+    check_auth(cfg.auth)
+    store.setup(_bridge().engine)
+    return inst
+
+
+def run_and_answer(inst, offer_id: int):
+    bridge = _bridge()
+    wait = inst.streams["offers"].options.get("wait_seconds", 5.0)
+    worker = threading.Thread(target=sequence.run, args=(bridge, inst, offer_id),
+                              daemon=True)
+    worker.start()
+    worker.join(wait)
+    return answer(store.row(bridge.engine, offer_id), inst.code)
+
+
+@bp.post("/crm/offers/<code>")
+def create(code: str):
+    inst = institution(code)
+    try:
+        body = orjson.loads(request.get_data() or b"null")
+    except orjson.JSONDecodeError as exc:
+        raise RequestRefused(400, f"body is not valid JSON: {exc}") from None
+    error = next(iter(REQUEST.iter_errors(body)), None)
+    if error is not None:
+        where = "/".join(map(str, error.absolute_path)) or "(offer)"
+        raise RequestRefused(400, f"{where}: {error.message}")
+    key = body.get("idempotency_key") or request.headers.get("Idempotency-Key")
+    if not key:
+        raise RequestRefused(400, "an idempotency key is required (idempotency_key, or "
+                                  "the Idempotency-Key header)")
+    body = {**body, "idempotency_key": key}
+    row, made = store.create(_bridge().engine, inst.code, key, body)
+    if not made and orjson.loads(row["request"]) != body:
+        raise RequestRefused(422, f"idempotency key {key!r} was used for another offer "
+                                  f"({row['id']})")
+    return run_and_answer(inst, row["id"])
+
+
+@bp.get("/crm/offers/<code>/<int:offer_id>")
+def show(code: str, offer_id: int):
+    inst = institution(code)
+    row = store.row(_bridge().engine, offer_id)
+    if row is None or row["institution"] != inst.code:
+        raise RequestRefused(404, f"no offer {offer_id} for {code!r}")
+    return answer(row, code)
+
+
+@bp.post("/crm/offers/<code>/<int:offer_id>/<action>")
+def follow_up(code: str, offer_id: int, action: str):
+    inst = institution(code)
+    row = store.row(_bridge().engine, offer_id)
+    if row is None or row["institution"] != inst.code:
+        raise RequestRefused(404, f"no offer {offer_id} for {code!r}")
+    start_follow_up(_bridge(), row, action)
+    return run_and_answer(inst, offer_id)
+
+
+@bp.get("/crm/catalog/<code>")
+def catalog(code: str):
+    inst = institution(code)
+    bridge = _bridge()
+    data, pos = cache.catalog_of(bridge, inst)
+    left = (store.cached(bridge.engine, inst.code, "availability") or {}).get("data", {})
+    return json_response({"catalog": data, "audiences": pos["audiences"],
+                          "availability": left})
+
+
+def start_follow_up(bridge, row: dict, action: str) -> None:
+    """Turn a finished offer to ``action``; repeating a follow-up already done changes
+    nothing (it answers the same result)."""
+    if action not in FOLLOW_UPS:
+        raise RequestRefused(404, f"unknown follow-up {action!r} (known: "
+                                  f"{', '.join(FOLLOW_UPS)})")
+    if row["action"] == action:
+        return
+    kind = (orjson.loads(row["result"] or "{}")).get("type")
+    if row["state"] != "done" or kind not in FOLLOW_UPS[action]:
+        raise RequestRefused(409, f"offer {row['id']} is a {kind or 'unfinished'} offer in "
+                                  f"state {row['state']}: it cannot be {action}ed")
+    store.save(bridge.engine, row["id"], action=action, state="new", http_status=None,
+               error=None)

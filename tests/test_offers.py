@@ -1,0 +1,181 @@
+"""Offers against the simulator's sales side, over real HTTP: every family and type, follow-ups,
+races for the last seats, idempotency, and the catalog cache's limits."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import requests
+
+from s360bridge.core.cli import cli
+from s360bridge.core.plugins import Hooks
+from s360bridge.plugins.offers import catalog as cache
+from s360bridge.simulator.webhooks import WebhookQueue, WebhookSettings
+
+from .test_crm import World
+
+OFFER_KEY = "offers-key-of-the-crm-0123"
+PERF, CAT1 = 10228231109243, "CAT1"
+LINES = {
+    "open pass": {"product": "MUSPASS", "tariff": "ADULT", "quantity": 2},
+    "visit pass": {"product": "VISIT10", "timeslot": 10228231108630, "tariff": "CHILD",
+                   "quantity": 2},
+    "event": {"product": "HAMLET", "performance": PERF, "seat_category": "CAT2",
+              "tariff": "ADULT", "quantity": 2},
+    "season ticket": {"product": "SEASON26", "tariff": "ADULT", "quantity": 1},
+}
+
+
+def with_offers(data: dict) -> None:
+    data["streams"]["offers"] = {
+        "auth": {"type": "api_key", "header": "x-api-key", "key": {"$env": "TEST_CRM_IN_KEY"}},
+        "options": {"wait_seconds": 10, "open_order_seconds": 2}}
+
+
+class Shop(World):
+    def __init__(self, tmp_path, monkeypatch):
+        super().__init__(tmp_path, monkeypatch, calls=500, configure=with_offers)
+        self.sales = self.api.sales["testvenue"]
+        self.orders_webhook = WebhookQueue(WebhookSettings(
+            f"{self.proc.url}/s360/orders/testvenue", batch_size=100, bucket_size=20))
+        self.sales.on_close = lambda record: self.orders_webhook.enqueue([record])
+        self.sales.open_seconds = 2
+
+    def offer(self, key: str, *lines, kind: str = "sale", **extra) -> requests.Response:
+        body = {"idempotency_key": key, "type": kind, "lines": list(lines),
+                "purchaser": {"contact_number": "0001234"}, **extra}
+        return requests.post(f"{self.proc.url}/crm/offers/testvenue", json=body,
+                             headers={"x-api-key": "crm-posts-its-changes-with-this"},
+                             timeout=30)
+
+    def follow_up(self, offer_id: int, action: str) -> requests.Response:
+        return requests.post(f"{self.proc.url}/crm/offers/testvenue/{offer_id}/{action}",
+                             headers={"x-api-key": "crm-posts-its-changes-with-this"},
+                             timeout=30)
+
+    def left(self, *quota) -> int:
+        return self.api.catalogs["testvenue"].left[quota]
+
+
+@pytest.fixture
+def shop(tmp_path, monkeypatch, secrets_env):
+    s = Shop(tmp_path, monkeypatch)
+    yield s
+    s.close()
+
+
+@pytest.mark.parametrize("family", sorted(LINES))
+def test_a_sale_of_every_family(shop, family):
+    r = shop.offer(f"sale-{family}", LINES[family])
+    assert r.status_code == 201, r.text
+    offer = r.json()
+    assert (offer["state"], offer["order_type"], offer["order_state"]) == \
+        ("closed", "SALE", "CLOSED")
+    assert len(offer["barcodes"]) == LINES[family]["quantity"]
+    assert all(isinstance(b, str) for b in offer["barcodes"])
+    assert isinstance(offer["amounts"]["saleAmount"], int)
+    # the closed order reaches the bridge through S-360's order webhook, then the CRM
+    shop.orders_webhook.run_once()
+    shop.drain()
+    assert shop.crm.orders[offer["order_id"]]["state"] == "CLOSED"
+
+
+@pytest.mark.parametrize("kind", ["reservation", "option"])
+def test_reservation_and_option_then_sale_release_and_cancel(shop, kind):
+    line = LINES["event"]
+    before = shop.left("seats", PERF, 302)
+    r = shop.offer(f"{kind}-1", line, kind=kind)
+    assert r.status_code == 201, r.text
+    offer = r.json()
+    assert offer["order_type"] == kind.upper() and offer["barcodes"] == []
+    held = 2 if kind == "reservation" else 0  # an option holds no seat (REFERENCE §h.1)
+    assert shop.left("seats", PERF, 302) == before - held
+    confirmed = shop.follow_up(offer["id"], "confirm")
+    assert confirmed.status_code == 201, confirmed.text
+    assert confirmed.json()["order_type"] == "SALE" and len(confirmed.json()["barcodes"]) == 2
+    assert shop.left("seats", PERF, 302) == before - 2
+    again = shop.follow_up(offer["id"], "confirm")  # repeated: the same sale, no new order
+    assert again.json()["order_id"] == confirmed.json()["order_id"]
+    cancelled = shop.follow_up(offer["id"], "cancel")
+    assert cancelled.status_code in (200, 201), cancelled.text
+    assert shop.left("seats", PERF, 302) == before
+
+    r = shop.offer(f"{kind}-2", line, kind=kind)
+    released = shop.follow_up(r.json()["id"], "release")
+    assert released.status_code == 201, released.text
+    assert released.json()["state"] == "released"
+    assert shop.left("seats", PERF, 302) == before
+
+
+def test_two_offers_racing_for_the_last_seats(shop):
+    line = {**LINES["event"], "seat_category": CAT1, "quantity": 3}  # 4 seats in CAT1
+    answers = {}
+
+    def buy(key):
+        answers[key] = shop.offer(key, line)
+    threads = [threading.Thread(target=buy, args=(k,)) for k in ("racer-a", "racer-b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    codes = sorted(a.status_code for a in answers.values())
+    assert codes == [201, 409], [a.text for a in answers.values()]
+    lost = next(a.json() for a in answers.values() if a.status_code == 409)
+    assert lost["asked"] == [{"line": 0, "quota": f"seats:{PERF}:301", "quantity": 3,
+                              "left": 1}]
+    assert shop.left("seats", PERF, 301) == 1
+    holding = [o for o in shop.sales.orders.values() if o.held]
+    assert len(holding) == 1 and sum(holding[0].held.values()) == 3  # one order holds them
+
+
+def test_the_same_idempotency_key_never_makes_a_second_order(shop):
+    first = shop.offer(OFFER_KEY, LINES["open pass"])
+    second = shop.offer(OFFER_KEY, LINES["open pass"])
+    assert first.status_code == second.status_code == 201
+    assert first.json()["order_id"] == second.json()["order_id"]
+    assert shop.calls("createOrUpdateOrder") == 1
+    other = shop.offer(OFFER_KEY, LINES["season ticket"])
+    assert other.status_code == 422 and "was used for another offer" in other.text
+
+
+@pytest.mark.parametrize("line, message", [
+    ({"product": "NOPE"}, "unknown product 'NOPE'"),
+    ({**LINES["event"], "performance": 1}, "unknown performance 1 of HAMLET"),
+    ({**LINES["event"], "seat_category": "VIP"}, "unknown seat category 'VIP'"),
+    ({**LINES["open pass"], "tariff": "SENIOR"}, "unknown tariff 'SENIOR'"),
+    ({**LINES["visit pass"], "timeslot": 5}, "unknown time slot 5 of VISIT10"),
+])
+def test_unknown_catalog_entries_are_422_naming_them(shop, line, message):
+    r = shop.offer(f"bad-{message}", line)
+    assert r.status_code == 422 and message in r.json()["error"]
+    assert shop.calls("createOrUpdateOrder") == 0
+
+
+def test_bad_requests_change_nothing(shop):
+    url = f"{shop.proc.url}/crm/offers/testvenue"
+    key = {"x-api-key": "crm-posts-its-changes-with-this"}
+    assert requests.post(url, data=b"{", headers=key, timeout=10).status_code == 400
+    assert requests.post(url, json={"lines": []}, headers=key, timeout=10).status_code == 400
+    assert requests.post(url, json={"lines": [LINES["open pass"]]}, headers=key,
+                         timeout=10).status_code == 400  # no idempotency key
+    assert requests.post(url, json={"idempotency_key": "k", "lines": [LINES["open pass"]]},
+                         timeout=10).status_code == 401
+    assert shop.calls("createOrUpdateOrder") == 0
+
+
+def test_the_cache_respects_its_refresh_limits(shop, runner):
+    inst = shop.inst
+    assert cache.refresh_catalog(shop.bridge, inst, force=True)
+    assert not cache.refresh_catalog(shop.bridge, inst, force=True)  # within a minute
+    assert cache.refresh_availability(shop.bridge, inst, 3600)
+    assert not cache.refresh_availability(shop.bridge, inst, 3600, force=True)
+    assert (shop.calls("getCatalogDetailed"), shop.calls("getEventAvailability"),
+            shop.calls("getProductAvailability")) == (1, 1, 1)
+    Hooks().add_commands(cli)
+    result = runner.invoke(cli, ["catalog", "-c", str(shop.config), "--institution",
+                                 "testvenue", "--search", "hamlet"])
+    assert result.exit_code == 0, result.output
+    assert "HAMLET" in result.output and "MUSPASS" not in result.output
+    assert "ADULT 65.00 EUR" in result.output
+    assert shop.calls("getCatalogDetailed") == 1  # the command read the cache
