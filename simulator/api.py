@@ -67,6 +67,9 @@ class S360Api:
     open_order_seconds: float = 1200.0  # how long an open order holds its places
     calls: list[Call] = field(default_factory=list)
     force_509: int = 0  # answer the next N calls 509, whatever the budget (tests)
+    # seconds to wait before answering a method, after doing its work: a client that dies
+    # meanwhile never learns what S-360 did (crash tests)
+    slow: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self):
         for code, access in list(self.access.items()):
@@ -172,6 +175,8 @@ class S360Api:
                           **handler(getattr(self, stores)[code], body)}
             except BusinessError as exc:
                 result = {**envelope, "statusCode": exc.status_code, "statusDetail": exc.detail}
+            if self.slow.get(method):
+                time.sleep(self.slow[method])
             return Response(orjson.dumps(result), 200, mimetype="application/json")
 
         return app

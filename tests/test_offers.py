@@ -3,17 +3,24 @@ races for the last seats, idempotency, and the catalog cache's limits."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import threading
+import time
 
 import pytest
 import requests
+from click.testing import CliRunner
 
 from s360bridge.core.cli import cli
 from s360bridge.core.plugins import Hooks
 from s360bridge.plugins.offers import catalog as cache
+from s360bridge.plugins.offers import recover, store
 from s360bridge.simulator.webhooks import WebhookQueue, WebhookSettings
 
 from .test_crm import World
+from .test_processes import free_port, healthy, start, wait_until
 
 OFFER_KEY = "offers-key-of-the-crm-0123"
 PERF, CAT1 = 10228231109243, "CAT1"
@@ -30,7 +37,7 @@ LINES = {
 def with_offers(data: dict) -> None:
     data["streams"]["offers"] = {
         "auth": {"type": "api_key", "header": "x-api-key", "key": {"$env": "TEST_CRM_IN_KEY"}},
-        "options": {"wait_seconds": 10, "open_order_seconds": 2}}
+        "options": {"wait_seconds": 10, "open_order_seconds": 2, "lease_seconds": 1}}
 
 
 class Shop(World):
@@ -179,3 +186,82 @@ def test_the_cache_respects_its_refresh_limits(shop, runner):
     assert "HAMLET" in result.output and "MUSPASS" not in result.output
     assert "ADULT 65.00 EUR" in result.output
     assert shop.calls("getCatalogDetailed") == 1  # the command read the cache
+
+
+def crashed_mid_call(shop, tmp_path, method: str):
+    """Start ``s360bridge run``, ask it for an offer, and kill -9 it while S-360 has done
+    ``method`` but not answered yet; answer the offer's id."""
+    shop.api.slow[method] = 30
+    port = free_port()
+    proc = start(["run", "-c", str(shop.config), "--port", str(port)], tmp_path / "run.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: healthy(url), 30, "the bridge to listen", proc)
+        def ask():
+            try:
+                requests.post(f"{url}/crm/offers/testvenue", timeout=60,
+                              headers={"x-api-key": "crm-posts-its-changes-with-this"},
+                              json={"idempotency_key": "crash", "lines": [LINES["event"]]})
+            except requests.ConnectionError:
+                pass  # the bridge is killed while this waits
+        threading.Thread(target=ask, daemon=True).start()
+        wait_until(lambda: shop.api.count(method) >= 1, 30, f"S-360 to receive {method}")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    shop.api.slow.clear()
+    return store.by_key(shop.bridge.engine, "testvenue", "crash")["id"]
+
+
+def restart(shop, offer_id: int) -> dict:
+    """What a restarted bridge does: once the dead process's lease has ended, its recovery
+    job carries the offer on."""
+    wait_until(lambda: offer_id in store.unfinished(shop.bridge.engine, ["testvenue"]), 30,
+               "the dead process's lease to end")
+    recover(shop.bridge, shop.inst)
+    return store.row(shop.bridge.engine, offer_id)
+
+
+def test_killed_after_s360_created_the_order_the_offer_is_uncertain_until_it_expires(
+        shop, tmp_path):
+    offer_id = crashed_mid_call(shop, tmp_path, "createOrUpdateOrder")
+    row = restart(shop, offer_id)
+    assert row["state"] == "uncertain" and row["expires_at"]
+    assert f"holds places until it expires at {row['expires_at']}" in row["error"]
+    assert shop.calls("createOrUpdateOrder") == 1  # never a second order
+    assert shop.left("seats", PERF, 302) == 38  # the open order S-360 made holds 2 seats
+    shop.sales.clock = lambda: time.time() + 3  # S-360's open orders last 2 s here
+    shop.sales.expire()
+    assert shop.left("seats", PERF, 302) == 40  # nothing left held
+    Hooks().add_commands(cli)
+    listing = CliRunner().invoke(cli, ["offers", "list", "-c", str(shop.config)])
+    assert "uncertain" in listing.output and "may hold places until" in listing.output
+
+
+def test_killed_while_closing_the_offer_is_completed_on_restart(shop, tmp_path):
+    offer_id = crashed_mid_call(shop, tmp_path, "createPaymentsAndCloseOrder")
+    row = restart(shop, offer_id)
+    assert row["state"] == "done", row
+    assert shop.calls("createOrUpdateOrder") == 1
+    assert shop.calls("createPaymentsAndCloseOrder") == 1  # S-360 had closed it: read back
+    orders = [o for o in shop.sales.orders.values()]
+    assert [(o.type, o.state) for o in orders] == [("SALE", "CLOSED")]
+    assert shop.left("seats", PERF, 302) == 38
+
+
+def test_offers_create_command_waits_with_progress(shop, tmp_path):
+    request = tmp_path / "offer.json"
+    request.write_text('{"idempotency_key": "from-the-cli", "type": "reservation", '
+                       '"lines": [{"product": "SEASON26", "tariff": "CHILD", "quantity": 2}]}')
+    Hooks().add_commands(cli)
+    result = CliRunner().invoke(cli, ["offers", "create", "-c", str(shop.config),
+                                      "--institution", "testvenue", str(request)])
+    assert result.exit_code == 0, result.output
+    shown = result.output[result.output.index("{"):]
+    offer = json.loads(shown)
+    assert (offer["state"], offer["order_type"], offer["amounts"]["reservationAmount"]) == \
+        ("closed", "RESERVATION", 2 * 160000)
+    confirm = CliRunner().invoke(cli, ["offers", "confirm", "-c", str(shop.config),
+                                       str(offer["id"])])
+    assert confirm.exit_code == 0, confirm.output
+    assert '"order_type": "SALE"' in confirm.output

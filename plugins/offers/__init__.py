@@ -24,7 +24,8 @@ OPTIONS = Draft202012Validator({
         "open_order_seconds": {"type": "number", "exclusiveMinimum": 0},
         "payment_method_id": {"type": "integer"},
         "availability_every_seconds": {"type": "number", "minimum": 60},
-        "recovery_every_seconds": {"type": "number", "minimum": 1}}})
+        "recovery_every_seconds": {"type": "number", "minimum": 1},
+        "lease_seconds": {"type": "number", "minimum": 1}}})
 
 
 def check_options(options: dict) -> None:
@@ -58,7 +59,7 @@ def recover(bridge, inst) -> int:
     """Carry on the offers nobody works on: after a crash, or S-360 being unavailable."""
     ids = store.unfinished(bridge.engine, [inst.code])
     for offer_id in ids:
-        sequence.run(bridge, inst, offer_id)
+        sequence.run(bridge, inst, offer_id, sequence.lease_of(inst))
     return len(ids)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import time
 import uuid
 
@@ -108,9 +109,10 @@ def _left(bridge, inst, plan: dict) -> list[dict]:
             for a in plan.get("asked", [])]
 
 
-def _expiry(inst, row: dict) -> str:
+def _expiry(inst) -> str:
+    """When an order opened now expires at the latest (S-360's open-order lifetime)."""
     seconds = _options(inst).get("open_order_seconds", 1200)
-    return dt.datetime.fromtimestamp(row["created_at"] + seconds, dt.UTC).isoformat()
+    return dt.datetime.fromtimestamp(time.time() + seconds, dt.UTC).isoformat()
 
 
 def step(bridge, inst, row: dict) -> None:
@@ -119,8 +121,8 @@ def step(bridge, inst, row: dict) -> None:
     state, action = row["state"], row["action"]
     if state == "new":
         plan = _plan(bridge, inst, row)
-        store.save(engine, oid, state="ordering", result={**(_json(row["result"]) or {}),
-                                                          "plan": plan})
+        store.save(engine, oid, state="ordering", expires_at=_expiry(inst),
+                   result={**(_json(row["result"]) or {}), "plan": plan})
         try:
             if action == "cancel":
                 client.call(SERVICE, "cancelOperations", {"orderId": row["order_id"]})
@@ -137,7 +139,7 @@ def step(bridge, inst, row: dict) -> None:
         updates = data.get("operationDataUpdates") or [{}]
         store.save(engine, oid, state="open", order_id=data.get("orderId"),
                    file_id=updates[0].get("fileId") or row["file_id"],
-                   expires_at=data.get("expirationDate") or _expiry(inst, row),
+                   expires_at=data.get("expirationDate") or _expiry(inst),
                    result={"plan": plan, "purchaser": plan["purchaser"], "type": plan["type"],
                            "movements": [m["movementId"] for m in
                                          data.get("movementDataUpdates") or []],
@@ -214,17 +216,30 @@ def _finish(bridge, inst, row: dict, details: dict) -> None:
         "type": result.get("plan", {}).get("type") or result.get("type")})
 
 
-def run(bridge, inst, offer_id: int, lease_seconds: float = 60.0) -> dict:
+def lease_of(inst) -> float:
+    """How long a process may work on an offer before another may take it over."""
+    return _options(inst).get("lease_seconds", 60.0)
+
+
+def run(bridge, inst, offer_id: int, lease_seconds: float | None = None) -> dict:
     """Take the offer and carry it as far as it goes now; answer its row."""
+    lease_seconds = lease_of(inst) if lease_seconds is None else lease_seconds
     owner = uuid.uuid4().hex
     if not store.lease(bridge.engine, offer_id, owner, lease_seconds):
         return store.row(bridge.engine, offer_id)
+    done = threading.Event()
+
+    def keep() -> None:  # a call may outlast the lease (rate limit, retries): keep it
+        while not done.wait(lease_seconds / 3):
+            store.lease(bridge.engine, offer_id, owner, lease_seconds)
+
+    keeper = threading.Thread(target=keep, daemon=True, name=f"offer-{offer_id}-lease")
+    keeper.start()
     try:
         while True:
             row = store.row(bridge.engine, offer_id)
             if row["state"] in store.FINAL:
                 return row
-            store.lease(bridge.engine, offer_id, owner, lease_seconds)
             try:
                 step(bridge, inst, row)
             except Failed as exc:
@@ -236,4 +251,6 @@ def run(bridge, inst, offer_id: int, lease_seconds: float = 60.0) -> dict:
                             exc)
                 return store.row(bridge.engine, offer_id)
     finally:
+        done.set()
+        keeper.join()
         store.save(bridge.engine, offer_id, lease_owner=None, lease_until=time.time())
