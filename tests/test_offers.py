@@ -72,6 +72,18 @@ def shop(tmp_path, monkeypatch, secrets_env):
     s.close()
 
 
+@pytest.mark.parametrize("kind", ["reservation", "option"])
+@pytest.mark.parametrize("family", sorted(LINES))
+def test_every_family_as_reservation_and_option(shop, family, kind):
+    r = shop.offer(f"{kind}-{family}", LINES[family], kind=kind)
+    assert r.status_code == 201, r.text
+    offer = r.json()
+    assert (offer["order_type"], offer["order_state"], offer["barcodes"]) == \
+        (kind.upper(), "CLOSED", [])
+    amount = offer["amounts"][f"{kind}Amount"]
+    assert isinstance(amount, int) and amount > 0
+
+
 @pytest.mark.parametrize("family", sorted(LINES))
 def test_a_sale_of_every_family(shop, family):
     r = shop.offer(f"sale-{family}", LINES[family])
@@ -265,3 +277,30 @@ def test_offers_create_command_waits_with_progress(shop, tmp_path):
                                        str(offer["id"])])
     assert confirm.exit_code == 0, confirm.output
     assert '"order_type": "SALE"' in confirm.output
+
+
+def test_holders_a_purchaser_found_or_created_and_a_slow_answer(shop):
+    shop.store.add([{"contactNumber": "0007777", "type": "INDIVIDUAL", "role": "PUBLIC",
+                     "individualContact": {"email": "known@example.org"}}])
+    r = shop.offer("holders", LINES["open pass"], holders=["0007777", "0001234"],
+                   purchaser={"email": "known@example.org"})
+    assert r.status_code == 201, r.text
+    order = shop.api.order_stores["testvenue"].get(r.json()["order_id"])["orderDetailsData"]
+    assert order["contactReference"] == "0007777"  # found by e-mail
+    assert [m["contactNumber"] for m in order["movementDatas"]] == ["0007777", "0001234"]
+    r = shop.offer("new-buyer", LINES["open pass"],
+                   purchaser={"email": "new@example.org", "first_name": "N", "last_name": "B"})
+    assert shop.calls("createCulturalContact") == 1 and r.status_code == 201
+    shop.api.slow["getOrderDetails"] = 1.5  # S-360 slower than the answer may wait
+    shop.inst.streams["offers"].options["wait_seconds"] = 0.2
+    slow = shop.offer("slow", LINES["season ticket"])
+    assert slow.status_code == 202 and slow.headers["Location"].endswith(
+        f"/crm/offers/testvenue/{slow.json()['id']}")
+    shop.api.slow.clear()
+    key = {"x-api-key": "crm-posts-its-changes-with-this"}
+    wait_until(lambda: requests.get(shop.proc.url + slow.headers["Location"], headers=key,
+                                    timeout=10).status_code == 201, 10, "the offer to finish")
+    catalog = requests.get(f"{shop.proc.url}/crm/catalog/testvenue", headers=key, timeout=10)
+    assert catalog.status_code == 200 and catalog.json()["audiences"] == {"ADULT": 1,
+                                                                          "CHILD": 2}
+
