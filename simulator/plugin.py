@@ -138,10 +138,11 @@ def demo(config, records, seed, every, timeout):
         for code, stream, q in queues:
             click.echo(summary(code, stream, q.total))
         for inst in settings.institutions.values():
-            _crm_round_trip(side, bridge, proc, inst, made.get((inst.code, "contacts"), []),
-                            every, deadline)
-            if inst.code in side.api.stores:  # S-360's contacts as they are now
+            if _crm_round_trip(side, bridge, proc, inst, made, every, deadline):
+                # S-360's contacts and orders as they are now: what its export would list
                 made[inst.code, "contacts"] = list(side.api.stores[inst.code].contacts.values())
+                made[inst.code, "orders"] = list(
+                    side.api.order_stores[inst.code].orders.values())
             for line in reconcile_all(bridge, inst, made, Path("var")):
                 click.echo(line)
         click.echo(f"see `s360bridge status -c {config}` and the warehouse tables")
@@ -150,11 +151,13 @@ def demo(config, records, seed, every, timeout):
         side.close()
 
 
-def _crm_round_trip(side: SideSystems, bridge, proc, inst, contacts, every, deadline) -> None:
-    """CRM edits -> bridge -> S-360 API -> contact webhook -> bridge, which stops the echo."""
+def _crm_round_trip(side: SideSystems, bridge, proc, inst, made, every, deadline) -> bool:
+    """CRM edits -> bridge -> S-360 API -> contact webhook -> bridge, which stops the echo;
+    then an offer, whose order comes back through the order webhook."""
     webhook = queue_for(proc.url, inst, "contacts", every)
-    if not side.connect(bridge, inst, contacts, webhook):
-        return
+    if not side.connect(bridge, inst, made.get((inst.code, "contacts"), []),
+                        made.get((inst.code, "orders"), []), webhook):
+        return False
     sent = side.crm_edits(proc.url, inst, changed=10, new=5)
     _follow(f"{sent} CRM changes to S-360 (at most "
             f"{inst.s360_api.calls_per_minute} calls/min/method)", sent, deadline,
@@ -164,6 +167,14 @@ def _crm_round_trip(side: SideSystems, bridge, proc, inst, contacts, every, dead
     _follow("S-360 contact webhook back to the bridge", backlog, deadline,
             lambda: backlog - _pending(bridge))
     click.echo(side.report(inst.code))
+    if "offers" in inst.streams:
+        orders_webhook = queue_for(proc.url, inst, "orders", every)
+        click.echo(side.offer(proc.url, inst, orders_webhook))
+        orders_webhook.run(proc.stop)
+        backlog = _pending(bridge)
+        _follow("S-360 order webhook back to the bridge", backlog, deadline,
+                lambda: backlog - _pending(bridge))
+    return True
 
 
 @click.command()

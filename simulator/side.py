@@ -7,6 +7,8 @@ checks the secret and operator the configuration gives the bridge.
 
 from __future__ import annotations
 
+import uuid
+
 import click
 import requests
 
@@ -33,10 +35,10 @@ class SideSystems:
             env[f"{code.upper()}_CRM_URL"] = self.crm_served.url
         return env
 
-    def connect(self, bridge, inst: Institution, contacts: list[dict],
+    def connect(self, bridge, inst: Institution, contacts: list[dict], orders: list[dict],
                 webhook: WebhookQueue) -> bool:
-        """Give S-360 the institution's partner access and contacts; its contact changes go
-        to ``webhook``. False when the institution does not use the API and a CRM."""
+        """Give S-360 the institution's partner access, contacts and orders; its contact
+        changes go to ``webhook``. False when the institution does not use the API and a CRM."""
         crm = next((t for t in map(lambda n: bridge.target(inst, n), inst.targets)
                     if t.kind == "http_crm"), None)
         if inst.s360_api is None or crm is None or "crm_contacts" not in inst.streams:
@@ -45,6 +47,7 @@ class SideSystems:
         self.api.add(inst.code, ApiAccess(api.secret.value, frozenset({api.operator})))
         store = self.api.stores[inst.code]
         store.add(contacts)
+        self.api.order_stores[inst.code].add(orders)
         store.on_change = lambda contact: webhook.enqueue([contact])
         key = (crm.options.get("auth") or {}).get("key")
         self.crm.api_key = key if (crm.options.get("auth") or {}).get("type") == "api_key" \
@@ -71,6 +74,27 @@ class SideSystems:
         if r.status_code != 200:
             raise click.ClickException(f"the bridge refused the CRM's changes: {r.text}")
         return len(items)
+
+    def offer(self, receiver_url: str, inst: Institution, orders_webhook: WebhookQueue) -> str:
+        """An operator sells two seats of the first performance through the bridge; the closed
+        order comes back through S-360's order webhook. Answers what happened."""
+        self.api.sales[inst.code].on_close = lambda record: orders_webhook.enqueue([record])
+        auth = inst.streams["offers"].auth
+        headers = {auth.header: auth.key.value} if auth.type == "api_key" else {}
+        product = next(p for p in self.api.catalogs[inst.code].products() if p.get("event"))
+        performance = product["event"]["performances"][0]
+        r = requests.post(f"{receiver_url}/crm/offers/{inst.code}", headers=headers, timeout=60,
+                          json={"idempotency_key": f"demo-{uuid.uuid4().hex}", "type": "sale",
+                                "lines": [{"product": product["code"],
+                                           "performance": performance["id"],
+                                           "seat_category": "CAT2", "tariff": "ADULT",
+                                           "quantity": 2}]})
+        offer = r.json()
+        if r.status_code != 201:
+            return f"{inst.code}: offer answered {r.status_code}: {offer.get('error')}"
+        return (f"{inst.code}: offer {offer['id']}: a sale of 2 {product['code']} seats, S-360 "
+                f"order {offer['order_id']} {offer['order_state']}, "
+                f"{len(offer['barcodes'])} barcodes")
 
     def report(self, code: str) -> str:
         calls = {m: self.api.count(m, 200) for m in

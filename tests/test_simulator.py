@@ -163,6 +163,9 @@ def test_demo_of_the_worked_example_follows_crm_edits_to_s360_and_back(
     # S-360's export of the same records (contacts as S-360 now has them) agrees with the DWH
     assert "reconcile myvenue/contacts with datx: 35 records in S-360's export, 35 in the " \
            "target: in sync" in result.output
-    for stream in ("orders", "ticketchecks"):
-        assert f"reconcile myvenue/{stream} with datx: 30 records in S-360's export, 30 in " \
+    # the offer: sold through the bridge, back through the order webhook, in the DWH too
+    assert "a sale of 2 HAMLET seats, S-360 order" in result.output
+    assert "CLOSED, 2 barcodes" in result.output
+    for stream, n in (("orders", 31), ("ticketchecks", 30)):
+        assert f"reconcile myvenue/{stream} with datx: {n} records in S-360's export, {n} in " \
                "the target: in sync" in result.output
