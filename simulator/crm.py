@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import hmac
 import itertools
+import secrets
 import threading
 from collections import Counter
 
@@ -36,12 +37,18 @@ class ReferenceCrm:
         self.down = 0  # answer the next N requests 503
         self.retry_after = 1
         self._ids = itertools.count(1)
+        self._prefix = secrets.token_hex(2).upper()
         self._lock = threading.Lock()
+
+    def _new_id(self) -> str:
+        """Ids unique to this CRM, as a real CRM's are: a bridge that kept its links from an
+        earlier run against another CRM never mistakes one contact for another."""
+        return f"C{self._prefix}{next(self._ids):06d}"
 
     # -- the CRM operator's side ------------------------------------------------------------
     def create(self, **fields) -> str:
         with self._lock:
-            crm_id = f"C{next(self._ids):06d}"
+            crm_id = self._new_id()
             self.contacts[crm_id] = {"crm_id": crm_id, **dict.fromkeys(CONTACT_FIELDS), **fields}
             self._log(crm_id)
         return crm_id
@@ -74,7 +81,7 @@ class ReferenceCrm:
             crm_id = item.get("crm_id") or next(
                 (k for k, c in self.contacts.items() if c["contact_number"] == number), None)
             if crm_id is None:
-                crm_id = f"C{next(self._ids):06d}"
+                crm_id = self._new_id()
                 self.contacts[crm_id] = {"crm_id": crm_id, **dict.fromkeys(CONTACT_FIELDS)}
             self.contacts[crm_id].update({k: v for k, v in item.items() if k != "crm_id"})
             self._log(crm_id)
