@@ -314,14 +314,21 @@ def test_bad_credentials_toward_s360_show_in_status_and_logs_without_the_secret(
 
 def spend_concurrently(engines, calls: int, window: float) -> list[float]:
     """Each engine, like a process of its own, spends ``calls`` of one shared budget of
-    ``calls`` per ``window``; answers when every call was allowed, in order."""
+    ``calls`` per ``window``; answers the times the budget admitted the calls, in order (as
+    its clock read them: the time a thread returns to the test is not the admission time on
+    a loaded machine)."""
     taken: list[float] = []
+    seen = threading.local()
+
+    def clock() -> float:
+        seen.last = time.time()
+        return seen.last
 
     def spend(engine):
-        budget = CallBudget(engine, calls, window)
+        budget = CallBudget(engine, calls, window, clock=clock)
         for _ in range(calls):
             assert budget.acquire("v/contact.saveIndividualContactData", timeout=10)
-            taken.append(time.time())
+            taken.append(seen.last)  # the last reading: the one the admission was made at
 
     threads = [threading.Thread(target=spend, args=(e,)) for e in engines]
     for t in threads:
@@ -337,8 +344,8 @@ def test_the_budget_is_shared_by_processes_on_one_database(tmp_path):
     create_schema(engines[0])
     taken = spend_concurrently(engines, 4, 0.5)
     assert len(taken) == 12
-    # never 5 calls within one window (50 ms allowed for the way back from the database)
-    assert all(b - a >= 0.45 for a, b in zip(taken, taken[4:], strict=False))
+    # never 5 calls within one window (the log keeps milliseconds)
+    assert all(b - a >= 0.499 for a, b in zip(taken, taken[4:], strict=False))
 
 
 def test_retry_after_of_a_busy_crm_is_honoured(world):

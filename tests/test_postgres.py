@@ -110,8 +110,8 @@ def test_call_budget_and_crm_links_on_postgresql(pg_bridge):
     engines = [make_engine(url) for _ in range(3)]  # three "processes", one database
     taken = spend_concurrently(engines, 4, 0.5)
     assert len(taken) == 12
-    # never 5 calls within one window (50 ms allowed for the way back from the database)
-    assert all(b - a >= 0.45 for a, b in zip(taken, taken[4:], strict=False))
+    # never 5 calls within one window (the log keeps milliseconds)
+    assert all(b - a >= 0.499 for a, b in zip(taken, taken[4:], strict=False))
     for e in engines:
         e.dispose()
 
@@ -121,3 +121,21 @@ def test_call_budget_and_crm_links_on_postgresql(pg_bridge):
     assert links.find(pg_bridge.engine, "testvenue", "C1", None) == \
         ("0012", {"email": "a@b.c", "phone": "1"})
     assert links.forget(pg_bridge.engine, "testvenue", "0012") == "C1"
+
+
+def test_offer_rows_and_cache_on_postgresql(pg_bridge):
+    """The offers' durable progress: one row per idempotency key, leases, the cache."""
+    from s360bridge.plugins.offers import store
+
+    engine = pg_bridge.engine
+    first, made = store.create(engine, "testvenue", "key-1", {"lines": [1]})
+    again, made_again = store.create(engine, "testvenue", "key-1", {"lines": [1]})
+    assert made and not made_again and again["id"] == first["id"]
+    assert store.lease(engine, first["id"], "a", 60)
+    assert not store.lease(engine, first["id"], "b", 60)  # held by another process
+    assert store.unfinished(engine, ["testvenue"]) == []
+    store.save(engine, first["id"], state="ordering", lease_until=0.0, result={"x": 1})
+    assert store.unfinished(engine, ["testvenue"]) == [first["id"]]
+    store.cache(engine, "testvenue", "catalog", {"seasons": []}, "m1")
+    store.cache(engine, "testvenue", "catalog", {"seasons": [1]}, "m2")
+    assert store.cached(engine, "testvenue", "catalog")["data"] == {"seasons": [1]}

@@ -87,7 +87,10 @@ def create(engine, institution: str, key: str, request: dict) -> tuple[dict, boo
         ins = dialect_insert(conn, OFFERS).values(
             institution=institution, idempotency_key=key, request=orjson.dumps(request).decode(),
             action="create", state="new", created_at=now, updated_at=now)
-        made = conn.execute(ins.on_conflict_do_nothing()).rowcount == 1
+        # RETURNING answers a row only when the offer was inserted (a row count would not do:
+        # PostgreSQL reports -1 for an INSERT … RETURNING)
+        made = conn.execute(ins.on_conflict_do_nothing().returning(OFFERS.c.id)).first() \
+            is not None
     return by_key(engine, institution, key), made
 
 
