@@ -81,7 +81,6 @@ def create(configs, institution, file):
 def listing(configs, institution):
     """The latest offers, newest first; uncertain ones say until when they may hold places."""
     bridge = open_bridge(configs)
-    store.setup(bridge.engine)
     for row in store.listing(bridge.engine, institution):
         note = f"  (may hold places until {row['expires_at']})" \
             if row["state"] == "uncertain" else ""
@@ -94,12 +93,17 @@ def listing(configs, institution):
 @config_option
 @click.argument("offer_id", type=int)
 def show(configs, offer_id):
+    """One offer, as the API shows it."""
     bridge = open_bridge(configs)
-    store.setup(bridge.engine)
+    row = _offer(bridge, offer_id)
+    _show(row, row["institution"])
+
+
+def _offer(bridge, offer_id: int) -> dict:
     row = store.row(bridge.engine, offer_id)
     if row is None:
         raise S360BridgeError(f"no offer {offer_id}")
-    _show(row, row["institution"])
+    return row
 
 
 def _follow_up_command(action: str):
@@ -109,10 +113,7 @@ def _follow_up_command(action: str):
     @click.argument("offer_id", type=int)
     def command(configs, offer_id):
         bridge = open_bridge(configs)
-        store.setup(bridge.engine)
-        row = store.row(bridge.engine, offer_id)
-        if row is None:
-            raise S360BridgeError(f"no offer {offer_id}")
+        row = _offer(bridge, offer_id)
         inst = _offers_inst(bridge, row["institution"])
         try:
             start_follow_up(bridge, row, action)
