@@ -14,11 +14,20 @@ class Served:
         self.server = create_server(app, host=host, port=port, threads=threads)
         host, port = self.server.socket.getsockname()[:2]
         self.url = f"http://{host}:{port}"
-        self._thread = threading.Thread(target=self.server.run, daemon=True,
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, daemon=True,
                                         name=f"simulator {self.url}")
         self._thread.start()
 
+    def _run(self) -> None:
+        try:
+            self.server.run()
+        except OSError:  # the loop's select() sees the socket close() just closed
+            if not self._closing:
+                raise
+
     def close(self) -> None:
+        self._closing = True
         self.server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
         self.server.close()
 
