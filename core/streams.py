@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,8 +30,8 @@ class Stream:
     envelope_fields: frozenset[str] = ENVELOPE_FIELDS
     personal_data: bool = False  # holds a contact's personal data (for `forget`)
     check_options: Callable[[dict], None] | None = None  # raises ConfigError on bad options
-    # the date the history cut-off applies to, as naive UTC (None: the record is always kept)
-    dated: Callable[[Any, dict], dt.datetime | None] | None = None
+    # the date-time the history cut-off applies to, as S-360 writes it (None: always kept)
+    dated: Callable[[Any, dict], str | None] | None = None
     # a flat stream turns a CSV row (strings) into a record, for imports and reconcile
     from_csv: Callable[[Any, dict[str, str]], dict] | None = None
 

@@ -10,7 +10,6 @@ from s360bridge.core.hookspecs import hookimpl
 from s360bridge.core.mapping import lookup
 from s360bridge.core.reconcile import Field
 from s360bridge.core.streams import RecordValidator, Stream, load_schema, stream_hooks
-from s360bridge.core.timeutil import utc_or_none
 from s360bridge.plugins.sides import target_side
 from s360bridge.plugins.sql import SqlTarget
 
@@ -29,7 +28,7 @@ def updated(institution, record: dict):
     so only a field named by ``options.updated_field`` (a column an export adds) counts;
     without it a contact is always kept, and a webhook push means it changed just now."""
     field = institution.streams[STREAM.name].options.get("updated_field")
-    return utc_or_none(lookup(record, field), institution.timezone) if field else None
+    return lookup(record, field) if field else None
 
 
 STREAM = Stream("contacts", "S-360 contacts", personal_data=True,

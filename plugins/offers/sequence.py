@@ -119,16 +119,19 @@ def step(bridge, inst, row: dict) -> None:
     """Do the next step of the offer; raises Failed when it cannot go on."""
     engine, client, oid = bridge.engine, bridge.s360(inst), row["id"]
     state, action = row["state"], row["action"]
-    if state == "new":
+    if state == "new" and action == "cancel":  # a closed sale: nothing to plan
+        store.save(engine, oid, state="ordering")
+        try:
+            client.call(SERVICE, "cancelOperations", {"orderId": row["order_id"]})
+        except S360BusinessError as exc:
+            raise Failed(422, {"error": str(exc)}) from None
+        store.save(engine, oid, state="done", http_status=200,
+                   result={**(_json(row["result"]) or {}), "state": "cancelled"})
+    elif state == "new":
         plan = _plan(bridge, inst, row)
         store.save(engine, oid, state="ordering", expires_at=_expiry(inst),
                    result={**(_json(row["result"]) or {}), "plan": plan})
         try:
-            if action == "cancel":
-                client.call(SERVICE, "cancelOperations", {"orderId": row["order_id"]})
-                store.save(engine, oid, state="done", http_status=200,
-                           result={**(_json(row["result"]) or {}), "state": "cancelled"})
-                return
             answer = client.call(FACADE, "createOrUpdateOrder", plan["body"])
         except S360BusinessError as exc:
             if "availability" in f"{exc.detail} {exc.expected_exception}":
@@ -161,6 +164,10 @@ def step(bridge, inst, row: dict) -> None:
             raise Failed(410, {"error": "S-360 abandoned the open order (it expired)"})
         else:
             _close(bridge, inst, row, _json(row["result"]))
+    elif state == "ordering" and action == "cancel":  # found after a crash
+        store.save(engine, oid, state="uncertain", http_status=500,
+                   error="the bridge stopped after asking S-360 to cancel order "
+                         f"{row['order_id']} and before storing its answer: check it in S-360")
     elif state == "ordering":  # found after a crash: S-360 may hold an open order
         store.save(engine, oid, state="uncertain", http_status=500,
                    error="the bridge stopped after asking S-360 for an order and before "

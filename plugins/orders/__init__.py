@@ -9,14 +9,13 @@ from __future__ import annotations
 from s360bridge.core.hookspecs import hookimpl
 from s360bridge.core.reconcile import Field
 from s360bridge.core.streams import RecordValidator, Stream, load_schema, stream_hooks
-from s360bridge.core.timeutil import utc_or_none
 from s360bridge.plugins.sides import target_side
 from s360bridge.plugins.sql import SqlTarget
 
 from .warehouse import ORDERS, order_row
 
-STREAM = Stream("orders", "S-360 orders", dated=lambda inst, r: utc_or_none(
-    r["orderDetailsData"].get("creationDateTime"), inst.timezone))
+STREAM = Stream("orders", "S-360 orders",
+                dated=lambda inst, r: r["orderDetailsData"].get("creationDateTime"))
 VALIDATOR = RecordValidator(load_schema(__name__))
 
 

@@ -12,7 +12,6 @@ from s360bridge.core.errors import ConfigError
 from s360bridge.core.hookspecs import hookimpl
 from s360bridge.core.reconcile import Field
 from s360bridge.core.streams import RecordValidator, Stream, stream_hooks
-from s360bridge.core.timeutil import utc_or_none
 from s360bridge.plugins.sides import target_side
 from s360bridge.plugins.sql import SqlTarget
 
@@ -47,8 +46,7 @@ def from_csv(institution, row: dict[str, str]) -> dict:
 
 STREAM = Stream("ticketchecks", "S-360 ticket checks (data export)",
                 check_options=check_options, from_csv=from_csv,
-                dated=lambda inst, r: utc_or_none(r.get(columns_of(inst).name("access_time")),
-                                                  inst.timezone))
+                dated=lambda inst, r: r.get(columns_of(inst).name("access_time")))
 
 
 @lru_cache(maxsize=64)
