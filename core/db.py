@@ -9,8 +9,10 @@ from __future__ import annotations
 import sqlite3
 import time
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 
+import orjson
 from sqlalchemy import BigInteger, Column, Index, Integer, Text, UniqueConstraint, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -170,13 +172,22 @@ def write(engine: Engine):
 _compiled: dict[tuple[int, str], tuple[str, bool]] = {}
 
 
+@contextmanager
+def _driver_errors(conn: Connection, sql: str):
+    """A driver's OperationalError as SQLAlchemy would raise it, so ``write`` sees it."""
+    try:
+        yield
+    except conn.dialect.loaded_dbapi.OperationalError as exc:
+        raise OperationalError(sql, None, exc) from exc
+
+
 def executemany(conn: Connection, stmt, columns: tuple[str, ...], rows: list[tuple],
                 cache_key: str) -> int:
     """Run ``stmt`` for many rows straight on the driver's cursor, compiled once per dialect.
-    The receiver's insert uses it: SQLAlchemy's per-row parameter processing and execution
-    events cost more there than the insert itself. ``rows`` are tuples in ``columns`` order,
-    passed as they are to drivers with positional parameters (sqlite3). Answers the driver's
-    row count."""
+    The receiver's insert and the warehouse upsert use it: SQLAlchemy's per-row parameter
+    processing and execution events cost more there than the statement itself. ``rows`` are
+    tuples in ``columns`` order, passed as they are to drivers with positional parameters
+    (sqlite3). Answers the driver's row count."""
     key = (id(conn.dialect), cache_key)
     if key not in _compiled:
         compiled = stmt.compile(dialect=conn.dialect)
@@ -187,9 +198,42 @@ def executemany(conn: Connection, stmt, columns: tuple[str, ...], rows: list[tup
     params = rows if positional else [dict(zip(columns, r, strict=True)) for r in rows]
     cursor = conn.connection.driver_connection.cursor()
     try:
-        cursor.executemany(sql, params)
+        with _driver_errors(conn, sql):
+            cursor.executemany(sql, params)
         return cursor.rowcount
-    except conn.dialect.loaded_dbapi.OperationalError as exc:  # as SQLAlchemy would raise it
-        raise OperationalError(sql, None, exc) from exc
+    finally:
+        cursor.close()
+
+
+# How a list parameter is written: SQLite reads one JSON array, PostgreSQL one typed array.
+# Either way the statement text is the same whatever the list's length.
+_LISTS = {
+    "sqlite": {"IN ?ints": "IN (SELECT value FROM json_each(?))",
+               "IN ?texts": "IN (SELECT value FROM json_each(?))"},
+    "postgresql": {"IN ?ints": "= ANY(?::bigint[])", "IN ?texts": "= ANY(?::text[])"},
+}
+
+
+@lru_cache(maxsize=256)
+def _for_dialect(sql: str, dialect: str) -> str:
+    for mark, text_ in _LISTS[dialect].items():
+        sql = sql.replace(mark, text_)
+    return sql.replace("?", "%s") if dialect == "postgresql" else sql
+
+
+def run(conn: Connection, sql: str, params: tuple = ()) -> list[tuple]:
+    """Run one statement of the worker's hot path straight on the driver, in the connection's
+    transaction, and answer the rows it returns (SELECT or RETURNING). ``sql`` is written
+    once for both databases: ``?`` marks a value, ``IN ?ints`` / ``IN ?texts`` a list
+    parameter (given as a Python list)."""
+    dialect = conn.dialect.name
+    sql = _for_dialect(sql, dialect)
+    if dialect == "sqlite":
+        params = tuple(orjson.dumps(p).decode() if isinstance(p, list) else p for p in params)
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        with _driver_errors(conn, sql):
+            cursor.execute(sql, params)
+            return cursor.fetchall() if cursor.description else []
     finally:
         cursor.close()

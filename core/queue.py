@@ -13,21 +13,50 @@ import uuid
 from dataclasses import dataclass, field
 
 import orjson
-from sqlalchemy import bindparam, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import bindparam, update
 
-from .db import DELIVERY, INBOX, write
+from .db import DELIVERY, INBOX, dialect_insert, run, write
 from .streams import StoredRecord
-
-_DIALECTS = {"sqlite": sqlite, "postgresql": postgresql}
 
 
 @dataclass
 class Claim:
     token: str
-    records: list[tuple[str, str, StoredRecord, int]]  # (institution, stream, record, attempts)
+    groups: dict[tuple[str, str], list[StoredRecord]]  # (institution, stream) -> records
+    attempts: dict[int, int] = field(default_factory=dict)  # seq -> tries so far, when any
     done_targets: dict[int, set[str]] = field(default_factory=dict)  # seq -> delivered targets
     tracked: set[int] = field(default_factory=set)  # seqs that already have delivery rows
+
+    @property
+    def seqs(self) -> list[int]:
+        return [r.seq for records in self.groups.values() for r in records]
+
+    def __len__(self) -> int:
+        return sum(map(len, self.groups.values()))
+
+
+# The oldest due records, read through the index of pending rows in arrival order, leased in
+# the same statement. The institution is compared as an expression (``institution || ''``) so
+# that no planner takes the key index for it and sorts every row of the institution: on a
+# million-row inbox that made each claim take seconds.
+DUE = """SELECT id FROM inbox WHERE state = 'pending' AND next_attempt_at <= ?
+    AND (lease_until IS NULL OR lease_until < ?) AND institution || '' IN ?texts
+    ORDER BY id LIMIT ?"""
+_CLAIM = """UPDATE inbox SET lease_owner = ?, lease_until = ? WHERE id IN ({due}{lock})
+    RETURNING id, institution, stream, record_key, payload, received_at, attempts"""
+_VERSIONS = """SELECT id, record_key, state, lease_owner FROM inbox
+    WHERE institution = ? AND stream = ? AND record_key IN ?texts"""
+_SUPERSEDE = """UPDATE inbox SET state = 'superseded', lease_owner = NULL, lease_until = NULL
+    WHERE id IN ?ints"""
+_DELIVERED = "SELECT inbox_id, target, state FROM delivery WHERE inbox_id IN ?ints"
+_DONE = """UPDATE inbox SET state = 'done', lease_owner = NULL, lease_until = NULL,
+    last_error = NULL WHERE id IN ?ints AND lease_owner = ?"""
+
+
+def claim_statement(dialect: str) -> str:
+    """The claim: parameters token, lease end, now, now, institutions, batch size."""
+    return _CLAIM.format(due=DUE, lock=" FOR UPDATE SKIP LOCKED" if dialect == "postgresql"
+                         else "")
 
 
 def claim(engine, institutions: list[str], batch_size: int, lease_seconds: float,
@@ -38,47 +67,33 @@ def claim(engine, institutions: list[str], batch_size: int, lease_seconds: float
     now = time.time() if now is None else now
     token = uuid.uuid4().hex
     with write(engine) as conn:
-        due = due_query(institutions, batch_size, now)
-        if conn.dialect.name != "sqlite":
-            due = due.with_for_update(skip_locked=True)
-        ids = [row[0] for row in conn.execute(due)]
-        if not ids:
-            return Claim(token, [])
-        conn.execute(update(INBOX).where(INBOX.c.id.in_(ids))
-                     .values(lease_owner=token, lease_until=now + lease_seconds))
-        rows = conn.execute(select(INBOX.c.id, INBOX.c.institution, INBOX.c.stream,
-                                   INBOX.c.record_key, INBOX.c.payload, INBOX.c.received_at,
-                                   INBOX.c.attempts)
-                            .where(INBOX.c.id.in_(ids)).order_by(INBOX.c.id)).all()
-        newest: dict[tuple, int] = {}
-        for r in rows:
-            newest[(r.institution, r.stream, r.record_key)] = r.id
-        kept = [r for r in rows if newest[(r.institution, r.stream, r.record_key)] == r.id]
-        _supersede(conn, newest, token, sorted(set(ids) - {r.id for r in kept}))
+        rows = run(conn, claim_statement(conn.dialect.name),
+                   (token, now + lease_seconds, now, now, institutions, batch_size))
+        if not rows:
+            return Claim(token, {})
+        rows.sort()  # RETURNING gives no order: arrival order is version order
+        newest: dict[tuple[str, str, str], int] = {}
+        for seq, inst, stream, key, *_ in rows:
+            newest[(inst, stream, key)] = seq
+        kept = [r for r in rows if newest[r[1:4]] == r[0]]
+        _supersede(conn, newest, token, [r[0] for r in rows if newest[r[1:4]] != r[0]])
         done: dict[int, set[str]] = {}
         tracked: set[int] = set()
-        for inbox_id, target, state in conn.execute(
-                select(DELIVERY.c.inbox_id, DELIVERY.c.target, DELIVERY.c.state).where(
-                    DELIVERY.c.inbox_id.in_([r.id for r in kept]))):
-            tracked.add(inbox_id)
+        for seq, target, state in run(conn, _DELIVERED, ([r[0] for r in kept],)):
+            tracked.add(seq)
             if state == "done":
-                done.setdefault(inbox_id, set()).add(target)
-    records = [(r.institution, r.stream,
-                StoredRecord(r.id, r.record_key, orjson.loads(r.payload), r.payload,
-                             r.received_at), r.attempts) for r in kept]
-    return Claim(token, records, done, tracked)
-
-
-def due_query(institutions: list[str], batch_size: int, now: float):
-    """The oldest due records, read through the index of pending rows in arrival order. The
-    institution is compared as an expression (``institution || ''``) so that no planner takes
-    the key index for it and sorts every row of the institution: on a million-row inbox that
-    made each claim take seconds."""
-    return (select(INBOX.c.id)
-            .where(INBOX.c.state == "pending", INBOX.c.next_attempt_at <= now,
-                   or_(INBOX.c.lease_until.is_(None), INBOX.c.lease_until < now),
-                   INBOX.c.institution.concat("").in_(institutions))
-            .order_by(INBOX.c.id).limit(batch_size))
+                done.setdefault(seq, set()).add(target)
+    groups: dict[tuple[str, str], list[StoredRecord]] = {}
+    attempts: dict[int, int] = {}
+    loads = orjson.loads
+    for seq, inst, stream, key, payload, received_at, tries in kept:
+        group = groups.get((inst, stream))
+        if group is None:
+            group = groups[(inst, stream)] = []
+        group.append(StoredRecord(seq, key, loads(payload), payload, received_at))
+        if tries:
+            attempts[seq] = tries
+    return Claim(token, groups, attempts, done, tracked)
 
 
 def _supersede(conn, newest: dict[tuple, int], token: str, older: list[int]) -> None:
@@ -91,16 +106,11 @@ def _supersede(conn, newest: dict[tuple, int], token: str, older: list[int]) -> 
     for (inst, stream), keys in by_stream.items():
         # state and lease are checked here, not in SQL, so that the planner always takes the
         # (institution, stream, record_key, …) index, even when a backlog makes most rows pending
-        for row in conn.execute(select(INBOX.c.id, INBOX.c.record_key, INBOX.c.state,
-                                       INBOX.c.lease_owner).where(
-                INBOX.c.institution == inst, INBOX.c.stream == stream,
-                INBOX.c.record_key.in_(list(keys)))):
-            if (row.state == "pending" and row.lease_owner != token
-                    and row.id < keys[row.record_key]):
-                older.append(row.id)
+        for seq, key, state, owner in run(conn, _VERSIONS, (inst, stream, list(keys))):
+            if state == "pending" and owner != token and seq < keys[key]:
+                older.append(seq)
     if older:
-        conn.execute(update(INBOX).where(INBOX.c.id.in_(older))
-                     .values(state="superseded", lease_owner=None, lease_until=None))
+        run(conn, _SUPERSEDE, (older,))
 
 
 def backoff(attempt: int, base: float, cap: float) -> float:
@@ -120,14 +130,16 @@ class Outcome:
     tracked: bool = False  # the record already has delivery rows to keep up to date
 
 
-def complete(engine, claim_token: str, outcomes: list[Outcome], max_attempts: int,
-             base: float, cap: float, now: float | None = None) -> None:
-    """Record deliveries per target and move each record to done, a later retry, or dead.
+def complete(engine, claim_token: str, delivered: list[int], outcomes: list[Outcome],
+             max_attempts: int, base: float, cap: float, now: float | None = None) -> None:
+    """Move the ``delivered`` records to done; record deliveries per target of the others (a
+    target failed for them, or they have delivery rows already) and move each to done, a later
+    retry, or dead.
 
     A record delivered everywhere at its first attempt needs no delivery rows: its inbox state
     ``done`` says it for every target. Rows are kept once a target has failed for it."""
     now = time.time() if now is None else now
-    deliveries, done_ids, updates = [], [], []
+    deliveries, done_ids, updates = [], list(delivered), []
     for o in outcomes:
         errors = {t: e for t, e in o.results.items() if e is not None}
         dead = bool(errors) and o.attempts + 1 >= max_attempts
@@ -144,18 +156,17 @@ def complete(engine, claim_token: str, outcomes: list[Outcome], max_attempts: in
                         "att": o.attempts + 1, "nxt": now + delay, "err": last[:4000]})
     with write(engine) as conn:
         if deliveries:
-            ins = _DIALECTS[conn.dialect.name].insert(DELIVERY)
+            ins = dialect_insert(conn, DELIVERY)
             conn.execute(ins.on_conflict_do_update(
                 index_elements=[DELIVERY.c.inbox_id, DELIVERY.c.target],
                 set_={"state": ins.excluded.state, "attempts": DELIVERY.c.attempts + 1,
                       "last_error": ins.excluded.last_error,
                       "updated_at": ins.excluded.updated_at}), deliveries)
-        mine = INBOX.c.lease_owner == claim_token
         if done_ids:
-            conn.execute(update(INBOX).where(INBOX.c.id.in_(done_ids), mine).values(
-                state="done", lease_owner=None, lease_until=None, last_error=None))
+            run(conn, _DONE, (done_ids, claim_token))
         if updates:
-            conn.execute(update(INBOX).where(INBOX.c.id == bindparam("sid"), mine).values(
+            conn.execute(update(INBOX).where(INBOX.c.id == bindparam("sid"),
+                                             INBOX.c.lease_owner == claim_token).values(
                 state=bindparam("st"), attempts=bindparam("att"),
                 next_attempt_at=bindparam("nxt"), last_error=bindparam("err"),
                 lease_owner=None, lease_until=None), updates)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 
+@lru_cache(maxsize=4096)  # gate checks and orders come in bursts that share their times
 def parse_s360_time(text: str | None, zone: ZoneInfo) -> tuple[dt.datetime, dt.datetime] | None:
     """``(utc, local)`` naive datetimes for an S-360 date-time.
 

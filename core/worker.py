@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import defaultdict
 from contextlib import contextmanager
 
 from .bridge import Bridge
@@ -28,24 +27,23 @@ class Worker:
         """Claim and process one batch; answer how many records it held."""
         c = claim(self.bridge.engine, list(self.bridge.settings.institutions),
                   self.cfg.batch_size, self.cfg.lease_seconds, self.clock())
-        if not c.records:
+        if not c.groups:
             return 0
-        groups: dict[tuple[str, str], list] = defaultdict(list)
-        for inst_code, stream_name, record, attempts in c.records:
-            groups[(inst_code, stream_name)].append((record, attempts))
+        delivered: list[int] = []
         outcomes: list[Outcome] = []
         unprocessed: list[int] = []
-        with self._lease_kept(c.token, [r.seq for _, _, r, _ in c.records]):
-            for (inst_code, stream_name), items in groups.items():
+        with self._lease_kept(c.token, c.seqs):
+            for (inst_code, stream_name), records in c.groups.items():
                 if stop is not None and stop.is_set():
-                    unprocessed += [r.seq for r, _ in items]
+                    unprocessed += [r.seq for r in records]
                     continue
-                outcomes += self._deliver_group(c, inst_code, stream_name, items)
-        complete(self.bridge.engine, c.token, outcomes, self.cfg.max_attempts,
+                self._deliver_group(c, inst_code, stream_name, records, delivered, outcomes)
+        complete(self.bridge.engine, c.token, delivered, outcomes, self.cfg.max_attempts,
                  self.cfg.backoff_base_seconds, self.cfg.backoff_max_seconds, self.clock())
         release(self.bridge.engine, c.token, unprocessed)
-        log.debug("handled %d record(s), released %d", len(outcomes), len(unprocessed))
-        return len(c.records)
+        log.debug("handled %d record(s), released %d", len(delivered) + len(outcomes),
+                  len(unprocessed))
+        return len(c)
 
     @contextmanager
     def _lease_kept(self, token: str, seqs: list[int]):
@@ -68,40 +66,54 @@ class Worker:
             done.set()
             keeper.join()
 
-    def _deliver_group(self, c: Claim, inst_code: str, stream_name: str, items) -> list[Outcome]:
+    def _deliver_group(self, c: Claim, inst_code: str, stream_name: str,
+                       records: list[StoredRecord], delivered: list[int],
+                       outcomes: list[Outcome]) -> None:
+        """Push the records to every target of their stream. A record delivered everywhere
+        goes to ``delivered``; one that failed somewhere, or that has delivery rows from an
+        earlier attempt, gets an Outcome with the result per target."""
         inst = self.bridge.institution(inst_code)
         stream = self.bridge.stream(stream_name)
         if stream is None or stream_name not in inst.streams:
             why = f"stream {stream_name} is no longer configured for {inst_code}"
-            return [Outcome(r.seq, a, {"(config)": why}) for r, a in items]
-        results: dict[int, dict[str, str | None]] = {r.seq: {} for r, _ in items}
+            outcomes += [Outcome(r.seq, c.attempts.get(r.seq, 0), {"(config)": why})
+                         for r in records]
+            return
+        targets = inst.streams[stream_name].targets
+        errors: dict[int, dict[str, str]] = {}  # seq -> target -> error
         retry_after: dict[int, float] = {}
-        for name in inst.streams[stream_name].targets:
-            todo = [r for r, _ in items if name not in c.done_targets.get(r.seq, ())]
+        for name in targets:
+            todo = [r for r in records if name not in c.done_targets.get(r.seq, ())] \
+                if c.done_targets else records
             if not todo:
                 continue
             target = self.bridge.target(inst, name)
-            failed = []
             size = target.batch_size or len(todo)
-            pushed: dict = {}
+            failed: dict[int, tuple[str, float]] = {}
             for i in range(0, len(todo), size):
-                pushed |= self._push(inst, stream, target, todo[i:i + size])
-            for seq, (error, wait) in pushed.items():
-                results[seq][name] = error
+                failed |= self._push(inst, stream, target, todo[i:i + size])
+            for seq, (error, wait) in failed.items():
+                errors.setdefault(seq, {})[name] = error
                 retry_after[seq] = max(retry_after.get(seq, 0.0), wait)
-                if error:
-                    failed.append((seq, error))
             if failed:  # one line per target and batch, even when a whole target is down
-                key = next(r.key for r in todo if r.seq == failed[0][0])
+                seq, (error, _) = next(iter(failed.items()))
+                key = next(r.key for r in todo if r.seq == seq)
                 log.warning("%s/%s -> %s: %d of %d record(s) failed, will retry; first (key %s):"
                             " %s", inst_code, stream_name, name, len(failed), len(todo), key,
-                            failed[0][1])
-        return [Outcome(r.seq, a, results[r.seq], retry_after.get(r.seq, 0.0),
-                        r.seq in c.tracked) for r, a in items]
+                            error)
+        for r in records:
+            if r.seq not in errors and r.seq not in c.tracked:
+                delivered.append(r.seq)
+                continue
+            done_before = c.done_targets.get(r.seq, ())
+            results: dict[str, str | None] = {t: None for t in targets if t not in done_before}
+            results.update(errors.get(r.seq, {}))
+            outcomes.append(Outcome(r.seq, c.attempts.get(r.seq, 0), results,
+                                    retry_after.get(r.seq, 0.0), r.seq in c.tracked))
 
     def _push(self, inst, stream, target, records: list[StoredRecord]) -> dict:
         """Push a batch; on an unexpected error split it in halves to isolate the bad record.
-        Answers seq -> (error or None, seconds to wait before a retry)."""
+        Answers seq -> (error, seconds to wait before a retry) for the records that failed."""
         hooks = self.bridge.hooks
         try:
             items = hooks.transform(inst, stream, target, records)
@@ -114,7 +126,7 @@ class Worker:
             half = len(records) // 2
             return (self._push(inst, stream, target, records[:half])
                     | self._push(inst, stream, target, records[half:]))
-        return {r.seq: (result.failed.get(i), 0.0) for i, r in enumerate(records)}
+        return {records[i].seq: (reason, 0.0) for i, reason in result.failed.items()}
 
     def run(self, stop: threading.Event) -> None:
         """Work until ``stop`` is set; the batch in hand is finished or released first."""

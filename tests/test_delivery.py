@@ -11,8 +11,8 @@ from sqlalchemy import select
 from s360bridge.core.bridge import Bridge
 from s360bridge.core.cli import cli
 from s360bridge.core.config import load_settings
-from s360bridge.core.db import DELIVERY, INBOX
-from s360bridge.core.queue import claim, due_query
+from s360bridge.core.db import DELIVERY, INBOX, run
+from s360bridge.core.queue import claim, claim_statement
 from s360bridge.core.receiver import create_app
 from s360bridge.core.streams import StoredRecord
 from s360bridge.core.worker import Worker
@@ -214,10 +214,9 @@ def test_a_worker_takes_only_the_institutions_it_is_configured_for(tmp_path, sec
 def test_claims_read_the_pending_index_in_arrival_order(bridge):
     """A claim must not sort every row of an institution: on a million-row inbox that made
     each claim take seconds (found by bench/run.py)."""
-    query = due_query(["testvenue"], 500, 1e12)
-    sql = str(query.compile(bridge.engine, compile_kwargs={"literal_binds": True}))
     with bridge.engine.connect() as conn:
-        plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+        plan = " ".join(str(r[-1]) for r in run(conn, "EXPLAIN QUERY PLAN " + claim_statement(
+            "sqlite"), ("token", 1e12, 1e12, 1e12, ["testvenue"], 500)))
     assert "ix_inbox_pending" in plan
     assert "TEMP B-TREE" not in plan
 
@@ -230,10 +229,10 @@ def test_a_slow_push_keeps_its_lease(tmp_path, secrets_env):
     bridge = Bridge(load_settings([write_config(tmp_path, cfg)]))
     post(create_app(bridge).test_client(), "orders", fixture("order_sale.json"))
     mine = claim(bridge.engine, ["testvenue"], 10, 1)
-    assert len(mine.records) == 2
-    with Worker(bridge)._lease_kept(mine.token, [r.seq for _, _, r, _ in mine.records]):
+    assert len(mine) == 2
+    with Worker(bridge)._lease_kept(mine.token, mine.seqs):
         threading.Event().wait(2.0)  # twice the lease: the push in hand is slow
-        assert claim(bridge.engine, ["testvenue"], 10, 1).records == []
+        assert len(claim(bridge.engine, ["testvenue"], 10, 1)) == 0
     leases = {r["lease_owner"] for r in inbox_rows(bridge)}
     assert leases == {mine.token}
     bridge.close()

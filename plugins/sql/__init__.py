@@ -8,6 +8,7 @@ older version (smaller ``source_seq``) never overwrites a newer one.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
 
 from sqlalchemy import (
     BigInteger,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    bindparam,
     select,
     tuple_,
 )
@@ -26,7 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from s360bridge.core.db import make_engine
+from s360bridge.core.db import executemany, make_engine
 from s360bridge.core.errors import ConfigError, TargetUnavailable
 from s360bridge.core.hookspecs import hookimpl
 from s360bridge.core.targets import PushResult, Target
@@ -54,6 +56,37 @@ def _having_keys(columns: list, keys: list[tuple]):
     if len(institutions) != 1 or len(columns) != 2:
         return tuple_(*columns).in_(keys)
     return and_(columns[0] == institutions.pop(), columns[1].in_([k[1] for k in keys]))
+
+
+@cache
+def _primary_key(table: Table) -> tuple[str, ...]:
+    return tuple(c.name for c in table.primary_key.columns)
+
+
+@cache
+def _upsert_statement(table: Table, dialect: str):
+    """An upsert that never lets an older version (smaller ``source_seq``) win."""
+    stmt = _DIALECTS[dialect].insert(table).values({c.name: bindparam(c.name)
+                                                    for c in table.columns})
+    return stmt.on_conflict_do_update(
+        index_elements=list(table.primary_key.columns),
+        set_={c.name: stmt.excluded[c.name] for c in table.columns if not c.primary_key},
+        where=table.c.source_seq < stmt.excluded.source_seq)
+
+
+_shapes: dict[tuple[Table, int], tuple[tuple[str, ...], tuple]] = {}
+
+
+def _row_shape(table: Table, dialect) -> tuple[tuple[str, ...], tuple]:
+    """The table's columns in order and, when any column needs one on this database (date-times
+    on SQLite), each column's conversion of a Python value for the driver (None: as it is)."""
+    shape = _shapes.get((table, id(dialect)))
+    if shape is None:
+        processors = tuple(c.type.dialect_impl(dialect).bind_processor(dialect)
+                           for c in table.columns)
+        shape = _shapes[(table, id(dialect))] = (
+            tuple(c.name for c in table.columns), processors if any(processors) else ())
+    return shape
 
 
 @dataclass
@@ -98,13 +131,14 @@ class SqlTarget(Target):
         """Write the newest version of each row; replace the children of the rows that won."""
         newest: dict = {}
         for row in rows:
-            pk = tuple(row.values[c.name] for c in row.table.primary_key.columns)
-            old = newest.get((row.table.name, pk))
+            table = row.table
+            pk = tuple(row.values[c] for c in _primary_key(table))
+            old = newest.get((table, pk))
             if old is None or old.values["source_seq"] < row.values["source_seq"]:
-                newest[(row.table.name, pk)] = row
+                newest[(table, pk)] = row
         by_table: dict[Table, list[WarehouseRow]] = {}
-        for row in newest.values():
-            by_table.setdefault(row.table, []).append(row)
+        for (table, _), row in newest.items():
+            by_table.setdefault(table, []).append(row)
         self._ensure({*by_table, *(c for r in newest.values() for c in r.children)})
         try:
             with self.engine.connect().execution_options(write=True) as conn, conn.begin():
@@ -114,14 +148,16 @@ class SqlTarget(Target):
             raise TargetUnavailable(f"warehouse {self.describe()}: {exc.orig}") from exc
 
     def _upsert_group(self, conn, table: Table, group: list[WarehouseRow]) -> None:
-        dialect = _DIALECTS[conn.dialect.name]
+        columns, processors = _row_shape(table, conn.dialect)
+        rows = [tuple(r.values.get(c) for c in columns) for r in group]
+        if processors:
+            rows = [tuple(p(v) if p else v for p, v in zip(processors, r, strict=True))
+                    for r in rows]
+        executemany(conn, _upsert_statement(table, conn.dialect.name), columns, rows,
+                    f"warehouse-upsert-{table.name}")
+        if not any(r.children for r in group):
+            return
         pk = list(table.primary_key.columns)
-        stmt = dialect.insert(table)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=pk,
-            set_={c.name: stmt.excluded[c.name] for c in table.columns if not c.primary_key},
-            where=table.c.source_seq < stmt.excluded.source_seq)
-        conn.execute(stmt, [r.values for r in group])
         keys = [tuple(r.values[c.name] for c in pk) for r in group]
         stored = dict((tuple(row[:-1]), row[-1]) for row in conn.execute(
             select(*pk, table.c.source_seq).where(_having_keys(pk, keys))))
