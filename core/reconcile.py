@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import duckdb
 import orjson
 
 from .errors import S360BridgeError
@@ -135,6 +134,8 @@ def _q(name: str) -> str:
 def _read(con, table: str, path: Path, spec: Reconciliation, side: Side) -> int:
     """Load one side in one pass: its key, and per field the raw and the normalised value;
     answer how many rows it has."""
+    import duckdb
+
     source = "read_csv(?, all_varchar=true, header=true)"
     try:
         have = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {source}",
@@ -174,6 +175,8 @@ def compare(spec: Reconciliation, s360_side: Side, s360_file: Path, target_file:
             report: Path, fmt: str = "csv", step: Callable[[str], None] = lambda s: None
             ) -> Summary:
     """Compare both sides; write every difference to ``report``; answer the counts."""
+    import duckdb  # here, not at the top: 25 MiB that no receiver or worker process needs
+
     summary = Summary()
     for side in (s360_side, spec.target_side):
         try:

@@ -8,16 +8,19 @@ older version (smaller ``source_seq``) never overwrites a newer one.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 
 from sqlalchemy import (
     BigInteger,
     Column,
+    Date,
+    DateTime,
     Float,
     MetaData,
     String,
     Table,
     Text,
+    Time,
     and_,
     bindparam,
     select,
@@ -78,14 +81,19 @@ _shapes: dict[tuple[Table, int], tuple[tuple[str, ...], tuple]] = {}
 
 
 def _row_shape(table: Table, dialect) -> tuple[tuple[str, ...], tuple]:
-    """The table's columns in order and, when any column needs one on this database (date-times
-    on SQLite), each column's conversion of a Python value for the driver (None: as it is)."""
+    """The table's columns in order, and ``(index, conversion)`` of those whose Python values
+    the driver cannot take as they are (date-times on SQLite). Date-times repeat across a
+    batch (a burst of gate checks, one order's lines), so their conversions are memoised."""
     shape = _shapes.get((table, id(dialect)))
     if shape is None:
-        processors = tuple(c.type.dialect_impl(dialect).bind_processor(dialect)
-                           for c in table.columns)
-        shape = _shapes[(table, id(dialect))] = (
-            tuple(c.name for c in table.columns), processors if any(processors) else ())
+        convert = []
+        for i, c in enumerate(table.columns):
+            proc = c.type.dialect_impl(dialect).bind_processor(dialect)
+            if proc is not None:
+                memo = isinstance(c.type, DateTime | Date | Time)
+                convert.append((i, lru_cache(maxsize=4096)(proc) if memo else proc))
+        shape = _shapes[(table, id(dialect))] = (tuple(c.name for c in table.columns),
+                                                  tuple(convert))
     return shape
 
 
@@ -148,11 +156,15 @@ class SqlTarget(Target):
             raise TargetUnavailable(f"warehouse {self.describe()}: {exc.orig}") from exc
 
     def _upsert_group(self, conn, table: Table, group: list[WarehouseRow]) -> None:
-        columns, processors = _row_shape(table, conn.dialect)
-        rows = [tuple(r.values.get(c) for c in columns) for r in group]
-        if processors:
-            rows = [tuple(p(v) if p else v for p, v in zip(processors, r, strict=True))
-                    for r in rows]
+        columns, convert = _row_shape(table, conn.dialect)
+        rows = [tuple(map(r.values.get, columns)) for r in group]
+        if convert:
+            for n, row in enumerate(rows):
+                row = list(row)
+                for i, proc in convert:
+                    if row[i] is not None:
+                        row[i] = proc(row[i])
+                rows[n] = tuple(row)
         executemany(conn, _upsert_statement(table, conn.dialect.name), columns, rows,
                     f"warehouse-upsert-{table.name}")
         if not any(r.children for r in group):
