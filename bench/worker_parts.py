@@ -1,0 +1,162 @@
+"""What one record costs the worker, part by part: claim, decoding, transform, warehouse write,
+completion, and the commits (with their fsyncs), in microseconds per record.
+
+The inbox is filled in-process through the receiver's own ingest (50-record batches of ticket
+checks, as bench/run.py's wrk script sends them), then one Worker drains it in this process
+with a timer around each part; a part's time excludes the parts it calls (a commit inside the
+claim counts as a commit). The timers cost about a microsecond a record, so the total is a
+little slower than `bench/run.py`'s end to end; compare commits in one run of this script.
+
+    python bench/worker_parts.py --records 200000
+    git worktree add /tmp/before 01413a0 && python bench/worker_parts.py --source /tmp/before
+
+``--source`` measures another checkout of s360bridge (its core/ and plugins/) with the same
+harness, so that a change to the worker's path is quoted before and after on the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+ROW = {"access_time": "2024-03-14 19:21:07", "check_flow": "IN", "result": "OK",
+       "failure_reason": "NO_FAIL"}
+PARTS = ("claim (SQL)", "decode JSON", "transform", "warehouse write", "completion",
+         "commits (fsync)", "worker loop, leases, other")
+
+
+def reexec_with(source: Path) -> None:
+    """Run this script again with ``source``'s packages first on the path."""
+    pkg = Path(tempfile.mkdtemp(prefix="s360parts-")) / "s360bridge"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    for name in ("core", "plugins"):
+        (pkg / name).symlink_to(source.resolve() / name)
+    argv = [a for a in sys.argv[1:] if a != "--source" and a != str(source)]
+    env = {**os.environ, "PYTHONPATH": str(pkg.parent), "S360PARTS_SOURCE": str(source)}
+    sys.exit(subprocess.call([sys.executable, __file__, *argv], env=env))
+
+
+class Timers:
+    """Own time per part: a part's clock stops while a nested timed part runs."""
+
+    def __init__(self):
+        self.own: dict[str, float] = defaultdict(float)
+        self.local = threading.local()
+
+    def wrap(self, part: str, fn):
+        def timed(*args, **kwargs):
+            stack = self.local.__dict__.setdefault("stack", [])
+            stack.append(0.0)
+            started = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent = time.perf_counter() - started
+                nested = stack.pop()
+                self.own[part] += spent - nested
+                if stack:
+                    stack[-1] += spent
+        return timed
+
+
+def config(work: Path, synchronous: str, batch_size: int) -> Path:
+    import yaml
+    cfg = {"institution": "bench", "timezone": "Europe/Zurich",
+           "targets": {"datx": {"type": "sql", "url": f"sqlite:///{work}/warehouse.db"}},
+           "streams": {"ticketchecks": {"auth": {"type": "api_key", "header": "x-api-key",
+                                                 "key": {"$env": "BENCH_API_KEY"}},
+                                        "targets": ["datx"]}},
+           "engine": {"database_url": f"sqlite:///{work}/engine.db",
+                      "sqlite_synchronous": synchronous, "batch_size": batch_size}}
+    path = work / "bench.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def fill(bridge, records: int) -> None:
+    from s360bridge.core.inbox import ingest
+    inst, stream = bridge.institution("bench"), bridge.stream("ticketchecks")
+    for base in range(0, records, 50):
+        batch = [{"ticket_check_id": i, "movement_id": i + 7, "ticket_id": i + 9,
+                  "barcode": f"0{i}", **ROW}
+                 for i in range(10**11 + base, 10**11 + min(base + 50, records))]
+        ingest(bridge, inst, stream, batch)
+
+
+def measure(args) -> None:
+    import orjson
+    from sqlalchemy.engine.default import DefaultDialect
+
+    from s360bridge.core import worker as worker_module
+    from s360bridge.core.bridge import Bridge
+    from s360bridge.core.config import load_settings
+    from s360bridge.core.plugins import Hooks
+
+    os.environ["BENCH_API_KEY"] = "bench-key"
+    os.environ["S360BRIDGE_LOAD_PLUGINS"] = "ticketchecks,sql"
+    work = Path(tempfile.mkdtemp(prefix="s360parts-"))
+    bridge = Bridge(load_settings([config(work, args.synchronous, args.batch_size)]))
+    started = time.perf_counter()
+    fill(bridge, args.records)
+    print(f"{args.records} records stored in {time.perf_counter() - started:.1f} s; "
+          f"draining with one worker (batch size {args.batch_size}) ...", flush=True)
+
+    t = Timers()
+    worker_module.claim = t.wrap("claim (SQL)", worker_module.claim)
+    worker_module.complete = t.wrap("completion", worker_module.complete)
+    orjson.loads = t.wrap("decode JSON", orjson.loads)
+    Hooks.transform = t.wrap("transform", Hooks.transform)
+    Hooks.push = t.wrap("warehouse write", Hooks.push)
+    DefaultDialect.do_commit = t.wrap("commits (fsync)", DefaultDialect.do_commit)
+    worker = worker_module.Worker(bridge)
+    run_once = t.wrap("worker loop, leases, other", worker.run_once)
+    started = time.perf_counter()
+    while run_once():
+        pass
+    seconds = time.perf_counter() - started
+    with bridge.engine.connect() as conn:
+        pending = conn.exec_driver_sql(
+            "SELECT count(*) FROM inbox WHERE state = 'pending'").scalar()
+    bridge.close()
+    import sqlite3
+    with sqlite3.connect(work / "warehouse.db") as conn:
+        stored = conn.execute("SELECT count(*) FROM ticket_checks").fetchone()[0]
+    source = os.environ.get("S360PARTS_SOURCE", "this checkout")
+    commit = subprocess.run(["git", "-C", source if source != "this checkout" else ".",
+                             "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    print(f"{source} ({commit}): {stored} records in {seconds:.2f} s, "
+          f"{stored / seconds:,.0f} records/s; {pending} left pending")
+    print(f"{'part':30} {'µs/record':>10} {'share':>7}")
+    for part in PARTS:
+        us = t.own[part] / stored * 1e6
+        print(f"{part:30} {us:10.2f} {t.own[part] / seconds:7.1%}")
+    print(f"{'total':30} {seconds / stored * 1e6:10.2f}")
+    if not args.keep:
+        import shutil
+        shutil.rmtree(work)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--records", type=int, default=200_000)
+    ap.add_argument("--batch-size", type=int, default=500, help="engine.batch_size")
+    ap.add_argument("--synchronous", default="FULL", help="SQLite synchronous, both databases")
+    ap.add_argument("--source", type=Path, help="another checkout of s360bridge to measure")
+    ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    args = ap.parse_args()
+    if args.source and "S360PARTS_SOURCE" not in os.environ:
+        reexec_with(args.source)
+    measure(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""The benchmarks at a tiny size, so that they cannot rot: each must run to its end and find
+what it checks (every stored record delivered, the same differences, nothing left pending).
+No figure is asserted: speed is measured by hand (bench/README.md)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def needs(what: str, present: bool) -> None:
+    """CI installs what the benchmarks need; elsewhere a missing tool skips the smoke test."""
+    if not present:
+        if os.environ.get("CI"):
+            pytest.fail(f"{what} is not installed: .ci/run must install it")
+        pytest.skip(f"{what} is not installed")
+
+
+def bench(script: str, *args: str, timeout: float = 180) -> str:
+    out = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True,
+                         text=True, timeout=timeout)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out.stdout
+
+
+def test_ingest_and_end_to_end():
+    needs("wrk", shutil.which("wrk") is not None)
+    out = bench("run.py", "--seconds", "1", "--rounds", "1", "--fill", "60000")
+    assert "end2end" in out and "ERROR" not in out
+    assert "fill: loading the receiver" in out
+
+
+def test_worker_parts():
+    out = bench("worker_parts.py", "--records", "3000")
+    assert "3000 records in" in out and "; 0 left pending" in out
+    assert "commits (fsync)" in out
+
+
+def test_crm_to_s360():
+    out = bench("crm_to_s360.py", "--changes", "20", "--limit", "600")
+    assert "20 CRM changes accepted" in out
+    assert "0 x 509" in out
+
+
+def test_reconcile():
+    needs("pandas (the bench extra)", _importable("pandas"))
+    out = bench("reconcile.py", "--records", "2000")
+    assert out.count("same differences") == 3
+
+
+def _importable(module: str) -> bool:
+    return subprocess.run([sys.executable, "-c", f"import {module}"],
+                          capture_output=True).returncode == 0
