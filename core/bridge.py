@@ -8,7 +8,6 @@ from .config import Institution, Settings
 from .db import create_schema, make_engine
 from .errors import ConfigError
 from .plugins import Hooks
-from .ratelimit import CallBudget
 from .s360api import S360Client
 from .streams import Stream
 from .targets import Target
@@ -86,6 +85,8 @@ class Bridge:
                 if api is None:
                     raise ConfigError(f"{inst.source}: s360_api: this institution calls the "
                                       "S-360 APIs, so it needs an s360_api section")
+                from .ratelimit import CallBudget  # pyrate-limiter: only where S-360 is called
+
                 budget = CallBudget(self.engine, api.calls_per_minute, api.window_seconds)
                 client = self._clients[inst.code] = S360Client(inst.code, api, budget)
             return client

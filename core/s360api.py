@@ -14,6 +14,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import jwt
 import requests
@@ -21,7 +22,9 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from .config import S360ApiSettings
 from .errors import S360BridgeError
-from .ratelimit import CallBudget
+
+if TYPE_CHECKING:  # the budget (pyrate-limiter) loads only in processes that call S-360
+    from .ratelimit import CallBudget
 
 log = logging.getLogger("s360bridge.s360api")
 
