@@ -1,12 +1,15 @@
-"""Ingest and end-to-end benchmark of the receiver (issue 2). Run by hand: `make bench`.
+"""Ingest and end-to-end benchmark of the receiver and the worker. Run by hand: `make bench`.
 
 1. ceiling: a bare Flask endpoint (parse JSON, insert raw rows with stdlib sqlite3) under wrk;
-2. receiver: the s360bridge receiver under the same wrk, server stack and SQLite durability;
-3. end to end: one `s360bridge worker` delivers what the receiver stored into the warehouse;
-4. flow (--flow N): receiver and worker together until N records reached the warehouse, with
-   the resident memory of every process sampled on the way.
+2. receiver: the s360bridge receiver under the same wrk and server stack, on each backend
+   (SQLite, and PostgreSQL: a private cluster this script starts, or --postgres URL);
+3. end to end: on each backend, one `s360bridge worker` started right after the fill (no
+   ANALYZE) delivers what the receiver stored into the warehouse of the same backend;
+4. flow (--flow N, SQLite): receiver and worker together until N records reached the
+   warehouse, with the resident memory of every process sampled on the way.
 
-Needs wrk (Debian: apt-get install wrk) and gunicorn (pip install -e '.[gunicorn]').
+Needs wrk (Debian: apt-get install wrk), gunicorn (pip install -e '.[gunicorn]') and, for the
+PostgreSQL backend, PostgreSQL's server binaries (apt-get install postgresql) and psycopg.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ import re
 import shutil
 import signal
 import socket
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -28,11 +30,12 @@ import time
 from pathlib import Path
 
 import requests
-import yaml
+from backends import API_KEY, Backend
+from pgcluster import PrivateCluster, binaries
 
 BENCH = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
-API_KEY = "bench-key"
+RECEIVER = "s360bridge.core.wsgi:app_from_env()"
 
 
 def free_port() -> int:
@@ -71,11 +74,17 @@ def gunicorn(app: str, port: int, workers: int, env: dict, cwd: Path, log: Path)
     return proc
 
 
-def wrk(url: str, seconds: float, threads: int, conns: int, run: int) -> dict:
-    out = subprocess.run(["wrk", "-t", str(threads), "-c", str(conns), "-d", f"{int(seconds)}s",
-                          "--latency", "-s", str(BENCH / "post_checks.lua"), url],
-                         env={**os.environ, "BENCH_RUN": str(run), "BENCH_API_KEY": API_KEY},
-                         capture_output=True, text=True, check=True).stdout
+def wrk_load(port: int, seconds: float, args, run: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        ["wrk", "-t", str(args.threads), "-c", str(args.connections), "-d", f"{int(seconds)}s",
+         "--latency", "-s", str(BENCH / "post_checks.lua"),
+         f"http://127.0.0.1:{port}/s360/ticketchecks/bench"],
+        env={**os.environ, "BENCH_RUN": str(run), "BENCH_API_KEY": API_KEY},
+        stdout=subprocess.PIPE, text=True)
+
+
+def wrk(port: int, seconds: float, args, run: int) -> dict:
+    out = wrk_load(port, seconds, args, run).communicate()[0]
     (BENCH / "results").mkdir(exist_ok=True)
     (BENCH / "results" / f"wrk-run{run}.txt").write_text(out)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -111,11 +120,6 @@ def tree(pid: int) -> list[int]:
     return [pid, *map(int, out.split())]
 
 
-def count(db: Path, sql: str) -> int:
-    with sqlite3.connect(db, timeout=30) as conn:
-        return conn.execute(sql).fetchone()[0]
-
-
 def commit() -> str:
     """The commit measured, marked when the work tree has changes."""
     def git(*args):
@@ -126,78 +130,79 @@ def commit() -> str:
                                                  else "")
 
 
-def fill(cfg: Path, work: Path, env: dict, records: int, args) -> int:
+def stored(b: Backend) -> int:
+    return b.scalar("engine", "SELECT count(*) FROM inbox")
+
+
+def fill(b: Backend, records: int, args) -> int:
     """Keep wrk on the receiver until the inbox holds ``records`` records."""
     port = free_port()
-    server = gunicorn("s360bridge.core.wsgi:app_from_env()", port, args.workers, env, work,
-                      work / "fill-server.log")
-    load = subprocess.Popen(["wrk", "-t", str(args.threads), "-c", str(args.connections), "-d",
-                             "3600s", "-s", str(BENCH / "post_checks.lua"),
-                             f"http://127.0.0.1:{port}/s360/ticketchecks/bench"],
-                            env={**os.environ, "BENCH_RUN": "8", "BENCH_API_KEY": API_KEY},
-                            stdout=subprocess.DEVNULL)
-    stored = count(work / "engine.db", "SELECT count(*) FROM inbox")
-    while stored < records:
+    server = gunicorn(RECEIVER, port, args.workers, b.env(), b.folder, b.folder / "fill.log")
+    load = wrk_load(port, 3600, args, 8)
+    while stored(b) < records:
         time.sleep(1)
-        stored = count(work / "engine.db", "SELECT count(*) FROM inbox")
-        print(f"  fill: {stored} records stored", flush=True)
     load.terminate()
     load.wait(30)
     stop(server)
-    return count(work / "engine.db", "SELECT count(*) FROM inbox")
+    return stored(b)
 
 
-def write_config(work: Path, synchronous: str) -> Path:
-    cfg = {"institution": "bench", "timezone": "Europe/Zurich",
-           "targets": {"datx": {"type": "sql", "url": f"sqlite:///{work}/warehouse.db"}},
-           "streams": {"ticketchecks": {"auth": {"type": "api_key", "header": "x-api-key",
-                                                 "key": {"$env": "BENCH_API_KEY"}},
-                                        "targets": ["datx"]}},
-           "engine": {"database_url": f"sqlite:///{work}/engine.db",
-                      "sqlite_synchronous": synchronous}}
-    path = work / "bench.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+def _delivered(b: Backend, key: str) -> bool:
+    try:
+        return bool(b.scalar("warehouse", "SELECT 1 FROM ticket_checks WHERE institution = "
+                                          f"'bench' AND check_key = '{key}'"))
+    except Exception:  # the worker has not created the table yet
+        return False
 
 
-def deliver(cfg: Path, work: Path, env: dict, expected: int, label: str) -> dict:
-    """Start one worker and time it until ``expected`` records are in the warehouse."""
-    worker = start([str(BIN / "s360bridge"), "--log-level", "WARNING", "worker", "-c",
-                    str(cfg), "--no-scheduler"], env, work, work / f"{label}.log")
+def deliver(b: Backend, expected: int) -> dict:
+    """Start one worker right after the fill and time it until the newest record is in the
+    warehouse and nothing is pending (records are claimed in arrival order, so polling the
+    newest key costs the databases nothing)."""
+    last = b.scalar("engine", "SELECT record_key FROM inbox ORDER BY id DESC LIMIT 1")
+    cpu = b.cpu_seconds()
+    log = b.folder / "worker.log"
+    worker = start([str(BIN / "s360bridge"), "--log-level", "DEBUG", "worker", "-c",
+                    str(b.config), "--no-scheduler"], b.env(), b.folder, log)
     started = time.monotonic()
-    while count(work / "engine.db", "SELECT count(*) FROM inbox WHERE state = 'pending'"):
-        time.sleep(0.2)
+    while not _delivered(b, last):
+        time.sleep(0.1)
+    while b.scalar("engine", "SELECT count(*) FROM inbox WHERE state = 'pending'"):
+        time.sleep(0.1)
     seconds = time.monotonic() - started
+    cpu = None if cpu is None else b.cpu_seconds() - cpu
     peak = rss_kib(worker.pid, "VmHWM")
     stop(worker)
-    stored = count(work / "warehouse.db", "SELECT count(*) FROM ticket_checks")
-    return {"records": stored, "expected": expected, "seconds": round(seconds, 2),
-            "records_per_s": round(stored / seconds), "worker_peak_rss_mib": round(peak / 1024)}
+    n = b.scalar("warehouse", "SELECT count(*) FROM ticket_checks")
+    claims = [float(m) for m in re.findall(r"claimed \d+ record\(s\) in ([\d.]+) ms",
+                                           log.read_text())]
+    tenth = max(1, len(claims) // 10)
+    return {"records": n, "expected": expected, "seconds": round(seconds, 2),
+            "records_per_s": round(n / seconds), "worker_peak_rss_mib": round(peak / 1024),
+            "claims": len(claims),
+            "claim_ms_first_tenth": round(statistics.mean(claims[:tenth]), 2),
+            "claim_ms_last_tenth": round(statistics.mean(claims[-tenth:]), 2),
+            "server_cpu_s_per_1000": None if cpu is None else round(cpu / n * 1000, 4)}
 
 
-def flow(cfg: Path, work: Path, env: dict, target: int, args) -> dict:
+def flow(b: Backend, target: int, args) -> dict:
     """Receiver and worker together until ``target`` records are in the warehouse."""
     port = free_port()
-    server = gunicorn("s360bridge.core.wsgi:app_from_env()", port, args.workers, env, work,
-                      work / "flow-server.log")
+    server = gunicorn(RECEIVER, port, args.workers, b.env(), b.folder, b.folder / "flow.log")
     worker = start([str(BIN / "s360bridge"), "--log-level", "WARNING", "worker", "-c",
-                    str(cfg), "--no-scheduler"], env, work, work / "flow-worker.log")
-    load = subprocess.Popen(["wrk", "-t", str(args.threads), "-c", str(args.connections), "-d",
-                             "3600s", "-s", str(BENCH / "post_checks.lua"),
-                             f"http://127.0.0.1:{port}/s360/ticketchecks/bench"],
-                            env={**os.environ, "BENCH_RUN": "7", "BENCH_API_KEY": API_KEY},
-                            stdout=subprocess.DEVNULL)
+                    str(b.config), "--no-scheduler"], b.env(), b.folder, b.folder / "flow.log")
+    load = wrk_load(port, 3600, args, 7)
     samples, started = [], time.monotonic()
     loaded = delivered = 0
     while delivered < target:
         time.sleep(2)
         if loaded < target:
-            loaded = count(work / "engine.db", "SELECT count(*) FROM inbox")
+            loaded = stored(b)
             if loaded >= target:
                 load.terminate()
         try:
-            delivered = count(work / "warehouse.db", "SELECT count(*) FROM ticket_checks")
-        except sqlite3.OperationalError:
+            delivered = b.scalar("warehouse", "SELECT count(*) FROM ticket_checks")
+        except Exception:
             delivered = 0
         samples.append({"t": round(time.monotonic() - started), "delivered": delivered,
                         "receiver_rss_mib": round(sum(map(rss_kib, tree(server.pid))) / 1024),
@@ -211,6 +216,97 @@ def flow(cfg: Path, work: Path, env: dict, target: int, args) -> dict:
             round(delivered / seconds), "samples": samples}
 
 
+def median_by_rate(results: list[dict]) -> dict:
+    return sorted(results, key=lambda x: x["records_per_s"])[len(results) // 2]
+
+
+def measure(backs: list[Backend], work: Path, args) -> dict:
+    result = {"date": dt.datetime.now().isoformat(timespec="seconds"), "args": vars(args),
+              "cpus": os.cpu_count(), "commit": commit(), "backends": {}}
+    bare_env = {"BARE_DB": str(work / "bare.db"), "BARE_SYNCHRONOUS": args.synchronous}
+    # Ceiling and receivers alternate, round after round, so that a noisy neighbour on a
+    # shared machine weighs on all; the ratio quoted is the median of the rounds' ratios.
+    rounds = []
+    for n in range(args.rounds):
+        port = free_port()
+        bare = gunicorn("bare_app:app", port, args.workers, bare_env, BENCH, work / "bare.log")
+        print(f"round {n + 1}: ceiling (bare Flask + stdlib sqlite3) ...", flush=True)
+        entry = {"ceiling": wrk(port, args.seconds, args, 10 + n)}
+        stop(bare)
+        for b in backs:
+            port = free_port()
+            server = gunicorn(RECEIVER, port, args.workers, b.env(), b.folder,
+                              b.folder / "receiver.log")
+            print(f"round {n + 1}: receiver (s360bridge on {b.name}) ...", flush=True)
+            ours = entry[b.name] = wrk(port, args.seconds, args, 20 + n)
+            ours["server_rss_mib"] = round(sum(map(rss_kib, tree(server.pid))) / 1024)
+            ours["ratio"] = round(ours["records_per_s"] / entry["ceiling"]["records_per_s"], 3)
+            stop(server)
+        rounds.append(entry)
+    result["rounds"] = rounds
+    result["ceiling"] = median_by_rate([r["ceiling"] for r in rounds])
+    for b in backs:
+        r = result["backends"][b.name] = {
+            "receiver": median_by_rate([x[b.name] for x in rounds]),
+            "ingest_ratio": statistics.median(x[b.name]["ratio"] for x in rounds)}
+        sent = sum(x[b.name]["records"] for x in rounds)
+        r["stored"] = stored(b)
+        if r["stored"] < sent:  # more is fine: wrk does not count the requests in flight
+            print(f"WARNING: {b.name}: {sent} records answered, only {r['stored']} stored")
+        if r["stored"] < args.fill:
+            print(f"{b.name}: loading the receiver until {args.fill} records are stored ...",
+                  flush=True)
+            r["stored"] = fill(b, args.fill, args)
+        print(f"{b.name}: one worker delivers {r['stored']} records ...", flush=True)
+        r["end_to_end"] = deliver(b, r["stored"])
+        if b.cluster is not None:
+            r["settings"] = b.cluster.settings_in_force()
+    if args.flow:
+        b = next(b for b in backs if b.name == "sqlite")
+        for f in b.folder.glob("*.db*"):
+            f.unlink()
+        print(f"flow: {args.flow} records through receiver and worker ...", flush=True)
+        result["flow"] = flow(b, args.flow, args)
+    return result
+
+
+def report(result: dict) -> int:
+    """Print the figures; answer how many stored records never reached a warehouse."""
+    c = result["ceiling"]
+    print(f"\ncommit {result['commit']}, {result['date']}, {result['cpus']} cores; every "
+          f"figure is beside the ceiling measured in this run ({c['records_per_s']} records/s)")
+    print(f"ceiling   {c['records_per_s']:>8} records/s  p50 {c['p50_ms']} ms  "
+          f"p99 {c['p99_ms']} ms  non-2xx {c['non_2xx']}")
+    lost = 0
+    for name, r in result["backends"].items():
+        i, e = r["receiver"], r["end_to_end"]
+        print(f"{name}:\n  receiver {i['records_per_s']:>8} records/s  p50 {i['p50_ms']} ms  "
+              f"p99 {i['p99_ms']} ms  non-2xx {i['non_2xx']}; ratio to the ceiling "
+              f"{r['ingest_ratio']} (median of rounds; goal >= 0.6 on sqlite)")
+        cpu = e["server_cpu_s_per_1000"]
+        print(f"  drain    {e['records_per_s']:>8} records/s  ({e['records']} records in "
+              f"{e['seconds']} s, one worker, peak RSS {e['worker_peak_rss_mib']} MiB; "
+              f"{e['records_per_s'] / c['records_per_s']:.2f} of the ceiling)")
+        print(f"  claims   {e['claims']}: mean {e['claim_ms_first_tenth']} ms over the first "
+              f"tenth, {e['claim_ms_last_tenth']} ms over the last"
+              + (f"; server CPU {cpu * 1000:.1f} ms per 1,000 records" if cpu else ""))
+        if "settings" in r:
+            print(f"  settings {r['settings']}")
+        lost += e["expected"] - e["records"]
+    if {"sqlite", "postgresql"} <= result["backends"].keys():
+        s, p = result["backends"]["sqlite"], result["backends"]["postgresql"]
+        print(f"postgresql / sqlite: ingest {p['receiver']['records_per_s'] / s['receiver']['records_per_s']:.2f}, "  # noqa: E501
+              f"drain {p['end_to_end']['records_per_s'] / s['end_to_end']['records_per_s']:.2f}"
+              " (goal >= 0.8 for both)")
+    if "flow" in result:
+        f = result["flow"]
+        print(f"flow      {f['records']} records in {f['seconds']} s; RSS first/last sample: "
+              f"{f['samples'][0]} / {f['samples'][-1]}")
+    if lost:
+        print(f"ERROR: {lost} stored records never reached the warehouse")
+    return lost
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=int, default=15, help="wrk duration per phase")
@@ -218,12 +314,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--connections", type=int, default=8, help="wrk connections")
     parser.add_argument("--synchronous", default="FULL", help="SQLite synchronous, both sides")
-    parser.add_argument("--flow", type=int, default=0, help="also run N records through")
-    parser.add_argument("--fill", type=int, default=0,
-                        help="before the end-to-end drain, keep loading the receiver until the "
-                             "inbox holds at least N records (the rounds alone store ~35,000 "
-                             "records a second of --seconds)")
     parser.add_argument("--rounds", type=int, default=3, help="ceiling/receiver alternations")
+    parser.add_argument("--fill", type=int, default=0,
+                        help="before the drain, keep loading the receiver until the inbox "
+                             "holds at least N records (a round stores ~35,000 records a "
+                             "second of --seconds on SQLite)")
+    parser.add_argument("--backends", default=None,
+                        help="sqlite, postgresql or both, comma-separated (default: both when "
+                             "PostgreSQL is installed or --postgres is given)")
+    parser.add_argument("--postgres", metavar="URL",
+                        help="a PostgreSQL database (postgresql+psycopg://…) to use instead of "
+                             "a private cluster; two schemas s360bench_* are made in it")
+    parser.add_argument("--flow", type=int, default=0, help="also run N records through")
     parser.add_argument("--keep", action="store_true",
                         help="keep the work folder (databases and logs, ~1 GB per million)")
     args = parser.parse_args()
@@ -231,82 +333,26 @@ def main() -> None:
         sys.exit("wrk is needed: apt-get install wrk")
     if not (BIN / "gunicorn").exists():
         sys.exit("gunicorn is needed: pip install -e '.[gunicorn]'")
+    names = (args.backends or ("sqlite,postgresql" if binaries() or args.postgres
+                               else "sqlite")).split(",")
     work = Path(tempfile.mkdtemp(prefix="s360bench-"))
-    env = {"BENCH_API_KEY": API_KEY, "S360BRIDGE_CONFIG": str(write_config(work, args.synchronous)),
-           "BARE_DB": str(work / "bare.db"), "BARE_SYNCHRONOUS": args.synchronous}
-    cfg = Path(env["S360BRIDGE_CONFIG"])
-    result = {"date": dt.datetime.now().isoformat(timespec="seconds"), "args": vars(args),
-              "cpus": os.cpu_count(), "commit": commit()}
-
-    # Ceiling and receiver alternate, round after round, so that a noisy neighbour on a shared
-    # machine weighs on both; the ratio quoted is the median of the rounds' ratios.
-    rounds = []
-    for n in range(args.rounds):
-        port = free_port()
-        bare = gunicorn("bare_app:app", port, args.workers, env, BENCH, work / "bare.log")
-        print(f"round {n + 1}: ceiling (bare Flask + stdlib sqlite3) ...", flush=True)
-        ceiling = wrk(f"http://127.0.0.1:{port}/s360/ticketchecks/bench", args.seconds,
-                      args.threads, args.connections, 10 + n)
-        stop(bare)
-        port = free_port()
-        receiver = gunicorn("s360bridge.core.wsgi:app_from_env()", port, args.workers, env,
-                            work, work / "receiver.log")
-        print(f"round {n + 1}: receiver (s360bridge) ...", flush=True)
-        ours = wrk(f"http://127.0.0.1:{port}/s360/ticketchecks/bench", args.seconds,
-                   args.threads, args.connections, 20 + n)
-        ours["server_rss_mib"] = round(sum(map(rss_kib, tree(receiver.pid))) / 1024)
-        stop(receiver)
-        rounds.append({"ceiling": ceiling, "receiver": ours,
-                       "ratio": round(ours["records_per_s"] / ceiling["records_per_s"], 3)})
-    result["rounds"] = rounds
-    result["ceiling"] = sorted((r["ceiling"] for r in rounds),
-                               key=lambda x: x["records_per_s"])[len(rounds) // 2]
-    result["receiver"] = sorted((r["receiver"] for r in rounds),
-                                key=lambda x: x["records_per_s"])[len(rounds) // 2]
-    stored = count(work / "engine.db", "SELECT count(*) FROM inbox")
-    sent = sum(r["receiver"]["records"] for r in rounds)
-    result["receiver"]["stored"] = stored
-    result["ingest_ratio"] = statistics.median(r["ratio"] for r in rounds)
-    if stored < sent:  # more is fine: wrk does not count the requests in flight at its end
-        print(f"WARNING: {sent} records answered, only {stored} stored")
-
-    if stored < args.fill:
-        print(f"fill: loading the receiver until {args.fill} records are stored ...",
-              flush=True)
-        stored = fill(cfg, work, env, args.fill, args)
-    print(f"end to end: delivering {stored} records ...", flush=True)
-    result["end_to_end"] = deliver(cfg, work, env, stored, "e2e")
-
-    if args.flow:
-        for f in ("engine.db", "engine.db-wal", "engine.db-shm", "warehouse.db",
-                  "warehouse.db-wal", "warehouse.db-shm"):
-            (work / f).unlink(missing_ok=True)
-        print(f"flow: {args.flow} records through receiver and worker ...", flush=True)
-        result["flow"] = flow(cfg, work, env, args.flow, args)
-
+    cluster = None
+    if "postgresql" in names and not args.postgres:
+        cluster = PrivateCluster().__enter__()
+    try:
+        backs = [Backend.sqlite(work) if n == "sqlite" else
+                 Backend.postgresql(work, cluster, args.postgres) for n in names]
+        for b in backs:
+            b.write_config(args.synchronous)
+        result = measure(backs, work, args)
+    finally:
+        if cluster is not None:
+            cluster.__exit__(None, None, None)
     out = BENCH / "results"
     out.mkdir(exist_ok=True)
     path = out / f"ingest-{dt.datetime.now():%Y%m%d-%H%M%S}.json"
     path.write_text(json.dumps(result, indent=2))
-    c, r, e = result["ceiling"], result["receiver"], result["end_to_end"]
-    print(f"\ncommit {result['commit']}, {result['date']}, {result['cpus']} cores; every "
-          f"figure is beside the ceiling measured in this run ({c['records_per_s']} records/s)")
-    print(f"ceiling   {c['records_per_s']:>8} records/s  p50 {c['p50_ms']} ms  "
-          f"p99 {c['p99_ms']} ms  non-2xx {c['non_2xx']}")
-    print(f"receiver  {r['records_per_s']:>8} records/s  p50 {r['p50_ms']} ms  "
-          f"p99 {r['p99_ms']} ms  non-2xx {r['non_2xx']}  stored {r['stored']}")
-    print(f"ratio     {result['ingest_ratio']}  (median of rounds "
-          f"{[r['ratio'] for r in result['rounds']]}; goal >= 0.6)")
-    print(f"end2end   {e['records_per_s']:>8} records/s  ({e['records']} records in "
-          f"{e['seconds']} s, worker peak RSS {e['worker_peak_rss_mib']} MiB; "
-          f"{e['records_per_s'] / c['records_per_s']:.2f} of the ceiling; goal >= 20,000)")
-    if args.flow:
-        f = result["flow"]
-        print(f"flow      {f['records']} records in {f['seconds']} s; RSS first/last sample: "
-              f"{f['samples'][0]} / {f['samples'][-1]}")
-    lost = e["expected"] - e["records"]
-    if lost:
-        print(f"ERROR: {lost} of {e['expected']} stored records never reached the warehouse")
+    lost = report(result)
     if args.keep:
         print(f"written to {path} (work folder kept: {work})")
     else:

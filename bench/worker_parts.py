@@ -8,6 +8,7 @@ claim counts as a commit). The timers cost about a microsecond a record, so the 
 little slower than `bench/run.py`'s end to end; compare commits in one run of this script.
 
     python bench/worker_parts.py --records 200000
+    python bench/worker_parts.py --records 200000 --backend postgresql   # a private cluster
     git worktree add /tmp/before 01413a0 && python bench/worker_parts.py --source /tmp/before
 
 ``--source`` measures another checkout of s360bridge (its core/ and plugins/) with the same
@@ -17,7 +18,9 @@ harness, so that a change to the worker's path is quoted before and after on the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -67,16 +70,11 @@ class Timers:
         return timed
 
 
-def config(work: Path, synchronous: str, batch_size: int) -> Path:
+def config(backend, synchronous: str, batch_size: int) -> Path:
     import yaml
-    cfg = {"institution": "bench", "timezone": "Europe/Zurich",
-           "targets": {"datx": {"type": "sql", "url": f"sqlite:///{work}/warehouse.db"}},
-           "streams": {"ticketchecks": {"auth": {"type": "api_key", "header": "x-api-key",
-                                                 "key": {"$env": "BENCH_API_KEY"}},
-                                        "targets": ["datx"]}},
-           "engine": {"database_url": f"sqlite:///{work}/engine.db",
-                      "sqlite_synchronous": synchronous, "batch_size": batch_size}}
-    path = work / "bench.yaml"
+    path = backend.write_config(synchronous)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["engine"]["batch_size"] = batch_size
     path.write_text(yaml.safe_dump(cfg))
     return path
 
@@ -92,6 +90,24 @@ def fill(bridge, records: int) -> None:
 
 
 def measure(args) -> None:
+    from backends import Backend
+    from pgcluster import PrivateCluster
+
+    os.environ["BENCH_API_KEY"] = "bench-key"
+    os.environ["S360BRIDGE_LOAD_PLUGINS"] = "ticketchecks,sql"
+    work = Path(tempfile.mkdtemp(prefix="s360parts-"))
+    with contextlib.ExitStack() as stack:
+        if args.backend == "sqlite":
+            backend = Backend.sqlite(work)
+        else:
+            cluster = None if args.postgres else stack.enter_context(PrivateCluster())
+            backend = Backend.postgresql(work, cluster, args.postgres)
+        drain(backend, args, config(backend, args.synchronous, args.batch_size))
+    if not args.keep:
+        shutil.rmtree(work)
+
+
+def drain(backend, args, cfg: Path) -> None:
     import orjson
     from sqlalchemy.engine.default import DefaultDialect
 
@@ -100,10 +116,7 @@ def measure(args) -> None:
     from s360bridge.core.config import load_settings
     from s360bridge.core.plugins import Hooks
 
-    os.environ["BENCH_API_KEY"] = "bench-key"
-    os.environ["S360BRIDGE_LOAD_PLUGINS"] = "ticketchecks,sql"
-    work = Path(tempfile.mkdtemp(prefix="s360parts-"))
-    bridge = Bridge(load_settings([config(work, args.synchronous, args.batch_size)]))
+    bridge = Bridge(load_settings([cfg]))
     started = time.perf_counter()
     fill(bridge, args.records)
     print(f"{args.records} records stored in {time.perf_counter() - started:.1f} s; "
@@ -122,27 +135,20 @@ def measure(args) -> None:
     while run_once():
         pass
     seconds = time.perf_counter() - started
-    with bridge.engine.connect() as conn:
-        pending = conn.exec_driver_sql(
-            "SELECT count(*) FROM inbox WHERE state = 'pending'").scalar()
     bridge.close()
-    import sqlite3
-    with sqlite3.connect(work / "warehouse.db") as conn:
-        stored = conn.execute("SELECT count(*) FROM ticket_checks").fetchone()[0]
+    pending = backend.scalar("engine", "SELECT count(*) FROM inbox WHERE state = 'pending'")
+    stored = backend.scalar("warehouse", "SELECT count(*) FROM ticket_checks")
     source = os.environ.get("S360PARTS_SOURCE", "this checkout")
     commit = subprocess.run(["git", "-C", source if source != "this checkout" else ".",
                              "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
-    print(f"{source} ({commit}): {stored} records in {seconds:.2f} s, "
+    print(f"{source} ({commit}) on {backend.name}: {stored} records in {seconds:.2f} s, "
           f"{stored / seconds:,.0f} records/s; {pending} left pending")
     print(f"{'part':30} {'µs/record':>10} {'share':>7}")
     for part in PARTS:
         us = t.own[part] / stored * 1e6
         print(f"{part:30} {us:10.2f} {t.own[part] / seconds:7.1%}")
     print(f"{'total':30} {seconds / stored * 1e6:10.2f}")
-    if not args.keep:
-        import shutil
-        shutil.rmtree(work)
 
 
 def main() -> None:
@@ -150,6 +156,9 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=200_000)
     ap.add_argument("--batch-size", type=int, default=500, help="engine.batch_size")
     ap.add_argument("--synchronous", default="FULL", help="SQLite synchronous, both databases")
+    ap.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
+    ap.add_argument("--postgres", metavar="URL", help="a PostgreSQL database to use instead "
+                                                       "of a private cluster")
     ap.add_argument("--source", type=Path, help="another checkout of s360bridge to measure")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     args = ap.parse_args()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import orjson
 from sqlalchemy import bindparam, update
 
-from .db import DELIVERY, INBOX, dialect_insert, run, write
+from .db import DELIVERY, INBOX, dialect_insert, index_plans_only, run, write
 from .streams import StoredRecord
 
 
@@ -44,8 +44,18 @@ DUE = """SELECT id FROM inbox WHERE state = 'pending' AND next_attempt_at <= ?
     ORDER BY id LIMIT ?"""
 _CLAIM = """UPDATE inbox SET lease_owner = ?, lease_until = ? WHERE id IN ({due}{lock})
     RETURNING id, institution, stream, record_key, payload, received_at, attempts"""
-_VERSIONS = """SELECT id, record_key, state, lease_owner FROM inbox
-    WHERE institution = ? AND stream = ? AND record_key IN ?texts"""
+# Every version of the listed keys: one probe of the (institution, stream, record_key) index per
+# key. On PostgreSQL a LATERAL subquery that cannot be flattened (OFFSET 0) makes the key part
+# of each probe: as a plain list, an unanalyzed table lets the planner scan every key of the
+# stream and filter them, a cost that grows with the inbox.
+_VERSIONS = {
+    "sqlite": """SELECT id, record_key, state, lease_owner FROM inbox
+        WHERE institution = ? AND stream = ? AND record_key IN (SELECT value FROM json_each(?))""",
+    "postgresql": """SELECT v.* FROM (SELECT ?::text AS inst, ?::text AS stream) AS p,
+        unnest(?::text[]) AS k(key), LATERAL (SELECT id, record_key, state, lease_owner
+            FROM inbox WHERE institution = p.inst AND stream = p.stream AND record_key = k.key
+            OFFSET 0) AS v""",
+}
 _SUPERSEDE = """UPDATE inbox SET state = 'superseded', lease_owner = NULL, lease_until = NULL
     WHERE id IN ?ints"""
 _DELIVERED = "SELECT inbox_id, target, state FROM delivery WHERE inbox_id IN ?ints"
@@ -67,6 +77,7 @@ def claim(engine, institutions: list[str], batch_size: int, lease_seconds: float
     now = time.time() if now is None else now
     token = uuid.uuid4().hex
     with write(engine) as conn:
+        index_plans_only(conn)
         rows = run(conn, claim_statement(conn.dialect.name),
                    (token, now + lease_seconds, now, now, institutions, batch_size))
         if not rows:
@@ -106,7 +117,8 @@ def _supersede(conn, newest: dict[tuple, int], token: str, older: list[int]) -> 
     for (inst, stream), keys in by_stream.items():
         # state and lease are checked here, not in SQL, so that the planner always takes the
         # (institution, stream, record_key, …) index, even when a backlog makes most rows pending
-        for seq, key, state, owner in run(conn, _VERSIONS, (inst, stream, list(keys))):
+        for seq, key, state, owner in run(conn, _VERSIONS[conn.dialect.name],
+                                          (inst, stream, list(keys))):
             if state == "pending" and owner != token and seq < keys[key]:
                 older.append(seq)
     if older:
@@ -163,6 +175,7 @@ def complete(engine, claim_token: str, delivered: list[int], outcomes: list[Outc
                       "last_error": ins.excluded.last_error,
                       "updated_at": ins.excluded.updated_at}), deliveries)
         if done_ids:
+            index_plans_only(conn)
             run(conn, _DONE, (done_ids, claim_token))
         if updates:
             conn.execute(update(INBOX).where(INBOX.c.id == bindparam("sid"),

@@ -25,8 +25,10 @@ class Worker:
 
     def run_once(self, stop: threading.Event | None = None) -> int:
         """Claim and process one batch; answer how many records it held."""
+        started = time.perf_counter()
         c = claim(self.bridge.engine, list(self.bridge.settings.institutions),
                   self.cfg.batch_size, self.cfg.lease_seconds, self.clock())
+        claimed_ms = (time.perf_counter() - started) * 1000
         if not c.groups:
             return 0
         delivered: list[int] = []
@@ -41,8 +43,8 @@ class Worker:
         complete(self.bridge.engine, c.token, delivered, outcomes, self.cfg.max_attempts,
                  self.cfg.backoff_base_seconds, self.cfg.backoff_max_seconds, self.clock())
         release(self.bridge.engine, c.token, unprocessed)
-        log.debug("handled %d record(s), released %d", len(delivered) + len(outcomes),
-                  len(unprocessed))
+        log.debug("claimed %d record(s) in %.2f ms; handled %d, released %d", len(c),
+                  claimed_ms, len(delivered) + len(outcomes), len(unprocessed))
         return len(c)
 
     @contextmanager

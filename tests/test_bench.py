@@ -30,11 +30,13 @@ def bench(script: str, *args: str, timeout: float = 180) -> str:
     return out.stdout
 
 
-def test_ingest_and_end_to_end():
+def test_ingest_and_end_to_end_on_both_backends():
     needs("wrk", shutil.which("wrk") is not None)
+    needs("PostgreSQL", Path("/usr/lib/postgresql").exists())
     out = bench("run.py", "--seconds", "1", "--rounds", "1", "--fill", "60000")
-    assert "end2end" in out and "ERROR" not in out
-    assert "fill: loading the receiver" in out
+    assert "ERROR" not in out
+    assert "sqlite: loading the receiver until 60000" in out
+    assert out.count("  drain ") == 2 and "postgresql / sqlite: ingest" in out
 
 
 def test_worker_parts():

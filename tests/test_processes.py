@@ -160,7 +160,7 @@ def test_two_worker_processes_never_push_a_record_twice(tmp_path, secrets_env):
     pushes = journal.pushes()
     assert len(pushes) == 4000
     assert set(pushes.values()) == {1}
-    handled = [sum(int(line.split("handled ")[1].split()[0])
+    handled = [sum(int(line.split("handled ")[1].split(",")[0])
                    for line in log.read_text().splitlines() if "handled " in line)
                for log in logs]
     assert sum(handled) == 4000
