@@ -6,6 +6,7 @@ works in schemas of its own, dropped at the end.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import uuid
@@ -139,3 +140,63 @@ def test_offer_rows_and_cache_on_postgresql(pg_bridge):
     store.cache(engine, "testvenue", "catalog", {"seasons": []}, "m1")
     store.cache(engine, "testvenue", "catalog", {"seasons": [1]}, "m2")
     assert store.cached(engine, "testvenue", "catalog")["data"] == {"seasons": [1]}
+
+
+def _plan(conn, sql: str, params: tuple) -> str:
+    """PostgreSQL's plan of a hot statement as JSON text, under the transaction's settings."""
+    from s360bridge.core.db import run
+
+    return json.dumps(run(conn, "EXPLAIN (FORMAT JSON) " + sql, params)[0][0])
+
+
+def test_hot_statements_use_their_indexes_without_statistics(pg_bridge):
+    """Filled after creation and never analyzed (autovacuum off for the test), the tables look
+    empty to the planner; the claim, the version look-up, the completion and the warehouse
+    upsert must still read their indexes, not scan, bitmap or sort what grows with history."""
+    from s360bridge.core.db import index_plans_only
+    from s360bridge.core.queue import _DELIVERED, _DONE, _VERSIONS, claim_statement
+    from s360bridge.plugins.sql import _upsert_statement
+    from s360bridge.plugins.ticketchecks.warehouse import TICKET_CHECKS
+
+    with pg_bridge.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE inbox SET (autovacuum_enabled = false)")
+    inst, stream = pg_bridge.institution("testvenue"), pg_bridge.stream("ticketchecks")
+    for i in range(30):
+        ingest(pg_bridge, inst, stream, checks(60_000_000_000 + i * 100, 100))
+    with pg_bridge.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT last_analyze, last_autoanalyze FROM "
+                                    "pg_stat_user_tables WHERE relid = 'inbox'::regclass").one() \
+            == (None, None)
+        keys = [str(60_000_000_000 + i) for i in range(500)]
+        ids = [r[0] for r in conn.exec_driver_sql("SELECT id FROM inbox LIMIT 500")]
+        index_plans_only(conn)  # as the claim and the completion do, in the same transaction
+        plans = {
+            "claim": _plan(conn, claim_statement("postgresql"),
+                           ("t", 1e12, 1e12, 1e12, ["testvenue"], 500)),
+            "versions": _plan(conn, _VERSIONS["postgresql"], ("testvenue", "ticketchecks", keys)),
+            "done": _plan(conn, _DONE, (ids, "t")),
+            "delivered": _plan(conn, _DELIVERED, (ids,)),
+        }
+        conn.rollback()
+    for name, plan in plans.items():
+        for bad in ("Seq Scan", "Bitmap", '"Sort"', "Materialize"):
+            assert bad not in plan, f"{name}: {bad} in {plan}"
+    assert '"Index Name": "ix_inbox_pending"' in plans["claim"]
+    assert "record_key)::text = k.key" in plans["versions"]
+    assert '"Index Name": "uq_inbox_version"' in plans["versions"]
+    assert '"Index Name": "inbox_pkey"' in plans["done"]
+    # the warehouse upsert needs no read first: its arbiter is the primary key
+    drain(pg_bridge)
+    target = pg_bridge.target(inst, "datx")
+    with target.engine.connect() as conn, conn.begin():
+        assert conn.exec_driver_sql("SELECT count(*) FROM ticket_checks").scalar() == 3000
+        sql = str(_upsert_statement(TICKET_CHECKS, "postgresql").compile(dialect=conn.dialect))
+        values = {c.name: None for c in TICKET_CHECKS.columns} | {
+            "institution": "testvenue", "check_key": "1", "source_seq": 1, "received_at": 0.0,
+            "raw": "{}"}
+        cursor = conn.connection.driver_connection.cursor()
+        cursor.execute("EXPLAIN (FORMAT JSON) " + sql, values)
+        plan = json.dumps(cursor.fetchone()[0])
+        conn.rollback()
+    assert '"Conflict Arbiter Indexes": ["ticket_checks_pkey"]' in plan
+    assert "Seq Scan" not in plan
