@@ -155,7 +155,7 @@ def test_hot_statements_use_their_indexes_without_statistics(pg_bridge):
     upsert must still read their indexes, not scan, bitmap or sort what grows with history."""
     from s360bridge.core.db import index_plans_only
     from s360bridge.core.queue import _DELIVERED, _DONE, _VERSIONS, claim_statement
-    from s360bridge.plugins.sql import _upsert_statement
+    from s360bridge.plugins.sql.upsert import _copy_sql
     from s360bridge.plugins.ticketchecks.warehouse import TICKET_CHECKS
 
     with pg_bridge.engine.begin() as conn:
@@ -185,18 +185,17 @@ def test_hot_statements_use_their_indexes_without_statistics(pg_bridge):
     assert "record_key)::text = k.key" in plans["versions"]
     assert '"Index Name": "uq_inbox_version"' in plans["versions"]
     assert '"Index Name": "inbox_pkey"' in plans["done"]
-    # the warehouse upsert needs no read first: its arbiter is the primary key
+    # the warehouse upsert (from the batch's staging table) needs no read: its arbiter is the
+    # primary key
     drain(pg_bridge)
     target = pg_bridge.target(inst, "datx")
     with target.engine.connect() as conn, conn.begin():
         assert conn.exec_driver_sql("SELECT count(*) FROM ticket_checks").scalar() == 3000
-        sql = str(_upsert_statement(TICKET_CHECKS, "postgresql").compile(dialect=conn.dialect))
-        values = {c.name: None for c in TICKET_CHECKS.columns} | {
-            "institution": "testvenue", "check_key": "1", "source_seq": 1, "received_at": 0.0,
-            "raw": "{}"}
-        cursor = conn.connection.driver_connection.cursor()
-        cursor.execute("EXPLAIN (FORMAT JSON) " + sql, values)
-        plan = json.dumps(cursor.fetchone()[0])
+        create, _, _, returning = _copy_sql(TICKET_CHECKS)
+        conn.exec_driver_sql(create)
+        plan = json.dumps(conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + returning).scalar())
         conn.rollback()
     assert '"Conflict Arbiter Indexes": ["ticket_checks_pkey"]' in plan
-    assert "Seq Scan" not in plan
+    assert plan.count('"Seq Scan"') == 1  # the batch itself, in its staging table
+    assert '"Seq Scan", "Parent Relationship": "Outer", "Parallel Aware": false, ' \
+           '"Async Capable": false, "Relation Name": "_s360_stage_ticket_checks"' in plan

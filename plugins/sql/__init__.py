@@ -8,36 +8,20 @@ older version (smaller ``source_seq``) never overwrites a newer one.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cache, lru_cache
 
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    Date,
-    DateTime,
-    Float,
-    MetaData,
-    String,
-    Table,
-    Text,
-    Time,
-    and_,
-    bindparam,
-    select,
-    tuple_,
-)
+from sqlalchemy import BigInteger, Column, Float, MetaData, String, Table, Text, and_
 from sqlalchemy import delete as sql_delete
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from s360bridge.core.db import executemany, make_engine
+from s360bridge.core.db import make_engine
 from s360bridge.core.errors import ConfigError, TargetUnavailable
 from s360bridge.core.hookspecs import hookimpl
 from s360bridge.core.targets import PushResult, Target
 
+from . import upsert
+
 METADATA = MetaData()  # every warehouse table, whichever stream plugin defines it
-_DIALECTS = {"sqlite": sqlite, "postgresql": postgresql}
 
 
 def warehouse_table(name: str, *columns: Column, child: bool = False) -> Table:
@@ -49,52 +33,6 @@ def warehouse_table(name: str, *columns: Column, child: bool = False) -> Table:
                    Column("received_at", Float, nullable=False),
                    Column("raw", Text, nullable=False)]
     return Table(name, METADATA, *common, *columns)
-
-
-def _having_keys(columns: list, keys: list[tuple]):
-    """``columns`` IN ``keys``, written so that every database uses the primary key index:
-    the institution (first column) as an equality, the rest as a plain IN where it is one
-    column."""
-    institutions = {k[0] for k in keys}
-    if len(institutions) != 1 or len(columns) != 2:
-        return tuple_(*columns).in_(keys)
-    return and_(columns[0] == institutions.pop(), columns[1].in_([k[1] for k in keys]))
-
-
-@cache
-def _primary_key(table: Table) -> tuple[str, ...]:
-    return tuple(c.name for c in table.primary_key.columns)
-
-
-@cache
-def _upsert_statement(table: Table, dialect: str):
-    """An upsert that never lets an older version (smaller ``source_seq``) win."""
-    stmt = _DIALECTS[dialect].insert(table).values({c.name: bindparam(c.name)
-                                                    for c in table.columns})
-    return stmt.on_conflict_do_update(
-        index_elements=list(table.primary_key.columns),
-        set_={c.name: stmt.excluded[c.name] for c in table.columns if not c.primary_key},
-        where=table.c.source_seq < stmt.excluded.source_seq)
-
-
-_shapes: dict[tuple[Table, int], tuple[tuple[str, ...], tuple]] = {}
-
-
-def _row_shape(table: Table, dialect) -> tuple[tuple[str, ...], tuple]:
-    """The table's columns in order, and ``(index, conversion)`` of those whose Python values
-    the driver cannot take as they are (date-times on SQLite). Date-times repeat across a
-    batch (a burst of gate checks, one order's lines), so their conversions are memoised."""
-    shape = _shapes.get((table, id(dialect)))
-    if shape is None:
-        convert = []
-        for i, c in enumerate(table.columns):
-            proc = c.type.dialect_impl(dialect).bind_processor(dialect)
-            if proc is not None:
-                memo = isinstance(c.type, DateTime | Date | Time)
-                convert.append((i, lru_cache(maxsize=4096)(proc) if memo else proc))
-        shape = _shapes[(table, id(dialect))] = (tuple(c.name for c in table.columns),
-                                                  tuple(convert))
-    return shape
 
 
 @dataclass
@@ -140,7 +78,7 @@ class SqlTarget(Target):
         newest: dict = {}
         for row in rows:
             table = row.table
-            pk = tuple(row.values[c] for c in _primary_key(table))
+            pk = tuple(row.values[c] for c in upsert.primary_key(table))
             old = newest.get((table, pk))
             if old is None or old.values["source_seq"] < row.values["source_seq"]:
                 newest[(table, pk)] = row
@@ -156,30 +94,16 @@ class SqlTarget(Target):
             raise TargetUnavailable(f"warehouse {self.describe()}: {exc.orig}") from exc
 
     def _upsert_group(self, conn, table: Table, group: list[WarehouseRow]) -> None:
-        columns, convert = _row_shape(table, conn.dialect)
-        rows = [tuple(map(r.values.get, columns)) for r in group]
-        if convert:
-            for n, row in enumerate(rows):
-                row = list(row)
-                for i, proc in convert:
-                    if row[i] is not None:
-                        row[i] = proc(row[i])
-                rows[n] = tuple(row)
-        executemany(conn, _upsert_statement(table, conn.dialect.name), columns, rows,
-                    f"warehouse-upsert-{table.name}")
-        if not any(r.children for r in group):
+        with_children = any(r.children for r in group)
+        won = upsert.write(conn, table, [r.values for r in group], with_children)
+        if not with_children:
             return
-        pk = list(table.primary_key.columns)
-        keys = [tuple(r.values[c.name] for c in pk) for r in group]
-        stored = dict((tuple(row[:-1]), row[-1]) for row in conn.execute(
-            select(*pk, table.c.source_seq).where(_having_keys(pk, keys))))
-        winners = [r for r, k in zip(group, keys, strict=True)
-                   if stored.get(k) == r.values["source_seq"]]
-        child_tables = {t for r in winners for t in r.children}
-        for child in child_tables:
-            win_keys = [tuple(r.values[c.name] for c in pk) for r in winners]
+        pk = upsert.primary_key(table)
+        winners = [r for r in group if tuple(r.values[c] for c in pk) in won]
+        for child in {t for r in winners for t in r.children}:
+            win_keys = [tuple(r.values[c] for c in pk) for r in winners]
             conn.execute(sql_delete(child).where(
-                _having_keys([child.c[c.name] for c in pk], win_keys)))
+                upsert.having_keys([child.c[c] for c in pk], win_keys)))
             rows = [v for r in winners for v in r.children.get(child, [])]
             if rows:
                 conn.execute(child.insert(), rows)

@@ -1,0 +1,129 @@
+"""Writing a batch of warehouse rows: the newest version of each key wins, and the caller learns
+which rows won (their children are replaced).
+
+SQLite runs a compiled upsert once per row on the driver (in C), then reads back which
+versions are stored. PostgreSQL copies the batch into a temporary table of the same shape
+(``COPY``, the fastest way in) and upserts from it in one statement whose ``RETURNING`` names
+the rows that won: no read before or after, and no plan that statistics could spoil.
+"""
+
+from __future__ import annotations
+
+from functools import cache, lru_cache
+
+from sqlalchemy import Date, DateTime, Table, Time, and_, bindparam, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+
+from s360bridge.core.db import executemany
+
+_DIALECTS = {"sqlite": sqlite, "postgresql": postgresql}
+
+
+@cache
+def primary_key(table: Table) -> tuple[str, ...]:
+    return tuple(c.name for c in table.primary_key.columns)
+
+
+def having_keys(columns: list, keys: list[tuple]):
+    """``columns`` IN ``keys``, written so that every database uses the primary key index:
+    the institution (first column) as an equality, the rest as a plain IN where it is one
+    column."""
+    institutions = {k[0] for k in keys}
+    if len(institutions) != 1 or len(columns) != 2:
+        return tuple_(*columns).in_(keys)
+    return and_(columns[0] == institutions.pop(), columns[1].in_([k[1] for k in keys]))
+
+
+@cache
+def upsert_statement(table: Table, dialect: str):
+    """An upsert that never lets an older version (smaller ``source_seq``) win."""
+    stmt = _DIALECTS[dialect].insert(table).values({c.name: bindparam(c.name)
+                                                    for c in table.columns})
+    return stmt.on_conflict_do_update(
+        index_elements=list(table.primary_key.columns),
+        set_={c.name: stmt.excluded[c.name] for c in table.columns if not c.primary_key},
+        where=table.c.source_seq < stmt.excluded.source_seq)
+
+
+_shapes: dict[tuple[Table, int], tuple[tuple[str, ...], tuple]] = {}
+
+
+def _row_shape(table: Table, dialect) -> tuple[tuple[str, ...], tuple]:
+    """The table's columns in order, and ``(index, conversion)`` of those whose Python values
+    the driver cannot take as they are (date-times on SQLite). Date-times repeat across a
+    batch (a burst of gate checks, one order's lines), so their conversions are memoised."""
+    shape = _shapes.get((table, id(dialect)))
+    if shape is None:
+        convert = []
+        for i, c in enumerate(table.columns):
+            proc = c.type.dialect_impl(dialect).bind_processor(dialect)
+            if proc is not None:
+                memo = isinstance(c.type, DateTime | Date | Time)
+                convert.append((i, lru_cache(maxsize=4096)(proc) if memo else proc))
+        shape = _shapes[(table, id(dialect))] = (tuple(c.name for c in table.columns),
+                                                  tuple(convert))
+    return shape
+
+
+def _tuples(table: Table, dialect, values: list[dict]) -> tuple[tuple[str, ...], list[tuple]]:
+    columns, convert = _row_shape(table, dialect)
+    rows = [tuple(map(v.get, columns)) for v in values]
+    for n, row in enumerate(rows) if convert else ():
+        row = list(row)
+        for i, proc in convert:
+            if row[i] is not None:
+                row[i] = proc(row[i])
+        rows[n] = tuple(row)
+    return columns, rows
+
+
+def write(conn, table: Table, values: list[dict], want_winners: bool) -> set[tuple] | None:
+    """Upsert ``values`` (one dict per row, one row per key); with ``want_winners``, answer
+    the primary keys of the rows whose version is now the stored one."""
+    if conn.dialect.name == "postgresql":
+        return _copy_upsert(conn, table, values, want_winners)
+    columns, rows = _tuples(table, conn.dialect, values)
+    executemany(conn, upsert_statement(table, conn.dialect.name), columns, rows,
+                f"warehouse-upsert-{table.name}")
+    if not want_winners:
+        return None
+    pk = list(table.primary_key.columns)
+    keys = [tuple(v[c.name] for c in pk) for v in values]
+    stored = dict((tuple(row[:-1]), row[-1]) for row in conn.execute(
+        select(*pk, table.c.source_seq).where(having_keys(pk, keys))))
+    return {k for k, v in zip(keys, values, strict=True) if stored.get(k) == v["source_seq"]}
+
+
+@cache
+def _copy_sql(table: Table) -> tuple[str, str, str, str]:
+    """The staging table's creation, the COPY into it, and the upsert from it (with and
+    without RETURNING)."""
+    stage = f"_s360_stage_{table.name}"
+    cols = ", ".join(f'"{c.name}"' for c in table.columns)
+    pk = ", ".join(f'"{c}"' for c in primary_key(table))
+    updates = ", ".join(f'"{c.name}" = excluded."{c.name}"' for c in table.columns
+                        if not c.primary_key)
+    upsert = (f'INSERT INTO "{table.name}" ({cols}) SELECT {cols} FROM "{stage}" '
+              f"ON CONFLICT ({pk}) DO UPDATE SET {updates} "
+              f'WHERE "{table.name}".source_seq < excluded.source_seq')
+    return (f'CREATE TEMPORARY TABLE IF NOT EXISTS "{stage}" (LIKE "{table.name}") '
+            "ON COMMIT DELETE ROWS", f'COPY "{stage}" ({cols}) FROM STDIN', upsert,
+            f"{upsert} RETURNING {pk}")
+
+
+def _copy_upsert(conn, table: Table, values: list[dict], want_winners: bool):
+    create, copy, upsert, returning = _copy_sql(table)
+    columns, rows = _tuples(table, conn.dialect, values)
+    cursor = conn.connection.driver_connection.cursor()
+    staged = conn.connection.info.setdefault("s360_staging", set())
+    try:
+        if table.name not in staged:  # once per connection: the table lives as long as it
+            cursor.execute(create)
+            staged.add(table.name)
+        with cursor.copy(copy) as out:
+            for row in rows:
+                out.write_row(row)
+        cursor.execute(returning if want_winners else upsert)
+        return {tuple(r) for r in cursor.fetchall()} if want_winners else None
+    finally:
+        cursor.close()
