@@ -99,7 +99,13 @@ def make_engine(url: str, synchronous: str = "FULL", busy_timeout: float = 10.0)
         if (parsed.get_backend_name(), parsed.get_driver_name()) != ("postgresql", "psycopg"):
             raise ConfigError(f"{parsed.render_as_string(hide_password=True)} is not supported: "
                               "use sqlite:///… or postgresql+psycopg://… (psycopg 3)")
-        return create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url, pool_pre_ping=True)
+
+        @event.listens_for(engine, "rollback")
+        def _forget_staging(conn):  # a rolled-back transaction took its new staging tables
+            conn.connection.info.pop("s360_staging", None)
+
+        return engine
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": busy_timeout,
@@ -216,6 +222,40 @@ def executemany(conn: Connection, stmt, columns: tuple[str, ...], rows: list[tup
         with _driver_errors(conn, sql):
             cursor.executemany(sql, params)
         return cursor.rowcount
+    finally:
+        cursor.close()
+
+
+@lru_cache(maxsize=64)
+def _copy_statements(table: str, columns: tuple[str, ...], tail: str) -> tuple[str, str, str]:
+    stage = f'"_s360_stage_{table}"'
+    cols = ", ".join(f'"{c}"' for c in columns)
+    return (f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
+            f'SELECT {cols}, 0::bigint AS _n FROM "{table}" WITH NO DATA',
+            f"COPY {stage} ({cols}, _n) FROM STDIN",
+            f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM {stage} ORDER BY _n {tail}')
+
+
+def copy_insert(conn: Connection, table: str, columns: tuple[str, ...], rows: list[tuple],
+                tail: str) -> tuple[int, list[tuple]]:
+    """PostgreSQL: COPY ``rows`` (tuples in ``columns`` order) into a temporary table of those
+    columns, then insert them into ``table`` in one statement, in the order given, ending with
+    ``tail`` (``ON CONFLICT …``, ``RETURNING …``). COPY is the fastest way into PostgreSQL and
+    the server plans and runs one statement for the batch. Answers the row count and the
+    rows returned."""
+    create, copy, insert = _copy_statements(table, columns, tail)
+    staged = conn.connection.info.setdefault("s360_staging", set())
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        with _driver_errors(conn, insert):
+            if table not in staged:  # once per connection: the table lives as long as it
+                cursor.execute(create)
+                staged.add(table)
+            with cursor.copy(copy) as out:
+                for n, row in enumerate(rows):
+                    out.write_row((*row, n))
+            cursor.execute(insert)
+            return cursor.rowcount, cursor.fetchall() if cursor.description else []
     finally:
         cursor.close()
 

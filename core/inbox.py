@@ -13,7 +13,7 @@ from sqlalchemy import bindparam
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .config import Institution
-from .db import INBOX, QUARANTINE, SKIPPED, executemany, write
+from .db import INBOX, QUARANTINE, SKIPPED, copy_insert, executemany, write
 from .streams import Stream
 from .timeutil import utc_or_none
 
@@ -55,6 +55,8 @@ def _insert_new(conn, rows: list[tuple]) -> int:
     the driver's row count says how many were new."""
     if not rows:
         return 0
+    if conn.dialect.name == "postgresql":
+        return copy_insert(conn, "inbox", _COLUMNS, rows, "ON CONFLICT DO NOTHING")[0]
     return executemany(conn, _insert_statement(conn.dialect.name), _COLUMNS, rows,
                        "inbox-insert")
 

@@ -153,9 +153,9 @@ def test_hot_statements_use_their_indexes_without_statistics(pg_bridge):
     """Filled after creation and never analyzed (autovacuum off for the test), the tables look
     empty to the planner; the claim, the version look-up, the completion and the warehouse
     upsert must still read their indexes, not scan, bitmap or sort what grows with history."""
-    from s360bridge.core.db import index_plans_only
+    from s360bridge.core.db import _copy_statements, index_plans_only
     from s360bridge.core.queue import _DELIVERED, _DONE, _VERSIONS, claim_statement
-    from s360bridge.plugins.sql.upsert import _copy_sql
+    from s360bridge.plugins.sql.upsert import _conflict
     from s360bridge.plugins.ticketchecks.warehouse import TICKET_CHECKS
 
     with pg_bridge.engine.begin() as conn:
@@ -191,11 +191,30 @@ def test_hot_statements_use_their_indexes_without_statistics(pg_bridge):
     target = pg_bridge.target(inst, "datx")
     with target.engine.connect() as conn, conn.begin():
         assert conn.exec_driver_sql("SELECT count(*) FROM ticket_checks").scalar() == 3000
-        create, _, _, returning = _copy_sql(TICKET_CHECKS)
+        columns = tuple(c.name for c in TICKET_CHECKS.columns)
+        create, _, upsert = _copy_statements("ticket_checks", columns,
+                                             _conflict(TICKET_CHECKS) + " RETURNING check_key")
         conn.exec_driver_sql(create)
-        plan = json.dumps(conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + returning).scalar())
+        plan = json.dumps(conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + upsert).scalar())
         conn.rollback()
     assert '"Conflict Arbiter Indexes": ["ticket_checks_pkey"]' in plan
     assert plan.count('"Seq Scan"') == 1  # the batch itself, in its staging table
     assert '"Seq Scan", "Parent Relationship": "Outer", "Parallel Aware": false, ' \
            '"Async Capable": false, "Relation Name": "_s360_stage_ticket_checks"' in plan
+
+
+def test_a_rolled_back_batch_leaves_the_staging_usable(pg_bridge):
+    """The temporary table a batch is copied into is made once per connection; a transaction
+    rolled back after making it takes it away, and the next batch makes it again."""
+    from s360bridge.core.db import copy_insert
+    from s360bridge.core.inbox import _COLUMNS
+
+    row = ("testvenue", "ticketchecks", "k1", "h1", "{}", 0.0, "pending", 0, 0.0)
+    with pg_bridge.engine.connect() as conn:
+        tx = conn.begin()
+        assert copy_insert(conn, "inbox", _COLUMNS, [row], "ON CONFLICT DO NOTHING")[0] == 1
+        tx.rollback()
+        tx = conn.begin()
+        assert copy_insert(conn, "inbox", _COLUMNS, [row, row], "ON CONFLICT DO NOTHING")[0] == 1
+        tx.commit()
+        assert conn.exec_driver_sql("SELECT count(*) FROM inbox").scalar() == 1

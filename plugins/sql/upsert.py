@@ -2,9 +2,9 @@
 which rows won (their children are replaced).
 
 SQLite runs a compiled upsert once per row on the driver (in C), then reads back which
-versions are stored. PostgreSQL copies the batch into a temporary table of the same shape
-(``COPY``, the fastest way in) and upserts from it in one statement whose ``RETURNING`` names
-the rows that won: no read before or after, and no plan that statistics could spoil.
+versions are stored. PostgreSQL copies the batch into a temporary table (``COPY``, the fastest
+way in) and upserts from it in one statement whose ``RETURNING`` names the rows that won: no
+read before or after, and no plan that statistics could spoil.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from functools import cache, lru_cache
 from sqlalchemy import Date, DateTime, Table, Time, and_, bindparam, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
-from s360bridge.core.db import executemany
+from s360bridge.core.db import copy_insert, executemany
 
 _DIALECTS = {"sqlite": sqlite, "postgresql": postgresql}
 
@@ -95,35 +95,19 @@ def write(conn, table: Table, values: list[dict], want_winners: bool) -> set[tup
 
 
 @cache
-def _copy_sql(table: Table) -> tuple[str, str, str, str]:
-    """The staging table's creation, the COPY into it, and the upsert from it (with and
-    without RETURNING)."""
-    stage = f"_s360_stage_{table.name}"
-    cols = ", ".join(f'"{c.name}"' for c in table.columns)
+def _conflict(table: Table) -> str:
+    """What the copied batch does to rows already there: the newer version wins."""
     pk = ", ".join(f'"{c}"' for c in primary_key(table))
     updates = ", ".join(f'"{c.name}" = excluded."{c.name}"' for c in table.columns
                         if not c.primary_key)
-    upsert = (f'INSERT INTO "{table.name}" ({cols}) SELECT {cols} FROM "{stage}" '
-              f"ON CONFLICT ({pk}) DO UPDATE SET {updates} "
-              f'WHERE "{table.name}".source_seq < excluded.source_seq')
-    return (f'CREATE TEMPORARY TABLE IF NOT EXISTS "{stage}" (LIKE "{table.name}") '
-            "ON COMMIT DELETE ROWS", f'COPY "{stage}" ({cols}) FROM STDIN', upsert,
-            f"{upsert} RETURNING {pk}")
+    return (f"ON CONFLICT ({pk}) DO UPDATE SET {updates} "
+            f'WHERE "{table.name}".source_seq < excluded.source_seq')
 
 
 def _copy_upsert(conn, table: Table, values: list[dict], want_winners: bool):
-    create, copy, upsert, returning = _copy_sql(table)
     columns, rows = _tuples(table, conn.dialect, values)
-    cursor = conn.connection.driver_connection.cursor()
-    staged = conn.connection.info.setdefault("s360_staging", set())
-    try:
-        if table.name not in staged:  # once per connection: the table lives as long as it
-            cursor.execute(create)
-            staged.add(table.name)
-        with cursor.copy(copy) as out:
-            for row in rows:
-                out.write_row(row)
-        cursor.execute(returning if want_winners else upsert)
-        return {tuple(r) for r in cursor.fetchall()} if want_winners else None
-    finally:
-        cursor.close()
+    tail = _conflict(table)
+    if want_winners:
+        tail += " RETURNING " + ", ".join(f'"{c}"' for c in primary_key(table))
+    _, won = copy_insert(conn, table.name, columns, rows, tail)
+    return {tuple(r) for r in won} if want_winners else None
