@@ -147,6 +147,12 @@ def fill(b: Backend, records: int, args) -> int:
     return stored(b)
 
 
+def empty(b: Backend) -> None:
+    for which, table in (("engine", "delivery"), ("engine", "inbox"),
+                         ("warehouse", "ticket_checks")):
+        b.scalar(which, f"{'TRUNCATE' if b.name == 'postgresql' else 'DELETE FROM'} {table}")
+
+
 def _delivered(b: Backend, key: str) -> bool:
     try:
         return bool(b.scalar("warehouse", "SELECT 1 FROM ticket_checks WHERE institution = "
@@ -155,15 +161,15 @@ def _delivered(b: Backend, key: str) -> bool:
         return False
 
 
-def deliver(b: Backend, expected: int) -> dict:
-    """Start one worker right after the fill and time it until the newest record is in the
-    warehouse and nothing is pending (records are claimed in arrival order, so polling the
-    newest key costs the databases nothing)."""
+def deliver(b: Backend, expected: int, workers: int = 1) -> dict:
+    """Start ``workers`` worker processes right after the fill and time them until the newest
+    record is in the warehouse and nothing is pending (records are claimed in arrival order,
+    so polling the newest key costs the databases nothing)."""
     last = b.scalar("engine", "SELECT record_key FROM inbox ORDER BY id DESC LIMIT 1")
     cpu = b.cpu_seconds()
-    log = b.folder / "worker.log"
-    worker = start([str(BIN / "s360bridge"), "--log-level", "DEBUG", "worker", "-c",
-                    str(b.config), "--no-scheduler"], b.env(), b.folder, log)
+    logs = [b.folder / f"worker-{workers}-{n}.log" for n in range(workers)]
+    procs = [start([str(BIN / "s360bridge"), "--log-level", "DEBUG", "worker", "-c",
+                    str(b.config), "--no-scheduler"], b.env(), b.folder, log) for log in logs]
     started = time.monotonic()
     while not _delivered(b, last):
         time.sleep(0.1)
@@ -171,13 +177,15 @@ def deliver(b: Backend, expected: int) -> dict:
         time.sleep(0.1)
     seconds = time.monotonic() - started
     cpu = None if cpu is None else b.cpu_seconds() - cpu
-    peak = rss_kib(worker.pid, "VmHWM")
-    stop(worker)
+    peak = max(rss_kib(p.pid, "VmHWM") for p in procs)
+    for p in procs:
+        stop(p)
     n = b.scalar("warehouse", "SELECT count(*) FROM ticket_checks")
-    claims = [float(m) for m in re.findall(r"claimed \d+ record\(s\) in ([\d.]+) ms",
-                                           log.read_text())]
+    claims = [float(m) for log in logs for m in re.findall(
+        r"claimed \d+ record\(s\) in ([\d.]+) ms", log.read_text())]
     tenth = max(1, len(claims) // 10)
-    return {"records": n, "expected": expected, "seconds": round(seconds, 2),
+    return {"workers": workers, "records": n, "expected": expected,
+            "seconds": round(seconds, 2),
             "records_per_s": round(n / seconds), "worker_peak_rss_mib": round(peak / 1024),
             "claims": len(claims),
             "claim_ms_first_tenth": round(statistics.mean(claims[:tenth]), 2),
@@ -257,8 +265,15 @@ def measure(backs: list[Backend], work: Path, args) -> dict:
             print(f"{b.name}: loading the receiver until {args.fill} records are stored ...",
                   flush=True)
             r["stored"] = fill(b, args.fill, args)
-        print(f"{b.name}: one worker delivers {r['stored']} records ...", flush=True)
-        r["end_to_end"] = deliver(b, r["stored"])
+        r["drains"] = []
+        for k, workers in enumerate(args.drain_workers):
+            if k:  # the same number of records again, from an empty inbox and warehouse
+                empty(b)
+                fill(b, r["stored"], args)
+            print(f"{b.name}: {workers} worker(s) deliver {r['stored']} records ...",
+                  flush=True)
+            r["drains"].append(deliver(b, stored(b), workers))
+        r["end_to_end"] = r["drains"][0]
         if b.cluster is not None:
             r["settings"] = b.cluster.settings_in_force()
     if args.flow:
@@ -279,20 +294,22 @@ def report(result: dict) -> int:
           f"p99 {c['p99_ms']} ms  non-2xx {c['non_2xx']}")
     lost = 0
     for name, r in result["backends"].items():
-        i, e = r["receiver"], r["end_to_end"]
+        i = r["receiver"]
         print(f"{name}:\n  receiver {i['records_per_s']:>8} records/s  p50 {i['p50_ms']} ms  "
               f"p99 {i['p99_ms']} ms  non-2xx {i['non_2xx']}; ratio to the ceiling "
               f"{r['ingest_ratio']} (median of rounds; goal >= 0.6 on sqlite)")
-        cpu = e["server_cpu_s_per_1000"]
-        print(f"  drain    {e['records_per_s']:>8} records/s  ({e['records']} records in "
-              f"{e['seconds']} s, one worker, peak RSS {e['worker_peak_rss_mib']} MiB; "
-              f"{e['records_per_s'] / c['records_per_s']:.2f} of the ceiling)")
-        print(f"  claims   {e['claims']}: mean {e['claim_ms_first_tenth']} ms over the first "
-              f"tenth, {e['claim_ms_last_tenth']} ms over the last"
-              + (f"; server CPU {cpu * 1000:.1f} ms per 1,000 records" if cpu else ""))
+        for e in r["drains"]:
+            cpu = e["server_cpu_s_per_1000"]
+            print(f"  drain    {e['records_per_s']:>8} records/s  ({e['records']} records in "
+                  f"{e['seconds']} s, {e['workers']} worker(s), peak RSS "
+                  f"{e['worker_peak_rss_mib']} MiB; "
+                  f"{e['records_per_s'] / c['records_per_s']:.2f} of the ceiling)")
+            print(f"  claims   {e['claims']}: mean {e['claim_ms_first_tenth']} ms over the "
+                  f"first tenth, {e['claim_ms_last_tenth']} ms over the last"
+                  + (f"; server CPU {cpu * 1000:.1f} ms per 1,000 records" if cpu else ""))
+            lost += e["expected"] - e["records"]
         if "settings" in r:
             print(f"  settings {r['settings']}")
-        lost += e["expected"] - e["records"]
     if {"sqlite", "postgresql"} <= result["backends"].keys():
         s, p = result["backends"]["sqlite"], result["backends"]["postgresql"]
         print(f"postgresql / sqlite: ingest {p['receiver']['records_per_s'] / s['receiver']['records_per_s']:.2f}, "  # noqa: E501
@@ -319,6 +336,10 @@ def main() -> None:
                         help="before the drain, keep loading the receiver until the inbox "
                              "holds at least N records (a round stores ~35,000 records a "
                              "second of --seconds on SQLite)")
+    parser.add_argument("--drain-workers", default="1", type=lambda t: [int(n) for n in
+                                                                         t.split(",")],
+                        help="worker processes for the drain; several counts (1,2) each "
+                             "drain the same number of records, filled again from empty")
     parser.add_argument("--backends", default=None,
                         help="sqlite, postgresql or both, comma-separated (default: both when "
                              "PostgreSQL is installed or --postgres is given)")
