@@ -39,7 +39,7 @@ class Claim:
 # the same statement. The institution is compared as an expression (``institution || ''``) so
 # that no planner takes the key index for it and sorts every row of the institution: on a
 # million-row inbox that made each claim take seconds.
-DUE = """SELECT id FROM inbox WHERE state = 'pending' AND next_attempt_at <= ?
+_DUE = """SELECT id FROM inbox WHERE state = 'pending' AND next_attempt_at <= ?
     AND (lease_until IS NULL OR lease_until < ?) AND institution || '' IN ?texts
     ORDER BY id LIMIT ?"""
 _CLAIM = """UPDATE inbox SET lease_owner = ?, lease_until = ? WHERE id IN ({due}{lock})
@@ -65,7 +65,7 @@ _DONE = """UPDATE inbox SET state = 'done', lease_owner = NULL, lease_until = NU
 
 def claim_statement(dialect: str) -> str:
     """The claim: parameters token, lease end, now, now, institutions, batch size."""
-    return _CLAIM.format(due=DUE, lock=" FOR UPDATE SKIP LOCKED" if dialect == "postgresql"
+    return _CLAIM.format(due=_DUE, lock=" FOR UPDATE SKIP LOCKED" if dialect == "postgresql"
                          else "")
 
 
