@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+import zlib
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -103,7 +104,8 @@ def make_engine(url: str, synchronous: str = "FULL", busy_timeout: float = 10.0)
 
         @event.listens_for(engine, "rollback")
         def _forget_staging(conn):  # a rolled-back transaction took its new staging tables
-            conn.connection.info.pop("s360_staging", None)
+            if not conn.invalidated:  # (an invalidated connection's next one starts afresh)
+                conn.connection.info.pop("s360_staging", None)
 
         return engine
     if parsed.database and parsed.database != ":memory:":
@@ -228,7 +230,10 @@ def executemany(conn: Connection, stmt, columns: tuple[str, ...], rows: list[tup
 
 @lru_cache(maxsize=64)
 def _copy_statements(table: str, columns: tuple[str, ...], tail: str) -> tuple[str, str, str]:
-    stage = f'"_s360_stage_{table}"'
+    stage = f"_s360_stage_{table}"
+    if len(stage) > 63:  # PostgreSQL's limit: keep long names apart
+        stage = f"{stage[:50]}_{zlib.crc32(table.encode()):08x}"
+    stage = f'"{stage}"'
     cols = ", ".join(f'"{c}"' for c in columns)
     return (f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
             f'SELECT {cols}, 0::bigint AS _n FROM "{table}" WITH NO DATA',
@@ -241,19 +246,29 @@ def copy_insert(conn: Connection, table: str, columns: tuple[str, ...], rows: li
     """PostgreSQL: COPY ``rows`` (tuples in ``columns`` order) into a temporary table of those
     columns, then insert them into ``table`` in one statement, in the order given, ending with
     ``tail`` (``ON CONFLICT …``, ``RETURNING …``). COPY is the fastest way into PostgreSQL and
-    the server plans and runs one statement for the batch. Answers the row count and the
-    rows returned."""
+    the server plans and runs one statement for the batch. Call it once per table and
+    transaction (the temporary table empties at commit). Answers the row count and the rows
+    returned.
+
+    The temporary table is made once per connection. Should it be gone all the same (a
+    failed COMMIT, ``DISCARD TEMP``, a pooler that hands out server sessions per transaction:
+    use session pooling), the batch fails as the database being unavailable would, and the
+    next one makes it again."""
     create, copy, insert = _copy_statements(table, columns, tail)
     staged = conn.connection.info.setdefault("s360_staging", set())
     cursor = conn.connection.driver_connection.cursor()
     try:
         with _driver_errors(conn, insert):
-            if table not in staged:  # once per connection: the table lives as long as it
+            if table not in staged:
                 cursor.execute(create)
                 staged.add(table)
-            with cursor.copy(copy) as out:
-                for n, row in enumerate(rows):
-                    out.write_row((*row, n))
+            try:
+                with cursor.copy(copy) as out:
+                    for n, row in enumerate(rows):
+                        out.write_row((*row, n))
+            except conn.dialect.loaded_dbapi.errors.UndefinedTable as exc:
+                staged.discard(table)
+                raise OperationalError(copy, None, exc) from exc
             cursor.execute(insert)
             return cursor.rowcount, cursor.fetchall() if cursor.description else []
     finally:

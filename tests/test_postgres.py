@@ -13,6 +13,7 @@ import uuid
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 
 from s360bridge.core.bridge import Bridge
 from s360bridge.core.config import load_settings
@@ -218,3 +219,31 @@ def test_a_rolled_back_batch_leaves_the_staging_usable(pg_bridge):
         assert copy_insert(conn, "inbox", _COLUMNS, [row, row], "ON CONFLICT DO NOTHING")[0] == 1
         tx.commit()
         assert conn.exec_driver_sql("SELECT count(*) FROM inbox").scalar() == 1
+        conn.exec_driver_sql("DISCARD TEMP")  # gone behind the bridge's back
+        conn.commit()
+        again = (*row[:2], "k2", *row[3:])
+        with pytest.raises(OperationalError):  # as an unavailable database: retried
+            with conn.begin():
+                copy_insert(conn, "inbox", _COLUMNS, [again], "ON CONFLICT DO NOTHING")
+        with conn.begin():
+            assert copy_insert(conn, "inbox", _COLUMNS, [again], "ON CONFLICT DO NOTHING")[0] == 1
+
+
+def test_the_same_version_again_writes_its_children_again_on_postgresql(pg_bridge):
+    """A version pushed again (after a crash, or once the stream's mapping changed) replaces
+    its children, as on SQLite; an older one never does."""
+    from s360bridge.core.streams import StoredRecord
+    from s360bridge.plugins.orders.warehouse import order_row
+
+    inst = pg_bridge.institution("testvenue")
+    target = pg_bridge.target(inst, "datx")
+    sale = sale_version(2000)
+    target.upsert([order_row(inst, StoredRecord(9, "10000815533", sale, "{}", 0.0))])
+    assert warehouse(pg_bridge, "SELECT count(*) FROM order_operations") == [(2,)]
+    sale["orderDetailsData"]["operationDatas"] = sale["orderDetailsData"]["operationDatas"][:1]
+    target.upsert([order_row(inst, StoredRecord(9, "10000815533", sale, "{}", 0.0))])
+    assert warehouse(pg_bridge, "SELECT count(*) FROM order_operations") == [(1,)]
+    older = sale_version(1000)
+    target.upsert([order_row(inst, StoredRecord(5, "10000815533", older, "{}", 0.0))])
+    assert warehouse(pg_bridge, "SELECT count(*) FROM order_operations") == [(1,)]
+    assert warehouse(pg_bridge, "SELECT sale_amount FROM orders") == [(2000,)]

@@ -45,24 +45,31 @@ def upsert_statement(table: Table, dialect: str):
         where=table.c.source_seq < stmt.excluded.source_seq)
 
 
-_shapes: dict[tuple[Table, int], tuple[tuple[str, ...], tuple]] = {}
+_shapes: dict[tuple[Table, str], tuple[tuple[str, ...], tuple]] = {}
 
 
 def _row_shape(table: Table, dialect) -> tuple[tuple[str, ...], tuple]:
     """The table's columns in order, and ``(index, conversion)`` of those whose Python values
     the driver cannot take as they are (date-times on SQLite). Date-times repeat across a
     batch (a burst of gate checks, one order's lines), so their conversions are memoised."""
-    shape = _shapes.get((table, id(dialect)))
+    shape = _shapes.get((table, dialect.name))
     if shape is None:
         convert = []
         for i, c in enumerate(table.columns):
             proc = c.type.dialect_impl(dialect).bind_processor(dialect)
             if proc is not None:
                 memo = isinstance(c.type, DateTime | Date | Time)
-                convert.append((i, lru_cache(maxsize=4096)(proc) if memo else proc))
-        shape = _shapes[(table, id(dialect))] = (tuple(c.name for c in table.columns),
-                                                  tuple(convert))
+                convert.append((i, _memoised(proc) if memo else proc))
+        shape = _shapes[(table, dialect.name)] = (tuple(c.name for c in table.columns),
+                                                   tuple(convert))
     return shape
+
+
+def _memoised(proc):
+    """``proc`` remembered for naive values; an aware date-time equals the same instant at
+    another offset, so it is converted every time."""
+    memo = lru_cache(maxsize=4096)(proc)
+    return lambda v: memo(v) if getattr(v, "tzinfo", None) is None else proc(v)
 
 
 def _tuples(table: Table, dialect, values: list[dict]) -> tuple[tuple[str, ...], list[tuple]]:
@@ -95,18 +102,19 @@ def write(conn, table: Table, values: list[dict], want_winners: bool) -> set[tup
 
 
 @cache
-def _conflict(table: Table) -> str:
-    """What the copied batch does to rows already there: the newer version wins."""
+def _conflict(table: Table, same_wins: bool = False) -> str:
+    """What the copied batch does to rows already there: the newer version wins (and the same
+    version again, where its children are to be written again, as the read-back counts it)."""
     pk = ", ".join(f'"{c}"' for c in primary_key(table))
     updates = ", ".join(f'"{c.name}" = excluded."{c.name}"' for c in table.columns
                         if not c.primary_key)
     return (f"ON CONFLICT ({pk}) DO UPDATE SET {updates} "
-            f'WHERE "{table.name}".source_seq < excluded.source_seq')
+            f'WHERE "{table.name}".source_seq {"<=" if same_wins else "<"} excluded.source_seq')
 
 
 def _copy_upsert(conn, table: Table, values: list[dict], want_winners: bool):
     columns, rows = _tuples(table, conn.dialect, values)
-    tail = _conflict(table)
+    tail = _conflict(table, same_wins=want_winners)
     if want_winners:
         tail += " RETURNING " + ", ".join(f'"{c}"' for c in primary_key(table))
     _, won = copy_insert(conn, table.name, columns, rows, tail)
