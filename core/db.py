@@ -238,7 +238,8 @@ def _copy_statements(table: str, columns: tuple[str, ...], tail: str) -> tuple[s
     return (f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
             f'SELECT {cols}, 0::bigint AS _n FROM "{table}" WITH NO DATA',
             f"COPY {stage} ({cols}, _n) FROM STDIN",
-            f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM {stage} ORDER BY _n {tail}')
+            f"WITH batch AS (DELETE FROM {stage} RETURNING *) "
+            f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM batch ORDER BY _n {tail}')
 
 
 def copy_insert(conn: Connection, table: str, columns: tuple[str, ...], rows: list[tuple],
@@ -246,9 +247,8 @@ def copy_insert(conn: Connection, table: str, columns: tuple[str, ...], rows: li
     """PostgreSQL: COPY ``rows`` (tuples in ``columns`` order) into a temporary table of those
     columns, then insert them into ``table`` in one statement, in the order given, ending with
     ``tail`` (``ON CONFLICT …``, ``RETURNING …``). COPY is the fastest way into PostgreSQL and
-    the server plans and runs one statement for the batch. Call it once per table and
-    transaction (the temporary table empties at commit). Answers the row count and the rows
-    returned.
+    the server plans and runs one statement for the batch, which also empties the temporary
+    table. Answers the row count and the rows returned.
 
     The temporary table is made once per connection. Should it be gone all the same (a
     failed COMMIT, ``DISCARD TEMP``, a pooler that hands out server sessions per transaction:

@@ -150,6 +150,25 @@ def _plan(conn, sql: str, params: tuple) -> str:
     return json.dumps(run(conn, "EXPLAIN (FORMAT JSON) " + sql, params)[0][0])
 
 
+def children_delete_plan(bridge) -> str:
+    """The plan of replacing an order's operations, on tables filled and never analyzed."""
+    from s360bridge.core.db import index_plans_only
+    from s360bridge.plugins.orders.warehouse import OPERATIONS
+    from s360bridge.plugins.sql.upsert import _children_delete
+
+    post(create_app(bridge).test_client(), "orders", fixture("order_sale.json"))
+    drain(bridge)
+    target = bridge.target(bridge.institution("testvenue"), "datx")
+    with target.engine.connect() as conn:
+        index_plans_only(conn)
+        cursor = conn.connection.driver_connection.cursor()
+        sql = _children_delete(OPERATIONS, ("institution", "order_id"), conn.dialect)
+        cursor.execute("EXPLAIN (FORMAT JSON) " + sql, [["testvenue"], [10000815533]])
+        plan = json.dumps(cursor.fetchone()[0])
+        conn.rollback()
+    return plan
+
+
 def test_hot_statements_use_their_indexes_without_statistics(pg_bridge):
     """Filled after creation and never analyzed (autovacuum off for the test), the tables look
     empty to the planner; the claim, the version look-up, the completion and the warehouse
@@ -199,6 +218,11 @@ def test_hot_statements_use_their_indexes_without_statistics(pg_bridge):
         plan = json.dumps(conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + upsert).scalar())
         conn.rollback()
     assert '"Conflict Arbiter Indexes": ["ticket_checks_pkey"]' in plan
+    children_plan = children_delete_plan(pg_bridge)
+    for bad in ("Seq Scan", "Bitmap", '"Sort"'):
+        assert bad not in children_plan, children_plan
+    assert '"Index Name": "order_operations_pkey"' in children_plan
+    assert '"Node Type": "Tid Scan"' in children_plan
     assert plan.count('"Seq Scan"') == 1  # the batch itself, in its staging table
     assert '"Seq Scan", "Parent Relationship": "Outer", "Parallel Aware": false, ' \
            '"Async Capable": false, "Relation Name": "_s360_stage_ticket_checks"' in plan

@@ -14,7 +14,7 @@ from sqlalchemy import delete as sql_delete
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from s360bridge.core.db import make_engine
+from s360bridge.core.db import index_plans_only, make_engine
 from s360bridge.core.errors import ConfigError, TargetUnavailable
 from s360bridge.core.hookspecs import hookimpl
 from s360bridge.core.targets import PushResult, Target
@@ -100,13 +100,13 @@ class SqlTarget(Target):
             return
         pk = upsert.primary_key(table)
         winners = [r for r in group if tuple(r.values[c] for c in pk) in won]
+        if not winners:
+            return
+        win_keys = [tuple(r.values[c] for c in pk) for r in winners]
+        index_plans_only(conn)
         for child in {t for r in winners for t in r.children}:
-            win_keys = [tuple(r.values[c] for c in pk) for r in winners]
-            conn.execute(sql_delete(child).where(
-                upsert.having_keys([child.c[c] for c in pk], win_keys)))
-            rows = [v for r in winners for v in r.children.get(child, [])]
-            if rows:
-                conn.execute(child.insert(), rows)
+            upsert.replace_children(conn, child, pk, win_keys,
+                                    [v for r in winners for v in r.children.get(child, [])])
 
     def delete(self, table: Table, where: dict) -> int:
         """Delete rows matching ``where`` (column → value); answer how many went."""

@@ -119,3 +119,38 @@ def _copy_upsert(conn, table: Table, values: list[dict], want_winners: bool):
         tail += " RETURNING " + ", ".join(f'"{c}"' for c in primary_key(table))
     _, won = copy_insert(conn, table.name, columns, rows, tail)
     return {tuple(r) for r in won} if want_winners else None
+
+
+@cache
+def _children_delete(child: Table, key_columns: tuple[str, ...], dialect) -> str:
+    """PostgreSQL: the rows of ``child`` under the listed parent keys, found by one probe of
+    its primary key per parent (a LATERAL that is not flattened), deleted by row address; as
+    a plain list, an unanalyzed table would let the planner scan every row of the
+    institution."""
+    types = [child.c[c].type.compile(dialect=dialect) for c in key_columns]
+    arrays = ", ".join(f"%s::{t}[]" for t in types)
+    names = ", ".join(f"k{i}" for i in range(len(key_columns)))
+    match = " AND ".join(f'"{c}" = k.k{i}' for i, c in enumerate(key_columns))
+    return (f'DELETE FROM "{child.name}" WHERE ctid = ANY(ARRAY(SELECT c.ctid FROM '
+            f"unnest({arrays}) AS k({names}), LATERAL (SELECT ctid FROM \"{child.name}\" "
+            f"WHERE {match} OFFSET 0) AS c))")
+
+
+def replace_children(conn, child: Table, key_columns: tuple[str, ...], keys: list[tuple],
+                     rows: list[dict]) -> None:
+    """Delete the rows of ``child`` under the parents ``keys`` and insert ``rows``."""
+    if conn.dialect.name != "postgresql":
+        conn.execute(child.delete().where(having_keys([child.c[c] for c in key_columns],
+                                                      keys)))
+        if rows:
+            conn.execute(child.insert(), rows)
+        return
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        cursor.execute(_children_delete(child, key_columns, conn.dialect),
+                       [list(column) for column in zip(*keys, strict=True)])
+    finally:
+        cursor.close()
+    if rows:
+        columns, tuples = _tuples(child, conn.dialect, rows)
+        copy_insert(conn, child.name, columns, tuples, "")
