@@ -13,7 +13,7 @@ from sqlalchemy import bindparam
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .config import Institution
-from .db import INBOX, QUARANTINE, SKIPPED, executemany, write
+from .db import INBOX, QUARANTINE, SKIPPED, copy_insert, executemany, write
 from .streams import Stream
 from .timeutil import utc_or_none
 
@@ -52,11 +52,15 @@ def _insert_statement(dialect: str):
 
 def _insert_new(conn, rows: list[tuple]) -> int:
     """Insert the versions not stored yet, in one statement that skips those already there;
-    the driver's row count says how many were new. (On PostgreSQL psycopg pipelines the 50 or
-    so rows of a webhook call: 43 µs a record in-process, against 52 through COPY and a
-    temporary table, whose extra round trips cost more than they save at that size.)"""
+    the driver's row count says how many were new. On PostgreSQL the batch goes through COPY
+    and a temporary table: through gunicorn, 0.76 and 0.82 of SQLite's ingest in two runs,
+    against 0.63 and 0.72 for psycopg's pipelined executemany, interleaved (one thread alone
+    favours the pipeline, 43 against 52 µs a record: its fewer round trips, while COPY leaves
+    the server less work per row)."""
     if not rows:
         return 0
+    if conn.dialect.name == "postgresql":
+        return copy_insert(conn, "inbox", _COLUMNS, rows, "ON CONFLICT DO NOTHING")[0]
     return executemany(conn, _insert_statement(conn.dialect.name), _COLUMNS, rows,
                        "inbox-insert")
 
