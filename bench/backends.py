@@ -4,7 +4,7 @@ or two databases of a PostgreSQL server (a private cluster, or one named by --po
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -20,7 +20,6 @@ class Backend:
     engine_url: str
     warehouse_url: str
     cluster: PrivateCluster | None = None
-    results: dict = field(default_factory=dict)
 
     @classmethod
     def sqlite(cls, work: Path) -> Backend:
