@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import sqlite3
 import time
-import zlib
 from contextlib import contextmanager
-from functools import lru_cache
 from pathlib import Path
 
-import orjson
 from sqlalchemy import BigInteger, Column, Index, Integer, Text, UniqueConstraint, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -21,6 +18,7 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Field, SQLModel, create_engine
 
 from .errors import ConfigError, StoreUnavailable
+from .rawsql import forget_staging
 
 
 class InboxRecord(SQLModel, table=True):
@@ -101,12 +99,7 @@ def make_engine(url: str, synchronous: str = "FULL", busy_timeout: float = 10.0)
             raise ConfigError(f"{parsed.render_as_string(hide_password=True)} is not supported: "
                               "use sqlite:///… or postgresql+psycopg://… (psycopg 3)")
         engine = create_engine(url, pool_pre_ping=True)
-
-        @event.listens_for(engine, "rollback")
-        def _forget_staging(conn):  # a rolled-back transaction took its new staging tables
-            if not conn.invalidated:  # (an invalidated connection's next one starts afresh)
-                conn.connection.info.pop("s360_staging", None)
-
+        event.listen(engine, "rollback", forget_staging)
         return engine
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -188,138 +181,3 @@ def write(engine: Engine):
             yield conn
     except OperationalError as exc:
         raise StoreUnavailable(f"the engine database could not commit: {exc.orig}") from exc
-
-
-_compiled: dict[tuple[int, str], tuple[str, bool]] = {}
-
-
-@contextmanager
-def _driver_errors(conn: Connection, sql: str):
-    """A driver's OperationalError as SQLAlchemy would raise it, so ``write`` sees it."""
-    try:
-        yield
-    except conn.dialect.loaded_dbapi.OperationalError as exc:
-        raise OperationalError(sql, None, exc) from exc
-
-
-def executemany(conn: Connection, stmt, columns: tuple[str, ...], rows: list[tuple],
-                cache_key: str) -> int:
-    """Run ``stmt`` for many rows straight on the driver's cursor, compiled once per dialect.
-    The receiver's insert and the warehouse upsert use it: SQLAlchemy's per-row parameter
-    processing and execution events cost more there than the statement itself. ``rows`` are
-    tuples in ``columns`` order, passed as they are to drivers with positional parameters
-    (sqlite3). Answers the driver's row count. (On PostgreSQL, psycopg pipelines the rows; one
-    ``INSERT … SELECT * FROM unnest(arrays)`` was measured slower: 11 ms against 8 for 500
-    warehouse rows.)"""
-    key = (id(conn.dialect), cache_key)
-    if key not in _compiled:
-        compiled = stmt.compile(dialect=conn.dialect)
-        if compiled.positional and tuple(compiled.positiontup) != tuple(columns):
-            raise ValueError(f"{cache_key}: parameters {compiled.positiontup} != {columns}")
-        _compiled[key] = (str(compiled), compiled.positional)
-    sql, positional = _compiled[key]
-    params = rows if positional else [dict(zip(columns, r, strict=True)) for r in rows]
-    cursor = conn.connection.driver_connection.cursor()
-    try:
-        with _driver_errors(conn, sql):
-            cursor.executemany(sql, params)
-        return cursor.rowcount
-    finally:
-        cursor.close()
-
-
-@lru_cache(maxsize=64)
-def _copy_statements(table: str, columns: tuple[str, ...], tail: str) -> tuple[str, str, str]:
-    stage = f"_s360_stage_{table}"
-    if len(stage) > 63:  # PostgreSQL's limit: keep long names apart
-        stage = f"{stage[:50]}_{zlib.crc32(table.encode()):08x}"
-    stage = f'"{stage}"'
-    cols = ", ".join(f'"{c}"' for c in columns)
-    return (f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
-            f'SELECT {cols}, 0::bigint AS _n FROM "{table}" WITH NO DATA',
-            f"COPY {stage} ({cols}, _n) FROM STDIN",
-            f"WITH batch AS (DELETE FROM {stage} RETURNING *) "
-            f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM batch ORDER BY _n {tail}')
-
-
-def copy_insert(conn: Connection, table: str, columns: tuple[str, ...], rows: list[tuple],
-                tail: str) -> tuple[int, list[tuple]]:
-    """PostgreSQL: COPY ``rows`` (tuples in ``columns`` order) into a temporary table of those
-    columns, then insert them into ``table`` in one statement, in the order given, ending with
-    ``tail`` (``ON CONFLICT …``, ``RETURNING …``). COPY is the fastest way into PostgreSQL and
-    the server plans and runs one statement for the batch, which also empties the temporary
-    table. Answers the row count and the rows returned.
-
-    The temporary table is made once per connection. Should it be gone all the same (a
-    failed COMMIT, ``DISCARD TEMP``, a pooler that hands out server sessions per transaction:
-    use session pooling), the batch fails as the database being unavailable would, and the
-    next one makes it again."""
-    create, copy, insert = _copy_statements(table, columns, tail)
-    staged = conn.connection.info.setdefault("s360_staging", set())
-    cursor = conn.connection.driver_connection.cursor()
-    try:
-        with _driver_errors(conn, insert):
-            if table not in staged:
-                cursor.execute(create)
-                staged.add(table)
-            try:
-                with cursor.copy(copy) as out:
-                    for n, row in enumerate(rows):
-                        out.write_row((*row, n))
-            except conn.dialect.loaded_dbapi.errors.UndefinedTable as exc:
-                staged.discard(table)
-                raise OperationalError(copy, None, exc) from exc
-            cursor.execute(insert)
-            return cursor.rowcount, cursor.fetchall() if cursor.description else []
-    finally:
-        cursor.close()
-
-
-# How a list parameter is written: SQLite reads one JSON array, PostgreSQL one typed array.
-# Either way the statement text is the same whatever the list's length.
-_LISTS = {
-    "sqlite": {"IN ?ints": "IN (SELECT value FROM json_each(?))",
-               "IN ?texts": "IN (SELECT value FROM json_each(?))"},
-    "postgresql": {"IN ?ints": "= ANY(?::bigint[])", "IN ?texts": "= ANY(?::text[])"},
-}
-
-
-@lru_cache(maxsize=256)
-def _for_dialect(sql: str, dialect: str) -> str:
-    for mark, text_ in _LISTS[dialect].items():
-        sql = sql.replace(mark, text_)
-    return sql.replace("?", "%s") if dialect == "postgresql" else sql
-
-
-# The hot statements read indexes in their order. PostgreSQL's planner would choose otherwise
-# from missing or stale statistics (a table filled since its last ANALYZE looks empty, so a
-# bitmap scan and a sort of every pending row look cheaper than an ordered index scan), so it
-# is left no other choice for the transaction: what PgQ and the job queues get from fixed
-# access paths, with no dependence on autovacuum having analyzed the tables.
-_INDEX_PLANS = "SELECT " + ", ".join(f"set_config('enable_{name}', 'off', true)"
-                                     for name in ("seqscan", "bitmapscan", "sort"))
-
-
-def index_plans_only(conn: Connection) -> None:
-    """For the rest of this transaction, plan with ordered index scans only (PostgreSQL; on
-    SQLite the statements are written so that its planner takes the index)."""
-    if conn.dialect.name == "postgresql":
-        run(conn, _INDEX_PLANS)
-
-
-def run(conn: Connection, sql: str, params: tuple = ()) -> list[tuple]:
-    """Run one statement of the worker's hot path straight on the driver, in the connection's
-    transaction, and answer the rows it returns (SELECT or RETURNING). ``sql`` is written
-    once for both databases: ``?`` marks a value, ``IN ?ints`` / ``IN ?texts`` a list
-    parameter (given as a Python list)."""
-    dialect = conn.dialect.name
-    sql = _for_dialect(sql, dialect)
-    if dialect == "sqlite":
-        params = tuple(orjson.dumps(p).decode() if isinstance(p, list) else p for p in params)
-    cursor = conn.connection.driver_connection.cursor()
-    try:
-        with _driver_errors(conn, sql):
-            cursor.execute(sql, params)
-            return cursor.fetchall() if cursor.description else []
-    finally:
-        cursor.close()

@@ -13,7 +13,8 @@ from sqlalchemy import bindparam
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .config import Institution
-from .db import INBOX, QUARANTINE, SKIPPED, copy_insert, executemany, write
+from .db import INBOX, QUARANTINE, SKIPPED, write
+from .rawsql import copy_insert, executemany
 from .streams import Stream
 from .timeutil import utc_or_none
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import orjson
 from sqlalchemy import bindparam, update
 
-from .db import DELIVERY, INBOX, dialect_insert, index_plans_only, run, write
+from .db import DELIVERY, INBOX, dialect_insert, write
+from .rawsql import index_plans_only, run
 from .streams import StoredRecord
 
 

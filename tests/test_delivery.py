@@ -11,8 +11,9 @@ from sqlalchemy import select
 from s360bridge.core.bridge import Bridge
 from s360bridge.core.cli import cli
 from s360bridge.core.config import load_settings
-from s360bridge.core.db import DELIVERY, INBOX, run
+from s360bridge.core.db import DELIVERY, INBOX
 from s360bridge.core.queue import claim, claim_statement
+from s360bridge.core.rawsql import run
 from s360bridge.core.receiver import create_app
 from s360bridge.core.streams import StoredRecord
 from s360bridge.core.worker import Worker
