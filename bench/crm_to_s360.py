@@ -27,7 +27,7 @@ import yaml
 
 from s360bridge.core.bridge import Bridge
 from s360bridge.core.config import load_settings
-from s360bridge.core.runner import Process
+from s360bridge.core.pipeline.processes import Process
 from s360bridge.simulator.api import ApiAccess, S360Api
 from s360bridge.simulator.crm import ReferenceCrm
 from s360bridge.simulator.data import Generator

@@ -70,12 +70,12 @@ def make_files(folder: Path, n: int, seed: int = 1) -> tuple[Path, Path, dict]:
 
 
 def prepare_s360bridge():
-    from s360bridge.core.reconcile import Reconciliation, Side, compare  # noqa: F401
+    from s360bridge.core.operations.reconcile import Reconciliation, Side, compare  # noqa: F401
     from s360bridge.plugins.orders import COMPARED, KEY  # noqa: F401
 
 
 def run_s360bridge(s360: Path, target: Path) -> dict:
-    from s360bridge.core.reconcile import Reconciliation, Side, compare
+    from s360bridge.core.operations.reconcile import Reconciliation, Side, compare
     from s360bridge.plugins.orders import COMPARED, KEY
     names = [KEY, *COMPARED]
     spec = Reconciliation(KEY, COMPARED, Side({f.name: f.name for f in names},

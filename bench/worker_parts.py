@@ -80,7 +80,7 @@ def config(backend, synchronous: str, batch_size: int) -> Path:
 
 
 def fill(bridge, records: int) -> None:
-    from s360bridge.core.inbox import ingest
+    from s360bridge.core.pipeline.ingest import ingest
     inst, stream = bridge.institution("bench"), bridge.stream("ticketchecks")
     for base in range(0, records, 50):
         batch = [{"ticket_check_id": i, "movement_id": i + 7, "ticket_id": i + 9,
@@ -111,10 +111,10 @@ def drain(backend, args, cfg: Path) -> None:
     import orjson
     from sqlalchemy.engine.default import DefaultDialect
 
-    from s360bridge.core import worker as worker_module
+    from s360bridge.core.pipeline import worker as worker_module
     from s360bridge.core.bridge import Bridge
     from s360bridge.core.config import load_settings
-    from s360bridge.core.plugins import Hooks
+    from s360bridge.core.plugin.manager import Hooks
 
     bridge = Bridge(load_settings([cfg]))
     started = time.perf_counter()

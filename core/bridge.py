@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import threading
 
-from .config import Institution, Settings
-from .db import create_schema, make_engine
-from .errors import ConfigError
-from .plugins import Hooks
-from .s360api import S360Client
-from .streams import Stream
-from .targets import Target
+from s360bridge.core.config import Institution, Settings
+from s360bridge.core.errors import ConfigError
+from s360bridge.core.plugin.manager import Hooks
+from s360bridge.core.plugin.streams import Stream
+from s360bridge.core.plugin.targets import Target
+from s360bridge.core.s360.client import S360Client
+from s360bridge.core.storage.db import create_schema, make_engine
 
 
 class Bridge:
@@ -85,7 +85,9 @@ class Bridge:
                 if api is None:
                     raise ConfigError(f"{inst.source}: s360_api: this institution calls the "
                                       "S-360 APIs, so it needs an s360_api section")
-                from .ratelimit import CallBudget  # pyrate-limiter: only where S-360 is called
+                from s360bridge.core.s360.budget import (
+                    CallBudget,  # pyrate-limiter: only where S-360 is called
+                )
 
                 budget = CallBudget(self.engine, api.calls_per_minute, api.window_seconds)
                 client = self._clients[inst.code] = S360Client(inst.code, api, budget)

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from jsonschema import Draft202012Validator
 
-from .errors import ConfigError
+from s360bridge.core.errors import ConfigError
 
 DATABASE_URL_ENV = "S360BRIDGE_DATABASE_URL"
 S360_RETRIES = 12  # S-360 re-sends a refused payload every M minutes, up to 12 times

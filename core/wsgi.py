@@ -11,10 +11,10 @@ import os
 
 from flask import Flask
 
-from .bridge import Bridge
-from .config import load_settings
-from .errors import ConfigError
-from .receiver import create_app
+from s360bridge.core.bridge import Bridge
+from s360bridge.core.config import load_settings
+from s360bridge.core.errors import ConfigError
+from s360bridge.core.pipeline.receiver import create_app
 
 CONFIG_ENV = "S360BRIDGE_CONFIG"
 

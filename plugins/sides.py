@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import Table
 
-from s360bridge.core.reconcile import Field, Reconciliation
+from s360bridge.core.operations.reconcile import Field, Reconciliation
 from s360bridge.plugins.crm import HttpCrmTarget
 from s360bridge.plugins.crm.reconcile import crm_side
 from s360bridge.plugins.sql import SqlTarget

@@ -15,8 +15,8 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from s360bridge.core.mapping import lookup
-from s360bridge.core.reconcile import compare, configured
+from s360bridge.core.connectors.mapping import lookup
+from s360bridge.core.operations.reconcile import compare, configured
 from s360bridge.plugins import contacts, orders
 
 

@@ -15,13 +15,13 @@ from sqlalchemy import func, select
 
 from s360bridge.core.bridge import Bridge
 from s360bridge.core.config import Institution, load_settings
-from s360bridge.core.db import INBOX
-from s360bridge.core.hookspecs import hookimpl
-from s360bridge.core.runner import Process
+from s360bridge.core.pipeline.processes import Process
+from s360bridge.core.plugin.hookspecs import hookimpl
+from s360bridge.core.storage.db import INBOX
 
 from .data import Generator
 from .export import reconcile_all, write_csv, write_jsonl
-from .side import SideSystems
+from .systems import SideSystems
 from .webhooks import RunReport, WebhookQueue, WebhookSettings
 
 # Per stream: S-360's S and bs, scaled up for a demo (defaults are 100/1 and 500/10).

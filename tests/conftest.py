@@ -12,10 +12,10 @@ import yaml
 from click.testing import CliRunner
 
 from s360bridge.core.bridge import Bridge
-from s360bridge.core.cli import cli
+from s360bridge.core.cli.main import cli
 from s360bridge.core.config import load_settings
-from s360bridge.core.receiver import create_app
-from s360bridge.core.worker import Worker
+from s360bridge.core.pipeline.receiver import create_app
+from s360bridge.core.pipeline.worker import Worker
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PASSWORD = "s3cr3t-basic-pa55"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from s360bridge.core.bridge import Bridge
-from s360bridge.core.cli import cli
+from s360bridge.core.cli.main import cli
 from s360bridge.core.config import load_settings
 from s360bridge.core.errors import ConfigError
 

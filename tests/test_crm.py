@@ -11,15 +11,15 @@ import time
 import pytest
 import requests
 
-from s360bridge.core import admin
 from s360bridge.core.bridge import Bridge
-from s360bridge.core.cli import cli
+from s360bridge.core.cli.main import cli
 from s360bridge.core.config import load_settings
-from s360bridge.core.db import create_schema, make_engine
-from s360bridge.core.ratelimit import CallBudget
-from s360bridge.core.receiver import create_app
-from s360bridge.core.runner import Process
-from s360bridge.core.worker import Worker
+from s360bridge.core.operations import admin
+from s360bridge.core.pipeline.processes import Process
+from s360bridge.core.pipeline.receiver import create_app
+from s360bridge.core.pipeline.worker import Worker
+from s360bridge.core.s360.budget import CallBudget
+from s360bridge.core.storage.db import create_schema, make_engine
 from s360bridge.plugins.contacts.crm_changes import poll, watermark
 from s360bridge.simulator.api import ApiAccess, S360Api
 from s360bridge.simulator.crm import ReferenceCrm

@@ -9,14 +9,14 @@ import threading
 from sqlalchemy import select
 
 from s360bridge.core.bridge import Bridge
-from s360bridge.core.cli import cli
+from s360bridge.core.cli.main import cli
 from s360bridge.core.config import load_settings
-from s360bridge.core.db import DELIVERY, INBOX
-from s360bridge.core.queue import claim, claim_statement
-from s360bridge.core.rawsql import run
-from s360bridge.core.receiver import create_app
-from s360bridge.core.streams import StoredRecord
-from s360bridge.core.worker import Worker
+from s360bridge.core.pipeline.queue import claim, claim_statement
+from s360bridge.core.pipeline.receiver import create_app
+from s360bridge.core.pipeline.worker import Worker
+from s360bridge.core.plugin.streams import StoredRecord
+from s360bridge.core.storage.db import DELIVERY, INBOX
+from s360bridge.core.storage.rawsql import run
 from s360bridge.plugins.orders.warehouse import order_row
 
 from .conftest import Journal, base_config, drain, fixture, post, write_config

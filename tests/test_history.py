@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from s360bridge.core.cli import cli
-from s360bridge.core.reconcile import differences
+from s360bridge.core.cli.main import cli
+from s360bridge.core.operations.reconcile import differences
 from s360bridge.simulator.data import Generator
 from s360bridge.simulator.export import write_csv, write_jsonl
 
@@ -275,7 +275,7 @@ def test_repair_brings_both_sides_back_in_sync(tmp_path, monkeypatch, secrets_en
 
 
 def test_the_simulator_writes_its_export(tmp_path, runner):
-    from s360bridge.core.plugins import Hooks
+    from s360bridge.core.plugin.manager import Hooks
     Hooks().add_commands(cli)
     result = runner.invoke(cli, ["simulate-export", "--stream", "orders", "--records", "25",
                                  "--csv", str(tmp_path / "o.csv"), "--jsonl",

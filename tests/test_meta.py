@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from s360bridge.core import hookspecs
-from s360bridge.core.plugins import hook_names
+from s360bridge.core.plugin import hookspecs
+from s360bridge.core.plugin.manager import hook_names
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SOURCES = {p.name: p.read_text("utf-8") for p in (ROOT / "tests").rglob("test_*.py")

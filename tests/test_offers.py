@@ -13,8 +13,8 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from s360bridge.core.cli import cli
-from s360bridge.core.plugins import Hooks
+from s360bridge.core.cli.main import cli
+from s360bridge.core.plugin.manager import Hooks
 from s360bridge.plugins.offers import catalog as cache
 from s360bridge.plugins.offers import recover, store
 from s360bridge.simulator.webhooks import WebhookQueue, WebhookSettings

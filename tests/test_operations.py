@@ -8,9 +8,9 @@ import time
 
 from sqlalchemy import func, select
 
-from s360bridge.core import maintenance
-from s360bridge.core.db import INBOX, QUARANTINE
-from s360bridge.core.maintenance import purge
+from s360bridge.core.operations import retention
+from s360bridge.core.operations.retention import purge
+from s360bridge.core.storage.db import INBOX, QUARANTINE
 
 from .conftest import API_KEY, PASSWORD, Journal, base_config, drain, fixture, post, write_config
 
@@ -94,7 +94,7 @@ def test_forget_erases_a_contact_everywhere_and_says_what(bridge, client, invoke
 
 
 def test_purge_keeps_what_is_recent_pending_or_dead(bridge, client, monkeypatch):
-    monkeypatch.setattr(maintenance, "PURGE_CHUNK", 1)  # several transactions
+    monkeypatch.setattr(retention, "PURGE_CHUNK", 1)  # several transactions
     post(client, "orders", fixture("order_sale.json"))
     drain(bridge)
     post(client, "orders", fixture("order_refund.json"))  # still pending

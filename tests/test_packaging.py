@@ -23,5 +23,5 @@ def test_wheel_installs_nothing_generic_at_the_top_level(tmp_path):
                    "s360bridge/simulator/webhooks.py"):
         assert needed in names
     meta = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt")))
-    assert b"s360bridge = s360bridge.core.cli:main" in meta
+    assert b"s360bridge = s360bridge.core.cli.main:main" in meta
     assert b"[s360bridge]" in meta

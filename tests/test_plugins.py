@@ -13,16 +13,16 @@ from contextlib import contextmanager
 import pytest
 from flask import Blueprint
 
-from s360bridge.core import plugins as plugin_module
 from s360bridge.core.bridge import Bridge
 from s360bridge.core.config import load_settings
 from s360bridge.core.errors import PluginError
-from s360bridge.core.hookspecs import hookimpl
-from s360bridge.core.plugins import Hooks, check, plugin_manager
-from s360bridge.core.receiver import create_app
-from s360bridge.core.runner import run_scheduler
-from s360bridge.core.streams import Stream
-from s360bridge.core.targets import PushResult, Target
+from s360bridge.core.pipeline.processes import run_scheduler
+from s360bridge.core.pipeline.receiver import create_app
+from s360bridge.core.plugin import manager as plugin_module
+from s360bridge.core.plugin.hookspecs import hookimpl
+from s360bridge.core.plugin.manager import Hooks, check, plugin_manager
+from s360bridge.core.plugin.streams import Stream
+from s360bridge.core.plugin.targets import PushResult, Target
 
 from .conftest import base_config, drain, fixture, post, write_config
 from .test_processes import S360BRIDGE
@@ -49,7 +49,7 @@ def cli_output(*args, **env) -> str:
 
 def test_builtin_and_entry_point_plugins_are_listed():
     rows = {r["name"]: r for r in json.loads(cli_output("plugins", "--json"))}
-    for name in ("contacts", "orders", "ticketchecks", "sql", "jsonl", "maintenance"):
+    for name in ("contacts", "orders", "ticketchecks", "sql", "jsonl", "retention", "erasure"):
         assert rows[name]["source"] == "built-in"
     assert rows["simulator"]["source"].startswith("entry point of s360bridge ")
     assert rows["surveys"]["source"].startswith("entry point of s360bridge-surveys ")

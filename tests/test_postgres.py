@@ -17,9 +17,9 @@ from sqlalchemy.exc import OperationalError
 
 from s360bridge.core.bridge import Bridge
 from s360bridge.core.config import load_settings
-from s360bridge.core.inbox import ingest
-from s360bridge.core.receiver import create_app
-from s360bridge.core.worker import Worker
+from s360bridge.core.pipeline.ingest import ingest
+from s360bridge.core.pipeline.receiver import create_app
+from s360bridge.core.pipeline.worker import Worker
 
 from .conftest import Journal, base_config, drain, fixture, post, write_config
 from .test_delivery import sale_version
@@ -103,7 +103,7 @@ def test_two_workers_share_claims_on_postgres(pg_bridge, tmp_path):
 
 def test_call_budget_and_crm_links_on_postgresql(pg_bridge):
     """The shared S-360 call budget and the CRM links, on the engine's PostgreSQL."""
-    from s360bridge.core.db import make_engine
+    from s360bridge.core.storage.db import make_engine
     from s360bridge.plugins.crm import links
 
     from .test_crm import spend_concurrently
@@ -145,14 +145,14 @@ def test_offer_rows_and_cache_on_postgresql(pg_bridge):
 
 def _plan(conn, sql: str, params: tuple) -> str:
     """PostgreSQL's plan of a hot statement as JSON text, under the transaction's settings."""
-    from s360bridge.core.rawsql import run
+    from s360bridge.core.storage.rawsql import run
 
     return json.dumps(run(conn, "EXPLAIN (FORMAT JSON) " + sql, params)[0][0])
 
 
 def children_delete_plan(bridge) -> str:
     """The plan of replacing an order's operations, on tables filled and never analyzed."""
-    from s360bridge.core.rawsql import index_plans_only
+    from s360bridge.core.storage.rawsql import index_plans_only
     from s360bridge.plugins.orders.warehouse import OPERATIONS
     from s360bridge.plugins.sql.upsert import _children_delete
 
@@ -173,8 +173,8 @@ def test_hot_statements_use_their_indexes_without_statistics(pg_bridge):
     """Filled after creation and never analyzed (autovacuum off for the test), the tables look
     empty to the planner; the claim, the version look-up, the completion and the warehouse
     upsert must still read their indexes, not scan, bitmap or sort what grows with history."""
-    from s360bridge.core.queue import _DELIVERED, _DONE, _VERSIONS, claim_statement
-    from s360bridge.core.rawsql import _copy_statements, index_plans_only
+    from s360bridge.core.pipeline.queue import _DELIVERED, _DONE, _VERSIONS, claim_statement
+    from s360bridge.core.storage.rawsql import _copy_statements, index_plans_only
     from s360bridge.plugins.sql.upsert import _conflict
     from s360bridge.plugins.ticketchecks.warehouse import TICKET_CHECKS
 
@@ -231,8 +231,8 @@ def test_hot_statements_use_their_indexes_without_statistics(pg_bridge):
 def test_a_rolled_back_batch_leaves_the_staging_usable(pg_bridge):
     """The temporary table a batch is copied into is made once per connection; a transaction
     rolled back after making it takes it away, and the next batch makes it again."""
-    from s360bridge.core.inbox import _COLUMNS
-    from s360bridge.core.rawsql import copy_insert
+    from s360bridge.core.pipeline.ingest import _COLUMNS
+    from s360bridge.core.storage.rawsql import copy_insert
 
     row = ("testvenue", "ticketchecks", "k1", "h1", "{}", 0.0, "pending", 0, 0.0)
     with pg_bridge.engine.connect() as conn:
@@ -256,7 +256,7 @@ def test_a_rolled_back_batch_leaves_the_staging_usable(pg_bridge):
 def test_the_same_version_again_writes_its_children_again_on_postgresql(pg_bridge):
     """A version pushed again (after a crash, or once the stream's mapping changed) replaces
     its children, as on SQLite; an older one never does."""
-    from s360bridge.core.streams import StoredRecord
+    from s360bridge.core.plugin.streams import StoredRecord
     from s360bridge.plugins.orders.warehouse import order_row
 
     inst = pg_bridge.institution("testvenue")

@@ -18,7 +18,7 @@ import requests
 
 from s360bridge.core.bridge import Bridge
 from s360bridge.core.config import load_settings
-from s360bridge.core.inbox import ingest
+from s360bridge.core.pipeline.ingest import ingest
 
 from .conftest import API_KEY, SECRETS_ENV, Journal, base_config, write_config
 
@@ -184,7 +184,7 @@ def test_sigterm_stops_cleanly_and_releases_nothing_half_done(tmp_path, crash_co
 
 FORK_EIGHT = """
 import multiprocessing, sys
-from s360bridge.core.db import create_schema, make_engine
+from s360bridge.core.storage.db import create_schema, make_engine
 
 def open_at_once(url, barrier):
     barrier.wait(10)

@@ -11,8 +11,8 @@ from sqlalchemy import func, select
 
 from s360bridge.core.bridge import Bridge
 from s360bridge.core.config import load_settings
-from s360bridge.core.db import INBOX, QUARANTINE
-from s360bridge.core.receiver import create_app
+from s360bridge.core.pipeline.receiver import create_app
+from s360bridge.core.storage.db import INBOX, QUARANTINE
 
 from .conftest import API_KEY, PASSWORD, base_config, drain, fixture, post, write_config
 

@@ -8,11 +8,10 @@ import jwt
 import pytest
 
 from s360bridge.core.config import S360ApiSettings, Secret
-from s360bridge.core.db import create_schema, make_engine
+from s360bridge.core.connectors.mapping import Mapping
 from s360bridge.core.errors import ConfigError
-from s360bridge.core.mapping import Mapping
-from s360bridge.core.ratelimit import CallBudget
-from s360bridge.core.s360api import (
+from s360bridge.core.s360.budget import CallBudget
+from s360bridge.core.s360.client import (
     S360ApiError,
     S360AuthError,
     S360BusinessError,
@@ -20,6 +19,7 @@ from s360bridge.core.s360api import (
     S360Unavailable,
     mint_token,
 )
+from s360bridge.core.storage.db import create_schema, make_engine
 from s360bridge.simulator.api import ApiAccess, S360Api
 from s360bridge.simulator.serving import Served
 

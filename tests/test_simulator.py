@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from s360bridge.core.cli import cli
-from s360bridge.core.plugins import Hooks
-from s360bridge.core.runner import Process
+from s360bridge.core.cli.main import cli
+from s360bridge.core.pipeline.processes import Process
+from s360bridge.core.plugin.manager import Hooks
 from s360bridge.simulator.data import Generator
 from s360bridge.simulator.webhooks import MAX_TRIES, WebhookQueue, WebhookSettings
 

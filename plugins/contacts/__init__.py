@@ -5,11 +5,11 @@ Natural key ``contactNumber``: a string of up to 20 characters whose leading zer
 
 from __future__ import annotations
 
+from s360bridge.core.connectors.mapping import lookup
 from s360bridge.core.errors import ConfigError
-from s360bridge.core.hookspecs import hookimpl
-from s360bridge.core.mapping import lookup
-from s360bridge.core.reconcile import Field
-from s360bridge.core.streams import RecordValidator, Stream, load_schema, stream_hooks
+from s360bridge.core.operations.reconcile import Field
+from s360bridge.core.plugin.hookspecs import hookimpl
+from s360bridge.core.plugin.streams import RecordValidator, Stream, load_schema, stream_hooks
 from s360bridge.plugins.sides import target_side
 from s360bridge.plugins.sql import SqlTarget
 

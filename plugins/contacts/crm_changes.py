@@ -17,13 +17,13 @@ import orjson
 from jsonschema import Draft202012Validator
 from sqlalchemy import Column, MetaData, String, Table, Text, select
 
-from s360bridge.core.db import create_tables, dialect_insert, write
+from s360bridge.core.connectors.http import AUTH_SCHEMA, send, session_for
+from s360bridge.core.connectors.mapping import Mapping
 from s360bridge.core.errors import ConfigError, TargetUnavailable
-from s360bridge.core.hookspecs import hookimpl
-from s360bridge.core.inbox import ingest
-from s360bridge.core.mapping import Mapping
-from s360bridge.core.outbound import AUTH_SCHEMA, send, session_for
-from s360bridge.core.streams import RecordValidator, Stream, stream_hooks
+from s360bridge.core.pipeline.ingest import ingest
+from s360bridge.core.plugin.hookspecs import hookimpl
+from s360bridge.core.plugin.streams import RecordValidator, Stream, stream_hooks
+from s360bridge.core.storage.db import create_tables, dialect_insert, write
 
 log = logging.getLogger("s360bridge.crm_contacts")
 

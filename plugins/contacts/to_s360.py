@@ -20,9 +20,9 @@ import threading
 from dataclasses import dataclass
 
 from s360bridge.core.errors import ConfigError, TargetUnavailable
-from s360bridge.core.hookspecs import hookimpl
-from s360bridge.core.s360api import S360ApiError, S360BusinessError
-from s360bridge.core.targets import PushResult, Target
+from s360bridge.core.plugin.hookspecs import hookimpl
+from s360bridge.core.plugin.targets import PushResult, Target
+from s360bridge.core.s360.client import S360ApiError, S360BusinessError
 from s360bridge.plugins.crm import HttpCrmTarget, links
 
 from .crm_changes import STREAM, mapping

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Boolean, Column, DateTime, String
 
-from s360bridge.core.streams import StoredRecord
-from s360bridge.core.timeutil import utc_of
+from s360bridge.core.plugin.streams import StoredRecord
+from s360bridge.core.s360.times import utc_of
 from s360bridge.plugins.sql import WarehouseRow, warehouse_table
 
 CONTACTS = warehouse_table(

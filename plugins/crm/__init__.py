@@ -1,9 +1,10 @@
 """The built-in ``http_crm`` target: contacts and orders pushed to any CRM that speaks HTTP/JSON.
 
-Each stream has a URL and a declarative mapping (core/mapping.py) from the S-360 record to the
-CRM's fields; items are POSTed as a JSON array, ``batch_size`` at a time. Non-2xx answers follow
-the engine's rules: unavailable (429/503 with Retry-After, 5xx, refused credentials) retries the
-batch later; another 4xx isolates the refused record, which retries and then becomes a dead letter.
+Each stream has a URL and a declarative mapping (core/connectors/mapping.py) from the S-360 record
+to the CRM's fields; items are POSTed as a JSON array, ``batch_size`` at a time. Non-2xx answers
+follow the engine's rules: unavailable (429/503 with Retry-After, 5xx, refused credentials)
+retries the batch later; another 4xx isolates the refused record, which retries and then becomes
+a dead letter.
 
 Contacts the CRM already holds as they are (see links.py) are not pushed again: this is what stops
 a change that came from the CRM from going back to it through the S-360 contact webhook.
@@ -14,12 +15,12 @@ from __future__ import annotations
 import orjson
 from jsonschema import Draft202012Validator
 
+from s360bridge.core.connectors.http import AUTH_SCHEMA, send, session_for
+from s360bridge.core.connectors.mapping import Mapping
 from s360bridge.core.errors import ConfigError
-from s360bridge.core.hookspecs import hookimpl
-from s360bridge.core.maintenance import erase_versions
-from s360bridge.core.mapping import Mapping
-from s360bridge.core.outbound import AUTH_SCHEMA, send, session_for
-from s360bridge.core.targets import PushResult, Target
+from s360bridge.core.operations.erasure import erase_versions
+from s360bridge.core.plugin.hookspecs import hookimpl
+from s360bridge.core.plugin.targets import PushResult, Target
 
 from . import links
 

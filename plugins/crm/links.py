@@ -24,8 +24,8 @@ from sqlalchemy import (
     select,
 )
 
-from s360bridge.core import db
-from s360bridge.core.db import write
+from s360bridge.core.storage import db
+from s360bridge.core.storage.db import write
 
 METADATA = MetaData()
 LINKS = Table(

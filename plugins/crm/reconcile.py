@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from s360bridge.core.reconcile import Field, Reconciliation, Side
+from s360bridge.core.operations.reconcile import Field, Reconciliation, Side
 
 from . import HttpCrmTarget
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import orjson
 
 from s360bridge.core.errors import ConfigError, TargetUnavailable
-from s360bridge.core.hookspecs import hookimpl
-from s360bridge.core.targets import PushResult, Target
+from s360bridge.core.plugin.hookspecs import hookimpl
+from s360bridge.core.plugin.targets import PushResult, Target
 
 
 class JsonlTarget(Target):

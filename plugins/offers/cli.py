@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 import orjson
 
-from s360bridge.core.cliutil import config_option, institution_of, open_bridge
+from s360bridge.core.cli.common import config_option, institution_of, open_bridge
 from s360bridge.core.errors import S360BridgeError
 
 from . import catalog as cache

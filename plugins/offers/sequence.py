@@ -23,7 +23,7 @@ import uuid
 
 import orjson
 
-from s360bridge.core.s360api import S360ApiError, S360BusinessError
+from s360bridge.core.s360.client import S360ApiError, S360BusinessError
 from s360bridge.plugins.contacts.to_s360 import SEARCH_RESULTS, best_match
 from s360bridge.plugins.contacts.to_s360 import SERVICE as CONTACTS
 

@@ -6,9 +6,9 @@ abandoned; an ``orderState`` or ``orderType`` value not seen before is stored as
 
 from __future__ import annotations
 
-from s360bridge.core.hookspecs import hookimpl
-from s360bridge.core.reconcile import Field
-from s360bridge.core.streams import RecordValidator, Stream, load_schema, stream_hooks
+from s360bridge.core.operations.reconcile import Field
+from s360bridge.core.plugin.hookspecs import hookimpl
+from s360bridge.core.plugin.streams import RecordValidator, Stream, load_schema, stream_hooks
 from s360bridge.plugins.sides import target_side
 from s360bridge.plugins.sql import SqlTarget
 

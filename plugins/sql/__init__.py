@@ -14,11 +14,11 @@ from sqlalchemy import delete as sql_delete
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from s360bridge.core.db import make_engine
 from s360bridge.core.errors import ConfigError, TargetUnavailable
-from s360bridge.core.hookspecs import hookimpl
-from s360bridge.core.rawsql import index_plans_only
-from s360bridge.core.targets import PushResult, Target
+from s360bridge.core.plugin.hookspecs import hookimpl
+from s360bridge.core.plugin.targets import PushResult, Target
+from s360bridge.core.storage.db import make_engine
+from s360bridge.core.storage.rawsql import index_plans_only
 
 from . import upsert
 

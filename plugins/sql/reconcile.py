@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import Table, select
 from sqlalchemy import delete as sql_delete
 
-from s360bridge.core.reconcile import Field, Reconciliation, Side
+from s360bridge.core.operations.reconcile import Field, Reconciliation, Side
 
 from . import SqlTarget
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 from functools import lru_cache
 
 from s360bridge.core.errors import ConfigError
-from s360bridge.core.hookspecs import hookimpl
-from s360bridge.core.reconcile import Field
-from s360bridge.core.streams import RecordValidator, Stream, stream_hooks
+from s360bridge.core.operations.reconcile import Field
+from s360bridge.core.plugin.hookspecs import hookimpl
+from s360bridge.core.plugin.streams import RecordValidator, Stream, stream_hooks
 from s360bridge.plugins.sides import target_side
 from s360bridge.plugins.sql import SqlTarget
 

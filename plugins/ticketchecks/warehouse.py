@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Column, DateTime, String
 
-from s360bridge.core.streams import StoredRecord
-from s360bridge.core.timeutil import parse_s360_time
+from s360bridge.core.plugin.streams import StoredRecord
+from s360bridge.core.s360.times import parse_s360_time
 from s360bridge.plugins.sql import WarehouseRow, warehouse_table
 
 from .columns import Columns

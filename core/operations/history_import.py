@@ -21,9 +21,9 @@ from pathlib import Path
 import orjson
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, select
 
-from .db import QUARANTINE, create_tables, dialect_insert, write
-from .errors import S360BridgeError
-from .inbox import IngestResult, ingest
+from s360bridge.core.errors import S360BridgeError
+from s360bridge.core.pipeline.ingest import IngestResult, ingest
+from s360bridge.core.storage.db import QUARANTINE, create_tables, dialect_insert, write
 
 PROGRESS = Table("import_progress", MetaData(),
                  Column("institution", String(40), primary_key=True),

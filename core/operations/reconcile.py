@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
-from .errors import S360BridgeError
+from s360bridge.core.errors import S360BridgeError
 
 KINDS = ("text", "ci_text", "amount", "datetime")
 PLAIN = ("text",)  # kinds whose compared value is shown in reports instead of the raw one

@@ -7,8 +7,8 @@ import time
 import orjson
 from sqlalchemy import func, select, update
 
-from .db import DELIVERY, INBOX, QUARANTINE, SKIPPED, write
-from .inbox import ingest
+from s360bridge.core.pipeline.ingest import ingest
+from s360bridge.core.storage.db import DELIVERY, INBOX, QUARANTINE, SKIPPED, write
 
 
 def status(bridge) -> dict:

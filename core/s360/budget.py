@@ -19,7 +19,7 @@ from pyrate_limiter import AbstractBucket, BucketFactory, Limiter, Rate, RateIte
 from sqlalchemy import BigInteger, Column, Index, MetaData, String, Table, delete, func, select
 from sqlalchemy import text as sql_text
 
-from .db import create_tables, write
+from s360bridge.core.storage.db import create_tables, write
 
 METADATA = MetaData()
 CALL_LOG = Table(

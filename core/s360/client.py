@@ -2,7 +2,7 @@
 
 A call is ``POST {base_url}/{module}/backend-apis/{service}/{version}/{method}`` with a JSON body
 and a fresh HS256 JWT (REFERENCE §e.2, §e.3). Each call first takes its place in the shared
-per-method budget (core/ratelimit.py); an HTTP 509 waits for the next window; connection errors
+per-method budget (core/s360/budget.py); an HTTP 509 waits for the next window; connection errors
 and 5xx are retried with backoff (tenacity); the result envelope's ``statusCode`` turns into
 typed errors (§e.5). Business errors are never retried: S-360's sales calls are not idempotent.
 """
@@ -20,11 +20,11 @@ import jwt
 import requests
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
-from .config import S360ApiSettings
-from .errors import S360BridgeError
+from s360bridge.core.config import S360ApiSettings
+from s360bridge.core.errors import S360BridgeError
 
 if TYPE_CHECKING:  # the budget (pyrate-limiter) loads only in processes that call S-360
-    from .ratelimit import CallBudget
+    from s360bridge.core.s360.budget import CallBudget
 
 log = logging.getLogger("s360bridge.s360api")
 

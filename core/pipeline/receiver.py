@@ -11,10 +11,10 @@ from flask import Flask, Response, request
 from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
 
-from .bridge import Bridge
-from .config import Auth
-from .errors import StoreUnavailable
-from .inbox import ingest
+from s360bridge.core.bridge import Bridge
+from s360bridge.core.config import Auth
+from s360bridge.core.errors import StoreUnavailable
+from s360bridge.core.pipeline.ingest import ingest
 
 log = logging.getLogger("s360bridge.receiver")
 

@@ -14,7 +14,7 @@ from email.utils import parsedate_to_datetime
 
 import requests
 
-from .errors import S360BridgeError, TargetUnavailable
+from s360bridge.core.errors import S360BridgeError, TargetUnavailable
 
 AUTH_SCHEMA = {
     "type": "object", "required": ["type"],

@@ -7,10 +7,10 @@ import threading
 import time
 from contextlib import contextmanager
 
-from .bridge import Bridge
-from .errors import StoreUnavailable, TargetUnavailable
-from .queue import Claim, Outcome, claim, complete, extend, release
-from .streams import StoredRecord
+from s360bridge.core.bridge import Bridge
+from s360bridge.core.errors import StoreUnavailable, TargetUnavailable
+from s360bridge.core.pipeline.queue import Claim, Outcome, claim, complete, extend, release
+from s360bridge.core.plugin.streams import StoredRecord
 
 log = logging.getLogger("s360bridge.worker")
 

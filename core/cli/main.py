@@ -8,12 +8,13 @@ import sys
 
 import click
 
-from . import __version__, admin
-from .cliutil import CLIGroup, config_option, institution_of, open_bridge
-from .errors import S360BridgeError
-from .history_cli import import_records, reconcile
-from .plugins import Hooks
-from .runner import Process
+from s360bridge.core import __version__
+from s360bridge.core.cli.common import CLIGroup, config_option, institution_of, open_bridge
+from s360bridge.core.cli.history import import_records, reconcile
+from s360bridge.core.errors import S360BridgeError
+from s360bridge.core.operations import admin
+from s360bridge.core.pipeline.processes import Process
+from s360bridge.core.plugin.manager import Hooks
 
 
 @click.group(cls=CLIGroup)

@@ -20,7 +20,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from .errors import ConfigError
+from s360bridge.core.errors import ConfigError
 
 
 def lookup(record: Any, path: str) -> Any:

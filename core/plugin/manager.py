@@ -15,13 +15,14 @@ from typing import Any
 
 import pluggy
 
-from . import hookspecs
-from .errors import PluginError
-from .streams import ReceivedBatch, Stream
-from .targets import PushResult, Target
+from s360bridge.core.errors import PluginError
+from s360bridge.core.plugin import hookspecs
+from s360bridge.core.plugin.streams import ReceivedBatch, Stream
+from s360bridge.core.plugin.targets import PushResult, Target
 
 DEFAULT_PLUGINS = (
-    "s360bridge.core.maintenance",
+    "s360bridge.core.operations.retention",
+    "s360bridge.core.operations.erasure",
     "s360bridge.plugins.contacts",
     "s360bridge.plugins.contacts.crm_changes",
     "s360bridge.plugins.contacts.to_s360",

@@ -15,10 +15,15 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import func, select, update
 
-from .db import DELIVERY, INBOX, dialect_insert, write
-from .inbox import ingest
-from .reconcile import DIFFERENT, MISSING_IN_S360, MISSING_IN_TARGET, Reconciliation
-from .worker import Worker
+from s360bridge.core.operations.reconcile import (
+    DIFFERENT,
+    MISSING_IN_S360,
+    MISSING_IN_TARGET,
+    Reconciliation,
+)
+from s360bridge.core.pipeline.ingest import ingest
+from s360bridge.core.pipeline.worker import Worker
+from s360bridge.core.storage.db import DELIVERY, INBOX, dialect_insert, write
 
 
 @dataclass

@@ -14,10 +14,10 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
-    from .config import Institution
-    from .reconcile import Reconciliation
-    from .streams import ReceivedBatch, Stream
-    from .targets import PushResult, Target
+    from s360bridge.core.config import Institution
+    from s360bridge.core.operations.reconcile import Reconciliation
+    from s360bridge.core.plugin.streams import ReceivedBatch, Stream
+    from s360bridge.core.plugin.targets import PushResult, Target
 
 hookspec = pluggy.HookspecMarker("s360bridge")
 hookimpl = pluggy.HookimplMarker("s360bridge")

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 import orjson
 from sqlalchemy import bindparam, update
 
-from .db import DELIVERY, INBOX, dialect_insert, write
-from .rawsql import index_plans_only, run
-from .streams import StoredRecord
+from s360bridge.core.plugin.streams import StoredRecord
+from s360bridge.core.storage.db import DELIVERY, INBOX, dialect_insert, write
+from s360bridge.core.storage.rawsql import index_plans_only, run
 
 
 @dataclass

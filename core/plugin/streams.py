@@ -11,7 +11,7 @@ from typing import Any
 import jsonschema_rs
 from jsonschema import Draft202012Validator
 
-from .hookspecs import hookimpl
+from s360bridge.core.plugin.hookspecs import hookimpl
 
 # Result-envelope fields S-360 may put on a record; they do not make a new version of it.
 ENVELOPE_FIELDS = frozenset({"requestId", "statusCode", "statusDetail", "statusMessage",

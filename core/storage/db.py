@@ -17,8 +17,8 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Field, SQLModel, create_engine
 
-from .errors import ConfigError, StoreUnavailable
-from .rawsql import forget_staging
+from s360bridge.core.errors import ConfigError, StoreUnavailable
+from s360bridge.core.storage.rawsql import forget_staging
 
 
 class InboxRecord(SQLModel, table=True):

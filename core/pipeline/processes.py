@@ -9,10 +9,10 @@ import threading
 import schedule
 from waitress.server import create_server
 
-from .bridge import Bridge
-from .errors import S360BridgeError
-from .receiver import create_app
-from .worker import Worker
+from s360bridge.core.bridge import Bridge
+from s360bridge.core.errors import S360BridgeError
+from s360bridge.core.pipeline.receiver import create_app
+from s360bridge.core.pipeline.worker import Worker
 
 log = logging.getLogger("s360bridge.runner")
 

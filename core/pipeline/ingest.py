@@ -12,11 +12,11 @@ import orjson
 from sqlalchemy import bindparam
 from sqlalchemy.dialects import postgresql, sqlite
 
-from .config import Institution
-from .db import INBOX, QUARANTINE, SKIPPED, write
-from .rawsql import copy_insert, executemany
-from .streams import Stream
-from .timeutil import utc_or_none
+from s360bridge.core.config import Institution
+from s360bridge.core.plugin.streams import Stream
+from s360bridge.core.s360.times import utc_or_none
+from s360bridge.core.storage.db import INBOX, QUARANTINE, SKIPPED, write
+from s360bridge.core.storage.rawsql import copy_insert, executemany
 
 _DIALECTS = {"sqlite": sqlite, "postgresql": postgresql}
 _COLUMNS = ("institution", "stream", "record_key", "content_hash", "payload", "received_at",

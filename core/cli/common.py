@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from .bridge import Bridge
-from .config import Institution, load_settings
-from .errors import S360BridgeError
+from s360bridge.core.bridge import Bridge
+from s360bridge.core.config import Institution, load_settings
+from s360bridge.core.errors import S360BridgeError
 
 CONFIG_HELP = "Institution YAML file, or a folder of them (repeatable)."
 

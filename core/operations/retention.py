@@ -1,4 +1,4 @@
-"""Built-in plugin for the engine's own stores: retention purge and erasure of a contact."""
+"""Built-in plugin: the retention purge of the engine's stores (inbox, deliveries, quarantine)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import time
 
 from sqlalchemy import delete, select
 
-from .db import DELIVERY, INBOX, QUARANTINE, write
-from .hookspecs import hookimpl
+from s360bridge.core.plugin.hookspecs import hookimpl
+from s360bridge.core.storage.db import DELIVERY, INBOX, QUARANTINE, write
 
-log = logging.getLogger("s360bridge.maintenance")
+log = logging.getLogger("s360bridge.retention")
 PURGE_EVERY_SECONDS = 3600
 PURGE_CHUNK = 5000  # rows per transaction: the receiver never waits long for the write lock
 
@@ -43,26 +43,3 @@ def purge(bridge, now: float | None = None) -> int:
 @hookimpl
 def register_jobs(register, bridge):
     register("purge", PURGE_EVERY_SECONDS, lambda: purge(bridge))
-
-
-def erase_versions(bridge, institution, streams: list[str], key: str) -> int:
-    """Delete every inbox version of ``key`` in ``streams``, with its delivery rows."""
-    with write(bridge.engine) as conn:
-        ids = select(INBOX.c.id).where(INBOX.c.institution == institution.code,
-                                       INBOX.c.stream.in_(streams), INBOX.c.record_key == key)
-        conn.execute(delete(DELIVERY).where(DELIVERY.c.inbox_id.in_(ids)))
-        return conn.execute(delete(INBOX).where(INBOX.c.id.in_(ids))).rowcount
-
-
-@hookimpl
-def forget(bridge, institution, contact_number):
-    """Inbox versions keyed by the contact in streams holding personal data, and quarantined
-    records of those streams that name the contact."""
-    personal = [name for name, s in bridge.hooks.streams.items() if s.personal_data]
-    needle = f'"contactNumber":"{contact_number}"'
-    n_inbox = erase_versions(bridge, institution, personal, contact_number)
-    with write(bridge.engine) as conn:
-        n_quar = conn.execute(delete(QUARANTINE).where(
-            QUARANTINE.c.institution == institution.code, QUARANTINE.c.stream.in_(personal),
-            QUARANTINE.c.payload.contains(needle, autoescape=True))).rowcount
-    return [f"engine inbox: {n_inbox} version(s)", f"engine quarantine: {n_quar} record(s)"]

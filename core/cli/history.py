@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from .cliutil import config_option, institution_of, open_bridge
-from .errors import S360BridgeError
-from .imports import run_import
-from .reconcile import (
+from s360bridge.core.cli.common import config_option, institution_of, open_bridge
+from s360bridge.core.errors import S360BridgeError
+from s360bridge.core.operations.history_import import run_import
+from s360bridge.core.operations.reconcile import (
     DIFFERENT,
     MISSING_IN_S360,
     MISSING_IN_TARGET,
@@ -18,7 +18,7 @@ from .reconcile import (
     configured,
     differences,
 )
-from .repair import deliver, repair
+from s360bridge.core.operations.repair import deliver, repair
 
 IN_SYNC, DIFFERENCES, COULD_NOT_RUN = 0, 1, 2
 

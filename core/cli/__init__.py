@@ -1,0 +1,1 @@
+"""The ``s360bridge`` command line."""

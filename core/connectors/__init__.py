@@ -1,0 +1,1 @@
+"""What connectors to other systems share: HTTP calls and declarative field mappings."""

@@ -1,0 +1,1 @@
+"""What operators run: status and replay, retention and erasure, import, reconcile, repair."""

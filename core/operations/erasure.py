@@ -1,0 +1,31 @@
+"""Built-in plugin: erasure of one contact's personal data from the engine's own stores."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, select
+
+from s360bridge.core.plugin.hookspecs import hookimpl
+from s360bridge.core.storage.db import DELIVERY, INBOX, QUARANTINE, write
+
+
+def erase_versions(bridge, institution, streams: list[str], key: str) -> int:
+    """Delete every inbox version of ``key`` in ``streams``, with its delivery rows."""
+    with write(bridge.engine) as conn:
+        ids = select(INBOX.c.id).where(INBOX.c.institution == institution.code,
+                                       INBOX.c.stream.in_(streams), INBOX.c.record_key == key)
+        conn.execute(delete(DELIVERY).where(DELIVERY.c.inbox_id.in_(ids)))
+        return conn.execute(delete(INBOX).where(INBOX.c.id.in_(ids))).rowcount
+
+
+@hookimpl
+def forget(bridge, institution, contact_number):
+    """Inbox versions keyed by the contact in streams holding personal data, and quarantined
+    records of those streams that name the contact."""
+    personal = [name for name, s in bridge.hooks.streams.items() if s.personal_data]
+    needle = f'"contactNumber":"{contact_number}"'
+    n_inbox = erase_versions(bridge, institution, personal, contact_number)
+    with write(bridge.engine) as conn:
+        n_quar = conn.execute(delete(QUARANTINE).where(
+            QUARANTINE.c.institution == institution.code, QUARANTINE.c.stream.in_(personal),
+            QUARANTINE.c.payload.contains(needle, autoescape=True))).rowcount
+    return [f"engine inbox: {n_inbox} version(s)", f"engine quarantine: {n_quar} record(s)"]

@@ -1,0 +1,1 @@
+"""The plugin framework: hook specifications, the plugin manager and the stream and target bases."""
