@@ -8,7 +8,7 @@ from s360bridge.core.config import Institution, Settings
 from s360bridge.core.errors import ConfigError
 from s360bridge.core.plugin.manager import Hooks
 from s360bridge.core.plugin.streams import Stream
-from s360bridge.core.plugin.targets import Target
+from s360bridge.core.plugin.targets import Target, bind_options
 from s360bridge.core.s360.client import S360Client
 from s360bridge.core.storage.db import create_schema, make_engine
 
@@ -55,6 +55,14 @@ class Bridge:
                 if target.uses_s360_api and inst.s360_api is None:
                     raise ConfigError(f"{inst.source}: targets.{name}: a {tcfg.type} target "
                                       "calls the S-360 APIs: add an s360_api section")
+            for name, cfg in inst.streams.items():
+                for tname in cfg.targets:
+                    problem = self.hooks.route_problem(inst, name, self.target(inst, tname))
+                    if problem:
+                        raise ConfigError(
+                            f"{inst.source}: streams.{name}.targets: institution {inst.code} "
+                            f"routes stream {name} to target {tname} "
+                            f"({inst.targets[tname].type}), which cannot take it: {problem}")
 
     def institution(self, code: str) -> Institution | None:
         return self.settings.institutions.get(code)
@@ -70,11 +78,17 @@ class Bridge:
                 cfg = inst.targets[name]
                 factory = self.hooks.target_types[cfg.type]
                 try:
-                    target = factory(name, cfg.options, self)
+                    options = bind_options(cfg.options, getattr(factory, "SECRETS", frozenset()))
+                    target = factory(name, options, self)
                 except ConfigError as exc:
                     raise ConfigError(f"{inst.source}: targets.{name}: {exc}") from None
                 self._targets[(inst.code, name)] = target
             return target
+
+    def targets_of(self, inst: Institution, kind: str) -> list[Target]:
+        """The institution's targets of one type (a plugin asks for its own type's)."""
+        return [self.target(inst, name) for name, cfg in inst.targets.items()
+                if cfg.type == kind]
 
     def s360(self, inst: Institution) -> S360Client:
         """The S-360 API client of an institution, with its budget shared across processes."""

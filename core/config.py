@@ -40,6 +40,11 @@ class Secret:
     __repr__ = __str__
 
 
+def reveal(value: Any) -> Any:
+    """The value behind a ``Secret``; any other value as it is."""
+    return value.value if isinstance(value, Secret) else value
+
+
 @dataclass(frozen=True)
 class Auth:
     """How S-360 authenticates on one webhook URL: none, basic, or an API key header."""
@@ -171,19 +176,21 @@ def _secret(ref: dict, file: Path, where: str, environ, required: bool = True) -
     return Secret(name, environ[name])
 
 
-def _resolve_env(value: Any, file: Path, where: str, environ) -> Any:
-    """Replace ``{"$env": NAME}`` references in options with their values; the secrets of an
-    ``auth`` block (password, key, token) must be such references."""
+def _resolve_env(value: Any, file: Path, where: str, environ, keep: bool = False) -> Any:
+    """Replace ``{"$env": NAME}`` references in options with their values (``keep``: with
+    ``Secret`` objects, which the target's declared secrets stay); the secrets of an ``auth``
+    block (password, key, token) must be such references."""
     if isinstance(value, dict):
         if set(value) == {"$env"}:
-            return _secret(value, file, where, environ).value
+            secret = _secret(value, file, where, environ)
+            return secret if keep else secret.value
         for k, v in value.items():
             if where.endswith("auth") and k in SECRET_KEYS and not isinstance(v, dict):
                 raise ConfigError(f"{file}: {where}.{k}: a secret is written as "
                                   "{$env: VARIABLE_NAME}, never as a value")
-        return {k: _resolve_env(v, file, f"{where}.{k}", environ) for k, v in value.items()}
+        return {k: _resolve_env(v, file, f"{where}.{k}", environ, keep) for k, v in value.items()}
     if isinstance(value, list):
-        return [_resolve_env(v, file, f"{where}.{i}", environ) for i, v in enumerate(value)]
+        return [_resolve_env(v, file, f"{where}.{i}", environ, keep) for i, v in enumerate(value)]
     return value
 
 
@@ -213,7 +220,7 @@ def _institution(raw: dict, file: Path, environ, receiver_secrets: bool) -> Inst
     targets = {
         name: TargetConfig(name, t["type"],
                            _resolve_env({k: v for k, v in t.items() if k != "type"}, file,
-                                        f"targets.{name}", environ))
+                                        f"targets.{name}", environ, keep=True))
         for name, t in (raw.get("targets") or {}).items()
     }
     streams = {}

@@ -23,3 +23,8 @@ class TargetUnavailable(S360BridgeError):
 
 class StoreUnavailable(S360BridgeError):
     """The engine's database could not commit (down, or locked past its timeout)."""
+
+
+class Undeliverable(PluginError):
+    """No loaded plugin can deliver a stream to a target type: a permanent error for the
+    records concerned (dead letters at once), never an outage to wait out."""

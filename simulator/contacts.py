@@ -17,7 +17,7 @@ import itertools
 import threading
 from collections.abc import Callable
 
-from s360bridge.plugins.contacts.to_s360 import SEARCH_RESULTS  # INFERRED shape, one place
+from s360bridge.core.api import SEARCH_RESULTS  # INFERRED shape, one place
 
 
 class BusinessError(Exception):

@@ -12,7 +12,7 @@ import uuid
 import click
 import requests
 
-from s360bridge.core.config import Institution
+from s360bridge.core.api import Institution, reveal
 
 from .api import ApiAccess, S360Api
 from .crm import ReferenceCrm
@@ -49,7 +49,7 @@ class SideSystems:
         store.add(contacts)
         self.api.order_stores[inst.code].add(orders)
         store.on_change = lambda contact: webhook.enqueue([contact])
-        key = (crm.options.get("auth") or {}).get("key")
+        key = reveal((crm.options.get("auth") or {}).get("key"))
         self.crm.api_key = key if (crm.options.get("auth") or {}).get("type") == "api_key" \
             else None
         return True

@@ -101,15 +101,15 @@ class MemoryPlugin:
         register("memory", MemoryTarget)
 
     @hookimpl
+    def register_transforms(self, register):
+        register("*", MemoryTarget.kind)
+
+    @hookimpl
     def transform(self, institution, stream, target, records):
-        if isinstance(target, MemoryTarget):
-            return [(stream.name, r.key) for r in records]
-        return None
+        return [(stream.name, r.key) for r in records]
 
     @hookimpl
     def push(self, institution, stream, target, items):
-        if not isinstance(target, MemoryTarget):
-            return None
         MemoryTarget.pushed.extend(items)
         return PushResult(failed={i: "refused by memory" for i, (_, key) in enumerate(items)
                                   if key == "10000815601"})
@@ -136,7 +136,7 @@ def test_receive_hook_answers_only_for_its_stream(bridge):
     inst = bridge.institution("testvenue")
     batch = hooks.receive(inst, bridge.stream("contacts"), fixture("contacts_person.json"))
     assert [k for k, _ in batch.accepted] == ["3346662", "0004711"]
-    with pytest.raises(PluginError, match="no plugin validates stream 'nothing'"):
+    with pytest.raises(PluginError, match="no plugin registers stream 'nothing'"):
         hooks.receive(inst, Stream("nothing", "x"), [])
 
 
@@ -182,6 +182,6 @@ def test_two_plugins_registering_one_stream_is_an_error():
             register(Stream("orders", "Another orders stream"))
 
     with registered(Clash(), "clash"), pytest.raises(PluginError,
-                                                     match="two plugins register the stream "
-                                                           "'orders'"):
+                                                     match="plugins 'orders' and 'clash' both "
+                                                           "register the stream 'orders'"):
         Hooks().streams  # noqa: B018 - the property does the collecting

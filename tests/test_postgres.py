@@ -103,8 +103,8 @@ def test_two_workers_share_claims_on_postgres(pg_bridge, tmp_path):
 
 def test_call_budget_and_crm_links_on_postgresql(pg_bridge):
     """The shared S-360 call budget and the CRM links, on the engine's PostgreSQL."""
+    from s360bridge.core.connectors import crm_links as links
     from s360bridge.core.storage.db import make_engine
-    from s360bridge.plugins.crm import links
 
     from .test_crm import spend_concurrently
 

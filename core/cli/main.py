@@ -171,14 +171,45 @@ def check_config(configs):
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True)
-def plugins(as_json):
-    """The loaded plugins, where they come from and the hooks they implement."""
-    rows = Hooks().describe()
+@click.option("--config", "-c", "configs", multiple=True, type=click.Path(exists=True),
+              help="Also show the routes and jobs this configuration sets up.")
+def plugins(as_json, configs):
+    """The loaded plugins: where they come from, their hooks and what they declare."""
+    hooks = Hooks()
+    rows = hooks.describe()
+    setup = _set_up(configs, hooks) if configs else None
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps({"plugins": rows, **(setup or {})} if setup else rows, indent=2))
         return
     for r in rows:
-        click.echo(f"{r['name']:<14} {r['source']:<30} {', '.join(r['hooks'])}")
+        click.echo(f"{r['name']:<14} {r['source']}")
+        click.echo(f"  hooks: {', '.join(r['hooks'])}")
+        for field in ("streams", "target_types", "transforms", "commands", "routes"):
+            if r[field]:
+                click.echo(f"  {field.replace('_', ' ')}: {', '.join(r[field])}")
+    if setup:
+        click.echo("configured routes:")
+        for line in setup["routes"]:
+            click.echo(f"  {line}")
+        click.echo(f"jobs: {', '.join(setup['jobs']) or 'none'}")
+
+
+def _set_up(configs, hooks: Hooks) -> dict:
+    """The routes (institution, stream, target, plugin) and jobs a configuration sets up."""
+    bridge = open_bridge(configs)
+    try:
+        routes = []
+        for inst in bridge.settings.institutions.values():
+            for name, cfg in inst.streams.items():
+                for tname in cfg.targets:
+                    kind = inst.targets[tname].type
+                    pair = hooks.pair_for(name, kind)
+                    routes.append(f"{inst.code}/{name} -> {tname} ({kind}, mapped by "
+                                  f"{pair.plugin if pair else 'nothing'})")
+        jobs = [f"{name} every {every:g} s" for name, every, _ in hooks.jobs(bridge)]
+        return {"routes": routes, "jobs": jobs}
+    finally:
+        bridge.close()
 
 
 cli.add_command(import_records)

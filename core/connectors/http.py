@@ -14,14 +14,15 @@ from email.utils import parsedate_to_datetime
 
 import requests
 
+from s360bridge.core.config import reveal
 from s360bridge.core.errors import S360BridgeError, TargetUnavailable
 
 AUTH_SCHEMA = {
     "type": "object", "required": ["type"],
     "properties": {"type": {"enum": ["none", "basic", "api_key", "bearer"]},
-                   "username": {"type": "string"}, "password": {"type": "string"},
-                   "header": {"type": "string"}, "key": {"type": "string"},
-                   "token": {"type": "string"}},
+                   # the secrets: {$env: NAME} references, checked by the loader
+                   "username": {"type": "string"}, "password": {}, "header": {"type": "string"},
+                   "key": {}, "token": {}},
     "additionalProperties": False,
     "allOf": [
         {"if": {"properties": {"type": {"const": "basic"}}},
@@ -42,11 +43,11 @@ def session_for(auth: dict | None) -> requests.Session:
     session = requests.Session()
     auth = auth or {"type": "none"}
     if auth["type"] == "basic":
-        session.auth = (auth["username"], auth["password"])
+        session.auth = (auth["username"], reveal(auth["password"]))
     elif auth["type"] == "api_key":
-        session.headers[auth["header"]] = auth["key"]
+        session.headers[auth["header"]] = reveal(auth["key"])
     elif auth["type"] == "bearer":
-        session.headers["Authorization"] = "Bearer " + auth["token"]
+        session.headers["Authorization"] = "Bearer " + reveal(auth["token"])
     return session
 
 

@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
@@ -53,8 +54,22 @@ class Side:
 
 
 @dataclass
+class Comparison:
+    """What a stream plugin says about comparing it with its targets (the ``reconcile`` hook):
+    the key and compared fields, its warehouse table with the column of each field (for a
+    target that writes the warehouse), and how to read records again from S-360 for repair:
+    ``fetch(keys, export_rows)``, where ``export_rows(keys)`` gives the export's own rows."""
+
+    key: Field
+    fields: list[Field]
+    table: Any = None  # the stream's warehouse table (warehouse_table), if it has one
+    columns: dict[str, str] = field(default_factory=dict)  # field name -> warehouse column
+    fetch: Callable[[list[str], Callable], dict[str, dict | None]] | None = None
+
+
+@dataclass
 class Reconciliation:
-    """What a stream plugin says about comparing it with one target (the ``reconcile`` hook).
+    """One target's side of a comparison (``Target.reconcile_side``).
 
     ``target_rows(fields)`` streams the target's rows (key first, then those fields) when the
     target is a database; a target without it is compared through an export file whose columns

@@ -1,7 +1,10 @@
 """The hook specifications every s360bridge plugin implements a part of.
 
-Connector hooks (``receive``, ``transform``, ``push``) work on batches of records. Registration
-hooks take a ``register`` callback. Each hook is documented in docs/plugins.md.
+Connector hooks (``receive``, ``transform``, ``push``, ``reconcile``) work on batches of records;
+the core calls each one only on the plugin that declared it: ``receive`` and ``reconcile`` on
+the plugin that registered the stream, ``push`` on the one that registered the target type,
+``transform`` on the one that registered the (stream, target type) pair. Registration hooks take
+a ``register`` callback. Each hook is documented in docs/plugins.md.
 """
 
 from __future__ import annotations
@@ -34,6 +37,11 @@ def register_targets(register: Callable[[str, Callable[..., Target]], None]) -> 
 
 
 @hookspec
+def register_transforms(register: Callable[..., None]) -> None:
+    """Declare the (stream, target type) pairs ``transform`` maps, as ``register(stream, kind)``."""
+
+
+@hookspec
 def register_commands(cli: click.Group) -> None:
     """Add commands to the ``s360bridge`` command-line interface."""
 
@@ -52,21 +60,21 @@ def register_jobs(register: Callable[[str, float, Callable[[], Any]], None], bri
 def receive(
     institution: Institution, stream: Stream, records: Sequence[Any]
 ) -> ReceivedBatch | None:
-    """Validate and key an incoming batch; answer only for a stream this plugin owns."""
+    """Validate and key an incoming batch of a stream this plugin registered."""
 
 
 @hookspec(firstresult=True)
 def transform(
     institution: Institution, stream: Stream, target: Target, records: Sequence[dict]
 ) -> list | None:
-    """Map stored records into what ``target`` takes; answer only for pairs this plugin knows."""
+    """Map stored records into the items ``target`` takes, one per record, in order."""
 
 
 @hookspec(firstresult=True)
 def push(
     institution: Institution, stream: Stream, target: Target, items: list
 ) -> PushResult | None:
-    """Deliver transformed items to ``target`` idempotently; answer only for own target types."""
+    """Deliver items to a target of a type this plugin registered, idempotently."""
 
 
 @hookspec(firstresult=True)

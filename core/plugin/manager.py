@@ -7,16 +7,19 @@ separated list of plugin names) restricts which of them load.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import threading
 from importlib.metadata import entry_points
 from typing import Any
 
+import click
+import flask
 import pluggy
 
-from s360bridge.core.errors import PluginError
-from s360bridge.core.plugin import hookspecs
+from s360bridge.core.errors import PluginError, Undeliverable
+from s360bridge.core.plugin import hookspecs, routes
 from s360bridge.core.plugin.streams import ReceivedBatch, Stream
 from s360bridge.core.plugin.targets import PushResult, Target
 
@@ -89,36 +92,61 @@ def hook_names() -> list[str]:
 
 
 class Hooks:
-    """The one small facade between the core and the plugin hooks."""
+    """The one small facade between the core and the plugin hooks: each connector call goes
+    to the plugin that declared it (see routes.py), resolved once."""
 
     def __init__(self, pm: pluggy.PluginManager | None = None):
         self.pm = pm or plugin_manager()
-        self._streams: dict[str, Stream] | None = None
-        self._target_types: dict[str, Any] | None = None
-
-    def _collect(self, hook_name: str, what: str) -> dict[str, Any]:
-        found: dict[str, Any] = {}
-
-        def register(name_or_obj, value=None):
-            name = getattr(name_or_obj, "name", name_or_obj)
-            if name in found:
-                raise PluginError(f"two plugins register the {what} {name!r}")
-            found[name] = name_or_obj if value is None else value
-
-        getattr(self.pm.hook, hook_name)(register=register)
-        return found
+        self._streams: dict[str, tuple[Stream, str]] | None = None
+        self._target_types: dict[str, tuple[Any, str]] | None = None
+        self._pairs: dict[tuple[str, str], routes.Pair] | None = None
+        self._callers: dict[tuple[str, str], Any] = {}
 
     @property
     def streams(self) -> dict[str, Stream]:
+        return {name: s for name, (s, _) in self._owned_streams().items()}
+
+    def _owned_streams(self) -> dict[str, tuple[Stream, str]]:
         if self._streams is None:
-            self._streams = self._collect("register_streams", "stream")
+            self._streams = routes.owned(self.pm, "register_streams", "stream")
         return self._streams
 
     @property
     def target_types(self) -> dict[str, Any]:
+        return {kind: f for kind, (f, _) in self._owned_kinds().items()}
+
+    def _owned_kinds(self) -> dict[str, tuple[Any, str]]:
         if self._target_types is None:
-            self._target_types = self._collect("register_targets", "target type")
+            self._target_types = routes.owned(self.pm, "register_targets", "target type")
         return self._target_types
+
+    @property
+    def pairs(self) -> dict[tuple[str, str], routes.Pair]:
+        if self._pairs is None:
+            self._pairs = routes.declared_pairs(self.pm)
+        return self._pairs
+
+    def pair_for(self, stream: str, kind: str) -> routes.Pair | None:
+        return routes.find(self.pairs, stream, kind)
+
+    def route_problem(self, institution, stream: str, target: Target) -> str | None:
+        """Why ``target`` cannot take ``stream`` (for check-config), or None."""
+        return routes.problem(self.pairs, institution, stream, target)
+
+    def _stream_owner(self, name: str) -> str:
+        found = self._owned_streams().get(name)
+        if found is None:
+            raise PluginError(f"no plugin registers stream {name!r}")
+        return found[1]
+
+    def _only(self, hook_name: str, plugin: str):
+        """The hook, called on ``plugin`` alone."""
+        caller = self._callers.get((hook_name, plugin))
+        if caller is None:
+            others = [p for name, p in self.pm.list_name_plugin() if name != plugin]
+            caller = self._callers[(hook_name, plugin)] = self.pm.subset_hook_caller(
+                hook_name, remove_plugins=others)
+        return caller
 
     def add_commands(self, cli) -> None:
         self.pm.hook.register_commands(cli=cli)
@@ -134,40 +162,75 @@ class Hooks:
         return found
 
     def receive(self, institution, stream: Stream, records) -> ReceivedBatch:
-        batch = self.pm.hook.receive(institution=institution, stream=stream, records=records)
+        owner = self._stream_owner(stream.name)
+        batch = self._only("receive", owner)(institution=institution, stream=stream,
+                                             records=records)
         if batch is None:
-            raise PluginError(f"no plugin validates stream {stream.name!r}")
+            raise PluginError(f"plugin {owner!r} registers stream {stream.name!r} but its "
+                              "receive hook gave no answer")
         return batch
 
     def transform(self, institution, stream: Stream, target: Target, records) -> list:
-        items = self.pm.hook.transform(institution=institution, stream=stream, target=target,
-                                       records=records)
+        pair = routes.find(self.pairs, stream.name, target.kind)
+        if pair is None:
+            raise Undeliverable(routes.problem(self.pairs, institution, stream.name, target))
+        items = self._only("transform", pair.plugin)(
+            institution=institution, stream=stream, target=target, records=records)
         if items is None:
-            raise PluginError(f"no plugin maps stream {stream.name!r} to target type "
-                              f"{target.kind!r}")
+            raise PluginError(f"plugin {pair.plugin!r} declares {stream.name} -> {target.kind} "
+                              "but its transform hook gave no answer")
         return items
 
     def push(self, institution, stream: Stream, target: Target, items: list) -> PushResult:
-        result = self.pm.hook.push(institution=institution, stream=stream, target=target,
-                                   items=items)
+        owner = self._owned_kinds()[target.kind][1]
+        result = self._only("push", owner)(institution=institution, stream=stream,
+                                           target=target, items=items)
         if result is None:
-            raise PluginError(f"no plugin pushes to target type {target.kind!r}")
+            raise PluginError(f"plugin {owner!r} registers target type {target.kind!r} but "
+                              "its push hook gave no answer")
         return result
 
     def reconcile(self, institution, stream: Stream, target: Target):
-        spec = self.pm.hook.reconcile(institution=institution, stream=stream, target=target)
+        owner = self._stream_owner(stream.name)
+        spec = self._only("reconcile", owner)(institution=institution, stream=stream,
+                                              target=target)
         if spec is None:
-            raise PluginError(f"no plugin reconciles stream {stream.name!r} with a "
-                              f"{target.kind} target")
-        return spec
+            raise PluginError(f"stream {stream.name!r} cannot be reconciled (plugin {owner!r} "
+                              "gives no reconcile answer)")
+        side = target.reconcile_side(institution, stream.name, spec)
+        if side is None:
+            raise PluginError(f"a {target.kind} target cannot be reconciled: its type gives "
+                              "no side to compare")
+        return dataclasses.replace(side, fetch=spec.fetch)
 
     def forget(self, bridge, institution, contact_number: str) -> list[str]:
         said = self.pm.hook.forget(bridge=bridge, institution=institution,
                                    contact_number=contact_number)
         return [line for lines in said for line in (lines or [])]
 
+    def _impl(self, hook_name: str, plugin: str):
+        return next((i for i in getattr(self.pm.hook, hook_name).get_hookimpls()
+                     if i.plugin_name == plugin), None)
+
+    def _commands_of(self, plugin: str) -> list[str]:
+        impl = self._impl("register_commands", plugin)
+        if impl is None:
+            return []
+        group = click.Group()
+        impl.function(cli=group)
+        return list(group.commands)
+
+    def _routes_of(self, plugin: str) -> list[str]:
+        impl = self._impl("register_routes", plugin)
+        if impl is None:
+            return []
+        app = flask.Flask("s360bridge-describe")
+        impl.function(register=app.register_blueprint)
+        return [f"{' '.join(sorted(r.methods - {'HEAD', 'OPTIONS'}))} {r.rule}"
+                for r in app.url_map.iter_rules() if r.endpoint != "static"]
+
     def describe(self) -> list[dict]:
-        """Every loaded plugin with where it comes from and the hooks it implements."""
+        """Every loaded plugin: where it comes from, its hooks, and what it declares."""
         dists = {id(p): d for p, d in self.pm.list_plugin_distinfo()}
         rows = []
         for name, plugin in sorted(self.pm.list_name_plugin(), key=lambda x: x[0]):
@@ -178,5 +241,12 @@ class Hooks:
                 "source": (f"entry point of {dist.metadata['Name']} {dist.version}" if dist
                            else "built-in"),
                 "hooks": sorted(h.name for h in self.pm.get_hookcallers(plugin) or []),
+                "streams": sorted(s for s, (_, p) in self._owned_streams().items() if p == name),
+                "target_types": sorted(k for k, (_, p) in self._owned_kinds().items()
+                                       if p == name),
+                "transforms": sorted(f"{s} -> {k}" for (s, k), pair in self.pairs.items()
+                                     if pair.plugin == name),
+                "commands": sorted(self._commands_of(name)),
+                "routes": sorted(self._routes_of(name)),
             })
         return rows

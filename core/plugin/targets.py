@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from s360bridge.core.config import Secret
 from s360bridge.core.errors import ConfigError
 
 
@@ -26,6 +27,10 @@ class Target:
     OPTIONS: ClassVar[frozenset[str] | None] = None  # the options it takes; None: not checked
     batch_size: int | None = None  # at most this many items per push; None: the whole batch
     uses_s360_api: ClassVar[bool] = False  # needs the institution's s360_api section
+    # option paths ("secret", "auth.password") that only take {$env: NAME}; their values
+    # reach the target as Secret objects (``.value``), which never print
+    SECRETS: ClassVar[frozenset[str]] = frozenset()
+    takes_contact_numbers: bool = False  # see write_contact_numbers
 
     def __init__(self, name: str, options: dict[str, Any], ctx: Any):
         self.name = name
@@ -40,5 +45,34 @@ class Target:
         """A one-line description for `status` and `plugins`, free of secrets."""
         return self.kind
 
+    def reconcile_side(self, institution, stream: str, comparison) -> Any:
+        """This target's side of a comparison (``Reconciliation``), or None: not comparable."""
+        return None
+
+    def write_contact_numbers(self, institution, pairs: list[dict]) -> None:
+        """Tell the system the S-360 numbers of contacts created from its changes
+        (``{"crm_id", "contact_number"}`` items); targets that can set takes_contact_numbers."""
+        raise ConfigError(f"a {self.kind} target cannot take contact numbers back")
+
     def close(self) -> None:
         """Release connections; called when the process stops."""
+
+
+def bind_options(options: dict, secrets: frozenset[str], path: str = "") -> dict:
+    """Options as a target receives them: its declared secrets as ``Secret`` objects (written
+    in clear text they are refused), every other ``$env`` reference as its plain value."""
+    bound = {}
+    for key, value in options.items():
+        where = f"{path}{key}"
+        if isinstance(value, dict):
+            bound[key] = bind_options(value, secrets, where + ".")
+        elif where in secrets:
+            if not isinstance(value, Secret):
+                raise ConfigError(f"{where}: a secret is written as {{$env: VARIABLE_NAME}}, "
+                                  "never as a value")
+            bound[key] = value
+        elif isinstance(value, list):
+            bound[key] = [v.value if isinstance(v, Secret) else v for v in value]
+        else:
+            bound[key] = value.value if isinstance(value, Secret) else value
+    return bound

@@ -5,13 +5,17 @@ Natural key ``contactNumber``: a string of up to 20 characters whose leading zer
 
 from __future__ import annotations
 
-from s360bridge.core.connectors.mapping import lookup
-from s360bridge.core.errors import ConfigError
-from s360bridge.core.operations.reconcile import Field
-from s360bridge.core.plugin.hookspecs import hookimpl
-from s360bridge.core.plugin.streams import RecordValidator, Stream, load_schema, stream_hooks
-from s360bridge.plugins.sides import target_side
-from s360bridge.plugins.sql import SqlTarget
+from s360bridge.core.api import (
+    Comparison,
+    ConfigError,
+    Field,
+    RecordValidator,
+    Stream,
+    hookimpl,
+    load_schema,
+    lookup,
+    stream_hooks,
+)
 
 from .warehouse import CONTACTS, contact_row
 
@@ -39,9 +43,12 @@ register_streams, receive = stream_hooks(STREAM, lambda inst: VALIDATOR,
 
 
 @hookimpl
+def register_transforms(register):
+    register(STREAM.name, "sql")  # rows of the warehouse table CONTACTS
+
+
+@hookimpl
 def transform(institution, stream, target, records):
-    if stream.name != STREAM.name or not isinstance(target, SqlTarget):
-        return None
     return [contact_row(institution, r) for r in records]
 
 
@@ -55,13 +62,8 @@ COMPARED = [
 
 @hookimpl
 def reconcile(institution, stream, target):
-    if stream.name != STREAM.name:
-        return None
-    spec = target_side(institution, STREAM.name, target, KEY, COMPARED, CONTACTS,
-                       {f.name: f.name for f in (KEY, *COMPARED)})
-    if spec is not None:
-        spec.fetch = lambda keys, export_rows: fetch_contacts(target.ctx, institution, keys)
-    return spec
+    return Comparison(KEY, COMPARED, CONTACTS, {f.name: f.name for f in (KEY, *COMPARED)},
+                      lambda keys, export_rows: fetch_contacts(target.ctx, institution, keys))
 
 
 def fetch_contacts(bridge, institution, numbers: list[str]) -> dict[str, dict | None]:
@@ -69,16 +71,3 @@ def fetch_contacts(bridge, institution, numbers: list[str]) -> dict[str, dict | 
     return bridge.s360(institution).fetch_each(
         "contactInformationPublicService", "getContactData", numbers,
         lambda number: {"contactNumber": number})
-
-
-@hookimpl
-def forget(bridge, institution, contact_number):
-    removed = []
-    cfg = institution.streams.get(STREAM.name)
-    for name in cfg.targets if cfg else ():
-        target = bridge.target(institution, name)
-        if isinstance(target, SqlTarget):
-            n = target.delete(CONTACTS, {"institution": institution.code,
-                                         "contact_number": contact_number})
-            removed.append(f"target {name}: {n} row(s) from table contacts")
-    return removed

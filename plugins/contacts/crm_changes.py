@@ -17,13 +17,22 @@ import orjson
 from jsonschema import Draft202012Validator
 from sqlalchemy import Column, MetaData, String, Table, Text, select
 
-from s360bridge.core.connectors.http import AUTH_SCHEMA, send, session_for
-from s360bridge.core.connectors.mapping import Mapping
-from s360bridge.core.errors import ConfigError, TargetUnavailable
-from s360bridge.core.pipeline.ingest import ingest
-from s360bridge.core.plugin.hookspecs import hookimpl
-from s360bridge.core.plugin.streams import RecordValidator, Stream, stream_hooks
-from s360bridge.core.storage.db import create_tables, dialect_insert, write
+from s360bridge.core.api import (
+    AUTH_SCHEMA,
+    ConfigError,
+    Mapping,
+    RecordValidator,
+    Stream,
+    TargetUnavailable,
+    create_tables,
+    dialect_insert,
+    hookimpl,
+    ingest,
+    send,
+    session_for,
+    stream_hooks,
+    write,
+)
 
 log = logging.getLogger("s360bridge.crm_contacts")
 

@@ -1,6 +1,6 @@
 """The ``s360_contacts`` target: CRM contact changes applied to S-360 through the Contact API.
 
-Matching (REFERENCE §f): a change is applied to the contact it is linked to (links.py), else to
+Matching (REFERENCE §f): a change is applied to the contact it is linked to (``crm_links``), else to
 the contact number it carries, else to the contact found by e-mail (several: the one with an
 internet login, then an individual over a relay, then the lowest number), else a new contact is
 created, in lists (``createCulturalContact``), and its number is written back to the CRM.
@@ -19,19 +19,24 @@ import queue
 import threading
 from dataclasses import dataclass
 
-from s360bridge.core.errors import ConfigError, TargetUnavailable
-from s360bridge.core.plugin.hookspecs import hookimpl
-from s360bridge.core.plugin.targets import PushResult, Target
-from s360bridge.core.s360.client import S360ApiError, S360BusinessError
-from s360bridge.plugins.crm import HttpCrmTarget, links
+from s360bridge.core.api import (
+    CONTACT_SERVICE,
+    SEARCH_RESULTS,
+    PushResult,
+    S360ApiError,
+    S360BusinessError,
+    Target,
+    TargetUnavailable,
+    best_match,
+    crm_links,
+    hookimpl,
+)
 
 from .crm_changes import STREAM, mapping
 
 log = logging.getLogger("s360bridge.to_s360")
-SERVICE = "contactInformationPublicService"
 CREATE_FIELDS = {"individualFirstname": "firstName", "individualLastname": "lastName",
                  "email": "email"}  # what a CulturalContactData takes of individualContact
-SEARCH_RESULTS = "contacts"  # INFERRED: the list field of a searchContact answer (§f)
 
 
 @dataclass
@@ -45,15 +50,6 @@ class Change:
     number_field: str  # the CRM field that holds the S-360 contact number
 
 
-def best_match(found: list[dict]) -> str | None:
-    """Among contacts sharing an e-mail: internet login first, individual over relay."""
-    if not found:
-        return None
-    return min(found, key=lambda c: (not (c.get("individualContact") or {}).get("login"),
-                                     c.get("role") == "RELAY", c["contactNumber"])
-               )["contactNumber"]
-
-
 class S360ContactsTarget(Target):
     kind = "s360_contacts"
     uses_s360_api = True
@@ -63,7 +59,7 @@ class S360ContactsTarget(Target):
         super().__init__(name, options, ctx)
         self.batch_size = options.get("batch_size", 200)
         self.create_batch_size = options.get("create_batch_size", 50)
-        links.create_tables(ctx.engine)
+        crm_links.create_tables(ctx.engine)
 
     def describe(self) -> str:
         back = self.options.get("contact_numbers_to")
@@ -85,8 +81,8 @@ class S360ContactsTarget(Target):
         saves: queue.Queue = queue.Queue()
         searches, creates = [], []
         for i, ch in enumerate(changes):
-            link = links.find(engine, inst.code, ch.crm_id, ch.number)
-            if link and links.holds(link[1], ch.crm_fields):
+            link = crm_links.find(engine, inst.code, ch.crm_id, ch.number)
+            if link and crm_links.holds(link[1], ch.crm_fields):
                 continue  # the CRM repeating what the bridge wrote: nothing changed
             number = ch.number or (link[0] if link else None)
             if number:
@@ -99,18 +95,18 @@ class S360ContactsTarget(Target):
         def save(i: int, number: str) -> None:
             ch = changes[i]
             try:
-                client.call(SERVICE, "saveIndividualContactData",
+                client.call(CONTACT_SERVICE, "saveIndividualContactData",
                             {"contactNumber": number, "individualContact": ch.person})
             except S360BusinessError as exc:
                 result.failed[i] = str(exc)
                 return
-            links.remember(engine, inst.code, [(number, ch.crm_id, ch.crm_fields)], merge=True)
+            crm_links.remember(engine, inst.code, [(number, ch.crm_id, ch.crm_fields)], merge=True)
 
         lane = _Lane(saves, save)
         try:
             for i in searches:
                 try:
-                    found = client.call(SERVICE, "searchContact",
+                    found = client.call(CONTACT_SERVICE, "searchContact",
                                         {"email": changes[i].person["email"]})
                 except S360BusinessError as exc:
                     result.failed[i] = str(exc)
@@ -137,14 +133,14 @@ class S360ContactsTarget(Target):
                  **{CREATE_FIELDS[k]: v for k, v in changes[i].person.items()
                     if k in CREATE_FIELDS}} for i in chunk]}
             try:
-                answer = client.call(SERVICE, "createCulturalContact", body)
+                answer = client.call(CONTACT_SERVICE, "createCulturalContact", body)
             except S360BusinessError as exc:
                 for i in chunk:
                     result.failed[i] = str(exc)
                 continue
             numbers = answer.get("identifierContactMap") or {}
             made = [(i, numbers[str(i)]) for i in chunk if str(i) in numbers]
-            links.remember(self.ctx.engine, inst.code,
+            crm_links.remember(self.ctx.engine, inst.code,
                            [(n, changes[i].crm_id, changes[i].crm_fields) for i, n in made])
             for i in set(chunk) - {i for i, _ in made}:
                 result.failed[i] = "createCulturalContact gave no number for this contact"
@@ -159,12 +155,9 @@ class S360ContactsTarget(Target):
         if not name or not created:
             return
         crm = self.ctx.target(inst, name)
-        if not isinstance(crm, HttpCrmTarget) or not crm.contact_numbers_url:
-            raise ConfigError(f"targets.{self.name}.contact_numbers_to: {name} is not an "
-                              "http_crm target with a contact_numbers_url")
-        crm.post(crm.contact_numbers_url,
-                 [{"crm_id": changes[i].crm_id, "contact_number": n} for i, n in created])
-        links.remember(self.ctx.engine, inst.code,  # the CRM now holds the number too
+        crm.write_contact_numbers(
+            inst, [{"crm_id": changes[i].crm_id, "contact_number": n} for i, n in created])
+        crm_links.remember(self.ctx.engine, inst.code,  # the CRM now holds the number too
                        [(n, None, {changes[i].number_field: n}) for i, n in created], merge=True)
 
 
@@ -197,10 +190,26 @@ def register_targets(register):
     register("s360_contacts", S360ContactsTarget)
 
 
+def _writes_back(institution, stream: str, target) -> str | None:
+    """``contact_numbers_to`` must name a target that can take contact numbers back."""
+    name = target.options.get("contact_numbers_to")
+    if not name:
+        return None
+    if name not in institution.targets:
+        return f"contact_numbers_to: {name} is not a target of {institution.code}"
+    if not target.ctx.target(institution, name).takes_contact_numbers:
+        return (f"contact_numbers_to: {name} cannot take contact numbers back (an http_crm "
+                "target with a contact_numbers_url can)")
+    return None
+
+
+@hookimpl
+def register_transforms(register):
+    register(STREAM.name, S360ContactsTarget.kind, check=_writes_back)
+
+
 @hookimpl
 def transform(institution, stream, target, records):
-    if stream.name != STREAM.name or not isinstance(target, S360ContactsTarget):
-        return None
     m = mapping(institution.streams[STREAM.name].options)
     changes = []
     for r in records:
@@ -213,7 +222,5 @@ def transform(institution, stream, target, records):
 
 @hookimpl
 def push(institution, stream, target, items):
-    if not isinstance(target, S360ContactsTarget):
-        return None
     options = institution.streams[STREAM.name].options
     return target.push(institution, items, options.get("match_by_email", True))

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Boolean, Column, DateTime, String
 
-from s360bridge.core.plugin.streams import StoredRecord
-from s360bridge.core.s360.times import utc_of
-from s360bridge.plugins.sql import WarehouseRow, warehouse_table
+from s360bridge.core.api import StoredRecord, WarehouseRow, utc_of, warehouse_table
 
 CONTACTS = warehouse_table(
     "contacts",
@@ -26,6 +24,7 @@ CONTACTS = warehouse_table(
     Column("birth_date", String(40)),
     Column("has_warning", Boolean),
     Column("creation_date_utc", DateTime),
+    personal_key="contact_number",  # `forget` erases the contact's row
 )
 
 

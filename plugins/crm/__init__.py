@@ -6,8 +6,9 @@ follow the engine's rules: unavailable (429/503 with Retry-After, 5xx, refused c
 retries the batch later; another 4xx isolates the refused record, which retries and then becomes
 a dead letter.
 
-Contacts the CRM already holds as they are (see links.py) are not pushed again: this is what stops
-a change that came from the CRM from going back to it through the S-360 contact webhook.
+Contacts the CRM already holds as they are (the API's ``crm_links``) are not pushed again: this
+is what stops a change that came from the CRM from going back to it through the S-360 contact
+webhook.
 """
 
 from __future__ import annotations
@@ -15,14 +16,20 @@ from __future__ import annotations
 import orjson
 from jsonschema import Draft202012Validator
 
-from s360bridge.core.connectors.http import AUTH_SCHEMA, send, session_for
-from s360bridge.core.connectors.mapping import Mapping
-from s360bridge.core.errors import ConfigError
-from s360bridge.core.operations.erasure import erase_versions
-from s360bridge.core.plugin.hookspecs import hookimpl
-from s360bridge.core.plugin.targets import PushResult, Target
+from s360bridge.core.api import (
+    AUTH_SCHEMA,
+    ConfigError,
+    Mapping,
+    PushResult,
+    Target,
+    crm_links,
+    erase_versions,
+    hookimpl,
+    send,
+    session_for,
+)
 
-from . import links
+from .reconcile import crm_side
 
 DEFAULT_MAPPINGS = {
     "contacts": {
@@ -72,6 +79,7 @@ _VALIDATOR = Draft202012Validator(OPTIONS_SCHEMA)
 
 class HttpCrmTarget(Target):
     kind = "http_crm"
+    SECRETS = frozenset({"auth.password", "auth.key", "auth.token"})
 
     def __init__(self, name, options, ctx):
         super().__init__(name, options, ctx)
@@ -80,8 +88,6 @@ class HttpCrmTarget(Target):
             where = ".".join(map(str, error.absolute_path)) or "(options)"
             message = error.message if error.validator != "additionalProperties" \
                 else error.message.split(" were unexpected")[0] + " not expected"
-            if error.absolute_path and error.absolute_path[-1] in ("password", "key", "token"):
-                message = "expected a {$env: NAME} reference"
             raise ConfigError(f"{where}: {message}")
         self.urls = {s: self._url(options[s]["url"]) for s in DEFAULT_MAPPINGS if s in options}
         self.contact_numbers_url = self._url(options.get("contact_numbers_url"))
@@ -90,7 +96,8 @@ class HttpCrmTarget(Target):
         self.batch_size = options.get("batch_size", 100)
         self.timeout = options.get("timeout_seconds", 10.0)
         self.session = session_for(options.get("auth"))
-        links.create_tables(ctx.engine)
+        self.takes_contact_numbers = bool(self.contact_numbers_url)
+        crm_links.create_tables(ctx.engine)
 
     def _url(self, url: str | None) -> str | None:
         """An absolute URL, or one relative to the ``base_url`` option."""
@@ -111,13 +118,21 @@ class HttpCrmTarget(Target):
     def push(self, institution: str, stream: str, items: list[tuple[str, dict]]) -> PushResult:
         """POST ``(key, body)`` items; contacts the CRM already holds as they are are skipped."""
         if stream == "contacts":
-            known = links.views(self.ctx.engine, institution, [k for k, _ in items])
-            items = [(k, body) for k, body in items if not links.holds(known.get(k), body)]
+            known = crm_links.views(self.ctx.engine, institution, [k for k, _ in items])
+            items = [(k, body) for k, body in items if not crm_links.holds(known.get(k), body)]
         if items:
             self.post(self.urls[stream], [body for _, body in items])
         if stream == "contacts":
-            links.remember(self.ctx.engine, institution, [(k, None, b) for k, b in items])
+            crm_links.remember(self.ctx.engine, institution, [(k, None, b) for k, b in items])
         return PushResult()
+
+    def write_contact_numbers(self, institution, pairs: list[dict]) -> None:
+        if not self.contact_numbers_url:
+            super().write_contact_numbers(institution, pairs)
+        self.post(self.contact_numbers_url, pairs)
+
+    def reconcile_side(self, institution, stream, comparison):
+        return crm_side(self, stream, comparison, institution.timezone.key)
 
     def close(self) -> None:
         self.session.close()
@@ -128,21 +143,28 @@ def register_targets(register):
     register("http_crm", HttpCrmTarget)
 
 
+def _configured_for(institution, stream: str, target) -> str | None:
+    """A CRM target serves a stream only when its options give a URL for it."""
+    if stream in target.urls:
+        return None
+    return (f"target {target.name} has no URL for stream {stream} "
+            f"(configured: {', '.join(target.urls) or 'none'})")
+
+
+@hookimpl
+def register_transforms(register):
+    for stream in DEFAULT_MAPPINGS:
+        register(stream, HttpCrmTarget.kind, check=_configured_for)
+
+
 @hookimpl
 def transform(institution, stream, target, records):
-    if not isinstance(target, HttpCrmTarget):
-        return None
-    mapping = target.mappings.get(stream.name)
-    if mapping is None:
-        raise ConfigError(f"target {target.name} has no URL for stream {stream.name} "
-                          f"(configured: {', '.join(target.urls)})")
+    mapping = target.mappings[stream.name]
     return [(r.key, mapping.apply(r.record)) for r in records]
 
 
 @hookimpl
 def push(institution, stream, target, items):
-    if not isinstance(target, HttpCrmTarget):
-        return None
     return target.push(institution.code, stream.name, items)
 
 
@@ -150,9 +172,8 @@ def push(institution, stream, target, items):
 def forget(bridge, institution, contact_number):
     """The contact's link, and the CRM's changes of it waiting in the inbox (keyed by the
     CRM's id, which only the link knows)."""
-    if not any(isinstance(bridge.target(institution, n), HttpCrmTarget)
-               for n in institution.targets):
+    if not bridge.targets_of(institution, HttpCrmTarget.kind):
         return []
-    crm_id = links.forget(bridge.engine, institution.code, contact_number)
+    crm_id = crm_links.forget(bridge.engine, institution.code, contact_number)
     n = erase_versions(bridge, institution, ["crm_contacts"], crm_id) if crm_id else 0
     return [f"crm link: {'1 row' if crm_id else 'none'}; CRM changes in the inbox: {n}"]

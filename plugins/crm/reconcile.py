@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from s360bridge.core.operations.reconcile import Field, Reconciliation, Side
-
-from . import HttpCrmTarget
+from s360bridge.core.api import Comparison, Reconciliation, Side
 
 
-def crm_side(target: HttpCrmTarget, stream: str, key: Field, fields: list[Field],
-             zone: str) -> Reconciliation:
+def crm_side(target, stream: str, comparison: Comparison, zone: str) -> Reconciliation:
     """The CRM export has the columns the mapping writes: a field is compared when the mapping
     copies its S-360 path as it is, or as an amount (written in currency units)."""
+    key, fields = comparison.key, comparison.fields
     spec = target.mappings[stream].spec if stream in target.mappings else {}
     by_path = {}
     for out, rule in spec.items():

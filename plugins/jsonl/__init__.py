@@ -13,9 +13,14 @@ from pathlib import Path
 
 import orjson
 
-from s360bridge.core.errors import ConfigError, TargetUnavailable
-from s360bridge.core.plugin.hookspecs import hookimpl
-from s360bridge.core.plugin.targets import PushResult, Target
+from s360bridge.core.api import (
+    ANY_STREAM,
+    ConfigError,
+    PushResult,
+    Target,
+    TargetUnavailable,
+    hookimpl,
+)
 
 
 class JsonlTarget(Target):
@@ -67,17 +72,18 @@ def register_targets(register):
 
 
 @hookimpl
+def register_transforms(register):
+    register(ANY_STREAM, JsonlTarget.kind)  # any record, as it is
+
+
+@hookimpl
 def transform(institution, stream, target, records):
-    if not isinstance(target, JsonlTarget):
-        return None
     return [{"institution": institution.code, "stream": stream.name, "key": r.key, "seq": r.seq,
              "record": r.record} for r in records]
 
 
 @hookimpl
 def push(institution, stream, target, items):
-    if not isinstance(target, JsonlTarget):
-        return None
     target.append([orjson.dumps(item) for item in items])
     return PushResult()
 
@@ -87,10 +93,9 @@ def forget(bridge, institution, contact_number):
     """Rewrite the journals of the institution without the contact's records."""
     personal = {name for name, s in bridge.hooks.streams.items() if s.personal_data}
     said = []
-    for name in institution.targets:
-        target = bridge.target(institution, name)
-        if isinstance(target, JsonlTarget) and target.path.exists():
+    for target in bridge.targets_of(institution, JsonlTarget.kind):
+        if target.path.exists():
             n = target.drop(lambda line: line["institution"] == institution.code
                             and line["stream"] in personal and line["key"] == contact_number)
-            said.append(f"target {name}: {n} journal line(s)")
+            said.append(f"target {target.name}: {n} journal line(s)")
     return said

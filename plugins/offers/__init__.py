@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from jsonschema import Draft202012Validator
 
-from s360bridge.core.errors import ConfigError
-from s360bridge.core.plugin.hookspecs import hookimpl
-from s360bridge.core.plugin.streams import Stream
+from s360bridge.core.api import ConfigError, Stream, hookimpl
 
 from . import catalog, sequence, store
 from .cli import catalog_command, offers_command

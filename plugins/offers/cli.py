@@ -11,8 +11,7 @@ from pathlib import Path
 import click
 import orjson
 
-from s360bridge.core.cli.common import config_option, institution_of, open_bridge
-from s360bridge.core.errors import S360BridgeError
+from s360bridge.core.api import S360BridgeError, config_option, institution_of, open_bridge
 
 from . import catalog as cache
 from . import sequence, store

@@ -23,9 +23,8 @@ import uuid
 
 import orjson
 
-from s360bridge.core.s360.client import S360ApiError, S360BusinessError
-from s360bridge.plugins.contacts.to_s360 import SEARCH_RESULTS, best_match
-from s360bridge.plugins.contacts.to_s360 import SERVICE as CONTACTS
+from s360bridge.core.api import CONTACT_SERVICE as CONTACTS
+from s360bridge.core.api import SEARCH_RESULTS, S360ApiError, S360BusinessError, best_match
 
 from . import catalog as cache
 from . import families, store

@@ -25,7 +25,7 @@ from sqlalchemy import (
     update,
 )
 
-from s360bridge.core.storage.db import create_tables, dialect_insert, write
+from s360bridge.core.api import create_tables, dialect_insert, write
 
 METADATA = MetaData()
 OFFERS = Table(

@@ -13,7 +13,7 @@ import orjson
 from flask import Blueprint, current_app, request
 from jsonschema import Draft202012Validator
 
-from s360bridge.core.pipeline.receiver import RequestRefused, check_auth, json_response
+from s360bridge.core.api import RequestRefused, check_auth, json_response
 
 from . import catalog as cache
 from . import sequence, store

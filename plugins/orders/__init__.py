@@ -6,11 +6,15 @@ abandoned; an ``orderState`` or ``orderType`` value not seen before is stored as
 
 from __future__ import annotations
 
-from s360bridge.core.operations.reconcile import Field
-from s360bridge.core.plugin.hookspecs import hookimpl
-from s360bridge.core.plugin.streams import RecordValidator, Stream, load_schema, stream_hooks
-from s360bridge.plugins.sides import target_side
-from s360bridge.plugins.sql import SqlTarget
+from s360bridge.core.api import (
+    Comparison,
+    Field,
+    RecordValidator,
+    Stream,
+    hookimpl,
+    load_schema,
+    stream_hooks,
+)
 
 from .warehouse import ORDERS, order_row
 
@@ -27,9 +31,12 @@ register_streams, receive = stream_hooks(STREAM, lambda inst: VALIDATOR, lambda 
 
 
 @hookimpl
+def register_transforms(register):
+    register(STREAM.name, "sql")  # rows of ORDERS, with their operations and movements
+
+
+@hookimpl
 def transform(institution, stream, target, records):
-    if stream.name != STREAM.name or not isinstance(target, SqlTarget):
-        return None
     return [order_row(institution, r) for r in records]
 
 
@@ -48,13 +55,8 @@ WAREHOUSE_COLUMNS = {"order_id": "order_id", "state": "order_state", "type": "or
 
 @hookimpl
 def reconcile(institution, stream, target):
-    if stream.name != STREAM.name:
-        return None
-    spec = target_side(institution, STREAM.name, target, KEY, COMPARED, ORDERS,
-                       WAREHOUSE_COLUMNS)
-    if spec is not None:
-        spec.fetch = lambda keys, export_rows: fetch_orders(target.ctx, institution, keys)
-    return spec
+    return Comparison(KEY, COMPARED, ORDERS, WAREHOUSE_COLUMNS,
+                      lambda keys, export_rows: fetch_orders(target.ctx, institution, keys))
 
 
 def fetch_orders(bridge, institution, order_ids: list[str]) -> dict[str, dict | None]:

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Boolean, Column, DateTime, Integer, String
 
-from s360bridge.core.plugin.streams import StoredRecord
-from s360bridge.core.s360.times import utc_of
-from s360bridge.plugins.sql import WarehouseRow, warehouse_table
+from s360bridge.core.api import StoredRecord, WarehouseRow, utc_of, warehouse_table
 
 AMOUNTS = ("saleAmount", "preSaleAmount", "reservationAmount", "optionAmount",
            "waitingAccountBalanceAmount")

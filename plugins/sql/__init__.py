@@ -7,42 +7,25 @@ older version (smaller ``source_seq``) never overwrites a newer one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from sqlalchemy import BigInteger, Column, Float, MetaData, String, Table, Text, and_
+from sqlalchemy import Table, and_
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from s360bridge.core.errors import ConfigError, TargetUnavailable
-from s360bridge.core.plugin.hookspecs import hookimpl
-from s360bridge.core.plugin.targets import PushResult, Target
-from s360bridge.core.storage.db import make_engine
-from s360bridge.core.storage.rawsql import index_plans_only
+from s360bridge.core.api import (
+    WAREHOUSE,
+    ConfigError,
+    PushResult,
+    Target,
+    TargetUnavailable,
+    WarehouseRow,
+    hookimpl,
+    index_plans_only,
+    make_engine,
+)
 
 from . import upsert
-
-METADATA = MetaData()  # every warehouse table, whichever stream plugin defines it
-
-
-def warehouse_table(name: str, *columns: Column, child: bool = False) -> Table:
-    """A warehouse table with the common columns: ``institution``, and on top-level tables the
-    version (``source_seq``), arrival time and the raw JSON beside the typed columns."""
-    common = [Column("institution", String(40), primary_key=True)]
-    if not child:
-        common += [Column("source_seq", BigInteger, nullable=False),
-                   Column("received_at", Float, nullable=False),
-                   Column("raw", Text, nullable=False)]
-    return Table(name, METADATA, *common, *columns)
-
-
-@dataclass
-class WarehouseRow:
-    """One version of one record for a top-level table, with the child rows it owns."""
-
-    table: Table
-    values: dict
-    children: dict[Table, list[dict]] = field(default_factory=dict)
+from .reconcile import warehouse_side
 
 
 class SqlTarget(Target):
@@ -71,7 +54,7 @@ class SqlTarget(Target):
         missing = [t for t in tables if t.name not in self._created]
         if missing:
             with self.engine.connect().execution_options(write=True) as conn, conn.begin():
-                METADATA.create_all(conn, tables=missing)
+                WAREHOUSE.create_all(conn, tables=missing)
             self._created.update(t.name for t in missing)
 
     def upsert(self, rows: list[WarehouseRow]) -> None:
@@ -116,6 +99,9 @@ class SqlTarget(Target):
             cond = and_(*(table.c[k] == v for k, v in where.items()))
             return conn.execute(sql_delete(table).where(cond)).rowcount
 
+    def reconcile_side(self, institution, stream, comparison):
+        return warehouse_side(self, institution, comparison)
+
     def close(self) -> None:
         self.engine.dispose()
 
@@ -127,7 +113,18 @@ def register_targets(register):
 
 @hookimpl
 def push(institution, stream, target, items):
-    if not isinstance(target, SqlTarget):
-        return None
     target.upsert(items)
     return PushResult()
+
+
+@hookimpl
+def forget(bridge, institution, contact_number):
+    """The contact's rows in every warehouse table that declares a personal key."""
+    removed = []
+    personal = [t for t in WAREHOUSE.sorted_tables if t.info.get("personal_key")]
+    for target in bridge.targets_of(institution, SqlTarget.kind):
+        for table in personal:
+            n = target.delete(table, {"institution": institution.code,
+                                      table.info["personal_key"]: contact_number})
+            removed.append(f"target {target.name}: {n} row(s) from table {table.name}")
+    return removed

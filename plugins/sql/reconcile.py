@@ -5,15 +5,17 @@ from __future__ import annotations
 from sqlalchemy import Table, select
 from sqlalchemy import delete as sql_delete
 
-from s360bridge.core.operations.reconcile import Field, Reconciliation, Side
-
-from . import SqlTarget
+from s360bridge.core.api import Comparison, Field, Reconciliation, Side
 
 
-def warehouse_side(target: SqlTarget, institution, table: Table, key: Field,
-                   fields: list[Field], columns: dict[str, str]) -> Reconciliation:
-    """Compare ``fields`` with ``table``, whose column of each field is ``columns[name]``;
-    amounts are stored in thousandths and times as UTC, as every stream writes them."""
+def warehouse_side(target, institution, comparison: Comparison) -> Reconciliation | None:
+    """Compare the fields with the stream's warehouse table, whose column of each field is
+    ``comparison.columns[name]``; amounts are stored in thousandths and times as UTC, as every
+    stream writes them. None when the stream has no warehouse table."""
+    table: Table | None = comparison.table
+    if table is None:
+        return None
+    key, fields, columns = comparison.key, comparison.fields, comparison.columns
     key_col = table.c[columns[key.name]]
     as_key = key_col.type.python_type
 

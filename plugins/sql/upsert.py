@@ -14,7 +14,7 @@ from functools import cache, lru_cache
 from sqlalchemy import Date, DateTime, Table, Time, and_, bindparam, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
-from s360bridge.core.storage.rawsql import copy_insert, executemany
+from s360bridge.core.api import copy_insert, executemany
 
 _DIALECTS = {"sqlite": sqlite, "postgresql": postgresql}
 

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from s360bridge.core.errors import ConfigError
-from s360bridge.core.operations.reconcile import Field
-from s360bridge.core.plugin.hookspecs import hookimpl
-from s360bridge.core.plugin.streams import RecordValidator, Stream, stream_hooks
-from s360bridge.plugins.sides import target_side
-from s360bridge.plugins.sql import SqlTarget
+from s360bridge.core.api import (
+    Comparison,
+    ConfigError,
+    Field,
+    RecordValidator,
+    Stream,
+    hookimpl,
+    stream_hooks,
+)
 
 from .columns import CANONICAL, Columns, record_schema
 from .warehouse import TICKET_CHECKS, check_row
@@ -76,9 +79,12 @@ register_streams, receive = stream_hooks(
 
 
 @hookimpl
+def register_transforms(register):
+    register(STREAM.name, "sql")  # rows of TICKET_CHECKS
+
+
+@hookimpl
 def transform(institution, stream, target, records):
-    if stream.name != STREAM.name or not isinstance(target, SqlTarget):
-        return None
     cols = columns_of(institution)
     return [check_row(institution, cols, r) for r in records]
 
@@ -92,16 +98,11 @@ WAREHOUSE_COLUMNS = {"barcode": "barcode", "access_time": "access_time_utc",
 @hookimpl
 def reconcile(institution, stream, target):
     """The S-360 export is the data-export query itself: its columns are the stream's."""
-    if stream.name != STREAM.name:
-        return None
     cols = columns_of(institution)
     key = Field(cols.key, "text", cols.key_column, cols.key_column)
     fields = [Field(name, kind, cols.name(name), cols.name(name)) for name, kind in FIELDS
               if name != cols.key]
-    spec = target_side(institution, STREAM.name, target, key, fields, TICKET_CHECKS,
-                       {cols.key: "check_key", **WAREHOUSE_COLUMNS})
-    if spec is not None:  # nothing to fetch from an API: the export row is the record
-        spec.fetch = lambda keys, export_rows: {
-            k: from_csv(institution, row) if row else None
-            for k, row in export_rows(keys).items()}
-    return spec
+    return Comparison(  # nothing to fetch from an API: the export row is the record
+        key, fields, TICKET_CHECKS, {cols.key: "check_key", **WAREHOUSE_COLUMNS},
+        lambda keys, export_rows: {k: from_csv(institution, row) if row else None
+                                   for k, row in export_rows(keys).items()})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from s360bridge.core.errors import ConfigError
+from s360bridge.core.api import ConfigError
 
 ID_MAX = 2**63 - 1
 _ID = {"type": "integer", "minimum": 1, "maximum": ID_MAX}

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Column, DateTime, String
 
-from s360bridge.core.plugin.streams import StoredRecord
-from s360bridge.core.s360.times import parse_s360_time
-from s360bridge.plugins.sql import WarehouseRow, warehouse_table
+from s360bridge.core.api import StoredRecord, WarehouseRow, parse_s360_time, warehouse_table
 
 from .columns import Columns
 

@@ -3,8 +3,7 @@ target that takes plain records (here the built-in jsonl journal)."""
 
 import click
 
-from s360bridge.core.plugin.hookspecs import hookimpl
-from s360bridge.core.plugin.streams import RecordValidator, Stream, stream_hooks
+from s360bridge.core.api import RecordValidator, Stream, hookimpl, stream_hooks
 
 STREAM = Stream("surveys", "Visitor surveys")
 VALIDATOR = RecordValidator({

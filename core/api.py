@@ -1,0 +1,91 @@
+"""The public plugin API of s360bridge: what a plugin imports, and nothing else.
+
+A plugin (built-in or third-party) imports only this module and its own package::
+
+    from s360bridge.core.api import Stream, Target, hookimpl, require
+
+    require(2)  # stops loading with a clear message when the installed API is older
+
+Every name here is documented in docs/plugins.md; ``API_VERSION`` grows when a name is added
+or a contract changes, so that a plugin can say what it needs.
+"""
+
+from __future__ import annotations
+
+from s360bridge.core import __version__
+from s360bridge.core.cli.common import config_option, institution_of, open_bridge
+from s360bridge.core.config import Institution, Secret, reveal
+from s360bridge.core.connectors import crm_links
+from s360bridge.core.connectors.http import AUTH_SCHEMA, Refused, send, session_for
+from s360bridge.core.connectors.mapping import Mapping, lookup
+from s360bridge.core.errors import (
+    ConfigError,
+    PluginError,
+    S360BridgeError,
+    TargetUnavailable,
+    Undeliverable,
+)
+from s360bridge.core.operations.erasure import erase_versions
+from s360bridge.core.operations.reconcile import Comparison, Field, Reconciliation, Side
+from s360bridge.core.pipeline.ingest import ingest
+from s360bridge.core.pipeline.receiver import RequestRefused, check_auth, json_response
+from s360bridge.core.plugin.hookspecs import hookimpl
+from s360bridge.core.plugin.routes import ANY_STREAM
+from s360bridge.core.plugin.streams import (
+    ReceivedBatch,
+    RecordValidator,
+    StoredRecord,
+    Stream,
+    load_schema,
+    split_batch,
+    stream_hooks,
+)
+from s360bridge.core.plugin.targets import PushResult, Target
+from s360bridge.core.plugin.warehouse import WAREHOUSE, WarehouseRow, warehouse_table
+from s360bridge.core.s360.client import (
+    S360ApiError,
+    S360AuthError,
+    S360BusinessError,
+    S360Unavailable,
+)
+from s360bridge.core.s360.contacts import CONTACT_SERVICE, SEARCH_RESULTS, best_match
+from s360bridge.core.s360.times import parse_s360_time, utc_of, utc_or_none
+from s360bridge.core.storage.db import create_tables, dialect_insert, make_engine, write
+from s360bridge.core.storage.rawsql import copy_insert, executemany, index_plans_only, run
+
+API_VERSION = 2
+
+
+def require(version: int, plugin: str = "this plugin") -> None:
+    """Stop loading a plugin that needs a newer API than the installed one."""
+    if API_VERSION < version:
+        raise PluginError(f"{plugin} needs the s360bridge plugin API {version} or newer; the "
+                          f"installed s360bridge {__version__} has API {API_VERSION}: upgrade "
+                          "s360bridge")
+
+
+__all__ = [
+    # versions
+    "API_VERSION", "require",
+    # hooks, streams and records
+    "hookimpl", "Stream", "StoredRecord", "ReceivedBatch", "RecordValidator", "load_schema",
+    "split_batch", "stream_hooks", "Institution",
+    # targets and routing
+    "Target", "PushResult", "ANY_STREAM", "Secret", "reveal",
+    # the warehouse table spec
+    "WAREHOUSE", "warehouse_table", "WarehouseRow",
+    # errors
+    "S360BridgeError", "ConfigError", "PluginError", "TargetUnavailable", "Undeliverable",
+    "Refused", "S360ApiError", "S360AuthError", "S360BusinessError", "S360Unavailable",
+    # reconcile
+    "Comparison", "Field", "Reconciliation", "Side",
+    # talking to S-360 and to other systems
+    "CONTACT_SERVICE", "SEARCH_RESULTS", "best_match", "parse_s360_time", "utc_of",
+    "utc_or_none", "AUTH_SCHEMA", "session_for", "send", "Mapping", "lookup", "crm_links",
+    # routes and commands of a plugin
+    "RequestRefused", "check_auth", "json_response", "ingest", "config_option",
+    "institution_of", "open_bridge",
+    # the engine database and SQL on the driver
+    "create_tables", "dialect_insert", "make_engine", "write", "copy_insert", "executemany",
+    "index_plans_only", "run", "erase_versions",
+]
