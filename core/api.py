@@ -4,7 +4,7 @@ A plugin (built-in or third-party) imports only this module and its own package:
 
     from s360bridge.core.api import Stream, Target, hookimpl, require
 
-    require(2)  # stops loading with a clear message when the installed API is older
+    require(3)  # stops loading with a clear message when the installed API is older
 
 Every name here is documented in docs/plugins.md; ``API_VERSION`` grows when a name is added
 or a contract changes, so that a plugin can say what it needs.
@@ -22,6 +22,7 @@ from s360bridge.core.errors import (
     ConfigError,
     PluginError,
     S360BridgeError,
+    ServerError,
     TargetUnavailable,
     Undeliverable,
 )
@@ -53,7 +54,7 @@ from s360bridge.core.s360.times import parse_s360_time, utc_of, utc_or_none
 from s360bridge.core.storage.db import create_tables, dialect_insert, make_engine, write
 from s360bridge.core.storage.rawsql import copy_insert, executemany, index_plans_only, run
 
-API_VERSION = 2
+API_VERSION = 3  # 2: routing by declaration; 3: per-item push outcomes
 
 
 def require(version: int, plugin: str = "this plugin") -> None:
@@ -75,8 +76,9 @@ __all__ = [
     # the warehouse table spec
     "WAREHOUSE", "warehouse_table", "WarehouseRow",
     # errors
-    "S360BridgeError", "ConfigError", "PluginError", "TargetUnavailable", "Undeliverable",
-    "Refused", "S360ApiError", "S360AuthError", "S360BusinessError", "S360Unavailable",
+    "S360BridgeError", "ConfigError", "PluginError", "TargetUnavailable", "ServerError",
+    "Undeliverable", "Refused", "S360ApiError", "S360AuthError", "S360BusinessError",
+    "S360Unavailable",
     # reconcile
     "Comparison", "Field", "Reconciliation", "Side",
     # talking to S-360 and to other systems

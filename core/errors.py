@@ -21,6 +21,11 @@ class TargetUnavailable(S360BridgeError):
         self.retry_after = retry_after
 
 
+class ServerError(TargetUnavailable):
+    """The target answered a plain server error (HTTP 500) to a batch: perhaps one item is at
+    fault, so the engine halves the batch; if both halves fail alike, the target is down."""
+
+
 class StoreUnavailable(S360BridgeError):
     """The engine's database could not commit (down, or locked past its timeout)."""
 

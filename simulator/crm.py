@@ -3,7 +3,9 @@
 It stores the contacts and orders the bridge pushes, keyed by contact number and order id,
 gives its own ids (``crm_id``) to contacts, lets an operator (a test) create and change contacts,
 and reports every change, its own and the bridge's writes alike, on a "changed since" feed, as
-real CRMs do. It can be taken down for a number of requests (503 with Retry-After).
+real CRMs do. It can be taken down for a number of requests (503 with Retry-After). It honours
+the bridge's ``Idempotency-Key`` header (one key per item, comma-separated): an item whose key
+it has taken already is dropped, as a CRM that deduplicates would.
 
 Endpoints, all JSON: ``POST /api/contacts`` and ``POST /api/orders`` (arrays, upserts),
 ``POST /api/contact-numbers`` (``[{crm_id, contact_number}]``: numbers S-360 gave to contacts
@@ -34,6 +36,12 @@ class ReferenceCrm:
         self.orders: dict[int, dict] = {}
         self.changes: list[dict] = []  # the feed: snapshots of changed contacts, in order
         self.received: Counter = Counter()  # pushes per ("contacts"|"orders", key)
+        self.idempotency_keys: set[str] = set()  # of items taken: a repeat is dropped
+        self.repeated = 0  # items dropped because their idempotency key was seen
+        # for fault tests: a batch holding one of these keys (contact number or order id) is
+        # answered with the status code given, and nothing of it is stored
+        self.poison: dict[str, int] = {}
+        self.answer_gate: threading.Event | None = None  # when set: answers wait on it
         self.down = 0  # answer the next N requests 503
         self.retry_after = 1
         self._ids = itertools.count(1)
@@ -126,8 +134,21 @@ class ReferenceCrm:
             items = request.get_json(silent=True)
             if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
                 return Response("expected a JSON array of objects", 400)
+            codes = [self.poison[k] for i in items
+                     if (k := str(i.get("order_id") or i.get("contact_number"))) in self.poison]
+            if codes:
+                return Response("refused by the CRM's own rules", codes[0])
+            keys = [k.strip() for k in request.headers.get("Idempotency-Key", "").split(",")]
             with self._lock:
+                if len(keys) == len(items) and all(keys):  # each item's key, in order
+                    fresh = [(k, i) for k, i in zip(keys, items, strict=True)
+                             if k not in self.idempotency_keys]
+                    self.repeated += len(items) - len(fresh)
+                    self.idempotency_keys.update(k for k, _ in fresh)
+                    items = [i for _, i in fresh]
                 answer = writers[what](items)
+            if self.answer_gate is not None:  # stored, but the answer waits (a crash test)
+                self.answer_gate.wait(60)
             return Response(orjson.dumps(answer), 200, mimetype="application/json")
 
         @app.get("/api/changes")

@@ -111,7 +111,7 @@ class MemoryPlugin:
     @hookimpl
     def push(self, institution, stream, target, items):
         MemoryTarget.pushed.extend(items)
-        return PushResult(failed={i: "refused by memory" for i, (_, key) in enumerate(items)
+        return PushResult(retry={i: "refused by memory" for i, (_, key) in enumerate(items)
                                   if key == "10000815601"})
 
 

@@ -15,7 +15,7 @@ from email.utils import parsedate_to_datetime
 import requests
 
 from s360bridge.core.config import reveal
-from s360bridge.core.errors import S360BridgeError, TargetUnavailable
+from s360bridge.core.errors import S360BridgeError, ServerError, TargetUnavailable
 
 AUTH_SCHEMA = {
     "type": "object", "required": ["type"],
@@ -35,7 +35,8 @@ AUTH_SCHEMA = {
 
 
 class Refused(S360BridgeError):
-    """The system refused the data (a 4xx other than 429): sending it again will not help."""
+    """The system refused the data (a 4xx other than 408 and 429): sending it again will not
+    help. The engine halves a batch so refused to find the item at fault, then rejects it."""
 
 
 def session_for(auth: dict | None) -> requests.Session:
@@ -77,6 +78,8 @@ def send(session: requests.Session, method: str, url: str, timeout: float,
     reason = resp.text[:200].strip()
     if code in (401, 403):
         raise TargetUnavailable(f"{method} {url}: HTTP {code}: the credentials were refused")
+    if code == 500:
+        raise ServerError(f"{method} {url}: HTTP 500 {reason}")
     if code in (408, 429) or code >= 500:
         raise TargetUnavailable(f"{method} {url}: HTTP {code} {reason}",
                                 retry_after(resp.headers.get("Retry-After")))

@@ -102,7 +102,7 @@ def claim(engine, institutions: list[str], batch_size: int, lease_seconds: float
         group = groups.get((inst, stream))
         if group is None:
             group = groups[(inst, stream)] = []
-        group.append(StoredRecord(seq, key, loads(payload), payload, received_at))
+        group.append(StoredRecord(seq, key, loads(payload), payload, received_at, inst, stream))
         if tries:
             attempts[seq] = tries
     return Claim(token, groups, attempts, done, tracked)
@@ -141,6 +141,7 @@ class Outcome:
     results: dict[str, str | None]
     retry_after: float = 0.0
     tracked: bool = False  # the record already has delivery rows to keep up to date
+    rejected: bool = False  # a target refused it for good: a dead letter now
 
 
 def complete(engine, claim_token: str, delivered: list[int], outcomes: list[Outcome],
@@ -155,7 +156,7 @@ def complete(engine, claim_token: str, delivered: list[int], outcomes: list[Outc
     deliveries, done_ids, updates = [], list(delivered), []
     for o in outcomes:
         errors = {t: e for t, e in o.results.items() if e is not None}
-        dead = bool(errors) and o.attempts + 1 >= max_attempts
+        dead = bool(errors) and (o.rejected or o.attempts + 1 >= max_attempts)
         for target, error in o.results.items() if errors or o.tracked else ():
             state = "done" if error is None else ("dead" if dead else "failed")
             deliveries.append({"inbox_id": o.seq, "target": target, "state": state,
@@ -184,6 +185,22 @@ def complete(engine, claim_token: str, delivered: list[int], outcomes: list[Outc
                 state=bindparam("st"), attempts=bindparam("att"),
                 next_attempt_at=bindparam("nxt"), last_error=bindparam("err"),
                 lease_owner=None, lease_until=None), updates)
+
+
+def record_progress(engine, target: str, seqs: list[int], now: float | None = None) -> None:
+    """Remember that ``target`` took these records, before the claim's next push: a crash
+    after this point pushes them again to the targets they have not reached only."""
+    if not seqs:
+        return
+    now = time.time() if now is None else now
+    with write(engine) as conn:
+        ins = dialect_insert(conn, DELIVERY)
+        conn.execute(ins.on_conflict_do_update(
+            index_elements=[DELIVERY.c.inbox_id, DELIVERY.c.target],
+            set_={"state": ins.excluded.state, "last_error": None,
+                  "updated_at": ins.excluded.updated_at}),
+            [{"inbox_id": s, "target": target, "state": "done", "attempts": 1,
+              "last_error": None, "updated_at": now} for s in seqs])
 
 
 def extend(engine, claim_token: str, seqs: list[int], lease_seconds: float,

@@ -6,13 +6,38 @@ import logging
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from s360bridge.core.bridge import Bridge
-from s360bridge.core.errors import StoreUnavailable, TargetUnavailable
-from s360bridge.core.pipeline.queue import Claim, Outcome, claim, complete, extend, release
+from s360bridge.core.connectors.http import Refused
+from s360bridge.core.errors import (
+    ServerError,
+    StoreUnavailable,
+    TargetUnavailable,
+    Undeliverable,
+)
+from s360bridge.core.pipeline.queue import (
+    Claim,
+    Outcome,
+    claim,
+    complete,
+    extend,
+    record_progress,
+    release,
+)
 from s360bridge.core.plugin.streams import StoredRecord
 
 log = logging.getLogger("s360bridge.worker")
+
+
+@dataclass
+class Failure:
+    """Why one record did not reach one target: retried later (after ``wait`` seconds at
+    least), or ``rejected`` for good (a dead letter at once)."""
+
+    error: str
+    wait: float = 0.0
+    rejected: bool = False
 
 
 class Worker:
@@ -34,18 +59,33 @@ class Worker:
         delivered: list[int] = []
         outcomes: list[Outcome] = []
         unprocessed: list[int] = []
+        pushes_left = [self._pushes(c)]  # the last push of a claim needs no progress record
         with self._lease_kept(c.token, c.seqs):
             for (inst_code, stream_name), records in c.groups.items():
                 if stop is not None and stop.is_set():
                     unprocessed += [r.seq for r in records]
                     continue
-                self._deliver_group(c, inst_code, stream_name, records, delivered, outcomes)
+                self._deliver_group(c, inst_code, stream_name, records, delivered, outcomes,
+                                    pushes_left)
         complete(self.bridge.engine, c.token, delivered, outcomes, self.cfg.max_attempts,
                  self.cfg.backoff_base_seconds, self.cfg.backoff_max_seconds, self.clock())
         release(self.bridge.engine, c.token, unprocessed)
         log.debug("claimed %d record(s) in %.2f ms; handled %d, released %d", len(c),
                   claimed_ms, len(delivered) + len(outcomes), len(unprocessed))
         return len(c)
+
+    def _pushes(self, c: Claim) -> int:
+        """How many pushes the claim needs (one per target and batch of it)."""
+        n = 0
+        for (inst_code, stream_name), records in c.groups.items():
+            inst = self.bridge.institution(inst_code)
+            cfg = inst.streams.get(stream_name) if inst else None
+            for name in cfg.targets if cfg else ():
+                todo = sum(name not in c.done_targets.get(r.seq, ()) for r in records) \
+                    if c.done_targets else len(records)
+                size = self.bridge.target(inst, name).batch_size or todo or 1
+                n += -(-todo // size)
+        return n
 
     @contextmanager
     def _lease_kept(self, token: str, seqs: list[int]):
@@ -70,10 +110,10 @@ class Worker:
 
     def _deliver_group(self, c: Claim, inst_code: str, stream_name: str,
                        records: list[StoredRecord], delivered: list[int],
-                       outcomes: list[Outcome]) -> None:
+                       outcomes: list[Outcome], pushes_left: list[int]) -> None:
         """Push the records to every target of their stream. A record delivered everywhere
-        goes to ``delivered``; one that failed somewhere, or that has delivery rows from an
-        earlier attempt, gets an Outcome with the result per target."""
+        goes to ``delivered``; one that failed somewhere, or that has delivery rows, gets an
+        Outcome with the result per target."""
         inst = self.bridge.institution(inst_code)
         stream = self.bridge.stream(stream_name)
         if stream is None or stream_name not in inst.streams:
@@ -82,8 +122,8 @@ class Worker:
                          for r in records]
             return
         targets = inst.streams[stream_name].targets
-        errors: dict[int, dict[str, str]] = {}  # seq -> target -> error
-        retry_after: dict[int, float] = {}
+        failures: dict[int, dict[str, Failure]] = {}  # seq -> target -> failure
+        progressed: set[int] = set()
         for name in targets:
             todo = [r for r in records if name not in c.done_targets.get(r.seq, ())] \
                 if c.done_targets else records
@@ -91,44 +131,88 @@ class Worker:
                 continue
             target = self.bridge.target(inst, name)
             size = target.batch_size or len(todo)
-            failed: dict[int, tuple[str, float]] = {}
+            failed: dict[int, Failure] = {}
             for i in range(0, len(todo), size):
-                failed |= self._push(inst, stream, target, todo[i:i + size])
-            for seq, (error, wait) in failed.items():
-                errors.setdefault(seq, {})[name] = error
-                retry_after[seq] = max(retry_after.get(seq, 0.0), wait)
+                chunk = todo[i:i + size]
+                chunk_failed = self._push(inst, stream, target, chunk)
+                failed |= chunk_failed
+                pushes_left[0] -= 1
+                if target.records_progress and pushes_left[0] > 0:  # a crash now repeats none
+                    took = [r.seq for r in chunk if r.seq not in chunk_failed]
+                    record_progress(self.bridge.engine, name, took, self.clock())
+                    progressed.update(took)
+            for seq, failure in failed.items():
+                failures.setdefault(seq, {})[name] = failure
             if failed:  # one line per target and batch, even when a whole target is down
-                seq, (error, _) = next(iter(failed.items()))
+                seq, failure = next(iter(failed.items()))
                 key = next(r.key for r in todo if r.seq == seq)
-                log.warning("%s/%s -> %s: %d of %d record(s) failed, will retry; first (key %s):"
-                            " %s", inst_code, stream_name, name, len(failed), len(todo), key,
-                            error)
+                rejected = sum(f.rejected for f in failed.values())
+                log.warning("%s/%s -> %s: %d of %d record(s) failed (%d rejected, the others "
+                            "will retry); first (key %s): %s", inst_code, stream_name, name,
+                            len(failed), len(todo), rejected, key, failure.error)
         for r in records:
-            if r.seq not in errors and r.seq not in c.tracked:
+            tracked = r.seq in c.tracked or r.seq in progressed
+            if r.seq not in failures and not tracked:
                 delivered.append(r.seq)
                 continue
             done_before = c.done_targets.get(r.seq, ())
             results: dict[str, str | None] = {t: None for t in targets if t not in done_before}
-            results.update(errors.get(r.seq, {}))
+            mine = failures.get(r.seq, {})
+            results.update({t: f.error for t, f in mine.items()})
             outcomes.append(Outcome(r.seq, c.attempts.get(r.seq, 0), results,
-                                    retry_after.get(r.seq, 0.0), r.seq in c.tracked))
+                                    max((f.wait for f in mine.values()), default=0.0), tracked,
+                                    any(f.rejected for f in mine.values())))
 
-    def _push(self, inst, stream, target, records: list[StoredRecord]) -> dict:
-        """Push a batch; on an unexpected error split it in halves to isolate the bad record.
-        Answers seq -> (error, seconds to wait before a retry) for the records that failed."""
+    def _push(self, inst, stream, target, records: list[StoredRecord]) -> dict[int, Failure]:
+        """Push a batch; answers seq -> Failure for the records that did not get through.
+        A 500 to the whole batch halves it (see _halve); another unexpected error splits it
+        to isolate the record at fault."""
+        outcome = self._attempt(inst, stream, target, records)
+        if isinstance(outcome, ServerError):
+            return self._halve(inst, stream, target, records, outcome)
+        return outcome
+
+    def _halve(self, inst, stream, target, records, exc: ServerError) -> dict[int, Failure]:
+        """Push each half of a batch the target answered 500 to; when both halves get a 500
+        too, the target is down (retried whole, later), else the half that fails is halved."""
+        if len(records) == 1:
+            return {records[0].seq: Failure(str(exc), exc.retry_after or 0.0)}
+        half = len(records) // 2
+        parts = (records[:half], records[half:])
+        results = [self._attempt(inst, stream, target, part) for part in parts]
+        if all(isinstance(r, ServerError) for r in results):
+            why = f"{exc} (both halves of the batch too: the target is treated as unavailable)"
+            return {r.seq: Failure(why, exc.retry_after or 0.0) for r in records}
+        failures: dict[int, Failure] = {}
+        for part, result in zip(parts, results, strict=True):
+            failures |= (self._halve(inst, stream, target, part, result)
+                         if isinstance(result, ServerError) else result)
+        return failures
+
+    def _attempt(self, inst, stream, target,
+                 records: list[StoredRecord]) -> dict[int, Failure] | ServerError:
         hooks = self.bridge.hooks
         try:
             items = hooks.transform(inst, stream, target, records)
             result = hooks.push(inst, stream, target, items)
+        except ServerError as exc:
+            return exc
         except TargetUnavailable as exc:  # the whole target is down: no point in splitting
-            return {r.seq: (str(exc), exc.retry_after or 0.0) for r in records}
+            return {r.seq: Failure(str(exc), exc.retry_after or 0.0) for r in records}
+        except Undeliverable as exc:  # nothing can deliver them: waiting will not help
+            return {r.seq: Failure(str(exc), rejected=True) for r in records}
         except Exception as exc:
             if len(records) == 1:
-                return {records[0].seq: (f"{type(exc).__name__}: {exc}", 0.0)}
+                return {records[0].seq: Failure(f"{type(exc).__name__}: {exc}",
+                                                rejected=isinstance(exc, Refused))}
             half = len(records) // 2
             return (self._push(inst, stream, target, records[:half])
                     | self._push(inst, stream, target, records[half:]))
-        return {records[i].seq: (reason, 0.0) for i, reason in result.failed.items()}
+        failures = {records[i].seq: Failure(reason, result.wait.get(i, 0.0))
+                    for i, reason in result.retry.items()}
+        failures |= {records[i].seq: Failure(reason, rejected=True)
+                     for i, reason in result.rejected.items()}
+        return failures
 
     def run(self, stop: threading.Event) -> None:
         """Work until ``stop`` is set; the batch in hand is finished or released first."""

@@ -104,6 +104,14 @@ class StoredRecord:
     record: dict
     payload: str  # the record as stored: canonical JSON text
     received_at: float
+    institution: str = ""
+    stream: str = ""
+
+    @property
+    def idempotency_key(self) -> str:
+        """The same for every delivery of this version, whatever the attempt or process:
+        ``institution/stream/key@seq``."""
+        return f"{self.institution}/{self.stream}/{self.key}@{self.seq}"
 
 
 def stream_hooks(stream: Stream, validator_for: Callable[[Any], RecordValidator],

@@ -11,16 +11,31 @@ from s360bridge.core.errors import ConfigError
 
 @dataclass
 class PushResult:
-    """What a push did: ``failed`` maps the index of an item that was refused to the reason."""
+    """What a push did, item by item (by index in the pushed list): an item in neither map was
+    delivered; one in ``retry`` is pushed again later, after the engine's backoff or at least
+    ``wait[index]`` seconds; one in ``rejected`` is refused for good and becomes a dead letter
+    at once (an operator may replay it)."""
 
-    failed: dict[int, str] = field(default_factory=dict)
+    retry: dict[int, str] = field(default_factory=dict)
+    rejected: dict[int, str] = field(default_factory=dict)
+    wait: dict[int, float] = field(default_factory=dict)
+
+    def retry_later(self, index: int, reason: str, after: float | None = None) -> None:
+        self.retry[index] = reason
+        if after:
+            self.wait[index] = after
+
+    def reject(self, index: int, reason: str) -> None:
+        self.rejected[index] = reason
 
 
 class Target:
     """A configured destination. A target type subclasses this and sets ``kind``.
 
-    Pushes must be idempotent: the engine may push a record again after a crash, and a target
-    must never let an older version (smaller ``seq``) overwrite a newer one.
+    Pushes must be idempotent: after a crash the engine pushes the records in flight again,
+    each with the same ``StoredRecord.idempotency_key``, by which a target drops what it has
+    already taken; and a target must never let an older version (smaller ``seq``) overwrite
+    a newer one.
     """
 
     kind: ClassVar[str] = ""
@@ -31,6 +46,10 @@ class Target:
     # reach the target as Secret objects (``.value``), which never print
     SECRETS: ClassVar[frozenset[str]] = frozenset()
     takes_contact_numbers: bool = False  # see write_contact_numbers
+    # a push the engine must not repeat after a crash once it succeeded (a remote system):
+    # the engine records it before the next push of the same claim; False for a store whose
+    # writes are idempotent and cheap to redo (the warehouse's versioned upsert)
+    records_progress: ClassVar[bool] = True
 
     def __init__(self, name: str, options: dict[str, Any], ctx: Any):
         self.name = name

@@ -98,7 +98,7 @@ class S360ContactsTarget(Target):
                 client.call(CONTACT_SERVICE, "saveIndividualContactData",
                             {"contactNumber": number, "individualContact": ch.person})
             except S360BusinessError as exc:
-                result.failed[i] = str(exc)
+                result.reject(i, str(exc))
                 return
             crm_links.remember(engine, inst.code, [(number, ch.crm_id, ch.crm_fields)], merge=True)
 
@@ -109,7 +109,7 @@ class S360ContactsTarget(Target):
                     found = client.call(CONTACT_SERVICE, "searchContact",
                                         {"email": changes[i].person["email"]})
                 except S360BusinessError as exc:
-                    result.failed[i] = str(exc)
+                    result.reject(i, str(exc))
                     continue
                 number = best_match(found.get(SEARCH_RESULTS) or [])
                 if number:
@@ -134,16 +134,16 @@ class S360ContactsTarget(Target):
                     if k in CREATE_FIELDS}} for i in chunk]}
             try:
                 answer = client.call(CONTACT_SERVICE, "createCulturalContact", body)
-            except S360BusinessError as exc:
+            except S360BusinessError as exc:  # one contact refused: alone, it is a dead letter
                 for i in chunk:
-                    result.failed[i] = str(exc)
+                    (result.reject if len(chunk) == 1 else result.retry_later)(i, str(exc))
                 continue
             numbers = answer.get("identifierContactMap") or {}
             made = [(i, numbers[str(i)]) for i in chunk if str(i) in numbers]
             crm_links.remember(self.ctx.engine, inst.code,
                            [(n, changes[i].crm_id, changes[i].crm_fields) for i, n in made])
             for i in set(chunk) - {i for i, _ in made}:
-                result.failed[i] = "createCulturalContact gave no number for this contact"
+                result.retry_later(i, "createCulturalContact gave no number for this contact")
             for i, n in made:
                 if set(changes[i].person) - set(CREATE_FIELDS):
                     saves.put((i, n))

@@ -1,10 +1,10 @@
 """The built-in ``http_crm`` target: contacts and orders pushed to any CRM that speaks HTTP/JSON.
 
 Each stream has a URL and a declarative mapping (core/connectors/mapping.py) from the S-360 record
-to the CRM's fields; items are POSTed as a JSON array, ``batch_size`` at a time. Non-2xx answers
-follow the engine's rules: unavailable (429/503 with Retry-After, 5xx, refused credentials)
-retries the batch later; another 4xx isolates the refused record, which retries and then becomes
-a dead letter.
+to the CRM's fields; items are POSTed as a JSON array, ``batch_size`` at a time, with their
+idempotency keys in one header. Non-2xx answers follow the engine's rules: unavailable (408,
+429, 502-504 with Retry-After, refused credentials) retries the batch later; a 500 halves it;
+another 4xx isolates the refused record, a dead letter at once.
 
 Contacts the CRM already holds as they are (the API's ``crm_links``) are not pushed again: this
 is what stops a change that came from the CRM from going back to it through the S-360 contact
@@ -72,6 +72,7 @@ OPTIONS_SCHEMA = {
         "contacts": _STREAM_OPTIONS,
         "orders": _STREAM_OPTIONS,
         "contact_numbers_url": _URL,
+        "idempotency_header": {"type": "string", "pattern": "^[A-Za-z0-9-]+$"},
     },
 }
 _VALIDATOR = Draft202012Validator(OPTIONS_SCHEMA)
@@ -95,6 +96,7 @@ class HttpCrmTarget(Target):
                                     f"{s}.mapping") for s in self.urls}
         self.batch_size = options.get("batch_size", 100)
         self.timeout = options.get("timeout_seconds", 10.0)
+        self.idempotency_header = options.get("idempotency_header", "Idempotency-Key")
         self.session = session_for(options.get("auth"))
         self.takes_contact_numbers = bool(self.contact_numbers_url)
         crm_links.create_tables(ctx.engine)
@@ -111,19 +113,26 @@ class HttpCrmTarget(Target):
         auth = (self.options.get("auth") or {}).get("type", "none")
         return f"http_crm {', '.join(f'{s} -> {u}' for s, u in self.urls.items())} ({auth})"
 
-    def post(self, url: str, items: list[dict]):
+    def post(self, url: str, items: list[dict], keys: list[str] | None = None):
+        """POST a JSON array; ``keys``: the idempotency key of each item, in order, sent as one
+        header (comma-separated; a comma inside a key is written %2C)."""
+        headers = {"Content-Type": "application/json"}
+        if keys:
+            headers[self.idempotency_header] = ", ".join(k.replace(",", "%2C") for k in keys)
         return send(self.session, "POST", url, self.timeout, data=orjson.dumps(items),
-                    headers={"Content-Type": "application/json"})
+                    headers=headers)
 
-    def push(self, institution: str, stream: str, items: list[tuple[str, dict]]) -> PushResult:
-        """POST ``(key, body)`` items; contacts the CRM already holds as they are are skipped."""
+    def push(self, institution: str, stream: str,
+             items: list[tuple[str, dict, str]]) -> PushResult:
+        """POST ``(key, body, idempotency key)`` items; contacts the CRM already holds as they
+        are are skipped."""
         if stream == "contacts":
-            known = crm_links.views(self.ctx.engine, institution, [k for k, _ in items])
-            items = [(k, body) for k, body in items if not crm_links.holds(known.get(k), body)]
+            known = crm_links.views(self.ctx.engine, institution, [i[0] for i in items])
+            items = [i for i in items if not crm_links.holds(known.get(i[0]), i[1])]
         if items:
-            self.post(self.urls[stream], [body for _, body in items])
+            self.post(self.urls[stream], [i[1] for i in items], [i[2] for i in items])
         if stream == "contacts":
-            crm_links.remember(self.ctx.engine, institution, [(k, None, b) for k, b in items])
+            crm_links.remember(self.ctx.engine, institution, [(i[0], None, i[1]) for i in items])
         return PushResult()
 
     def write_contact_numbers(self, institution, pairs: list[dict]) -> None:
@@ -160,7 +169,7 @@ def register_transforms(register):
 @hookimpl
 def transform(institution, stream, target, records):
     mapping = target.mappings[stream.name]
-    return [(r.key, mapping.apply(r.record)) for r in records]
+    return [(r.key, mapping.apply(r.record), r.idempotency_key) for r in records]
 
 
 @hookimpl

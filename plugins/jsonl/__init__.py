@@ -1,7 +1,9 @@
 """The built-in ``jsonl`` target: a journal that appends every push as JSON lines to a file.
 
 It keeps every delivery, re-deliveries included, which makes it the tool to rehearse and audit
-a flow (and to count pushes in tests); use the ``sql`` target for data that must be upserted.
+a flow (and to count pushes in tests); every line carries the delivery's ``idempotency_key``, and
+with ``dedupe: true`` a key already in the journal is not written again. Use the ``sql`` target
+for data that must be upserted.
 """
 
 from __future__ import annotations
@@ -28,29 +30,50 @@ class JsonlTarget(Target):
 
     def __init__(self, name, options, ctx):
         super().__init__(name, options, ctx)
-        if set(options) != {"path"}:
-            raise ConfigError("a jsonl target takes exactly one option: path")
+        if "path" not in options or set(options) - {"path", "dedupe"}:
+            raise ConfigError("a jsonl target takes the options path (required) and dedupe")
+        if not isinstance(options.get("dedupe", False), bool):
+            raise ConfigError("dedupe: expected true or false")
         self.path = Path(options["path"])
+        self.dedupe = options.get("dedupe", False)
         self._lock = threading.Lock()
+        self._written: set[str] = set()  # with dedupe: the idempotency keys in the journal
+        self._read_up_to = 0  # ... as read up to this offset (other processes append too)
 
     def describe(self) -> str:
         return f"jsonl {self.path}"
 
-    def append(self, lines: list[bytes]) -> None:
-        data = b"".join(line + b"\n" for line in lines)
+    def append(self, items: list[dict]) -> None:
+        """One locked O_APPEND write per push: processes never interleave their lines. With
+        ``dedupe``, items whose idempotency key the journal holds already are left out."""
         try:
             with self._lock:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                # one locked O_APPEND write per push: processes never interleave their lines
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+                fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX)
-                    os.write(fd, data)
+                    if self.dedupe:
+                        items = self._unwritten(fd, items)
+                    os.write(fd, b"".join(orjson.dumps(i) + b"\n" for i in items))
                     os.fsync(fd)
+                    self._read_up_to = os.lseek(fd, 0, os.SEEK_END)
                 finally:
                     os.close(fd)
         except OSError as exc:
             raise TargetUnavailable(f"cannot append to {self.path}: {exc}") from exc
+
+    def _unwritten(self, fd: int, items: list[dict]) -> list[dict]:
+        """The items not in the journal yet, after reading what others appended since."""
+        end = os.lseek(fd, 0, os.SEEK_END)
+        if end < self._read_up_to:  # rewritten (forget): read it all again
+            self._written.clear()
+            self._read_up_to = 0
+        new = os.pread(fd, end - self._read_up_to, self._read_up_to)
+        self._written.update(orjson.loads(line).get("idempotency_key")
+                             for line in new.splitlines() if line)
+        fresh = [i for i in items if i["idempotency_key"] not in self._written]
+        self._written.update(i["idempotency_key"] for i in fresh)
+        return fresh
 
     def drop(self, matches) -> int:
         """Rewrite the journal without the lines ``matches`` selects; answer how many went."""
@@ -79,12 +102,12 @@ def register_transforms(register):
 @hookimpl
 def transform(institution, stream, target, records):
     return [{"institution": institution.code, "stream": stream.name, "key": r.key, "seq": r.seq,
-             "record": r.record} for r in records]
+             "idempotency_key": r.idempotency_key, "record": r.record} for r in records]
 
 
 @hookimpl
 def push(institution, stream, target, items):
-    target.append([orjson.dumps(item) for item in items])
+    target.append(items)
     return PushResult()
 
 

@@ -30,6 +30,7 @@ from .reconcile import warehouse_side
 
 class SqlTarget(Target):
     kind = "sql"
+    records_progress = False  # a versioned upsert: pushing a batch again only rewrites it
     OPTIONS = frozenset({"url", "sqlite_synchronous"})
 
     def __init__(self, name, options, ctx):
