@@ -9,6 +9,7 @@ little slower than `bench/run.py`'s end to end; compare commits in one run of th
 
     python bench/worker_parts.py --records 200000
     python bench/worker_parts.py --records 200000 --backend postgresql   # a private cluster
+    python bench/worker_parts.py --records 200000 --journal   # and a journal before it
     git worktree add /tmp/before 01413a0 && python bench/worker_parts.py --source /tmp/before
 
 ``--source`` measures another checkout of s360bridge (its core/ and plugins/) with the same
@@ -70,11 +71,14 @@ class Timers:
         return timed
 
 
-def config(backend, synchronous: str, batch_size: int) -> Path:
+def config(backend, synchronous: str, batch_size: int, journal: bool) -> Path:
     import yaml
     path = backend.write_config(synchronous)
     cfg = yaml.safe_load(path.read_text())
     cfg["engine"]["batch_size"] = batch_size
+    if journal:  # a journal before the warehouse: its pushes are recorded as progress
+        cfg["targets"]["journal"] = {"type": "jsonl", "path": str(path.parent / "j.jsonl")}
+        cfg["streams"]["ticketchecks"]["targets"].insert(0, "journal")
     path.write_text(yaml.safe_dump(cfg))
     return path
 
@@ -94,7 +98,7 @@ def measure(args) -> None:
     from pgcluster import PrivateCluster
 
     os.environ["BENCH_API_KEY"] = "bench-key"
-    os.environ["S360BRIDGE_LOAD_PLUGINS"] = "ticketchecks,sql"
+    os.environ["S360BRIDGE_LOAD_PLUGINS"] = "ticketchecks,sql,jsonl"
     work = Path(tempfile.mkdtemp(prefix="s360parts-"))
     with contextlib.ExitStack() as stack:
         if args.backend == "sqlite":
@@ -102,7 +106,7 @@ def measure(args) -> None:
         else:
             cluster = None if args.postgres else stack.enter_context(PrivateCluster())
             backend = Backend.postgresql(work, cluster, args.postgres)
-        drain(backend, args, config(backend, args.synchronous, args.batch_size))
+        drain(backend, args, config(backend, args.synchronous, args.batch_size, args.journal))
     if not args.keep:
         shutil.rmtree(work)
 
@@ -159,6 +163,8 @@ def main() -> None:
     ap.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
     ap.add_argument("--postgres", metavar="URL", help="a PostgreSQL database to use instead "
                                                        "of a private cluster")
+    ap.add_argument("--journal", action="store_true",
+                    help="also deliver to a jsonl journal, before the warehouse")
     ap.add_argument("--source", type=Path, help="another checkout of s360bridge to measure")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     args = ap.parse_args()

@@ -41,7 +41,10 @@ class ReferenceCrm:
         # for fault tests: a batch holding one of these keys (contact number or order id) is
         # answered with the status code given, and nothing of it is stored
         self.poison: dict[str, int] = {}
-        self.answer_gate: threading.Event | None = None  # when set: answers wait on it
+        # when set, the answer to a batch holding one of the ``hold`` keys (any batch, if
+        # none are given) waits on this event after the batch is stored: a crash test
+        self.answer_gate: threading.Event | None = None
+        self.hold: set[str] = set()
         self.down = 0  # answer the next N requests 503
         self.retry_after = 1
         self._ids = itertools.count(1)
@@ -147,7 +150,9 @@ class ReferenceCrm:
                     self.idempotency_keys.update(k for k, _ in fresh)
                     items = [i for _, i in fresh]
                 answer = writers[what](items)
-            if self.answer_gate is not None:  # stored, but the answer waits (a crash test)
+            if self.answer_gate is not None and (not self.hold or any(
+                    str(i.get("order_id") or i.get("contact_number")) in self.hold
+                    for i in items)):
                 self.answer_gate.wait(60)
             return Response(orjson.dumps(answer), 200, mimetype="application/json")
 

@@ -151,7 +151,8 @@ class Worker:
                             "will retry); first (key %s): %s", inst_code, stream_name, name,
                             len(failed), len(todo), rejected, key, failure.error)
         for r in records:
-            tracked = r.seq in c.tracked or r.seq in progressed
+            # a progress row says "done" already: a record delivered everywhere needs no more
+            tracked = r.seq in c.tracked or (r.seq in progressed and r.seq in failures)
             if r.seq not in failures and not tracked:
                 delivered.append(r.seq)
                 continue

@@ -27,6 +27,7 @@ from s360bridge.core.api import (
 
 class JsonlTarget(Target):
     kind = "jsonl"
+    records_progress = False  # a journal takes repeats by design; dedupe drops them by key
 
     def __init__(self, name, options, ctx):
         super().__init__(name, options, ctx)
