@@ -38,10 +38,11 @@ from s360bridge.core.plugin.streams import (
     StoredRecord,
     Stream,
     load_schema,
+    schema_error,
     split_batch,
     stream_hooks,
 )
-from s360bridge.core.plugin.targets import PushResult, Target
+from s360bridge.core.plugin.targets import PushResult, Target, target_hooks
 from s360bridge.core.plugin.warehouse import WAREHOUSE, WarehouseRow, warehouse_table
 from s360bridge.core.s360.client import (
     S360ApiError,
@@ -70,9 +71,9 @@ __all__ = [
     "API_VERSION", "require",
     # hooks, streams and records
     "hookimpl", "Stream", "StoredRecord", "ReceivedBatch", "RecordValidator", "load_schema",
-    "split_batch", "stream_hooks", "Institution",
+    "schema_error", "split_batch", "stream_hooks", "Institution",
     # targets and routing
-    "Target", "PushResult", "ANY_STREAM", "Secret", "reveal",
+    "Target", "PushResult", "target_hooks", "ANY_STREAM", "Secret", "reveal",
     # the warehouse table spec
     "WAREHOUSE", "warehouse_table", "WarehouseRow",
     # errors

@@ -10,15 +10,13 @@ from functools import cache
 
 import orjson
 from sqlalchemy import bindparam
-from sqlalchemy.dialects import postgresql, sqlite
 
 from s360bridge.core.config import Institution
 from s360bridge.core.plugin.streams import Stream
 from s360bridge.core.s360.times import utc_or_none
-from s360bridge.core.storage.db import INBOX, QUARANTINE, SKIPPED, write
+from s360bridge.core.storage.db import INBOX, QUARANTINE, SKIPPED, dialect_insert, write
 from s360bridge.core.storage.rawsql import copy_insert, executemany
 
-_DIALECTS = {"sqlite": sqlite, "postgresql": postgresql}
 _COLUMNS = ("institution", "stream", "record_key", "content_hash", "payload", "received_at",
             "state", "attempts", "next_attempt_at")
 
@@ -47,7 +45,7 @@ def canonical(record: dict, envelope: frozenset[str]) -> bytes:
 
 @cache
 def _insert_statement(dialect: str):
-    return _DIALECTS[dialect].insert(INBOX).values(
+    return dialect_insert(dialect, INBOX).values(
         {c: bindparam(c) for c in _COLUMNS}).on_conflict_do_nothing()
 
 
@@ -91,7 +89,7 @@ def _recent(institution: Institution, stream: Stream, accepted: list) -> list:
 
 def _count_skipped(conn, institution: Institution, stream: Stream, reason: str,
                    n: int) -> None:
-    ins = _DIALECTS[conn.dialect.name].insert(SKIPPED).values(
+    ins = dialect_insert(conn, SKIPPED).values(
         institution=institution.code, stream=stream.name, reason=reason, count=n)
     conn.execute(ins.on_conflict_do_update(
         index_elements=["institution", "stream", "reason"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -78,6 +79,19 @@ class RecordValidator:
         err = next(iter(self._validator.iter_errors(record)))
         where = "/".join(str(p) for p in err.instance_path) or "(record)"
         return f"{where}: {err.message}"
+
+
+def schema_error(validator: Draft202012Validator, instance: Any, sep: str = ".",
+                 root: str = "(options)") -> str | None:
+    """The first error of ``instance`` against a jsonschema validator, as one line that names
+    where it is (``contacts.url: 'url' is a required property``), or None when it is valid."""
+    error = next(iter(validator.iter_errors(instance)), None)
+    if error is None:
+        return None
+    message = error.message
+    if error.validator == "additionalProperties":  # "… were unexpected" reads as an accusation
+        message = re.sub(r" (were|was) unexpected$", " not expected", message)
+    return f"{sep.join(map(str, error.absolute_path)) or root}: {message}"
 
 
 def split_batch(records: Sequence[Any], validator: RecordValidator,

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 from s360bridge.core.config import Secret
 from s360bridge.core.errors import ConfigError
+from s360bridge.core.plugin.hookspecs import hookimpl
 
 
 @dataclass
@@ -64,6 +65,10 @@ class Target:
         """A one-line description for `status` and `plugins`, free of secrets."""
         return self.kind
 
+    def deliver(self, institution, stream, items: list) -> PushResult | None:
+        """Deliver items (the ``push`` hook of ``target_hooks`` calls this); None: all taken."""
+        raise NotImplementedError(f"a {self.kind} target delivers through its plugin's push hook")
+
     def reconcile_side(self, institution, stream: str, comparison) -> Any:
         """This target's side of a comparison (``Reconciliation``), or None: not comparable."""
         return None
@@ -75,6 +80,21 @@ class Target:
 
     def close(self) -> None:
         """Release connections; called when the process stops."""
+
+
+def target_hooks(target_type: type[Target]):
+    """The ``register_targets`` and ``push`` hooks of a plugin whose one target type delivers
+    items itself (``Target.deliver``), which every built-in target plugin writes alike."""
+
+    @hookimpl
+    def register_targets(register):
+        register(target_type.kind, target_type)
+
+    @hookimpl
+    def push(institution, stream, target, items):
+        return target.deliver(institution, stream, items) or PushResult()
+
+    return register_targets, push
 
 
 def bind_options(options: dict, secrets: frozenset[str], path: str = "") -> dict:

@@ -168,9 +168,11 @@ def create_schema(engine: Engine) -> None:
     engine.dispose()  # nothing pooled before a server forks its workers
 
 
-def dialect_insert(conn: Connection, table):
-    """An INSERT of the connection's dialect, which knows ON CONFLICT (SQLite, PostgreSQL)."""
-    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
+def dialect_insert(conn: Connection | str, table):
+    """An INSERT of the connection's dialect (or of the dialect named), which knows ON CONFLICT
+    (SQLite, PostgreSQL)."""
+    name = conn if isinstance(conn, str) else conn.dialect.name
+    return (postgresql if name == "postgresql" else sqlite).insert(table)
 
 
 @contextmanager

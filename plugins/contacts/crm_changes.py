@@ -28,6 +28,7 @@ from s360bridge.core.api import (
     dialect_insert,
     hookimpl,
     ingest,
+    schema_error,
     send,
     session_for,
     stream_hooks,
@@ -65,10 +66,9 @@ _OPTIONS = Draft202012Validator(OPTIONS_SCHEMA)
 
 
 def check_options(options: dict) -> None:
-    error = next(iter(_OPTIONS.iter_errors(options)), None)
-    if error is not None:
-        raise ConfigError(f"{'.'.join(map(str, error.absolute_path)) or '(options)'}: "
-                          f"{error.message}")
+    error = schema_error(_OPTIONS, options)
+    if error:
+        raise ConfigError(error)
     mapping(options)
 
 

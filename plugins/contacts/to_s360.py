@@ -30,6 +30,7 @@ from s360bridge.core.api import (
     best_match,
     crm_links,
     hookimpl,
+    target_hooks,
 )
 
 from .crm_changes import STREAM, mapping
@@ -65,9 +66,10 @@ class S360ContactsTarget(Target):
         back = self.options.get("contact_numbers_to")
         return "S-360 Contact API" + (f" (new numbers written back to {back})" if back else "")
 
-    def push(self, inst, changes: list[Change], match_by_email: bool) -> PushResult:
+    def deliver(self, inst, stream, changes: list[Change]) -> PushResult:
         """Apply the changes; S-360 unavailable (or refusing the credentials) makes the whole
         batch wait for a retry, a business error fails only its change."""
+        match_by_email = inst.streams[stream.name].options.get("match_by_email", True)
         try:
             return self._apply(inst, changes, match_by_email)
         except S360BusinessError:
@@ -185,9 +187,7 @@ class _Lane:
             raise self.error
 
 
-@hookimpl
-def register_targets(register):
-    register("s360_contacts", S360ContactsTarget)
+register_targets, push = target_hooks(S360ContactsTarget)
 
 
 def _writes_back(institution, stream: str, target) -> str | None:
@@ -218,9 +218,3 @@ def transform(institution, stream, target, records):
                               s360.get("contactNumber") or None,
                               s360.get("individualContact") or {}, m.spec["contactNumber"]))
     return changes
-
-
-@hookimpl
-def push(institution, stream, target, items):
-    options = institution.streams[STREAM.name].options
-    return target.push(institution, items, options.get("match_by_email", True))

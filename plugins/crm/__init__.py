@@ -20,13 +20,14 @@ from s360bridge.core.api import (
     AUTH_SCHEMA,
     ConfigError,
     Mapping,
-    PushResult,
     Target,
     crm_links,
     erase_versions,
     hookimpl,
+    schema_error,
     send,
     session_for,
+    target_hooks,
 )
 
 from .reconcile import crm_side
@@ -84,12 +85,9 @@ class HttpCrmTarget(Target):
 
     def __init__(self, name, options, ctx):
         super().__init__(name, options, ctx)
-        error = next(iter(_VALIDATOR.iter_errors(options)), None)
-        if error is not None:
-            where = ".".join(map(str, error.absolute_path)) or "(options)"
-            message = error.message if error.validator != "additionalProperties" \
-                else error.message.split(" were unexpected")[0] + " not expected"
-            raise ConfigError(f"{where}: {message}")
+        error = schema_error(_VALIDATOR, options)
+        if error:
+            raise ConfigError(error)
         self.urls = {s: self._url(options[s]["url"]) for s in DEFAULT_MAPPINGS if s in options}
         self.contact_numbers_url = self._url(options.get("contact_numbers_url"))
         self.mappings = {s: Mapping(options[s].get("mapping") or DEFAULT_MAPPINGS[s],
@@ -122,10 +120,10 @@ class HttpCrmTarget(Target):
         return send(self.session, "POST", url, self.timeout, data=orjson.dumps(items),
                     headers=headers)
 
-    def push(self, institution: str, stream: str,
-             items: list[tuple[str, dict, str]]) -> PushResult:
+    def deliver(self, inst, stream, items: list[tuple[str, dict, str]]) -> None:
         """POST ``(key, body, idempotency key)`` items; contacts the CRM already holds as they
         are are skipped."""
+        institution, stream = inst.code, stream.name
         if stream == "contacts":
             known = crm_links.views(self.ctx.engine, institution, [i[0] for i in items])
             items = [i for i in items if not crm_links.holds(known.get(i[0]), i[1])]
@@ -133,7 +131,6 @@ class HttpCrmTarget(Target):
             self.post(self.urls[stream], [i[1] for i in items], [i[2] for i in items])
         if stream == "contacts":
             crm_links.remember(self.ctx.engine, institution, [(i[0], None, i[1]) for i in items])
-        return PushResult()
 
     def write_contact_numbers(self, institution, pairs: list[dict]) -> None:
         if not self.contact_numbers_url:
@@ -147,9 +144,7 @@ class HttpCrmTarget(Target):
         self.session.close()
 
 
-@hookimpl
-def register_targets(register):
-    register("http_crm", HttpCrmTarget)
+register_targets, push = target_hooks(HttpCrmTarget)
 
 
 def _configured_for(institution, stream: str, target) -> str | None:
@@ -170,11 +165,6 @@ def register_transforms(register):
 def transform(institution, stream, target, records):
     mapping = target.mappings[stream.name]
     return [(r.key, mapping.apply(r.record), r.idempotency_key) for r in records]
-
-
-@hookimpl
-def push(institution, stream, target, items):
-    return target.push(institution.code, stream.name, items)
 
 
 @hookimpl

@@ -18,10 +18,10 @@ import orjson
 from s360bridge.core.api import (
     ANY_STREAM,
     ConfigError,
-    PushResult,
     Target,
     TargetUnavailable,
     hookimpl,
+    target_hooks,
 )
 
 
@@ -63,6 +63,9 @@ class JsonlTarget(Target):
         except OSError as exc:
             raise TargetUnavailable(f"cannot append to {self.path}: {exc}") from exc
 
+    def deliver(self, institution, stream, items):
+        self.append(items)
+
     def _unwritten(self, fd: int, items: list[dict]) -> list[dict]:
         """The items not in the journal yet, after reading what others appended since."""
         end = os.lseek(fd, 0, os.SEEK_END)
@@ -90,9 +93,7 @@ class JsonlTarget(Target):
         return len(lines) - len(kept)
 
 
-@hookimpl
-def register_targets(register):
-    register("jsonl", JsonlTarget)
+register_targets, push = target_hooks(JsonlTarget)
 
 
 @hookimpl
@@ -104,12 +105,6 @@ def register_transforms(register):
 def transform(institution, stream, target, records):
     return [{"institution": institution.code, "stream": stream.name, "key": r.key, "seq": r.seq,
              "idempotency_key": r.idempotency_key, "record": r.record} for r in records]
-
-
-@hookimpl
-def push(institution, stream, target, items):
-    target.append(items)
-    return PushResult()
 
 
 @hookimpl

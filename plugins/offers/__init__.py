@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from jsonschema import Draft202012Validator
 
-from s360bridge.core.api import ConfigError, Stream, hookimpl
+from s360bridge.core.api import ConfigError, Stream, hookimpl, schema_error
 
 from . import catalog, sequence, store
 from .cli import catalog_command, offers_command
@@ -27,10 +27,9 @@ OPTIONS = Draft202012Validator({
 
 
 def check_options(options: dict) -> None:
-    error = next(iter(OPTIONS.iter_errors(options)), None)
-    if error is not None:
-        raise ConfigError(f"{'.'.join(map(str, error.absolute_path)) or '(options)'}: "
-                          f"{error.message}")
+    error = schema_error(OPTIONS, options)
+    if error:
+        raise ConfigError(error)
 
 
 STREAM = Stream("offers", "Offers created in S-360 (sales, reservations, options)",

@@ -11,7 +11,13 @@ from pathlib import Path
 import click
 import orjson
 
-from s360bridge.core.api import S360BridgeError, config_option, institution_of, open_bridge
+from s360bridge.core.api import (
+    S360BridgeError,
+    config_option,
+    institution_of,
+    open_bridge,
+    schema_error,
+)
 
 from . import catalog as cache
 from . import sequence, store
@@ -61,10 +67,9 @@ def create(configs, institution, file):
     bridge = open_bridge(configs)
     inst = _offers_inst(bridge, institution)
     request = orjson.loads(file.read_bytes())
-    error = next(iter(REQUEST.iter_errors(request)), None)
-    if error is not None or not request.get("idempotency_key"):
-        why = error.message if error else "idempotency_key: required"
-        raise S360BridgeError(f"{file}: {why}")
+    error = schema_error(REQUEST, request, sep="/", root="(offer)")
+    if error or not request.get("idempotency_key"):
+        raise S360BridgeError(f"{file}: {error or 'idempotency_key: required'}")
     row, made = store.create(bridge.engine, inst.code, request["idempotency_key"], request)
     if not made:
         click.echo(f"offer {row['id']} already has this idempotency key")

@@ -13,7 +13,7 @@ import orjson
 from flask import Blueprint, current_app, request
 from jsonschema import Draft202012Validator
 
-from s360bridge.core.api import RequestRefused, check_auth, json_response
+from s360bridge.core.api import RequestRefused, check_auth, json_response, schema_error
 
 from . import catalog as cache
 from . import sequence, store
@@ -96,10 +96,9 @@ def create(code: str):
         body = orjson.loads(request.get_data() or b"null")
     except orjson.JSONDecodeError as exc:
         raise RequestRefused(400, f"body is not valid JSON: {exc}") from None
-    error = next(iter(REQUEST.iter_errors(body)), None)
-    if error is not None:
-        where = "/".join(map(str, error.absolute_path)) or "(offer)"
-        raise RequestRefused(400, f"{where}: {error.message}")
+    error = schema_error(REQUEST, body, sep="/", root="(offer)")
+    if error:
+        raise RequestRefused(400, error)
     key = body.get("idempotency_key") or request.headers.get("Idempotency-Key")
     if not key:
         raise RequestRefused(400, "an idempotency key is required (idempotency_key, or "

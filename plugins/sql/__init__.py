@@ -15,13 +15,13 @@ from sqlalchemy.exc import OperationalError
 from s360bridge.core.api import (
     WAREHOUSE,
     ConfigError,
-    PushResult,
     Target,
     TargetUnavailable,
     WarehouseRow,
     hookimpl,
     index_plans_only,
     make_engine,
+    target_hooks,
 )
 
 from . import upsert
@@ -100,6 +100,9 @@ class SqlTarget(Target):
             cond = and_(*(table.c[k] == v for k, v in where.items()))
             return conn.execute(sql_delete(table).where(cond)).rowcount
 
+    def deliver(self, institution, stream, items):
+        self.upsert(items)
+
     def reconcile_side(self, institution, stream, comparison):
         return warehouse_side(self, institution, comparison)
 
@@ -107,15 +110,7 @@ class SqlTarget(Target):
         self.engine.dispose()
 
 
-@hookimpl
-def register_targets(register):
-    register("sql", SqlTarget)
-
-
-@hookimpl
-def push(institution, stream, target, items):
-    target.upsert(items)
-    return PushResult()
+register_targets, push = target_hooks(SqlTarget)
 
 
 @hookimpl

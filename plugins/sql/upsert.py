@@ -12,11 +12,8 @@ from __future__ import annotations
 from functools import cache, lru_cache
 
 from sqlalchemy import Date, DateTime, Table, Time, and_, bindparam, select, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
 
-from s360bridge.core.api import copy_insert, executemany
-
-_DIALECTS = {"sqlite": sqlite, "postgresql": postgresql}
+from s360bridge.core.api import copy_insert, dialect_insert, executemany
 
 
 @cache
@@ -37,7 +34,7 @@ def having_keys(columns: list, keys: list[tuple]):
 @cache
 def upsert_statement(table: Table, dialect: str):
     """An upsert that never lets an older version (smaller ``source_seq``) win."""
-    stmt = _DIALECTS[dialect].insert(table).values({c.name: bindparam(c.name)
+    stmt = dialect_insert(dialect, table).values({c.name: bindparam(c.name)
                                                     for c in table.columns})
     return stmt.on_conflict_do_update(
         index_elements=list(table.primary_key.columns),
