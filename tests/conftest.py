@@ -16,8 +16,25 @@ from s360bridge.core.cli.main import cli
 from s360bridge.core.config import load_settings
 from s360bridge.core.pipeline.receiver import create_app
 from s360bridge.core.pipeline.worker import Worker
+from s360bridge.core.plugin.manager import plugin_manager
 
 FIXTURES = Path(__file__).parent / "fixtures"
+HOOKS_CALLED: set[str] = set()  # hooks the suite called on at least one real plugin
+FULL_RUN = pytest.StashKey[bool]()
+
+
+def pytest_configure(config):
+    """Watch every hook call of the process-wide plugin manager (tests/test_meta.py checks
+    that each hook was called through a plugin by some test)."""
+    plugin_manager().add_hookcall_monitoring(
+        lambda name, impls, kwargs: impls and HOOKS_CALLED.add(name), lambda *args: None)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Tests marked ``last`` run after all others; they know whether the whole suite runs."""
+    config.stash[FULL_RUN] = (config.args_source == pytest.Config.ArgsSource.TESTPATHS
+                              and not config.option.keyword and not config.option.markexpr)
+    items.sort(key=lambda item: item.get_closest_marker("last") is not None)
 PASSWORD = "s3cr3t-basic-pa55"
 API_KEY = "k3y-0f-the-export-hook"
 SECRETS_ENV = {"TEST_WEBHOOK_PASSWORD": PASSWORD, "TEST_EXPORT_KEY": API_KEY}

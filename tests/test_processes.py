@@ -145,12 +145,14 @@ def test_two_worker_processes_never_push_a_record_twice(tmp_path, secrets_env):
     path = write_config(tmp_path, cfg)
     bridge = Bridge(load_settings([path]))
     inst, stream = bridge.institution("testvenue"), bridge.stream("ticketchecks")
+    logs = [tmp_path / "w1.log", tmp_path / "w2.log"]
+    workers = [start(["worker", "-c", str(path), "--no-scheduler"], log) for log in logs]
+    for w, log in zip(workers, logs, strict=True):  # both polling before the records come
+        wait_until(lambda log=log: log.exists() and "worker started" in log.read_text(), 60,
+                   "the worker to start", w)
     for i in range(40):
         ingest(bridge, inst, stream, checks(30_000_000_000 + i * 100, 100))
     bridge.close()
-
-    logs = [tmp_path / "w1.log", tmp_path / "w2.log"]
-    workers = [start(["worker", "-c", str(path), "--no-scheduler"], log) for log in logs]
     journal = Journal(tmp_path / "journal.jsonl")
     wait_until(lambda: len(journal.lines()) >= 4000, 120, "4,000 pushes")
     for w in workers:

@@ -208,24 +208,25 @@ class Hooks:
                                    contact_number=contact_number)
         return [line for lines in said for line in (lines or [])]
 
-    def _impl(self, hook_name: str, plugin: str):
-        return next((i for i in getattr(self.pm.hook, hook_name).get_hookimpls()
-                     if i.plugin_name == plugin), None)
+    def _only_on(self, hook_name: str, plugin: str):
+        """The hook called on ``plugin`` alone, or None when it does not implement it."""
+        return next((call for name, call in routes.per_plugin(self.pm, hook_name)
+                     if name == plugin), None)
 
     def _commands_of(self, plugin: str) -> list[str]:
-        impl = self._impl("register_commands", plugin)
-        if impl is None:
+        call = self._only_on("register_commands", plugin)
+        if call is None:
             return []
         group = click.Group()
-        impl.function(cli=group)
+        call(cli=group)
         return list(group.commands)
 
     def _routes_of(self, plugin: str) -> list[str]:
-        impl = self._impl("register_routes", plugin)
-        if impl is None:
+        call = self._only_on("register_routes", plugin)
+        if call is None:
             return []
         app = flask.Flask("s360bridge-describe")
-        impl.function(register=app.register_blueprint)
+        call(register=app.register_blueprint)
         return [f"{' '.join(sorted(r.methods - {'HEAD', 'OPTIONS'}))} {r.rule}"
                 for r in app.url_map.iter_rules() if r.endpoint != "static"]
 

@@ -29,17 +29,25 @@ class Pair:
     check: Callable[[Any, str, Any], str | None] | None = None
 
 
+def per_plugin(pm, hook_name: str):
+    """(plugin name, the hook called on that plugin alone) for each implementation."""
+    plugins = dict(pm.list_name_plugin())
+    for impl in getattr(pm.hook, hook_name).get_hookimpls():
+        others = [p for name, p in plugins.items() if name != impl.plugin_name]
+        yield impl.plugin_name, pm.subset_hook_caller(hook_name, remove_plugins=others)
+
+
 def owned(pm, hook_name: str, what: str) -> dict[str, tuple[Any, str]]:
     """Call a registration hook plugin by plugin: name -> (what was registered, plugin)."""
     found: dict[str, tuple[Any, str]] = {}
-    for impl in getattr(pm.hook, hook_name).get_hookimpls():
-        def register(name_or_obj, value=None, _plugin=impl.plugin_name):
+    for plugin, call in per_plugin(pm, hook_name):
+        def register(name_or_obj, value=None, _plugin=plugin):
             name = getattr(name_or_obj, "name", name_or_obj)
             if name in found:
                 raise PluginError(f"plugins {found[name][1]!r} and {_plugin!r} both register "
                                   f"the {what} {name!r}")
             found[name] = (name_or_obj if value is None else value, _plugin)
-        impl.function(register=register)
+        call(register=register)
     return found
 
 
@@ -47,14 +55,14 @@ def declared_pairs(pm) -> dict[tuple[str, str], Pair]:
     """Every (stream, kind) pair declared through ``register_transforms``; a pair declared by
     two plugins, or declared by a plugin without a ``transform`` hook, stops loading."""
     pairs: dict[tuple[str, str], Pair] = {}
-    for impl in pm.hook.register_transforms.get_hookimpls():
-        def register(stream: str, kind: str, check=None, _plugin=impl.plugin_name):
+    for plugin, call in per_plugin(pm, "register_transforms"):
+        def register(stream: str, kind: str, check=None, _plugin=plugin):
             other = pairs.get((stream, kind))
             if other is not None:
                 raise PluginError(f"plugins {other.plugin!r} and {_plugin!r} both declare the "
                                   f"transform of stream {stream!r} to target type {kind!r}")
             pairs[(stream, kind)] = Pair(stream, kind, _plugin, check)
-        impl.function(register=register)
+        call(register=register)
     transforming = {i.plugin_name for i in pm.hook.transform.get_hookimpls()}
     declaring = {p.plugin for p in pairs.values()}
     for name in sorted(declaring - transforming):
