@@ -20,6 +20,7 @@ from s360bridge.core.storage.rawsql import run
 from s360bridge.plugins.orders.warehouse import order_row
 
 from .conftest import Journal, base_config, drain, fixture, post, write_config
+from .helpers.records import sale_version
 
 
 def inbox_rows(bridge, **where):
@@ -28,12 +29,6 @@ def inbox_rows(bridge, **where):
         query = query.where(INBOX.c[k] == v)
     with bridge.engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(query)]
-
-
-def sale_version(amount: int) -> dict:
-    order = fixture("order_sale.json")[0]
-    order["orderDetailsData"]["saleAmount"] = amount
-    return order
 
 
 def sale_amount(bridge) -> int:

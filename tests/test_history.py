@@ -22,8 +22,8 @@ from s360bridge.simulator.data import Generator
 from s360bridge.simulator.export import write_csv, write_jsonl
 
 from .conftest import SECRETS_ENV, post
-from .test_crm import World
-from .test_processes import S360BRIDGE
+from .helpers.processes import S360BRIDGE
+from .helpers.world import World
 
 ZURICH = ZoneInfo("Europe/Zurich")
 

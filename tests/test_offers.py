@@ -19,8 +19,8 @@ from s360bridge.plugins.offers import catalog as cache
 from s360bridge.plugins.offers import recover, store
 from s360bridge.simulator.webhooks import WebhookQueue, WebhookSettings
 
-from .test_crm import World
-from .test_processes import free_port, healthy, start, wait_until
+from .helpers.processes import free_port, healthy, start, wait_until
+from .helpers.world import World
 
 OFFER_KEY = "offers-key-of-the-crm-0123"
 PERF, CAT1 = 10228231109243, "CAT1"

@@ -17,7 +17,7 @@ from s360bridge.simulator.crm import ReferenceCrm
 from s360bridge.simulator.serving import Served
 
 from .conftest import Journal, base_config, drain, fixture, post, write_config
-from .test_processes import start, wait_until
+from .helpers.processes import start, wait_until
 
 
 def orders(n: int) -> list[dict]:

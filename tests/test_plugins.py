@@ -8,7 +8,6 @@ import sqlite3
 import subprocess
 import threading
 import types
-from contextlib import contextmanager
 
 import pytest
 from flask import Blueprint
@@ -20,24 +19,13 @@ from s360bridge.core.pipeline.processes import run_scheduler
 from s360bridge.core.pipeline.receiver import create_app
 from s360bridge.core.plugin import manager as plugin_module
 from s360bridge.core.plugin.hookspecs import hookimpl
-from s360bridge.core.plugin.manager import Hooks, check, plugin_manager
+from s360bridge.core.plugin.manager import Hooks, check
 from s360bridge.core.plugin.streams import Stream
 from s360bridge.core.plugin.targets import PushResult, Target
 
 from .conftest import base_config, drain, fixture, post, write_config
-from .test_processes import S360BRIDGE
-
-
-@contextmanager
-def registered(plugin, name: str):
-    """Register a test plugin on the process-wide manager for the duration of a test."""
-    pm = plugin_manager()
-    pm.register(plugin, name=name)
-    try:
-        check(pm)
-        yield pm
-    finally:
-        pm.unregister(name=name)
+from .helpers.plugins import registered
+from .helpers.processes import S360BRIDGE
 
 
 def cli_output(*args, **env) -> str:

@@ -22,8 +22,9 @@ from s360bridge.core.pipeline.receiver import create_app
 from s360bridge.core.pipeline.worker import Worker
 
 from .conftest import Journal, base_config, drain, fixture, post, write_config
-from .test_delivery import sale_version
-from .test_processes import checks
+from .helpers.processes import checks
+from .helpers.records import sale_version
+from .helpers.world import spend_concurrently
 
 PG = os.environ.get("S360BRIDGE_TEST_POSTGRES_URL")
 pytestmark = pytest.mark.skipif(not PG, reason="S360BRIDGE_TEST_POSTGRES_URL is not set "
@@ -106,7 +107,6 @@ def test_call_budget_and_crm_links_on_postgresql(pg_bridge):
     from s360bridge.core.connectors import crm_links as links
     from s360bridge.core.storage.db import make_engine
 
-    from .test_crm import spend_concurrently
 
     url = pg_bridge.settings.engine.database_url
     engines = [make_engine(url) for _ in range(3)]  # three "processes", one database

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -21,47 +19,7 @@ from s360bridge.core.config import load_settings
 from s360bridge.core.pipeline.ingest import ingest
 
 from .conftest import API_KEY, SECRETS_ENV, Journal, base_config, write_config
-
-S360BRIDGE = shutil.which("s360bridge") or str(Path(sys.executable).with_name("s360bridge"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(args: list[str], log: Path) -> subprocess.Popen:
-    env = {**os.environ, **SECRETS_ENV}
-    env.pop("S360BRIDGE_DATABASE_URL", None)
-    return subprocess.Popen([S360BRIDGE, "--log-level", "DEBUG", *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=log.open("ab"),
-                            start_new_session=True)  # its own process group
-
-
-def wait_until(condition, timeout: float, what: str, proc: subprocess.Popen | None = None):
-    """Poll ``condition`` until it holds; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"process exited with {proc.returncode} while waiting: {what}")
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def healthy(url: str) -> bool:
-    try:
-        return requests.get(f"{url}/health", timeout=1).status_code == 200
-    except requests.RequestException:
-        return False
-
-
-def checks(first_id: int, n: int) -> list[dict]:
-    return [{"ticket_check_id": first_id + i, "barcode": f"0{first_id + i}",
-             "access_time": "2024-03-14 19:21:07", "check_flow": "IN", "result": "OK"}
-            for i in range(n)]
+from .helpers.processes import S360BRIDGE, checks, free_port, healthy, start, wait_until
 
 
 def warehouse_keys(path: Path) -> list[str]:
@@ -141,6 +99,7 @@ def test_kill_9_mid_burst_loses_nothing_that_got_a_200(tmp_path, crash_config):
 def test_two_worker_processes_never_push_a_record_twice(tmp_path, secrets_env):
     cfg = base_config(tmp_path)
     cfg["engine"]["batch_size"] = 50
+    cfg["engine"]["poll_interval_seconds"] = 0.01  # both poll while the records arrive
     cfg["streams"]["ticketchecks"]["targets"] = ["journal"]
     path = write_config(tmp_path, cfg)
     bridge = Bridge(load_settings([path]))

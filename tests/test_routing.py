@@ -23,7 +23,7 @@ from s360bridge.core.errors import ConfigError, PluginError
 from s360bridge.core.plugin.manager import Hooks
 
 from .conftest import base_config, write_config
-from .test_plugins import registered
+from .helpers.plugins import registered
 
 ROOT = Path(__file__).resolve().parents[1]
 
