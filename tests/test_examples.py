@@ -51,7 +51,7 @@ def examples(examples_site):
         yield plugins
 
 
-# --- the webhook target --------------------------------------------------------------------
+# --- the webhook target ----------------------------------------------------------------------
 
 class Receiver:
     """A Standard Webhooks consumer: verifies every message with the reference library (not the
@@ -364,7 +364,7 @@ def test_forget_erases_the_contacts_ticket_rows(tmp_path, secrets_env):
     assert warehouse_rows(tmp_path) == []
 
 
-# --- both, together and in a process of their own -------------------------------------------
+# --- both, together and in a process of their own --------------------------------------------
 
 def test_the_access_control_stream_through_the_webhook_target(tmp_path, monkeypatch,
                                                               secrets_env, receiver):
@@ -397,7 +397,7 @@ def test_both_load_through_their_entry_points_in_a_fresh_process(examples_site):
         (["accesscontrol"], ["accesscontrol -> sql"])
 
 
-# --- what they import --------------------------------------------------------------------------
+# --- what they import, and the docs that quote them ------------------------------------------
 
 def test_the_examples_import_only_the_public_api_stdlib_and_their_declared_dependencies():
     bad = []
@@ -424,3 +424,21 @@ def test_the_examples_import_only_the_public_api_stdlib_and_their_declared_depen
                         bad.append(f"{path.relative_to(ROOT)}:{node.lineno}: {top} undeclared")
     assert bad == []
 
+
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
+WALKTHROUGH = "## Two plugins from start to finish\n"
+
+
+def test_the_walkthrough_quotes_the_examples_verbatim():
+    """Every fenced block of the docs' walkthrough is an excerpt of an example's files, so the
+    docs cannot drift from the code the tests run."""
+    docs = (ROOT / "docs" / "plugins.md").read_text("utf-8")
+    start = docs.index(WALKTHROUGH)
+    section = docs[start:docs.find("\n## ", start + len(WALKTHROUGH))]
+    sources = [p.read_text("utf-8") for folder in EXAMPLES.values() for p in folder.rglob("*")
+               if p.is_file() and p.suffix in {".py", ".toml", ".md", ".json"}
+               and "egg-info" not in str(p)]
+    blocks = FENCE.findall(section)
+    assert sum(lang == "python" for lang, _ in blocks) >= 8
+    drifted = [b.splitlines()[0] for _, b in blocks if not any(b in text for text in sources)]
+    assert drifted == [], "these snippets are not (or no longer) in examples/"
