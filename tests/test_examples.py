@@ -347,7 +347,7 @@ def test_the_key_option_and_what_the_schema_tolerates(tmp_path, secrets_env):
 @pytest.mark.parametrize("options, message", [
     ({"key": "orderId"}, "key: expected one of ticketId, barcode, got 'orderId'"),
     ({"gate": "north"}, r"unknown option\(s\) gate \(known: key\)"),
-])
+], ids=["bad-key", "unknown-option"])
 def test_bad_stream_options_stop_start_up(tmp_path, secrets_env, options, message):
     with pytest.raises(ConfigError, match=message):
         Bridge(load_settings([access_config(tmp_path, options)]))
