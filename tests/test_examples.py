@@ -1,5 +1,5 @@
 """The two third-party plugins of examples/ (issue 11, §7): each is installed from its own
-package outside the virtualenv and loaded through its entry point (tests/example_plugins.py),
+package outside the virtualenv and loaded through its entry point (tests/helpers/examples.py),
 then run end to end on real HTTP (loopback) and real databases. docs/plugins.md's walkthrough
 quotes their code verbatim, and they import nothing of s360bridge but its public API."""
 
@@ -35,8 +35,8 @@ from s360bridge.core.pipeline.receiver import create_app
 from s360bridge.simulator.serving import Served
 
 from .conftest import Journal, base_config, drain, fixture, write_config
-from .example_plugins import EXAMPLES, ROOT, install, loaded
-from .test_processes import S360BRIDGE
+from .helpers.examples import EXAMPLES, ROOT, install, loaded
+from .helpers.processes import S360BRIDGE
 
 SECRET = "whsec_" + base64.b64encode(bytes(range(1, 33))).decode()  # 32 key bytes
 SECRET_ENV = "TEST_WEBHOOK_SIGNING_SECRET"

@@ -7,8 +7,10 @@ import os
 import signal
 import sqlite3
 import threading
+import types
 
 import pytest
+from flask import Flask, redirect, request
 
 from s360bridge.core.bridge import Bridge
 from s360bridge.core.config import load_settings
@@ -145,3 +147,25 @@ def test_kill_9_between_push_and_commit_pushes_only_the_batch_in_flight_again(tm
     assert worker.wait(30) == 0
     assert set(crm.received.values()) == {1}  # each version taken once
     assert crm.repeated == 10  # the second batch only, pushed again and dropped by its keys
+
+
+def test_a_crm_url_that_redirects_is_a_refusal_not_a_get_without_a_body(tmp_path, secrets_env):
+    app, seen = Flask(__name__), []
+
+    @app.route("/api/orders", methods=["GET", "POST"])
+    def moved():
+        seen.append(request.method)
+        return redirect("https://crm.example/api/orders", 301)
+
+    with Served(app) as served:
+        crm = types.SimpleNamespace(url=served.url)
+        bridge = Bridge(load_settings([config(tmp_path, crm)]))
+        post(create_app(bridge).test_client(), "orders", orders(1))
+        drain(bridge)
+        bridge.close()
+    assert seen == ["POST"]  # never followed (requests would turn it into a bodiless GET)
+    with sqlite3.connect(tmp_path / "engine.db") as conn:
+        state, error = conn.execute("SELECT state, last_error FROM inbox").fetchone()
+    assert state == "dead"
+    assert error.endswith("HTTP 301: redirected to https://crm.example/api/orders; configure "
+                          "that URL")

@@ -68,8 +68,8 @@ def retry_after(value: str | None) -> float | None:
 def send(session: requests.Session, method: str, url: str, timeout: float,
          **kwargs) -> requests.Response:
     """Make one request; raise TargetUnavailable or Refused unless it answered 2xx."""
-    try:
-        resp = session.request(method, url, timeout=timeout, **kwargs)
+    try:  # a redirect is not followed: requests would turn a POST into a GET without a body
+        resp = session.request(method, url, timeout=timeout, allow_redirects=False, **kwargs)
     except requests.RequestException as exc:
         raise TargetUnavailable(f"{method} {url}: {type(exc).__name__}") from None
     code = resp.status_code
@@ -83,4 +83,7 @@ def send(session: requests.Session, method: str, url: str, timeout: float,
     if code in (408, 429) or code >= 500:
         raise TargetUnavailable(f"{method} {url}: HTTP {code} {reason}",
                                 retry_after(resp.headers.get("Retry-After")))
+    if 300 <= code < 400:
+        raise Refused(f"{method} {url}: HTTP {code}: redirected to "
+                      f"{resp.headers.get('Location', '(nowhere)')}; configure that URL")
     raise Refused(f"{method} {url}: HTTP {code} {reason}")

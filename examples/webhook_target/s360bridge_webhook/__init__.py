@@ -119,8 +119,7 @@ class WebhookTarget(Target):
         headers = {"content-type": "application/json", "webhook-id": msg_id,
                    "webhook-timestamp": str(timestamp),
                    "webhook-signature": signature(self.key, msg_id, timestamp, body)}
-        send(self.session, "POST", self.url, self.timeout, data=body, headers=headers,
-             allow_redirects=False)  # a 3xx is an answer to fix in the URL, not to follow
+        send(self.session, "POST", self.url, self.timeout, data=body, headers=headers)
 
     def push(self, messages: list[tuple[str, bytes]]) -> PushResult:
         """One POST per message, and what became of each: a 2xx delivered it; a 4xx but 408
