@@ -111,9 +111,9 @@ def drain(backend, args, cfg: Path) -> None:
     import orjson
     from sqlalchemy.engine.default import DefaultDialect
 
-    from s360bridge.core.pipeline import worker as worker_module
     from s360bridge.core.bridge import Bridge
     from s360bridge.core.config import load_settings
+    from s360bridge.core.pipeline import worker as worker_module
     from s360bridge.core.plugin.manager import Hooks
 
     bridge = Bridge(load_settings([cfg]))
