@@ -101,10 +101,13 @@ def make_engine(url: str, synchronous: str = "FULL", busy_timeout: float = 10.0)
         engine = create_engine(url, pool_pre_ping=True)
         event.listen(engine, "rollback", forget_staging)
         return engine
-    if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": busy_timeout,
                                               "check_same_thread": False})
+
+    @event.listens_for(engine, "do_connect")
+    def _make_folder(_dialect, _record, _args, _kwargs):
+        if parsed.database and parsed.database != ":memory:":  # when used, not when configured
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):
