@@ -23,3 +23,11 @@ class TargetUnavailable(S360BridgeError):
 
 class StoreUnavailable(S360BridgeError):
     """The engine's database could not commit (down, or locked past its timeout)."""
+
+
+class OutdatedSchema(S360BridgeError):
+    """The engine database's schema is older than this version needs: `s360bridge db upgrade`."""
+
+
+class UnknownSchema(S360BridgeError):
+    """The engine database holds a schema revision that this installation does not know."""

@@ -25,6 +25,8 @@ from s360bridge.core.plugin.hookspecs import hookimpl
 from s360bridge.core.plugin.streams import RecordValidator, Stream, stream_hooks
 from s360bridge.core.storage.db import create_tables, dialect_insert, write
 
+from . import migrations
+
 log = logging.getLogger("s360bridge.crm_contacts")
 
 # CRM field -> S-360 field, for the reference CRM (simulator/crm.py)
@@ -155,6 +157,11 @@ def poll(bridge, inst) -> int:
     finally:
         session.close()
     return total
+
+
+@hookimpl
+def register_migrations(register):
+    register(migrations)  # crm_watermark
 
 
 @hookimpl

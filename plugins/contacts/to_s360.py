@@ -24,6 +24,7 @@ from s360bridge.core.plugin.hookspecs import hookimpl
 from s360bridge.core.plugin.targets import PushResult, Target
 from s360bridge.core.s360.client import S360ApiError, S360BusinessError
 from s360bridge.plugins.crm import HttpCrmTarget, links
+from s360bridge.plugins.crm import migrations as crm_migrations
 
 from .crm_changes import STREAM, mapping
 
@@ -195,6 +196,11 @@ class _Lane:
 @hookimpl
 def register_targets(register):
     register("s360_contacts", S360ContactsTarget)
+
+
+@hookimpl
+def register_migrations(register):
+    register(crm_migrations)  # the links this target keeps, as the crm plugin's targets do
 
 
 @hookimpl

@@ -22,7 +22,7 @@ from s360bridge.core.operations.erasure import erase_versions
 from s360bridge.core.plugin.hookspecs import hookimpl
 from s360bridge.core.plugin.targets import PushResult, Target
 
-from . import links
+from . import links, migrations
 
 DEFAULT_MAPPINGS = {
     "contacts": {
@@ -126,6 +126,11 @@ class HttpCrmTarget(Target):
 @hookimpl
 def register_targets(register):
     register("http_crm", HttpCrmTarget)
+
+
+@hookimpl
+def register_migrations(register):
+    register(migrations)  # crm_link (links.py)
 
 
 @hookimpl

@@ -14,7 +14,7 @@ from s360bridge.core.errors import ConfigError
 from s360bridge.core.plugin.hookspecs import hookimpl
 from s360bridge.core.plugin.streams import Stream
 
-from . import catalog, sequence, store
+from . import catalog, migrations, sequence, store
 from .cli import catalog_command, offers_command
 from .web import bp
 
@@ -47,6 +47,11 @@ def register_streams(register):
 @hookimpl
 def register_routes(register):
     register(bp)
+
+
+@hookimpl
+def register_migrations(register):
+    register(migrations)
 
 
 @hookimpl

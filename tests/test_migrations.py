@@ -1,0 +1,228 @@
+"""Schema migrations: the first revisions make the schema of b60f5fd, a database of that time is
+adopted with its data, the models match the migrations, processes upgrade once.
+
+The tests of the schema run on SQLite and, when S360BRIDGE_TEST_POSTGRES_URL is set, on
+PostgreSQL (in schemas of their own, dropped at the end).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata, produce_migrations, render_python_code
+from alembic.config import Config
+from alembic.runtime.environment import EnvironmentContext
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, text
+from sqlmodel import SQLModel
+
+from s360bridge.core.errors import PluginError
+from s360bridge.core.operations.history_import import PROGRESS
+from s360bridge.core.plugin.hookspecs import hookimpl
+from s360bridge.core.plugin.manager import Hooks
+from s360bridge.core.s360.budget import CALL_LOG
+from s360bridge.core.storage import migrate
+from s360bridge.core.storage.db import make_engine
+from s360bridge.plugins.contacts.crm_changes import WATERMARKS
+from s360bridge.plugins.crm.links import LINKS
+from s360bridge.plugins.offers.store import OFFERS
+
+from .conftest import FIXTURES
+from .test_plugins import registered
+from .test_processes import run_eight_together
+
+PG = os.environ.get("S360BRIDGE_TEST_POSTGRES_URL")
+FIRST_REVISIONS = ("engine_0001", "offers_0001", "crm_0001", "contacts_0001")
+# the models of every table in the engine database: the engine's and the built-in plugins'
+MODELS = [SQLModel.metadata, CALL_LOG.metadata, PROGRESS.metadata, OFFERS.metadata,
+          LINKS.metadata, WATERMARKS.metadata]
+# one row for every table of b60f5fd, as that version wrote them
+ROWS = {
+    "inbox": {"id": 7, "institution": "v", "stream": "orders", "record_key": "10", "content_hash":
+              "h", "payload": "{}", "received_at": 1.5, "state": "pending", "attempts": 0,
+              "next_attempt_at": 0.0, "lease_owner": None, "lease_until": None,
+              "last_error": None},
+    "delivery": {"inbox_id": 7, "target": "datx", "state": "failed", "attempts": 2,
+                 "last_error": "HTTP 503", "updated_at": 2.5},
+    "quarantine": {"id": 3, "institution": "v", "stream": "orders", "payload": "[",
+                   "reason": "not JSON", "received_at": 3.5, "state": "held"},
+    "skipped": {"institution": "v", "stream": "orders", "reason": "before cut-off",
+                "count": 4},
+    "s360_call_log": {"bucket": "v/contact.get", "at_ms": 1700000000000},
+    "import_progress": {"institution": "v", "stream": "orders", "file_id": "f", "lines": 10,
+                        "done": 1, "updated_at": 4.5},
+    "offer": {"id": 5, "institution": "v", "idempotency_key": "k", "request": "{}",
+              "action": "create", "state": "open", "order_id": 10000815533, "file_id": 42,
+              "expires_at": "2024-03-14T19:21:07", "result": None, "error": None,
+              "http_status": None, "lease_owner": None, "lease_until": None,
+              "created_at": 5.5, "updated_at": 6.5},
+    "offer_cache": {"institution": "v", "what": "catalog", "fetched_at": 7.5, "marker": "m",
+                    "data": "[]"},
+    "crm_link": {"institution": "v", "contact_number": "0012", "crm_id": "C1",
+                 "view": '{"email": "a@b.c"}', "updated_at": 8.5},
+    "crm_watermark": {"institution": "v", "stream": "crm_contacts", "value": "2024-01-01"},
+}
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(
+    not PG, reason="S360BRIDGE_TEST_POSTGRES_URL is not set"))])
+def new_database(request, tmp_path):
+    """A function that answers the URL of a new, empty database of the parameter's kind."""
+    if request.param == "sqlite":
+        yield lambda: f"sqlite:///{tmp_path}/{uuid.uuid4().hex[:8]}.db"
+        return
+    admin = create_engine(PG, isolation_level="AUTOCOMMIT")
+    schemas = []
+
+    def new():
+        schemas.append(f"t_{uuid.uuid4().hex[:10]}_migrations")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schemas[-1]}"'))
+        return f"{PG}?options=-csearch_path%3D{schemas[-1]}"
+
+    yield new
+    with admin.connect() as conn:
+        for schema in schemas:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+def plugin_locations() -> list[Path]:
+    return Hooks().migrations()
+
+
+def build_as_b60f5fd(engine, sections: int | None = None) -> None:
+    """Run the statements b60f5fd sent to create its tables, or those of its first
+    ``sections`` only (each place that created tables is a section, blank lines between)."""
+    sql = (FIXTURES / f"schema_b60f5fd.{engine.dialect.name}.sql").read_text("utf-8")
+    with engine.begin() as conn:
+        for section in sql.split("\n\n")[1:][:sections]:  # after the file's own comment
+            body = "\n".join(line for line in section.splitlines() if not line.startswith("--"))
+            for statement in body.split(";\n"):
+                if statement.strip():
+                    conn.exec_driver_sql(statement)
+
+
+def upgrade_to(engine, revisions) -> None:
+    """Apply the migrations up to ``revisions`` only: the schema as it was at those."""
+    script = migrate.scripts(plugin_locations())
+    with engine.begin() as conn, EnvironmentContext(
+            Config(), script,
+            fn=lambda heads, _ctx: [s for r in revisions for s in script._upgrade_revs(r, heads)]
+    ) as env:
+        env.configure(connection=conn)
+        env.run_migrations()
+
+
+def schema_of(engine) -> dict:
+    """Tables, columns, keys, indexes and storage options, as the database's catalog has them
+    (the migrations' version table left out)."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            return {name: sql for name, sql in conn.exec_driver_sql(
+                "SELECT name, sql FROM sqlite_master WHERE tbl_name != 'alembic_version'")}
+        queries = {
+            "columns": "SELECT table_name, column_name, ordinal_position, data_type, "
+                       "character_maximum_length, is_nullable, column_default FROM "
+                       "information_schema.columns WHERE table_schema = current_schema()",
+            "constraints": "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) "
+                           "FROM pg_constraint WHERE connamespace = current_schema()::regnamespace",
+            "indexes": "SELECT indexname, replace(indexdef, current_schema() || '.', '') "
+                       "FROM pg_indexes WHERE schemaname = current_schema()",
+            "storage": "SELECT relname, relkind, reloptions FROM pg_class "
+                       "WHERE relnamespace = current_schema()::regnamespace",
+        }
+        found = {what: sorted(tuple(map(str, r)) for r in conn.exec_driver_sql(sql))
+                 for what, sql in queries.items()}
+    return {what: [r for r in rows if not any("alembic_version" in v for v in r)]
+            for what, rows in found.items()}
+
+
+def fill(engine, rows: dict) -> None:
+    with engine.begin() as conn:
+        for table, row in rows.items():
+            conn.execute(text(f"INSERT INTO {table} ({_columns(row)}) "
+                              f"VALUES ({', '.join(f':{c}' for c in row)})"), row)
+
+
+def read_back(engine, rows: dict) -> dict:
+    with engine.connect() as conn:
+        return {table: dict(conn.execute(text(f"SELECT {_columns(row)} FROM {table}")
+                                         ).one()._mapping) for table, row in rows.items()}
+
+
+def _columns(row: dict) -> str:
+    return ", ".join(f'"{c}"' for c in row)  # quoted: "view" is a keyword
+
+
+def test_the_first_revisions_make_the_schema_of_b60f5fd(new_database):
+    before, migrated = make_engine(new_database()), make_engine(new_database())
+    build_as_b60f5fd(before)
+    upgrade_to(migrated, FIRST_REVISIONS)
+    assert schema_of(migrated) == schema_of(before)
+    assert len(schema_of(before)) > 0
+
+
+@pytest.mark.parametrize("sections", [None, 1], ids=["every table", "the engine's four"])
+def test_a_database_of_b60f5fd_is_adopted_with_its_data(new_database, sections):
+    """A database made before migrations has no version table and any part of the tables
+    (they were created when first used): upgrading keeps them and their rows, creates the
+    others, and leaves the database at the heads."""
+    engine = make_engine(new_database())
+    build_as_b60f5fd(engine, sections)
+    rows = ROWS if sections is None else {t: ROWS[t] for t in
+                                          ("inbox", "delivery", "quarantine", "skipped")}
+    fill(engine, rows)
+    assert sorted(migrate.upgrade(engine, plugin_locations())) == sorted(FIRST_REVISIONS)
+    assert read_back(engine, rows) == rows
+    fresh = make_engine(new_database())
+    migrate.upgrade(fresh, plugin_locations())
+    assert schema_of(engine) == schema_of(fresh)
+    assert not any(b.outdated for b in migrate.branches(engine, plugin_locations()))
+
+
+def test_rows_of_the_first_revisions_survive_the_upgrade_to_the_heads(new_database):
+    engine = make_engine(new_database())
+    upgrade_to(engine, FIRST_REVISIONS)
+    fill(engine, ROWS)
+    migrate.upgrade(engine, plugin_locations())
+    assert read_back(engine, ROWS) == ROWS
+
+
+def test_the_models_match_the_migrations(new_database):
+    """A model changed without a migration, or a migration without its model change, fails
+    here, with the migration Alembic would write to make the database match the models."""
+    engine = make_engine(new_database())
+    migrate.upgrade(engine, plugin_locations())
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={
+            "render_as_batch": conn.dialect.name == "sqlite"})  # SQLite alters by copying
+        differences = compare_metadata(context, MODELS)
+        suggestion = render_python_code(produce_migrations(context, MODELS).upgrade_ops) \
+            if differences else ""
+    assert differences == [], f"the models and the migrations differ; a migration:\n{suggestion}"
+
+
+def test_processes_starting_together_upgrade_once(new_database, tmp_path):
+    """On PostgreSQL under an advisory lock, on SQLite under the file's write lock."""
+    assert run_eight_together(new_database(), tmp_path) == [0] * 7 + [len(FIRST_REVISIONS)]
+
+
+class SurveyTables:
+    """A third-party plugin that keeps a table in the engine database."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    @hookimpl
+    def register_migrations(self, register):
+        register(self.folder)
+
+
+def test_a_plugin_registers_a_folder(tmp_path):
+    with registered(SurveyTables(tmp_path / "missing"), "survey-tables"), \
+            pytest.raises(PluginError, match="is not a folder of migrations"):
+        Hooks().migrations()
