@@ -17,11 +17,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from s360bridge.core.bridge import Bridge
-from s360bridge.core.config import load_settings
 from s360bridge.core.pipeline.ingest import ingest
 
-from .conftest import API_KEY, SECRETS_ENV, Journal, base_config, write_config
+from .conftest import API_KEY, SECRETS_ENV, Journal, base_config, bridge_of, write_config
 
 S360BRIDGE = shutil.which("s360bridge") or str(Path(sys.executable).with_name("s360bridge"))
 
@@ -144,7 +142,7 @@ def test_two_worker_processes_never_push_a_record_twice(tmp_path, secrets_env):
     cfg["engine"]["batch_size"] = 50
     cfg["streams"]["ticketchecks"]["targets"] = ["journal"]
     path = write_config(tmp_path, cfg)
-    bridge = Bridge(load_settings([path]))
+    bridge = bridge_of(path)
     inst, stream = bridge.institution("testvenue"), bridge.stream("ticketchecks")
     for i in range(40):
         ingest(bridge, inst, stream, checks(30_000_000_000 + i * 100, 100))
@@ -250,6 +248,10 @@ def test_receiver_under_gunicorn_with_several_workers(tmp_path, crash_config):
     port = free_port()
     env = {**os.environ, **SECRETS_ENV, "S360BRIDGE_CONFIG": str(crash_config)}
     env.pop("S360BRIDGE_DATABASE_URL", None)
+    # the schema is upgraded before the servers start: they refuse to upgrade it themselves
+    upgraded = subprocess.run([S360BRIDGE, "db", "upgrade", "-c", str(crash_config)], env=env,
+                              capture_output=True, text=True, timeout=60)
+    assert upgraded.returncode == 0, upgraded.stderr
     server = subprocess.Popen(
         [str(Path(S360BRIDGE).with_name("gunicorn")), "-w", "3", "-b", f"127.0.0.1:{port}",
          "s360bridge.core.wsgi:app_from_env()"], env=env, stdout=subprocess.DEVNULL,

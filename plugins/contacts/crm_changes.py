@@ -23,7 +23,7 @@ from s360bridge.core.errors import ConfigError, TargetUnavailable
 from s360bridge.core.pipeline.ingest import ingest
 from s360bridge.core.plugin.hookspecs import hookimpl
 from s360bridge.core.plugin.streams import RecordValidator, Stream, stream_hooks
-from s360bridge.core.storage.db import create_tables, dialect_insert, write
+from s360bridge.core.storage.db import dialect_insert, write
 
 from . import migrations
 
@@ -102,6 +102,7 @@ register_streams, receive = stream_hooks(STREAM, lambda inst: _validator(_key(in
 
 
 # -- polling the CRM ----------------------------------------------------------------------------
+# the table is made by migrations/ (branch ``contacts``): change both
 WATERMARKS = Table("crm_watermark", MetaData(),
                    Column("institution", String(40), primary_key=True),
                    Column("stream", String(40), primary_key=True),
@@ -126,7 +127,6 @@ def _store_watermark(engine, institution: str, value: str) -> None:
 def poll(bridge, inst) -> int:
     """Read the CRM's changes since the stored watermark into the inbox; answer how many."""
     opts = inst.streams[STREAM.name].options["poll"]
-    create_tables(bridge.engine, WATERMARKS.metadata)
     session = session_for(opts.get("auth"))
     items_field = opts.get("items_field", "items")
     mark_field = opts.get("watermark_field", "watermark")

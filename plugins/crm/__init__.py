@@ -90,7 +90,6 @@ class HttpCrmTarget(Target):
         self.batch_size = options.get("batch_size", 100)
         self.timeout = options.get("timeout_seconds", 10.0)
         self.session = session_for(options.get("auth"))
-        links.create_tables(ctx.engine)
 
     def _url(self, url: str | None) -> str | None:
         """An absolute URL, or one relative to the ``base_url`` option."""

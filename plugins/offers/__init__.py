@@ -74,7 +74,6 @@ def register_jobs(register, bridge):
         cfg = inst.streams.get(STREAM.name)
         if cfg is None or not cfg.enabled:
             continue
-        store.setup(bridge.engine)
         every = cfg.options.get("availability_every_seconds", 3600)
         register(f"catalog of {inst.code}", 3600,
                  lambda inst=inst: catalog.refresh_catalog(bridge, inst))
