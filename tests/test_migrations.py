@@ -7,7 +7,11 @@ PostgreSQL (in schemas of their own, dropped at the end).
 
 from __future__ import annotations
 
+import json
 import os
+import sqlite3
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -36,7 +40,6 @@ from s360bridge.plugins.offers.store import OFFERS
 
 from .conftest import FIXTURES, base_config, bridge_of, write_config
 from .test_plugins import registered
-from .test_processes import run_eight_together
 
 PG = os.environ.get("S360BRIDGE_TEST_POSTGRES_URL")
 FIRST_REVISIONS = ("engine_0001", "offers_0001", "crm_0001", "contacts_0001")
@@ -214,9 +217,51 @@ def test_the_models_match_the_migrations(new_database):
     assert differences == [], f"the models and the migrations differ; a migration:\n{suggestion}"
 
 
+FORK_EIGHT = """
+import json, multiprocessing, sys
+from s360bridge.core.plugin.manager import Hooks
+from s360bridge.core.storage import migrate
+from s360bridge.core.storage.db import make_engine
+
+def open_at_once(url, locations, barrier, applied):
+    barrier.wait(10)
+    engine = make_engine(url, busy_timeout=5)
+    applied.put(len(migrate.upgrade(engine, locations)))
+    with engine.connect() as conn:
+        conn.exec_driver_sql("SELECT count(*) FROM inbox")
+
+if __name__ == "__main__":
+    ctx = multiprocessing.get_context("fork")
+    barrier, applied = ctx.Barrier(8), ctx.SimpleQueue()
+    locations = Hooks().migrations()  # the plugins loaded once, before the forks
+    procs = [ctx.Process(target=open_at_once, args=(sys.argv[1], locations, barrier, applied),
+                         daemon=True) for _ in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    print(json.dumps([p.exitcode for p in procs]))
+    print(json.dumps(sorted(applied.get() for p in procs if p.exitcode == 0)))
+"""
+
+
 def test_processes_starting_together_upgrade_once(new_database, tmp_path):
-    """On PostgreSQL under an advisory lock, on SQLite under the file's write lock."""
-    assert run_eight_together(new_database(), tmp_path) == [0] * 7 + [len(FIRST_REVISIONS)]
+    """gunicorn forks its workers at once, and each opens the database: on a new SQLite file
+    each switches it to WAL and upgrades it, under the file's write lock; on PostgreSQL under an
+    advisory lock. None may fail on the lock the others hold, and one upgrades. The forks are
+    made by a fresh single-threaded process, as gunicorn's master is, not by this test process,
+    whose threads (servers of earlier tests) a fork would copy mid-work."""
+    url = new_database()
+    script = tmp_path / "fork_eight.py"
+    script.write_text(FORK_EIGHT, "utf-8")
+    done = subprocess.run([sys.executable, str(script), url], capture_output=True, text=True,
+                          timeout=120)
+    lines = done.stdout.splitlines()
+    assert lines[:1] == [json.dumps([0] * 8)], done.stderr
+    assert json.loads(lines[1]) == [0] * 7 + [len(FIRST_REVISIONS)]
+    if url.startswith("sqlite:///"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -181,56 +180,6 @@ def test_sigterm_stops_cleanly_and_releases_nothing_half_done(tmp_path, crash_co
         assert leased.fetchone()[0] == 0
 
 
-FORK_EIGHT = """
-import multiprocessing, sys
-from s360bridge.core.plugin.manager import Hooks
-from s360bridge.core.storage import migrate
-from s360bridge.core.storage.db import make_engine
-
-def open_at_once(url, barrier, applied):
-    barrier.wait(10)
-    engine = make_engine(url, busy_timeout=5)
-    applied.put(len(migrate.upgrade(engine, Hooks().migrations())))
-    with engine.connect() as conn:
-        conn.exec_driver_sql("SELECT count(*) FROM inbox")
-
-if __name__ == "__main__":
-    ctx = multiprocessing.get_context("fork")
-    barrier, applied = ctx.Barrier(8), ctx.SimpleQueue()
-    procs = [ctx.Process(target=open_at_once, args=(sys.argv[1], barrier, applied),
-                         daemon=True) for _ in range(8)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
-    print([p.exitcode for p in procs])
-    print(sorted(applied.get() for p in procs if p.exitcode == 0))
-"""
-
-
-def run_eight_together(url: str, tmp_path: Path) -> list[int]:
-    """Eight forked processes upgrade the database at ``url`` at once; answer how many
-    revisions each one applied. The forks are made by a fresh single-threaded process, as
-    gunicorn's master is, not by this test process, whose threads (servers of earlier tests) a
-    fork would copy mid-work."""
-    script = tmp_path / "fork_eight.py"
-    script.write_text(FORK_EIGHT, "utf-8")
-    done = subprocess.run([sys.executable, str(script), url],
-                          capture_output=True, text=True, timeout=120)
-    lines = done.stdout.splitlines()
-    assert lines[:1] == [str([0] * 8)], done.stderr
-    return json.loads(lines[1])
-
-
-def test_processes_opening_a_new_database_together_upgrade_it_once(tmp_path):
-    """Processes starting together on a new file each switch it to WAL and upgrade its
-    schema; none may fail on the lock that the others hold, and one of them upgrades."""
-    applied = run_eight_together(f"sqlite:///{tmp_path}/fresh.db", tmp_path)
-    assert applied == [0] * 7 + [4]  # the engine's branch and three plugins'
-    with sqlite3.connect(tmp_path / "fresh.db") as conn:
-        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-
-
 def test_a_busy_port_is_one_clear_line(tmp_path, crash_config):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -242,16 +191,13 @@ def test_a_busy_port_is_one_clear_line(tmp_path, crash_config):
         in (tmp_path / "p.log").read_text()
 
 
-def test_receiver_under_gunicorn_with_several_workers(tmp_path, crash_config):
+def test_receiver_under_gunicorn_with_several_workers(tmp_path, crash_config, secrets_env):
     """The production layout: `core.wsgi` under gunicorn (forked workers share one SQLite
     file) and a separate `s360bridge worker` delivering what they stored."""
     port = free_port()
     env = {**os.environ, **SECRETS_ENV, "S360BRIDGE_CONFIG": str(crash_config)}
     env.pop("S360BRIDGE_DATABASE_URL", None)
-    # the schema is upgraded before the servers start: they refuse to upgrade it themselves
-    upgraded = subprocess.run([S360BRIDGE, "db", "upgrade", "-c", str(crash_config)], env=env,
-                              capture_output=True, text=True, timeout=60)
-    assert upgraded.returncode == 0, upgraded.stderr
+    bridge_of(crash_config).close()  # `db upgrade` before the servers, which refuse to upgrade
     server = subprocess.Popen(
         [str(Path(S360BRIDGE).with_name("gunicorn")), "-w", "3", "-b", f"127.0.0.1:{port}",
          "s360bridge.core.wsgi:app_from_env()"], env=env, stdout=subprocess.DEVNULL,
