@@ -80,7 +80,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp, Served(api.app()) as api_srv, \
             Served(crm.app()) as crm_srv:
         bridge = Bridge(load_settings([config(Path(tmp), api_srv.url, crm_srv.url,
-                                              args.limit - args.margin)]))
+                                              args.limit - args.margin)]), schema="upgrade")
         proc = Process(bridge, receiver=True, workers=1, scheduler=False, port=0)
         proc.start()
         try:

@@ -279,6 +279,8 @@ def main() -> None:
                  Backend.postgresql(work, cluster, args.postgres) for n in names]
         for b in backs:
             b.write_config(args.synchronous)
+            subprocess.run([str(BIN / "s360bridge"), "db", "upgrade", "-c", str(b.config)],
+                           env={**os.environ, **b.env()}, check=True, capture_output=True)
         result = measure(backs, work, args)
     finally:
         if cluster is not None:

@@ -120,7 +120,7 @@ def drain(backend, args, cfg: Path) -> None:
     from s360bridge.core.pipeline import worker as worker_module
     from s360bridge.core.plugin.manager import Hooks
 
-    bridge = Bridge(load_settings([cfg]))
+    bridge = Bridge(load_settings([cfg]), schema="upgrade")
     started = time.perf_counter()
     fill(bridge, args.records)
     print(f"{args.records} records stored in {time.perf_counter() - started:.1f} s; "

@@ -52,7 +52,7 @@ from s360bridge.core.s360.client import (
 )
 from s360bridge.core.s360.contacts import CONTACT_SERVICE, SEARCH_RESULTS, best_match
 from s360bridge.core.s360.times import parse_s360_time, utc_of, utc_or_none
-from s360bridge.core.storage.db import create_tables, dialect_insert, make_engine, write
+from s360bridge.core.storage.db import dialect_insert, make_engine, write
 from s360bridge.core.storage.rawsql import copy_insert, executemany, index_plans_only, run
 
 API_VERSION = 3  # 2: routing by declaration; 3: per-item push outcomes
@@ -89,6 +89,6 @@ __all__ = [
     "RequestRefused", "check_auth", "json_response", "ingest", "config_option",
     "institution_of", "open_bridge",
     # the engine database and SQL on the driver
-    "create_tables", "dialect_insert", "make_engine", "write", "copy_insert", "executemany",
+    "dialect_insert", "make_engine", "write", "copy_insert", "executemany",
     "index_plans_only", "run", "erase_versions",
 ]

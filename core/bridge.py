@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+from typing import Literal
 
 from s360bridge.core.config import Institution, Settings
 from s360bridge.core.errors import ConfigError
@@ -10,13 +12,21 @@ from s360bridge.core.plugin.manager import Hooks
 from s360bridge.core.plugin.streams import Stream
 from s360bridge.core.plugin.targets import Target, bind_options
 from s360bridge.core.s360.client import S360Client
-from s360bridge.core.storage.db import create_schema, make_engine
+from s360bridge.core.storage import migrate
+from s360bridge.core.storage.db import make_engine
+
+log = logging.getLogger("s360bridge.bridge")
 
 
 class Bridge:
-    """Settings, the engine database, the plugins and the configured targets."""
+    """Settings, the engine database, the plugins and the configured targets.
 
-    def __init__(self, settings: Settings, hooks: Hooks | None = None):
+    ``schema`` says what to do with the engine database's schema: ``require`` it at the heads
+    of the migrations (OutdatedSchema otherwise), ``upgrade`` it (``s360bridge run``), or
+    ``ignore`` it and open nothing (``check-config``)."""
+
+    def __init__(self, settings: Settings, hooks: Hooks | None = None,
+                 schema: Literal["require", "upgrade", "ignore"] = "require"):
         self.settings = settings
         self.hooks = hooks or Hooks()
         e = settings.engine
@@ -25,11 +35,23 @@ class Bridge:
                                       e.sqlite_busy_timeout_seconds)
         except ConfigError as exc:
             raise ConfigError(f"engine.database_url: {exc}") from None
-        create_schema(self.engine)
         self._targets: dict[tuple[str, str], Target] = {}
         self._clients: dict[str, S360Client] = {}
         self._lock = threading.Lock()
         self._check()
+        if schema != "ignore":
+            self._prepare(schema == "upgrade")
+
+    def _prepare(self, upgrade: bool) -> None:
+        locations = self.hooks.migrations()
+        if upgrade:
+            applied = migrate.upgrade(self.engine, locations)
+            if applied:
+                log.info("engine database schema upgraded: applied %s", ", ".join(applied))
+        else:
+            configs = " ".join(f"-c {inst.source}" for inst in self.settings.institutions.values())
+            migrate.require(self.engine, locations, f"s360bridge db upgrade {configs}")
+        self.engine.dispose()  # nothing pooled before a server forks its workers
 
     def _check(self) -> None:
         """Every configured stream and target type must be provided by a loaded plugin."""

@@ -33,3 +33,11 @@ class StoreUnavailable(S360BridgeError):
 class Undeliverable(PluginError):
     """No loaded plugin can deliver a stream to a target type: a permanent error for the
     records concerned (dead letters at once), never an outage to wait out."""
+
+
+class OutdatedSchema(S360BridgeError):
+    """The engine database's schema is older than this version needs: `s360bridge db upgrade`."""
+
+
+class UnknownSchema(S360BridgeError):
+    """The engine database holds a schema revision that this installation does not know."""

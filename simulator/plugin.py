@@ -109,7 +109,7 @@ def demo(config, records, seed, every, timeout):
     if filled:
         click.echo(f"demo: generated secrets for {', '.join(filled)} (this process only)")
     settings = load_settings([config])
-    bridge = Bridge(settings)
+    bridge = Bridge(settings, schema="upgrade")
     proc = Process(bridge, receiver=True, workers=settings.engine.workers, scheduler=True, port=0)
     proc.start()
     made: dict[tuple[str, str], list[dict]] = {}

@@ -76,6 +76,12 @@ def write_config(tmp_path: Path, data: dict, name: str = "testvenue.yaml") -> Pa
     return path
 
 
+def bridge_of(path: Path) -> Bridge:
+    """The Bridge of one configuration file, its engine database upgraded to the heads of the
+    migrations (as `s360bridge run` does)."""
+    return Bridge(load_settings([path]), schema="upgrade")
+
+
 @pytest.fixture
 def secrets_env(monkeypatch):
     for k, v in SECRETS_ENV.items():
@@ -85,12 +91,15 @@ def secrets_env(monkeypatch):
 
 @pytest.fixture
 def config_path(tmp_path, secrets_env) -> Path:
-    return write_config(tmp_path, base_config(tmp_path))
+    """The test configuration, its engine database upgraded (as `s360bridge db upgrade`)."""
+    path = write_config(tmp_path, base_config(tmp_path))
+    bridge_of(path).close()
+    return path
 
 
 @pytest.fixture
 def bridge(config_path):
-    b = Bridge(load_settings([config_path]))
+    b = bridge_of(config_path)
     yield b
     b.close()
 

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from s360bridge.core.bridge import Bridge
 from s360bridge.core.cli.main import cli
 from s360bridge.core.config import load_settings
 from s360bridge.core.errors import ConfigError
 
-from .conftest import base_config, write_config
+from .conftest import base_config, bridge_of, write_config
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "myvenue.yaml"
 API = {"base_url": "https://testvenue.pp-ws.secutix.com", "operator": "TEST_B2C",
@@ -44,7 +43,7 @@ def test_unsupported_engine_database_is_named(tmp_path, secrets_env):
     cfg = base_config(tmp_path)
     cfg["engine"]["database_url"] = "mysql://root:hunter2@db/s360"
     with pytest.raises(ConfigError) as err:
-        Bridge(load_settings([write_config(tmp_path, cfg)]))
+        bridge_of(write_config(tmp_path, cfg))
     assert "engine.database_url: mysql://root:***@db/s360 is not supported" in str(err.value)
     assert "hunter2" not in str(err.value)
 
@@ -120,7 +119,7 @@ BROKEN = [
 def test_invalid_file_names_file_key_and_problem(tmp_path, secrets_env, change, where, what):
     path = write_config(tmp_path, mutate(base_config(tmp_path), change))
     with pytest.raises(ConfigError) as err:
-        Bridge(load_settings([path])).close()
+        bridge_of(path).close()
     message = str(err.value)
     assert "plain-text" not in message  # a secret written by mistake is not echoed
     assert str(path) in message

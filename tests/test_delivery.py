@@ -8,9 +8,7 @@ import threading
 
 from sqlalchemy import select
 
-from s360bridge.core.bridge import Bridge
 from s360bridge.core.cli.main import cli
-from s360bridge.core.config import load_settings
 from s360bridge.core.pipeline.queue import claim, claim_statement
 from s360bridge.core.pipeline.receiver import create_app
 from s360bridge.core.pipeline.worker import Worker
@@ -19,7 +17,7 @@ from s360bridge.core.storage.db import DELIVERY, INBOX
 from s360bridge.core.storage.rawsql import run
 from s360bridge.plugins.orders.warehouse import order_row
 
-from .conftest import Journal, base_config, drain, fixture, post, write_config
+from .conftest import Journal, base_config, bridge_of, drain, fixture, post, write_config
 from .helpers.records import sale_version
 
 
@@ -106,7 +104,7 @@ def blocked_bridge(tmp_path):
     (tmp_path / "blocked").write_text("a file where a folder should be")
     cfg["targets"]["broken"] = {"type": "jsonl", "path": str(tmp_path / "blocked" / "j.jsonl")}
     cfg["streams"]["orders"]["targets"] = ["journal", "broken"]
-    return Bridge(load_settings([write_config(tmp_path, cfg)]))
+    return bridge_of(write_config(tmp_path, cfg))
 
 
 class Clock:
@@ -192,11 +190,11 @@ def test_one_poison_record_does_not_hold_back_the_batch(bridge, client, journal)
 def test_a_worker_takes_only_the_institutions_it_is_configured_for(tmp_path, secrets_env):
     """Two venues share one engine database but are served by separate worker processes."""
     cfg_a = base_config(tmp_path)
-    bridge_a = Bridge(load_settings([write_config(tmp_path, cfg_a)]))
+    bridge_a = bridge_of(write_config(tmp_path, cfg_a))
     cfg_b = base_config(tmp_path)
     cfg_b["institution"] = "othervenue"
     (tmp_path / "b").mkdir()
-    bridge_b = Bridge(load_settings([write_config(tmp_path / "b", cfg_b, "b.yaml")]))
+    bridge_b = bridge_of(write_config(tmp_path / "b", cfg_b, "b.yaml"))
     post(create_app(bridge_b).test_client(), "orders", fixture("order_sale.json"),
          institution="othervenue")
     assert Worker(bridge_a).run_once() == 0  # not its venue: left alone, not failed
@@ -222,7 +220,7 @@ def test_a_slow_push_keeps_its_lease(tmp_path, secrets_env):
     no other worker takes the records over and pushes them a second time."""
     cfg = base_config(tmp_path)
     cfg["engine"]["lease_seconds"] = 1
-    bridge = Bridge(load_settings([write_config(tmp_path, cfg)]))
+    bridge = bridge_of(write_config(tmp_path, cfg))
     post(create_app(bridge).test_client(), "orders", fixture("order_sale.json"))
     mine = claim(bridge.engine, ["testvenue"], 10, 1)
     assert len(mine) == 2

@@ -27,14 +27,12 @@ from sqlalchemy import create_engine, text
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from s360bridge.core.api import StoredRecord
-from s360bridge.core.bridge import Bridge
 from s360bridge.core.cli.main import cli
-from s360bridge.core.config import load_settings
 from s360bridge.core.errors import ConfigError
 from s360bridge.core.pipeline.receiver import create_app
 from s360bridge.simulator.serving import Served
 
-from .conftest import Journal, base_config, drain, fixture, write_config
+from .conftest import Journal, base_config, bridge_of, drain, fixture, write_config
 from .helpers.examples import EXAMPLES, ROOT, install, loaded
 from .helpers.processes import S360BRIDGE
 
@@ -131,7 +129,7 @@ def versions(tmp_path, stream: str) -> list[tuple]:
 
 def test_each_record_is_one_message_signed_so_the_reference_library_verifies_it(
         tmp_path, monkeypatch, secrets_env, receiver):
-    bridge = Bridge(load_settings([hook_config(tmp_path, monkeypatch, receiver.url)]))
+    bridge = bridge_of(hook_config(tmp_path, monkeypatch, receiver.url))
     resp = create_app(bridge).test_client().post("/s360/orders/testvenue", json=orders(5))
     assert resp.json["accepted"] == 5
     assert drain(bridge) == 5
@@ -158,7 +156,7 @@ def test_each_record_is_one_message_signed_so_the_reference_library_verifies_it(
 
 def test_a_repost_sends_nothing_again_and_a_repeat_keeps_its_webhook_id(
         tmp_path, monkeypatch, secrets_env, receiver):
-    bridge = Bridge(load_settings([hook_config(tmp_path, monkeypatch, receiver.url)]))
+    bridge = bridge_of(hook_config(tmp_path, monkeypatch, receiver.url))
     client = create_app(bridge).test_client()
     client.post("/s360/orders/testvenue", json=orders(3))
     drain(bridge)
@@ -183,7 +181,7 @@ def test_a_repost_sends_nothing_again_and_a_repeat_keeps_its_webhook_id(
 def test_a_message_the_receiver_refuses_is_a_dead_letter_at_once(
         tmp_path, monkeypatch, secrets_env, receiver):
     receiver.answer["30000001"] = (422, {})
-    bridge = Bridge(load_settings([hook_config(tmp_path, monkeypatch, receiver.url)]))
+    bridge = bridge_of(hook_config(tmp_path, monkeypatch, receiver.url))
     create_app(bridge).test_client().post("/s360/orders/testvenue", json=orders(4))
     drain(bridge)
     bridge.close()
@@ -202,7 +200,7 @@ def test_a_message_the_receiver_refuses_is_a_dead_letter_at_once(
 def test_a_receiver_error_retries_the_message_and_a_receiver_down_the_rest(
         tmp_path, monkeypatch, secrets_env, receiver, status, sent, waiting):
     receiver.answer["30000001"] = (status, {"Retry-After": "3600"})
-    bridge = Bridge(load_settings([hook_config(tmp_path, monkeypatch, receiver.url)]))
+    bridge = bridge_of(hook_config(tmp_path, monkeypatch, receiver.url))
     create_app(bridge).test_client().post("/s360/orders/testvenue", json=orders(4))
     drain(bridge)
     bridge.close()
@@ -231,7 +229,7 @@ def test_a_secret_in_clear_text_or_not_a_standard_webhooks_one_stops_start_up(
     if env_value is not None:
         monkeypatch.setenv(SECRET_ENV, env_value)
     with pytest.raises(ConfigError, match=message) as err:
-        Bridge(load_settings([path]))
+        bridge_of(path)
     said = str(err.value)
     assert "targets.hook" in said and str(path) in said
     assert (secret or env_value) not in said  # the value is never echoed
@@ -247,7 +245,7 @@ def test_options_are_checked_at_start_up(tmp_path, monkeypatch, secrets_env):
         url = options.pop("url", "https://hooks.example.org/")
         path = hook_config(tmp_path, monkeypatch, url, **options)
         with pytest.raises(ConfigError, match=message):
-            Bridge(load_settings([path]))
+            bridge_of(path)
 
 
 # --- the access-control stream ---------------------------------------------------------------
@@ -269,7 +267,7 @@ def warehouse_rows(tmp_path) -> list[tuple]:
 
 def test_a_ticket_list_lands_in_the_warehouse_table_and_the_journal(tmp_path, secrets_env):
     tickets = fixture("webhook_access_tickets.json")
-    bridge = Bridge(load_settings([access_config(tmp_path)]))
+    bridge = bridge_of(access_config(tmp_path))
     resp = create_app(bridge).test_client().post("/s360/accesscontrol/testvenue", json=tickets)
     assert resp.json == {"accepted": 2, "duplicates": 0, "quarantined": 0, "before_cutoff": 0}
     assert drain(bridge) == 2
@@ -287,7 +285,7 @@ def test_a_ticket_list_lands_in_the_warehouse_table_and_the_journal(tmp_path, se
 
 def test_the_same_list_adds_no_version_and_a_changed_state_adds_one(tmp_path, secrets_env):
     tickets = fixture("webhook_access_tickets.json")
-    bridge = Bridge(load_settings([access_config(tmp_path)]))
+    bridge = bridge_of(access_config(tmp_path))
     client = create_app(bridge).test_client()
     client.post("/s360/accesscontrol/testvenue", json=tickets)
     drain(bridge)
@@ -312,7 +310,7 @@ def test_a_ticket_back_to_an_earlier_state_is_taken_for_a_repeat(tmp_path, secre
     """The engine's rule, which the example's README states: a version equal to any version of
     the key still in the inbox is a duplicate, so VALID, CANCELLED, VALID stores two."""
     ticket = fixture("webhook_access_tickets.json")[0]
-    bridge = Bridge(load_settings([access_config(tmp_path)]))
+    bridge = bridge_of(access_config(tmp_path))
     client = create_app(bridge).test_client()
     answers = [client.post("/s360/accesscontrol/testvenue", json=[t]).json["accepted"]
                for t in (ticket, {**ticket, "ticketState": "CANCELLED"}, ticket)]
@@ -324,7 +322,7 @@ def test_a_ticket_back_to_an_earlier_state_is_taken_for_a_repeat(tmp_path, secre
 
 def test_the_key_option_and_what_the_schema_tolerates(tmp_path, secrets_env):
     first, second = fixture("webhook_access_tickets.json")
-    bridge = Bridge(load_settings([access_config(tmp_path, {"key": "barcode"})]))
+    bridge = bridge_of(access_config(tmp_path, {"key": "barcode"}))
     resp = create_app(bridge).test_client().post("/s360/accesscontrol/testvenue", json=[
         {**first, "gateZone": "NORTH"},  # an unknown field is kept
         {k: v for k, v in second.items() if k != "barcode"},  # the key is missing
@@ -350,12 +348,12 @@ def test_the_key_option_and_what_the_schema_tolerates(tmp_path, secrets_env):
 ], ids=["bad-key", "unknown-option"])
 def test_bad_stream_options_stop_start_up(tmp_path, secrets_env, options, message):
     with pytest.raises(ConfigError, match=message):
-        Bridge(load_settings([access_config(tmp_path, options)]))
+        bridge_of(access_config(tmp_path, options))
 
 
 def test_forget_erases_the_contacts_ticket_rows(tmp_path, secrets_env):
     path = access_config(tmp_path)
-    bridge = Bridge(load_settings([path]))
+    bridge = bridge_of(path)
     create_app(bridge).test_client().post("/s360/accesscontrol/testvenue",
                                           json=fixture("webhook_access_tickets.json"))
     drain(bridge)
@@ -382,7 +380,7 @@ def test_the_access_control_stream_with_engine_and_warehouse_on_postgres(tmp_pat
         cfg["engine"]["database_url"], cfg["targets"]["datx"]["url"] = (
             f"{PG}?options=-csearch_path%3D{schema}" for schema in schemas)
         cfg["streams"]["accesscontrol"] = {"auth": {"type": "none"}, "targets": ["datx"]}
-        bridge = Bridge(load_settings([write_config(tmp_path, cfg)]))
+        bridge = bridge_of(write_config(tmp_path, cfg))
         client = create_app(bridge).test_client()
         tickets = fixture("webhook_access_tickets.json")
         client.post("/s360/accesscontrol/testvenue", json=tickets)
@@ -414,7 +412,7 @@ def test_the_access_control_stream_through_the_webhook_target(tmp_path, monkeypa
     cfg["targets"]["hook"] = {"type": "webhook", "url": receiver.url,
                               "secret": {"$env": SECRET_ENV}}
     cfg["streams"]["accesscontrol"] = {"auth": {"type": "none"}, "targets": ["datx", "hook"]}
-    bridge = Bridge(load_settings([write_config(tmp_path, cfg)]))
+    bridge = bridge_of(write_config(tmp_path, cfg))
     create_app(bridge).test_client().post("/s360/accesscontrol/testvenue",
                                           json=fixture("webhook_access_tickets.json"))
     assert drain(bridge) == 2

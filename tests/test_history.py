@@ -328,12 +328,13 @@ def test_contacts_against_a_crm_export_file(tmp_path, monkeypatch, secrets_env, 
 
 def test_export_columns_compared_fields_and_zone_come_from_the_config(
         tmp_path, secrets_env, runner):
-    from .conftest import base_config, write_config
+    from .conftest import base_config, bridge_of, write_config
     cfg = base_config(tmp_path)
     cfg["reconcile"] = {"orders": {"columns": {"order_id": "ORDER_ID",
                                                "sale_amount": "AMOUNT"},
                                    "compare": ["sale_amount"], "amount_unit": "thousandths"}}
     config = write_config(tmp_path, cfg)
+    bridge_of(config).close()
 
     def invoke(*args):
         return runner.invoke(cli, [*args, "-c", str(config)])

@@ -12,13 +12,11 @@ import types
 import pytest
 from flask import Flask, redirect, request
 
-from s360bridge.core.bridge import Bridge
-from s360bridge.core.config import load_settings
 from s360bridge.core.pipeline.receiver import create_app
 from s360bridge.simulator.crm import ReferenceCrm
 from s360bridge.simulator.serving import Served
 
-from .conftest import Journal, base_config, drain, fixture, post, write_config
+from .conftest import Journal, base_config, bridge_of, drain, fixture, post, write_config
 from .helpers.processes import start, wait_until
 
 
@@ -53,7 +51,7 @@ def states(tmp_path) -> dict[str, tuple[str, int]]:
 def test_one_record_the_crm_answers_500_for_does_not_take_its_neighbours(tmp_path, crm,
                                                                         secrets_env):
     crm.poison["20000003"] = 500
-    bridge = Bridge(load_settings([config(tmp_path, crm)]))
+    bridge = bridge_of(config(tmp_path, crm))
     post(create_app(bridge).test_client(), "orders", orders(10))
     drain(bridge)
     bridge.close()
@@ -69,7 +67,7 @@ def test_a_crm_answering_500_to_everything_is_down_not_split_further(tmp_path, c
                                                                     secrets_env):
     calls = []
     crm.poison.update({str(20_000_000 + i): 500 for i in range(8)})
-    bridge = Bridge(load_settings([config(tmp_path, crm)]))
+    bridge = bridge_of(config(tmp_path, crm))
     post(create_app(bridge).test_client(), "orders", orders(8))
     original = bridge.hooks.push
     bridge.hooks.push = lambda *a: calls.append(len(a[3])) or original(*a)
@@ -81,7 +79,7 @@ def test_a_crm_answering_500_to_everything_is_down_not_split_further(tmp_path, c
 
 def test_a_record_the_crm_refuses_is_a_dead_letter_at_once(tmp_path, crm, secrets_env):
     crm.poison["20000001"] = 422
-    bridge = Bridge(load_settings([config(tmp_path, crm)]))
+    bridge = bridge_of(config(tmp_path, crm))
     post(create_app(bridge).test_client(), "orders", orders(4))
     drain(bridge)
     bridge.close()
@@ -91,7 +89,7 @@ def test_a_record_the_crm_refuses_is_a_dead_letter_at_once(tmp_path, crm, secret
 
 
 def test_a_route_nothing_can_deliver_any_more_is_a_dead_letter_at_once(tmp_path, secrets_env):
-    bridge = Bridge(load_settings([write_config(tmp_path, base_config(tmp_path))]))
+    bridge = bridge_of(write_config(tmp_path, base_config(tmp_path)))
     post(create_app(bridge).test_client(), "orders", orders(2))
     bridge.hooks._pairs = {}  # the plugins that mapped orders are gone since the start
     drain(bridge)
@@ -108,7 +106,7 @@ def test_a_route_nothing_can_deliver_any_more_is_a_dead_letter_at_once(tmp_path,
 def test_jsonl_lines_carry_the_key_and_dedupe_drops_repeats(tmp_path, secrets_env):
     cfg = base_config(tmp_path)
     cfg["targets"]["journal"]["dedupe"] = True
-    bridge = Bridge(load_settings([write_config(tmp_path, cfg)]))
+    bridge = bridge_of(write_config(tmp_path, cfg))
     post(create_app(bridge).test_client(), "orders", orders(3))
     drain(bridge)
     journal = bridge.target(bridge.institution("testvenue"), "journal")
@@ -127,7 +125,7 @@ def test_kill_9_between_push_and_commit_pushes_only_the_batch_in_flight_again(tm
     worker is killed then. The next worker does not push the first batch again (its push was
     recorded), pushes the second again (the CRM drops it by its keys), then the third."""
     path = config(tmp_path, crm)
-    bridge = Bridge(load_settings([path]))
+    bridge = bridge_of(path)
     post(create_app(bridge).test_client(), "orders", orders(30))
     bridge.close()
     crm.answer_gate, crm.hold = threading.Event(), {"20000015"}
@@ -159,7 +157,7 @@ def test_a_crm_url_that_redirects_is_a_refusal_not_a_get_without_a_body(tmp_path
 
     with Served(app) as served:
         crm = types.SimpleNamespace(url=served.url)
-        bridge = Bridge(load_settings([config(tmp_path, crm)]))
+        bridge = bridge_of(config(tmp_path, crm))
         post(create_app(bridge).test_client(), "orders", orders(1))
         drain(bridge)
         bridge.close()

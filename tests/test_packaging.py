@@ -1,4 +1,5 @@
-"""Packaging: the wheel namespaces every folder under ``s360bridge`` and ships the schemas."""
+"""Packaging: the wheel namespaces every folder under ``s360bridge`` and ships the schemas and the
+migrations."""
 
 from __future__ import annotations
 
@@ -20,6 +21,10 @@ def test_wheel_installs_nothing_generic_at_the_top_level(tmp_path):
     for needed in ("s360bridge/core/config.schema.json", "s360bridge/plugins/orders/schema.json",
                    "s360bridge/plugins/contacts/schema.json",
                    "s360bridge/plugins/ticketchecks/__init__.py",
+                   "s360bridge/core/storage/migrations/engine_0001_schema_of_b60f5fd.py",
+                   "s360bridge/plugins/offers/migrations/offers_0001_schema_of_b60f5fd.py",
+                   "s360bridge/core/storage/migrations/crm_0001_schema_of_b60f5fd.py",
+                   "s360bridge/plugins/contacts/migrations/contacts_0001_schema_of_b60f5fd.py",
                    "s360bridge/simulator/webhooks.py"):
         assert needed in names
     meta = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt")))

@@ -12,8 +12,6 @@ import types
 import pytest
 from flask import Blueprint
 
-from s360bridge.core.bridge import Bridge
-from s360bridge.core.config import load_settings
 from s360bridge.core.errors import PluginError
 from s360bridge.core.pipeline.processes import run_scheduler
 from s360bridge.core.pipeline.receiver import create_app
@@ -23,7 +21,7 @@ from s360bridge.core.plugin.manager import Hooks, check
 from s360bridge.core.plugin.streams import Stream
 from s360bridge.core.plugin.targets import PushResult, Target
 
-from .conftest import base_config, drain, fixture, post, write_config
+from .conftest import base_config, bridge_of, drain, fixture, post, write_config
 from .helpers.plugins import registered
 from .helpers.processes import S360BRIDGE
 
@@ -56,7 +54,7 @@ def test_third_party_plugin_installed_elsewhere_works_end_to_end(tmp_path, secre
     assert cli_output("surveys").strip() == "surveys plugin ready"
     cfg = base_config(tmp_path)
     cfg["streams"]["surveys"] = {"targets": ["journal"]}
-    bridge = Bridge(load_settings([write_config(tmp_path, cfg)]))
+    bridge = bridge_of(write_config(tmp_path, cfg))
     client = create_app(bridge).test_client()
     resp = client.post("/s360/surveys/testvenue",
                        json=[{"surveyId": 7, "score": 9}, {"surveyId": 8, "score": 11}])
@@ -109,7 +107,7 @@ def test_custom_target_type_through_transform_and_push(tmp_path, secrets_env):
         cfg = base_config(tmp_path)
         cfg["targets"]["mem"] = {"type": "memory"}
         cfg["streams"]["orders"]["targets"] = ["mem"]
-        bridge = Bridge(load_settings([write_config(tmp_path, cfg)]))
+        bridge = bridge_of(write_config(tmp_path, cfg))
         post(create_app(bridge).test_client(), "orders", fixture("order_sale.json"))
         drain(bridge)
         bridge.close()

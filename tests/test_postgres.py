@@ -15,13 +15,11 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
-from s360bridge.core.bridge import Bridge
-from s360bridge.core.config import load_settings
 from s360bridge.core.pipeline.ingest import ingest
 from s360bridge.core.pipeline.receiver import create_app
 from s360bridge.core.pipeline.worker import Worker
 
-from .conftest import Journal, base_config, drain, fixture, post, write_config
+from .conftest import Journal, base_config, bridge_of, drain, fixture, post, write_config
 from .helpers.processes import checks
 from .helpers.records import sale_version
 from .helpers.world import spend_concurrently
@@ -42,7 +40,7 @@ def pg_bridge(tmp_path, secrets_env):
     cfg = base_config(tmp_path)
     cfg["engine"]["database_url"] = url[0]
     cfg["targets"]["datx"]["url"] = url[1]
-    bridge = Bridge(load_settings([write_config(tmp_path, cfg)]))
+    bridge = bridge_of(write_config(tmp_path, cfg))
     yield bridge
     bridge.close()
     with admin.connect() as conn:
@@ -117,7 +115,6 @@ def test_call_budget_and_crm_links_on_postgresql(pg_bridge):
     for e in engines:
         e.dispose()
 
-    links.create_tables(pg_bridge.engine)
     links.remember(pg_bridge.engine, "testvenue", [("0012", "C1", {"email": "a@b.c"})])
     links.remember(pg_bridge.engine, "testvenue", [("0012", None, {"phone": "1"})], merge=True)
     assert links.find(pg_bridge.engine, "testvenue", "C1", None) == \

@@ -7,18 +7,15 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 import requests
 
-from s360bridge.core.bridge import Bridge
-from s360bridge.core.config import load_settings
 from s360bridge.core.pipeline.ingest import ingest
 
-from .conftest import API_KEY, SECRETS_ENV, Journal, base_config, write_config
+from .conftest import API_KEY, SECRETS_ENV, Journal, base_config, bridge_of, write_config
 from .helpers.processes import S360BRIDGE, checks, free_port, healthy, start, wait_until
 
 
@@ -102,7 +99,7 @@ def test_two_worker_processes_never_push_a_record_twice(tmp_path, secrets_env):
     cfg["engine"]["poll_interval_seconds"] = 0.01  # both poll while the records arrive
     cfg["streams"]["ticketchecks"]["targets"] = ["journal"]
     path = write_config(tmp_path, cfg)
-    bridge = Bridge(load_settings([path]))
+    bridge = bridge_of(path)
     inst, stream = bridge.institution("testvenue"), bridge.stream("ticketchecks")
     logs = [tmp_path / "w1.log", tmp_path / "w2.log"]
     workers = [start(["worker", "-c", str(path), "--no-scheduler"], log) for log in logs]
@@ -143,44 +140,6 @@ def test_sigterm_stops_cleanly_and_releases_nothing_half_done(tmp_path, crash_co
         assert leased.fetchone()[0] == 0
 
 
-FORK_EIGHT = """
-import multiprocessing, sys
-from s360bridge.core.storage.db import create_schema, make_engine
-
-def open_at_once(url, barrier):
-    barrier.wait(10)
-    engine = make_engine(url, busy_timeout=5)
-    create_schema(engine)
-    with engine.connect() as conn:
-        conn.exec_driver_sql("SELECT count(*) FROM inbox")
-
-if __name__ == "__main__":
-    ctx = multiprocessing.get_context("fork")
-    barrier = ctx.Barrier(8)
-    procs = [ctx.Process(target=open_at_once, args=(sys.argv[1], barrier), daemon=True)
-             for _ in range(8)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
-    print([p.exitcode for p in procs])
-"""
-
-
-def test_processes_opening_a_new_database_together_all_start(tmp_path):
-    """gunicorn forks its workers at once: each one creates the schema and switches the new
-    file to WAL; none may fail on the lock that the others hold. The forks are made by a fresh
-    single-threaded process, as gunicorn's master is, not by this test process, whose threads
-    (servers of earlier tests) a fork would copy mid-work."""
-    script = tmp_path / "fork_eight.py"
-    script.write_text(FORK_EIGHT, "utf-8")
-    done = subprocess.run([sys.executable, str(script), f"sqlite:///{tmp_path}/fresh.db"],
-                          capture_output=True, text=True, timeout=120)
-    assert done.stdout.strip() == str([0] * 8), done.stderr
-    with sqlite3.connect(tmp_path / "fresh.db") as conn:
-        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-
-
 def test_a_busy_port_is_one_clear_line(tmp_path, crash_config):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -192,12 +151,13 @@ def test_a_busy_port_is_one_clear_line(tmp_path, crash_config):
         in (tmp_path / "p.log").read_text()
 
 
-def test_receiver_under_gunicorn_with_several_workers(tmp_path, crash_config):
+def test_receiver_under_gunicorn_with_several_workers(tmp_path, crash_config, secrets_env):
     """The production layout: `core.wsgi` under gunicorn (forked workers share one SQLite
     file) and a separate `s360bridge worker` delivering what they stored."""
     port = free_port()
     env = {**os.environ, **SECRETS_ENV, "S360BRIDGE_CONFIG": str(crash_config)}
     env.pop("S360BRIDGE_DATABASE_URL", None)
+    bridge_of(crash_config).close()  # `db upgrade` before the servers, which refuse to upgrade
     server = subprocess.Popen(
         [str(Path(S360BRIDGE).with_name("gunicorn")), "-w", "3", "-b", f"127.0.0.1:{port}",
          "s360bridge.core.wsgi:app_from_env()"], env=env, stdout=subprocess.DEVNULL,

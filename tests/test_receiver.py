@@ -9,12 +9,10 @@ import sqlite3
 import pytest
 from sqlalchemy import func, select
 
-from s360bridge.core.bridge import Bridge
-from s360bridge.core.config import load_settings
 from s360bridge.core.pipeline.receiver import create_app
 from s360bridge.core.storage.db import INBOX, QUARANTINE
 
-from .conftest import API_KEY, PASSWORD, base_config, drain, fixture, post, write_config
+from .conftest import API_KEY, PASSWORD, base_config, bridge_of, drain, fixture, post, write_config
 
 
 def counts(bridge) -> tuple[int, int]:
@@ -175,7 +173,7 @@ def test_body_over_the_limit_is_413(bridge, client):
 def test_locked_database_answers_503_and_stores_nothing(tmp_path, secrets_env):
     cfg = base_config(tmp_path)
     cfg["engine"]["sqlite_busy_timeout_seconds"] = 0.05
-    bridge = Bridge(load_settings([write_config(tmp_path, cfg)]))
+    bridge = bridge_of(write_config(tmp_path, cfg))
     client = create_app(bridge).test_client()
     locker = sqlite3.connect(tmp_path / "engine.db", isolation_level=None)
     locker.execute("BEGIN EXCLUSIVE")  # another writer holds the database past the timeout
@@ -194,7 +192,7 @@ def test_locked_database_answers_503_and_stores_nothing(tmp_path, secrets_env):
 def test_allow_list_refuses_other_sources(tmp_path, secrets_env):
     cfg = base_config(tmp_path)
     cfg["allowed_sources"] = ["192.0.2.0/24"]
-    bridge = Bridge(load_settings([write_config(tmp_path, cfg)]))
+    bridge = bridge_of(write_config(tmp_path, cfg))
     client = create_app(bridge).test_client()
     resp = post(client, "orders", fixture("order_sale.json"))
     assert resp.status_code == 403
@@ -239,7 +237,7 @@ def test_records_older_than_the_cutoff_are_left_out_and_counted(bridge, client, 
 def test_contacts_cutoff_uses_the_configured_update_field(tmp_path, secrets_env):
     cfg = base_config(tmp_path)
     cfg["streams"]["contacts"]["options"] = {"updated_field": "lastUpdateDate"}
-    bridge = Bridge(load_settings([write_config(tmp_path, cfg)]))
+    bridge = bridge_of(write_config(tmp_path, cfg))
     old, new = copy.deepcopy(fixture("contacts_person.json")[:2])
     old["lastUpdateDate"] = "2018-06-01T10:00:00.000+00:00"
     new["lastUpdateDate"] = "2019-06-01T10:00:00.000+00:00"

@@ -17,12 +17,10 @@ from s360bridge.core.api import (
     hookimpl,
     require,
 )
-from s360bridge.core.bridge import Bridge
-from s360bridge.core.config import load_settings
 from s360bridge.core.errors import ConfigError, PluginError
 from s360bridge.core.plugin.manager import Hooks
 
-from .conftest import base_config, write_config
+from .conftest import base_config, bridge_of, write_config
 from .helpers.plugins import registered
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +73,7 @@ def test_check_config_refuses_a_stream_no_plugin_maps_to_the_target(tmp_path, se
 
     path = config_with(tmp_path, crm_for_ticketchecks)
     with pytest.raises(ConfigError) as err:
-        Bridge(load_settings([path]))
+        bridge_of(path)
     assert str(err.value) == (
         f"{path}: streams.ticketchecks.targets: institution testvenue routes stream "
         "ticketchecks to target crm (http_crm), which cannot take it: no plugin maps stream "
@@ -91,7 +89,7 @@ def test_check_config_asks_the_pair_about_the_configuration(tmp_path, secrets_en
     with pytest.raises(ConfigError, match="routes stream orders to target crm .http_crm., "
                                           "which cannot take it: target crm has no URL for "
                                           "stream orders .configured: contacts.$"):
-        Bridge(load_settings([config_with(tmp_path, orders_to_a_crm_without_their_url)]))
+        bridge_of(config_with(tmp_path, orders_to_a_crm_without_their_url))
 
 
 class Recorder(Target):
@@ -162,7 +160,7 @@ def test_calls_go_only_to_the_declaring_plugin_and_secrets_stay_secret(tmp_path,
         cfg["streams"]["orders"]["targets"] = ["rec"]
 
     with registered(plugin, "recorder-plugin"):
-        bridge = Bridge(load_settings([config_with(tmp_path, add_recorder)]))
+        bridge = bridge_of(config_with(tmp_path, add_recorder))
         inst = bridge.institution("testvenue")
         target = bridge.target(inst, "rec")
         assert isinstance(target.options["secret"], Secret)
@@ -181,7 +179,7 @@ def test_a_declared_secret_in_clear_text_is_refused(tmp_path, secrets_env):
         cfg["streams"]["orders"]["targets"] = ["rec"]
 
     with registered(RecorderPlugin(), "recorder-plugin"), pytest.raises(ConfigError) as err:
-        Bridge(load_settings([config_with(tmp_path, clear)]))
+        bridge_of(config_with(tmp_path, clear))
     assert "targets.rec: secret: a secret is written as {$env: VARIABLE_NAME}, never as a " \
            "value" in str(err.value)
     assert "hook-secret-in-clear" not in str(err.value)

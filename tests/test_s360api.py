@@ -19,7 +19,8 @@ from s360bridge.core.s360.client import (
     S360Unavailable,
     mint_token,
 )
-from s360bridge.core.storage.db import create_schema, make_engine
+from s360bridge.core.storage import migrate
+from s360bridge.core.storage.db import make_engine
 from s360bridge.simulator.api import ApiAccess, S360Api
 from s360bridge.simulator.serving import Served
 
@@ -36,7 +37,7 @@ def settings(url: str, **kw) -> S360ApiSettings:
 @pytest.fixture
 def engine(tmp_path):
     e = make_engine(f"sqlite:///{tmp_path}/engine.db")
-    create_schema(e)
+    migrate.upgrade(e, [])  # the call log is in the engine's branch
     return e
 
 

@@ -27,9 +27,10 @@ def config_option(func):
                         type=click.Path(exists=True), help=CONFIG_HELP)(func)
 
 
-def open_bridge(configs, receiving: bool = False) -> Bridge:
-    """The Bridge of the given files; only receiving processes need the webhook credentials."""
-    return Bridge(load_settings(configs, receiver_secrets=receiving))
+def open_bridge(configs, receiving: bool = False, schema: str = "require") -> Bridge:
+    """The Bridge of the given files; only receiving processes need the webhook credentials.
+    ``schema``: see Bridge (only ``run`` upgrades by itself)."""
+    return Bridge(load_settings(configs, receiver_secrets=receiving), schema=schema)
 
 
 def institution_of(bridge: Bridge, code: str) -> Institution:

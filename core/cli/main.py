@@ -10,6 +10,7 @@ import click
 
 from s360bridge.core import __version__
 from s360bridge.core.cli.common import CLIGroup, config_option, institution_of, open_bridge
+from s360bridge.core.cli.db import db
 from s360bridge.core.cli.history import import_records, reconcile
 from s360bridge.core.errors import S360BridgeError
 from s360bridge.core.operations import admin
@@ -38,8 +39,9 @@ def _serve_options(func):
 @config_option
 @_serve_options
 def run(configs, host, port, threads):
-    """Receiver, workers and scheduler in one process (the embedded default)."""
-    bridge = open_bridge(configs, receiving=True)
+    """Receiver, workers and scheduler in one process (the embedded default); upgrades the
+    engine database's schema first."""
+    bridge = open_bridge(configs, receiving=True, schema="upgrade")
     Process(bridge, receiver=True, workers=bridge.settings.engine.workers, scheduler=True,
             host=host, port=port, threads=threads).serve_forever()
 
@@ -157,8 +159,8 @@ def forget(configs, institution, contact_number):
 @cli.command("check-config")
 @config_option
 def check_config(configs):
-    """Load and validate the configuration, then say what it sets up."""
-    bridge = open_bridge(configs, receiving=True)
+    """Load and validate the configuration, then say what it sets up (writes nothing)."""
+    bridge = open_bridge(configs, receiving=True, schema="ignore")
     for inst in bridge.settings.institutions.values():
         click.echo(f"{inst.code}: {inst.source} (time zone {inst.timezone.key})")
         for name, s in inst.streams.items():
@@ -214,6 +216,7 @@ def _set_up(configs, hooks: Hooks) -> dict:
 
 cli.add_command(import_records)
 cli.add_command(reconcile)
+cli.add_command(db)
 
 
 def main() -> None:

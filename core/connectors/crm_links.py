@@ -24,10 +24,9 @@ from sqlalchemy import (
     select,
 )
 
-from s360bridge.core.storage import db
-from s360bridge.core.storage.db import write
+from s360bridge.core.storage.db import dialect_insert, write
 
-METADATA = MetaData()
+METADATA = MetaData()  # the table is made by core/storage/migrations (branch ``crm``): change both
 LINKS = Table(
     "crm_link", METADATA,
     Column("institution", String(40), primary_key=True),
@@ -37,10 +36,6 @@ LINKS = Table(
     Column("updated_at", Float, nullable=False),
     Index("ix_crm_link_crm_id", "institution", "crm_id"),
 )
-
-
-def create_tables(engine) -> None:
-    db.create_tables(engine, METADATA)
 
 
 def holds(view: dict | None, fields: dict) -> bool:
@@ -85,7 +80,7 @@ def remember(engine, institution: str, rows: list[tuple[str, str | None, dict]],
         values = [{"institution": institution, "contact_number": number, "crm_id": crm_id,
                    "view": orjson.dumps({**known.get(number, {}), **fields}).decode(),
                    "updated_at": now} for number, crm_id, fields in rows]
-        ins = db.dialect_insert(conn, LINKS)
+        ins = dialect_insert(conn, LINKS)
         conn.execute(ins.on_conflict_do_update(
             index_elements=[LINKS.c.institution, LINKS.c.contact_number],
             set_={"view": ins.excluded.view, "updated_at": ins.excluded.updated_at,

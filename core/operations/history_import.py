@@ -23,8 +23,9 @@ from sqlalchemy import Column, Float, Integer, MetaData, String, Table, select
 
 from s360bridge.core.errors import S360BridgeError
 from s360bridge.core.pipeline.ingest import IngestResult, ingest
-from s360bridge.core.storage.db import QUARANTINE, create_tables, dialect_insert, write
+from s360bridge.core.storage.db import QUARANTINE, dialect_insert, write
 
+# the table is made by core/storage/migrations: change both
 PROGRESS = Table("import_progress", MetaData(),
                  Column("institution", String(40), primary_key=True),
                  Column("stream", String(40), primary_key=True),
@@ -95,7 +96,6 @@ def run_import(bridge, inst, stream, path: Path, fmt: str, batch: int = 500,
     if fmt == "csv" and stream.from_csv is None:
         raise ImportRefused(f"stream {stream.name} takes JSON lines only (CSV is for flat "
                            "streams such as ticketchecks)")
-    create_tables(bridge.engine, PROGRESS.metadata)
     fid = file_id(path)
     report = ImportReport()
     start, done = _checkpoint(bridge.engine, inst.code, stream.name, fid)

@@ -52,6 +52,11 @@ def register_routes(register: Callable[[Any], None]) -> None:
 
 
 @hookspec
+def register_migrations(register: Callable[[Any], None]) -> None:
+    """Register the Alembic versions folder (a path, or its package) of the tables it owns."""
+
+
+@hookspec
 def register_jobs(register: Callable[[str, float, Callable[[], Any]], None], bridge: Any) -> None:
     """Register periodic jobs as ``register(name, every_seconds, function)``."""
 

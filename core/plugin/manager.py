@@ -12,6 +12,8 @@ import importlib
 import os
 import threading
 from importlib.metadata import entry_points
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import click
@@ -156,6 +158,18 @@ class Hooks:
         self.pm.hook.register_routes(register=found.append)
         return found
 
+    def migrations(self) -> list[Path]:
+        """The versions folders of the plugins' schema branches, each once."""
+        found: list[Path] = []
+
+        def register(location):
+            folder = _folder(location)
+            if folder not in found:
+                found.append(folder)
+
+        self.pm.hook.register_migrations(register=register)
+        return found
+
     def jobs(self, bridge) -> list[tuple[str, float, Any]]:
         found: list = []
         self.pm.hook.register_jobs(register=lambda *job: found.append(job), bridge=bridge)
@@ -251,3 +265,12 @@ class Hooks:
                 "routes": sorted(self._routes_of(name)),
             })
         return rows
+
+
+def _folder(location) -> Path:
+    """The folder of a package, or a path given as it is."""
+    folder = Path(location.__file__).parent if isinstance(location, ModuleType) \
+        else Path(location)
+    if not folder.is_dir():
+        raise PluginError(f"register_migrations: {location} is not a folder of migrations")
+    return folder.resolve()

@@ -19,9 +19,9 @@ from pyrate_limiter import AbstractBucket, BucketFactory, Limiter, Rate, RateIte
 from sqlalchemy import BigInteger, Column, Index, MetaData, String, Table, delete, func, select
 from sqlalchemy import text as sql_text
 
-from s360bridge.core.storage.db import create_tables, write
+from s360bridge.core.storage.db import write
 
-METADATA = MetaData()
+METADATA = MetaData()  # the table is made by core/storage/migrations: change both
 CALL_LOG = Table(
     "s360_call_log", METADATA,
     Column("bucket", String(200), nullable=False),  # "{institution}/{service}.{method}"
@@ -117,7 +117,6 @@ class CallBudget:
 
     def __init__(self, engine, calls: int, window_seconds: float = 60.0,
                  clock: Callable[[], float] = time.time):
-        create_tables(engine, METADATA)
         self.calls, self.window_seconds = calls, window_seconds
         rates = [Rate(calls, int(window_seconds * 1000))]
         if window_seconds > 1:

@@ -1,5 +1,8 @@
 """The engine's own database: inbox, per-target deliveries and quarantine.
 
+The tables are made by migrations (migrate.py; the branch ``engine`` in migrations/), which
+the models here must match: tests/test_migrations.py compares them.
+
 Timestamps used by the queue (arrival, retry time, lease expiry) are epoch seconds, so that claims
 compare plain numbers on every database.
 """
@@ -31,6 +34,10 @@ class InboxRecord(SQLModel, table=True):
         # pending rows in arrival order; partial, so it stays as small as the backlog
         Index("ix_inbox_pending", "id", sqlite_where=text("state = 'pending'"),
               postgresql_where=text("state = 'pending'")),
+        # On PostgreSQL the pages keep room for the claim's lease update of every row they
+        # hold, so that update is HOT: the new row version stays in its page and no index gets
+        # an entry for it (lease columns are in no index).
+        {"postgresql_with": {"fillfactor": 50}},
     )
     id: int | None = Field(default=None, sa_column=Column(
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True))
@@ -101,10 +108,13 @@ def make_engine(url: str, synchronous: str = "FULL", busy_timeout: float = 10.0)
         engine = create_engine(url, pool_pre_ping=True)
         event.listen(engine, "rollback", forget_staging)
         return engine
-    if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": busy_timeout,
                                               "check_same_thread": False})
+
+    @event.listens_for(engine, "do_connect")
+    def _make_folder(_dialect, _record, _args, _kwargs):
+        if parsed.database and parsed.database != ":memory:":  # when used, not when configured
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):
@@ -137,35 +147,6 @@ def _use_wal(cur, busy_timeout: float) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.01)
-
-
-def create_tables(engine: Engine, metadata, tables=None) -> None:
-    """Create tables that do not exist yet, so that processes starting together (gunicorn
-    workers) do not race: in a write transaction (SQLite takes the file's lock), under an
-    advisory lock on PostgreSQL (its catalog would refuse the second CREATE)."""
-    with engine.connect().execution_options(write=True) as conn, conn.begin():
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(360360)"))
-        metadata.create_all(conn, tables=tables)
-
-
-# On PostgreSQL the inbox's pages keep room for the claim's lease update of every row they
-# hold, so that update is HOT: the new row version stays in its page and no index gets an
-# entry for it (lease columns are in no index).
-_INBOX_STORAGE = {"fillfactor": "50"}
-
-
-def create_schema(engine: Engine) -> None:
-    """Create the engine's tables, with no connection left in the pool."""
-    create_tables(engine, SQLModel.metadata, [INBOX, DELIVERY, QUARANTINE, SKIPPED])
-    if engine.dialect.name == "postgresql":
-        with engine.connect() as conn, conn.begin():
-            have = conn.exec_driver_sql(
-                "SELECT reloptions FROM pg_class WHERE oid = 'inbox'::regclass").scalar() or []
-            wanted = [f"{k}={v}" for k, v in _INBOX_STORAGE.items()]
-            if set(wanted) - set(have):
-                conn.exec_driver_sql(f"ALTER TABLE inbox SET ({', '.join(wanted)})")
-    engine.dispose()  # nothing pooled before a server forks its workers
 
 
 def dialect_insert(conn: Connection | str, table):

@@ -24,7 +24,6 @@ from s360bridge.core.api import (
     RecordValidator,
     Stream,
     TargetUnavailable,
-    create_tables,
     dialect_insert,
     hookimpl,
     ingest,
@@ -34,6 +33,8 @@ from s360bridge.core.api import (
     stream_hooks,
     write,
 )
+
+from . import migrations
 
 log = logging.getLogger("s360bridge.crm_contacts")
 
@@ -109,6 +110,7 @@ register_streams, receive = stream_hooks(STREAM, lambda inst: _validator(_key(in
 
 
 # -- polling the CRM ----------------------------------------------------------------------------
+# the table is made by migrations/ (branch ``contacts``): change both
 WATERMARKS = Table("crm_watermark", MetaData(),
                    Column("institution", String(40), primary_key=True),
                    Column("stream", String(40), primary_key=True),
@@ -133,7 +135,6 @@ def _store_watermark(engine, institution: str, value: str) -> None:
 def poll(bridge, inst) -> int:
     """Read the CRM's changes since the stored watermark into the inbox; answer how many."""
     opts = inst.streams[STREAM.name].options["poll"]
-    create_tables(bridge.engine, WATERMARKS.metadata)
     session = session_for(opts.get("auth"))
     items_field = opts.get("items_field", "items")
     mark_field = opts.get("watermark_field", "watermark")
@@ -164,6 +165,11 @@ def poll(bridge, inst) -> int:
     finally:
         session.close()
     return total
+
+
+@hookimpl
+def register_migrations(register):
+    register(migrations)  # crm_watermark
 
 
 @hookimpl

@@ -60,7 +60,6 @@ class S360ContactsTarget(Target):
         super().__init__(name, options, ctx)
         self.batch_size = options.get("batch_size", 200)
         self.create_batch_size = options.get("create_batch_size", 50)
-        crm_links.create_tables(ctx.engine)
 
     def describe(self) -> str:
         back = self.options.get("contact_numbers_to")

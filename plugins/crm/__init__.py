@@ -97,7 +97,6 @@ class HttpCrmTarget(Target):
         self.idempotency_header = options.get("idempotency_header", "Idempotency-Key")
         self.session = session_for(options.get("auth"))
         self.takes_contact_numbers = bool(self.contact_numbers_url)
-        crm_links.create_tables(ctx.engine)
 
     def _url(self, url: str | None) -> str | None:
         """An absolute URL, or one relative to the ``base_url`` option."""

@@ -12,7 +12,7 @@ from jsonschema import Draft202012Validator
 
 from s360bridge.core.api import ConfigError, Stream, hookimpl, schema_error
 
-from . import catalog, sequence, store
+from . import catalog, migrations, sequence, store
 from .cli import catalog_command, offers_command
 from .web import bp
 
@@ -47,6 +47,11 @@ def register_routes(register):
 
 
 @hookimpl
+def register_migrations(register):
+    register(migrations)
+
+
+@hookimpl
 def register_commands(cli):
     cli.add_command(offers_command)
     cli.add_command(catalog_command)
@@ -66,7 +71,6 @@ def register_jobs(register, bridge):
         cfg = inst.streams.get(STREAM.name)
         if cfg is None or not cfg.enabled:
             continue
-        store.setup(bridge.engine)
         every = cfg.options.get("availability_every_seconds", 3600)
         register(f"catalog of {inst.code}", 3600,
                  lambda inst=inst: catalog.refresh_catalog(bridge, inst))

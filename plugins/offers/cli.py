@@ -30,7 +30,6 @@ def _offers_inst(bridge, code: str):
     inst = institution_of(bridge, code)
     if "offers" not in inst.streams:
         raise S360BridgeError(f"offers are not enabled for {code} (streams.offers)")
-    store.setup(bridge.engine)
     return inst
 
 

@@ -25,9 +25,9 @@ from sqlalchemy import (
     update,
 )
 
-from s360bridge.core.api import create_tables, dialect_insert, write
+from s360bridge.core.api import dialect_insert, write
 
-METADATA = MetaData()
+METADATA = MetaData()  # the tables are made by migrations/ (branch ``offers``): change both
 OFFERS = Table(
     "offer", METADATA,
     Column("id", Integer, primary_key=True, autoincrement=True),
@@ -55,18 +55,7 @@ CACHE = Table(
 FINAL = ("done", "failed", "uncertain")
 
 
-_ready: set[int] = set()
-
-
-def setup(engine) -> None:
-    """Create the tables, once per engine and process."""
-    if id(engine) not in _ready:
-        create_tables(engine, METADATA)
-        _ready.add(id(engine))
-
-
 def row(engine, offer_id: int) -> dict | None:
-    setup(engine)
     with engine.connect() as conn:
         r = conn.execute(select(OFFERS).where(OFFERS.c.id == offer_id)).first()
     return dict(r._mapping) if r else None
@@ -81,7 +70,6 @@ def by_key(engine, institution: str, key: str) -> dict | None:
 
 def create(engine, institution: str, key: str, request: dict) -> tuple[dict, bool]:
     """The offer of this idempotency key: a new one, or the one already there (False)."""
-    setup(engine)
     now = time.time()
     with write(engine) as conn:
         ins = dialect_insert(conn, OFFERS).values(
@@ -115,7 +103,6 @@ def lease(engine, offer_id: int, owner: str, seconds: float) -> bool:
 
 
 def unfinished(engine, institutions: list[str]) -> list[int]:
-    setup(engine)
     now = time.time()
     with engine.connect() as conn:
         return [r[0] for r in conn.execute(select(OFFERS.c.id).where(
@@ -124,7 +111,6 @@ def unfinished(engine, institutions: list[str]) -> list[int]:
 
 
 def listing(engine, institution: str | None = None, limit: int = 100) -> list[dict]:
-    setup(engine)
     query = select(OFFERS).order_by(OFFERS.c.id.desc()).limit(limit)
     if institution:
         query = query.where(OFFERS.c.institution == institution)
@@ -133,7 +119,6 @@ def listing(engine, institution: str | None = None, limit: int = 100) -> list[di
 
 
 def cached(engine, institution: str, what: str) -> dict | None:
-    setup(engine)
     with engine.connect() as conn:
         r = conn.execute(select(CACHE).where(CACHE.c.institution == institution,
                                              CACHE.c.what == what)).first()
@@ -142,7 +127,6 @@ def cached(engine, institution: str, what: str) -> dict | None:
 
 
 def cache(engine, institution: str, what: str, data, marker: str | None = None) -> None:
-    setup(engine)
     with write(engine) as conn:
         ins = dialect_insert(conn, CACHE).values(
             institution=institution, what=what, fetched_at=time.time(), marker=marker,

@@ -75,7 +75,6 @@ def institution(code: str):
     if not inst.allows(request.remote_addr):
         raise RequestRefused(403, f"source address {request.remote_addr} is not allowed")
     check_auth(cfg.auth)
-    store.setup(_bridge().engine)
     return inst
 
 

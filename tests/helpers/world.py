@@ -8,8 +8,6 @@ import time
 
 import requests
 
-from s360bridge.core.bridge import Bridge
-from s360bridge.core.config import load_settings
 from s360bridge.core.pipeline.processes import Process
 from s360bridge.core.pipeline.receiver import create_app
 from s360bridge.core.pipeline.worker import Worker
@@ -19,7 +17,7 @@ from s360bridge.simulator.crm import ReferenceCrm
 from s360bridge.simulator.serving import Served
 from s360bridge.simulator.webhooks import WebhookQueue, WebhookSettings
 
-from ..conftest import PASSWORD, base_config, post, write_config
+from ..conftest import PASSWORD, base_config, bridge_of, post, write_config
 
 API_SECRET = "jwt-shared-secret-of-the-partner-0123456789"
 
@@ -66,7 +64,7 @@ class World:
         if configure is not None:
             configure(data)
         self.config = write_config(tmp_path, data)
-        self.bridge = Bridge(load_settings([self.config]))
+        self.bridge = bridge_of(self.config)
         self.inst = self.bridge.institution("testvenue")
         self.proc = Process(self.bridge, receiver=True, workers=0, scheduler=False, port=0)
         self.proc.start()

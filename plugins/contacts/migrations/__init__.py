@@ -1,0 +1,1 @@
+"""The migrations of the contacts plugins' tables: the Alembic branch ``contacts``."""

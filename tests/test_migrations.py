@@ -1,0 +1,374 @@
+"""Schema migrations: the first revisions make the schema of b60f5fd, a database of that time is
+adopted with its data, the models match the migrations, and who upgrades and who refuses.
+
+The tests of the schema run on SQLite and, when S360BRIDGE_TEST_POSTGRES_URL is set, on
+PostgreSQL (in schemas of their own, dropped at the end).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata, produce_migrations, render_python_code
+from alembic.config import Config
+from alembic.runtime.environment import EnvironmentContext
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, text
+from sqlmodel import SQLModel
+
+from s360bridge.core.bridge import Bridge
+from s360bridge.core.cli.main import cli
+from s360bridge.core.config import load_settings
+from s360bridge.core.connectors.crm_links import LINKS
+from s360bridge.core.errors import OutdatedSchema, PluginError, UnknownSchema
+from s360bridge.core.operations.history_import import PROGRESS
+from s360bridge.core.plugin.hookspecs import hookimpl
+from s360bridge.core.plugin.manager import Hooks
+from s360bridge.core.s360.budget import CALL_LOG
+from s360bridge.core.storage import migrate
+from s360bridge.core.storage.db import make_engine
+from s360bridge.core.wsgi import app_from_env
+from s360bridge.plugins.contacts.crm_changes import WATERMARKS
+from s360bridge.plugins.offers.store import OFFERS
+
+from .conftest import FIXTURES, base_config, bridge_of, write_config
+from .helpers.plugins import registered
+
+PG = os.environ.get("S360BRIDGE_TEST_POSTGRES_URL")
+FIRST_REVISIONS = ("engine_0001", "crm_0001", "offers_0001", "contacts_0001")
+# the models of every table in the engine database: the engine's and the built-in plugins'
+MODELS = [SQLModel.metadata, CALL_LOG.metadata, PROGRESS.metadata, OFFERS.metadata,
+          LINKS.metadata, WATERMARKS.metadata]
+# one row for every table of b60f5fd, as that version wrote them
+ROWS = {
+    "inbox": {"id": 7, "institution": "v", "stream": "orders", "record_key": "10", "content_hash":
+              "h", "payload": "{}", "received_at": 1.5, "state": "pending", "attempts": 0,
+              "next_attempt_at": 0.0, "lease_owner": None, "lease_until": None,
+              "last_error": None},
+    "delivery": {"inbox_id": 7, "target": "datx", "state": "failed", "attempts": 2,
+                 "last_error": "HTTP 503", "updated_at": 2.5},
+    "quarantine": {"id": 3, "institution": "v", "stream": "orders", "payload": "[",
+                   "reason": "not JSON", "received_at": 3.5, "state": "held"},
+    "skipped": {"institution": "v", "stream": "orders", "reason": "before cut-off",
+                "count": 4},
+    "s360_call_log": {"bucket": "v/contact.get", "at_ms": 1700000000000},
+    "import_progress": {"institution": "v", "stream": "orders", "file_id": "f", "lines": 10,
+                        "done": 1, "updated_at": 4.5},
+    "offer": {"id": 5, "institution": "v", "idempotency_key": "k", "request": "{}",
+              "action": "create", "state": "open", "order_id": 10000815533, "file_id": 42,
+              "expires_at": "2024-03-14T19:21:07", "result": None, "error": None,
+              "http_status": None, "lease_owner": None, "lease_until": None,
+              "created_at": 5.5, "updated_at": 6.5},
+    "offer_cache": {"institution": "v", "what": "catalog", "fetched_at": 7.5, "marker": "m",
+                    "data": "[]"},
+    "crm_link": {"institution": "v", "contact_number": "0012", "crm_id": "C1",
+                 "view": '{"email": "a@b.c"}', "updated_at": 8.5},
+    "crm_watermark": {"institution": "v", "stream": "crm_contacts", "value": "2024-01-01"},
+}
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(
+    not PG, reason="S360BRIDGE_TEST_POSTGRES_URL is not set"))])
+def new_database(request, tmp_path):
+    """A function that answers the URL of a new, empty database of the parameter's kind."""
+    if request.param == "sqlite":
+        yield lambda: f"sqlite:///{tmp_path}/{uuid.uuid4().hex[:8]}.db"
+        return
+    admin = create_engine(PG, isolation_level="AUTOCOMMIT")
+    schemas = []
+
+    def new():
+        schemas.append(f"t_{uuid.uuid4().hex[:10]}_migrations")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schemas[-1]}"'))
+        return f"{PG}?options=-csearch_path%3D{schemas[-1]}"
+
+    yield new
+    with admin.connect() as conn:
+        for schema in schemas:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+def plugin_locations() -> list[Path]:
+    return Hooks().migrations()
+
+
+def engine_of(config: Path):
+    return make_engine(load_settings([config]).engine.database_url)
+
+
+def build_as_b60f5fd(engine, sections: int | None = None) -> None:
+    """Run the statements b60f5fd sent to create its tables, or those of its first
+    ``sections`` only (each place that created tables is a section, blank lines between)."""
+    sql = (FIXTURES / f"schema_b60f5fd.{engine.dialect.name}.sql").read_text("utf-8")
+    with engine.begin() as conn:
+        for section in sql.split("\n\n")[1:][:sections]:  # after the file's own comment
+            body = "\n".join(line for line in section.splitlines() if not line.startswith("--"))
+            for statement in body.split(";\n"):
+                if statement.strip():
+                    conn.exec_driver_sql(statement)
+
+
+def upgrade_to(engine, revisions) -> None:
+    """Apply the migrations up to ``revisions`` only: the schema as it was at those."""
+    script = migrate.scripts(plugin_locations())
+    with engine.begin() as conn, EnvironmentContext(
+            Config(), script,
+            fn=lambda heads, _ctx: [s for r in revisions for s in script._upgrade_revs(r, heads)]
+    ) as env:
+        env.configure(connection=conn)
+        env.run_migrations()
+
+
+def schema_of(engine) -> dict:
+    """Tables, columns, keys, indexes and storage options, as the database's catalog has them
+    (the migrations' version table left out)."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            return {name: sql for name, sql in conn.exec_driver_sql(
+                "SELECT name, sql FROM sqlite_master WHERE tbl_name != 'alembic_version'")}
+        queries = {
+            "columns": "SELECT table_name, column_name, ordinal_position, data_type, "
+                       "character_maximum_length, is_nullable, column_default FROM "
+                       "information_schema.columns WHERE table_schema = current_schema()",
+            "constraints": "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) "
+                           "FROM pg_constraint WHERE connamespace = current_schema()::regnamespace",
+            "indexes": "SELECT indexname, replace(indexdef, current_schema() || '.', '') "
+                       "FROM pg_indexes WHERE schemaname = current_schema()",
+            "storage": "SELECT relname, relkind, reloptions FROM pg_class "
+                       "WHERE relnamespace = current_schema()::regnamespace",
+        }
+        found = {what: sorted(tuple(map(str, r)) for r in conn.exec_driver_sql(sql))
+                 for what, sql in queries.items()}
+    return {what: [r for r in rows if not any("alembic_version" in v for v in r)]
+            for what, rows in found.items()}
+
+
+def fill(engine, rows: dict) -> None:
+    with engine.begin() as conn:
+        for table, row in rows.items():
+            conn.execute(text(f"INSERT INTO {table} ({_columns(row)}) "
+                              f"VALUES ({', '.join(f':{c}' for c in row)})"), row)
+
+
+def read_back(engine, rows: dict) -> dict:
+    with engine.connect() as conn:
+        return {table: dict(conn.execute(text(f"SELECT {_columns(row)} FROM {table}")
+                                         ).one()._mapping) for table, row in rows.items()}
+
+
+def _columns(row: dict) -> str:
+    return ", ".join(f'"{c}"' for c in row)  # quoted: "view" is a keyword
+
+
+def test_the_first_revisions_make_the_schema_of_b60f5fd(new_database):
+    before, migrated = make_engine(new_database()), make_engine(new_database())
+    build_as_b60f5fd(before)
+    upgrade_to(migrated, FIRST_REVISIONS)
+    assert schema_of(migrated) == schema_of(before)
+    assert len(schema_of(before)) > 0
+
+
+@pytest.mark.parametrize("sections", [None, 1], ids=["every table", "the engine's four"])
+def test_a_database_of_b60f5fd_is_adopted_with_its_data(new_database, sections):
+    """A database made before migrations has no version table and any part of the tables
+    (they were created when first used): upgrading keeps them and their rows, creates the
+    others, and leaves the database at the heads."""
+    engine = make_engine(new_database())
+    build_as_b60f5fd(engine, sections)
+    rows = ROWS if sections is None else {t: ROWS[t] for t in
+                                          ("inbox", "delivery", "quarantine", "skipped")}
+    fill(engine, rows)
+    assert sorted(migrate.upgrade(engine, plugin_locations())) == sorted(FIRST_REVISIONS)
+    assert read_back(engine, rows) == rows
+    fresh = make_engine(new_database())
+    migrate.upgrade(fresh, plugin_locations())
+    assert schema_of(engine) == schema_of(fresh)
+    assert not any(b.outdated for b in migrate.branches(engine, plugin_locations()))
+
+
+def test_rows_of_the_first_revisions_survive_the_upgrade_to_the_heads(new_database):
+    engine = make_engine(new_database())
+    upgrade_to(engine, FIRST_REVISIONS)
+    fill(engine, ROWS)
+    migrate.upgrade(engine, plugin_locations())
+    assert read_back(engine, ROWS) == ROWS
+
+
+def test_the_models_match_the_migrations(new_database):
+    """A model changed without a migration, or a migration without its model change, fails
+    here, with the migration Alembic would write to make the database match the models."""
+    engine = make_engine(new_database())
+    migrate.upgrade(engine, plugin_locations())
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={
+            "render_as_batch": conn.dialect.name == "sqlite"})  # SQLite alters by copying
+        differences = compare_metadata(context, MODELS)
+        suggestion = render_python_code(produce_migrations(context, MODELS).upgrade_ops) \
+            if differences else ""
+    assert differences == [], f"the models and the migrations differ; a migration:\n{suggestion}"
+
+
+FORK_EIGHT = """
+import json, multiprocessing, sys
+from s360bridge.core.plugin.manager import Hooks
+from s360bridge.core.storage import migrate
+from s360bridge.core.storage.db import make_engine
+
+def open_at_once(url, locations, barrier, applied):
+    barrier.wait(10)
+    engine = make_engine(url, busy_timeout=5)
+    applied.put(len(migrate.upgrade(engine, locations)))
+    with engine.connect() as conn:
+        conn.exec_driver_sql("SELECT count(*) FROM inbox")
+
+if __name__ == "__main__":
+    ctx = multiprocessing.get_context("fork")
+    barrier, applied = ctx.Barrier(8), ctx.SimpleQueue()
+    locations = Hooks().migrations()  # the plugins loaded once, before the forks
+    procs = [ctx.Process(target=open_at_once, args=(sys.argv[1], locations, barrier, applied),
+                         daemon=True) for _ in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    print(json.dumps([p.exitcode for p in procs]))
+    print(json.dumps(sorted(applied.get() for p in procs if p.exitcode == 0)))
+"""
+
+
+def test_processes_starting_together_upgrade_once(new_database, tmp_path):
+    """gunicorn forks its workers at once, and each opens the database: on a new SQLite file
+    each switches it to WAL and upgrades it, under the file's write lock; on PostgreSQL under an
+    advisory lock. None may fail on the lock the others hold, and one upgrades. The forks are
+    made by a fresh single-threaded process, as gunicorn's master is, not by this test process,
+    whose threads (servers of earlier tests) a fork would copy mid-work."""
+    url = new_database()
+    script = tmp_path / "fork_eight.py"
+    script.write_text(FORK_EIGHT, "utf-8")
+    done = subprocess.run([sys.executable, str(script), url], capture_output=True, text=True,
+                          timeout=120)
+    lines = done.stdout.splitlines()
+    assert lines[:1] == [json.dumps([0] * 8)], done.stderr
+    assert json.loads(lines[1]) == [0] * 7 + [len(FIRST_REVISIONS)]
+    if url.startswith("sqlite:///"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+@pytest.fixture
+def fresh_config(tmp_path, secrets_env) -> Path:
+    """The test configuration, its engine database not created yet."""
+    return write_config(tmp_path, base_config(tmp_path))
+
+
+def test_db_commands_say_check_and_upgrade(fresh_config, runner):
+    def db(*args):
+        return runner.invoke(cli, ["db", *args, "-c", str(fresh_config)])
+
+    check = db("check")
+    assert check.exit_code == 1
+    assert "engine: at none, needs engine_0001" in check.output
+    assert f"run `s360bridge db upgrade -c {fresh_config}`" in check.output
+    assert not (fresh_config.parent / "engine.db").exists()  # reading it created nothing
+    assert db("current").output.splitlines()[0].split() == [
+        "engine", "none", "(this", "version", "needs", "engine_0001)"]
+    upgrade = db("upgrade")
+    assert upgrade.exit_code == 0 and upgrade.output.startswith("applied ")
+    assert sorted(upgrade.output.strip().removeprefix("applied ").split(", ")) == \
+        sorted(FIRST_REVISIONS)
+    assert db("check").output == "the schema is up to date\n"
+    assert db("upgrade").output == "the schema is up to date\n"
+    current = db("current").output.splitlines()
+    assert [line.split() for line in current] == [[r.split("_")[0], r] for r in FIRST_REVISIONS]
+
+
+@pytest.mark.parametrize("command", ["serve", "worker", "status"])
+def test_other_commands_refuse_an_outdated_schema_in_one_line(fresh_config, runner, command):
+    result = runner.invoke(cli, [command, "-c", str(fresh_config)])
+    assert result.exit_code == 2
+    assert result.output == (
+        "error: the engine database has no schema revision yet, this version needs "
+        f"{', '.join(FIRST_REVISIONS)}: run `s360bridge db upgrade -c {fresh_config}`\n")
+
+
+def test_the_wsgi_receiver_refuses_an_outdated_schema(fresh_config, monkeypatch):
+    monkeypatch.setenv("S360BRIDGE_CONFIG", str(fresh_config))
+    with pytest.raises(OutdatedSchema, match="run `s360bridge db upgrade"):
+        app_from_env()
+
+
+def test_check_config_writes_nothing(tmp_path, secrets_env, runner, monkeypatch):
+    cfg = base_config(tmp_path)
+    del cfg["engine"]["database_url"]  # the default, sqlite:///var/s360bridge.db
+    cfg["targets"]["datx"]["url"] = "sqlite:///var/warehouse.db"
+    path = write_config(tmp_path, cfg)
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(cli, ["check-config", "-c", str(path)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["testvenue.yaml"]
+
+
+SURVEY_REVISION = '''
+import sqlalchemy as sa
+from alembic import op
+
+revision = "surveys_0001"
+down_revision = None
+branch_labels = ("surveys",)
+
+
+def upgrade():
+    op.create_table("survey_answer", sa.Column("survey_id", sa.Integer, primary_key=True))
+'''
+
+
+class SurveyTables:
+    """A third-party plugin that keeps a table in the engine database."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    @hookimpl
+    def register_migrations(self, register):
+        register(self.folder)
+
+
+def test_a_plugin_brings_its_branch_and_is_left_alone_when_not_loaded(tmp_path, fresh_config):
+    folder = tmp_path / "survey_migrations"
+    folder.mkdir()
+    (folder / "surveys_0001_answers.py").write_text(SURVEY_REVISION, "utf-8")
+    with registered(SurveyTables(folder), "survey-tables"):
+        bridge_of(fresh_config).close()
+        labels = [b.label for b in migrate.branches(engine_of(fresh_config),
+                                                    Hooks().migrations())]
+    assert sorted(labels) == ["contacts", "crm", "engine", "offers", "surveys"]
+    with engine_of(fresh_config).connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM survey_answer").scalar() == 0
+    # the plugin no longer loaded: its revision stays in the database, the others start
+    Bridge(load_settings([fresh_config])).close()
+
+
+def test_a_revision_newer_than_this_version_stops_everything(fresh_config):
+    bridge_of(fresh_config).close()
+    with engine_of(fresh_config).begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = 'engine_0002' "
+                             "WHERE version_num = 'engine_0001'")
+    for schema in ("require", "upgrade"):
+        with pytest.raises(UnknownSchema, match="holds the revision engine_0002, which this "
+                                                "installation does not know, and none of engine"):
+            Bridge(load_settings([fresh_config]), schema=schema)
+
+
+def test_a_plugin_registers_a_folder(tmp_path):
+    with registered(SurveyTables(tmp_path / "missing"), "survey-tables"), \
+            pytest.raises(PluginError, match="is not a folder of migrations"):
+        Hooks().migrations()
