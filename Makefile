@@ -3,10 +3,12 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-$(VENV)/.installed: setup.cfg pyproject.toml tests/external_plugin/pyproject.toml
+# The project, its test tools and the simulator (a development tool, its own distribution).
+$(VENV)/.installed: setup.cfg pyproject.toml simulator/pyproject.toml \
+		tests/external_plugin/pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test]" -e tests/external_plugin
+	$(PY) -m pip install -q -e ".[test]" -e simulator -e tests/external_plugin
 	touch $@
 
 .PHONY: install demo test bench

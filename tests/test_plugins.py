@@ -51,7 +51,7 @@ def test_builtin_and_entry_point_plugins_are_listed():
     rows = {r["name"]: r for r in json.loads(cli_output("plugins", "--json"))}
     for name in ("contacts", "orders", "ticketchecks", "sql", "jsonl", "retention", "erasure"):
         assert rows[name]["source"] == "built-in"
-    assert rows["simulator"]["source"].startswith("entry point of s360bridge ")
+    assert rows["simulator"]["source"].startswith("entry point of s360bridge-simulator ")
     assert rows["surveys"]["source"].startswith("entry point of s360bridge-surveys ")
     assert "register_streams" in rows["surveys"]["hooks"]
 
