@@ -3,10 +3,14 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-$(VENV)/.installed: setup.cfg pyproject.toml tests/external_plugin/pyproject.toml
+# The project, its test tools and the simulator (a development tool, its own distribution);
+# never the tests' plugins, which the tests install where only they look (earlier versions put
+# tests/external_plugin here: it goes, or a user's `s360bridge plugins` would list it).
+$(VENV)/.installed: setup.cfg pyproject.toml simulator/pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip "setuptools>=70.1"
-	$(PY) -m pip install -q -e ".[test]" -e tests/external_plugin
+	$(PY) -m pip install -q --upgrade pip "setuptools>=77"
+	$(PY) -m pip install -q -e ".[test]" -e simulator
+	$(PY) -m pip uninstall -qq -y s360bridge-surveys
 	touch $@
 
 .PHONY: install demo test bench

@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import threading
 import types
+from pathlib import Path
 
 import pytest
 from flask import Blueprint
@@ -17,13 +18,16 @@ from s360bridge.core.pipeline.processes import run_scheduler
 from s360bridge.core.pipeline.receiver import create_app
 from s360bridge.core.plugin import manager as plugin_module
 from s360bridge.core.plugin.hookspecs import hookimpl
-from s360bridge.core.plugin.manager import Hooks, check
+from s360bridge.core.plugin.manager import ENTRY_POINT_GROUP, Hooks, check, plugin_manager
 from s360bridge.core.plugin.streams import Stream
 from s360bridge.core.plugin.targets import PushResult, Target
 
 from .conftest import base_config, bridge_of, drain, fixture, post, write_config
+from .helpers.examples import install_outside
 from .helpers.plugins import registered
 from .helpers.processes import S360BRIDGE
+
+EXTERNAL_PLUGIN = Path(__file__).parent / "external_plugin"
 
 
 def cli_output(*args, **env) -> str:
@@ -33,25 +37,64 @@ def cli_output(*args, **env) -> str:
     return result.stdout
 
 
-def test_builtin_and_entry_point_plugins_are_listed():
-    rows = {r["name"]: r for r in json.loads(cli_output("plugins", "--json"))}
+@pytest.fixture(scope="module")
+def surveys_dir(tmp_path_factory) -> str:
+    """tests/external_plugin installed into a folder of its own, package and dist-info, never
+    into the environment: only a process that has the folder on its path sees the plugin."""
+    target = tmp_path_factory.mktemp("test-plugins")
+    install_outside([str(EXTERNAL_PLUGIN)], target)
+    return str(target)
+
+
+@pytest.fixture
+def surveys_env(surveys_dir) -> dict[str, str]:
+    """What a subprocess that should see the surveys plugin adds to its environment."""
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [surveys_dir,
+                                                        os.environ.get("PYTHONPATH")]))}
+
+
+@pytest.fixture
+def surveys_loaded(surveys_dir, monkeypatch):
+    """The surveys plugin in this process too, through its entry point, for one test."""
+    monkeypatch.syspath_prepend(surveys_dir)
+    pm = plugin_manager()
+    pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP, name="surveys")
+    assert pm.has_plugin("surveys")
+    check(pm)
+    yield
+    pm.unregister(name="surveys")
+
+
+def test_builtin_and_entry_point_plugins_are_listed(surveys_env):
+    rows = {r["name"]: r for r in json.loads(cli_output("plugins", "--json", **surveys_env))}
     for name in ("contacts", "orders", "ticketchecks", "sql", "jsonl", "retention", "erasure"):
         assert rows[name]["source"] == "built-in"
-    assert rows["simulator"]["source"].startswith("entry point of s360bridge ")
+    assert rows["simulator"]["source"].startswith("entry point of s360bridge-simulator ")
     assert rows["surveys"]["source"].startswith("entry point of s360bridge-surveys ")
     assert "register_streams" in rows["surveys"]["hooks"]
 
 
-def test_env_var_restricts_which_plugins_load():
-    out = cli_output("plugins", "--json", S360BRIDGE_LOAD_PLUGINS="contacts,sql,surveys")
+def test_the_environment_has_the_simulator_but_no_plugin_of_the_tests():
+    """make installs the simulator into .venv, and tests/external_plugin only into the tests'
+    own folder: after `make demo`, a user's `s360bridge plugins` lists no surveys."""
+    names = {r["name"] for r in json.loads(cli_output("plugins", "--json"))}
+    assert "simulator" in names
+    assert "surveys" not in names
+
+
+def test_env_var_restricts_which_plugins_load(surveys_env):
+    out = cli_output("plugins", "--json", S360BRIDGE_LOAD_PLUGINS="contacts,sql,surveys",
+                     **surveys_env)
     assert sorted(r["name"] for r in json.loads(out)) == ["contacts", "sql", "surveys"]
 
 
 def test_third_party_plugin_installed_elsewhere_works_end_to_end(tmp_path, secrets_env,
-                                                                 journal):
-    """tests/external_plugin is a separate distribution installed into the environment; its
-    register_streams, receive and register_commands hooks come in through the entry point."""
-    assert cli_output("surveys").strip() == "surveys plugin ready"
+                                                                 journal, surveys_env,
+                                                                 surveys_loaded):
+    """tests/external_plugin is a separate distribution, installed where only these tests look;
+    its register_streams, receive and register_commands hooks come in through the entry point,
+    in a subprocess and in this one."""
+    assert cli_output("surveys", **surveys_env).strip() == "surveys plugin ready"
     cfg = base_config(tmp_path)
     cfg["streams"]["surveys"] = {"targets": ["journal"]}
     bridge = bridge_of(write_config(tmp_path, cfg))

@@ -38,7 +38,7 @@ from . import migrations
 
 log = logging.getLogger("s360bridge.crm_contacts")
 
-# CRM field -> S-360 field, for the reference CRM (simulator/crm.py)
+# CRM field -> S-360 field, for the reference CRM (s360bridge.simulator.crm)
 DEFAULT_MAPPING = {
     "contactNumber": "contact_number",
     "individualContact.individualFirstname": "first_name",

@@ -34,14 +34,17 @@ def install(into: Path) -> Path:
         shutil.copytree(path, copy, ignore=shutil.ignore_patterns(
             "build", "*.egg-info", "__pycache__"))
         copies.append(str(copy))
-    # built with the virtualenv's own setuptools (make install brings it): nothing is
-    # downloaded at test time
+    install_outside(copies, site)
+    return site
+
+
+def install_outside(sources: list[str], site: Path) -> None:
+    """``pip install --no-deps --target site`` of local distributions, built with the
+    virtualenv's own setuptools (make install brings it): nothing is downloaded at test time."""
     done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
                            "--no-index", "--no-build-isolation", "--no-input", "--target",
-                           str(site), *copies],
-                          capture_output=True, text=True, timeout=600)
+                           str(site), *sources], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    return site
 
 
 @contextmanager
