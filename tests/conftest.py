@@ -18,6 +18,8 @@ from s360bridge.core.pipeline.receiver import create_app
 from s360bridge.core.pipeline.worker import Worker
 from s360bridge.core.plugin.manager import plugin_manager
 
+from .helpers.examples import install
+
 FIXTURES = Path(__file__).parent / "fixtures"
 HOOKS_CALLED: set[str] = set()  # hooks the suite called on at least one real plugin
 FULL_RUN = pytest.StashKey[bool]()
@@ -169,3 +171,9 @@ def post(client, stream: str, body, institution: str = "testvenue", **kwargs):
     data = body if isinstance(body, bytes | str) else json.dumps(body)
     opts = {**AUTH[stream], **kwargs}
     return client.post(f"/s360/{stream}/{institution}", data=data, **opts)
+
+
+@pytest.fixture(scope="session")
+def examples_site(tmp_path_factory):
+    """The plugins of examples/, installed once into a folder outside the virtualenv."""
+    return install(tmp_path_factory.mktemp("examples"))

@@ -3,7 +3,6 @@ refuses a route nothing can deliver, declared secrets never travel in clear text
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from s360bridge.core.errors import ConfigError, PluginError
 from s360bridge.core.plugin.manager import Hooks
 
 from .conftest import base_config, bridge_of, write_config
+from .helpers.imports import absolute_imports
 from .helpers.plugins import registered
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,17 +30,10 @@ def test_builtin_plugins_import_only_the_public_api_and_their_own_package():
     bad = []
     for path in sorted((ROOT / "plugins").rglob("*.py")):
         package = path.relative_to(ROOT / "plugins").parts[0].removesuffix(".py")
-        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
-            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            elif isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            else:
-                continue
-            for name in names:
-                own = name.startswith(f"s360bridge.plugins.{package}")
-                if name.startswith("s360bridge") and name != "s360bridge.core.api" and not own:
-                    bad.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {name}")
+        for line, name in absolute_imports(path):
+            own = name.startswith(f"s360bridge.plugins.{package}")
+            if name.startswith("s360bridge") and name != "s360bridge.core.api" and not own:
+                bad.append(f"{path.relative_to(ROOT)}:{line} imports {name}")
     assert bad == []
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import shutil
+import sqlite3
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -74,3 +75,12 @@ def loaded(site: Path):
         sys.path.remove(str(site))
         for module in [m for m in sys.modules if m.split(".")[0] in PACKAGES]:
             del sys.modules[module]
+
+
+def versions(tmp_path, stream: str) -> list[tuple]:
+    """The stream's inbox: (key, seq, state, attempts, next_attempt_at - received_at, payload,
+    received_at) per version, in arrival order."""
+    with sqlite3.connect(tmp_path / "engine.db") as conn:
+        return list(conn.execute(
+            "SELECT record_key, id, state, attempts, next_attempt_at - received_at, payload, "
+            "received_at FROM inbox WHERE stream = ? ORDER BY id", (stream,)))
