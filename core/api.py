@@ -30,9 +30,16 @@ from s360bridge.core.operations.erasure import erase_versions
 from s360bridge.core.operations.reconcile import Comparison, Field, Reconciliation, Side
 from s360bridge.core.pipeline import leases
 from s360bridge.core.pipeline.ingest import ingest
-from s360bridge.core.pipeline.receiver import RequestRefused, check_auth, json_response
+from s360bridge.core.pipeline.receiver import (
+    RequestRefused,
+    ServiceRequest,
+    check_auth,
+    json_response,
+    service_request,
+)
 from s360bridge.core.plugin.hookspecs import hookimpl
 from s360bridge.core.plugin.routes import ANY_STREAM
+from s360bridge.core.plugin.services import Service
 from s360bridge.core.plugin.streams import (
     ReceivedBatch,
     RecordValidator,
@@ -56,7 +63,9 @@ from s360bridge.core.s360.times import parse_s360_time, utc_of, utc_or_none
 from s360bridge.core.storage.db import create_tables, dialect_insert, make_engine, write
 from s360bridge.core.storage.rawsql import copy_insert, executemany, index_plans_only, run
 
-API_VERSION = 4  # 2: routing by declaration; 3: per-item push outcomes; 4: leases
+# 2: routing by declaration; 3: per-item push outcomes; 4: leases, and services beside
+# streams (the register_services hook, Service, service_request, ServiceRequest)
+API_VERSION = 4
 
 
 def require(version: int, plugin: str = "this plugin") -> None:
@@ -91,6 +100,8 @@ __all__ = [
     "institution_of", "open_bridge",
     # leases on the rows of a plugin's table
     "leases",
+    # services beside streams
+    "Service", "service_request", "ServiceRequest",
     # the engine database and SQL on the driver
     "create_tables", "dialect_insert", "make_engine", "write", "copy_insert", "executemany",
     "index_plans_only", "run", "erase_versions",

@@ -1,18 +1,20 @@
 """The Flask receiver: ``POST /s360/{stream}/{institution}`` (and each stream's own route, such
-as ``/crm/contacts/{institution}``) answers 200 once data is stored."""
+as ``/crm/contacts/{institution}``) answers 200 once data is stored; the routes of services
+(``/crm/offers/{institution}``) admit their requests alike, through ``service_request``."""
 
 from __future__ import annotations
 
 import hmac
 import logging
+from typing import NamedTuple
 
 import orjson
-from flask import Flask, Response, request
+from flask import Flask, Response, current_app, request
 from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
 
 from s360bridge.core.bridge import Bridge
-from s360bridge.core.config import Auth
+from s360bridge.core.config import Auth, Institution, ServiceConfig
 from s360bridge.core.errors import StoreUnavailable
 from s360bridge.core.pipeline.ingest import ingest
 
@@ -51,6 +53,38 @@ def check_auth(auth: Auth) -> None:
     elif auth.type == "api_key":
         if not _same(request.headers.get(auth.header), auth.key.value):
             raise RequestRefused(401, f"missing or wrong API key in header {auth.header}")
+
+
+def admit(inst: Institution, auth: Auth) -> None:
+    """Refuse a request from outside the institution's ``allowed_sources`` (403), or without
+    the credentials ``auth`` configures (401)."""
+    if not inst.allows(request.remote_addr):
+        raise RequestRefused(403, f"source address {request.remote_addr} is not allowed")
+    check_auth(auth)
+
+
+class ServiceRequest(NamedTuple):
+    """What a service's route works with: the running bridge, the institution of the URL and
+    its ``services:`` entry of the service."""
+
+    bridge: Bridge
+    institution: Institution
+    config: ServiceConfig
+
+
+def service_request(name: str, code: str) -> ServiceRequest:
+    """Admit a request to service ``name`` for institution ``code`` as the receiver admits a
+    webhook: 404 for an unknown institution or one that does not enable the service, then
+    ``allowed_sources`` (403) and the service's ``auth`` (401)."""
+    bridge = current_app.extensions["s360bridge"]
+    inst = bridge.institution(code)
+    if inst is None:
+        raise RequestRefused(404, f"unknown institution {code!r}")
+    cfg = inst.services.get(name)
+    if cfg is None or not cfg.enabled:
+        raise RequestRefused(404, f"service {name} is not enabled for {code!r}")
+    admit(inst, cfg.auth)
+    return ServiceRequest(bridge, inst, cfg)
 
 
 def parse_records(body: bytes) -> list[dict]:
@@ -117,9 +151,7 @@ def create_app(bridge: Bridge) -> Flask:
         if stream is None or stream_cfg is None or not stream_cfg.enabled:
             raise RequestRefused(404, f"stream {source}/{path} is not enabled for {code!r}")
         stream_name = stream.name
-        if not inst.allows(request.remote_addr):
-            raise RequestRefused(403, f"source address {request.remote_addr} is not allowed")
-        check_auth(stream_cfg.auth)
+        admit(inst, stream_cfg.auth)
         records = parse_records(request.get_data(cache=False))
         try:
             result = ingest(bridge, inst, stream, records)

@@ -47,7 +47,7 @@ class Failed(Exception):
 
 
 def _options(inst) -> dict:
-    return inst.streams["offers"].options
+    return inst.services["offers"].options
 
 
 def _plan(bridge, inst, row: dict) -> dict:
@@ -210,7 +210,7 @@ def _pending_method(bridge, inst) -> int:
         if m.get("code") == "PENDING_ACCOUNT":
             return m["id"]
     raise Failed(422, {"error": "S-360's point of sales has no pending-account payment "
-                                "method: set streams.offers.options.payment_method_id"})
+                                "method: set services.offers.options.payment_method_id"})
 
 
 def _finish(bridge, inst, row: dict, details: dict) -> None:
