@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from s360bridge.core.bridge import Bridge
+from s360bridge.core.cli.main import cli
 from s360bridge.core.config import load_settings
 from s360bridge.core.errors import ConfigError
 from s360bridge.core.pipeline.receiver import create_app
@@ -127,3 +128,10 @@ def test_the_jobs_of_a_service_run_per_institution_that_enables_it(tmp_path, off
         "catalog of testvenue": 3600, "availabilities of testvenue": 3600,
         "offers of testvenue": 5}
     assert "purge" in jobs  # register_jobs still adds its own
+
+
+def test_check_config_lists_the_services(tmp_path, offers_env, runner):
+    data = base_config(tmp_path) | {"services": {"offers": {**offers(), "enabled": False}}}
+    result = runner.invoke(cli, ["check-config", "-c", str(write_config(tmp_path, data))])
+    assert result.exit_code == 0, result.output
+    assert "  service offers  disabled, auth api_key  (Offers created in S-360" in result.output
