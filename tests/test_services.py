@@ -4,14 +4,18 @@ jobs scheduled per institution that enables them."""
 from __future__ import annotations
 
 import pytest
+from flask import Blueprint
 
 from s360bridge.core.bridge import Bridge
 from s360bridge.core.cli.main import cli
 from s360bridge.core.config import load_settings
-from s360bridge.core.errors import ConfigError
+from s360bridge.core.errors import ConfigError, PluginError
 from s360bridge.core.pipeline.receiver import create_app
+from s360bridge.core.plugin.hookspecs import hookimpl
+from s360bridge.core.plugin.services import Service
 
 from .conftest import base_config, post, write_config
+from .test_plugins import registered
 
 KEY = {"x-api-key": "offers-key-0123"}
 
@@ -135,3 +139,37 @@ def test_check_config_lists_the_services(tmp_path, offers_env, runner):
     result = runner.invoke(cli, ["check-config", "-c", str(write_config(tmp_path, data))])
     assert result.exit_code == 0, result.output
     assert "  service offers  disabled, auth api_key  (Offers created in S-360" in result.output
+
+
+class EchoPlugin:
+    """A third-party service whose routes never admit their requests themselves."""
+
+    NAME, BLUEPRINT = "echo", Blueprint("echo", __name__)
+    BLUEPRINT.get("/echo/<code>")(lambda code: {"echo": code})
+
+    @hookimpl
+    def register_services(self, register):
+        register(Service(self.NAME, "Echoes", self.BLUEPRINT))
+
+
+def test_the_core_admits_every_request_to_a_service(tmp_path, offers_env):
+    def echo(data):
+        data["services"]["echo"] = {"auth": offers()["auth"]}
+    with registered(EchoPlugin(), "echo-plugin"):
+        bridge, client = client_of(tmp_path, echo)
+    try:
+        assert client.get("/echo/testvenue").status_code == 401
+        assert client.get("/echo/testvenue", headers=KEY).json == {"echo": "testvenue"}
+    finally:
+        bridge.close()
+
+
+def test_a_service_route_without_the_institution_stops_start_up(tmp_path, offers_env):
+    class Lost(EchoPlugin):
+        NAME, BLUEPRINT = "lost", Blueprint("lost", __name__)
+        BLUEPRINT.get("/lost")(lambda: {})
+
+    with registered(Lost(), "lost-plugin"), pytest.raises(PluginError) as err:
+        client_of(tmp_path)
+    assert str(err.value) == "service 'lost': route /lost has no <code> (the institution) in " \
+                             "its URL"

@@ -15,7 +15,7 @@ from werkzeug.exceptions import HTTPException
 
 from s360bridge.core.bridge import Bridge
 from s360bridge.core.config import Auth, Institution, ServiceConfig
-from s360bridge.core.errors import StoreUnavailable
+from s360bridge.core.errors import PluginError, StoreUnavailable
 from s360bridge.core.pipeline.ingest import ingest
 
 log = logging.getLogger("s360bridge.receiver")
@@ -75,7 +75,8 @@ class ServiceRequest(NamedTuple):
 def service_request(name: str, code: str) -> ServiceRequest:
     """Admit a request to service ``name`` for institution ``code`` as the receiver admits a
     webhook: 404 for an unknown institution or one that does not enable the service, then
-    ``allowed_sources`` (403) and the service's ``auth`` (401)."""
+    ``allowed_sources`` (403) and the service's ``auth`` (401). The core calls it before each
+    route of a service runs; the route calls it again for what it works with."""
     bridge = current_app.extensions["s360bridge"]
     inst = bridge.institution(code)
     if inst is None:
@@ -166,4 +167,25 @@ def create_app(bridge: Bridge) -> Flask:
 
     for blueprint in bridge.hooks.blueprints():
         app.register_blueprint(blueprint)
+    _serve_services(app, bridge.hooks.services)
     return app
+
+
+def _serve_services(app: Flask, services: dict) -> None:
+    """Serve each service's blueprint; the core admits every request to one of its routes
+    (``service_request``) before the route runs, so that no route can forget to."""
+    names = {}
+    for service in services.values():
+        app.register_blueprint(service.blueprint)
+        names[service.blueprint.name] = service.name
+    for rule in app.url_map.iter_rules():
+        name = names.get(rule.endpoint.rpartition(".")[0])
+        if name is not None and "code" not in rule.arguments:
+            raise PluginError(f"service {name!r}: route {rule.rule} has no <code> (the "
+                              "institution) in its URL")
+
+    @app.before_request
+    def _admit_to_service():
+        name = names.get(request.blueprint)
+        if name is not None:
+            service_request(name, request.view_args["code"])

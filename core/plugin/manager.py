@@ -163,10 +163,11 @@ class Hooks:
         self.pm.hook.register_commands(cli=cli)
 
     def blueprints(self) -> list:
-        """The blueprints of register_routes, then those of every registered service."""
+        """The blueprints of register_routes (the receiver serves those of services apart,
+        admitting their requests)."""
         found: list = []
         self.pm.hook.register_routes(register=found.append)
-        return found + [s.blueprint for s in self.services.values()]
+        return found
 
     def jobs(self, bridge) -> list[tuple[str, float, Any]]:
         """The jobs of register_jobs, then each service's jobs for each institution that

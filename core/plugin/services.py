@@ -25,6 +25,6 @@ class Service:
 
     name: str
     title: str
-    blueprint: Any  # a flask.Blueprint; each route starts with service_request(name, code)
+    blueprint: Any  # a flask.Blueprint whose routes take <code>; the core admits each request
     jobs: Callable[[Any, Any, Any], Iterable[Job]] | None = None
     check_options: Callable[[dict], None] | None = None
