@@ -1,26 +1,59 @@
-"""The core's leases on the rows of a plugin's table (the offers' use them on PostgreSQL too,
-tests/test_postgres.py)."""
+"""The core's leases on the rows of a plugin's table, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import os
+import uuid
+from contextlib import contextmanager, nullcontext
+
 import pytest
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, select, update
+from sqlalchemy import (
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    select,
+    text,
+    update,
+)
 
 from s360bridge.core.pipeline import leases
 from s360bridge.core.storage.db import make_engine, write
 
+PG = os.environ.get("S360BRIDGE_TEST_POSTGRES_URL")
 LEASED = Table("leased", MetaData(), Column("id", Integer, primary_key=True),
                Column("lease_owner", String(40)), Column("lease_until", Float))
 
 
-@pytest.fixture
-def rows(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path}/leases.db")
-    LEASED.metadata.create_all(engine)
-    with write(engine) as conn:
-        conn.execute(LEASED.insert(), [{"id": 1}, {"id": 2}])
-    yield engine
-    engine.dispose()
+@contextmanager
+def postgres_schema():
+    """A PostgreSQL schema of the test's own (as tests/test_postgres.py), dropped at the end."""
+    if not PG:
+        pytest.skip("S360BRIDGE_TEST_POSTGRES_URL is not set (.ci/run sets it up)")
+    admin, schema = create_engine(PG, isolation_level="AUTOCOMMIT"), f"t_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{PG}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def rows(request, tmp_path):
+    with (nullcontext(f"sqlite:///{tmp_path}/leases.db") if request.param == "sqlite"
+          else postgres_schema()) as url:
+        engine = make_engine(url)
+        LEASED.metadata.create_all(engine)
+        with write(engine) as conn:
+            conn.execute(LEASED.insert(), [{"id": 1}, {"id": 2}])
+        yield engine
+        engine.dispose()
 
 
 def unheld(engine) -> list[int]:
