@@ -4,7 +4,7 @@ A plugin (built-in or third-party) imports only this module and its own package:
 
     from s360bridge.core.api import Stream, Target, hookimpl, require
 
-    require(3)  # stops loading with a clear message when the installed API is older
+    require(4)  # stops loading with a clear message when the installed API is older
 
 Every name here is documented in docs/plugins.md; ``API_VERSION`` grows when a name is added
 or a contract changes, so that a plugin can say what it needs.
@@ -28,10 +28,18 @@ from s360bridge.core.errors import (
 )
 from s360bridge.core.operations.erasure import erase_versions
 from s360bridge.core.operations.reconcile import Comparison, Field, Reconciliation, Side
+from s360bridge.core.pipeline import leases
 from s360bridge.core.pipeline.ingest import ingest
-from s360bridge.core.pipeline.receiver import RequestRefused, check_auth, json_response
+from s360bridge.core.pipeline.receiver import (
+    RequestRefused,
+    ServiceRequest,
+    check_auth,
+    json_response,
+    service_request,
+)
 from s360bridge.core.plugin.hookspecs import hookimpl
 from s360bridge.core.plugin.routes import ANY_STREAM
+from s360bridge.core.plugin.services import Service
 from s360bridge.core.plugin.streams import (
     ReceivedBatch,
     RecordValidator,
@@ -55,7 +63,9 @@ from s360bridge.core.s360.times import parse_s360_time, utc_of, utc_or_none
 from s360bridge.core.storage.db import dialect_insert, make_engine, write
 from s360bridge.core.storage.rawsql import copy_insert, executemany, index_plans_only, run
 
-API_VERSION = 3  # 2: routing by declaration; 3: per-item push outcomes
+# 2: routing by declaration; 3: per-item push outcomes; 4: leases, and services beside
+# streams (the register_services hook, Service, service_request, ServiceRequest)
+API_VERSION = 4
 
 
 def require(version: int, plugin: str = "this plugin") -> None:
@@ -88,6 +98,10 @@ __all__ = [
     # routes and commands of a plugin
     "RequestRefused", "check_auth", "json_response", "ingest", "config_option",
     "institution_of", "open_bridge",
+    # leases on the rows of a plugin's table
+    "leases",
+    # services beside streams
+    "Service", "service_request", "ServiceRequest",
     # the engine database and SQL on the driver
     "dialect_insert", "make_engine", "write", "copy_insert", "executemany",
     "index_plans_only", "run", "erase_versions",

@@ -58,6 +58,9 @@ class Bridge:
         for inst in self.settings.institutions.values():
             for name, cfg in inst.streams.items():
                 stream = self.hooks.streams.get(name)
+                if stream is None and name in self.hooks.services:
+                    raise ConfigError(f"{inst.source}: streams.{name}: {name} is a service, "
+                                      f"not a stream: move its entry under services:")
                 if stream is None:
                     known = ", ".join(sorted(self.hooks.streams))
                     raise ConfigError(f"{inst.source}: streams.{name}: no loaded plugin provides "
@@ -68,6 +71,7 @@ class Bridge:
                     except ConfigError as exc:
                         raise ConfigError(f"{inst.source}: streams.{name}.options: {exc}") \
                             from None
+            self._check_services(inst)
             for name, tcfg in inst.targets.items():
                 if tcfg.type not in self.hooks.target_types:
                     raise ConfigError(
@@ -85,6 +89,21 @@ class Bridge:
                             f"{inst.source}: streams.{name}.targets: institution {inst.code} "
                             f"routes stream {name} to target {tname} "
                             f"({inst.targets[tname].type}), which cannot take it: {problem}")
+
+    def _check_services(self, inst: Institution) -> None:
+        """Every configured service must be provided by a loaded plugin, with valid options."""
+        for name, cfg in inst.services.items():
+            service = self.hooks.services.get(name)
+            if service is None:
+                known = ", ".join(sorted(self.hooks.services)) or "none"
+                raise ConfigError(f"{inst.source}: services.{name}: no loaded plugin provides "
+                                  f"this service (known: {known})")
+            if service.check_options:
+                try:
+                    service.check_options(cfg.options)
+                except ConfigError as exc:
+                    raise ConfigError(f"{inst.source}: services.{name}.options: {exc}") \
+                        from None
 
     def institution(self, code: str) -> Institution | None:
         return self.settings.institutions.get(code)

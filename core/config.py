@@ -66,6 +66,17 @@ class StreamConfig:
 
 
 @dataclass(frozen=True)
+class ServiceConfig:
+    """An institution's entry of a service (``services:``): the same as a stream's, but no
+    targets: a service does its work itself."""
+
+    name: str
+    enabled: bool = True
+    auth: Auth = Auth()
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class TargetConfig:
     name: str
     type: str
@@ -102,6 +113,7 @@ class Institution:
     s360_api: S360ApiSettings | None = None
     reconcile: dict = field(default_factory=dict)  # per stream, see config.schema.json
     source: Path | None = None
+    services: dict[str, ServiceConfig] = field(default_factory=dict)
 
     @property
     def cutoff_utc(self) -> dt.datetime | None:
@@ -234,6 +246,12 @@ def _institution(raw: dict, file: Path, environ, receiver_secrets: bool) -> Inst
             _auth(s.get("auth", {}), file, f"streams.{name}.auth", environ, receiver_secrets),
             tuple(s.get("targets", [])), _resolve_env(s.get("options", {}), file,
                                                       f"streams.{name}.options", environ))
+    services = {
+        name: ServiceConfig(
+            name, s.get("enabled", True),
+            _auth(s.get("auth", {}), file, f"services.{name}.auth", environ, receiver_secrets),
+            _resolve_env(s.get("options", {}), file, f"services.{name}.options", environ))
+        for name, s in (raw.get("services") or {}).items()}
     cutoff = raw.get("history_cutoff")
     api = raw.get("s360_api")
     if api is not None:
@@ -247,7 +265,7 @@ def _institution(raw: dict, file: Path, environ, receiver_secrets: bool) -> Inst
         history_cutoff=dt.date.fromisoformat(cutoff) if cutoff else None,
         allowed_sources=tuple(nets),
         webhook_frequency_minutes=raw.get("webhook_frequency_minutes", 15), s360_api=api,
-        reconcile=raw.get("reconcile") or {}, source=file)
+        reconcile=raw.get("reconcile") or {}, source=file, services=services)
 
 
 def config_files(paths) -> list[Path]:

@@ -26,8 +26,8 @@ def test_worked_example_loads():
     inst = settings.institutions["myvenue"]
     assert inst.timezone.key == "Europe/Zurich"
     assert str(inst.history_cutoff) == "2019-01-01"
-    assert set(inst.streams) == {"contacts", "orders", "ticketchecks", "crm_contacts",
-                                 "offers"}
+    assert set(inst.streams) == {"contacts", "orders", "ticketchecks", "crm_contacts"}
+    assert set(inst.services) == {"offers"}
     assert inst.s360_api.base_url == "https://myvenue.pp-ws.secutix.com"
     assert str(inst.s360_api.secret) == "<secret $MYVENUE_S360_API_SECRET>"
     assert inst.streams["ticketchecks"].auth.header == "x-api-key"

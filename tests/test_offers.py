@@ -35,9 +35,9 @@ LINES = {
 
 
 def with_offers(data: dict) -> None:
-    data["streams"]["offers"] = {
+    data["services"] = {"offers": {
         "auth": {"type": "api_key", "header": "x-api-key", "key": {"$env": "TEST_CRM_IN_KEY"}},
-        "options": {"wait_seconds": 10, "open_order_seconds": 2, "lease_seconds": 1}}
+        "options": {"wait_seconds": 10, "open_order_seconds": 2, "lease_seconds": 1}}}
 
 
 class Shop(World):
@@ -292,7 +292,7 @@ def test_holders_a_purchaser_found_or_created_and_a_slow_answer(shop):
                    purchaser={"email": "new@example.org", "first_name": "N", "last_name": "B"})
     assert shop.calls("createCulturalContact") == 1 and r.status_code == 201
     shop.api.slow["getOrderDetails"] = 1.5  # S-360 slower than the answer may wait
-    shop.inst.streams["offers"].options["wait_seconds"] = 0.2
+    shop.inst.services["offers"].options["wait_seconds"] = 0.2
     slow = shop.offer("slow", LINES["season ticket"])
     assert slow.status_code == 202 and slow.headers["Location"].endswith(
         f"/crm/offers/testvenue/{slow.json()['id']}")

@@ -124,14 +124,15 @@ def test_call_budget_and_crm_links_on_postgresql(pg_bridge):
 
 def test_offer_rows_and_cache_on_postgresql(pg_bridge):
     """The offers' durable progress: one row per idempotency key, leases, the cache."""
+    from s360bridge.core.pipeline import leases
     from s360bridge.plugins.offers import store
 
     engine = pg_bridge.engine
     first, made = store.create(engine, "testvenue", "key-1", {"lines": [1]})
     again, made_again = store.create(engine, "testvenue", "key-1", {"lines": [1]})
     assert made and not made_again and again["id"] == first["id"]
-    assert store.lease(engine, first["id"], "a", 60)
-    assert not store.lease(engine, first["id"], "b", 60)  # held by another process
+    assert leases.take(engine, store.OFFERS, first["id"], "a", 60)
+    assert not leases.take(engine, store.OFFERS, first["id"], "b", 60)  # held by another
     assert store.unfinished(engine, ["testvenue"]) == []
     store.save(engine, first["id"], state="ordering", lease_until=0.0, result={"x": 1})
     assert store.unfinished(engine, ["testvenue"]) == [first["id"]]

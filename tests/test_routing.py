@@ -178,7 +178,7 @@ def test_a_declared_secret_in_clear_text_is_refused(tmp_path, secrets_env):
     assert "hook-secret-in-clear" not in str(err.value)
 
 
-def test_plugins_lists_streams_target_types_pairs_commands_and_routes():
+def test_plugins_lists_streams_services_target_types_pairs_commands_and_routes():
     rows = {r["name"]: r for r in Hooks().describe()}
     assert rows["contacts"]["streams"] == ["contacts"]
     assert rows["contacts"]["transforms"] == ["contacts -> sql"]
@@ -186,4 +186,5 @@ def test_plugins_lists_streams_target_types_pairs_commands_and_routes():
     assert rows["crm"]["transforms"] == ["contacts -> http_crm", "orders -> http_crm"]
     assert rows["jsonl"]["transforms"] == ["* -> jsonl"]
     assert "offers" in rows["offers"]["commands"]
-    assert "POST /crm/offers/<code>" in rows["offers"]["routes"]
+    assert rows["offers"]["services"] == ["offers"] and rows["offers"]["streams"] == []
+    assert {"POST /crm/offers/<code>", "GET /crm/catalog/<code>"} <= set(rows["offers"]["routes"])

@@ -168,6 +168,10 @@ def check_config(configs):
             path = bridge.stream(name).url_path
             click.echo(f"  POST /{path}/{inst.code}  {state}, auth {s.auth.type}, "
                        f"targets {', '.join(s.targets) or 'none'}  ({bridge.stream(name).title})")
+        for name, v in inst.services.items():
+            state = "enabled" if v.enabled else "disabled"
+            click.echo(f"  service {name}  {state}, auth {v.auth.type}  "
+                       f"({bridge.hooks.services[name].title})")
     click.echo("configuration OK")
 
 
@@ -186,7 +190,8 @@ def plugins(as_json, configs):
     for r in rows:
         click.echo(f"{r['name']:<14} {r['source']}")
         click.echo(f"  hooks: {', '.join(r['hooks'])}")
-        for field in ("streams", "target_types", "transforms", "commands", "routes"):
+        for field in ("streams", "services", "target_types", "transforms", "commands",
+                      "routes"):
             if r[field]:
                 click.echo(f"  {field.replace('_', ' ')}: {', '.join(r[field])}")
     if setup:

@@ -1,19 +1,21 @@
 """The Flask receiver: ``POST /s360/{stream}/{institution}`` (and each stream's own route, such
-as ``/crm/contacts/{institution}``) answers 200 once data is stored."""
+as ``/crm/contacts/{institution}``) answers 200 once data is stored; the routes of services
+(``/crm/offers/{institution}``) admit their requests alike, through ``service_request``."""
 
 from __future__ import annotations
 
 import hmac
 import logging
+from typing import NamedTuple
 
 import orjson
-from flask import Flask, Response, request
+from flask import Flask, Response, current_app, request
 from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
 
 from s360bridge.core.bridge import Bridge
-from s360bridge.core.config import Auth
-from s360bridge.core.errors import StoreUnavailable
+from s360bridge.core.config import Auth, Institution, ServiceConfig
+from s360bridge.core.errors import PluginError, StoreUnavailable
 from s360bridge.core.pipeline.ingest import ingest
 
 log = logging.getLogger("s360bridge.receiver")
@@ -51,6 +53,39 @@ def check_auth(auth: Auth) -> None:
     elif auth.type == "api_key":
         if not _same(request.headers.get(auth.header), auth.key.value):
             raise RequestRefused(401, f"missing or wrong API key in header {auth.header}")
+
+
+def admit(inst: Institution, auth: Auth) -> None:
+    """Refuse a request from outside the institution's ``allowed_sources`` (403), or without
+    the credentials ``auth`` configures (401)."""
+    if not inst.allows(request.remote_addr):
+        raise RequestRefused(403, f"source address {request.remote_addr} is not allowed")
+    check_auth(auth)
+
+
+class ServiceRequest(NamedTuple):
+    """What a service's route works with: the running bridge, the institution of the URL and
+    its ``services:`` entry of the service."""
+
+    bridge: Bridge
+    institution: Institution
+    config: ServiceConfig
+
+
+def service_request(name: str, code: str) -> ServiceRequest:
+    """Admit a request to service ``name`` for institution ``code`` as the receiver admits a
+    webhook: 404 for an unknown institution or one that does not enable the service, then
+    ``allowed_sources`` (403) and the service's ``auth`` (401). The core calls it before each
+    route of a service runs; the route calls it again for what it works with."""
+    bridge = current_app.extensions["s360bridge"]
+    inst = bridge.institution(code)
+    if inst is None:
+        raise RequestRefused(404, f"unknown institution {code!r}")
+    cfg = inst.services.get(name)
+    if cfg is None or not cfg.enabled:
+        raise RequestRefused(404, f"service {name} is not enabled for {code!r}")
+    admit(inst, cfg.auth)
+    return ServiceRequest(bridge, inst, cfg)
 
 
 def parse_records(body: bytes) -> list[dict]:
@@ -117,9 +152,7 @@ def create_app(bridge: Bridge) -> Flask:
         if stream is None or stream_cfg is None or not stream_cfg.enabled:
             raise RequestRefused(404, f"stream {source}/{path} is not enabled for {code!r}")
         stream_name = stream.name
-        if not inst.allows(request.remote_addr):
-            raise RequestRefused(403, f"source address {request.remote_addr} is not allowed")
-        check_auth(stream_cfg.auth)
+        admit(inst, stream_cfg.auth)
         records = parse_records(request.get_data(cache=False))
         try:
             result = ingest(bridge, inst, stream, records)
@@ -134,4 +167,25 @@ def create_app(bridge: Bridge) -> Flask:
 
     for blueprint in bridge.hooks.blueprints():
         app.register_blueprint(blueprint)
+    _serve_services(app, bridge.hooks.services)
     return app
+
+
+def _serve_services(app: Flask, services: dict) -> None:
+    """Serve each service's blueprint; the core admits every request to one of its routes
+    (``service_request``) before the route runs, so that no route can forget to."""
+    names = {}
+    for service in services.values():
+        app.register_blueprint(service.blueprint)
+        names[service.blueprint.name] = service.name
+    for rule in app.url_map.iter_rules():
+        name = names.get(rule.endpoint.rpartition(".")[0])
+        if name is not None and "code" not in rule.arguments:
+            raise PluginError(f"service {name!r}: route {rule.rule} has no <code> (the "
+                              "institution) in its URL")
+
+    @app.before_request
+    def _admit_to_service():
+        name = names.get(request.blueprint)
+        if name is not None:
+            service_request(name, request.view_args["code"])

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from s360bridge.core.config import Institution
     from s360bridge.core.operations.reconcile import Reconciliation
+    from s360bridge.core.plugin.services import Service
     from s360bridge.core.plugin.streams import ReceivedBatch, Stream
     from s360bridge.core.plugin.targets import PushResult, Target
 
@@ -29,6 +30,11 @@ hookimpl = pluggy.HookimplMarker("s360bridge")
 @hookspec
 def register_streams(register: Callable[[Stream], None]) -> None:
     """Register the streams (contacts, orders, …) this plugin knows, with their schema and key."""
+
+
+@hookspec
+def register_services(register: Callable[[Service], None]) -> None:
+    """Register services (routes and periodic work configured under ``services:``)."""
 
 
 @hookspec

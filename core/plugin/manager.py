@@ -22,6 +22,7 @@ import pluggy
 
 from s360bridge.core.errors import PluginError, Undeliverable
 from s360bridge.core.plugin import hookspecs, routes
+from s360bridge.core.plugin.services import Service
 from s360bridge.core.plugin.streams import ReceivedBatch, Stream
 from s360bridge.core.plugin.targets import PushResult, Target
 
@@ -101,6 +102,7 @@ class Hooks:
         self.pm = pm or plugin_manager()
         self._streams: dict[str, tuple[Stream, str]] | None = None
         self._target_types: dict[str, tuple[Any, str]] | None = None
+        self._services: dict[str, tuple[Service, str]] | None = None
         self._pairs: dict[tuple[str, str], routes.Pair] | None = None
         self._callers: dict[tuple[str, str], Any] = {}
 
@@ -112,6 +114,15 @@ class Hooks:
         if self._streams is None:
             self._streams = routes.owned(self.pm, "register_streams", "stream")
         return self._streams
+
+    @property
+    def services(self) -> dict[str, Service]:
+        return {name: s for name, (s, _) in self._owned_services().items()}
+
+    def _owned_services(self) -> dict[str, tuple[Service, str]]:
+        if self._services is None:
+            self._services = routes.owned(self.pm, "register_services", "service")
+        return self._services
 
     @property
     def target_types(self) -> dict[str, Any]:
@@ -154,6 +165,8 @@ class Hooks:
         self.pm.hook.register_commands(cli=cli)
 
     def blueprints(self) -> list:
+        """The blueprints of register_routes (the receiver serves those of services apart,
+        admitting their requests)."""
         found: list = []
         self.pm.hook.register_routes(register=found.append)
         return found
@@ -171,8 +184,16 @@ class Hooks:
         return found
 
     def jobs(self, bridge) -> list[tuple[str, float, Any]]:
+        """The jobs of register_jobs, then each service's jobs for each institution that
+        enables it, named ``{job} of {institution}``."""
         found: list = []
         self.pm.hook.register_jobs(register=lambda *job: found.append(job), bridge=bridge)
+        for inst in bridge.settings.institutions.values():
+            for name, cfg in inst.services.items():
+                service = self.services[name]
+                if cfg.enabled and service.jobs:
+                    found += [(f"{job} of {inst.code}", every, func)
+                              for job, every, func in service.jobs(bridge, inst, cfg)]
         return found
 
     def receive(self, institution, stream: Stream, records) -> ReceivedBatch:
@@ -237,10 +258,12 @@ class Hooks:
 
     def _routes_of(self, plugin: str) -> list[str]:
         call = self._only_on("register_routes", plugin)
-        if call is None:
-            return []
         app = flask.Flask("s360bridge-describe")
-        call(register=app.register_blueprint)
+        if call is not None:
+            call(register=app.register_blueprint)
+        for service, owner in self._owned_services().values():
+            if owner == plugin:
+                app.register_blueprint(service.blueprint)
         return [f"{' '.join(sorted(r.methods - {'HEAD', 'OPTIONS'}))} {r.rule}"
                 for r in app.url_map.iter_rules() if r.endpoint != "static"]
 
@@ -257,6 +280,8 @@ class Hooks:
                            else "built-in"),
                 "hooks": sorted(h.name for h in self.pm.get_hookcallers(plugin) or []),
                 "streams": sorted(s for s, (_, p) in self._owned_streams().items() if p == name),
+                "services": sorted(s for s, (_, p) in self._owned_services().items()
+                                   if p == name),
                 "target_types": sorted(k for k, (_, p) in self._owned_kinds().items()
                                        if p == name),
                 "transforms": sorted(f"{s} -> {k}" for (s, k), pair in self.pairs.items()

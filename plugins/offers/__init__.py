@@ -3,14 +3,15 @@
 ``POST /crm/offers/{institution}`` (and ``s360bridge offers create``) runs the S-360 sales
 sequence of each product family, durably and idempotently (sequence.py); the catalog and
 availabilities are cached by scheduled jobs within S-360's advice (catalog.py). Orders S-360
-closes come back through its order webhook, to the CRM like any order.
+closes come back through its order webhook, to the CRM like any order. A service, not a stream:
+an institution enables it under ``services: offers:``.
 """
 
 from __future__ import annotations
 
 from jsonschema import Draft202012Validator
 
-from s360bridge.core.api import ConfigError, Stream, hookimpl, schema_error
+from s360bridge.core.api import ConfigError, Service, hookimpl, schema_error
 
 from . import catalog, migrations, sequence, store
 from .cli import catalog_command, offers_command
@@ -32,18 +33,33 @@ def check_options(options: dict) -> None:
         raise ConfigError(error)
 
 
-STREAM = Stream("offers", "Offers created in S-360 (sales, reservations, options)",
-                route="crm/offers", check_options=check_options)
+def recover(bridge, inst) -> int:
+    """Carry on the offers nobody works on: after a crash, or S-360 being unavailable."""
+    ids = store.unfinished(bridge.engine, [inst.code])
+    for offer_id in ids:
+        sequence.run(bridge, inst, offer_id, sequence.lease_of(inst))
+    return len(ids)
+
+
+def jobs(bridge, inst, cfg):
+    """Per institution: refresh the catalog and the availabilities, carry on the offers."""
+    every = cfg.options.get("availability_every_seconds", 3600)
+    return [
+        ("catalog", 3600, lambda: catalog.refresh_catalog(bridge, inst)),
+        ("availabilities", every,
+         lambda: catalog.refresh_availability(bridge, inst, every)),
+        ("offers", cfg.options.get("recovery_every_seconds", 10),
+         lambda: recover(bridge, inst)),
+    ]
+
+
+SERVICE = Service("offers", "Offers created in S-360 (sales, reservations, options)", bp,
+                  jobs=jobs, check_options=check_options)
 
 
 @hookimpl
-def register_streams(register):
-    register(STREAM)
-
-
-@hookimpl
-def register_routes(register):
-    register(bp)
+def register_services(register):
+    register(SERVICE)
 
 
 @hookimpl
@@ -55,27 +71,3 @@ def register_migrations(register):
 def register_commands(cli):
     cli.add_command(offers_command)
     cli.add_command(catalog_command)
-
-
-def recover(bridge, inst) -> int:
-    """Carry on the offers nobody works on: after a crash, or S-360 being unavailable."""
-    ids = store.unfinished(bridge.engine, [inst.code])
-    for offer_id in ids:
-        sequence.run(bridge, inst, offer_id, sequence.lease_of(inst))
-    return len(ids)
-
-
-@hookimpl
-def register_jobs(register, bridge):
-    for inst in bridge.settings.institutions.values():
-        cfg = inst.streams.get(STREAM.name)
-        if cfg is None or not cfg.enabled:
-            continue
-        every = cfg.options.get("availability_every_seconds", 3600)
-        register(f"catalog of {inst.code}", 3600,
-                 lambda inst=inst: catalog.refresh_catalog(bridge, inst))
-        register(f"availabilities of {inst.code}", every,
-                 lambda inst=inst, every=every: catalog.refresh_availability(bridge, inst,
-                                                                             every))
-        register(f"offers of {inst.code}", cfg.options.get("recovery_every_seconds", 10),
-                 lambda inst=inst: recover(bridge, inst))

@@ -28,8 +28,8 @@ STEPS = ("new", "ordering", "open", "closing", "done")
 
 def _offers_inst(bridge, code: str):
     inst = institution_of(bridge, code)
-    if "offers" not in inst.streams:
-        raise S360BridgeError(f"offers are not enabled for {code} (streams.offers)")
+    if "offers" not in inst.services:
+        raise S360BridgeError(f"offers are not enabled for {code} (services.offers)")
     return inst
 
 

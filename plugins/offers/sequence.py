@@ -17,14 +17,18 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 import time
-import uuid
 
 import orjson
 
 from s360bridge.core.api import CONTACT_SERVICE as CONTACTS
-from s360bridge.core.api import SEARCH_RESULTS, S360ApiError, S360BusinessError, best_match
+from s360bridge.core.api import (
+    SEARCH_RESULTS,
+    S360ApiError,
+    S360BusinessError,
+    best_match,
+    leases,
+)
 
 from . import catalog as cache
 from . import families, store
@@ -43,7 +47,7 @@ class Failed(Exception):
 
 
 def _options(inst) -> dict:
-    return inst.streams["offers"].options
+    return inst.services["offers"].options
 
 
 def _plan(bridge, inst, row: dict) -> dict:
@@ -206,7 +210,7 @@ def _pending_method(bridge, inst) -> int:
         if m.get("code") == "PENDING_ACCOUNT":
             return m["id"]
     raise Failed(422, {"error": "S-360's point of sales has no pending-account payment "
-                                "method: set streams.offers.options.payment_method_id"})
+                                "method: set services.offers.options.payment_method_id"})
 
 
 def _finish(bridge, inst, row: dict, details: dict) -> None:
@@ -230,19 +234,8 @@ def lease_of(inst) -> float:
 def run(bridge, inst, offer_id: int, lease_seconds: float | None = None) -> dict:
     """Take the offer and carry it as far as it goes now; answer its row."""
     lease_seconds = lease_of(inst) if lease_seconds is None else lease_seconds
-    owner = uuid.uuid4().hex
-    if not store.lease(bridge.engine, offer_id, owner, lease_seconds):
-        return store.row(bridge.engine, offer_id)
-    done = threading.Event()
-
-    def keep() -> None:  # a call may outlast the lease (rate limit, retries): keep it
-        while not done.wait(lease_seconds / 3):
-            store.lease(bridge.engine, offer_id, owner, lease_seconds)
-
-    keeper = threading.Thread(target=keep, daemon=True, name=f"offer-{offer_id}-lease")
-    keeper.start()
-    try:
-        while True:
+    with leases.holding(bridge.engine, store.OFFERS, offer_id, lease_seconds) as held:
+        while held:
             row = store.row(bridge.engine, offer_id)
             if row["state"] in store.FINAL:
                 return row
@@ -255,8 +248,5 @@ def run(bridge, inst, offer_id: int, lease_seconds: float | None = None) -> dict
             except S360ApiError as exc:  # S-360 unavailable: the next round goes on
                 log.warning("%s: offer %s waits at %s: %s", inst.code, offer_id, row["state"],
                             exc)
-                return store.row(bridge.engine, offer_id)
-    finally:
-        done.set()
-        keeper.join()
-        store.save(bridge.engine, offer_id, lease_owner=None, lease_until=time.time())
+                break
+    return store.row(bridge.engine, offer_id)

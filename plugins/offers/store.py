@@ -2,7 +2,7 @@
 
 An offer's row is its durable progress: each step is written *before* the S-360 call it leads
 to, so that after a crash the bridge knows what may have happened. A row is worked on by one
-process at a time (a lease, as for inbox claims).
+process at a time (the core's leases, on its ``lease_owner`` and ``lease_until`` columns).
 """
 
 from __future__ import annotations
@@ -20,12 +20,11 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    or_,
     select,
     update,
 )
 
-from s360bridge.core.api import dialect_insert, write
+from s360bridge.core.api import dialect_insert, leases, write
 
 METADATA = MetaData()  # the tables are made by migrations/ (branch ``offers``): change both
 OFFERS = Table(
@@ -91,23 +90,12 @@ def save(engine, offer_id: int, **values) -> None:
                      .values(updated_at=time.time(), **values))
 
 
-def lease(engine, offer_id: int, owner: str, seconds: float) -> bool:
-    """Take the offer for ``seconds``, unless another process holds it."""
-    now = time.time()
-    with write(engine) as conn:
-        return conn.execute(update(OFFERS).where(
-            OFFERS.c.id == offer_id,
-            or_(OFFERS.c.lease_until.is_(None), OFFERS.c.lease_until < now,
-                OFFERS.c.lease_owner == owner))
-            .values(lease_owner=owner, lease_until=now + seconds)).rowcount == 1
-
-
 def unfinished(engine, institutions: list[str]) -> list[int]:
-    now = time.time()
+    """The offers of ``institutions`` not final that no process works on."""
     with engine.connect() as conn:
         return [r[0] for r in conn.execute(select(OFFERS.c.id).where(
             OFFERS.c.institution.in_(institutions), OFFERS.c.state.not_in(FINAL),
-            or_(OFFERS.c.lease_until.is_(None), OFFERS.c.lease_until < now)))]
+            leases.unheld(OFFERS)))]
 
 
 def listing(engine, institution: str | None = None, limit: int = 100) -> list[dict]:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import threading
 
 import orjson
-from flask import Blueprint, current_app, request
+from flask import Blueprint, request
 from jsonschema import Draft202012Validator
 
-from s360bridge.core.api import RequestRefused, check_auth, json_response, schema_error
+from s360bridge.core.api import RequestRefused, json_response, schema_error, service_request
 
 from . import catalog as cache
 from . import sequence, store
@@ -62,35 +62,23 @@ def answer(row: dict, code: str):
 bp = Blueprint("offers", __name__)
 
 
-def _bridge():
-    return current_app.extensions["s360bridge"]
+def admitted(code: str):
+    """The request's bridge, institution and offers config (see service_request)."""
+    found = service_request("offers", code)
+    return found
 
 
-def institution(code: str):
-    """The institution, if offers are enabled for it and the request is authenticated."""
-    inst = _bridge().institution(code)
-    cfg = inst.streams.get("offers") if inst else None
-    if cfg is None or not cfg.enabled:
-        raise RequestRefused(404, f"offers are not enabled for {code!r}")
-    if not inst.allows(request.remote_addr):
-        raise RequestRefused(403, f"source address {request.remote_addr} is not allowed")
-    check_auth(cfg.auth)
-    return inst
-
-
-def run_and_answer(inst, offer_id: int):
-    bridge = _bridge()
-    wait = inst.streams["offers"].options.get("wait_seconds", 5.0)
+def run_and_answer(bridge, inst, cfg, offer_id: int):
     worker = threading.Thread(target=sequence.run, args=(bridge, inst, offer_id),
                               daemon=True)
     worker.start()
-    worker.join(wait)
+    worker.join(cfg.options.get("wait_seconds", 5.0))
     return answer(store.row(bridge.engine, offer_id), inst.code)
 
 
 @bp.post("/crm/offers/<code>")
 def create(code: str):
-    inst = institution(code)
+    bridge, inst, cfg = admitted(code)
     try:
         body = orjson.loads(request.get_data() or b"null")
     except orjson.JSONDecodeError as exc:
@@ -103,17 +91,17 @@ def create(code: str):
         raise RequestRefused(400, "an idempotency key is required (idempotency_key, or "
                                   "the Idempotency-Key header)")
     body = {**body, "idempotency_key": key}
-    row, made = store.create(_bridge().engine, inst.code, key, body)
+    row, made = store.create(bridge.engine, inst.code, key, body)
     if not made and orjson.loads(row["request"]) != body:
         raise RequestRefused(422, f"idempotency key {key!r} was used for another offer "
                                   f"({row['id']})")
-    return run_and_answer(inst, row["id"])
+    return run_and_answer(bridge, inst, cfg, row["id"])
 
 
 @bp.get("/crm/offers/<code>/<int:offer_id>")
 def show(code: str, offer_id: int):
-    inst = institution(code)
-    row = store.row(_bridge().engine, offer_id)
+    bridge, inst, _ = admitted(code)
+    row = store.row(bridge.engine, offer_id)
     if row is None or row["institution"] != inst.code:
         raise RequestRefused(404, f"no offer {offer_id} for {code!r}")
     return answer(row, code)
@@ -121,18 +109,17 @@ def show(code: str, offer_id: int):
 
 @bp.post("/crm/offers/<code>/<int:offer_id>/<action>")
 def follow_up(code: str, offer_id: int, action: str):
-    inst = institution(code)
-    row = store.row(_bridge().engine, offer_id)
+    bridge, inst, cfg = admitted(code)
+    row = store.row(bridge.engine, offer_id)
     if row is None or row["institution"] != inst.code:
         raise RequestRefused(404, f"no offer {offer_id} for {code!r}")
-    start_follow_up(_bridge(), row, action)
-    return run_and_answer(inst, offer_id)
+    start_follow_up(bridge, row, action)
+    return run_and_answer(bridge, inst, cfg, offer_id)
 
 
 @bp.get("/crm/catalog/<code>")
 def catalog(code: str):
-    inst = institution(code)
-    bridge = _bridge()
+    bridge, inst, _ = admitted(code)
     data, pos = cache.catalog_of(bridge, inst)
     left = (store.cached(bridge.engine, inst.code, "availability") or {}).get("data", {})
     return json_response({"catalog": data, "audiences": pos["audiences"],

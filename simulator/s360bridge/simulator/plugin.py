@@ -167,7 +167,7 @@ def _crm_round_trip(side: SideSystems, bridge, proc, inst, made, every, deadline
     _follow("S-360 contact webhook back to the bridge", backlog, deadline,
             lambda: backlog - _pending(bridge))
     click.echo(side.report(inst.code))
-    if "offers" in inst.streams:
+    if "offers" in inst.services:
         orders_webhook = queue_for(proc.url, inst, "orders", every)
         click.echo(side.offer(proc.url, inst, orders_webhook))
         orders_webhook.run(proc.stop)

@@ -79,7 +79,7 @@ class SideSystems:
         """An operator sells two seats of the first performance through the bridge; the closed
         order comes back through S-360's order webhook. Answers what happened."""
         self.api.sales[inst.code].on_close = lambda record: orders_webhook.enqueue([record])
-        auth = inst.streams["offers"].auth
+        auth = inst.services["offers"].auth
         headers = {auth.header: auth.key.value} if auth.type == "api_key" else {}
         product = next(p for p in self.api.catalogs[inst.code].products() if p.get("event"))
         performance = product["event"]["performances"][0]

@@ -1,0 +1,87 @@
+"""The core's leases on the rows of a plugin's table, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from contextlib import contextmanager, nullcontext
+
+import pytest
+from sqlalchemy import (
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    select,
+    text,
+    update,
+)
+
+from s360bridge.core.pipeline import leases
+from s360bridge.core.storage.db import make_engine, write
+
+PG = os.environ.get("S360BRIDGE_TEST_POSTGRES_URL")
+LEASED = Table("leased", MetaData(), Column("id", Integer, primary_key=True),
+               Column("lease_owner", String(40)), Column("lease_until", Float))
+
+
+@contextmanager
+def postgres_schema():
+    """A PostgreSQL schema of the test's own (as tests/test_postgres.py), dropped at the end."""
+    if not PG:
+        pytest.skip("S360BRIDGE_TEST_POSTGRES_URL is not set (.ci/run sets it up)")
+    admin, schema = create_engine(PG, isolation_level="AUTOCOMMIT"), f"t_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{PG}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def rows(request, tmp_path):
+    with (nullcontext(f"sqlite:///{tmp_path}/leases.db") if request.param == "sqlite"
+          else postgres_schema()) as url:
+        engine = make_engine(url)
+        LEASED.metadata.create_all(engine)
+        with write(engine) as conn:
+            conn.execute(LEASED.insert(), [{"id": 1}, {"id": 2}])
+        yield engine
+        engine.dispose()
+
+
+def unheld(engine) -> list[int]:
+    with engine.connect() as conn:
+        return [r[0] for r in conn.execute(select(LEASED.c.id).where(leases.unheld(LEASED))
+                                           .order_by(LEASED.c.id))]
+
+
+def test_a_lease_has_one_owner_until_released_or_ended(rows):
+    assert leases.take(rows, LEASED, 1, "a", 60)
+    assert not leases.take(rows, LEASED, 1, "b", 60)  # held by another owner
+    assert leases.take(rows, LEASED, 1, "a", 60)  # its owner renews it
+    assert unheld(rows) == [2]
+    leases.release(rows, LEASED, 1, "b")  # not b's to release
+    assert not leases.take(rows, LEASED, 1, "b", 60)
+    leases.release(rows, LEASED, 1, "a")
+    assert unheld(rows) == [1, 2]
+    assert leases.take(rows, LEASED, 1, "b", 60)
+    with write(rows) as conn:  # b dies: its lease ends by itself
+        conn.execute(update(LEASED).values(lease_until=0.0))
+    assert unheld(rows) == [1, 2]
+    assert leases.take(rows, LEASED, 1, "a", 60)
+
+
+def test_holding_a_lease_for_a_block(rows):
+    with leases.holding(rows, LEASED, 1, 60) as held:
+        assert held and unheld(rows) == [2]
+        with leases.holding(rows, LEASED, 1, 60) as again:
+            assert not again  # another holder
+        assert unheld(rows) == [2]  # the refused one released nothing
+    assert unheld(rows) == [1, 2]
