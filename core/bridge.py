@@ -65,12 +65,7 @@ class Bridge:
                     known = ", ".join(sorted(self.hooks.streams))
                     raise ConfigError(f"{inst.source}: streams.{name}: no loaded plugin provides "
                                       f"this stream (known: {known})")
-                if stream.check_options:
-                    try:
-                        stream.check_options(cfg.options)
-                    except ConfigError as exc:
-                        raise ConfigError(f"{inst.source}: streams.{name}.options: {exc}") \
-                            from None
+                _check_options(inst, f"streams.{name}", stream.check_options, cfg.options)
             self._check_services(inst)
             for name, tcfg in inst.targets.items():
                 if tcfg.type not in self.hooks.target_types:
@@ -98,12 +93,7 @@ class Bridge:
                 known = ", ".join(sorted(self.hooks.services)) or "none"
                 raise ConfigError(f"{inst.source}: services.{name}: no loaded plugin provides "
                                   f"this service (known: {known})")
-            if service.check_options:
-                try:
-                    service.check_options(cfg.options)
-                except ConfigError as exc:
-                    raise ConfigError(f"{inst.source}: services.{name}.options: {exc}") \
-                        from None
+            _check_options(inst, f"services.{name}", service.check_options, cfg.options)
 
     def institution(self, code: str) -> Institution | None:
         return self.settings.institutions.get(code)
@@ -152,3 +142,13 @@ class Bridge:
         for target in self._targets.values():
             target.close()
         self.engine.dispose()
+
+
+def _check_options(inst: Institution, where: str, check, options: dict) -> None:
+    """A stream's or service's ``check_options``, its error naming the file and the key."""
+    if check is None:
+        return
+    try:
+        check(options)
+    except ConfigError as exc:
+        raise ConfigError(f"{inst.source}: {where}.options: {exc}") from None
