@@ -87,7 +87,7 @@ def deliver(b: Backend, expected: int, workers: int = 1) -> dict:
     started = time.monotonic()
     while not _delivered(b, last):
         time.sleep(0.1)
-    while b.scalar("engine", "SELECT count(*) FROM inbox WHERE state = 'pending'"):
+    while b.scalar("engine", "SELECT count(*) FROM queue"):
         time.sleep(0.1)
     seconds = time.monotonic() - started
     cpu = None if cpu is None else b.cpu_seconds() - cpu

@@ -111,6 +111,12 @@ def measure(args) -> None:
         shutil.rmtree(work)
 
 
+def _revisions(backend) -> str:
+    return backend.scalar("engine", "SELECT string_agg(version_num, ',') FROM alembic_version"
+                          if backend.name == "postgresql" else
+                          "SELECT group_concat(version_num) FROM alembic_version")
+
+
 def drain(backend, args, cfg: Path) -> None:
     import orjson
     from sqlalchemy.engine.default import DefaultDialect
@@ -140,7 +146,9 @@ def drain(backend, args, cfg: Path) -> None:
         pass
     seconds = time.perf_counter() - started
     bridge.close()
-    pending = backend.scalar("engine", "SELECT count(*) FROM inbox WHERE state = 'pending'")
+    pending = backend.scalar("engine", "SELECT count(*) FROM inbox_state WHERE state = 'pending'"
+                             if "engine_0002" in _revisions(backend) else  # before: no queue
+                             "SELECT count(*) FROM inbox WHERE state = 'pending'")
     stored = backend.scalar("warehouse", "SELECT count(*) FROM ticket_checks")
     source = os.environ.get("S360PARTS_SOURCE", "this checkout")
     commit = subprocess.run(["git", "-C", source if source != "this checkout" else ".",

@@ -229,7 +229,7 @@ def test_retry_after_of_a_busy_crm_is_honoured(world):
     world.drain()
     with world.bridge.engine.connect() as conn:
         waits = [r[0] - before for r in conn.exec_driver_sql(
-            "SELECT next_attempt_at FROM inbox WHERE state = 'pending'")]
+            "SELECT next_attempt_at FROM inbox_state WHERE state = 'pending'")]
     assert len(waits) == 2 and all(900 <= w < 910 for w in waits)
     assert "HTTP 503" in admin.status(world.bridge)["testvenue"]["streams"]["orders"][
         "last_error"]

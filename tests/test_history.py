@@ -123,7 +123,7 @@ def test_an_import_killed_half_way_resumes_and_loads_every_record_once(
     assert f"resumed after line {stopped_at}" in second.stdout
     assert f"{30_000 - stopped_at} stored, 0 already there" in second.stdout
     with sqlite3.connect(engine_db) as conn:
-        assert conn.execute("SELECT count(*), count(DISTINCT record_key) FROM inbox "
+        assert conn.execute("SELECT count(*), count(DISTINCT record_key) FROM inbox_state "
                             "WHERE state = 'done'").fetchone() == (30_000, 30_000)
     assert warehouse_count(tmp_path, "orders") == 30_000
     assert set(journal.pushes("orders").values()) == {1}

@@ -43,6 +43,8 @@ from .helpers.plugins import registered
 
 PG = os.environ.get("S360BRIDGE_TEST_POSTGRES_URL")
 FIRST_REVISIONS = ("engine_0001", "crm_0001", "offers_0001", "contacts_0001")
+HEADS = ("engine_0002", "crm_0001", "offers_0001", "contacts_0001")
+EVERY_REVISION = (*FIRST_REVISIONS, "engine_0002")
 # the models of every table in the engine database: the engine's and the built-in plugins'
 MODELS = [SQLModel.metadata, CALL_LOG.metadata, PROGRESS.metadata, OFFERS.metadata,
           LINKS.metadata, WATERMARKS.metadata]
@@ -71,6 +73,14 @@ ROWS = {
     "crm_link": {"institution": "v", "contact_number": "0012", "crm_id": "C1",
                  "view": '{"email": "a@b.c"}', "updated_at": 8.5},
     "crm_watermark": {"institution": "v", "stream": "crm_contacts", "value": "2024-01-01"},
+}
+# the same rows at the heads: the pending inbox row is queued (engine_0002)
+AT_HEADS = ROWS | {
+    "inbox": {k: v for k, v in ROWS["inbox"].items()
+              if k not in ("next_attempt_at", "lease_owner", "lease_until")} | {
+        "state": "accepted"},
+    "queue": {"id": 7, "institution": "v", "next_attempt_at": 0.0, "lease_owner": None,
+              "lease_until": None},
 }
 
 
@@ -184,10 +194,10 @@ def test_a_database_of_b60f5fd_is_adopted_with_its_data(new_database, sections):
     others, and leaves the database at the heads."""
     engine = make_engine(new_database())
     build_as_b60f5fd(engine, sections)
-    rows = ROWS if sections is None else {t: ROWS[t] for t in
-                                          ("inbox", "delivery", "quarantine", "skipped")}
-    fill(engine, rows)
-    assert sorted(migrate.upgrade(engine, plugin_locations())) == sorted(FIRST_REVISIONS)
+    tables = ("inbox", "delivery", "quarantine", "skipped")
+    fill(engine, ROWS if sections is None else {t: ROWS[t] for t in tables})
+    assert sorted(migrate.upgrade(engine, plugin_locations())) == sorted(EVERY_REVISION)
+    rows = AT_HEADS if sections is None else {t: AT_HEADS[t] for t in (*tables, "queue")}
     assert read_back(engine, rows) == rows
     fresh = make_engine(new_database())
     migrate.upgrade(fresh, plugin_locations())
@@ -200,7 +210,30 @@ def test_rows_of_the_first_revisions_survive_the_upgrade_to_the_heads(new_databa
     upgrade_to(engine, FIRST_REVISIONS)
     fill(engine, ROWS)
     migrate.upgrade(engine, plugin_locations())
-    assert read_back(engine, ROWS) == ROWS
+    assert read_back(engine, AT_HEADS) == AT_HEADS
+
+
+def test_the_queue_takes_what_was_pending(new_database):
+    """engine_0002 moves the pending rows and their leases into the queue; the view gives every
+    version the state it had before."""
+    engine = make_engine(new_database())
+    upgrade_to(engine, FIRST_REVISIONS)
+    before = {"pending": ("k1", 5.0, "w1", 9.0), "done": ("k2", 0.0, None, None),
+              "dead": ("k3", 0.0, None, None), "superseded": ("k4", 0.0, None, None)}
+    with engine.begin() as conn:
+        for n, (state, (key, retry, owner, until)) in enumerate(before.items()):
+            conn.execute(text(
+                "INSERT INTO inbox (id, institution, stream, record_key, content_hash, payload, "
+                "received_at, state, attempts, next_attempt_at, lease_owner, lease_until) VALUES "
+                "(:id, 'v', 'orders', :key, 'h', '{}', 1.0, :state, 1, :retry, :owner, :until)"),
+                {"id": n + 1, "key": key, "state": state, "retry": retry, "owner": owner,
+                 "until": until})
+    migrate.upgrade(engine, plugin_locations())
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT id, institution, next_attempt_at, lease_owner, "
+                                 "lease_until FROM queue")).all() == [(1, "v", 5.0, "w1", 9.0)]
+        assert dict(conn.execute(text("SELECT state, record_key FROM inbox_state")).all()) == {
+            state: key for state, (key, *_) in before.items()}
 
 
 def test_the_models_match_the_migrations(new_database):
@@ -258,7 +291,7 @@ def test_processes_starting_together_upgrade_once(new_database, tmp_path):
                           timeout=120)
     lines = done.stdout.splitlines()
     assert lines[:1] == [json.dumps([0] * 8)], done.stderr
-    assert json.loads(lines[1]) == [0] * 7 + [len(FIRST_REVISIONS)]
+    assert json.loads(lines[1]) == [0] * 7 + [len(EVERY_REVISION)]
     if url.startswith("sqlite:///"):
         with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -276,19 +309,19 @@ def test_db_commands_say_check_and_upgrade(fresh_config, runner):
 
     check = db("check")
     assert check.exit_code == 1
-    assert "engine: at none, needs engine_0001" in check.output
+    assert "engine: at none, needs engine_0002" in check.output
     assert f"run `s360bridge db upgrade -c {fresh_config}`" in check.output
     assert not (fresh_config.parent / "engine.db").exists()  # reading it created nothing
     assert db("current").output.splitlines()[0].split() == [
-        "engine", "none", "(this", "version", "needs", "engine_0001)"]
+        "engine", "none", "(this", "version", "needs", "engine_0002)"]
     upgrade = db("upgrade")
     assert upgrade.exit_code == 0 and upgrade.output.startswith("applied ")
     assert sorted(upgrade.output.strip().removeprefix("applied ").split(", ")) == \
-        sorted(FIRST_REVISIONS)
+        sorted(EVERY_REVISION)
     assert db("check").output == "the schema is up to date\n"
     assert db("upgrade").output == "the schema is up to date\n"
     current = db("current").output.splitlines()
-    assert [line.split() for line in current] == [[r.split("_")[0], r] for r in FIRST_REVISIONS]
+    assert [line.split() for line in current] == [[r.split("_")[0], r] for r in HEADS]
 
 
 @pytest.mark.parametrize("command", ["serve", "worker", "status"])
@@ -297,7 +330,7 @@ def test_other_commands_refuse_an_outdated_schema_in_one_line(fresh_config, runn
     assert result.exit_code == 2
     assert result.output == (
         "error: the engine database has no schema revision yet, this version needs "
-        f"{', '.join(FIRST_REVISIONS)}: run `s360bridge db upgrade -c {fresh_config}`\n")
+        f"{', '.join(HEADS)}: run `s360bridge db upgrade -c {fresh_config}`\n")
 
 
 def test_the_wsgi_receiver_refuses_an_outdated_schema(fresh_config, monkeypatch):
@@ -360,10 +393,10 @@ def test_a_plugin_brings_its_branch_and_is_left_alone_when_not_loaded(tmp_path, 
 def test_a_revision_newer_than_this_version_stops_everything(fresh_config):
     bridge_of(fresh_config).close()
     with engine_of(fresh_config).begin() as conn:
-        conn.exec_driver_sql("UPDATE alembic_version SET version_num = 'engine_0002' "
-                             "WHERE version_num = 'engine_0001'")
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = 'engine_0099' "
+                             "WHERE version_num = 'engine_0002'")
     for schema in ("require", "upgrade"):
-        with pytest.raises(UnknownSchema, match="holds the revision engine_0002, which this "
+        with pytest.raises(UnknownSchema, match="holds the revision engine_0099, which this "
                                                 "installation does not know, and none of engine"):
             Bridge(load_settings([fresh_config]), schema=schema)
 

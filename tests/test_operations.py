@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from s360bridge.core.operations import retention
 from s360bridge.core.operations.retention import purge
-from s360bridge.core.storage.db import INBOX, QUARANTINE
+from s360bridge.core.storage.db import INBOX, QUARANTINE, STATES
 
 from .conftest import API_KEY, PASSWORD, Journal, base_config, drain, fixture, post, write_config
 
@@ -102,7 +102,7 @@ def test_purge_keeps_what_is_recent_pending_or_dead(bridge, client, monkeypatch)
     assert purge(bridge, now=time.time()) == 0
     assert purge(bridge, now=later) == 2
     with bridge.engine.connect() as conn:
-        assert [r[0] for r in conn.execute(select(INBOX.c.state))] == ["pending"]
+        assert [r[0] for r in conn.execute(select(STATES.c.state))] == ["pending"]
 
 
 def test_check_config_describes_the_endpoints(invoke):

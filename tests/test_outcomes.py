@@ -45,7 +45,7 @@ def config(tmp_path, crm, batch_size=10, targets=("crm",)) -> object:
 def states(tmp_path) -> dict[str, tuple[str, int]]:
     with sqlite3.connect(tmp_path / "engine.db") as conn:
         return {k: (s, a) for k, s, a in conn.execute(
-            "SELECT record_key, state, attempts FROM inbox WHERE stream = 'orders'")}
+            "SELECT record_key, state, attempts FROM inbox_state WHERE stream = 'orders'")}
 
 
 def test_one_record_the_crm_answers_500_for_does_not_take_its_neighbours(tmp_path, crm,
@@ -136,7 +136,7 @@ def test_kill_9_between_push_and_commit_pushes_only_the_batch_in_flight_again(tm
     worker.wait(10)
     crm.answer_gate.set()
     with sqlite3.connect(tmp_path / "engine.db") as conn:  # the lease must run out first
-        conn.execute("UPDATE inbox SET lease_until = 0")
+        conn.execute("UPDATE queue SET lease_until = 0")
     worker = start(["worker", "-c", str(path)], log)
     wait_until(lambda: len(crm.received) == 30, 60, "every order in the CRM", worker)
     wait_until(lambda: {s for s, _ in states(tmp_path).values()} == {"done"}, 30,
@@ -163,7 +163,7 @@ def test_a_crm_url_that_redirects_is_a_refusal_not_a_get_without_a_body(tmp_path
         bridge.close()
     assert seen == ["POST"]  # never followed (requests would turn it into a bodiless GET)
     with sqlite3.connect(tmp_path / "engine.db") as conn:
-        state, error = conn.execute("SELECT state, last_error FROM inbox").fetchone()
+        state, error = conn.execute("SELECT state, last_error FROM inbox_state").fetchone()
     assert state == "dead"
     assert error.endswith("HTTP 301: redirected to https://crm.example/api/orders; configure "
                           "that URL")

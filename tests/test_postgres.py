@@ -171,27 +171,39 @@ def test_hot_statements_use_their_indexes_without_statistics(pg_bridge):
     """Filled after creation and never analyzed (autovacuum off for the test), the tables look
     empty to the planner; the claim, the version look-up, the completion and the warehouse
     upsert must still read their indexes, not scan, bitmap or sort what grows with history."""
-    from s360bridge.core.pipeline.queue import _DELIVERED, _DONE, _VERSIONS, claim_statement
+    from s360bridge.core.pipeline.queue import (
+        _DELIVERED,
+        _DONE,
+        _OTHERS_BEFORE,
+        _QUEUED,
+        _READ,
+        _VERSIONS,
+        claim_statement,
+    )
     from s360bridge.core.storage.rawsql import _copy_statements, index_plans_only
     from s360bridge.plugins.sql.upsert import _conflict
     from s360bridge.plugins.ticketchecks.warehouse import TICKET_CHECKS
 
     with pg_bridge.engine.begin() as conn:
-        conn.exec_driver_sql("ALTER TABLE inbox SET (autovacuum_enabled = false)")
+        for table in ("inbox", "queue"):
+            conn.exec_driver_sql(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
     inst, stream = pg_bridge.institution("testvenue"), pg_bridge.stream("ticketchecks")
     for i in range(30):
         ingest(pg_bridge, inst, stream, checks(60_000_000_000 + i * 100, 100))
     with pg_bridge.engine.connect() as conn:
-        assert conn.exec_driver_sql("SELECT last_analyze, last_autoanalyze FROM "
-                                    "pg_stat_user_tables WHERE relid = 'inbox'::regclass").one() \
-            == (None, None)
+        assert conn.exec_driver_sql(
+            "SELECT last_analyze, last_autoanalyze FROM pg_stat_user_tables "
+            "WHERE relid IN ('inbox'::regclass, 'queue'::regclass)").all() == [(None, None)] * 2
         keys = [str(60_000_000_000 + i) for i in range(500)]
         ids = [r[0] for r in conn.exec_driver_sql("SELECT id FROM inbox LIMIT 500")]
         index_plans_only(conn)  # as the claim and the completion do, in the same transaction
         plans = {
             "claim": _plan(conn, claim_statement("postgresql"),
                            ("t", 1e12, 1e12, 1e12, ["testvenue"], 500)),
+            "read": _plan(conn, _READ, (ids,)),
+            "others before": _plan(conn, _OTHERS_BEFORE, (ids[-1], "t")),
             "versions": _plan(conn, _VERSIONS["postgresql"], ("testvenue", "ticketchecks", keys)),
+            "queued": _plan(conn, _QUEUED, (ids,)),
             "done": _plan(conn, _DONE, (ids, "t")),
             "delivered": _plan(conn, _DELIVERED, (ids,)),
         }
@@ -199,10 +211,11 @@ def test_hot_statements_use_their_indexes_without_statistics(pg_bridge):
     for name, plan in plans.items():
         for bad in ("Seq Scan", "Bitmap", '"Sort"', "Materialize"):
             assert bad not in plan, f"{name}: {bad} in {plan}"
-    assert '"Index Name": "ix_inbox_pending"' in plans["claim"]
+    for name in ("claim", "others before", "queued", "done"):
+        assert '"Index Name": "queue_pkey"' in plans[name], name
+    assert '"Index Name": "inbox_pkey"' in plans["read"]
     assert "record_key)::text = k.key" in plans["versions"]
     assert '"Index Name": "uq_inbox_version"' in plans["versions"]
-    assert '"Index Name": "inbox_pkey"' in plans["done"]
     # the warehouse upsert (from the batch's staging table) needs no read: its arbiter is the
     # primary key
     drain(pg_bridge)
@@ -232,7 +245,7 @@ def test_a_rolled_back_batch_leaves_the_staging_usable(pg_bridge):
     from s360bridge.core.pipeline.ingest import _COLUMNS
     from s360bridge.core.storage.rawsql import copy_insert
 
-    row = ("testvenue", "ticketchecks", "k1", "h1", "{}", 0.0, "pending", 0, 0.0)
+    row = ("testvenue", "ticketchecks", "k1", "h1", "{}", 0.0, "accepted", 0)
     with pg_bridge.engine.connect() as conn:
         tx = conn.begin()
         assert copy_insert(conn, "inbox", _COLUMNS, [row], "ON CONFLICT DO NOTHING")[0] == 1

@@ -136,7 +136,7 @@ def test_sigterm_stops_cleanly_and_releases_nothing_half_done(tmp_path, crash_co
     text = log.read_text()
     assert "stopping: finishing in-flight work" in text and "stopped" in text
     with sqlite3.connect(tmp_path / "engine.db") as conn:
-        leased = conn.execute("SELECT count(*) FROM inbox WHERE lease_owner IS NOT NULL")
+        leased = conn.execute("SELECT count(*) FROM queue WHERE lease_owner IS NOT NULL")
         assert leased.fetchone()[0] == 0
 
 

@@ -8,16 +8,24 @@ import orjson
 from sqlalchemy import func, select, update
 
 from s360bridge.core.pipeline.ingest import ingest
-from s360bridge.core.storage.db import DELIVERY, INBOX, QUARANTINE, SKIPPED, write
+from s360bridge.core.storage.db import (
+    DELIVERY,
+    INBOX,
+    QUARANTINE,
+    SKIPPED,
+    STATES,
+    enqueue,
+    write,
+)
 
 
 def status(bridge) -> dict:
     """Counts per institution, stream and state; targets described without secrets."""
     with bridge.engine.connect() as conn:
         inbox = conn.execute(
-            select(INBOX.c.institution, INBOX.c.stream, INBOX.c.state, func.count(),
-                   func.min(INBOX.c.received_at))
-            .group_by(INBOX.c.institution, INBOX.c.stream, INBOX.c.state)).all()
+            select(STATES.c.institution, STATES.c.stream, STATES.c.state, func.count(),
+                   func.min(STATES.c.received_at))
+            .group_by(STATES.c.institution, STATES.c.stream, STATES.c.state)).all()
         quarantine = conn.execute(
             select(QUARANTINE.c.institution, QUARANTINE.c.stream, func.count())
             .where(QUARANTINE.c.state == "held")
@@ -26,9 +34,9 @@ def status(bridge) -> dict:
             .group_by(INBOX.c.institution, INBOX.c.stream)
         dead = conn.execute(select(INBOX.c.institution, INBOX.c.stream, INBOX.c.last_error)
                             .where(INBOX.c.id.in_(newest_dead))).all()
-        newest_failing = select(func.max(INBOX.c.id)).where(
-            INBOX.c.state == "pending", INBOX.c.last_error.is_not(None)) \
-            .group_by(INBOX.c.institution, INBOX.c.stream)
+        newest_failing = select(func.max(STATES.c.id)).where(
+            STATES.c.state == "pending", STATES.c.last_error.is_not(None)) \
+            .group_by(STATES.c.institution, STATES.c.stream)
         failing = conn.execute(select(INBOX.c.institution, INBOX.c.stream, INBOX.c.last_error)
                                .where(INBOX.c.id.in_(newest_failing))).all()
         skipped = conn.execute(select(SKIPPED.c.institution, SKIPPED.c.stream, SKIPPED.c.reason,
@@ -81,9 +89,7 @@ def replay(bridge, institution: str | None = None, stream: str | None = None,
             conn.execute(update(DELIVERY).where(DELIVERY.c.inbox_id.in_(chunk),
                                                 DELIVERY.c.state == "dead")
                          .values(state="failed", attempts=0))
-            conn.execute(update(INBOX).where(INBOX.c.id.in_(chunk)).values(
-                state="pending", attempts=0, next_attempt_at=0.0, lease_owner=None,
-                lease_until=None))
+            enqueue(conn, chunk)
     return len(ids)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import delete, select
 
 from s360bridge.core.plugin.hookspecs import hookimpl
-from s360bridge.core.storage.db import DELIVERY, INBOX, QUARANTINE, write
+from s360bridge.core.storage.db import DELIVERY, INBOX, QUARANTINE, QUEUE, write
 
 
 def erase_versions(bridge, institution, streams: list[str], key: str) -> int:
@@ -14,6 +14,7 @@ def erase_versions(bridge, institution, streams: list[str], key: str) -> int:
         ids = select(INBOX.c.id).where(INBOX.c.institution == institution.code,
                                        INBOX.c.stream.in_(streams), INBOX.c.record_key == key)
         conn.execute(delete(DELIVERY).where(DELIVERY.c.inbox_id.in_(ids)))
+        conn.execute(delete(QUEUE).where(QUEUE.c.id.in_(ids)))
         return conn.execute(delete(INBOX).where(INBOX.c.id.in_(ids))).rowcount
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from s360bridge.core.operations.reconcile import (
     DIFFERENT,
@@ -23,7 +23,7 @@ from s360bridge.core.operations.reconcile import (
 )
 from s360bridge.core.pipeline.ingest import ingest
 from s360bridge.core.pipeline.worker import Worker
-from s360bridge.core.storage.db import DELIVERY, INBOX, dialect_insert, write
+from s360bridge.core.storage.db import DELIVERY, INBOX, dialect_insert, enqueue, write
 
 
 @dataclass
@@ -62,9 +62,7 @@ def requeue(bridge, inst, stream, target: str, seqs: list[int]) -> None:
             conn.execute(ins.on_conflict_do_update(
                 index_elements=[DELIVERY.c.inbox_id, DELIVERY.c.target],
                 set_={"state": ins.excluded.state, "last_error": ins.excluded.last_error}), rows)
-            conn.execute(update(INBOX).where(INBOX.c.id.in_(chunk)).values(
-                state="pending", attempts=0, next_attempt_at=0.0, lease_owner=None,
-                lease_until=None))
+            enqueue(conn, chunk)
 
 
 def repair(bridge, inst, stream, target: str, spec: Reconciliation,

@@ -8,7 +8,7 @@ import time
 from sqlalchemy import delete, select
 
 from s360bridge.core.plugin.hookspecs import hookimpl
-from s360bridge.core.storage.db import DELIVERY, INBOX, QUARANTINE, write
+from s360bridge.core.storage.db import DELIVERY, INBOX, QUARANTINE, QUEUE, write
 
 log = logging.getLogger("s360bridge.retention")
 PURGE_EVERY_SECONDS = 3600
@@ -23,9 +23,10 @@ def purge(bridge, now: float | None = None) -> int:
     n = 0
     while True:
         with write(bridge.engine) as conn:
+            queued = select(QUEUE.c.id).where(QUEUE.c.id == INBOX.c.id).exists()
             ids = [r[0] for r in conn.execute(
-                select(INBOX.c.id).where(INBOX.c.state.in_(("done", "superseded")),
-                                         INBOX.c.received_at < horizon)
+                select(INBOX.c.id).where(INBOX.c.state.in_(("accepted", "superseded")),
+                                         INBOX.c.received_at < horizon, ~queued)
                 .order_by(INBOX.c.id).limit(PURGE_CHUNK))]  # oldest first: arrival order
             if not ids:
                 break

@@ -15,10 +15,12 @@ from s360bridge.core.config import Institution
 from s360bridge.core.plugin.streams import Stream
 from s360bridge.core.s360.times import utc_or_none
 from s360bridge.core.storage.db import INBOX, QUARANTINE, SKIPPED, dialect_insert, write
-from s360bridge.core.storage.rawsql import copy_insert, executemany
+from s360bridge.core.storage.rawsql import copy_insert, executemany, run
 
 _COLUMNS = ("institution", "stream", "record_key", "content_hash", "payload", "received_at",
-            "state", "attempts", "next_attempt_at")
+            "state", "attempts")
+# each new version is queued for delivery in the same statement (PostgreSQL) or transaction
+_QUEUE_NEW = "INSERT INTO queue (id, institution, next_attempt_at) SELECT id, institution, 0 FROM"
 
 
 @dataclass
@@ -50,8 +52,10 @@ def _insert_statement(dialect: str):
 
 
 def _insert_new(conn, rows: list[tuple]) -> int:
-    """Insert the versions not stored yet, in one statement that skips those already there;
-    the driver's row count says how many were new. On PostgreSQL the batch goes through COPY
+    """Insert the versions not stored yet, in one statement that skips those already there,
+    and queue them; the driver's row count says how many were new. On SQLite, which has the
+    database to itself for the transaction (``BEGIN IMMEDIATE``), the new rows are those after
+    the largest id before the insert. On PostgreSQL the batch goes through COPY
     and a temporary table: through gunicorn, 0.76 and 0.82 of SQLite's ingest in two runs,
     against 0.63 and 0.72 for psycopg's pipelined executemany, interleaved (one thread alone
     favours the pipeline, 43 against 52 µs a record: its fewer round trips, while COPY leaves
@@ -59,9 +63,15 @@ def _insert_new(conn, rows: list[tuple]) -> int:
     if not rows:
         return 0
     if conn.dialect.name == "postgresql":
-        return copy_insert(conn, "inbox", _COLUMNS, rows, "ON CONFLICT DO NOTHING")[0]
-    return executemany(conn, _insert_statement(conn.dialect.name), _COLUMNS, rows,
-                       "inbox-insert")
+        return copy_insert(conn, "inbox", _COLUMNS, rows,
+                           "ON CONFLICT DO NOTHING RETURNING id, institution",
+                           f"{_QUEUE_NEW} new")[0]
+    before = run(conn, "SELECT coalesce(max(id), 0) FROM inbox")[0][0]
+    new = executemany(conn, _insert_statement(conn.dialect.name), _COLUMNS, rows,
+                      "inbox-insert")
+    if new:
+        run(conn, f"{_QUEUE_NEW} inbox WHERE id > ?", (before,))
+    return new
 
 
 def _recent(institution: Institution, stream: Stream, accepted: list) -> list:
@@ -115,7 +125,7 @@ def ingest(bridge, institution: Institution, stream: Stream, records: list,
         payload = canonical(record, stream.envelope_fields)
         digest = hashlib.blake2b(payload, digest_size=16).hexdigest()
         rows.append((institution.code, stream.name, key, digest, payload.decode(), now,
-                     "pending", 0, now))
+                     "accepted", 0))
     held = [{"institution": institution.code, "stream": stream.name,
              "payload": orjson.dumps(record).decode(), "reason": reason, "received_at": now,
              "state": "held"} for record, reason in batch.rejected]

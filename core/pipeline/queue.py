@@ -1,8 +1,11 @@
 """Claims with expiring leases, and recording what a delivery attempt did.
 
-A claim takes pending inbox records whose retry time has come and whose lease is free or expired,
-and marks them with a token of its own. Only the holder of the token completes them, so two
-workers never deliver the same claim, and a dead worker's batch is taken over when its lease ends.
+What is still to deliver is in the queue, one narrow row per inbox record (the inbox row itself
+is written at arrival and only touched again when something unusual happens). A claim leases
+the queued records of some institutions whose retry time has come and whose lease is free or
+expired, with a token of its own, and reads their inbox rows. Only the holder of the token
+completes them, so two workers never deliver the same claim, and a dead worker's batch is taken
+over when its lease ends. A delivered record leaves the queue, and that is all it costs.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import orjson
 from sqlalchemy import bindparam, update
 
 from s360bridge.core.plugin.streams import StoredRecord
-from s360bridge.core.storage.db import DELIVERY, INBOX, dialect_insert, write
+from s360bridge.core.storage.db import DELIVERY, INBOX, QUEUE, dialect_insert, write
 from s360bridge.core.storage.rawsql import index_plans_only, run
 
 
@@ -36,32 +39,38 @@ class Claim:
         return sum(map(len, self.groups.values()))
 
 
-# The oldest due records, read through the index of pending rows in arrival order, leased in
-# the same statement. The institution is compared as an expression (``institution || ''``) so
-# that no planner takes the key index for it and sorts every row of the institution: on a
-# million-row inbox that made each claim take seconds.
-_DUE = """SELECT id FROM inbox WHERE state = 'pending' AND next_attempt_at <= ?
-    AND (lease_until IS NULL OR lease_until < ?) AND institution || '' IN ?texts
+# The oldest due records in arrival order, read through the queue's primary key and leased in
+# the same statement; then their inbox rows, one primary-key probe each.
+_DUE = """SELECT id FROM queue WHERE next_attempt_at <= ?
+    AND (lease_until IS NULL OR lease_until < ?) AND institution IN ?texts
     ORDER BY id LIMIT ?"""
-_CLAIM = """UPDATE inbox SET lease_owner = ?, lease_until = ? WHERE id IN ({due}{lock})
-    RETURNING id, institution, stream, record_key, payload, received_at, attempts"""
+_CLAIM = """UPDATE queue SET lease_owner = ?, lease_until = ? WHERE id IN ({due}{lock})
+    RETURNING id"""
+_READ = """SELECT id, institution, stream, record_key, payload, received_at, attempts
+    FROM inbox WHERE id IN ?ints"""
+# Is anything queued before the claim's newest record that is not the claim's? If not, no
+# older version of a claimed key can be waiting outside the claim (the usual case of one worker
+# on a backlog), and the versions need not be looked up.
+_OTHERS_BEFORE = """SELECT id FROM queue WHERE id < ?
+    AND (lease_owner IS NULL OR lease_owner <> ?) LIMIT 1"""
 # Every version of the listed keys: one probe of the (institution, stream, record_key) index per
 # key. On PostgreSQL a LATERAL subquery that cannot be flattened (OFFSET 0) makes the key part
 # of each probe: as a plain list, an unanalyzed table lets the planner scan every key of the
 # stream and filter them, a cost that grows with the inbox.
 _VERSIONS = {
-    "sqlite": """SELECT id, record_key, state, lease_owner FROM inbox
+    "sqlite": """SELECT id, record_key FROM inbox
         WHERE institution = ? AND stream = ? AND record_key IN (SELECT value FROM json_each(?))""",
     "postgresql": """SELECT v.* FROM (SELECT ?::text AS inst, ?::text AS stream) AS p,
-        unnest(?::text[]) AS k(key), LATERAL (SELECT id, record_key, state, lease_owner
+        unnest(?::text[]) AS k(key), LATERAL (SELECT id, record_key
             FROM inbox WHERE institution = p.inst AND stream = p.stream AND record_key = k.key
             OFFSET 0) AS v""",
 }
-_SUPERSEDE = """UPDATE inbox SET state = 'superseded', lease_owner = NULL, lease_until = NULL
-    WHERE id IN ?ints"""
+_QUEUED = "SELECT id FROM queue WHERE id IN ?ints"
+_DEQUEUE = "DELETE FROM queue WHERE id IN ?ints"
+_SUPERSEDE = "UPDATE inbox SET state = 'superseded' WHERE id IN ?ints"
 _DELIVERED = "SELECT inbox_id, target, state FROM delivery WHERE inbox_id IN ?ints"
-_DONE = """UPDATE inbox SET state = 'done', lease_owner = NULL, lease_until = NULL,
-    last_error = NULL WHERE id IN ?ints AND lease_owner = ?"""
+_DONE = "DELETE FROM queue WHERE id IN ?ints AND lease_owner = ?"
+_STILL_HELD = "SELECT id FROM queue WHERE id IN ?ints AND lease_owner = ?"
 
 
 def claim_statement(dialect: str) -> str:
@@ -73,22 +82,28 @@ def claim_statement(dialect: str) -> str:
 def claim(engine, institutions: list[str], batch_size: int, lease_seconds: float,
           now: float | None = None) -> Claim:
     """Lease up to ``batch_size`` due records of the given institutions (a process only takes
-    what its configuration can deliver); older pending versions of their keys are marked
+    what its configuration can deliver); older queued versions of their keys are marked
     superseded, so only the newest version of a key is delivered."""
     now = time.time() if now is None else now
     token = uuid.uuid4().hex
     with write(engine) as conn:
         index_plans_only(conn)
-        rows = run(conn, claim_statement(conn.dialect.name),
-                   (token, now + lease_seconds, now, now, institutions, batch_size))
-        if not rows:
+        leased = run(conn, claim_statement(conn.dialect.name),
+                     (token, now + lease_seconds, now, now, institutions, batch_size))
+        if not leased:
             return Claim(token, {})
-        rows.sort()  # RETURNING gives no order: arrival order is version order
+        rows = sorted(run(conn, _READ, ([r[0] for r in leased],)))  # arrival = version order
         newest: dict[tuple[str, str, str], int] = {}
         for seq, inst, stream, key, *_ in rows:
             newest[(inst, stream, key)] = seq
         kept = [r for r in rows if newest[r[1:4]] == r[0]]
-        _supersede(conn, newest, token, [r[0] for r in rows if newest[r[1:4]] != r[0]])
+        older = [r[0] for r in rows if newest[r[1:4]] != r[0]]
+        if run(conn, _OTHERS_BEFORE, (rows[-1][0], token)):
+            older += _queued_versions(conn, newest, {r[0] for r in rows})
+        if older:
+            older.sort()
+            run(conn, _DEQUEUE, (older,))
+            run(conn, _SUPERSEDE, (older,))
         done: dict[int, set[str]] = {}
         tracked: set[int] = set()
         for seq, target, state in run(conn, _DELIVERED, ([r[0] for r in kept],)):
@@ -108,22 +123,19 @@ def claim(engine, institutions: list[str], batch_size: int, lease_seconds: float
     return Claim(token, groups, attempts, done, tracked)
 
 
-def _supersede(conn, newest: dict[tuple, int], token: str, older: list[int]) -> None:
-    """Mark pending versions older than the claimed newest version of their key superseded:
-    ``older`` ones of this claim, and those an indexed look-up per (institution, stream) finds
-    outside it (rare: keys with versions waiting for a retry or leased elsewhere)."""
+def _queued_versions(conn, newest: dict[tuple, int], claimed: set[int]) -> list[int]:
+    """The queued versions outside the claim older than its newest version of their key (rare:
+    keys with versions waiting for a retry or leased elsewhere), found by an indexed look-up
+    per (institution, stream)."""
     by_stream: dict[tuple[str, str], dict[str, int]] = {}
     for (inst, stream, key), seq in newest.items():
         by_stream.setdefault((inst, stream), {})[key] = seq
+    candidates = []
     for (inst, stream), keys in by_stream.items():
-        # state and lease are checked here, not in SQL, so that the planner always takes the
-        # (institution, stream, record_key, …) index, even when a backlog makes most rows pending
-        for seq, key, state, owner in run(conn, _VERSIONS[conn.dialect.name],
-                                          (inst, stream, list(keys))):
-            if state == "pending" and owner != token and seq < keys[key]:
-                older.append(seq)
-    if older:
-        run(conn, _SUPERSEDE, (older,))
+        candidates += [seq for seq, key in run(conn, _VERSIONS[conn.dialect.name],
+                                               (inst, stream, list(keys)))
+                       if seq < keys[key] and seq not in claimed]
+    return [r[0] for r in run(conn, _QUEUED, (candidates,))] if candidates else []
 
 
 def backoff(attempt: int, base: float, cap: float) -> float:
@@ -146,14 +158,15 @@ class Outcome:
 
 def complete(engine, claim_token: str, delivered: list[int], outcomes: list[Outcome],
              max_attempts: int, base: float, cap: float, now: float | None = None) -> None:
-    """Move the ``delivered`` records to done; record deliveries per target of the others (a
-    target failed for them, or they have delivery rows already) and move each to done, a later
-    retry, or dead.
+    """Take the ``delivered`` records out of the queue; record deliveries per target of the
+    others (a target failed for them, or they have delivery rows already) and take each out
+    (done or dead) or queue it for a later retry. Records whose lease this claim no longer
+    holds (superseded meanwhile, or taken over after the lease ended) are left as they are.
 
-    A record delivered everywhere at its first attempt needs no delivery rows: its inbox state
-    ``done`` says it for every target. Rows are kept once a target has failed for it."""
+    A record delivered everywhere at its first attempt needs no delivery rows: that it left
+    the queue says it for every target. Rows are kept once a target has failed for it."""
     now = time.time() if now is None else now
-    deliveries, done_ids, updates = [], list(delivered), []
+    deliveries, done_ids, failed = [], list(delivered), {}
     for o in outcomes:
         errors = {t: e for t, e in o.results.items() if e is not None}
         dead = bool(errors) and (o.rejected or o.attempts + 1 >= max_attempts)
@@ -166,9 +179,10 @@ def complete(engine, claim_token: str, delivered: list[int], outcomes: list[Outc
             continue
         last = "; ".join(f"{t}: {e}" for t, e in sorted(errors.items()))
         delay = max(backoff(o.attempts + 1, base, cap), o.retry_after)
-        updates.append({"sid": o.seq, "st": "dead" if dead else "pending",
-                        "att": o.attempts + 1, "nxt": now + delay, "err": last[:4000]})
+        failed[o.seq] = {"sid": o.seq, "st": "dead" if dead else "accepted",
+                         "att": o.attempts + 1, "nxt": now + delay, "err": last[:4000]}
     with write(engine) as conn:
+        index_plans_only(conn)
         if deliveries:
             ins = dialect_insert(conn, DELIVERY)
             conn.execute(ins.on_conflict_do_update(
@@ -177,14 +191,27 @@ def complete(engine, claim_token: str, delivered: list[int], outcomes: list[Outc
                       "last_error": ins.excluded.last_error,
                       "updated_at": ins.excluded.updated_at}), deliveries)
         if done_ids:
-            index_plans_only(conn)
             run(conn, _DONE, (done_ids, claim_token))
-        if updates:
-            conn.execute(update(INBOX).where(INBOX.c.id == bindparam("sid"),
-                                             INBOX.c.lease_owner == claim_token).values(
-                state=bindparam("st"), attempts=bindparam("att"),
-                next_attempt_at=bindparam("nxt"), last_error=bindparam("err"),
-                lease_owner=None, lease_until=None), updates)
+        if failed:
+            _failed(conn, claim_token, failed)
+
+
+def _failed(conn, claim_token: str, failed: dict[int, dict]) -> None:
+    """The inbox rows of records a target failed for get the attempt and its error; the dead
+    ones leave the queue, the others wait there for their retry time."""
+    lock = " FOR UPDATE" if conn.dialect.name == "postgresql" else ""
+    held = [failed[r[0]] for r in run(conn, _STILL_HELD + lock, (list(failed), claim_token))]
+    if not held:
+        return
+    dead = [f["sid"] for f in held if f["st"] == "dead"]
+    if dead:
+        run(conn, _DEQUEUE, (dead,))
+    retry = [f for f in held if f["st"] != "dead"]
+    if retry:
+        conn.execute(update(QUEUE).where(QUEUE.c.id == bindparam("sid")).values(
+            next_attempt_at=bindparam("nxt"), lease_owner=None, lease_until=None), retry)
+    conn.execute(update(INBOX).where(INBOX.c.id == bindparam("sid")).values(
+        state=bindparam("st"), attempts=bindparam("att"), last_error=bindparam("err")), held)
 
 
 def record_progress(engine, target: str, seqs: list[int], now: float | None = None) -> None:
@@ -209,15 +236,15 @@ def extend(engine, claim_token: str, seqs: list[int], lease_seconds: float,
     targets), so that no other worker takes the records over."""
     now = time.time() if now is None else now
     with write(engine) as conn:
-        conn.execute(update(INBOX).where(INBOX.c.id.in_(seqs),
-                                         INBOX.c.lease_owner == claim_token)
-                     .values(lease_until=now + lease_seconds))
+        index_plans_only(conn)
+        run(conn, "UPDATE queue SET lease_until = ? WHERE id IN ?ints AND lease_owner = ?",
+            (now + lease_seconds, seqs, claim_token))
 
 
 def release(engine, claim_token: str, seqs: list[int]) -> None:
     """Give claimed records back untouched (on shutdown), so another worker takes them now."""
     if seqs:
         with write(engine) as conn:
-            conn.execute(update(INBOX).where(INBOX.c.id.in_(seqs),
-                                             INBOX.c.lease_owner == claim_token)
-                         .values(lease_owner=None, lease_until=None))
+            index_plans_only(conn)
+            run(conn, "UPDATE queue SET lease_owner = NULL, lease_until = NULL "
+                      "WHERE id IN ?ints AND lease_owner = ?", (seqs, claim_token))

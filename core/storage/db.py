@@ -1,4 +1,4 @@
-"""The engine's own database: inbox, per-target deliveries and quarantine.
+"""The engine's own database: inbox, queue, per-target deliveries and quarantine.
 
 The tables are made by migrations (migrate.py; the branch ``engine`` in migrations/), which
 the models here must match: tests/test_migrations.py compares them.
@@ -14,7 +14,22 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import BigInteger, Column, Index, Integer, Text, UniqueConstraint, event, text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    event,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError
@@ -25,19 +40,14 @@ from s360bridge.core.storage.rawsql import forget_staging
 
 
 class InboxRecord(SQLModel, table=True):
-    """One version of one S-360 record, stored before S-360 is answered 200."""
+    """One version of one S-360 record, stored before S-360 is answered 200, and written again
+    only when something unusual happens to it: a failed delivery, superseded, dead. What is
+    still to deliver is in the queue (QueueEntry); the view ``inbox_state`` joins the two."""
 
     __tablename__ = "inbox"
     __table_args__ = (
         UniqueConstraint("institution", "stream", "record_key", "content_hash",
                          name="uq_inbox_version"),
-        # pending rows in arrival order; partial, so it stays as small as the backlog
-        Index("ix_inbox_pending", "id", sqlite_where=text("state = 'pending'"),
-              postgresql_where=text("state = 'pending'")),
-        # On PostgreSQL the pages keep room for the claim's lease update of every row they
-        # hold, so that update is HOT: the new row version stays in its page and no index gets
-        # an entry for it (lease columns are in no index).
-        {"postgresql_with": {"fillfactor": 50}},
     )
     id: int | None = Field(default=None, sa_column=Column(
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True))
@@ -47,12 +57,23 @@ class InboxRecord(SQLModel, table=True):
     content_hash: str
     payload: str = Field(sa_column=Column(Text, nullable=False))
     received_at: float
-    state: str = "pending"  # pending | done | superseded | dead
+    state: str = "accepted"  # accepted (pending while queued, else done) | superseded | dead
     attempts: int = 0
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class QueueEntry(SQLModel, table=True):
+    """An inbox record still to deliver: claims lease these narrow rows, completion deletes
+    them (migrations/engine_0002_queue_beside_the_inbox.py says why)."""
+
+    __tablename__ = "queue"
+    __table_args__ = ({"postgresql_with": {"fillfactor": 50}},)
+    id: int = Field(sa_column=Column(BigInteger().with_variant(Integer, "sqlite"),
+                                     primary_key=True, autoincrement=False))
+    institution: str
     next_attempt_at: float = 0.0
     lease_owner: str | None = None
     lease_until: float | None = None
-    last_error: str | None = Field(default=None, sa_column=Column(Text))
 
 
 class Delivery(SQLModel, table=True):
@@ -92,6 +113,15 @@ class SkippedCount(SQLModel, table=True):
 
 
 INBOX = InboxRecord.__table__
+QUEUE = QueueEntry.__table__
+# every inbox version with the state an operator knows and its queue columns: a view made by
+# the migration engine_0002, read here as a table
+STATES = Table("inbox_state", MetaData(), Column("id", BigInteger), Column("institution", String),
+               Column("stream", String), Column("record_key", String), Column("payload", Text),
+               Column("received_at", Float), Column("state", String),
+               Column("attempts", Integer), Column("last_error", Text),
+               Column("next_attempt_at", Float), Column("lease_owner", String),
+               Column("lease_until", Float))
 DELIVERY = Delivery.__table__
 QUARANTINE = Quarantined.__table__
 SKIPPED = SkippedCount.__table__
@@ -154,6 +184,17 @@ def dialect_insert(conn: Connection | str, table):
     (SQLite, PostgreSQL)."""
     name = conn if isinstance(conn, str) else conn.dialect.name
     return (postgresql if name == "postgresql" else sqlite).insert(table)
+
+
+def enqueue(conn: Connection, seqs: list[int]) -> None:
+    """Queue these inbox versions for delivery now, whatever their state was (replay,
+    reconcile's repair): accepted again, attempts from zero, any lease dropped."""
+    conn.execute(update(INBOX).where(INBOX.c.id.in_(seqs)).values(state="accepted", attempts=0))
+    queued = select(INBOX.c.id, INBOX.c.institution, literal(0.0)).where(INBOX.c.id.in_(seqs))
+    ins = dialect_insert(conn, QUEUE).from_select(["id", "institution", "next_attempt_at"],
+                                                 queued)
+    conn.execute(ins.on_conflict_do_update(index_elements=[QUEUE.c.id], set_={
+        "next_attempt_at": 0.0, "lease_owner": None, "lease_until": None}))
 
 
 @contextmanager

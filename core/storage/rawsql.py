@@ -51,17 +51,19 @@ def executemany(conn: Connection, stmt, columns: tuple[str, ...], rows: list[tup
 
 
 @lru_cache(maxsize=64)
-def _copy_statements(table: str, columns: tuple[str, ...], tail: str) -> tuple[str, str, str]:
+def _copy_statements(table: str, columns: tuple[str, ...], tail: str,
+                     then: str = "") -> tuple[str, str, str]:
     stage = f"_s360_stage_{table}"
     if len(stage) > 63:  # PostgreSQL's limit: keep long names apart
         stage = f"{stage[:50]}_{zlib.crc32(table.encode()):08x}"
     stage = f'"{stage}"'
     cols = ", ".join(f'"{c}"' for c in columns)
+    insert = f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM batch ORDER BY _n {tail}'
     return (f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
             f'SELECT {cols}, 0::bigint AS _n FROM "{table}" WITH NO DATA',
             f"COPY {stage} ({cols}, _n) FROM STDIN",
             f"WITH batch AS (DELETE FROM {stage} RETURNING *) "
-            f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM batch ORDER BY _n {tail}')
+            + (insert if not then else f", new AS ({insert}) {then}"))
 
 
 _STAGED = "s360_staging"  # in a pooled connection's info: the staging tables it has made
@@ -75,18 +77,20 @@ def forget_staging(conn: Connection) -> None:
 
 
 def copy_insert(conn: Connection, table: str, columns: tuple[str, ...], rows: list[tuple],
-                tail: str) -> tuple[int, list[tuple]]:
+                tail: str, then: str = "") -> tuple[int, list[tuple]]:
     """PostgreSQL: COPY ``rows`` (tuples in ``columns`` order) into a temporary table of those
     columns, then insert them into ``table`` in one statement, in the order given, ending with
-    ``tail`` (``ON CONFLICT …``, ``RETURNING …``). COPY is the fastest way into PostgreSQL and
-    the server plans and runs one statement for the batch, which also empties the temporary
-    table. Answers the row count and the rows returned.
+    ``tail`` (``ON CONFLICT …``, ``RETURNING …``). ``then``, when given, is a statement that
+    reads what that insert returned as ``new`` (``INSERT INTO queue … SELECT … FROM new``), run
+    as part of the same statement. COPY is the fastest way into PostgreSQL and the server plans
+    and runs one statement for the batch, which also empties the temporary table. Answers the
+    row count (of ``then`` when given) and the rows returned.
 
     The temporary table is made once per connection. Should it be gone all the same (a
     failed COMMIT, ``DISCARD TEMP``, a pooler that hands out server sessions per transaction:
     use session pooling), the batch fails as the database being unavailable would, and the
     next one makes it again."""
-    create, copy, insert = _copy_statements(table, columns, tail)
+    create, copy, insert = _copy_statements(table, columns, tail, then)
     staged = conn.connection.info.setdefault(_STAGED, set())
     cursor = conn.connection.driver_connection.cursor()
     try:

@@ -83,4 +83,4 @@ def versions(tmp_path, stream: str) -> list[tuple]:
     with sqlite3.connect(tmp_path / "engine.db") as conn:
         return list(conn.execute(
             "SELECT record_key, id, state, attempts, next_attempt_at - received_at, payload, "
-            "received_at FROM inbox WHERE stream = ? ORDER BY id", (stream,)))
+            "received_at FROM inbox_state WHERE stream = ? ORDER BY id", (stream,)))

@@ -17,7 +17,7 @@ from s360bridge.core.bridge import Bridge
 from s360bridge.core.config import Institution, load_settings
 from s360bridge.core.pipeline.processes import Process
 from s360bridge.core.plugin.hookspecs import hookimpl
-from s360bridge.core.storage.db import INBOX
+from s360bridge.core.storage.db import QUEUE
 
 from .data import Generator
 from .export import reconcile_all, write_csv, write_jsonl
@@ -73,8 +73,7 @@ def summary(code: str, stream: str, total: RunReport) -> str:
 
 def _pending(bridge: Bridge) -> int:
     with bridge.engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(INBOX)
-                            .where(INBOX.c.state == "pending")).scalar_one()
+        return conn.execute(select(func.count()).select_from(QUEUE)).scalar_one()
 
 
 def _follow(label: str, total: int, deadline: float, progress) -> None:
