@@ -21,6 +21,7 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from s360bridge.core.errors import ConfigError
+from s360bridge.core.redact import redact_logs, remember
 
 DATABASE_URL_ENV = "S360BRIDGE_DATABASE_URL"
 S360_RETRIES = 12  # S-360 re-sends a refused payload every M minutes, up to 12 times
@@ -185,6 +186,7 @@ def _secret(ref: dict, file: Path, where: str, environ, required: bool = True) -
         return Secret(name, "")
     if not environ.get(name):
         raise ConfigError(f"{file}: {where}: environment variable {name} is not set (or empty)")
+    remember(environ[name])  # whatever field it fills, a value from $env never prints
     return Secret(name, environ[name])
 
 
@@ -290,6 +292,7 @@ def load_settings(paths, environ=None, receiver_secrets: bool = True) -> Setting
     ``receiver_secrets=False`` lets commands that never receive webhooks (status, replay…) run
     where the receiver's credentials are not set."""
     environ = os.environ if environ is None else environ
+    redact_logs()
     validator = _schema_validator()
     institutions: dict[str, Institution] = {}
     engine: dict[str, tuple[Any, Path]] = {}
@@ -320,6 +323,8 @@ def load_settings(paths, environ=None, receiver_secrets: bool = True) -> Setting
     values = {k: v for k, (v, _) in engine.items()}
     if environ.get(DATABASE_URL_ENV):
         values["database_url"] = environ[DATABASE_URL_ENV]
+    if "database_url" in values:
+        remember(values["database_url"])
     settings = Settings(EngineSettings(**values), institutions)
     _check_retention(settings)
     return settings

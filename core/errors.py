@@ -1,8 +1,15 @@
 """Error classes, each with a message written for the person who has to act on it."""
 
+from s360bridge.core.redact import redact
+
 
 class S360BridgeError(Exception):
-    """Base class of every error s360bridge raises on purpose."""
+    """Base class of every error s360bridge raises on purpose. Its message is redacted as it
+    is formed (core/redact.py): no secret reaches a log, a stored ``last_error`` or a screen
+    through it."""
+
+    def __init__(self, *args):
+        super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
 
 
 class ConfigError(S360BridgeError):

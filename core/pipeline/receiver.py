@@ -1,6 +1,10 @@
 """The Flask receiver: ``POST /s360/{stream}/{institution}`` (and each stream's own route, such
 as ``/crm/contacts/{institution}``) answers 200 once data is stored; the routes of services
-(``/crm/offers/{institution}``) admit their requests alike, through ``service_request``."""
+(``/crm/offers/{institution}``) admit their requests alike, through ``service_request``.
+
+An unknown institution, a stream or service it does not enable and wrong credentials all get
+the same 401: nothing tells a caller which venue codes a bridge serves. The log says why, in a
+bounded number of lines (core/pipeline/refusals.py)."""
 
 from __future__ import annotations
 
@@ -17,17 +21,39 @@ from s360bridge.core.bridge import Bridge
 from s360bridge.core.config import Auth, Institution, ServiceConfig
 from s360bridge.core.errors import PluginError, StoreUnavailable
 from s360bridge.core.pipeline.ingest import ingest
+from s360bridge.core.pipeline.refusals import RefusalLog
 
 log = logging.getLogger("s360bridge.receiver")
 
 
 class RequestRefused(Exception):
-    """A request unusable as a whole: answered with ``status`` and nothing is stored."""
+    """A request unusable as a whole: answered with ``status`` and nothing is stored. The log
+    counts refusals by ``kind`` (a few words, never a value of the request)."""
 
-    def __init__(self, status: int, message: str, headers: dict | None = None):
+    def __init__(self, status: int, message: str, headers: dict | None = None,
+                 kind: str = "refused"):
         super().__init__(message)
         self.status = status
         self.headers = headers or {}
+        self.kind = f"{status} {kind}"
+
+    @property
+    def answer(self) -> str:
+        """What the client is told: the message."""
+        return str(self)
+
+
+class NotAuthorized(RequestRefused):
+    """401 with one answer, whatever the reason (the message, which only the log shows)."""
+
+    ANSWER = "not authorized (the bridge's log says why)"
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(401, message, {"WWW-Authenticate": 'Basic realm="s360bridge"'}, kind)
+
+    @property
+    def answer(self) -> str:
+        return self.ANSWER
 
 
 def json_response(body: dict, status: int = 200, headers: dict | None = None) -> Response:
@@ -40,7 +66,7 @@ def _same(given: str | None, expected: str) -> bool:
 
 
 def check_auth(auth: Auth) -> None:
-    """Raise RequestRefused(401) unless the request carries the configured credentials."""
+    """Raise NotAuthorized (401) unless the request carries the configured credentials."""
     if auth.type == "basic":
         creds = request.authorization
         # `&`, not `and`: both comparisons always run, so timing tells nothing about either
@@ -48,18 +74,19 @@ def check_auth(auth: Auth) -> None:
               and _same(creds.username, auth.username) & _same(creds.password,
                                                                  auth.password.value))
         if not ok:
-            raise RequestRefused(401, "missing or wrong basic authentication",
-                                 {"WWW-Authenticate": 'Basic realm="s360bridge"'})
+            raise NotAuthorized("wrong credentials", "missing or wrong basic authentication")
     elif auth.type == "api_key":
         if not _same(request.headers.get(auth.header), auth.key.value):
-            raise RequestRefused(401, f"missing or wrong API key in header {auth.header}")
+            raise NotAuthorized("wrong credentials",
+                                f"missing or wrong API key in header {auth.header}")
 
 
 def admit(inst: Institution, auth: Auth) -> None:
     """Refuse a request from outside the institution's ``allowed_sources`` (403), or without
     the credentials ``auth`` configures (401)."""
     if not inst.allows(request.remote_addr):
-        raise RequestRefused(403, f"source address {request.remote_addr} is not allowed")
+        raise RequestRefused(403, f"source address {request.remote_addr} is not allowed",
+                             kind="source not allowed")
     check_auth(auth)
 
 
@@ -74,16 +101,16 @@ class ServiceRequest(NamedTuple):
 
 def service_request(name: str, code: str) -> ServiceRequest:
     """Admit a request to service ``name`` for institution ``code`` as the receiver admits a
-    webhook: 404 for an unknown institution or one that does not enable the service, then
+    webhook: 401 for an unknown institution or one that does not enable the service, then
     ``allowed_sources`` (403) and the service's ``auth`` (401). The core calls it before each
     route of a service runs; the route calls it again for what it works with."""
     bridge = current_app.extensions["s360bridge"]
     inst = bridge.institution(code)
     if inst is None:
-        raise RequestRefused(404, f"unknown institution {code!r}")
+        raise NotAuthorized("unknown institution", f"unknown institution {code!r}")
     cfg = inst.services.get(name)
     if cfg is None or not cfg.enabled:
-        raise RequestRefused(404, f"service {name} is not enabled for {code!r}")
+        raise NotAuthorized("service not enabled", f"service {name} is not enabled for {code!r}")
     admit(inst, cfg.auth)
     return ServiceRequest(bridge, inst, cfg)
 
@@ -116,12 +143,15 @@ def create_app(bridge: Bridge) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = bridge.settings.engine.max_body_bytes
     app.extensions["s360bridge"] = bridge
 
+    refusals = RefusalLog(log)
+
     @app.errorhandler(RequestRefused)
     def _refused(exc: RequestRefused):
-        # S-360 will retry what it was refused: the operator needs to see why, once per try
-        log.warning("%s %s from %s refused with %d: %s", request.method, request.path,
-                    request.remote_addr, exc.status, exc)
-        return json_response({"error": str(exc), "status": exc.status}, exc.status, exc.headers)
+        # S-360 will retry what it was refused: the operator needs to see why
+        refusals.refused(exc.kind, "%s %s from %s refused with %d: %s", request.method,
+                         request.path, request.remote_addr, exc.status, exc)
+        return json_response({"error": exc.answer, "status": exc.status}, exc.status,
+                             exc.headers)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
@@ -146,11 +176,12 @@ def create_app(bridge: Bridge) -> Flask:
     def receive(source: str, path: str, code: str):
         inst = bridge.institution(code)
         if inst is None:
-            raise RequestRefused(404, f"unknown institution {code!r}")
+            raise NotAuthorized("unknown institution", f"unknown institution {code!r}")
         stream = routes.get(f"{source}/{path}")
         stream_cfg = inst.streams.get(stream.name) if stream else None
         if stream is None or stream_cfg is None or not stream_cfg.enabled:
-            raise RequestRefused(404, f"stream {source}/{path} is not enabled for {code!r}")
+            raise NotAuthorized("stream not enabled",
+                                f"stream {source}/{path} is not enabled for {code!r}")
         stream_name = stream.name
         admit(inst, stream_cfg.auth)
         records = parse_records(request.get_data(cache=False))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from s360bridge.core.config import Secret
 from s360bridge.core.errors import ConfigError
 from s360bridge.core.plugin.hookspecs import hookimpl
+from s360bridge.core.redact import redact
 
 
 @dataclass
@@ -61,8 +63,15 @@ class Target:
             raise ConfigError(f"unknown option(s) {', '.join(sorted(unknown))} for a {self.kind} "
                               f"target (known: {', '.join(sorted(self.OPTIONS))})")
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("describe")
+        if own is not None:  # every target type's description is redacted, a plugin's too
+            cls.describe = functools.wraps(own)(lambda self: redact(own(self)))
+
     def describe(self) -> str:
-        """A one-line description for `status` and `plugins`, free of secrets."""
+        """A one-line description for `status` and `plugins`; the engine masks in it the
+        values read from ``$env`` and the user-info of URLs (core/redact.py)."""
         return self.kind
 
     def deliver(self, institution, stream, items: list) -> PushResult | None:

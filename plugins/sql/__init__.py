@@ -70,8 +70,8 @@ class SqlTarget(Target):
         by_table: dict[Table, list[WarehouseRow]] = {}
         for (table, _), row in newest.items():
             by_table.setdefault(table, []).append(row)
-        self._ensure({*by_table, *(c for r in newest.values() for c in r.children)})
-        try:
+        try:  # a warehouse that cannot be reached is down as a whole, from the first query
+            self._ensure({*by_table, *(c for r in newest.values() for c in r.children)})
             with self.engine.connect().execution_options(write=True) as conn, conn.begin():
                 for table, group in by_table.items():
                     self._upsert_group(conn, table, group)
