@@ -14,9 +14,10 @@ from sqlalchemy import select
 
 from s360bridge.core.cli.main import cli
 from s360bridge.core.errors import S360BridgeError, TargetUnavailable
+from s360bridge.core.pipeline.queue import Outcome, claim, complete
 from s360bridge.core.pipeline.receiver import create_app
 from s360bridge.core.redact import MASK, redact, remember
-from s360bridge.core.storage.db import INBOX
+from s360bridge.core.storage.db import DELIVERY, INBOX
 from s360bridge.simulator.serving import Served
 
 from .conftest import base_config, bridge_of, drain, fixture, post, write_config
@@ -103,6 +104,24 @@ def test_an_unexpected_error_logged_with_a_secret_is_masked(leaky, caplog):
     assert "job failed with ***" in caplog.text and "ValueError: cannot open" in caplog.text
     for secret in ALL:
         assert secret not in caplog.text
+
+
+def test_an_unexpected_error_of_a_delivery_is_stored_masked(leaky):
+    """A target's own exception (not the bridge's, so not redacted when formed) is stored in the
+    inbox and the delivery rows masked all the same."""
+    bridge, _ = leaky
+    assert post(create_app(bridge).test_client(), "orders",
+                fixture("order_sale.json")).status_code == 200
+    taken = claim(bridge.engine, ["testvenue"], 10, 60)
+    error = f"ValueError: cannot open http://u:{URL_PASSWORD}@crm with {CRM_KEY}"
+    complete(bridge.engine, taken.token, [], [Outcome(taken.seqs[0], 0, {"crm": error,
+                                                                          "dwh": None})], 5, 1, 1)
+    with bridge.engine.connect() as conn:
+        stored = [conn.execute(select(INBOX.c.last_error)
+                               .where(INBOX.c.id == taken.seqs[0])).scalar_one(),
+                  *(e for (e,) in conn.execute(select(DELIVERY.c.last_error)) if e)]
+    assert stored == [f"crm: ValueError: cannot open http://u:{MASK}@crm with {MASK}",
+                      f"ValueError: cannot open http://u:{MASK}@crm with {MASK}"]
 
 
 @pytest.mark.parametrize("text,expected", [

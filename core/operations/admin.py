@@ -8,6 +8,7 @@ import orjson
 from sqlalchemy import func, select, update
 
 from s360bridge.core.pipeline.ingest import ingest
+from s360bridge.core.redact import redact
 from s360bridge.core.storage.db import (
     DELIVERY,
     INBOX,
@@ -58,10 +59,10 @@ def status(bridge) -> dict:
             entry["oldest_pending_seconds"] = round(now - oldest, 1)
     for code, stream, count in quarantine:
         _stream_entry(report, code, stream)["quarantined"] = count
-    for code, stream, error in dead:
-        _stream_entry(report, code, stream)["last_dead_letter_error"] = error
+    for code, stream, error in dead:  # redacted again: stored by an older version, maybe
+        _stream_entry(report, code, stream)["last_dead_letter_error"] = error and redact(error)
     for code, stream, error in failing:  # waiting for a retry: what went wrong last
-        _stream_entry(report, code, stream)["last_error"] = error
+        _stream_entry(report, code, stream)["last_error"] = redact(error)
     for code, stream, reason, count in skipped:
         _stream_entry(report, code, stream)[reason] = count
     return report

@@ -19,6 +19,7 @@ import orjson
 from sqlalchemy import bindparam, update
 
 from s360bridge.core.plugin.streams import StoredRecord
+from s360bridge.core.redact import redact
 from s360bridge.core.storage.db import DELIVERY, INBOX, QUEUE, dialect_insert, write
 from s360bridge.core.storage.rawsql import index_plans_only, run
 
@@ -173,11 +174,12 @@ def complete(engine, claim_token: str, delivered: list[int], outcomes: list[Outc
         for target, error in o.results.items() if errors or o.tracked else ():
             state = "done" if error is None else ("dead" if dead else "failed")
             deliveries.append({"inbox_id": o.seq, "target": target, "state": state,
-                               "attempts": 1, "last_error": error, "updated_at": now})
+                               "attempts": 1, "last_error": error and redact(error),
+                               "updated_at": now})
         if not errors:
             done_ids.append(o.seq)
             continue
-        last = "; ".join(f"{t}: {e}" for t, e in sorted(errors.items()))
+        last = redact("; ".join(f"{t}: {e}" for t, e in sorted(errors.items())))
         delay = max(backoff(o.attempts + 1, base, cap), o.retry_after)
         failed[o.seq] = {"sid": o.seq, "st": "dead" if dead else "accepted",
                          "att": o.attempts + 1, "nxt": now + delay, "err": last[:4000]}
