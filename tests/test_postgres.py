@@ -20,7 +20,7 @@ from s360bridge.core.pipeline.receiver import create_app
 from s360bridge.core.pipeline.worker import Worker
 
 from .conftest import Journal, base_config, bridge_of, drain, fixture, post, write_config
-from .helpers.processes import checks
+from .helpers.processes import checks, wait_until
 from .helpers.records import sale_version
 from .helpers.world import spend_concurrently
 
@@ -73,6 +73,23 @@ def test_duplicates_versions_and_children_on_postgres(pg_bridge, journal):
         == [(8000,)]
     assert warehouse(pg_bridge, "SELECT count(*) FROM order_operations") == [(3,)]
     assert journal.pushes() == {"10000815533": 3, "10000815601": 1}
+
+
+def test_every_stream_reaches_the_warehouse_on_postgres(pg_bridge):
+    """Rows are copied into PostgreSQL in its binary format, where each value must have its
+    column's type: every built-in stream's rows, children included, get there."""
+    client = create_app(pg_bridge).test_client()
+    for stream, name in (("contacts", "contacts_person.json"),
+                         ("contacts", "contacts_company.json"),
+                         ("orders", "order_refund.json"), ("orders", "order_reservation.json"),
+                         ("ticketchecks", "ticketchecks.json")):
+        assert post(client, stream, fixture(name)).json["quarantined"] == 0
+    drain(pg_bridge)
+    with pg_bridge.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT state, count(*) FROM inbox_state GROUP BY state"
+                                    ).all() == [("done", 10)]
+    assert warehouse(pg_bridge, "SELECT (SELECT count(*) FROM contacts), (SELECT count(*) "
+                                "FROM orders), (SELECT count(*) FROM ticket_checks)") == [(4, 2, 4)]
 
 
 def test_two_workers_share_claims_on_postgres(pg_bridge, tmp_path):
@@ -176,7 +193,6 @@ def test_hot_statements_use_their_indexes_without_statistics(pg_bridge):
         _DONE,
         _OTHERS_BEFORE,
         _QUEUED,
-        _READ,
         _VERSIONS,
         claim_statement,
     )
@@ -200,7 +216,6 @@ def test_hot_statements_use_their_indexes_without_statistics(pg_bridge):
         plans = {
             "claim": _plan(conn, claim_statement("postgresql"),
                            ("t", 1e12, 1e12, 1e12, ["testvenue"], 500)),
-            "read": _plan(conn, _READ, (ids,)),
             "others before": _plan(conn, _OTHERS_BEFORE, (ids[-1], "t")),
             "versions": _plan(conn, _VERSIONS["postgresql"], ("testvenue", "ticketchecks", keys)),
             "queued": _plan(conn, _QUEUED, (ids,)),
@@ -213,7 +228,7 @@ def test_hot_statements_use_their_indexes_without_statistics(pg_bridge):
             assert bad not in plan, f"{name}: {bad} in {plan}"
     for name in ("claim", "others before", "queued", "done"):
         assert '"Index Name": "queue_pkey"' in plans[name], name
-    assert '"Index Name": "inbox_pkey"' in plans["read"]
+    assert '"Index Name": "inbox_pkey"' in plans["claim"]
     assert "record_key)::text = k.key" in plans["versions"]
     assert '"Index Name": "uq_inbox_version"' in plans["versions"]
     # the warehouse upsert (from the batch's staging table) needs no read: its arbiter is the
@@ -223,7 +238,7 @@ def test_hot_statements_use_their_indexes_without_statistics(pg_bridge):
     with target.engine.connect() as conn, conn.begin():
         assert conn.exec_driver_sql("SELECT count(*) FROM ticket_checks").scalar() == 3000
         columns = tuple(c.name for c in TICKET_CHECKS.columns)
-        create, _, upsert = _copy_statements("ticket_checks", columns,
+        create, _, _, upsert = _copy_statements("ticket_checks", columns,
                                              _conflict(TICKET_CHECKS) + " RETURNING check_key")
         conn.exec_driver_sql(create)
         plan = json.dumps(conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + upsert).scalar())
@@ -282,3 +297,28 @@ def test_the_same_version_again_writes_its_children_again_on_postgresql(pg_bridg
     target.upsert([order_row(inst, StoredRecord(5, "10000815533", older, "{}", 0.0))])
     assert warehouse(pg_bridge, "SELECT count(*) FROM order_operations") == [(1,)]
     assert warehouse(pg_bridge, "SELECT sale_amount FROM orders") == [(2000,)]
+
+
+@pytest.mark.parametrize("idle_ping", [0.0, 3600.0], ids=["pinged", "taken as it is"])
+def test_a_pooled_connection_idle_for_a_while_is_checked_before_use(idle_ping, monkeypatch):
+    """A connection idle longer than IDLE_PING_SECONDS is pinged at checkout and replaced when
+    its server session is gone; one used moments ago is not pinged (a round trip a
+    transaction), so a session gone meanwhile fails its statement, once."""
+    from s360bridge.core.storage import db
+
+    monkeypatch.setattr(db, "IDLE_PING_SECONDS", idle_ping)
+    engine, admin = db.make_engine(PG), create_engine(PG, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    with admin.connect() as conn:
+        assert conn.exec_driver_sql("SELECT pg_terminate_backend(%s)", (pid,)).scalar()
+        wait_until(lambda: not conn.exec_driver_sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)).scalar(), 10,
+            "the server session to end")
+    if idle_ping:
+        with pytest.raises(OperationalError), engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar() != pid
+    engine.dispose()
+    admin.dispose()

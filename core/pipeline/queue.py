@@ -41,14 +41,20 @@ class Claim:
 
 
 # The oldest due records in arrival order, read through the queue's primary key and leased in
-# the same statement; then their inbox rows, one primary-key probe each.
+# the same statement; then their inbox rows, one primary-key probe each (on PostgreSQL in the
+# same statement: a LATERAL that is not flattened makes each a probe, whatever the statistics).
 _DUE = """SELECT id FROM queue WHERE next_attempt_at <= ?
     AND (lease_until IS NULL OR lease_until < ?) AND institution IN ?texts
     ORDER BY id LIMIT ?"""
-_CLAIM = """UPDATE queue SET lease_owner = ?, lease_until = ? WHERE id IN ({due}{lock})
-    RETURNING id"""
-_READ = """SELECT id, institution, stream, record_key, payload, received_at, attempts
-    FROM inbox WHERE id IN ?ints"""
+_LEASE = "UPDATE queue SET lease_owner = ?, lease_until = ? WHERE id IN ({due}{lock}) RETURNING id"
+_INBOX_COLUMNS = "id, institution, stream, record_key, payload, received_at, attempts"
+_READ = f"SELECT {_INBOX_COLUMNS} FROM inbox WHERE id IN ?ints"
+_CLAIM = {
+    "sqlite": _LEASE.format(due=_DUE, lock=""),
+    "postgresql": f"""WITH leased AS ({_LEASE.format(due=_DUE, lock=" FOR UPDATE SKIP LOCKED")})
+        SELECT i.* FROM leased, LATERAL (SELECT {_INBOX_COLUMNS} FROM inbox
+            WHERE id = leased.id OFFSET 0) AS i""",
+}
 # Is anything queued before the claim's newest record that is not the claim's? If not, no
 # older version of a claimed key can be waiting outside the claim (the usual case of one worker
 # on a backlog), and the versions need not be looked up.
@@ -75,9 +81,10 @@ _STILL_HELD = "SELECT id FROM queue WHERE id IN ?ints AND lease_owner = ?"
 
 
 def claim_statement(dialect: str) -> str:
-    """The claim: parameters token, lease end, now, now, institutions, batch size."""
-    return _CLAIM.format(due=_DUE, lock=" FOR UPDATE SKIP LOCKED" if dialect == "postgresql"
-                         else "")
+    """The claim: parameters token, lease end, now, now, institutions, batch size. It answers
+    the inbox rows of the leased records on PostgreSQL, their ids on SQLite (read by
+    ``_READ``: SQLite has no UPDATE in a WITH)."""
+    return _CLAIM[dialect]
 
 
 def claim(engine, institutions: list[str], batch_size: int, lease_seconds: float,
@@ -89,11 +96,13 @@ def claim(engine, institutions: list[str], batch_size: int, lease_seconds: float
     token = uuid.uuid4().hex
     with write(engine) as conn:
         index_plans_only(conn)
-        leased = run(conn, claim_statement(conn.dialect.name),
-                     (token, now + lease_seconds, now, now, institutions, batch_size))
-        if not leased:
+        rows = run(conn, claim_statement(conn.dialect.name),
+                   (token, now + lease_seconds, now, now, institutions, batch_size))
+        if rows and conn.dialect.name == "sqlite":
+            rows = run(conn, _READ, ([r[0] for r in rows],))
+        if not rows:
             return Claim(token, {})
-        rows = sorted(run(conn, _READ, ([r[0] for r in leased],)))  # arrival = version order
+        rows.sort()  # arrival order is version order
         newest: dict[tuple[str, str, str], int] = {}
         for seq, inst, stream, key, *_ in rows:
             newest[(inst, stream, key)] = seq

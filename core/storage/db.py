@@ -9,6 +9,7 @@ compare plain numbers on every database.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -32,7 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlmodel import Field, SQLModel, create_engine
 
 from s360bridge.core.errors import ConfigError, StoreUnavailable
@@ -135,8 +136,9 @@ def make_engine(url: str, synchronous: str = "FULL", busy_timeout: float = 10.0)
         if (parsed.get_backend_name(), parsed.get_driver_name()) != ("postgresql", "psycopg"):
             raise ConfigError(f"{parsed.render_as_string(hide_password=True)} is not supported: "
                               "use sqlite:///… or postgresql+psycopg://… (psycopg 3)")
-        engine = create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url)
         event.listen(engine, "rollback", forget_staging)
+        _ping_when_idle(engine)
         return engine
     engine = create_engine(url, connect_args={"timeout": busy_timeout,
                                               "check_same_thread": False})
@@ -164,6 +166,30 @@ def make_engine(url: str, synchronous: str = "FULL", busy_timeout: float = 10.0)
             raise OperationalError(statement, None, exc) from exc
 
     return engine
+
+
+IDLE_PING_SECONDS = 5.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Check a pooled PostgreSQL connection before use when it has been idle for a while (a
+    server restarted meanwhile, a proxy that dropped it); one in use moments ago is taken as
+    it is. SQLAlchemy's ``pool_pre_ping`` asks at every checkout: a round trip per
+    transaction, five a batch for the worker. A connection that breaks in between fails its
+    statement, which the caller takes as the database being unavailable, and is replaced."""
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_conn, record):
+        record.info["checked_in"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn, record, _proxy):
+        if time.monotonic() - record.info.get("checked_in", math.inf) <= IDLE_PING_SECONDS:
+            return
+        try:
+            dbapi_conn.cursor().execute("SELECT 1")
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raise DisconnectionError(str(exc)) from exc  # the pool takes a new connection
 
 
 def _use_wal(cur, busy_timeout: float) -> None:

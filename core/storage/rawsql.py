@@ -52,7 +52,7 @@ def executemany(conn: Connection, stmt, columns: tuple[str, ...], rows: list[tup
 
 @lru_cache(maxsize=64)
 def _copy_statements(table: str, columns: tuple[str, ...], tail: str,
-                     then: str = "") -> tuple[str, str, str]:
+                     then: str = "") -> tuple[str, str, str, str]:
     stage = f"_s360_stage_{table}"
     if len(stage) > 63:  # PostgreSQL's limit: keep long names apart
         stage = f"{stage[:50]}_{zlib.crc32(table.encode()):08x}"
@@ -61,12 +61,14 @@ def _copy_statements(table: str, columns: tuple[str, ...], tail: str,
     insert = f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM batch ORDER BY _n {tail}'
     return (f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
             f'SELECT {cols}, 0::bigint AS _n FROM "{table}" WITH NO DATA',
-            f"COPY {stage} ({cols}, _n) FROM STDIN",
+            f"SELECT {cols}, _n FROM {stage} LIMIT 0",
+            f"COPY {stage} ({cols}, _n) FROM STDIN (FORMAT BINARY)",
             f"WITH batch AS (DELETE FROM {stage} RETURNING *) "
             + (insert if not then else f", new AS ({insert}) {then}"))
 
 
-_STAGED = "s360_staging"  # in a pooled connection's info: the staging tables it has made
+# in a pooled connection's info: the staging tables it has made, and their column types
+_STAGED = "s360_staging"
 
 
 def forget_staging(conn: Connection) -> None:
@@ -89,21 +91,28 @@ def copy_insert(conn: Connection, table: str, columns: tuple[str, ...], rows: li
     The temporary table is made once per connection. Should it be gone all the same (a
     failed COMMIT, ``DISCARD TEMP``, a pooler that hands out server sessions per transaction:
     use session pooling), the batch fails as the database being unavailable would, and the
-    next one makes it again."""
-    create, copy, insert = _copy_statements(table, columns, tail, then)
-    staged = conn.connection.info.setdefault(_STAGED, set())
+    next one makes it again.
+
+    The rows go in PostgreSQL's binary format, typed as the temporary table's columns: 4 µs a
+    row against 10 in the text format, for a ticket check (bench/README.md). A value must then
+    be of its column's Python type (int for integers, float for double precision, datetime for
+    timestamps, Decimal for numeric): the server converts no text."""
+    create, describe, copy, insert = _copy_statements(table, columns, tail, then)
+    staged = conn.connection.info.setdefault(_STAGED, {})
     cursor = conn.connection.driver_connection.cursor()
     try:
         with _driver_errors(conn, insert):
             if table not in staged:
                 cursor.execute(create)
-                staged.add(table)
+                cursor.execute(describe)
+                staged[table] = [d.type_code for d in cursor.description]
             try:
                 with cursor.copy(copy) as out:
+                    out.set_types(staged[table])
                     for n, row in enumerate(rows):
                         out.write_row((*row, n))
             except conn.dialect.loaded_dbapi.errors.UndefinedTable as exc:
-                staged.discard(table)
+                staged.pop(table, None)
                 raise OperationalError(copy, None, exc) from exc
             cursor.execute(insert)
             return cursor.rowcount, cursor.fetchall() if cursor.description else []
