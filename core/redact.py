@@ -15,7 +15,8 @@ import threading
 from urllib.parse import quote, unquote, urlsplit
 
 MASK = "***"
-MIN_LENGTH = 4  # a shorter value is not masked: it would garble every text it occurs in
+MIN_LENGTH = 8  # a shorter value is masked only where it stands (URL user-info), not in any text:
+#                 a word as short as "s360" would garble every message it occurs in
 
 # scheme://user-info@ up to the last @ before the path (a password may hold a raw @)
 _USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<info>[^/?#\s]*)@")

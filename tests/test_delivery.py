@@ -18,6 +18,7 @@ from s360bridge.core.storage.rawsql import run
 from s360bridge.plugins.orders.warehouse import order_row
 
 from .conftest import Journal, base_config, bridge_of, drain, fixture, post, write_config
+from .helpers.clock import Clock
 from .helpers.records import sale_version
 
 
@@ -105,14 +106,6 @@ def blocked_bridge(tmp_path):
     cfg["targets"]["broken"] = {"type": "jsonl", "path": str(tmp_path / "blocked" / "j.jsonl")}
     cfg["streams"]["orders"]["targets"] = ["journal", "broken"]
     return bridge_of(write_config(tmp_path, cfg))
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1_800_000_000.0
-
-    def __call__(self):
-        return self.now
 
 
 def test_backoff_then_dead_letter_then_replay(tmp_path, secrets_env, runner):

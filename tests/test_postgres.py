@@ -228,6 +228,7 @@ def test_hot_statements_use_their_indexes_without_statistics(pg_bridge):
             assert bad not in plan, f"{name}: {bad} in {plan}"
     for name in ("claim", "others before", "queued", "done"):
         assert '"Index Name": "queue_pkey"' in plans[name], name
+    assert '"Node Type": "Tid Scan"' in plans["claim"]
     assert '"Index Name": "inbox_pkey"' in plans["claim"]
     assert "record_key)::text = k.key" in plans["versions"]
     assert '"Index Name": "uq_inbox_version"' in plans["versions"]

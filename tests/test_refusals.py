@@ -10,6 +10,7 @@ import pytest
 from s360bridge.core.pipeline.refusals import RefusalLog
 
 from .conftest import API_KEY, PASSWORD
+from .helpers.clock import Clock
 
 ANSWER = {"error": "not authorized (the bridge's log says why)", "status": 401}
 
@@ -52,16 +53,8 @@ def test_a_flood_of_refusals_writes_one_line_per_kind(client, caplog):
     assert {r.levelname for r in caplog.records} == {"WARNING"}
 
 
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_each_period_logs_the_first_of_each_kind_then_the_count_of_the_others(caplog):
-    clock, log = Clock(), logging.getLogger("s360bridge.test.refusals")
+    clock, log = Clock(1000.0), logging.getLogger("s360bridge.test.refusals")
     refusals = RefusalLog(log, every=60, clock=clock)
     caplog.set_level(logging.INFO, log.name)
     for i in range(5):

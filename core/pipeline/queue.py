@@ -41,19 +41,22 @@ class Claim:
 
 
 # The oldest due records in arrival order, read through the queue's primary key and leased in
-# the same statement; then their inbox rows, one primary-key probe each (on PostgreSQL in the
-# same statement: a LATERAL that is not flattened makes each a probe, whatever the statistics).
-_DUE = """SELECT id FROM queue WHERE next_attempt_at <= ?
+# the same statement; then their inbox rows, one primary-key probe each. On PostgreSQL both in
+# one statement: the rows locked are updated by their address (a TID scan, not a second probe
+# of the primary key per row), and a LATERAL that is not flattened makes each inbox read a
+# probe, whatever the statistics.
+_DUE = """SELECT {what} FROM queue WHERE next_attempt_at <= ?
     AND (lease_until IS NULL OR lease_until < ?) AND institution IN ?texts
     ORDER BY id LIMIT ?"""
-_LEASE = "UPDATE queue SET lease_owner = ?, lease_until = ? WHERE id IN ({due}{lock}) RETURNING id"
+_LEASE = "UPDATE queue SET lease_owner = ?, lease_until = ? WHERE {which} RETURNING id"
 _INBOX_COLUMNS = "id, institution, stream, record_key, payload, received_at, attempts"
 _READ = f"SELECT {_INBOX_COLUMNS} FROM inbox WHERE id IN ?ints"
 _CLAIM = {
-    "sqlite": _LEASE.format(due=_DUE, lock=""),
-    "postgresql": f"""WITH leased AS ({_LEASE.format(due=_DUE, lock=" FOR UPDATE SKIP LOCKED")})
-        SELECT i.* FROM leased, LATERAL (SELECT {_INBOX_COLUMNS} FROM inbox
-            WHERE id = leased.id OFFSET 0) AS i""",
+    "sqlite": _LEASE.format(which=f"id IN ({_DUE.format(what='id')})"),
+    "postgresql": "WITH leased AS ({}) SELECT i.* FROM leased, LATERAL (SELECT {} FROM inbox "
+                  "WHERE id = leased.id OFFSET 0) AS i".format(_LEASE.format(
+                      which=f"ctid = ANY(ARRAY({_DUE.format(what='ctid')} "
+                            "FOR UPDATE SKIP LOCKED))"), _INBOX_COLUMNS),
 }
 # Is anything queued before the claim's newest record that is not the claim's? If not, no
 # older version of a claimed key can be waiting outside the claim (the usual case of one worker

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -47,15 +48,40 @@ class Worker:
         self.bridge = bridge
         self.cfg = bridge.settings.engine
         self.clock = clock
+        self._next: Future | None = None  # the next batch, claimed while this one is delivered
+        self._claimer: ThreadPoolExecutor | None = None
 
-    def run_once(self, stop: threading.Event | None = None) -> int:
-        """Claim and process one batch; answer how many records it held."""
-        started = time.perf_counter()
+    def _claim(self) -> tuple[Claim, float, float]:
+        """A claim, how long it took (ms), and when it was made (the lease's clock)."""
+        started, at = time.perf_counter(), self.clock()
         c = claim(self.bridge.engine, list(self.bridge.settings.institutions),
-                  self.cfg.batch_size, self.cfg.lease_seconds, self.clock())
-        claimed_ms = (time.perf_counter() - started) * 1000
+                  self.cfg.batch_size, self.cfg.lease_seconds, at)
+        return c, (time.perf_counter() - started) * 1000, at
+
+    def _claimed_ahead(self) -> tuple[Claim, float] | None:
+        """The batch claimed ahead; None (given back) when half its lease has gone by while
+        the previous batch was delivered: only a lease renewed in time keeps other workers
+        off it."""
+        c, ms, at = self._next.result()
+        self._next = None
+        if self.clock() - at <= self.cfg.lease_seconds / 2:
+            return c, ms
+        release(self.bridge.engine, c.token, c.seqs)
+        return None
+
+    def run_once(self, stop: threading.Event | None = None, ahead: bool = False) -> int:
+        """Claim and process one batch; answer how many records it held. With ``ahead``, a
+        full batch has the next one claimed in the background while it is delivered, so that
+        the database's work on the claim overlaps this process's on the batch (``run`` does
+        this; ``release_ahead`` gives such a batch back)."""
+        taken = self._claimed_ahead() if self._next is not None else None
+        c, claimed_ms = taken or self._claim()[:2]
         if not c.groups:
             return 0
+        if ahead and len(c) >= self.cfg.batch_size:
+            if self._claimer is None:
+                self._claimer = ThreadPoolExecutor(1, thread_name_prefix="claim-ahead")
+            self._next = self._claimer.submit(self._claim)
         delivered: list[int] = []
         outcomes: list[Outcome] = []
         unprocessed: list[int] = []
@@ -215,12 +241,32 @@ class Worker:
                      for i, reason in result.rejected.items()}
         return failures
 
+    def release_ahead(self) -> None:
+        """Give back the batch claimed ahead, if any, untouched."""
+        if self._next is not None:
+            try:
+                c = self._next.result()[0]
+                release(self.bridge.engine, c.token, c.seqs)
+            except StoreUnavailable as exc:  # its lease ends by itself
+                log.warning("could not give back a batch claimed ahead: %s", exc)
+            self._next = None
+        if self._claimer is not None:
+            self._claimer.shutdown()
+            self._claimer = None
+
     def run(self, stop: threading.Event) -> None:
         """Work until ``stop`` is set; the batch in hand is finished or released first."""
         log.info("worker started")
+        try:
+            self._work(stop)
+        finally:
+            self.release_ahead()
+        log.info("worker stopped")
+
+    def _work(self, stop: threading.Event) -> None:
         while not stop.is_set():
             try:
-                if self.run_once(stop) == 0:
+                if self.run_once(stop, ahead=True) == 0:
                     stop.wait(self.cfg.poll_interval_seconds)
             except StoreUnavailable as exc:
                 log.error("engine database unavailable, retrying: %s", exc)
@@ -228,4 +274,3 @@ class Worker:
             except Exception:  # a bug must not kill the worker: claimed records are leased
                 log.exception("worker batch failed; its records are retried when leases end")
                 stop.wait(max(1.0, self.cfg.poll_interval_seconds))
-        log.info("worker stopped")

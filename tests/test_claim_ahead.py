@@ -1,0 +1,92 @@
+"""The worker claims its next batch while it delivers a full one (``run`` does): the batch
+claimed ahead is delivered next, given back when the worker stops, and given back rather than
+delivered when half its lease went by meanwhile."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import func, select
+
+from s360bridge.core.pipeline import worker as worker_module
+from s360bridge.core.pipeline.ingest import ingest
+from s360bridge.core.pipeline.worker import Worker
+from s360bridge.core.storage.db import QUEUE
+
+from .conftest import Journal, base_config, bridge_of, drain, write_config
+from .helpers.clock import Clock
+from .helpers.processes import checks
+
+BATCH = 5
+
+
+@pytest.fixture
+def small_batches(tmp_path, secrets_env):
+    cfg = base_config(tmp_path)
+    cfg["engine"]["batch_size"] = BATCH
+    cfg["streams"]["ticketchecks"]["targets"] = ["journal"]
+    bridge = bridge_of(write_config(tmp_path, cfg))
+    ingest(bridge, bridge.institution("testvenue"), bridge.stream("ticketchecks"),
+           checks(70_000_000_000, 4 * BATCH))
+    yield bridge, Journal(tmp_path / "journal.jsonl")
+    bridge.close()
+
+
+def queue(bridge) -> tuple[int, int]:
+    """Queued records, and how many of them are leased."""
+    with bridge.engine.connect() as conn:
+        return conn.execute(select(func.count(), func.count(QUEUE.c.lease_owner))).one()
+
+
+def test_the_next_batch_is_claimed_while_one_is_delivered(small_batches):
+    bridge, journal = small_batches
+    worker = Worker(bridge)
+    assert worker.run_once(ahead=True) == BATCH
+    assert len(journal.pushes()) == BATCH
+    assert queue(bridge) == (3 * BATCH, BATCH)  # the next batch, leased in the background
+    while worker.run_once(ahead=True):
+        pass
+    assert queue(bridge) == (0, 0)
+    assert sorted(journal.pushes().values()) == [1] * 4 * BATCH
+
+
+def test_a_stopping_worker_gives_back_the_batch_it_claimed_ahead(small_batches):
+    bridge, journal = small_batches
+    worker, stop = Worker(bridge), threading.Event()
+    original = worker.run_once
+
+    def once_then_stop(*args, **kwargs):
+        n = original(*args, **kwargs)
+        stop.set()
+        return n
+
+    worker.run_once = once_then_stop
+    worker.run(stop)
+    assert len(journal.pushes()) == BATCH
+    assert queue(bridge) == (3 * BATCH, 0)
+    assert drain(bridge) == 3 * BATCH
+    assert sorted(journal.pushes().values()) == [1] * 4 * BATCH
+
+
+def test_a_batch_claimed_ahead_too_long_ago_is_given_back_not_delivered(small_batches,
+                                                                      monkeypatch):
+    """Another worker may hold it once its lease has ended: only the claim made afresh is
+    delivered, and every record once."""
+    bridge, journal = small_batches
+    clock = Clock()
+    worker = Worker(bridge, clock)
+    given_back = []
+    monkeypatch.setattr(worker_module, "release", lambda engine, token, seqs: (
+        seqs and given_back.append((token, sorted(seqs)))) or release(engine, token, seqs))
+    assert worker.run_once(ahead=True) == BATCH
+    ahead = worker._next.result()[0]
+    clock.now += worker.cfg.lease_seconds / 2 + 1  # delivering took longer than that
+    assert worker.run_once() == BATCH
+    assert given_back == [(ahead.token, sorted(ahead.seqs))]
+    worker.run_once(), worker.run_once()
+    assert queue(bridge) == (0, 0)
+    assert sorted(journal.pushes().values()) == [1] * 4 * BATCH
+
+
+release = worker_module.release
