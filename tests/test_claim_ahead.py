@@ -1,5 +1,6 @@
-"""The worker claims its next batch while it delivers a full one (``run`` does): the batch
-claimed ahead is delivered next, given back when the worker stops, and given back rather than
+"""The worker claims its next batch while it delivers a full one, and completes it while it
+delivers the next (``run`` does on PostgreSQL; here on SQLite, asked to): the batch claimed
+ahead is delivered next, given back when the worker stops, and given back rather than
 delivered when half its lease went by meanwhile."""
 
 from __future__ import annotations
@@ -7,12 +8,13 @@ from __future__ import annotations
 import threading
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from s360bridge.core.pipeline import worker as worker_module
 from s360bridge.core.pipeline.ingest import ingest
+from s360bridge.core.pipeline.queue import Outcome, claim, complete
 from s360bridge.core.pipeline.worker import Worker
-from s360bridge.core.storage.db import QUEUE
+from s360bridge.core.storage.db import QUEUE, STATES
 
 from .conftest import Journal, base_config, bridge_of, drain, write_config
 from .helpers.clock import Clock
@@ -44,6 +46,7 @@ def test_the_next_batch_is_claimed_while_one_is_delivered(small_batches):
     worker = Worker(bridge)
     assert worker.run_once(ahead=True) == BATCH
     assert len(journal.pushes()) == BATCH
+    worker.settle()  # the completion, after the claim ahead: both done
     assert queue(bridge) == (3 * BATCH, BATCH)  # the next batch, leased in the background
     while worker.run_once(ahead=True):
         pass
@@ -54,6 +57,7 @@ def test_the_next_batch_is_claimed_while_one_is_delivered(small_batches):
 def test_a_stopping_worker_gives_back_the_batch_it_claimed_ahead(small_batches):
     bridge, journal = small_batches
     worker, stop = Worker(bridge), threading.Event()
+    worker.ahead = True
     original = worker.run_once
 
     def once_then_stop(*args, **kwargs):
@@ -90,3 +94,25 @@ def test_a_batch_claimed_ahead_too_long_ago_is_given_back_not_delivered(small_ba
 
 
 release = worker_module.release
+
+
+def test_a_version_in_hand_is_superseded_by_a_newer_one_claimed_ahead(small_batches):
+    """Were the older version in hand to fail, its retry would overwrite the newer one in the
+    targets: the claim ahead takes it out of the queue."""
+    bridge, _ = small_batches
+    inst, stream = bridge.institution("testvenue"), bridge.stream("ticketchecks")
+    in_hand = claim(bridge.engine, ["testvenue"], BATCH, 60)
+    older = in_hand.seqs[-1]
+    newer = dict(checks(70_000_000_000 + BATCH - 1, 1)[0], result="REFUSED")
+    with bridge.engine.begin() as conn:  # the rest of the backlog waits for a retry
+        conn.execute(update(QUEUE).where(QUEUE.c.lease_owner.is_(None))
+                     .values(next_attempt_at=1e12))
+    assert ingest(bridge, inst, stream, [newer]).accepted == 1
+    ahead = claim(bridge.engine, ["testvenue"], BATCH, 60, in_hand=in_hand)
+    assert [r.record["result"] for records in ahead.groups.values() for r in records] == [
+        "REFUSED"]
+    complete(bridge.engine, in_hand.token, in_hand.seqs[:-1],
+             [Outcome(older, 0, {"journal": "HTTP 503"})], 3, 60, 600)
+    with bridge.engine.connect() as conn:
+        assert conn.execute(select(STATES.c.state).where(STATES.c.id == older)).scalar_one() \
+            == "superseded"

@@ -216,7 +216,7 @@ def test_hot_statements_use_their_indexes_without_statistics(pg_bridge):
         plans = {
             "claim": _plan(conn, claim_statement("postgresql"),
                            ("t", 1e12, 1e12, 1e12, ["testvenue"], 500)),
-            "others before": _plan(conn, _OTHERS_BEFORE, (ids[-1], "t")),
+            "others before": _plan(conn, _OTHERS_BEFORE, (ids[-1], ["t", "u"])),
             "versions": _plan(conn, _VERSIONS["postgresql"], ("testvenue", "ticketchecks", keys)),
             "queued": _plan(conn, _QUEUED, (ids,)),
             "done": _plan(conn, _DONE, (ids, "t")),

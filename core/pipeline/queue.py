@@ -58,11 +58,11 @@ _CLAIM = {
                       which=f"ctid = ANY(ARRAY({_DUE.format(what='ctid')} "
                             "FOR UPDATE SKIP LOCKED))"), _INBOX_COLUMNS),
 }
-# Is anything queued before the claim's newest record that is not the claim's? If not, no
-# older version of a claimed key can be waiting outside the claim (the usual case of one worker
-# on a backlog), and the versions need not be looked up.
+# Is anything queued before the claim's newest record that is neither the claim's nor the
+# batch its worker still has in hand? If not, no older version of a claimed key can be waiting
+# elsewhere (the usual case of one worker on a backlog), and the versions need not be looked up.
 _OTHERS_BEFORE = """SELECT id FROM queue WHERE id < ?
-    AND (lease_owner IS NULL OR lease_owner <> ?) LIMIT 1"""
+    AND (lease_owner IS NULL OR NOT (lease_owner IN ?texts)) LIMIT 1"""
 # Every version of the listed keys: one probe of the (institution, stream, record_key) index per
 # key. On PostgreSQL a LATERAL subquery that cannot be flattened (OFFSET 0) makes the key part
 # of each probe: as a plain list, an unanalyzed table lets the planner scan every key of the
@@ -91,10 +91,12 @@ def claim_statement(dialect: str) -> str:
 
 
 def claim(engine, institutions: list[str], batch_size: int, lease_seconds: float,
-          now: float | None = None) -> Claim:
+          now: float | None = None, in_hand: Claim | None = None) -> Claim:
     """Lease up to ``batch_size`` due records of the given institutions (a process only takes
     what its configuration can deliver); older queued versions of their keys are marked
-    superseded, so only the newest version of a key is delivered."""
+    superseded, so only the newest version of a key is delivered: those of ``in_hand`` too,
+    the batch the caller is delivering meanwhile (a version of it that fails is not retried
+    after the newer one went out)."""
     now = time.time() if now is None else now
     token = uuid.uuid4().hex
     with write(engine) as conn:
@@ -111,10 +113,14 @@ def claim(engine, institutions: list[str], batch_size: int, lease_seconds: float
             newest[(inst, stream, key)] = seq
         kept = [r for r in rows if newest[r[1:4]] == r[0]]
         older = [r[0] for r in rows if newest[r[1:4]] != r[0]]
-        if run(conn, _OTHERS_BEFORE, (rows[-1][0], token)):
+        if in_hand is not None:
+            older += [r.seq for records in in_hand.groups.values() for r in records
+                      if r.seq < newest.get((r.institution, r.stream, r.key), 0)]
+        mine = [token] if in_hand is None else [token, in_hand.token]
+        if run(conn, _OTHERS_BEFORE, (rows[-1][0], mine)):
             older += _queued_versions(conn, newest, {r[0] for r in rows})
         if older:
-            older.sort()
+            older = sorted(set(older))
             run(conn, _DEQUEUE, (older,))
             run(conn, _SUPERSEDE, (older,))
         done: dict[int, set[str]] = {}
