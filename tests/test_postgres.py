@@ -323,3 +323,27 @@ def test_a_pooled_connection_idle_for_a_while_is_checked_before_use(idle_ping, m
         assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar() != pid
     engine.dispose()
     admin.dispose()
+
+
+def test_the_worker_vacuums_the_queue_it_completed(pg_bridge, monkeypatch):
+    """Claims walk over the dead entries of completed records until a vacuum: the worker runs
+    one every TIDY_EVERY records it completed, not waiting for autovacuum's minute."""
+    from s360bridge.core.pipeline import worker as worker_module
+
+    monkeypatch.setattr(worker_module, "TIDY_EVERY", 100)
+    with pg_bridge.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE queue SET (autovacuum_enabled = false)")
+    inst, stream = pg_bridge.institution("testvenue"), pg_bridge.stream("ticketchecks")
+    ingest(pg_bridge, inst, stream, checks(80_000_000_000, 250))
+
+    def vacuums() -> int:
+        with pg_bridge.engine.connect() as conn:
+            return conn.exec_driver_sql("SELECT vacuum_count FROM pg_stat_user_tables "
+                                        "WHERE relid = 'queue'::regclass").scalar()
+
+    assert vacuums() == 0
+    assert drain(pg_bridge) == 250  # one batch
+    assert vacuums() == 1
+    ingest(pg_bridge, inst, stream, checks(80_000_001_000, 50))
+    assert drain(pg_bridge) == 50  # a new worker, which has completed 50 records only
+    assert vacuums() == 1

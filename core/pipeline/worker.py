@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+
+from sqlalchemy.exc import DBAPIError
 
 from s360bridge.core.bridge import Bridge
 from s360bridge.core.connectors.http import Refused
@@ -18,6 +21,7 @@ from s360bridge.core.errors import (
     Undeliverable,
 )
 from s360bridge.core.pipeline.queue import (
+    TIDY_EVERY,
     Claim,
     Outcome,
     claim,
@@ -25,6 +29,7 @@ from s360bridge.core.pipeline.queue import (
     extend,
     record_progress,
     release,
+    tidy,
 )
 from s360bridge.core.plugin.streams import StoredRecord
 
@@ -54,6 +59,7 @@ class Worker:
         # On SQLite the claim runs in this process and takes the write lock the completion
         # needs: claiming ahead made a drain slower there (17,400 records/s against 26,300)
         self.ahead = bridge.engine.dialect.name != "sqlite"
+        self._since_tidy = 0.0  # records completed since the queue was last vacuumed
 
     def _claim(self, in_hand: Claim | None = None) -> tuple[Claim, float, float]:
         """A claim, how long it took (ms), and when it was made (the lease's clock)."""
@@ -103,9 +109,9 @@ class Worker:
                 self.cfg.backoff_base_seconds, self.cfg.backoff_max_seconds, self.clock())
         self.settle()
         if ahead and self._background is not None:
-            self._completed = self._background.submit(complete, *done)
+            self._completed = self._background.submit(self._complete, done)
         else:
-            complete(*done)
+            self._complete(done)
         release(self.bridge.engine, c.token, unprocessed)
         log.debug("claimed %d record(s) in %.2f ms; handled %d, released %d", len(c),
                   claimed_ms, len(delivered) + len(outcomes), len(unprocessed))
@@ -251,6 +257,17 @@ class Worker:
         failures |= {records[i].seq: Failure(reason, rejected=True)
                      for i, reason in result.rejected.items()}
         return failures
+
+    def _complete(self, done: tuple) -> None:
+        complete(*done)
+        self._since_tidy += len(done[2]) + len(done[3])
+        if self._since_tidy >= TIDY_EVERY:
+            self._since_tidy = 0.0
+            try:
+                tidy(self.bridge.engine)
+            except DBAPIError as exc:  # e.g. not the table's owner: autovacuum will do
+                self._since_tidy = -math.inf
+                log.warning("could not vacuum the queue, left to autovacuum: %s", exc.orig)
 
     def settle(self) -> None:
         """Wait for the completion of the batch before; its error is raised here (its records
