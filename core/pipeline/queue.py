@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import orjson
 from sqlalchemy import bindparam, update
 
+from s360bridge.core.pipeline import versions
+from s360bridge.core.pipeline.versions import Ranker
 from s360bridge.core.plugin.streams import StoredRecord
 from s360bridge.core.redact import redact
 from s360bridge.core.storage.db import DELIVERY, INBOX, QUEUE, dialect_insert, write
@@ -68,10 +70,10 @@ _OTHERS_BEFORE = """SELECT id FROM queue WHERE id < ?
 # of each probe: as a plain list, an unanalyzed table lets the planner scan every key of the
 # stream and filter them, a cost that grows with the inbox.
 _VERSIONS = {
-    "sqlite": """SELECT id, record_key FROM inbox
+    "sqlite": """SELECT id, record_key{payload} FROM inbox
         WHERE institution = ? AND stream = ? AND record_key IN (SELECT value FROM json_each(?))""",
     "postgresql": """SELECT v.* FROM (SELECT ?::text AS inst, ?::text AS stream) AS p,
-        unnest(?::text[]) AS k(key), LATERAL (SELECT id, record_key
+        unnest(?::text[]) AS k(key), LATERAL (SELECT id, record_key{payload}
             FROM inbox WHERE institution = p.inst AND stream = p.stream AND record_key = k.key
             OFFSET 0) AS v""",
 }
@@ -91,12 +93,13 @@ def claim_statement(dialect: str) -> str:
 
 
 def claim(engine, institutions: list[str], batch_size: int, lease_seconds: float,
-          now: float | None = None, in_hand: Claim | None = None) -> Claim:
+          now: float | None = None, in_hand: Claim | None = None,
+          ranker: Ranker | None = None) -> Claim:
     """Lease up to ``batch_size`` due records of the given institutions (a process only takes
-    what its configuration can deliver); older queued versions of their keys are marked
-    superseded, so only the newest version of a key is delivered: those of ``in_hand`` too,
-    the batch the caller is delivering meanwhile (a version of it that fails is not retried
-    after the newer one went out)."""
+    what its configuration can deliver). Only one version of a key is delivered (the newest,
+    or for streams that ``ranker`` knows, the highest rank first: versions.py); the others
+    queued are marked superseded: those of ``in_hand`` too, the batch the caller is delivering
+    meanwhile (a version of it that fails is not retried after the newer one went out)."""
     now = time.time() if now is None else now
     token = uuid.uuid4().hex
     with write(engine) as conn:
@@ -107,22 +110,23 @@ def claim(engine, institutions: list[str], batch_size: int, lease_seconds: float
             rows = run(conn, _READ, ([r[0] for r in rows],))
         if not rows:
             return Claim(token, {})
-        rows.sort()  # arrival order is version order
-        newest: dict[tuple[str, str, str], int] = {}
-        for seq, inst, stream, key, *_ in rows:
-            newest[(inst, stream, key)] = seq
-        kept = [r for r in rows if newest[r[1:4]] == r[0]]
-        older = [r[0] for r in rows if newest[r[1:4]] != r[0]]
+        rows.sort()  # arrival order
+        loads = orjson.loads
+        decoded = {r[0]: loads(r[4]) for r in rows}
+        best, ranks = versions.newest(rows, decoded, ranker)
+        older = [r[0] for r in rows if best[r[1:4]] != r[0]]
         if in_hand is not None:
-            older += [r.seq for records in in_hand.groups.values() for r in records
-                      if r.seq < newest.get((r.institution, r.stream, r.key), 0)]
+            older += _outranked_in_hand(in_hand, best, ranks, ranker)
         mine = [token] if in_hand is None else [token, in_hand.token]
         if run(conn, _OTHERS_BEFORE, (rows[-1][0], mine)):
-            older += _queued_versions(conn, newest, {r[0] for r in rows})
-        if older:
-            older = sorted(set(older))
-            run(conn, _DEQUEUE, (older,))
-            run(conn, _SUPERSEDE, (older,))
+            older += _queued_versions(conn, best, ranks, {r[0] for r in rows}, ranker)
+        if ranks:
+            older += versions.outranked_by_marks(conn, best, ranks)
+        gone = set(older)
+        if gone:
+            run(conn, _DEQUEUE, (sorted(gone),))
+            run(conn, _SUPERSEDE, (sorted(gone),))
+        kept = [r for r in rows if best[r[1:4]] == r[0] and r[0] not in gone]
         done: dict[int, set[str]] = {}
         tracked: set[int] = set()
         for seq, target, state in run(conn, _DELIVERED, ([r[0] for r in kept],)):
@@ -131,30 +135,54 @@ def claim(engine, institutions: list[str], batch_size: int, lease_seconds: float
                 done.setdefault(seq, set()).add(target)
     groups: dict[tuple[str, str], list[StoredRecord]] = {}
     attempts: dict[int, int] = {}
-    loads = orjson.loads
     for seq, inst, stream, key, payload, received_at, tries in kept:
         group = groups.get((inst, stream))
         if group is None:
             group = groups[(inst, stream)] = []
-        group.append(StoredRecord(seq, key, loads(payload), payload, received_at, inst, stream))
+        group.append(StoredRecord(seq, key, decoded[seq], payload, received_at, inst, stream))
         if tries:
             attempts[seq] = tries
     return Claim(token, groups, attempts, done, tracked)
 
 
-def _queued_versions(conn, newest: dict[tuple, int], claimed: set[int]) -> list[int]:
-    """The queued versions outside the claim older than its newest version of their key (rare:
-    keys with versions waiting for a retry or leased elsewhere), found by an indexed look-up
-    per (institution, stream)."""
+def _outranked_in_hand(in_hand: Claim, best: dict, ranks: dict[int, int],
+                       ranker: Ranker | None) -> list[int]:
+    """The versions of the batch in hand that a version of this claim outranks."""
+    lost = []
+    for (inst, stream), records in in_hand.groups.items():
+        rank = ranker(inst, stream) if ranker else None
+        for r in records:
+            seq = best.get((inst, stream, r.key))
+            if seq is not None and versions.outranks(
+                    (ranks.get(seq, 0), seq), (rank(r.record) if rank else 0, r.seq)):
+                lost.append(r.seq)
+    return lost
+
+
+def _queued_versions(conn, best: dict, ranks: dict[int, int], claimed: set[int],
+                     ranker: Ranker | None) -> list[int]:
+    """Of the queued versions outside the claim (rare: keys with versions waiting for a retry
+    or leased elsewhere), found by an indexed look-up per (institution, stream), those that
+    the claim's version of their key outranks; and the claim's versions that one of them
+    outranks (a final version waiting for its retry)."""
     by_stream: dict[tuple[str, str], dict[str, int]] = {}
-    for (inst, stream, key), seq in newest.items():
+    for (inst, stream, key), seq in best.items():
         by_stream.setdefault((inst, stream), {})[key] = seq
-    candidates = []
+    candidates: dict[int, tuple[int, int]] = {}  # seq -> (its rank, the claim's seq of its key)
     for (inst, stream), keys in by_stream.items():
-        candidates += [seq for seq, key in run(conn, _VERSIONS[conn.dialect.name],
-                                               (inst, stream, list(keys)))
-                       if seq < keys[key] and seq not in claimed]
-    return [r[0] for r in run(conn, _QUEUED, (candidates,))] if candidates else []
+        rank = ranker(inst, stream) if ranker else None
+        sql = _VERSIONS[conn.dialect.name].format(payload=", payload" if rank else "")
+        for seq, key, *payload in run(conn, sql, (inst, stream, list(keys))):
+            if seq not in claimed and (rank or seq < keys[key]):
+                candidates[seq] = (rank(orjson.loads(payload[0])) if rank else 0, keys[key])
+    if not candidates:
+        return []
+    lost = []
+    for (seq,) in run(conn, _QUEUED, (list(candidates),)):
+        rank, mine = candidates[seq]
+        lost.append(mine if versions.outranks((rank, seq), (ranks.get(mine, 0), mine))
+                    else seq)
+    return lost
 
 
 def tidy(engine) -> None:

@@ -65,8 +65,15 @@ class Worker:
         """A claim, how long it took (ms), and when it was made (the lease's clock)."""
         started, at = time.perf_counter(), self.clock()
         c = claim(self.bridge.engine, list(self.bridge.settings.institutions),
-                  self.cfg.batch_size, self.cfg.lease_seconds, at, in_hand)
+                  self.cfg.batch_size, self.cfg.lease_seconds, at, in_hand, self._ranker)
         return c, (time.perf_counter() - started) * 1000, at
+
+    def _ranker(self, inst_code: str, stream_name: str):
+        """How the versions of a stream rank, for one institution (None: arrival order)."""
+        inst, stream = self.bridge.institution(inst_code), self.bridge.stream(stream_name)
+        if inst is None or stream is None or stream.rank is None:
+            return None
+        return lambda record: stream.rank(inst, record)
 
     def _claimed_ahead(self) -> tuple[Claim, float] | None:
         """The batch claimed ahead; None (given back) when half its lease has gone by while

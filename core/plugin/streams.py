@@ -35,6 +35,10 @@ class Stream:
     dated: Callable[[Any, dict], str | None] | None = None
     # a flat stream turns a CSV row (strings) into a record, for imports and reconcile
     from_csv: Callable[[Any, dict[str, str]], dict] | None = None
+    # how the versions of a key are ordered before arrival: a version of a lower rank never
+    # replaces one of a higher rank in any target, whatever the arrival order (a final state
+    # ranks above the others); None: arrival order alone (core/pipeline/versions.py)
+    rank: Callable[[Any, dict], int] | None = None
 
     @property
     def url_path(self) -> str:

@@ -18,8 +18,19 @@ from s360bridge.core.api import (
 
 from .warehouse import ORDERS, order_row
 
+# An order that S-360 closed or abandoned does not change any more (a refund is an order of its
+# own): those versions rank above any other. CLOSED is FOUND; ABANDONED is INFERRED (REFERENCE
+# c.3: the webhook fires on "closed or abandoned"), and counting it final is the tolerant reading.
+FINAL_STATES = frozenset({"CLOSED", "ABANDONED"})
+
+
+def order_rank(_institution, record: dict) -> int:
+    return 1 if record["orderDetailsData"].get("orderState") in FINAL_STATES else 0
+
+
 STREAM = Stream("orders", "S-360 orders",
-                dated=lambda inst, r: r["orderDetailsData"].get("creationDateTime"))
+                dated=lambda inst, r: r["orderDetailsData"].get("creationDateTime"),
+                rank=order_rank)
 VALIDATOR = RecordValidator(load_schema(__name__))
 
 
