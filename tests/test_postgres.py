@@ -196,6 +196,7 @@ def test_hot_statements_use_their_indexes_without_statistics(pg_bridge):
         _VERSIONS,
         claim_statement,
     )
+    from s360bridge.core.pipeline.versions import _MARKED
     from s360bridge.core.storage.rawsql import _copy_statements, index_plans_only
     from s360bridge.plugins.sql.upsert import _conflict
     from s360bridge.plugins.ticketchecks.warehouse import TICKET_CHECKS
@@ -220,6 +221,7 @@ def test_hot_statements_use_their_indexes_without_statistics(pg_bridge):
             "versions": _plan(conn, _VERSIONS["postgresql"].format(payload=""),
                               ("testvenue", "ticketchecks", keys)),
             "queued": _plan(conn, _QUEUED, (ids,)),
+            "marks": _plan(conn, _MARKED, ("testvenue", "orders", keys)),
             "done": _plan(conn, _DONE, (ids, "t")),
             "delivered": _plan(conn, _DELIVERED, (ids,)),
         }
@@ -230,6 +232,7 @@ def test_hot_statements_use_their_indexes_without_statistics(pg_bridge):
     for name in ("claim", "others before", "queued", "done"):
         assert '"Index Name": "queue_pkey"' in plans[name], name
     assert '"Node Type": "Tid Scan"' in plans["claim"]
+    assert '"Index Name": "version_mark_pkey"' in plans["marks"]
     assert '"Index Name": "inbox_pkey"' in plans["claim"]
     assert "record_key)::text = k.key" in plans["versions"]
     assert '"Index Name": "uq_inbox_version"' in plans["versions"]
