@@ -10,6 +10,7 @@ compare plain numbers on every database.
 from __future__ import annotations
 
 import math
+import os
 import sqlite3
 import time
 import weakref
@@ -196,10 +197,14 @@ def make_engine(url: str, synchronous: str = "FULL", busy_timeout: float = 10.0,
     engine = create_engine(url, connect_args={"timeout": busy_timeout,
                                               "check_same_thread": False}, **pool)
 
+    in_file = parsed.database and parsed.database != ":memory:"
+    shm = f"{parsed.database}-shm" if in_file else None
+
     @event.listens_for(engine, "do_connect")
     def _make_folder(_dialect, _record, _args, _kwargs):
-        if parsed.database and parsed.database != ":memory:":  # when used, not when configured
+        if in_file:  # when used, not when configured
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            _shm_writable(shm, "connect")
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):
@@ -213,12 +218,24 @@ def make_engine(url: str, synchronous: str = "FULL", busy_timeout: float = 10.0,
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
         statement = "BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN"
+        _shm_writable(shm, statement)
         try:  # straight on the driver: this runs before every transaction of the hot paths
             conn.connection.driver_connection.execute(statement)
         except sqlite3.OperationalError as exc:  # as SQLAlchemy would have raised it
             raise OperationalError(statement, None, exc) from exc
 
     return engine
+
+
+def _shm_writable(shm: str | None, statement: str) -> None:
+    """Refuse to touch a SQLite file whose shared memory cannot be written. SQLite maps the
+    ``-shm`` file and writes it in memory, even to read: once the file is immutable (``chattr
+    +i``, which stops root too), such a write kills the process with SIGBUS instead of failing.
+    Checked before every transaction (a system call); a file made immutable during one can
+    still do it."""
+    if shm is not None and not os.access(shm, os.W_OK) and os.path.exists(shm):
+        raise OperationalError(statement, None, sqlite3.OperationalError(
+            f"{shm} is not writable (immutable, or read-only)"))
 
 
 IDLE_PING_SECONDS = 5.0
