@@ -5,6 +5,7 @@ whatever the polling rate, and a poll that comes while one is under way answers 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -13,6 +14,8 @@ from sqlalchemy.engine import Engine
 from s360bridge.core.errors import StoreUnavailable
 from s360bridge.core.storage.db import HEARTBEAT, commits, dialect_insert, unavailable, write
 
+log = logging.getLogger("s360bridge.health")
+
 
 class Readiness:
     def __init__(self, engine: Engine, within: float):
@@ -20,9 +23,21 @@ class Readiness:
         self.within = within
         self._beating = threading.Lock()
         self._beat_at = -within
+        self._told: str | None = None
 
     def problem(self) -> str | None:
-        """None when the database committed within ``within`` seconds, else why not."""
+        """None when the database committed within ``within`` seconds, else why not (logged
+        when it changes)."""
+        problem = self._problem()
+        if problem != self._told:
+            self._told = problem
+            if problem is None:
+                log.info("ready again: the engine database commits")
+            else:
+                log.warning("not ready: %s", problem)
+        return problem
+
+    def _problem(self) -> str | None:
         if self._fresh():
             return None
         if self._beating.acquire(blocking=False):

@@ -185,7 +185,6 @@ def create_app(bridge: Bridge) -> Flask:
     def ready():
         problem = readiness.problem()
         if problem is not None:
-            log.warning("not ready: %s", problem)
             return json_response({"status": "unavailable", "reason": problem}, 503)
         return json_response({"status": "ok"})
 
