@@ -193,6 +193,7 @@ def make_engine(url: str, synchronous: str = "FULL", busy_timeout: float = 10.0,
         event.listen(engine, "rollback", forget_staging)
         watch(engine, 2 * limits.postgres_statement_timeout_seconds)  # before the idle ping
         _ping_when_idle(engine)
+        _commits[engine] = Commits()
         return engine
     engine = create_engine(url, connect_args={"timeout": busy_timeout,
                                               "check_same_thread": False}, **pool)
@@ -224,6 +225,7 @@ def make_engine(url: str, synchronous: str = "FULL", busy_timeout: float = 10.0,
         except sqlite3.OperationalError as exc:  # as SQLAlchemy would have raised it
             raise OperationalError(statement, None, exc) from exc
 
+    _commits[engine] = Commits()
     return engine
 
 
