@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from typing import Literal
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
 from s360bridge.core.config import Institution, Settings
-from s360bridge.core.errors import ConfigError
+from s360bridge.core.errors import ConfigError, StoreUnavailable
 from s360bridge.core.plugin.manager import Hooks
 from s360bridge.core.plugin.streams import Stream
 from s360bridge.core.plugin.targets import Target, bind_options
 from s360bridge.core.s360.client import S360Client
 from s360bridge.core.storage import migrate
-from s360bridge.core.storage.db import make_engine
+from s360bridge.core.storage.db import Limits, make_engine, unavailable
 
 log = logging.getLogger("s360bridge.bridge")
 
@@ -32,15 +37,23 @@ class Bridge:
         e = settings.engine
         try:
             self.engine = make_engine(e.database_url, e.sqlite_synchronous,
-                                      e.sqlite_busy_timeout_seconds)
+                                      e.sqlite_busy_timeout_seconds, limits(e))
         except ConfigError as exc:
             raise ConfigError(f"engine.database_url: {exc}") from None
         self._targets: dict[tuple[str, str], Target] = {}
         self._clients: dict[str, S360Client] = {}
         self._lock = threading.Lock()
         self._check()
-        if schema != "ignore":
+        if schema == "ignore":
+            return
+        try:
             self._prepare(schema == "upgrade")
+        except (DBAPIError, PoolTimeout, StoreUnavailable) as exc:
+            where = make_url(e.database_url).render_as_string(hide_password=True)
+            reason = unavailable(exc.__cause__ or exc)
+            raise StoreUnavailable(f"cannot open the engine database {where}: {reason} (check "
+                                   "engine.database_url or S360BRIDGE_DATABASE_URL, and that "
+                                   "the database runs and answers)") from exc
 
     def _prepare(self, upgrade: bool) -> None:
         locations = self.hooks.migrations()
@@ -142,6 +155,12 @@ class Bridge:
         for target in self._targets.values():
             target.close()
         self.engine.dispose()
+
+
+def limits(engine_settings) -> Limits:
+    """The database limits of the engine settings (the same names)."""
+    return Limits(**{f.name: getattr(engine_settings, f.name)
+                     for f in dataclasses.fields(Limits)})
 
 
 def _check_options(inst: Institution, where: str, check, options: dict) -> None:

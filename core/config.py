@@ -142,6 +142,15 @@ class EngineSettings:
     database_url: str = "sqlite:///var/s360bridge.db"
     sqlite_synchronous: str = "FULL"
     sqlite_busy_timeout_seconds: float = 10.0
+    pool_size: int = 10
+    pool_max_overflow: int = 10
+    pool_timeout_seconds: float = 5.0
+    postgres_connect_timeout_seconds: float = 5.0
+    postgres_statement_timeout_seconds: float = 60.0
+    postgres_lock_timeout_seconds: float = 10.0
+    postgres_keepalives_idle_seconds: float = 30.0
+    request_timeout_seconds: float = 5.0
+    ready_within_seconds: float = 5.0
     max_body_bytes: int = 10 * 1024 * 1024
     retention_hours: float = 7 * 24
     batch_size: int = 500

@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
+import traceback
+
 import click
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from s360bridge.core.bridge import Bridge
 from s360bridge.core.config import Institution, load_settings
-from s360bridge.core.errors import S360BridgeError
+from s360bridge.core.errors import S360BridgeError, StoreUnavailable
+from s360bridge.core.storage.db import unavailable
 
 CONFIG_HELP = "Institution YAML file, or a folder of them (repeatable)."
 
 
 class CLIGroup(click.Group):
-    """Turns our own errors into one clear line and exit status 2, without a traceback."""
+    """Turns our own errors, and a database that fails a command, into one clear line and
+    exit status 2; the traceback only with ``--debug``."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except S360BridgeError as exc:
+        except (S360BridgeError, DBAPIError, PoolTimeout) as exc:
+            if ctx.params.get("debug"):
+                traceback.print_exc()
+            if not isinstance(exc, S360BridgeError):  # redacted as it is formed
+                exc = StoreUnavailable(f"the engine database failed: {unavailable(exc)}")
             click.echo(f"error: {exc}", err=True)
             ctx.exit(2)
 

@@ -22,7 +22,8 @@ from s360bridge.core.plugin.manager import Hooks
 @click.version_option(__version__, prog_name="s360bridge")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
-def cli(log_level):
+@click.option("--debug", is_flag=True, help="Print the traceback of an error, too.")
+def cli(log_level, debug):
     """Connect S-360 (SecuTix 360) to CRM, analytics and reseller systems."""
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -14,14 +14,18 @@ from typing import NamedTuple
 
 import orjson
 from flask import Flask, Response, current_app, request
-from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from s360bridge.core.bridge import Bridge
 from s360bridge.core.config import Auth, Institution, ServiceConfig
 from s360bridge.core.errors import PluginError, StoreUnavailable
+from s360bridge.core.pipeline.health import Readiness
 from s360bridge.core.pipeline.ingest import ingest
 from s360bridge.core.pipeline.refusals import RefusalLog
+from s360bridge.core.storage import deadline
+from s360bridge.core.storage.db import unavailable
 
 log = logging.getLogger("s360bridge.receiver")
 
@@ -160,14 +164,28 @@ def create_app(bridge: Bridge) -> Flask:
         return json_response({"error": message.get(exc.code, exc.description),
                               "status": exc.code}, exc.code)
 
+    @app.errorhandler(StoreUnavailable)
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(PoolTimeout)
+    def _store_unavailable(exc: Exception):
+        reason = exc if isinstance(exc, StoreUnavailable) else unavailable(exc)
+        log.error("%s %s: not stored, answering 503: %s", request.method, request.path, reason)
+        return json_response({"error": "the engine database is unavailable: nothing was "
+                                       "stored, send it again later", "status": 503},
+                             503, {"Retry-After": "60"})
+
+    readiness = Readiness(bridge.engine, bridge.settings.engine.ready_within_seconds)
+
+    @app.get("/health/live")
+    def live():
+        return json_response({"status": "ok"})
+
+    @app.get("/health/ready")
     @app.get("/health")
-    def health():
-        try:
-            with bridge.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-        except Exception as exc:  # any failure means "not ready"
-            log.warning("health check failed: %s", exc)
-            return json_response({"status": "unavailable"}, 503)
+    def ready():
+        problem = readiness.problem()
+        if problem is not None:
+            return json_response({"status": "unavailable", "reason": problem}, 503)
         return json_response({"status": "ok"})
 
     routes = {s.url_path: s for s in bridge.hooks.streams.values()}
@@ -188,9 +206,7 @@ def create_app(bridge: Bridge) -> Flask:
         try:
             result = ingest(bridge, inst, stream, records)
         except StoreUnavailable as exc:
-            log.error("%s/%s: not stored, answering 503: %s", code, stream_name, exc)
-            return json_response({"error": "storage unavailable, retry later", "status": 503},
-                                 503, {"Retry-After": "60"})
+            return _store_unavailable(exc)
         if result.quarantined:
             log.warning("%s/%s: %d record(s) quarantined (see `s360bridge quarantine list`)",
                         code, stream_name, result.quarantined)
@@ -199,6 +215,18 @@ def create_app(bridge: Bridge) -> Flask:
     for blueprint in bridge.hooks.blueprints():
         app.register_blueprint(blueprint)
     _serve_services(app, bridge.hooks.services)
+    app.wsgi_app = _bounded(app.wsgi_app, bridge.settings.engine.request_timeout_seconds)
+    return app
+
+
+def _bounded(wsgi_app, seconds: float):
+    """Every database connection a request checks out is held ``seconds`` at most, then cut
+    (core/storage/deadline.py): the request answers 503 instead of hanging its thread."""
+
+    def app(environ, start_response):
+        with deadline.within(seconds):
+            return wsgi_app(environ, start_response)
+
     return app
 
 

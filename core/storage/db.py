@@ -10,9 +10,12 @@ compare plain numbers on every database.
 from __future__ import annotations
 
 import math
+import os
 import sqlite3
 import time
+import weakref
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import (
@@ -34,9 +37,11 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DisconnectionError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Field, SQLModel, create_engine
 
 from s360bridge.core.errors import ConfigError, StoreUnavailable
+from s360bridge.core.storage.deadline import WATCHDOG, watch
 from s360bridge.core.storage.rawsql import forget_staging
 
 
@@ -113,6 +118,15 @@ class SkippedCount(SQLModel, table=True):
     count: int = 0
 
 
+class Heartbeat(SQLModel, table=True):
+    """One row, written by ``/health/ready`` when nothing else committed lately
+    (core/pipeline/health.py)."""
+
+    __tablename__ = "heartbeat"
+    id: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    beat_at: float
+
+
 INBOX = InboxRecord.__table__
 QUEUE = QueueEntry.__table__
 # every inbox version with the state an operator knows and its queue columns: a view made by
@@ -126,27 +140,72 @@ STATES = Table("inbox_state", MetaData(), Column("id", BigInteger), Column("inst
 DELIVERY = Delivery.__table__
 QUARANTINE = Quarantined.__table__
 SKIPPED = SkippedCount.__table__
+HEARTBEAT = Heartbeat.__table__
 
 
-def make_engine(url: str, synchronous: str = "FULL", busy_timeout: float = 10.0) -> Engine:
-    """Create an engine; on SQLite: WAL, the chosen ``synchronous`` level, a busy timeout, and
-    write transactions that take the lock up front (``BEGIN IMMEDIATE``)."""
+@dataclass(frozen=True)
+class Limits:
+    """How long a database may keep a process waiting (the ``engine`` settings of the same
+    names, docs/configuration.md). The pool's apply to SQLite too; the others to PostgreSQL,
+    where a checkout is also held twice the statement timeout at most (core/storage/deadline.py;
+    the receiver holds its own for less)."""
+
+    pool_size: int = 10
+    pool_max_overflow: int = 10
+    pool_timeout_seconds: float = 5.0
+    postgres_connect_timeout_seconds: float = 5.0
+    postgres_statement_timeout_seconds: float = 60.0
+    postgres_lock_timeout_seconds: float = 10.0
+    postgres_keepalives_idle_seconds: float = 30.0
+
+    def libpq(self, query_options: str | None) -> dict:
+        """psycopg's connect arguments: libpq's connect timeout (2 s at least), keepalives,
+        and the server's statement and lock timeouts after the URL's own ``options``."""
+        idle = max(1, round(self.postgres_keepalives_idle_seconds))
+        timeouts = (f"-c statement_timeout={_ms(self.postgres_statement_timeout_seconds)} "
+                    f"-c lock_timeout={_ms(self.postgres_lock_timeout_seconds)}")
+        return {"connect_timeout": max(2, math.ceil(self.postgres_connect_timeout_seconds)),
+                "keepalives": 1, "keepalives_idle": idle,
+                "keepalives_interval": max(1, idle // 3), "keepalives_count": 3,
+                "tcp_user_timeout": idle * 1000,  # unacknowledged data: the peer is gone
+                "options": f"{query_options} {timeouts}" if query_options else timeouts}
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+def make_engine(url: str, synchronous: str = "FULL", busy_timeout: float = 10.0,
+                limits: Limits = Limits()) -> Engine:
+    """Create an engine with a bounded pool; on PostgreSQL with the timeouts of ``limits``; on
+    SQLite: WAL, the chosen ``synchronous`` level, a busy timeout, and write transactions that
+    take the lock up front (``BEGIN IMMEDIATE``)."""
     parsed = make_url(url)
+    pool = {"pool_size": limits.pool_size, "max_overflow": limits.pool_max_overflow,
+            "pool_timeout": limits.pool_timeout_seconds}
     if parsed.get_backend_name() != "sqlite":
         if (parsed.get_backend_name(), parsed.get_driver_name()) != ("postgresql", "psycopg"):
             raise ConfigError(f"{parsed.render_as_string(hide_password=True)} is not supported: "
                               "use sqlite:///… or postgresql+psycopg://… (psycopg 3)")
-        engine = create_engine(url)
+        options = parsed.query.get("options")
+        engine = create_engine(url, connect_args=limits.libpq(
+            options if isinstance(options, str) else None), **pool)
         event.listen(engine, "rollback", forget_staging)
+        watch(engine, 2 * limits.postgres_statement_timeout_seconds)  # before the idle ping
         _ping_when_idle(engine)
+        _commits[engine] = Commits()
         return engine
     engine = create_engine(url, connect_args={"timeout": busy_timeout,
-                                              "check_same_thread": False})
+                                              "check_same_thread": False}, **pool)
+
+    in_file = parsed.database and parsed.database != ":memory:"
+    shm = f"{parsed.database}-shm" if in_file else None
 
     @event.listens_for(engine, "do_connect")
     def _make_folder(_dialect, _record, _args, _kwargs):
-        if parsed.database and parsed.database != ":memory:":  # when used, not when configured
+        if in_file:  # when used, not when configured
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            _shm_writable(shm, "connect")
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):
@@ -160,12 +219,25 @@ def make_engine(url: str, synchronous: str = "FULL", busy_timeout: float = 10.0)
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
         statement = "BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN"
+        _shm_writable(shm, statement)
         try:  # straight on the driver: this runs before every transaction of the hot paths
             conn.connection.driver_connection.execute(statement)
         except sqlite3.OperationalError as exc:  # as SQLAlchemy would have raised it
             raise OperationalError(statement, None, exc) from exc
 
+    _commits[engine] = Commits()
     return engine
+
+
+def _shm_writable(shm: str | None, statement: str) -> None:
+    """Refuse to touch a SQLite file whose shared memory cannot be written. SQLite maps the
+    ``-shm`` file and writes it in memory, even to read: once the file is immutable (``chattr
+    +i``, which stops root too), such a write kills the process with SIGBUS instead of failing.
+    Checked before every transaction (a system call); a file made immutable during one can
+    still do it."""
+    if shm is not None and not os.access(shm, os.W_OK) and os.path.exists(shm):
+        raise OperationalError(statement, None, sqlite3.OperationalError(
+            f"{shm} is not writable (immutable, or read-only)"))
 
 
 IDLE_PING_SECONDS = 5.0
@@ -223,11 +295,43 @@ def enqueue(conn: Connection, seqs: list[int]) -> None:
         "next_attempt_at": 0.0, "lease_owner": None, "lease_until": None}))
 
 
+class Commits:
+    """When a write transaction of one engine last committed, and last failed and why: what
+    ``/health/ready`` reads (monotonic seconds)."""
+
+    def __init__(self):
+        self.ok_at = -math.inf
+        self.failed_at = -math.inf
+        self.error = ""
+
+
+_commits: weakref.WeakKeyDictionary[Engine, Commits] = weakref.WeakKeyDictionary()
+
+
+def commits(engine: Engine) -> Commits:
+    return _commits.setdefault(engine, Commits())
+
+
+def unavailable(exc: Exception) -> str:
+    """Why the database did not answer, in one line with no secret (StoreUnavailable redacts)."""
+    limit = WATCHDOG.overran()
+    if limit is not None:
+        return f"no answer within {limit:g} s, connection cut"
+    if isinstance(exc, PoolTimeout):
+        return "every pooled connection is busy (engine.pool_size, engine.pool_timeout_seconds)"
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 @contextmanager
 def write(engine: Engine):
-    """A write transaction; a database that cannot commit raises StoreUnavailable."""
+    """A write transaction; a database that cannot commit (or does not answer in time, or
+    has no free connection) raises StoreUnavailable."""
     try:
         with engine.connect().execution_options(write=True) as conn, conn.begin():
             yield conn
-    except OperationalError as exc:
-        raise StoreUnavailable(f"the engine database could not commit: {exc.orig}") from exc
+    except (OperationalError, PoolTimeout) as exc:
+        log = commits(engine)
+        log.failed_at, log.error = time.monotonic(), unavailable(exc)
+        raise StoreUnavailable(f"the engine database could not commit: {log.error}") from exc
+    commits(engine).ok_at = time.monotonic()

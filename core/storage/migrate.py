@@ -16,6 +16,7 @@ and nothing goes ahead.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from s360bridge.core.errors import OutdatedSchema, UnknownSchema
-from s360bridge.core.storage import migrations
+from s360bridge.core.storage import deadline, migrations
 from s360bridge.core.storage.db import write
 
 ENGINE_BRANCH = Path(migrations.__file__).parent
@@ -79,8 +80,11 @@ def upgrade(engine: Engine, locations: Sequence[Path]) -> list[str]:
     """Bring every branch to its head; answer the revisions applied, in order."""
     script = scripts(locations)
     applied: list[str] = []
-    with write(engine) as conn:
+    # a migration may take long on a large table, and waits for another process's upgrade
+    with deadline.within(math.inf), write(engine) as conn:
         if conn.dialect.name == "postgresql":
+            conn.execute(text("SET LOCAL statement_timeout = 0"))
+            conn.execute(text("SET LOCAL lock_timeout = 0"))
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": UPGRADE_LOCK})
         at = tuple(b.applied for b in _branches(script, _heads(conn)) if b.applied)
 

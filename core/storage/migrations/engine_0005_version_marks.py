@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "engine_0005"
-down_revision = "engine_0002"
+down_revision = "engine_0004"
 branch_labels = None
 
 
