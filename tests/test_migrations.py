@@ -29,6 +29,7 @@ from s360bridge.core.config import load_settings
 from s360bridge.core.connectors.crm_links import LINKS
 from s360bridge.core.errors import OutdatedSchema, PluginError, UnknownSchema
 from s360bridge.core.operations.history_import import PROGRESS
+from s360bridge.core.pipeline.quarantine import content_hash
 from s360bridge.core.plugin.hookspecs import hookimpl
 from s360bridge.core.plugin.manager import Hooks
 from s360bridge.core.s360.budget import CALL_LOG
@@ -43,8 +44,8 @@ from .helpers.plugins import registered
 
 PG = os.environ.get("S360BRIDGE_TEST_POSTGRES_URL")
 FIRST_REVISIONS = ("engine_0001", "crm_0001", "offers_0001", "contacts_0001")
-HEADS = ("engine_0002", "crm_0001", "offers_0001", "contacts_0001")
-EVERY_REVISION = (*FIRST_REVISIONS, "engine_0002")
+HEADS = ("engine_0003", "crm_0001", "offers_0001", "contacts_0001")
+EVERY_REVISION = (*FIRST_REVISIONS, "engine_0002", "engine_0003")
 # the models of every table in the engine database: the engine's and the built-in plugins'
 MODELS = [SQLModel.metadata, CALL_LOG.metadata, PROGRESS.metadata, OFFERS.metadata,
           LINKS.metadata, WATERMARKS.metadata]
@@ -74,13 +75,16 @@ ROWS = {
                  "view": '{"email": "a@b.c"}', "updated_at": 8.5},
     "crm_watermark": {"institution": "v", "stream": "crm_contacts", "value": "2024-01-01"},
 }
-# the same rows at the heads: the pending inbox row is queued (engine_0002)
+# the same rows at the heads: the pending inbox row is queued (engine_0002), the quarantined
+# one counted once, with the hash of its payload (engine_0003)
 AT_HEADS = ROWS | {
     "inbox": {k: v for k, v in ROWS["inbox"].items()
               if k not in ("next_attempt_at", "lease_owner", "lease_until")} | {
         "state": "accepted"},
     "queue": {"id": 7, "institution": "v", "next_attempt_at": 0.0, "lease_owner": None,
               "lease_until": None},
+    "quarantine": ROWS["quarantine"] | {"content_hash": content_hash("["), "count": 1,
+                                        "last_seen_at": 3.5},
 }
 
 
@@ -236,6 +240,32 @@ def test_the_queue_takes_what_was_pending(new_database):
             state: key for state, (key, *_) in before.items()}
 
 
+def test_the_quarantine_keeps_one_row_per_content(new_database):
+    """engine_0003 merges the quarantine rows of one content into the first: their number is
+    its count, the latest arrival its last sighting and reason; held if any of them was."""
+    engine = make_engine(new_database())
+    upgrade_to(engine, ("engine_0002",))
+    rows = [(1, "v", "orders", '{"a":1}', "old reason", 1.0, "reprocessed"),
+            (2, "v", "orders", '{"b":2}', "other", 2.0, "held"),
+            (3, "v", "orders", '{"a":1}', "new reason", 3.0, "held"),
+            (4, "w", "orders", '{"a":1}', "another venue", 4.0, "held"),
+            (5, "v", "orders", '{"a":1}', "newest reason", 5.0, "reprocessed")]
+    with engine.begin() as conn:
+        for row in rows:
+            conn.execute(text("INSERT INTO quarantine (id, institution, stream, payload, reason, "
+                              "received_at, state) VALUES (:id, :i, :s, :p, :r, :t, :st)"),
+                         dict(zip(("id", "i", "s", "p", "r", "t", "st"), row, strict=True)))
+    migrate.upgrade(engine, plugin_locations())
+    with engine.connect() as conn:
+        found = conn.execute(text("SELECT id, institution, payload, reason, received_at, "
+                                  "last_seen_at, count, state, content_hash FROM quarantine "
+                                  "ORDER BY id")).all()
+    assert [tuple(r) for r in found] == [
+        (1, "v", '{"a":1}', "newest reason", 1.0, 5.0, 3, "held", content_hash('{"a":1}')),
+        (2, "v", '{"b":2}', "other", 2.0, 2.0, 1, "held", content_hash('{"b":2}')),
+        (4, "w", '{"a":1}', "another venue", 4.0, 4.0, 1, "held", content_hash('{"a":1}'))]
+
+
 def test_the_models_match_the_migrations(new_database):
     """A model changed without a migration, or a migration without its model change, fails
     here, with the migration Alembic would write to make the database match the models."""
@@ -309,11 +339,11 @@ def test_db_commands_say_check_and_upgrade(fresh_config, runner):
 
     check = db("check")
     assert check.exit_code == 1
-    assert "engine: at none, needs engine_0002" in check.output
+    assert "engine: at none, needs engine_0003" in check.output
     assert f"run `s360bridge db upgrade -c {fresh_config}`" in check.output
     assert not (fresh_config.parent / "engine.db").exists()  # reading it created nothing
     assert db("current").output.splitlines()[0].split() == [
-        "engine", "none", "(this", "version", "needs", "engine_0002)"]
+        "engine", "none", "(this", "version", "needs", "engine_0003)"]
     upgrade = db("upgrade")
     assert upgrade.exit_code == 0 and upgrade.output.startswith("applied ")
     assert sorted(upgrade.output.strip().removeprefix("applied ").split(", ")) == \
@@ -394,7 +424,7 @@ def test_a_revision_newer_than_this_version_stops_everything(fresh_config):
     bridge_of(fresh_config).close()
     with engine_of(fresh_config).begin() as conn:
         conn.exec_driver_sql("UPDATE alembic_version SET version_num = 'engine_0099' "
-                             "WHERE version_num = 'engine_0002'")
+                             "WHERE version_num = 'engine_0003'")
     for schema in ("require", "upgrade"):
         with pytest.raises(UnknownSchema, match="holds the revision engine_0099, which this "
                                                 "installation does not know, and none of engine"):
