@@ -29,6 +29,7 @@ from s360bridge.core.config import load_settings
 from s360bridge.core.connectors.crm_links import LINKS
 from s360bridge.core.errors import OutdatedSchema, PluginError, UnknownSchema
 from s360bridge.core.operations.history_import import PROGRESS
+from s360bridge.core.pipeline.quarantine import content_hash
 from s360bridge.core.pipeline.versions import MARKS
 from s360bridge.core.plugin.hookspecs import hookimpl
 from s360bridge.core.plugin.manager import Hooks
@@ -44,8 +45,8 @@ from .helpers.plugins import registered
 
 PG = os.environ.get("S360BRIDGE_TEST_POSTGRES_URL")
 FIRST_REVISIONS = ("engine_0001", "crm_0001", "offers_0001", "contacts_0001")
-HEADS = ("engine_0005", "crm_0001", "offers_0001", "contacts_0001")
-EVERY_REVISION = (*FIRST_REVISIONS, "engine_0002", "engine_0004", "engine_0005")
+HEADS = ("engine_0006", "crm_0001", "offers_0001", "contacts_0001")
+EVERY_REVISION = (*FIRST_REVISIONS, "engine_0002", "engine_0004", "engine_0005", "engine_0006")
 # the models of every table in the engine database: the engine's and the built-in plugins'
 MODELS = [SQLModel.metadata, CALL_LOG.metadata, PROGRESS.metadata, OFFERS.metadata,
           LINKS.metadata, WATERMARKS.metadata, MARKS.metadata]
@@ -75,13 +76,16 @@ ROWS = {
                  "view": '{"email": "a@b.c"}', "updated_at": 8.5},
     "crm_watermark": {"institution": "v", "stream": "crm_contacts", "value": "2024-01-01"},
 }
-# the same rows at the heads: the pending inbox row is queued (engine_0002)
+# the same rows at the heads: the pending inbox row is queued (engine_0002), the quarantined
+# one counted once, with the hash of its payload (engine_0006)
 AT_HEADS = ROWS | {
     "inbox": {k: v for k, v in ROWS["inbox"].items()
               if k not in ("next_attempt_at", "lease_owner", "lease_until")} | {
         "state": "accepted"},
     "queue": {"id": 7, "institution": "v", "next_attempt_at": 0.0, "lease_owner": None,
               "lease_until": None},
+    "quarantine": ROWS["quarantine"] | {"content_hash": content_hash("["), "count": 1,
+                                        "last_seen_at": 3.5},
 }
 
 
@@ -235,6 +239,32 @@ def test_the_queue_takes_what_was_pending(new_database):
                                  "lease_until FROM queue")).all() == [(1, "v", 5.0, "w1", 9.0)]
         assert dict(conn.execute(text("SELECT state, record_key FROM inbox_state")).all()) == {
             state: key for state, (key, *_) in before.items()}
+
+
+def test_the_quarantine_keeps_one_row_per_content(new_database):
+    """engine_0006 merges the quarantine rows of one content into the first: their number is
+    its count, the latest arrival its last sighting and reason; held if any of them was."""
+    engine = make_engine(new_database())
+    upgrade_to(engine, ("engine_0005",))
+    rows = [(1, "v", "orders", '{"a":1}', "old reason", 1.0, "reprocessed"),
+            (2, "v", "orders", '{"b":2}', "other", 2.0, "held"),
+            (3, "v", "orders", '{"a":1}', "new reason", 3.0, "held"),
+            (4, "w", "orders", '{"a":1}', "another venue", 4.0, "held"),
+            (5, "v", "orders", '{"a":1}', "newest reason", 5.0, "reprocessed")]
+    with engine.begin() as conn:
+        for row in rows:
+            conn.execute(text("INSERT INTO quarantine (id, institution, stream, payload, reason, "
+                              "received_at, state) VALUES (:id, :i, :s, :p, :r, :t, :st)"),
+                         dict(zip(("id", "i", "s", "p", "r", "t", "st"), row, strict=True)))
+    migrate.upgrade(engine, plugin_locations())
+    with engine.connect() as conn:
+        found = conn.execute(text("SELECT id, institution, payload, reason, received_at, "
+                                  "last_seen_at, count, state, content_hash FROM quarantine "
+                                  "ORDER BY id")).all()
+    assert [tuple(r) for r in found] == [
+        (1, "v", '{"a":1}', "newest reason", 1.0, 5.0, 3, "held", content_hash('{"a":1}')),
+        (2, "v", '{"b":2}', "other", 2.0, 2.0, 1, "held", content_hash('{"b":2}')),
+        (4, "w", '{"a":1}', "another venue", 4.0, 4.0, 1, "held", content_hash('{"a":1}'))]
 
 
 def test_the_models_match_the_migrations(new_database):

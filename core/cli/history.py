@@ -65,7 +65,7 @@ def import_records(configs, institution, stream_name, fmt, batch, again, no_deli
         click.echo(f"resumed after line {report.resumed_at}")
     click.echo(f"{report.lines} lines: {t.accepted} stored, {t.duplicates} already there, "
                f"{t.before_cutoff} older than the history cut-off {inst.history_cutoff} (left "
-               f"out), {t.quarantined + report.unreadable} quarantined")
+               f"out), {t.quarantined} quarantined")
     if not no_deliver:
         n = _deliver_with_progress(bridge, "delivering to the targets")
         click.echo(f"delivered {n} record(s); see `s360bridge status`")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import sys
@@ -116,8 +117,10 @@ def quarantine():
 @click.option("--stream")
 @click.option("--limit", default=100, show_default=True)
 def quarantine_list(configs, institution, stream, limit):
+    """The held records, one line each: id, where, how many times it came, the reason."""
     for e in admin.quarantined(open_bridge(configs), institution, stream, limit):
-        click.echo(f"{e['id']:>6}  {e['institution']}/{e['stream']}  {e['reason']}")
+        click.echo(f"{e['id']:>6}  {e['institution']}/{e['stream']}  x{e['count']}  "
+                   f"{e['reason']}")
 
 
 @quarantine.command("show")
@@ -127,8 +130,15 @@ def quarantine_show(configs, entry_id):
     e = admin.quarantine_entry(open_bridge(configs), entry_id)
     if e is None:
         raise click.ClickException(f"no quarantined record with id {entry_id}")
+    """One quarantined record: its reason, how often it came, and its text as received."""
     click.echo(f"{e['institution']}/{e['stream']} ({e['state']}): {e['reason']}")
-    click.echo(json.dumps(json.loads(e["payload"]), indent=2))
+    click.echo(f"received {e['count']} time(s), first {_when(e['received_at'])}, last "
+               f"{_when(e['last_seen_at'])}")
+    click.echo(e["payload"])
+
+
+def _when(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @quarantine.command("reprocess")

@@ -7,7 +7,7 @@ import time
 import orjson
 from sqlalchemy import func, select, update
 
-from s360bridge.core.pipeline.ingest import ingest
+from s360bridge.core.pipeline.ingest import prepare, store
 from s360bridge.core.redact import redact
 from s360bridge.core.storage.db import (
     DELIVERY,
@@ -113,25 +113,34 @@ def quarantine_entry(bridge, entry_id: int) -> dict | None:
 
 def reprocess(bridge, entries: list[dict]) -> dict:
     """Run held records through validation again (after a schema or config fix): the valid ones
-    enter the inbox, the others stay held with the new reason."""
+    enter the inbox, the others stay held with the new reason (their count unchanged)."""
     totals = {"accepted": 0, "duplicates": 0, "still_invalid": 0}
     for e in entries:
         inst, stream = bridge.institution(e["institution"]), bridge.stream(e["stream"])
         if inst is None or stream is None:
             totals["still_invalid"] += 1
             continue
-        record = orjson.loads(e["payload"])
-        batch = bridge.hooks.receive(inst, stream, [record])
-        if batch.rejected:
-            with write(bridge.engine) as conn:
-                conn.execute(update(QUARANTINE).where(QUARANTINE.c.id == e["id"])
-                             .values(reason=batch.rejected[0][1]))
+        try:
+            record = orjson.loads(e["payload"])
+        except orjson.JSONDecodeError as exc:
+            _still_held(bridge, e["id"], f"not parsed: {exc}")
             totals["still_invalid"] += 1
             continue
-        result = ingest(bridge, inst, stream, [record])
-        with write(bridge.engine) as conn:
-            conn.execute(update(QUARANTINE).where(QUARANTINE.c.id == e["id"])
+        prepared = prepare(bridge, inst, stream, [record], lambda text=e["payload"]: [text])
+        if prepared.held:
+            _still_held(bridge, e["id"], prepared.held[0][1])
+            totals["still_invalid"] += 1
+            continue
+
+        def done(conn, entry_id=e["id"]):
+            conn.execute(update(QUARANTINE).where(QUARANTINE.c.id == entry_id)
                          .values(state="reprocessed"))
+        result = store(bridge, inst, stream, prepared, also=done)
         totals["accepted"] += result.accepted
         totals["duplicates"] += result.duplicates
     return totals
+
+
+def _still_held(bridge, entry_id: int, reason: str) -> None:
+    with write(bridge.engine) as conn:
+        conn.execute(update(QUARANTINE).where(QUARANTINE.c.id == entry_id).values(reason=reason))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 from sqlalchemy import delete, select
 
 from s360bridge.core.plugin.hookspecs import hookimpl
@@ -23,10 +24,21 @@ def forget(bridge, institution, contact_number):
     """Inbox versions keyed by the contact in streams holding personal data, and quarantined
     records of those streams that name the contact."""
     personal = [name for name, s in bridge.hooks.streams.items() if s.personal_data]
-    needle = f'"contactNumber":"{contact_number}"'
     n_inbox = erase_versions(bridge, institution, personal, contact_number)
     with write(bridge.engine) as conn:
-        n_quar = conn.execute(delete(QUARANTINE).where(
+        found = conn.execute(select(QUARANTINE.c.id, QUARANTINE.c.payload).where(
             QUARANTINE.c.institution == institution.code, QUARANTINE.c.stream.in_(personal),
-            QUARANTINE.c.payload.contains(needle, autoescape=True))).rowcount
+            QUARANTINE.c.payload.contains(f'"{contact_number}"', autoescape=True))).all()
+        ids = [i for i, text in found if _names(text, contact_number)]
+        n_quar = conn.execute(delete(QUARANTINE).where(QUARANTINE.c.id.in_(ids))).rowcount
     return [f"engine inbox: {n_inbox} version(s)", f"engine quarantine: {n_quar} record(s)"]
+
+
+def _names(text: str, contact_number: str) -> bool:
+    """Whether a quarantined record (its text as received, spaced as it came) is the
+    contact's; one that does not parse is taken to be, since it holds the number."""
+    try:
+        record = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return True
+    return not isinstance(record, dict) or record.get("contactNumber") == contact_number

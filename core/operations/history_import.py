@@ -22,8 +22,9 @@ import orjson
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, select
 
 from s360bridge.core.errors import S360BridgeError
+from s360bridge.core.pipeline import rawjson
 from s360bridge.core.pipeline.ingest import IngestResult, ingest
-from s360bridge.core.storage.db import QUARANTINE, dialect_insert, write
+from s360bridge.core.storage.db import dialect_insert, write
 
 # the table is made by core/storage/migrations: change both
 PROGRESS = Table("import_progress", MetaData(),
@@ -43,7 +44,6 @@ class ImportRefused(S360BridgeError):
 class ImportReport:
     lines: int = 0  # lines of the file handled, earlier runs included
     resumed_at: int = 0
-    unreadable: int = 0
     totals: IngestResult = field(default_factory=IngestResult)
 
 
@@ -104,26 +104,18 @@ def run_import(bridge, inst, stream, path: Path, fmt: str, batch: int = 500,
         return report
     start = 0 if again else start
     report.resumed_at = start
-    records, unreadable, n = [], [], 0
+    records, raw, unreadable, n = [], [], [], 0
 
     def flush():
         """Store the records read so far, the unreadable lines and the checkpoint, at once."""
-        held = [{"institution": inst.code, "stream": stream.name, "payload": text,
-                 "reason": reason, "received_at": time.time(), "state": "held"}
-                for text, reason in unreadable]
         save = _save_checkpoint(inst.code, stream.name, fid, n, False)
-
-        def also(conn):
-            if held:
-                conn.execute(QUARANTINE.insert(), held)
-            save(conn)
-        if records:
-            report.totals.add(ingest(bridge, inst, stream, records, also=also))
-        else:
-            with write(bridge.engine) as conn:
-                also(conn)
-        report.unreadable += len(unreadable)
+        lines = list(raw)  # decoded only for a record to quarantine
+        report.totals.add(ingest(bridge, inst, stream, records, also=save,
+                                 originals=(lambda: [line.decode().strip() for line in lines])
+                                 if fmt == "jsonl" else None,
+                                 unreadable=unreadable))
         records.clear()
+        raw.clear()
         unreadable.clear()
 
     for size, item in _lines(path, fmt):
@@ -137,14 +129,13 @@ def run_import(bridge, inst, stream, path: Path, fmt: str, batch: int = 500,
             try:
                 record = orjson.loads(item)
             except orjson.JSONDecodeError as exc:
-                unreadable.append((item.decode("utf-8", "replace")[:10000],
-                                   f"line {n}: not JSON: {exc}"))
+                unreadable.append((rawjson.storable(item), f"line {n}: not JSON: {exc}"))
             else:
                 if isinstance(record, dict):
                     records.append(record)
+                    raw.append(item)
                 else:
-                    unreadable.append((item.decode("utf-8", "replace")[:10000],
-                                       f"line {n}: not a JSON object"))
+                    unreadable.append((rawjson.storable(item), f"line {n}: not a JSON object"))
         if len(records) + len(unreadable) >= batch:
             flush()
     flush()
@@ -152,3 +143,4 @@ def run_import(bridge, inst, stream, path: Path, fmt: str, batch: int = 500,
         _save_checkpoint(inst.code, stream.name, fid, n, True)(conn)
     report.lines = n
     return report
+

@@ -1,10 +1,12 @@
-"""Ingest: validate a batch, drop versions already seen, store the rest durably in one commit."""
+"""Ingest: validate a batch, drop versions already seen, store the rest durably in one commit;
+quarantine, as received, each record that cannot be validated or stored, not its neighbours."""
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import cache
 
@@ -12,9 +14,11 @@ import orjson
 from sqlalchemy import bindparam
 
 from s360bridge.core.config import Institution
-from s360bridge.core.plugin.streams import Stream
+from s360bridge.core.errors import PluginError
+from s360bridge.core.pipeline.quarantine import encoded, hold
+from s360bridge.core.plugin.streams import ReceivedBatch, Stream
 from s360bridge.core.s360.times import utc_or_none
-from s360bridge.core.storage.db import INBOX, QUARANTINE, SKIPPED, dialect_insert, write
+from s360bridge.core.storage.db import INBOX, SKIPPED, dialect_insert, write
 from s360bridge.core.storage.rawsql import copy_insert, executemany, run
 
 _COLUMNS = ("institution", "stream", "record_key", "content_hash", "payload", "received_at",
@@ -106,37 +110,105 @@ def _count_skipped(conn, institution: Institution, stream: Stream, reason: str,
         set_={"count": SKIPPED.c.count + ins.excluded.count}))
 
 
-def ingest(bridge, institution: Institution, stream: Stream, records: list,
-           also=None) -> IngestResult:
-    """Store every new version of the batch's records; quarantine the invalid ones; leave out
-    (and count) those older than the history cut-off. ``also(conn)`` runs in the same
-    transaction (an import's checkpoint).
+@dataclass
+class Prepared:
+    """A batch ready to store: the inbox rows of its new versions (in ``_COLUMNS`` order), the
+    ``(text, reason)`` of each record to quarantine, and how many were before the cut-off."""
 
-    A version is a record's content (envelope excluded) under its key: one already in the inbox,
-    whatever its state, is a duplicate and is not processed again.
-    """
-    batch = bridge.hooks.receive(institution, stream, records)
-    result = IngestResult()
+    rows: list[tuple]
+    held: list[tuple[str, str]]
+    before_cutoff: int
+
+
+def _receive(bridge, institution: Institution, stream: Stream, records: list) -> ReceivedBatch:
+    """The stream plugin's split of the batch; when its hook fails on the batch, it is asked
+    record by record, and a record it fails on is rejected with what went wrong."""
+    try:
+        return bridge.hooks.receive(institution, stream, records)
+    except PluginError:
+        raise  # the plugin answers nothing at all: its fault, not a record's
+    except Exception:  # one record may be the cause: asked one by one
+        return _receive_each(bridge, institution, stream, records)
+
+
+def _receive_each(bridge, institution: Institution, stream: Stream,
+                  records: list) -> ReceivedBatch:
+    batch = ReceivedBatch()
+    for record in records:
+        try:
+            one = bridge.hooks.receive(institution, stream, [record])
+        except PluginError:
+            raise
+        except Exception as exc:  # a record the plugin cannot validate: quarantined
+            batch.rejected.append((record, f"the stream's plugin failed on it: "
+                                           f"{type(exc).__name__}: {exc}"))
+        else:
+            batch.accepted += one.accepted
+            batch.rejected += one.rejected
+    return batch
+
+
+def prepare(bridge, institution: Institution, stream: Stream, records: list,
+            originals: Callable[[], list[str]] | None = None,
+            unreadable: list[tuple[str, str]] = ()) -> Prepared:
+    """Validate, key and encode the batch's records; touches no database. A record is held
+    when its stream rejects it or it cannot be stored (nesting deeper than orjson encodes, a
+    key the database cannot hold), with its text as received: ``originals()`` gives the text
+    of each record, in order, and is called only then (else the record is re-encoded).
+    ``unreadable`` are the ``(text, reason)`` of records that could not even be parsed."""
+    batch = _receive(bridge, institution, stream, records)
     recent = _recent(institution, stream, batch.accepted)
-    result.before_cutoff = len(batch.accepted) - len(recent)
     now = time.time()
-    rows = []  # in _COLUMNS order; a version twice in one batch conflicts like any duplicate
+    rows = []  # a version twice in one batch conflicts like any duplicate
+    bad = list(batch.rejected)
     for key, record in recent:
-        payload = canonical(record, stream.envelope_fields)
+        try:
+            payload = canonical(record, stream.envelope_fields)
+        except orjson.JSONEncodeError as exc:  # e.g. nested deeper than orjson's 254 levels
+            bad.append((record, f"cannot be stored as JSON: {exc} (at most 254 levels of "
+                                "nesting)"))
+            continue
+        if "\x00" in key:
+            bad.append((record, "cannot be stored: its key holds a NUL character"))
+            continue
         digest = hashlib.blake2b(payload, digest_size=16).hexdigest()
         rows.append((institution.code, stream.name, key, digest, payload.decode(), now,
                      "accepted", 0))
-    held = [{"institution": institution.code, "stream": stream.name,
-             "payload": orjson.dumps(record).decode(), "reason": reason, "received_at": now,
-             "state": "held"} for record, reason in batch.rejected]
+    held = list(unreadable)
+    if bad:
+        texts = originals() if originals is not None else []
+        where = {id(r): i for i, r in enumerate(records)} if len(texts) == len(records) else {}
+        for record, reason in bad:
+            i = where.get(id(record))
+            held.append((texts[i] if i is not None else encoded(record), reason))
+    return Prepared(rows, held, len(batch.accepted) - len(recent))
+
+
+def store(bridge, institution: Institution, stream: Stream, prepared: Prepared,
+          also=None) -> IngestResult:
+    """Store a prepared batch in one commit; ``also(conn)`` runs in the same transaction."""
+    result = IngestResult(before_cutoff=prepared.before_cutoff)
     with write(bridge.engine) as conn:
-        result.accepted = _insert_new(conn, rows)
-        if held:
-            conn.execute(QUARANTINE.insert(), held)
+        result.accepted = _insert_new(conn, prepared.rows)
+        result.quarantined = hold(conn, institution.code, stream.name, prepared.held,
+                                  time.time())
         if result.before_cutoff:
             _count_skipped(conn, institution, stream, "before_cutoff", result.before_cutoff)
         if also is not None:
             also(conn)
-    result.duplicates = len(rows) - result.accepted
-    result.quarantined = len(held)
+    result.duplicates = len(prepared.rows) - result.accepted
     return result
+
+
+def ingest(bridge, institution: Institution, stream: Stream, records: list, also=None,
+           originals: Callable[[], list[str]] | None = None,
+           unreadable: list[tuple[str, str]] = ()) -> IngestResult:
+    """Store every new version of the batch's records; quarantine the invalid ones, and the
+    ``unreadable``, as received (``prepare``); leave out (and count) those older than the
+    history cut-off. ``also(conn)`` runs in the same transaction (an import's checkpoint).
+
+    A version is a record's content (envelope excluded) under its key: one already in the inbox,
+    whatever its state, is a duplicate and is not processed again.
+    """
+    return store(bridge, institution, stream,
+                 prepare(bridge, institution, stream, records, originals, unreadable), also)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Callable
 from typing import NamedTuple
 
 import orjson
@@ -21,6 +22,7 @@ from werkzeug.exceptions import HTTPException
 from s360bridge.core.bridge import Bridge
 from s360bridge.core.config import Auth, Institution, ServiceConfig
 from s360bridge.core.errors import PluginError, StoreUnavailable
+from s360bridge.core.pipeline import rawjson
 from s360bridge.core.pipeline.health import Readiness
 from s360bridge.core.pipeline.ingest import ingest
 from s360bridge.core.pipeline.refusals import RefusalLog
@@ -119,16 +121,27 @@ def service_request(name: str, code: str) -> ServiceRequest:
     return ServiceRequest(bridge, inst, cfg)
 
 
-def parse_records(body: bytes) -> list[dict]:
-    """Parse a body as JSON whatever its Content-Type; one object becomes a list of one."""
+class Payload(NamedTuple):
+    """A body's records, the text of each as sent (``originals()``, found only when asked),
+    and the ``(text, reason)`` of those that could not be parsed on their own."""
+
+    records: list[dict]
+    originals: Callable[[], list[str]]
+    unreadable: list[tuple[str, str]]
+
+
+def parse_records(body: bytes) -> Payload:
+    """Parse a body as JSON whatever its Content-Type; one object becomes a list of one. A body
+    orjson cannot parse as a whole is taken apart into its objects (rawjson), and an object
+    that does not parse on its own is unreadable, not the body."""
     if not body.strip():
         raise RequestRefused(400, "empty body: expected a JSON object or an array of objects")
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise RequestRefused(400, f"body is not valid JSON: {exc}") from None
+        return _parse_each(body, exc)
     if isinstance(data, dict):
-        return [data]
+        return Payload([data], lambda: rawjson.texts(body), [])
     if not isinstance(data, list):
         raise RequestRefused(400, f"expected a JSON object or an array of objects, got "
                                   f"{type(data).__name__}")
@@ -138,7 +151,24 @@ def parse_records(body: bytes) -> list[dict]:
         if not isinstance(item, dict):
             raise RequestRefused(400, f"element {i} of the array is {type(item).__name__}, "
                                       "expected an object")
-    return data
+    return Payload(data, lambda: rawjson.texts(body), [])
+
+
+def _parse_each(body: bytes, error: orjson.JSONDecodeError) -> Payload:
+    """The slow path of a body that does not parse as a whole: each of its objects alone."""
+    parts = rawjson.elements(body)
+    if not parts:
+        raise RequestRefused(400, f"body is not valid JSON: {error}")
+    records, texts, unreadable = [], [], []
+    for part in parts:
+        try:
+            record = orjson.loads(part)
+        except orjson.JSONDecodeError as exc:
+            unreadable.append((rawjson.storable(part), f"not parsed: {exc}"))
+        else:
+            records.append(record)
+            texts.append(part.decode())
+    return Payload(records, lambda: texts, unreadable)
 
 
 def create_app(bridge: Bridge) -> Flask:
@@ -202,9 +232,10 @@ def create_app(bridge: Bridge) -> Flask:
                                 f"stream {source}/{path} is not enabled for {code!r}")
         stream_name = stream.name
         admit(inst, stream_cfg.auth)
-        records = parse_records(request.get_data(cache=False))
+        payload = parse_records(request.get_data(cache=False))
         try:
-            result = ingest(bridge, inst, stream, records)
+            result = ingest(bridge, inst, stream, payload.records,
+                            originals=payload.originals, unreadable=payload.unreadable)
         except StoreUnavailable as exc:
             return _store_unavailable(exc)
         if result.quarantined:

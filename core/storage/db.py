@@ -95,16 +95,24 @@ class Delivery(SQLModel, table=True):
 
 
 class Quarantined(SQLModel, table=True):
-    """A record that failed validation, kept with the reason until it is fixed and re-processed."""
+    """A record that failed validation, kept as received (its text exactly) with the reason
+    until it is fixed and re-processed: one row per distinct content, which counts how often
+    it came (migrations/engine_0006_quarantine_once_as_received.py)."""
 
     __tablename__ = "quarantine"
-    __table_args__ = (Index("ix_quarantine_where", "institution", "stream", "state"),)
+    __table_args__ = (
+        Index("ix_quarantine_where", "institution", "stream", "state"),
+        UniqueConstraint("institution", "stream", "content_hash", name="uq_quarantine_content"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     institution: str
     stream: str
-    payload: str = Field(sa_column=Column(Text, nullable=False))
+    content_hash: str  # of the text as received (blake2b, 16 bytes, hex)
+    payload: str = Field(sa_column=Column(Text, nullable=False))  # the text as received
     reason: str = Field(sa_column=Column(Text, nullable=False))
-    received_at: float
+    received_at: float  # first seen
+    last_seen_at: float
+    count: int = 1  # how many times it came
     state: str = "held"  # held | reprocessed
 
 
