@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import os
 import queue
 import shutil
 import sqlite3
@@ -108,7 +109,9 @@ def measure(args) -> dict:
         _wait_ready(port, server)
         payloads = bodies(int(args.rate * args.seconds), args.records)
         load = OpenLoop(port, payloads, args.rate, args.connections)
+        before = os.getloadavg()[0]
         seconds = load.run()
+        loadavg = (before, os.getloadavg()[0])
         engine, warehouse = backend.folder / "engine.db", backend.folder / "warehouse.db"
         accepted = sum(args.records for _, _, s in load.results if s == 200)
         backlog = accepted - count(warehouse, "SELECT count(*) FROM ticket_checks")
@@ -127,8 +130,8 @@ def measure(args) -> dict:
                 "refused": sum(1 for _, _, s in load.results if s != 200),
                 "p50": _pct(acks, 0.50), "p99": _pct(acks, 0.99), "max": acks[-1] if acks else 0,
                 "backlog": backlog, "drain": drain, "delivered": delivered, "keys": keys,
-                "pending": pending, "errors": log.count("ERROR") + log.count("Traceback"),
-                "work": work}
+                "pending": pending, "loadavg": loadavg, "work": work,
+                "errors": log.count("ERROR") + log.count("Traceback")}
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -172,7 +175,8 @@ def main() -> None:
     r = measure(args)
     offered = args.rate * args.records
     print(f"offered {offered:,.0f} records/s ({args.rate:g} POSTs of {args.records} a second) "
-          f"for {r['seconds']:.1f} s: {r['posts']} POSTs, {r['refused']} not answered 200")
+          f"for {r['seconds']:.1f} s: {r['posts']} POSTs, {r['refused']} not answered 200; "
+          "load average %.1f before, %.1f after (2 cores shared)" % r["loadavg"])
     print(f"accepted {r['accepted']:,} records, {r['accepted'] / r['seconds']:,.0f} records/s; "
           f"acknowledgement p50 {r['p50'] * 1000:.1f} ms, p99 {r['p99'] * 1000:.1f} ms, "
           f"max {r['max'] * 1000:.1f} ms")

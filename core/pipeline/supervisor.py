@@ -67,6 +67,8 @@ class Supervisor:
     def _died(self, name: str) -> None:
         child = self.children[name]
         child.join()
+        if self.stopping.is_set():  # a SIGTERM to the process group reached it first
+            return
         if child.exitcode == START_FAILED:
             log.error("%s could not start (exit status 2): stopping", name)
             self.status = START_FAILED
