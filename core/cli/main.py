@@ -16,7 +16,7 @@ from s360bridge.core.errors import S360BridgeError
 from s360bridge.core.operations import admin
 from s360bridge.core.pipeline.processes import Process
 from s360bridge.core.pipeline.server import Limits, listen
-from s360bridge.core.pipeline.supervisor import Supervisor
+from s360bridge.core.pipeline.supervisor import Role, Supervisor
 from s360bridge.core.plugin.manager import Hooks
 
 
@@ -57,11 +57,12 @@ def run(configs, host, port, threads, connection_limit, idle_timeout, read_timeo
     sock = listen(host, port)
     limits = Limits(connection_limit, idle_timeout, read_timeout)
     status = Supervisor({
-        "receiver": lambda: Process(open_bridge(configs, receiving=True), receiver=True,
-                                    workers=0, scheduler=False, threads=threads, limits=limits,
-                                    sock=sock),
-        "worker": lambda: Process(open_bridge(configs), receiver=False, workers=workers,
-                                  scheduler=True)}).serve_forever()
+        "receiver": Role(lambda: Process(open_bridge(configs, receiving=True), receiver=True,
+                                         workers=0, scheduler=False, threads=threads,
+                                         limits=limits, sock=sock)),
+        # acknowledgements first: the worker catches up after a burst, S-360 cannot wait
+        "worker": Role(lambda: Process(open_bridge(configs), receiver=False, workers=workers,
+                                       scheduler=True), niceness=5)}).serve_forever()
     sys.exit(status)
 
 

@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing.connection import wait
 
 from s360bridge.core.errors import S360BridgeError
@@ -33,10 +34,19 @@ START_FAILED = 2
 RESTART_DELAY = 1.0  # a child that dies sooner than this after its start waits this long
 
 
-class Supervisor:
-    """Runs ``roles`` (name: what builds that role's Process, called in the child)."""
+@dataclass(frozen=True)
+class Role:
+    """What builds a role's Process (called in its child), and the child's niceness: a worker
+    at a lower priority than the receiver leaves it the CPU when both want it."""
 
-    def __init__(self, roles: dict[str, Callable[[], Process]], stop_timeout: float = 60):
+    build: Callable[[], Process]
+    niceness: int = 0
+
+
+class Supervisor:
+    """Runs ``roles``, each in a child process, by name."""
+
+    def __init__(self, roles: dict[str, Role], stop_timeout: float = 60):
         self.roles = roles
         self.stop_timeout = stop_timeout
         self.children: dict[str, multiprocessing.Process] = {}
@@ -102,8 +112,9 @@ class Supervisor:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # until the Process sets its own
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.close(self._lifeline_end)
+        os.nice(self.roles[name].niceness)
         try:
-            process = self.roles[name]()
+            process = self.roles[name].build()
         except S360BridgeError as exc:
             print(f"error: {exc}", file=sys.stderr, flush=True)
             sys.exit(START_FAILED)
