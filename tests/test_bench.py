@@ -60,3 +60,9 @@ def test_reconcile():
 def _importable(module: str) -> bool:
     return subprocess.run([sys.executable, "-c", f"import {module}"],
                           capture_output=True).returncode == 0
+
+
+def test_open_loop():
+    out = bench("open_loop.py", "--rate", "20", "--seconds", "2")
+    assert "40 POSTs, 0 not answered 200" in out
+    assert "accepted 2,000 records" in out and "delivered 2,000 (2,000 distinct), 0 left" in out

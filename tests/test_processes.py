@@ -46,7 +46,23 @@ def start_run(config: Path, log: Path, port: int | None = None):
     return proc, url, port
 
 
-def test_kill_9_mid_burst_loses_nothing_that_got_a_200(tmp_path, crash_config):
+def role_pids(log: Path, role: str) -> list[int]:
+    """The pids `run` started ``role`` with, in order (its log says "receiver started (pid N)")."""
+    return [int(line.rsplit("(pid ", 1)[1].rstrip(")")) for line in log.read_text().splitlines()
+            if f" {role} started (pid " in line]
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "ZX"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("victim", ["run", "supervisor", "receiver", "worker"])
+def test_kill_9_mid_burst_loses_nothing_that_got_a_200(tmp_path, crash_config, victim):
+    """kill -9 of `run` (its process group), of its supervisor alone (the children stop by
+    themselves) or of one of its children (the supervisor starts it again)."""
     log = tmp_path / "run.log"
     proc, url, port = start_run(crash_config, log)
 
@@ -73,14 +89,22 @@ def test_kill_9_mid_burst_loses_nothing_that_got_a_200(tmp_path, crash_config):
     for t in threads:
         t.start()
     wait_until(lambda: len(acked) >= 1500, 60, "1,500 acknowledged records")
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(10)
+    children = role_pids(log, "receiver") + role_pids(log, "worker")
+    if victim == "run":
+        os.killpg(proc.pid, signal.SIGKILL)
+    elif victim == "supervisor":
+        os.kill(proc.pid, signal.SIGKILL)
+    else:
+        os.kill(role_pids(log, victim)[0], signal.SIGKILL)
+        wait_until(lambda: len(role_pids(log, victim)) == 2, 30, f"a new {victim}", proc)
+        wait_until(lambda: healthy(url), 30, "the receiver to answer again", proc)
     stop.set()
     for t in threads:
         t.join(30)
-    assert proc.returncode == -signal.SIGKILL
-
-    proc, url, port = start_run(crash_config, log, port)
+    if victim in ("run", "supervisor"):
+        assert proc.wait(10) == -signal.SIGKILL
+        wait_until(lambda: not any(map(alive, children)), 30, "the children to stop")
+        proc, url, port = start_run(crash_config, log, port)
     warehouse = tmp_path / "warehouse.db"
     expected = {str(i) for i in acked}
     wait_until(lambda: expected <= set(warehouse_keys(warehouse)), 120,

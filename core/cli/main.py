@@ -16,6 +16,8 @@ from s360bridge.core.cli.history import import_records, reconcile
 from s360bridge.core.errors import S360BridgeError
 from s360bridge.core.operations import admin
 from s360bridge.core.pipeline.processes import Process
+from s360bridge.core.pipeline.server import Limits, listen
+from s360bridge.core.pipeline.supervisor import Role, Supervisor
 from s360bridge.core.plugin.manager import Hooks
 
 
@@ -31,30 +33,49 @@ def cli(log_level, debug):
 
 
 def _serve_options(func):
-    func = click.option("--host", default="127.0.0.1", show_default=True)(func)
-    func = click.option("--port", default=8360, show_default=True, type=int)(func)
-    return click.option("--threads", default=8, show_default=True, type=int,
-                        help="Receiver threads.")(func)
+    defaults = Limits()
+    for name, default, help_ in (
+            ("--read-timeout", defaults.read_timeout,
+             "Seconds a request may take to arrive in full; a slower one is dropped."),
+            ("--idle-timeout", defaults.idle_timeout,
+             "Seconds an idle connection stays open."),
+            ("--connection-limit", defaults.connection_limit,
+             "Open connections the receiver holds; beyond, new ones wait in the backlog."),
+            ("--threads", 8, "Receiver threads."), ("--port", 8360, None)):
+        func = click.option(name, default=default, show_default=True, type=int, help=help_)(func)
+    return click.option("--host", default="127.0.0.1", show_default=True)(func)
 
 
 @cli.command()
 @config_option
 @_serve_options
-def run(configs, host, port, threads):
-    """Receiver, workers and scheduler in one process (the embedded default); upgrades the
-    engine database's schema first."""
+def run(configs, host, port, threads, connection_limit, idle_timeout, read_timeout):
+    """Receiver, workers and scheduler: the receiver in one process and the workers with the
+    scheduler in another, under this one (the embedded default); upgrades the engine
+    database's schema first."""
     bridge = open_bridge(configs, receiving=True, schema="upgrade")
-    Process(bridge, receiver=True, workers=bridge.settings.engine.workers, scheduler=True,
-            host=host, port=port, threads=threads).serve_forever()
+    workers = bridge.settings.engine.workers
+    bridge.close()
+    sock = listen(host, port)
+    limits = Limits(connection_limit, idle_timeout, read_timeout)
+    status = Supervisor({
+        "receiver": Role(lambda: Process(open_bridge(configs, receiving=True), receiver=True,
+                                         workers=0, scheduler=False, threads=threads,
+                                         limits=limits, sock=sock)),
+        # acknowledgements first: the worker catches up after a burst, S-360 cannot wait
+        "worker": Role(lambda: Process(open_bridge(configs), receiver=False, workers=workers,
+                                       scheduler=True), niceness=5)}).serve_forever()
+    sys.exit(status)
 
 
 @cli.command()
 @config_option
 @_serve_options
-def serve(configs, host, port, threads):
+def serve(configs, host, port, threads, connection_limit, idle_timeout, read_timeout):
     """The receiver only (run workers elsewhere, with `s360bridge worker`)."""
     Process(open_bridge(configs, receiving=True), receiver=True, workers=0, scheduler=False,
-            host=host, port=port, threads=threads).serve_forever()
+            host=host, port=port, threads=threads,
+            limits=Limits(connection_limit, idle_timeout, read_timeout)).serve_forever()
 
 
 @cli.command()

@@ -1,17 +1,19 @@
-"""Process roles: receiver (waitress), workers and the scheduler, with a clean SIGTERM."""
+"""Process roles: receiver (waitress), workers and the scheduler, with a clean SIGTERM; and the
+supervisor of ``s360bridge run``, which runs the receiver and the workers as processes of their
+own (a server and a busy worker sharing one interpreter's GIL delay every acknowledgement)."""
 
 from __future__ import annotations
 
 import logging
 import signal
+import socket
 import threading
 
 import schedule
-from waitress.server import create_server
 
 from s360bridge.core.bridge import Bridge
-from s360bridge.core.errors import S360BridgeError
 from s360bridge.core.pipeline.receiver import create_app
+from s360bridge.core.pipeline.server import GuardedServer, Limits, allowed_networks, listen
 from s360bridge.core.pipeline.worker import Worker
 
 log = logging.getLogger("s360bridge.runner")
@@ -37,20 +39,19 @@ def _guarded(name, func) -> None:
 
 
 class Process:
-    """One s360bridge process: any mix of receiver, workers and scheduler."""
+    """One s360bridge process: any mix of receiver, workers and scheduler. The receiver listens
+    on ``sock`` when given (a socket the supervisor opened), else on ``host``:``port``."""
 
     def __init__(self, bridge: Bridge, receiver: bool, workers: int, scheduler: bool,
-                 host: str = "127.0.0.1", port: int = 8360, threads: int = 8):
+                 host: str = "127.0.0.1", port: int = 8360, threads: int = 8,
+                 limits: Limits | None = None, sock: socket.socket | None = None):
         self.bridge = bridge
         self.stop = threading.Event()
         self.threads: list[threading.Thread] = []
         self.server = None
         if receiver:
-            try:
-                self.server = create_server(create_app(bridge), host=host, port=port,
-                                            threads=threads, clear_untrusted_proxy_headers=True)
-            except OSError as exc:
-                raise S360BridgeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+            self.server = GuardedServer(create_app(bridge), sock or listen(host, port), threads,
+                                        limits or Limits(), allowed_networks(bridge))
         for i in range(workers):
             self.threads.append(threading.Thread(target=Worker(bridge).run, args=(self.stop,),
                                                  name=f"worker-{i}"))
