@@ -107,12 +107,14 @@ def test_kill_9_mid_burst_loses_nothing_that_got_a_200(tmp_path, crash_config, v
         proc, url, port = start_run(crash_config, log, port)
     warehouse = tmp_path / "warehouse.db"
     expected = {str(i) for i in acked}
+    journal = Journal(tmp_path / "journal.jsonl")
     wait_until(lambda: expected <= set(warehouse_keys(warehouse)), 120,
                "every acknowledged record in the warehouse", proc)
+    wait_until(lambda: expected <= set(journal.pushes()), 30,  # the target after it
+               "every acknowledged record in the journal", proc)
     keys = warehouse_keys(warehouse)
     assert len(keys) == len(set(keys))  # exactly once per key
     assert expected <= set(keys)
-    assert set(Journal(tmp_path / "journal.jsonl").pushes()) >= expected
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
 
