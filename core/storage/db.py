@@ -241,11 +241,18 @@ def _shm_writable(shm: str | None, statement: str) -> None:
     """Refuse to touch a SQLite file whose shared memory cannot be written. SQLite maps the
     ``-shm`` file and writes it in memory, even to read: once the file is immutable (``chattr
     +i``, which stops root too), such a write kills the process with SIGBUS instead of failing.
-    Checked before every transaction (a system call); a file made immutable during one can
-    still do it."""
-    if shm is not None and not os.access(shm, os.W_OK) and os.path.exists(shm):
+    Checked before every transaction (two system calls); a file made immutable during one can
+    still do it. A missing file is fine: the last connection to close removes it, and the next
+    to open makes it again (asking "writable?" and then "exists?" raced with that)."""
+    if shm is None:
+        return
+    try:  # one call that tells "missing" (fine: SQLite makes it) from "not writable"
+        os.close(os.open(shm, os.O_WRONLY))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
         raise OperationalError(statement, None, sqlite3.OperationalError(
-            f"{shm} is not writable (immutable, or read-only)"))
+            f"{shm} is not writable (immutable, or read-only): {exc.strerror}")) from exc
 
 
 IDLE_PING_SECONDS = 5.0
