@@ -138,15 +138,19 @@ def test_two_worker_processes_never_push_a_record_twice(tmp_path, secrets_env):
     for w, log in zip(workers, logs, strict=True):  # both polling before the records come
         wait_until(lambda log=log: log.exists() and "worker started" in log.read_text(), 60,
                    "the worker to start", w)
+    book = ledger.Ledger()
     for i in range(40):
-        ingest(bridge, inst, stream, checks(30_000_000_000 + i * 100, 100))
+        book.ingested(100, ingest(bridge, inst, stream, checks(30_000_000_000 + i * 100, 100)))
     bridge.close()
     journal = Journal(tmp_path / "journal.jsonl")
     wait_until(lambda: len(journal.lines()) >= 4000, 120, "4,000 pushes")
+    figures = book.settle(ledger.engine_url(path), "ticketchecks",
+                          lambda: [ledger.journal(journal.path, "ticketchecks")])
     for w in workers:
         w.send_signal(signal.SIGTERM)
     assert [w.wait(30) for w in workers] == [0, 0]
 
+    assert figures["accepted"] == figures["delivered[journal]"] == 4000
     pushes = journal.pushes()
     assert len(pushes) == 4000
     assert set(pushes.values()) == {1}
