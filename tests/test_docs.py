@@ -212,3 +212,14 @@ def test_example_institution_files_load(page, block, tmp_path, monkeypatch):
     settings = load_settings([path], environ=environ)
     Bridge(settings, schema="ignore").close()  # options are checked when the bridge is built
     assert yaml.safe_load(block)["institution"] in settings.institutions
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_every_test_a_page_names_exists(page):
+    """A page that names a test as its proof (`tests/x.py::test_y`, docs/guarantees.md) names
+    one that exists, so that a renamed or removed test cannot leave a guarantee unproven."""
+    named = set(re.findall(r"(tests/[\w/]+\.py)::(test_\w+)", page.read_text("utf-8")))
+    missing = [f"{file}::{name}" for file, name in sorted(named)
+               if not (ROOT / file).exists()
+               or not re.search(rf"^def {name}\(", (ROOT / file).read_text("utf-8"), re.M)]
+    assert not missing, f"{page_id(page)} names tests that do not exist: {missing}"

@@ -17,6 +17,7 @@ from s360bridge.simulator.crm import ReferenceCrm
 from s360bridge.simulator.serving import Served
 
 from .conftest import Journal, base_config, bridge_of, drain, fixture, post, write_config
+from .helpers import ledger
 from .helpers.processes import start, wait_until
 
 
@@ -51,16 +52,24 @@ def states(tmp_path) -> dict[str, tuple[str, int]]:
 def test_one_record_the_crm_answers_500_for_does_not_take_its_neighbours(tmp_path, crm,
                                                                         secrets_env):
     crm.poison["20000003"] = 500
-    bridge = bridge_of(config(tmp_path, crm))
-    post(create_app(bridge).test_client(), "orders", orders(10))
+    path = config(tmp_path, crm)
+    bridge = bridge_of(path)
+    book = ledger.Ledger()
+    book.answer(10, post(create_app(bridge).test_client(), "orders", orders(10)))
     drain(bridge)
-    bridge.close()
     received = {str(k) for (_, k) in crm.received}
     assert received == {str(20_000_000 + i) for i in range(10)} - {"20000003"}
     assert all(n == 1 for n in crm.received.values())  # halves: nobody pushed twice
     found = states(tmp_path)
     assert found["20000003"] == ("pending", 1)  # retried later, with the backoff
     assert [k for k, (s, _) in found.items() if s != "done"] == ["20000003"]
+
+    crm.poison.clear()  # the CRM's fault is mended: the retry, when due, delivers it once
+    with sqlite3.connect(tmp_path / "engine.db") as conn:
+        conn.execute("UPDATE queue SET next_attempt_at = 0")  # its backoff has run out
+    drain(bridge)
+    bridge.close()
+    book.settle(ledger.engine_url(path), "orders", lambda: [ledger.crm(crm, "orders")])
 
 
 def test_a_crm_answering_500_to_everything_is_down_not_split_further(tmp_path, crm,
@@ -79,10 +88,13 @@ def test_a_crm_answering_500_to_everything_is_down_not_split_further(tmp_path, c
 
 def test_a_record_the_crm_refuses_is_a_dead_letter_at_once(tmp_path, crm, secrets_env):
     crm.poison["20000001"] = 422
-    bridge = bridge_of(config(tmp_path, crm))
-    post(create_app(bridge).test_client(), "orders", orders(4))
+    path = config(tmp_path, crm)
+    bridge = bridge_of(path)
+    book = ledger.Ledger()
+    book.answer(4, post(create_app(bridge).test_client(), "orders", orders(4)))
     drain(bridge)
     bridge.close()
+    book.settle(ledger.engine_url(path), "orders", lambda: [ledger.crm(crm, "orders")], dead=1)
     found = states(tmp_path)
     assert found.pop("20000001") == ("dead", 1)
     assert set(found.values()) == {("done", 0)}
@@ -126,7 +138,8 @@ def test_kill_9_between_push_and_commit_pushes_only_the_batch_in_flight_again(tm
     recorded), pushes the second again (the CRM drops it by its keys), then the third."""
     path = config(tmp_path, crm)
     bridge = bridge_of(path)
-    post(create_app(bridge).test_client(), "orders", orders(30))
+    book = ledger.Ledger()
+    book.answer(30, post(create_app(bridge).test_client(), "orders", orders(30)))
     bridge.close()
     crm.answer_gate, crm.hold = threading.Event(), {"20000015"}
     log = tmp_path / "worker.log"
@@ -145,6 +158,7 @@ def test_kill_9_between_push_and_commit_pushes_only_the_batch_in_flight_again(tm
     assert worker.wait(30) == 0
     assert set(crm.received.values()) == {1}  # each version taken once
     assert crm.repeated == 10  # the second batch only, pushed again and dropped by its keys
+    book.settle(ledger.engine_url(path), "orders", lambda: [ledger.crm(crm, "orders")])
 
 
 def test_a_crm_url_that_redirects_is_a_refusal_not_a_get_without_a_body(tmp_path, secrets_env):

@@ -13,6 +13,7 @@ from s360bridge.core.pipeline.receiver import create_app
 from s360bridge.core.storage.db import INBOX, QUARANTINE
 
 from .conftest import API_KEY, PASSWORD, base_config, bridge_of, drain, fixture, post, write_config
+from .helpers import ledger
 
 
 def counts(bridge) -> tuple[int, int]:
@@ -185,11 +186,19 @@ def test_locked_database_answers_503_and_stores_nothing(tmp_path, secrets_env):
     finally:
         locker.execute("ROLLBACK")
         locker.close()
+    book = ledger.Ledger()
+    book.answer(2, resp)
     assert resp.status_code == 503
     assert resp.headers["Retry-After"]
     assert counts(bridge) == (0, 0)
-    assert post(client, "orders", fixture("order_sale.json")).json["accepted"] == 2  # S-360 retry
+    again = post(client, "orders", fixture("order_sale.json"))  # S-360 sends it again
+    book.answer(2, again)
+    assert again.json["accepted"] == 2
+    drain(bridge)
     bridge.close()
+    book.settle(f"sqlite:///{tmp_path}/engine.db", "orders",
+                lambda: [ledger.journal(tmp_path / "journal.jsonl", "orders")])
+    assert book.refused == {503: 2}
 
 
 def test_allow_list_refuses_other_sources(tmp_path, secrets_env):
