@@ -241,18 +241,20 @@ def _shm_writable(shm: str | None, statement: str) -> None:
     """Refuse to touch a SQLite file whose shared memory cannot be written. SQLite maps the
     ``-shm`` file and writes it in memory, even to read: once the file is immutable (``chattr
     +i``, which stops root too), such a write kills the process with SIGBUS instead of failing.
-    Checked before every transaction (two system calls); a file made immutable during one can
+    Checked before every transaction (a system call); a file made immutable during one can
     still do it. A missing file is fine: the last connection to close removes it, and the next
-    to open makes it again (asking "writable?" and then "exists?" raced with that)."""
+    to open makes it again."""
     if shm is None:
         return
-    try:  # one call that tells "missing" (fine: SQLite makes it) from "not writable"
-        os.close(os.open(shm, os.O_WRONLY))
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise OperationalError(statement, None, sqlite3.OperationalError(
-            f"{shm} is not writable (immutable, or read-only): {exc.strerror}")) from exc
+    # Never open the file to find out: closing any descriptor of it drops every POSIX lock
+    # this process holds on it, SQLite's included (its WAL locking then breaks: lost commits,
+    # SIGBUS). access() and exists() instead, asked again when the answers disagree: between
+    # them the last connection's close may remove the file and the next open make it again.
+    for _ in range(3):
+        if os.access(shm, os.W_OK) or not os.path.exists(shm):
+            return
+    raise OperationalError(statement, None, sqlite3.OperationalError(
+        f"{shm} is not writable (immutable, or read-only)"))
 
 
 IDLE_PING_SECONDS = 5.0
