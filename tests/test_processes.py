@@ -8,16 +8,21 @@ import socket
 import sqlite3
 import subprocess
 import threading
+import uuid
 from pathlib import Path
 
 import pytest
 import requests
+import yaml
+from sqlalchemy import create_engine
 
 from s360bridge.core.pipeline.ingest import ingest
 
 from .conftest import API_KEY, SECRETS_ENV, Journal, base_config, bridge_of, write_config
 from .helpers import ledger
 from .helpers.processes import S360BRIDGE, checks, free_port, healthy, start, wait_until
+
+PG = os.environ.get("S360BRIDGE_TEST_POSTGRES_URL")
 
 
 def warehouse_keys(path: Path) -> list[str]:
@@ -94,12 +99,35 @@ def burst(url: str, book: ledger.Ledger, stop: threading.Event, threads: int = 4
     return workers
 
 
-@pytest.mark.parametrize("killed", ["run", "receiver", "worker"])
-def test_kill_9_mid_burst_loses_nothing_that_got_a_200(tmp_path, crash_config, killed,
+@pytest.fixture
+def pg_crash_config(crash_config):
+    """The crash configuration with its engine database in a PostgreSQL schema of its own."""
+    if not PG:
+        pytest.skip("S360BRIDGE_TEST_POSTGRES_URL is not set (.ci/run sets it up)")
+    admin = create_engine(PG, isolation_level="AUTOCOMMIT")
+    schema = f"t_{uuid.uuid4().hex[:10]}_crash"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    cfg = yaml.safe_load(crash_config.read_text("utf-8"))
+    cfg["engine"]["database_url"] = f"{PG}?options=-csearch_path%3D{schema}"
+    crash_config.write_text(yaml.safe_dump(cfg), "utf-8")
+    yield crash_config
+    with admin.connect() as conn:
+        conn.exec_driver_sql("SET lock_timeout = '10s'")
+        conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+    admin.dispose()
+
+
+@pytest.mark.parametrize("killed,backend", [("run", "sqlite"), ("receiver", "sqlite"),
+                                            ("worker", "sqlite"), ("run", "postgresql")])
+def test_kill_9_mid_burst_loses_nothing_that_got_a_200(tmp_path, request, killed, backend,
                                                        secrets_env):
     """`s360bridge run` (receiver and worker in one), or the receiver (`serve`) or the worker
     beside the other, killed with SIGKILL while four clients post: once it is back, every
-    record that got a 200 is delivered exactly once to the warehouse and the journal."""
+    record that got a 200 is delivered exactly once to the warehouse and the journal. On
+    PostgreSQL too (the engine's database; the warehouse stays a SQLite file)."""
+    crash_config = request.getfixturevalue(
+        "pg_crash_config" if backend == "postgresql" else "crash_config")
     log = tmp_path / "run.log"
     bridge_of(crash_config).close()  # `db upgrade`: `serve` and `worker` refuse to upgrade
     proc, url, port = start_run(crash_config, log, role="run" if killed == "run" else "serve")
