@@ -42,16 +42,17 @@ class _Watchdog:
 
     def __init__(self):
         self._cond = threading.Condition()
-        # pool entry -> (deadline, socket, thread, limit)
-        self._armed: dict[object, tuple[float, int, int, float]] = {}
+        # pool entry -> (deadline, socket, thread, limit, the socket's identity)
+        self._armed: dict[object, tuple[float, int, int, float, tuple]] = {}
         self._cut: dict[int, float] = {}  # thread -> the limit its connection overran
         self._thread: threading.Thread | None = None
 
     def arm(self, entry, limit: float, fd: int) -> None:
         thread = threading.get_ident()
+        identity = _identity(fd)
         with self._cond:
             self._cut.pop(thread, None)
-            self._armed[entry] = (time.monotonic() + limit, fd, thread, limit)
+            self._armed[entry] = (time.monotonic() + limit, fd, thread, limit, identity)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="db-deadlines",
                                                  daemon=True)
@@ -72,13 +73,24 @@ class _Watchdog:
         with self._cond:
             while True:
                 now = time.monotonic()
-                for entry, (deadline, fd, thread, limit) in list(self._armed.items()):
+                for entry, (deadline, fd, thread, limit, identity) in list(self._armed.items()):
                     if deadline <= now:
                         del self._armed[entry]
-                        self._cut[thread] = limit
-                        _cut(fd)
+                        if _identity(fd) == identity:  # not a descriptor number reused since
+                            self._cut[thread] = limit
+                            _cut(fd)
                 soonest = min((a[0] for a in self._armed.values()), default=math.inf)
                 self._cond.wait(None if soonest == math.inf else soonest - now)
+
+
+def _identity(fd: int) -> tuple:
+    """What the descriptor is (device and inode of the socket): a connection closed without
+    the pool knowing frees its number for the next socket, which must never be cut."""
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return ()
+    return (st.st_dev, st.st_ino)
 
 
 def _cut(fd: int) -> None:
