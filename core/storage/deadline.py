@@ -12,6 +12,7 @@ which ``db.write`` turns into StoreUnavailable, and the pool replaces the connec
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import socket
@@ -22,6 +23,7 @@ from contextlib import contextmanager
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+log = logging.getLogger("s360bridge.storage")
 _local = threading.local()
 
 
@@ -78,6 +80,7 @@ class _Watchdog:
                         del self._armed[entry]
                         if _identity(fd) == identity:  # not a descriptor number reused since
                             self._cut[thread] = limit
+                            log.warning("cut a database connection held past %g s", limit)
                             _cut(fd)
                 soonest = min((a[0] for a in self._armed.values()), default=math.inf)
                 self._cond.wait(None if soonest == math.inf else soonest - now)
