@@ -99,6 +99,19 @@ def burst(url: str, book: ledger.Ledger, stop: threading.Event, threads: int = 4
     return workers
 
 
+def end_burst(stop: threading.Event, threads: list[threading.Thread]) -> None:
+    stop.set()
+    for t in threads:
+        t.join(30)
+
+
+def settle_burst(book: ledger.Ledger, config: Path, tmp_path: Path) -> None:
+    """Every record that got a 200 delivered once, and no request refused."""
+    figures = book.settle(ledger.engine_url(config), "ticketchecks", targets_of(tmp_path),
+                          exact=False, timeout=120)
+    assert figures["accepted"] >= 1700 and figures["refused"] == {}
+
+
 @pytest.fixture
 def pg_crash_config(crash_config):
     """The crash configuration with its engine database in a PostgreSQL schema of its own."""
@@ -158,12 +171,8 @@ def test_kill_9_mid_burst_loses_nothing_that_got_a_200(tmp_path, request, killed
             taken = book.accepted
             wait_until(lambda: book.accepted >= taken + 200, 60, "200 more acknowledged", proc)
     finally:
-        stop.set()
-        for t in threads:
-            t.join(30)
-    figures = book.settle(ledger.engine_url(crash_config), "ticketchecks", targets_of(tmp_path),
-                          exact=False, timeout=120)
-    assert figures["accepted"] >= 1700 and figures["refused"] == {}
+        end_burst(stop, threads)
+    settle_burst(book, crash_config, tmp_path)
     for p in (proc, worker):
         if p is not None:
             p.send_signal(signal.SIGTERM)
@@ -195,12 +204,8 @@ def test_kill_9_of_runs_supervisor_or_of_a_child_loses_nothing(tmp_path, crash_c
         taken = book.accepted
         wait_until(lambda: book.accepted >= taken + 200, 60, "200 more acknowledged", proc)
     finally:
-        stop.set()
-        for t in threads:
-            t.join(30)
-    figures = book.settle(ledger.engine_url(crash_config), "ticketchecks", targets_of(tmp_path),
-                          exact=False, timeout=120)
-    assert figures["accepted"] >= 1700 and figures["refused"] == {}
+        end_burst(stop, threads)
+    settle_burst(book, crash_config, tmp_path)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
 
