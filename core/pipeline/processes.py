@@ -13,7 +13,13 @@ import schedule
 
 from s360bridge.core.bridge import Bridge
 from s360bridge.core.pipeline.receiver import create_app
-from s360bridge.core.pipeline.server import GuardedServer, Limits, allowed_networks, listen
+from s360bridge.core.pipeline.server import (
+    GuardedServer,
+    Limits,
+    allowed_networks,
+    listen,
+    stop_serving,
+)
 from s360bridge.core.pipeline.worker import Worker
 
 log = logging.getLogger("s360bridge.runner")
@@ -49,6 +55,7 @@ class Process:
         self.stop = threading.Event()
         self.threads: list[threading.Thread] = []
         self.server = None
+        self._loop: threading.Thread | None = None  # the receiver's I/O loop
         if receiver:
             self.server = GuardedServer(create_app(bridge), sock or listen(host, port), threads,
                                         limits or Limits(), allowed_networks(bridge))
@@ -68,15 +75,16 @@ class Process:
         for t in self.threads:
             t.start()
         if self.server is not None:
-            threading.Thread(target=self.server.run, name="receiver", daemon=True).start()
+            self._loop = threading.Thread(target=self.server.run, name="receiver", daemon=True)
+            self._loop.start()
             log.info("receiver listening on %s", self.url)
 
     def shutdown(self) -> None:
         """Finish in-flight requests and the batches in hand, then release the databases."""
         log.info("stopping: finishing in-flight work")
         self.stop.set()
-        if self.server is not None:
-            self.server.task_dispatcher.shutdown(cancel_pending=False, timeout=10)
+        if self._loop is not None:
+            stop_serving(self.server, self._loop, timeout=10)
         for t in self.threads:
             t.join()
         self.bridge.close()

@@ -15,10 +15,11 @@ import ipaddress
 import logging
 import resource
 import socket
+import threading
 from dataclasses import dataclass
 
 from waitress.adjustments import Adjustments
-from waitress.server import TcpWSGIServer
+from waitress.server import BaseWSGIServer, TcpWSGIServer
 from waitress.task import ThreadedTaskDispatcher
 
 from s360bridge.core.bridge import Bridge
@@ -116,6 +117,36 @@ class GuardedServer(TcpWSGIServer):
                 self.refusals.refused("request too slow", "connection from %s closed: its "
                                       "request was not complete after %ds", channel.addr[0],
                                       self.read_timeout)
+
+
+def stop_serving(server: BaseWSGIServer, loop: threading.Thread, timeout: float,
+                 cancel_pending: bool = False) -> None:
+    """Stop a waitress ``server`` whose loop runs in the thread ``loop``: its threads finish
+    the requests in hand (those still queued are cancelled with ``cancel_pending``), then the
+    loop closes every connection, the listening socket and its wake-up pipe, and ends.
+
+    The loop closes them itself, as it may be polling them. The pipe stays open while a
+    request thread still runs after ``timeout``: waitress's threads write a byte to it when a
+    response is ready, and a closed descriptor's number goes to the next file opened, a
+    database connection's socket for instance, which would get that byte (PostgreSQL then
+    drops the connection: "invalid frontend message type 120")."""
+    server.task_dispatcher.shutdown(cancel_pending=cancel_pending, timeout=timeout)
+
+    def close_all() -> None:
+        busy = bool(server.task_dispatcher.threads)
+        for dispatcher in list(server._map.values()):
+            if dispatcher is server.trigger and busy:
+                dispatcher.del_channel()  # out of the loop, left open
+                log.warning("a request still running after %g s: its server's wake-up pipe "
+                            "is left open", timeout)
+            else:
+                dispatcher.close()
+
+    if loop.is_alive():
+        server.trigger.pull_trigger(close_all)
+        loop.join(timeout)
+    if not loop.is_alive():
+        close_all()  # what a loop that had ended already left (nothing, once it closed all)
 
 
 def _allow_descriptors(needed: int) -> None:

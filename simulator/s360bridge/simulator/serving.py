@@ -6,6 +6,8 @@ import threading
 
 from waitress.server import create_server
 
+from s360bridge.core.pipeline.server import stop_serving
+
 
 class Served:
     """A WSGI app listening on ``url`` until ``close()``."""
@@ -14,22 +16,13 @@ class Served:
         self.server = create_server(app, host=host, port=port, threads=threads)
         host, port = self.server.socket.getsockname()[:2]
         self.url = f"http://{host}:{port}"
-        self._closing = False
-        self._thread = threading.Thread(target=self._run, daemon=True,
+        self._thread = threading.Thread(target=self.server.run, daemon=True,
                                         name=f"simulator {self.url}")
         self._thread.start()
 
-    def _run(self) -> None:
-        try:
-            self.server.run()
-        except OSError:  # the loop's select() sees the socket close() just closed
-            if not self._closing:
-                raise
-
     def close(self) -> None:
-        self._closing = True
-        self.server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
-        self.server.close()
+        """Requests in hand are answered within 5 s or cancelled; then the port is closed."""
+        stop_serving(self.server, self._thread, timeout=5, cancel_pending=True)
 
     def __enter__(self) -> Served:
         return self
