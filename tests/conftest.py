@@ -19,6 +19,7 @@ from s360bridge.core.pipeline.worker import Worker
 from s360bridge.core.plugin.manager import plugin_manager
 
 from .helpers.examples import install
+from .helpers.postgres import schemas
 
 FIXTURES = Path(__file__).parent / "fixtures"
 HOOKS_CALLED: set[str] = set()  # hooks the suite called on at least one real plugin
@@ -102,6 +103,24 @@ def config_path(tmp_path, secrets_env) -> Path:
 @pytest.fixture
 def bridge(config_path):
     b = bridge_of(config_path)
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def pg_schemas():
+    """PostgreSQL schemas of the test's own (tests/helpers/postgres.py); skipped without one."""
+    with schemas() as made:
+        yield made
+
+
+@pytest.fixture
+def pg_bridge(tmp_path, secrets_env, pg_schemas):
+    """The test configuration with its engine database and warehouse on PostgreSQL."""
+    cfg = base_config(tmp_path)
+    cfg["engine"]["database_url"] = pg_schemas.new("engine")
+    cfg["targets"]["datx"]["url"] = pg_schemas.new("dwh")
+    b = bridge_of(write_config(tmp_path, cfg))
     yield b
     b.close()
 

@@ -10,34 +10,25 @@ import os
 import signal
 import subprocess
 import time
-import uuid
 
 import pytest
 import requests
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import make_url
 
 from .conftest import API_KEY, PASSWORD, SECRETS_ENV, Journal, base_config, write_config
+from .helpers.postgres import PG, needs_pg
 from .helpers.processes import S360BRIDGE, checks, free_port, healthy, start, wait_until
 from .helpers.proxy import HangingProxy
 
-PG = os.environ.get("S360BRIDGE_TEST_POSTGRES_URL")
-needs_pg = pytest.mark.skipif(not PG, reason="S360BRIDGE_TEST_POSTGRES_URL is not set "
-                                             "(.ci/run sets it up)")
 LIMITS = {"request_timeout_seconds": 1, "postgres_connect_timeout_seconds": 2,
           "postgres_statement_timeout_seconds": 2, "pool_timeout_seconds": 1,
           "ready_within_seconds": 1}
 
 
 @pytest.fixture
-def schema():
-    admin = create_engine(PG, isolation_level="AUTOCOMMIT")
-    name = f"t_{uuid.uuid4().hex[:10]}_hang"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{name}"'))
-    yield name
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP SCHEMA "{name}" CASCADE'))
-    admin.dispose()
+def schema(pg_schemas):
+    """The URL of a PostgreSQL schema of the test's own."""
+    return pg_schemas.new("hang")
 
 
 @pytest.fixture
@@ -55,8 +46,8 @@ def config_through(tmp_path, database_url: str):
 
 
 def proxied_url(proxy: HangingProxy, schema: str, password: str | None = None) -> str:
-    url = make_url(PG).set(host="127.0.0.1", port=proxy.port,
-                           query={"options": f"-csearch_path={schema}"})
+    """The schema's URL through the proxy."""
+    url = make_url(schema).set(host="127.0.0.1", port=proxy.port)
     if password is not None:
         url = url.set(password=password)
     return url.render_as_string(hide_password=False)

@@ -7,13 +7,10 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-import os
 import sqlite3
-import uuid
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import create_engine, text
 
 from s360bridge.core.cli.main import cli
 from s360bridge.core.errors import ConfigError
@@ -21,6 +18,7 @@ from s360bridge.core.pipeline.receiver import create_app
 
 from .conftest import Journal, base_config, bridge_of, drain, fixture, write_config
 from .helpers.examples import loaded, versions
+from .helpers.postgres import warehouse
 
 SECRET = "whsec_" + base64.b64encode(bytes(range(1, 33))).decode()  # 32 key bytes
 SECRET_ENV = "TEST_WEBHOOK_SIGNING_SECRET"
@@ -148,41 +146,24 @@ def test_forget_erases_the_contacts_ticket_rows(tmp_path, secrets_env):
     assert warehouse_rows(tmp_path) == []
 
 
-PG = os.environ.get("S360BRIDGE_TEST_POSTGRES_URL")
-
-
-@pytest.mark.skipif(not PG, reason="S360BRIDGE_TEST_POSTGRES_URL is not set (.ci/run sets it)")
-def test_the_access_control_stream_with_engine_and_warehouse_on_postgres(tmp_path, secrets_env):
-    admin = create_engine(PG, isolation_level="AUTOCOMMIT")
-    schemas = [f"t_{uuid.uuid4().hex[:10]}_{name}" for name in ("engine", "dwh")]
-    with admin.connect() as conn:
-        for schema in schemas:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        cfg = base_config(tmp_path)
-        cfg["engine"]["database_url"], cfg["targets"]["datx"]["url"] = (
-            f"{PG}?options=-csearch_path%3D{schema}" for schema in schemas)
-        cfg["streams"]["accesscontrol"] = {"auth": {"type": "none"}, "targets": ["datx"]}
-        bridge = bridge_of(write_config(tmp_path, cfg))
-        client = create_app(bridge).test_client()
-        tickets = fixture("webhook_access_tickets.json")
-        client.post("/s360/accesscontrol/testvenue", json=tickets)
-        tickets[1]["ticketState"] = "CANCELLED"
-        assert client.post("/s360/accesscontrol/testvenue", json=tickets).json["accepted"] == 1
-        assert drain(bridge) == 2  # the changed ticket's first version is superseded, unsent
-        target = bridge.target(bridge.institution("testvenue"), "datx")
-        with target.engine.connect() as conn:
-            rows = [tuple(r) for r in conn.exec_driver_sql(
-                "SELECT ticket_key, ticket_state, validity_start_utc, price FROM "
-                "access_tickets ORDER BY ticket_key")]
-        bridge.close()
-        start = dt.datetime(2024, 3, 14, 18, 0)
-        assert rows == [("10228844446468", "VALID", start, 45000),
-                        ("10228844446469", "CANCELLED", start, 25000)]
-    finally:
-        with admin.connect() as conn:
-            for schema in schemas:
-                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+def test_the_access_control_stream_with_engine_and_warehouse_on_postgres(tmp_path, secrets_env,
+                                                                        pg_schemas):
+    cfg = base_config(tmp_path)
+    cfg["engine"]["database_url"] = pg_schemas.new("engine")
+    cfg["targets"]["datx"]["url"] = pg_schemas.new("dwh")
+    cfg["streams"]["accesscontrol"] = {"auth": {"type": "none"}, "targets": ["datx"]}
+    bridge = bridge_of(write_config(tmp_path, cfg))
+    client = create_app(bridge).test_client()
+    tickets = fixture("webhook_access_tickets.json")
+    client.post("/s360/accesscontrol/testvenue", json=tickets)
+    tickets[1]["ticketState"] = "CANCELLED"
+    assert client.post("/s360/accesscontrol/testvenue", json=tickets).json["accepted"] == 1
+    assert drain(bridge) == 2  # the changed ticket's first version is superseded, unsent
+    rows = warehouse(bridge, "SELECT ticket_key, ticket_state, validity_start_utc, price FROM "
+                             "access_tickets ORDER BY ticket_key")
+    bridge.close()
+    start = dt.datetime(2024, 3, 14, 18, 0)
+    assert rows == [("10228844446468", "VALID", start, 45000),
+                    ("10228844446469", "CANCELLED", start, 25000)]
 
 

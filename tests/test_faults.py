@@ -18,12 +18,10 @@ import requests
 
 from .conftest import API_KEY, base_config, bridge_of, write_config
 from .helpers import ledger
+from .helpers.postgres import needs_pg
 from .helpers.processes import checks, free_port, healthy, start, wait_until
 from .helpers.stored import totals
 
-PG = os.environ.get("S360BRIDGE_TEST_POSTGRES_URL")
-needs_pg = pytest.mark.skipif(not PG, reason="S360BRIDGE_TEST_POSTGRES_URL is not set "
-                                             "(.ci/run sets it up)")
 LIMITS = {"request_timeout_seconds": 1, "postgres_connect_timeout_seconds": 2,
           "postgres_statement_timeout_seconds": 2, "pool_timeout_seconds": 1,
           "ready_within_seconds": 1, "backoff_base_seconds": 0.2, "backoff_max_seconds": 1,

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import uuid
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 
 import pytest
 from sqlalchemy import (
@@ -14,41 +12,23 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
-    create_engine,
     select,
-    text,
     update,
 )
 
 from s360bridge.core.pipeline import leases
 from s360bridge.core.storage.db import make_engine, write
 
-PG = os.environ.get("S360BRIDGE_TEST_POSTGRES_URL")
+from .helpers.postgres import schemas
+
 LEASED = Table("leased", MetaData(), Column("id", Integer, primary_key=True),
                Column("lease_owner", String(40)), Column("lease_until", Float))
 
 
-@contextmanager
-def postgres_schema():
-    """A PostgreSQL schema of the test's own (as tests/test_postgres.py), dropped at the end."""
-    if not PG:
-        pytest.skip("S360BRIDGE_TEST_POSTGRES_URL is not set (.ci/run sets it up)")
-    admin, schema = create_engine(PG, isolation_level="AUTOCOMMIT"), f"t_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{PG}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def rows(request, tmp_path):
-    with (nullcontext(f"sqlite:///{tmp_path}/leases.db") if request.param == "sqlite"
-          else postgres_schema()) as url:
-        engine = make_engine(url)
+    with (nullcontext(None) if request.param == "sqlite" else schemas()) as made:
+        engine = make_engine(made.new("leases") if made else f"sqlite:///{tmp_path}/leases.db")
         LEASED.metadata.create_all(engine)
         with write(engine) as conn:
             conn.execute(LEASED.insert(), [{"id": 1}, {"id": 2}])

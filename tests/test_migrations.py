@@ -8,7 +8,6 @@ PostgreSQL (in schemas of their own, dropped at the end).
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from alembic.autogenerate import compare_metadata, produce_migrations, render_py
 from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlmodel import SQLModel
 
 from s360bridge.core.bridge import Bridge
@@ -42,8 +41,8 @@ from s360bridge.plugins.offers.store import OFFERS
 
 from .conftest import FIXTURES, base_config, bridge_of, write_config
 from .helpers.plugins import registered
+from .helpers.postgres import needs_pg, schemas
 
-PG = os.environ.get("S360BRIDGE_TEST_POSTGRES_URL")
 FIRST_REVISIONS = ("engine_0001", "crm_0001", "offers_0001", "contacts_0001")
 HEADS = ("engine_0006", "crm_0001", "offers_0001", "contacts_0001")
 EVERY_REVISION = (*FIRST_REVISIONS, "engine_0002", "engine_0004", "engine_0005", "engine_0006")
@@ -89,27 +88,14 @@ AT_HEADS = ROWS | {
 }
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(
-    not PG, reason="S360BRIDGE_TEST_POSTGRES_URL is not set"))])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=needs_pg)])
 def new_database(request, tmp_path):
     """A function that answers the URL of a new, empty database of the parameter's kind."""
     if request.param == "sqlite":
         yield lambda: f"sqlite:///{tmp_path}/{uuid.uuid4().hex[:8]}.db"
         return
-    admin = create_engine(PG, isolation_level="AUTOCOMMIT")
-    schemas = []
-
-    def new():
-        schemas.append(f"t_{uuid.uuid4().hex[:10]}_migrations")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schemas[-1]}"'))
-        return f"{PG}?options=-csearch_path%3D{schemas[-1]}"
-
-    yield new
-    with admin.connect() as conn:
-        for schema in schemas:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+    with schemas() as made:
+        yield lambda: made.new("migrations")
 
 
 def plugin_locations() -> list[Path]:

@@ -1,58 +1,27 @@
-"""The engine and the warehouse on PostgreSQL: duplicates, versions, children, shared claims.
-
-CI starts a PostgreSQL server and sets S360BRIDGE_TEST_POSTGRES_URL (see .ci/run); each test
-works in schemas of its own, dropped at the end.
+"""The engine on PostgreSQL: duplicates, versions, shared claims, the call budget, the plans
+of the hot statements, pooled connections (tests/helpers/postgres.py: the server and schemas).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import threading
-import uuid
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 from sqlalchemy.exc import OperationalError
 
 from s360bridge.core.pipeline.ingest import ingest
 from s360bridge.core.pipeline.receiver import create_app
 from s360bridge.core.pipeline.worker import Worker
 
-from .conftest import Journal, base_config, bridge_of, drain, fixture, post, write_config
+from .conftest import Journal, drain, fixture, post
+from .helpers.postgres import PG, needs_pg, warehouse
 from .helpers.processes import checks, wait_until
 from .helpers.records import sale_version
 from .helpers.world import spend_concurrently
 
-PG = os.environ.get("S360BRIDGE_TEST_POSTGRES_URL")
-pytestmark = pytest.mark.skipif(not PG, reason="S360BRIDGE_TEST_POSTGRES_URL is not set "
-                                               "(.ci/run sets it up)")
-
-
-@pytest.fixture
-def pg_bridge(tmp_path, secrets_env):
-    admin = create_engine(PG, isolation_level="AUTOCOMMIT")
-    schemas = [f"t_{uuid.uuid4().hex[:10]}_{name}" for name in ("engine", "dwh")]
-    with admin.connect() as conn:
-        for s in schemas:
-            conn.execute(text(f'CREATE SCHEMA "{s}"'))
-    url = [f"{PG}?options=-csearch_path%3D{s}" for s in schemas]
-    cfg = base_config(tmp_path)
-    cfg["engine"]["database_url"] = url[0]
-    cfg["targets"]["datx"]["url"] = url[1]
-    bridge = bridge_of(write_config(tmp_path, cfg))
-    yield bridge
-    bridge.close()
-    with admin.connect() as conn:
-        for s in schemas:
-            conn.execute(text(f'DROP SCHEMA "{s}" CASCADE'))
-    admin.dispose()
-
-
-def warehouse(bridge, sql: str):
-    target = bridge.target(bridge.institution("testvenue"), "datx")
-    with target.engine.connect() as conn:
-        return [tuple(r) for r in conn.exec_driver_sql(sql)]
+pytestmark = needs_pg
 
 
 def test_duplicates_versions_and_children_on_postgres(pg_bridge, journal):
@@ -75,21 +44,6 @@ def test_duplicates_versions_and_children_on_postgres(pg_bridge, journal):
     assert journal.pushes() == {"10000815533": 3, "10000815601": 1}
 
 
-def test_every_stream_reaches_the_warehouse_on_postgres(pg_bridge):
-    """Rows are copied into PostgreSQL in its binary format, where each value must have its
-    column's type: every built-in stream's rows, children included, get there."""
-    client = create_app(pg_bridge).test_client()
-    for stream, name in (("contacts", "contacts_person.json"),
-                         ("contacts", "contacts_company.json"),
-                         ("orders", "order_refund.json"), ("orders", "order_reservation.json"),
-                         ("ticketchecks", "ticketchecks.json")):
-        assert post(client, stream, fixture(name)).json["quarantined"] == 0
-    drain(pg_bridge)
-    with pg_bridge.engine.connect() as conn:
-        assert conn.exec_driver_sql("SELECT state, count(*) FROM inbox_state GROUP BY state"
-                                    ).all() == [("done", 10)]
-    assert warehouse(pg_bridge, "SELECT (SELECT count(*) FROM contacts), (SELECT count(*) "
-                                "FROM orders), (SELECT count(*) FROM ticket_checks)") == [(4, 2, 4)]
 
 
 def test_two_workers_share_claims_on_postgres(pg_bridge, tmp_path):
@@ -259,49 +213,8 @@ def test_hot_statements_use_their_indexes_without_statistics(pg_bridge):
            '"Async Capable": false, "Relation Name": "_s360_stage_ticket_checks"' in plan
 
 
-def test_a_rolled_back_batch_leaves_the_staging_usable(pg_bridge):
-    """The temporary table a batch is copied into is made once per connection; a transaction
-    rolled back after making it takes it away, and the next batch makes it again."""
-    from s360bridge.core.pipeline.ingest import _COLUMNS
-    from s360bridge.core.storage.rawsql import copy_insert
-
-    row = ("testvenue", "ticketchecks", "k1", "h1", "{}", 0.0, "accepted", 0)
-    with pg_bridge.engine.connect() as conn:
-        tx = conn.begin()
-        assert copy_insert(conn, "inbox", _COLUMNS, [row], "ON CONFLICT DO NOTHING")[0] == 1
-        tx.rollback()
-        tx = conn.begin()
-        assert copy_insert(conn, "inbox", _COLUMNS, [row, row], "ON CONFLICT DO NOTHING")[0] == 1
-        tx.commit()
-        assert conn.exec_driver_sql("SELECT count(*) FROM inbox").scalar() == 1
-        conn.exec_driver_sql("DISCARD TEMP")  # gone behind the bridge's back
-        conn.commit()
-        again = (*row[:2], "k2", *row[3:])
-        with pytest.raises(OperationalError):  # as an unavailable database: retried
-            with conn.begin():
-                copy_insert(conn, "inbox", _COLUMNS, [again], "ON CONFLICT DO NOTHING")
-        with conn.begin():
-            assert copy_insert(conn, "inbox", _COLUMNS, [again], "ON CONFLICT DO NOTHING")[0] == 1
 
 
-def test_the_same_version_again_writes_its_children_again_on_postgresql(pg_bridge):
-    """A version pushed again (after a crash, or once the stream's mapping changed) replaces
-    its children, as on SQLite; an older one never does."""
-    from s360bridge.core.plugin.streams import StoredRecord
-    from s360bridge.plugins.orders.warehouse import order_row
-
-    inst = pg_bridge.institution("testvenue")
-    target = pg_bridge.target(inst, "datx")
-    sale = sale_version(2000)
-    target.upsert([order_row(inst, StoredRecord(9, "10000815533", sale, "{}", 0.0))])
-    assert warehouse(pg_bridge, "SELECT count(*) FROM order_operations") == [(2,)]
-    sale["orderDetailsData"]["operationDatas"] = sale["orderDetailsData"]["operationDatas"][:1]
-    target.upsert([order_row(inst, StoredRecord(9, "10000815533", sale, "{}", 0.0))])
-    assert warehouse(pg_bridge, "SELECT count(*) FROM order_operations") == [(1,)]
-    older = sale_version(1000)
-    target.upsert([order_row(inst, StoredRecord(5, "10000815533", older, "{}", 0.0))])
-    assert warehouse(pg_bridge, "SELECT count(*) FROM order_operations") == [(1,)]
-    assert warehouse(pg_bridge, "SELECT sale_amount FROM orders") == [(2000,)]
 
 
 @pytest.mark.parametrize("idle_ping", [0.0, 3600.0], ids=["pinged", "taken as it is"])

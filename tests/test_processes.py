@@ -8,21 +8,17 @@ import socket
 import sqlite3
 import subprocess
 import threading
-import uuid
 from pathlib import Path
 
 import pytest
 import requests
 import yaml
-from sqlalchemy import create_engine
 
 from s360bridge.core.pipeline.ingest import ingest
 
 from .conftest import API_KEY, SECRETS_ENV, Journal, base_config, bridge_of, write_config
 from .helpers import ledger
 from .helpers.processes import S360BRIDGE, checks, free_port, healthy, start, wait_until
-
-PG = os.environ.get("S360BRIDGE_TEST_POSTGRES_URL")
 
 
 def warehouse_keys(path: Path) -> list[str]:
@@ -113,22 +109,12 @@ def settle_burst(book: ledger.Ledger, config: Path, tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def pg_crash_config(crash_config):
+def pg_crash_config(crash_config, pg_schemas):
     """The crash configuration with its engine database in a PostgreSQL schema of its own."""
-    if not PG:
-        pytest.skip("S360BRIDGE_TEST_POSTGRES_URL is not set (.ci/run sets it up)")
-    admin = create_engine(PG, isolation_level="AUTOCOMMIT")
-    schema = f"t_{uuid.uuid4().hex[:10]}_crash"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
     cfg = yaml.safe_load(crash_config.read_text("utf-8"))
-    cfg["engine"]["database_url"] = f"{PG}?options=-csearch_path%3D{schema}"
+    cfg["engine"]["database_url"] = pg_schemas.new("crash")
     crash_config.write_text(yaml.safe_dump(cfg), "utf-8")
-    yield crash_config
-    with admin.connect() as conn:
-        conn.exec_driver_sql("SET lock_timeout = '10s'")
-        conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-    admin.dispose()
+    return crash_config
 
 
 @pytest.mark.parametrize("killed,backend", [("run", "sqlite"), ("receiver", "sqlite"),

@@ -7,7 +7,7 @@ older version (smaller ``source_seq``) never overwrites a newer one.
 
 from __future__ import annotations
 
-from sqlalchemy import Table, and_
+from sqlalchemy import Table, and_, text
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
@@ -26,6 +26,8 @@ from s360bridge.core.api import (
 
 from . import upsert
 from .reconcile import warehouse_side
+
+TABLES_LOCK = 0x7333_3630_6477_6874  # "s360dwht": PostgreSQL's advisory lock of table creation
 
 
 class SqlTarget(Target):
@@ -55,6 +57,9 @@ class SqlTarget(Target):
         missing = [t for t in tables if t.name not in self._created]
         if missing:
             with self.engine.connect().execution_options(write=True) as conn, conn.begin():
+                if conn.dialect.name == "postgresql":  # two workers' first batches: in turn
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                 {"key": TABLES_LOCK})
                 WAREHOUSE.create_all(conn, tables=missing)
             self._created.update(t.name for t in missing)
 
