@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 from typing import Literal
@@ -18,7 +17,7 @@ from s360bridge.core.plugin.streams import Stream
 from s360bridge.core.plugin.targets import Target, bind_options
 from s360bridge.core.s360.client import S360Client
 from s360bridge.core.storage import migrate
-from s360bridge.core.storage.db import Limits, make_engine, unavailable
+from s360bridge.core.storage.db import make_engine, unavailable
 
 log = logging.getLogger("s360bridge.bridge")
 
@@ -37,7 +36,7 @@ class Bridge:
         e = settings.engine
         try:
             self.engine = make_engine(e.database_url, e.sqlite_synchronous,
-                                      e.sqlite_busy_timeout_seconds, limits(e))
+                                      e.sqlite_busy_timeout_seconds, e)
         except ConfigError as exc:
             raise ConfigError(f"engine.database_url: {exc}") from None
         self._targets: dict[tuple[str, str], Target] = {}
@@ -155,12 +154,6 @@ class Bridge:
         for target in self._targets.values():
             target.close()
         self.engine.dispose()
-
-
-def limits(engine_settings) -> Limits:
-    """The database limits of the engine settings (the same names)."""
-    return Limits(**{f.name: getattr(engine_settings, f.name)
-                     for f in dataclasses.fields(Limits)})
 
 
 def _check_options(inst: Institution, where: str, check, options: dict) -> None:

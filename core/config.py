@@ -22,6 +22,7 @@ from jsonschema import Draft202012Validator
 
 from s360bridge.core.errors import ConfigError
 from s360bridge.core.redact import redact_logs, remember
+from s360bridge.core.storage.db import DatabaseLimits
 
 DATABASE_URL_ENV = "S360BRIDGE_DATABASE_URL"
 S360_RETRIES = 12  # S-360 re-sends a refused payload every M minutes, up to 12 times
@@ -136,19 +137,13 @@ class Institution:
 
 
 @dataclass(frozen=True)
-class EngineSettings:
-    """Process-wide settings of the engine, with production-minded defaults."""
+class EngineSettings(DatabaseLimits):
+    """Process-wide settings of the engine, with production-minded defaults (the pool's and
+    PostgreSQL's limits are DatabaseLimits')."""
 
     database_url: str = "sqlite:///var/s360bridge.db"
     sqlite_synchronous: str = "FULL"
     sqlite_busy_timeout_seconds: float = 10.0
-    pool_size: int = 10
-    pool_max_overflow: int = 10
-    pool_timeout_seconds: float = 5.0
-    postgres_connect_timeout_seconds: float = 5.0
-    postgres_statement_timeout_seconds: float = 60.0
-    postgres_lock_timeout_seconds: float = 10.0
-    postgres_keepalives_idle_seconds: float = 30.0
     request_timeout_seconds: float = 5.0
     ready_within_seconds: float = 5.0
     max_body_bytes: int = 10 * 1024 * 1024

@@ -14,7 +14,7 @@ from s360bridge.core.pipeline import worker as worker_module
 from s360bridge.core.pipeline.ingest import ingest
 from s360bridge.core.pipeline.queue import Outcome, claim, complete
 from s360bridge.core.pipeline.worker import Worker
-from s360bridge.core.storage.db import QUEUE, STATES
+from s360bridge.core.storage.tables import QUEUE, STATES
 
 from .conftest import Journal, base_config, bridge_of, drain, write_config
 from .helpers.clock import Clock

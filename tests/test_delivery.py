@@ -13,8 +13,8 @@ from s360bridge.core.pipeline.queue import claim, claim_statement
 from s360bridge.core.pipeline.receiver import create_app
 from s360bridge.core.pipeline.worker import Worker
 from s360bridge.core.plugin.streams import StoredRecord
-from s360bridge.core.storage.db import DELIVERY, STATES
 from s360bridge.core.storage.rawsql import run
+from s360bridge.core.storage.tables import DELIVERY, STATES
 from s360bridge.plugins.orders.warehouse import order_row
 
 from .conftest import Journal, base_config, bridge_of, drain, fixture, post, write_config

@@ -20,7 +20,6 @@ from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
-from sqlmodel import SQLModel
 
 from s360bridge.core.bridge import Bridge
 from s360bridge.core.cli.main import cli
@@ -35,6 +34,7 @@ from s360bridge.core.plugin.manager import Hooks
 from s360bridge.core.s360.budget import CALL_LOG
 from s360bridge.core.storage import migrate
 from s360bridge.core.storage.db import make_engine
+from s360bridge.core.storage.tables import INBOX
 from s360bridge.core.wsgi import app_from_env
 from s360bridge.plugins.contacts.crm_changes import WATERMARKS
 from s360bridge.plugins.offers.store import OFFERS
@@ -47,7 +47,7 @@ FIRST_REVISIONS = ("engine_0001", "crm_0001", "offers_0001", "contacts_0001")
 HEADS = ("engine_0006", "crm_0001", "offers_0001", "contacts_0001")
 EVERY_REVISION = (*FIRST_REVISIONS, "engine_0002", "engine_0004", "engine_0005", "engine_0006")
 # the models of every table in the engine database: the engine's and the built-in plugins'
-MODELS = [SQLModel.metadata, CALL_LOG.metadata, PROGRESS.metadata, OFFERS.metadata,
+MODELS = [INBOX.metadata, CALL_LOG.metadata, PROGRESS.metadata, OFFERS.metadata,
           LINKS.metadata, WATERMARKS.metadata, MARKS.metadata]
 # one row for every table of b60f5fd, as that version wrote them
 ROWS = {
@@ -272,6 +272,7 @@ import json, multiprocessing, sys
 from s360bridge.core.plugin.manager import Hooks
 from s360bridge.core.storage import migrate
 from s360bridge.core.storage.db import make_engine
+from s360bridge.core.storage.tables import INBOX
 
 def open_at_once(url, locations, barrier, applied):
     barrier.wait(10)

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from s360bridge.core.operations import retention
 from s360bridge.core.operations.retention import purge
-from s360bridge.core.storage.db import INBOX, QUARANTINE, STATES
+from s360bridge.core.storage.tables import INBOX, QUARANTINE, STATES
 
 from .conftest import API_KEY, PASSWORD, Journal, base_config, drain, fixture, post, write_config
 

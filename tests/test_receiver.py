@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from s360bridge.core.pipeline.receiver import create_app
-from s360bridge.core.storage.db import INBOX, QUARANTINE
+from s360bridge.core.storage.tables import INBOX, QUARANTINE
 
 from .conftest import API_KEY, PASSWORD, base_config, bridge_of, drain, fixture, post, write_config
 from .helpers import ledger

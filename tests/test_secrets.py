@@ -17,7 +17,7 @@ from s360bridge.core.errors import S360BridgeError, TargetUnavailable
 from s360bridge.core.pipeline.queue import Outcome, claim, complete
 from s360bridge.core.pipeline.receiver import create_app
 from s360bridge.core.redact import MASK, redact, remember
-from s360bridge.core.storage.db import DELIVERY, INBOX
+from s360bridge.core.storage.tables import DELIVERY, INBOX
 from s360bridge.simulator.serving import Served
 
 from .conftest import base_config, bridge_of, drain, fixture, post, write_config

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from s360bridge.core.operations.retention import purge
 from s360bridge.core.pipeline.queue import claim
 from s360bridge.core.pipeline.worker import Worker
-from s360bridge.core.storage.db import STATES
+from s360bridge.core.storage.tables import STATES
 
 from .conftest import drain, post
 from .helpers.records import sale_version

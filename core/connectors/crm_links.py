@@ -24,7 +24,8 @@ from sqlalchemy import (
     select,
 )
 
-from s360bridge.core.storage.db import dialect_insert, write
+from s360bridge.core.storage.db import write
+from s360bridge.core.storage.tables import dialect_insert
 
 METADATA = MetaData()  # the table is made by core/storage/migrations (branch ``crm``): change both
 LINKS = Table(

@@ -9,15 +9,8 @@ from sqlalchemy import func, select, update
 
 from s360bridge.core.pipeline.ingest import prepare, store
 from s360bridge.core.redact import redact
-from s360bridge.core.storage.db import (
-    DELIVERY,
-    INBOX,
-    QUARANTINE,
-    SKIPPED,
-    STATES,
-    enqueue,
-    write,
-)
+from s360bridge.core.storage.db import write
+from s360bridge.core.storage.tables import DELIVERY, INBOX, QUARANTINE, SKIPPED, STATES, enqueue
 
 
 def status(bridge) -> dict:

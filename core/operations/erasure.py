@@ -6,7 +6,8 @@ import orjson
 from sqlalchemy import delete, select
 
 from s360bridge.core.plugin.hookspecs import hookimpl
-from s360bridge.core.storage.db import DELIVERY, INBOX, QUARANTINE, QUEUE, write
+from s360bridge.core.storage.db import write
+from s360bridge.core.storage.tables import DELIVERY, INBOX, QUARANTINE, QUEUE
 
 
 def erase_versions(bridge, institution, streams: list[str], key: str) -> int:

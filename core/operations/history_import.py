@@ -24,7 +24,8 @@ from sqlalchemy import Column, Float, Integer, MetaData, String, Table, select
 from s360bridge.core.errors import S360BridgeError
 from s360bridge.core.pipeline import rawjson
 from s360bridge.core.pipeline.ingest import IngestResult, ingest
-from s360bridge.core.storage.db import dialect_insert, write
+from s360bridge.core.storage.db import write
+from s360bridge.core.storage.tables import dialect_insert
 
 # the table is made by core/storage/migrations: change both
 PROGRESS = Table("import_progress", MetaData(),

@@ -23,7 +23,8 @@ from s360bridge.core.operations.reconcile import (
 )
 from s360bridge.core.pipeline.ingest import ingest
 from s360bridge.core.pipeline.worker import Worker
-from s360bridge.core.storage.db import DELIVERY, INBOX, dialect_insert, enqueue, write
+from s360bridge.core.storage.db import write
+from s360bridge.core.storage.tables import DELIVERY, INBOX, dialect_insert, enqueue
 
 
 @dataclass

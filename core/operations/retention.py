@@ -8,7 +8,8 @@ import time
 from sqlalchemy import delete, select
 
 from s360bridge.core.plugin.hookspecs import hookimpl
-from s360bridge.core.storage.db import DELIVERY, INBOX, QUARANTINE, QUEUE, write
+from s360bridge.core.storage.db import write
+from s360bridge.core.storage.tables import DELIVERY, INBOX, QUARANTINE, QUEUE
 
 log = logging.getLogger("s360bridge.retention")
 PURGE_EVERY_SECONDS = 3600

@@ -12,7 +12,8 @@ import time
 from sqlalchemy.engine import Engine
 
 from s360bridge.core.errors import StoreUnavailable
-from s360bridge.core.storage.db import HEARTBEAT, commits, dialect_insert, unavailable, write
+from s360bridge.core.storage.db import commits, unavailable, write
+from s360bridge.core.storage.tables import HEARTBEAT, dialect_insert
 
 log = logging.getLogger("s360bridge.health")
 

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 import orjson
 
-from s360bridge.core.storage.db import QUARANTINE, dialect_insert
+from s360bridge.core.storage.tables import QUARANTINE, dialect_insert
 
 
 def content_hash(text: str) -> str:

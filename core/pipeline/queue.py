@@ -22,8 +22,9 @@ from s360bridge.core.pipeline import versions
 from s360bridge.core.pipeline.versions import Ranker
 from s360bridge.core.plugin.streams import StoredRecord
 from s360bridge.core.redact import redact
-from s360bridge.core.storage.db import DELIVERY, INBOX, QUEUE, dialect_insert, write
+from s360bridge.core.storage.db import write
 from s360bridge.core.storage.rawsql import index_plans_only, run
+from s360bridge.core.storage.tables import DELIVERY, INBOX, QUEUE, dialect_insert
 
 
 @dataclass

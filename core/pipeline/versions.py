@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 from sqlalchemy import BigInteger, Column, MetaData, String, Table
 
-from s360bridge.core.storage.db import dialect_insert
 from s360bridge.core.storage.rawsql import run
+from s360bridge.core.storage.tables import dialect_insert
 
 MARKS = Table(
     "version_mark", MetaData(),

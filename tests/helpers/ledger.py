@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 from sqlalchemy import create_engine, select
 
-from s360bridge.core.storage.db import STATES
+from s360bridge.core.storage.tables import STATES
 
 
 @dataclass

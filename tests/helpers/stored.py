@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from s360bridge.core.storage.db import INBOX, QUARANTINE
+from s360bridge.core.storage.tables import INBOX, QUARANTINE
 
 
 def totals(bridge) -> tuple[int, int]:

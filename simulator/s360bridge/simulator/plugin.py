@@ -17,7 +17,7 @@ from s360bridge.core.bridge import Bridge
 from s360bridge.core.config import Institution, load_settings
 from s360bridge.core.pipeline.processes import Process
 from s360bridge.core.plugin.hookspecs import hookimpl
-from s360bridge.core.storage.db import QUEUE
+from s360bridge.core.storage.tables import QUEUE
 
 from .data import Generator
 from .export import reconcile_all, write_csv, write_jsonl
