@@ -2,7 +2,9 @@
 
     S360BRIDGE_CONFIG=config/ gunicorn -w 4 -b 127.0.0.1:8360 's360bridge.core.wsgi:app_from_env()'
 
-Only the receiver runs there; start ``s360bridge worker`` beside it for delivery and jobs.
+Only the receiver runs there; start ``s360bridge worker`` beside it for delivery and jobs. A
+configuration or a database that stops it from starting is one line on gunicorn's standard error
+(then gunicorn stops: "App failed to load"), not a traceback.
 """
 
 from __future__ import annotations
@@ -10,11 +12,14 @@ from __future__ import annotations
 import os
 
 from flask import Flask
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from s360bridge.core.bridge import Bridge
 from s360bridge.core.config import load_settings
-from s360bridge.core.errors import ConfigError
+from s360bridge.core.errors import ConfigError, S360BridgeError
 from s360bridge.core.pipeline.receiver import create_app
+from s360bridge.core.storage.db import user_error
 
 CONFIG_ENV = "S360BRIDGE_CONFIG"
 
@@ -22,6 +27,19 @@ CONFIG_ENV = "S360BRIDGE_CONFIG"
 def app_from_env() -> Flask:
     """The receiver for the files or folders listed in S360BRIDGE_CONFIG (os.pathsep between)."""
     paths = [p for p in os.environ.get(CONFIG_ENV, "").split(os.pathsep) if p]
-    if not paths:
-        raise ConfigError(f"set {CONFIG_ENV} to the configuration file or folder to serve")
-    return create_app(Bridge(load_settings(paths)))
+    try:
+        if not paths:
+            raise ConfigError(f"set {CONFIG_ENV} to the configuration file or folder to serve")
+        return create_app(Bridge(load_settings(paths)))
+    except (S360BridgeError, DBAPIError, PoolTimeout) as exc:
+        raise _load_error(user_error(exc)) from None
+
+
+def _load_error(exc: S360BridgeError) -> Exception:
+    """gunicorn prints an AppImportError as its message alone and stops; another server gets
+    the error as it is."""
+    try:
+        from gunicorn.errors import AppImportError
+    except ImportError:
+        return exc
+    return AppImportError(f"error: {exc}")

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -122,6 +123,23 @@ def test_an_unreachable_database_at_start_is_one_line(tmp_path):
     debug = start_up(tmp_path, f"postgresql+psycopg://s360:x@127.0.0.1:{port}/nowhere",
                      "--debug")
     assert debug.returncode == 2 and "Traceback" in debug.stderr
+
+
+def test_an_unreachable_database_under_gunicorn_is_one_line_and_gunicorn_stops(tmp_path):
+    """The production receiver (core.wsgi under gunicorn) says the same line, once per worker
+    that tried, and gunicorn stops instead of restarting workers that cannot start."""
+    port = free_port()
+    config = config_through(tmp_path, f"postgresql+psycopg://s360:{PASSWORD}@127.0.0.1:{port}"
+                                      "/nowhere")
+    done = subprocess.run(
+        [str(Path(S360BRIDGE).with_name("gunicorn")), "-w", "2", "-b", f"127.0.0.1:{free_port()}",
+         "s360bridge.core.wsgi:app_from_env()"], timeout=60, capture_output=True, text=True,
+        env={**os.environ, **SECRETS_ENV, "S360BRIDGE_CONFIG": str(config)})
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    ours = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert ours and all(line.startswith("error: cannot open the engine database ")
+                        and f"port {port} failed: Connection refused" in line for line in ours)
+    assert PASSWORD not in done.stderr
 
 
 @needs_pg

@@ -10,8 +10,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from s360bridge.core.bridge import Bridge
 from s360bridge.core.config import Institution, load_settings
-from s360bridge.core.errors import S360BridgeError, StoreUnavailable
-from s360bridge.core.storage.db import unavailable
+from s360bridge.core.errors import S360BridgeError
+from s360bridge.core.storage.db import user_error
 
 CONFIG_HELP = "Institution YAML file, or a folder of them (repeatable)."
 
@@ -26,9 +26,7 @@ class CLIGroup(click.Group):
         except (S360BridgeError, DBAPIError, PoolTimeout) as exc:
             if ctx.params.get("debug"):
                 traceback.print_exc()
-            if not isinstance(exc, S360BridgeError):  # redacted as it is formed
-                exc = StoreUnavailable(f"the engine database failed: {unavailable(exc)}")
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {user_error(exc)}", err=True)
             ctx.exit(2)
 
 

@@ -21,7 +21,7 @@ from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import create_engine
 
-from s360bridge.core.errors import ConfigError, StoreUnavailable
+from s360bridge.core.errors import ConfigError, S360BridgeError, StoreUnavailable
 from s360bridge.core.storage.deadline import WATCHDOG, watch
 from s360bridge.core.storage.rawsql import forget_staging
 
@@ -195,6 +195,13 @@ def unavailable(exc: Exception) -> str:
         return "every pooled connection is busy (engine.pool_size, engine.pool_timeout_seconds)"
     text = str(getattr(exc, "orig", None) or exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def user_error(exc: Exception) -> S360BridgeError:
+    """Our own error as it is; a database's failure as StoreUnavailable, in one line."""
+    if isinstance(exc, S360BridgeError):
+        return exc
+    return StoreUnavailable(f"the engine database failed: {unavailable(exc)}")
 
 
 @contextmanager
