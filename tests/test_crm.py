@@ -125,6 +125,39 @@ def test_existing_s360_contact_found_by_email_is_updated_not_duplicated(world):
         == (0, 1)
     assert world.store.get(person["contactNumber"])["individualContact"]["phoneNumber1"] == \
         "+41 22 000"
+    assert [c["contact_number"] for c in world.crm.contacts.values()] == \
+        [person["contactNumber"]]  # the CRM learns the number of the contact found
+
+
+@pytest.mark.parametrize("email, made", [("lea.crash@example.org", 1), (None, 2)],
+                         ids=["with an e-mail", "without"])
+def test_a_stop_after_s360_created_a_contact_creates_it_again_only_without_an_email(
+        world, monkeypatch, email, made):
+    """The point docs/guarantees.md names: S-360 created the contact, and the bridge stopped
+    before storing its number (here storing it fails there, as a process killed at that point
+    never does it). The change is delivered again: its e-mail finds the contact created the
+    first time; without one, S-360 holds it twice."""
+    from s360bridge.plugins.contacts import to_s360
+
+    remember, stopped = to_s360.crm_links.remember, []
+
+    def stops_once(*args, **kwargs):
+        if not stopped:
+            stopped.append(args)
+            raise RuntimeError("the process stops here")
+        return remember(*args, **kwargs)
+
+    monkeypatch.setattr(to_s360.crm_links, "remember", stops_once)
+    world.crm.create(first_name="Léa", last_name="Crash", email=email)
+    world.crm_pushes_changes()
+    assert stopped and world.calls("createCulturalContact") == 1
+    world.drain(later=3600)  # past the retry's delay
+    assert world.calls("createCulturalContact") == made
+    in_s360 = [c for c in world.store.contacts.values()
+               if c["individualContact"].get("individualLastname") == "Crash"]
+    assert len(in_s360) == made
+    crm_id = next(iter(world.crm.contacts))
+    assert world.crm.contacts[crm_id]["contact_number"] == in_s360[-1]["contactNumber"]
 
 
 def test_edits_on_both_sides_end_on_s360s_state(world):

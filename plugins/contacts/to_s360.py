@@ -81,6 +81,8 @@ class S360ContactsTarget(Target):
         result = PushResult()
         saves: queue.Queue = queue.Queue()
         searches, creates = [], []
+        found_by_email: dict[int, str] = {}  # the CRM learns these numbers once saved
+        matched: list[tuple[int, str]] = []
         for i, ch in enumerate(changes):
             link = crm_links.find(engine, inst.code, ch.crm_id, ch.number)
             if link and crm_links.holds(link[1], ch.crm_fields):
@@ -102,6 +104,8 @@ class S360ContactsTarget(Target):
                 result.reject(i, str(exc))
                 return
             crm_links.remember(engine, inst.code, [(number, ch.crm_id, ch.crm_fields)], merge=True)
+            if found_by_email.get(i) == number:
+                matched.append((i, number))
 
         lane = _Lane(saves, save)
         try:
@@ -114,13 +118,14 @@ class S360ContactsTarget(Target):
                     continue
                 number = best_match(found.get(SEARCH_RESULTS) or [])
                 if number:
+                    found_by_email[i] = number
                     saves.put((i, number))
                 else:
                     creates.append(i)
             created = self._create(inst, client, changes, creates, result, saves)
         finally:
             lane.finish()
-        self._write_back(inst, changes, created)
+        self._write_back(inst, changes, created + matched)
         return result
 
     def _create(self, inst, client, changes, todo, result, saves) -> list[tuple[int, str]]:
@@ -151,15 +156,16 @@ class S360ContactsTarget(Target):
             created += made
         return created
 
-    def _write_back(self, inst, changes, created) -> None:
+    def _write_back(self, inst, changes, numbered) -> None:
+        """The numbers of the contacts created or found by e-mail, to the CRM."""
         name = self.options.get("contact_numbers_to")
-        if not name or not created:
+        if not name or not numbered:
             return
         crm = self.ctx.target(inst, name)
         crm.write_contact_numbers(
-            inst, [{"crm_id": changes[i].crm_id, "contact_number": n} for i, n in created])
+            inst, [{"crm_id": changes[i].crm_id, "contact_number": n} for i, n in numbered])
         crm_links.remember(self.ctx.engine, inst.code,  # the CRM now holds the number too
-                       [(n, None, {changes[i].number_field: n}) for i, n in created], merge=True)
+                       [(n, None, {changes[i].number_field: n}) for i, n in numbered], merge=True)
 
 
 class _Lane:
