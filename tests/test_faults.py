@@ -235,11 +235,15 @@ HOSTILE = {
 }
 
 
-def test_hostile_http_against_a_real_server_is_4xx_and_stores_nothing(tmp_path, secrets_env):
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=needs_pg)])
+def test_hostile_http_against_a_real_server_is_4xx_and_stores_nothing(tmp_path, secrets_env,
+                                                                      request, backend):
     """Requests written byte by byte against `s360bridge run`: each is refused with a 4xx (or
     its connection closed unanswered, never a 200 or a 5xx), nothing of them is stored, and
-    the server goes on answering a legitimate call."""
-    config = config_for(tmp_path, f"sqlite:///{tmp_path}/engine.db", max_body_bytes=65_536)
+    the server goes on answering a legitimate call. On both engine databases."""
+    engine_url = f"sqlite:///{tmp_path}/engine.db" if backend == "sqlite" else \
+        request.getfixturevalue("pg_schemas").new("hostile")
+    config = config_for(tmp_path, engine_url, max_body_bytes=65_536)
     bridge = bridge_of(config)
     proc, url = start_run(config, tmp_path / "run.log")
     port = int(url.rsplit(":", 1)[1])
@@ -259,8 +263,7 @@ def test_hostile_http_against_a_real_server_is_4xx_and_stores_nothing(tmp_path, 
         book = ledger.Ledger()
         book.answer(1, requests.post(f"{url}/s360/ticketchecks/testvenue", data=VALID,
                                      headers={"x-api-key": API_KEY}, timeout=10))
-        figures = book.settle(f"sqlite:///{tmp_path}/engine.db", "ticketchecks",
-                              journal_targets(tmp_path), timeout=30)
+        figures = book.settle(engine_url, "ticketchecks", journal_targets(tmp_path), timeout=30)
         assert figures["accepted"] == 1
     finally:
         bridge.close()
