@@ -57,6 +57,7 @@ from s360bridge.core.s360.client import (
     S360AuthError,
     S360BusinessError,
     S360Unavailable,
+    S360Uncertain,
 )
 from s360bridge.core.s360.contacts import CONTACT_SERVICE, SEARCH_RESULTS, best_match
 from s360bridge.core.s360.times import parse_s360_time, utc_of, utc_or_none
@@ -90,7 +91,7 @@ __all__ = [
     # errors
     "S360BridgeError", "ConfigError", "PluginError", "TargetUnavailable", "ServerError",
     "Undeliverable", "Refused", "S360ApiError", "S360AuthError", "S360BusinessError",
-    "S360Unavailable",
+    "S360Uncertain", "S360Unavailable",
     # reconcile
     "Comparison", "Field", "Reconciliation", "Side",
     # talking to S-360 and to other systems

@@ -108,6 +108,16 @@ def bridge(config_path):
 
 
 @pytest.fixture
+def shop(tmp_path, monkeypatch, secrets_env):
+    """A venue selling through the offers service (tests/helpers/shop.py)."""
+    from .helpers.shop import Shop  # it builds on this module's helpers
+
+    s = Shop(tmp_path, monkeypatch)
+    yield s
+    s.close()
+
+
+@pytest.fixture
 def pg_schemas():
     """PostgreSQL schemas of the test's own (tests/helpers/postgres.py); skipped without one."""
     with schemas() as made:

@@ -17,6 +17,7 @@ from s360bridge.core.s360.client import (
     S360BusinessError,
     S360Client,
     S360Unavailable,
+    S360Uncertain,
     mint_token,
 )
 from s360bridge.core.storage import migrate
@@ -116,6 +117,38 @@ def test_unreachable_s360_is_retried_then_unavailable(engine):
     with pytest.raises(S360Unavailable):
         c.call(SERVICE, "getContactData", {"contactNumber": "1"})
     assert c.stats["getContactData", "unreachable"] == 2  # the call and one retry
+
+
+ORDER = "externalOrderFacade"
+
+
+def test_a_timed_out_order_call_is_never_made_again(engine, sim):
+    """S-360 slow to answer a sales call (it does the work, then answers after the client's
+    timeout): the call is made once and is uncertain; a read is retried as before."""
+    api, url = sim
+    api.slow["createOrUpdateOrder"] = api.slow["getContactData"] = 0.6
+    c = client(engine, url, timeout_seconds=0.2)
+    with pytest.raises(S360Uncertain, match="read before anything else is sent"):
+        c.call(ORDER, "createOrUpdateOrder", {"pointOfSalesId": 1, "orderType": "SALE"})
+    assert api.count("createOrUpdateOrder") == 1
+    with pytest.raises(S360Unavailable):
+        c.call(SERVICE, "getContactData", {"contactNumber": "1"})
+    assert api.count("getContactData") == 2  # the call and one retry
+
+
+def test_an_order_call_is_made_again_where_s360_certainly_did_nothing(engine, sim):
+    """A 509 and a refused connection leave nothing done in S-360: made again."""
+    api, url = sim
+    api.force_509 = 1
+    with pytest.raises(S360BusinessError):  # an empty order, refused once it gets through
+        client(engine, url).call(ORDER, "createOrUpdateOrder", {"pointOfSalesId": 1})
+    assert (api.count("createOrUpdateOrder", 509), api.count("createOrUpdateOrder", 200)) \
+        == (1, 1)
+    refused = client(engine, "http://127.0.0.1:9", timeout_seconds=0.5)
+    with pytest.raises(S360Unavailable) as err:
+        refused.call(ORDER, "createOrUpdateOrder", {"pointOfSalesId": 1})
+    assert not isinstance(err.value, S360Uncertain)
+    assert refused.stats["createOrUpdateOrder", "unreachable"] == 2
 
 
 def test_a_wrong_version_is_a_clear_error(engine, sim):

@@ -4,7 +4,13 @@ A call is ``POST {base_url}/{module}/backend-apis/{service}/{version}/{method}``
 and a fresh HS256 JWT (REFERENCE §e.2, §e.3). Each call first takes its place in the shared
 per-method budget (core/s360/budget.py); an HTTP 509 waits for the next window; connection errors
 and 5xx are retried with backoff (tenacity); the result envelope's ``statusCode`` turns into
-typed errors (§e.5). Business errors are never retried: S-360's sales calls are not idempotent.
+typed errors (§e.5). Business errors are never retried.
+
+The sales calls that change an order (CHANGES_ORDERS) are not idempotent (§e.7, INFERRED: made
+twice, ``createOrUpdateOrder`` adds its items twice), so they are made again only where S-360
+certainly did nothing: a 509, no room in the budget, a connection refused. After a timeout, a
+5xx, a lost connection or an ``in_progress`` answer S-360 may have done the work: the call
+raises S360Uncertain, and the caller reads what S-360 holds before it sends anything else.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import jwt
 import requests
+import urllib3
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from s360bridge.core.config import S360ApiSettings
@@ -56,6 +63,23 @@ class S360OverLimit(S360Unavailable):
 
 class S360InProgress(S360Unavailable):
     """S-360 answered ``statusCode: in_progress``: the same call must be made again later."""
+
+
+class S360Unreachable(S360Unavailable):
+    """No connection to S-360 could be made: the request never left, S-360 did nothing."""
+
+
+class S360Uncertain(S360ApiError):
+    """A call that changes an order got no clear answer (timeout, 5xx, lost connection, in
+    progress): S-360 may or may not have done it. Read what S-360 holds before anything else
+    is sent; never make the call again blindly."""
+
+
+CHANGES_ORDERS = frozenset({  # §h.2–h.4: each call makes or changes an order, or pays
+    "createOrUpdateOrder", "createOrUpdateOrderWithGranularity", "closeOrder",
+    "createPaymentsAndCloseOrder", "cancelOperations", "abandonMovements", "notifyOrder",
+    "reopenOrder"})
+NOTHING_DONE = (S360OverLimit, S360Unreachable)  # what even those calls may be made again on
 
 
 class S360AuthError(S360ApiError):
@@ -103,15 +127,23 @@ class S360Client:
         return f"{self.settings.base_url}/{module}/backend-apis/{service}/{version}/{method}"
 
     def call(self, service: str, method: str, body: dict) -> dict:
-        """Make one call (retrying what may be retried); answer the result object."""
+        """Make one call (retrying what may be retried); answer the result object. A call
+        that changes an order raises S360Uncertain where S-360 may have done it."""
+        changes = method in CHANGES_ORDERS
         retrying = Retrying(
-            retry=retry_if_exception_type(S360Unavailable),
+            retry=retry_if_exception_type(NOTHING_DONE if changes else S360Unavailable),
             stop=stop_after_attempt(self.settings.retries + 1),
             wait=self._wait, sleep=self.sleep, reraise=True,
             before_sleep=lambda s: log.warning(
                 "%s: %s.%s, try %d: %s; trying again in %.1fs", self.institution, service,
                 method, s.attempt_number, s.outcome.exception(), s.next_action.sleep))
-        return retrying(self._call_once, service, method, body)
+        try:
+            return retrying(self._call_once, service, method, body)
+        except S360Unavailable as exc:
+            if changes and not isinstance(exc, NOTHING_DONE):
+                raise S360Uncertain(f"{exc}; S-360 may have done it: what it holds is read "
+                                    "before anything else is sent") from exc
+            raise
 
     def fetch_each(self, service: str, method: str, keys: list[str], body_of
                    ) -> dict[str, dict | None]:
@@ -147,7 +179,8 @@ class S360Client:
                                      timeout=self.settings.timeout_seconds)
         except requests.RequestException as exc:
             self.stats[method, "unreachable"] += 1
-            raise S360Unavailable(f"S-360 {method}: {type(exc).__name__}: {exc}") from None
+            kind = S360Unreachable if _never_sent(exc) else S360Unavailable
+            raise kind(f"S-360 {method}: {type(exc).__name__}: {exc}") from None
         self.stats[method, str(resp.status_code)] += 1
         return self._result(method, resp)
 
@@ -181,3 +214,13 @@ class S360Client:
             raise S360BusinessError(method, str(status), result.get("statusDetail"),
                                     result.get("expectedException"))
         return result
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """The connection itself failed (refused, no route, name not found, connect timeout): the
+    request was never sent. A connection lost later may have delivered it."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(exc, requests.ConnectionError) and isinstance(
+        reason, urllib3.exceptions.NewConnectionError | urllib3.exceptions.NameResolutionError)

@@ -24,7 +24,8 @@ OPTIONS = Draft202012Validator({
         "payment_method_id": {"type": "integer"},
         "availability_every_seconds": {"type": "number", "minimum": 60},
         "recovery_every_seconds": {"type": "number", "minimum": 1},
-        "lease_seconds": {"type": "number", "minimum": 1}}})
+        "lease_seconds": {"type": "number", "minimum": 1},
+        "uncertain_read_after_seconds": {"type": "number", "minimum": 0}}})
 
 
 def check_options(options: dict) -> None:

@@ -43,7 +43,7 @@ def _follow(bridge, inst, offer_id: int) -> dict:
             bar.label = f"offer {offer_id}: {row['state']}"
             bar.update(at - shown)
             shown = at
-            if row["state"] in store.FINAL:
+            if row["state"] in (*store.FINAL, "uncertain"):  # the recovery job resolves it
                 return row
             time.sleep(1)  # S-360 unavailable: the next round tries again
 

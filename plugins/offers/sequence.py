@@ -7,10 +7,11 @@ confirm: the same, from ``createOrUpdateOrder{SALE, fileId, RESUME_ALL_…_OPERA
 release: the same, with ``RESERVATION_FREEING`` / ``OPTION_FREEING`` and closeOrder
 cancel:  ordering (cancelOperations sent) -> done
 
-The Sales API is not idempotent and S-360 offers no look-up of an order by our reference. So
-an offer found in ``ordering`` after a crash is ``uncertain``: it may hold an open order, which
-S-360 abandons when it expires (``expires_at``), and the operator sees it. An offer found in
-``open`` or ``closing`` is completed (its order is known).
+The sales calls are not idempotent, and the client makes them again only where S-360 certainly
+did nothing (core/s360/client.py). After a timeout, a 5xx or a crash between a call and its
+answer the offer is ``uncertain``, and what S-360 holds is read before anything is sent again
+(resolve.py). A business refusal ends the attempt with a clear answer and gives back what the
+offer's open order held; a failed follow-up leaves the offer as it was (still releasable).
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ from s360bridge.core.api import (
     SEARCH_RESULTS,
     S360ApiError,
     S360BusinessError,
+    S360Uncertain,
     best_match,
     leases,
 )
 
 from . import catalog as cache
-from . import families, store
+from . import families, resolve, store
 
 log = logging.getLogger("s360bridge.offers")
 FACADE, SERVICE = "externalOrderFacade", "externalOrderService"
@@ -50,8 +52,13 @@ def _options(inst) -> dict:
     return inst.services["offers"].options
 
 
+def _json(text):
+    return orjson.loads(text) if text else None
+
+
 def _plan(bridge, inst, row: dict) -> dict:
-    """The createOrUpdateOrder body (and what goes with it) for the offer's action."""
+    """The createOrUpdateOrder body (and what goes with it) for the offer's action; every
+    read it needs (catalog, purchaser, payment method) is done here, before any order."""
     request = _json(row["request"])
     kind = TYPES[request.get("type", "sale")]
     catalog, pos = cache.catalog_of(bridge, inst)
@@ -61,45 +68,60 @@ def _plan(bridge, inst, row: dict) -> dict:
     purchaser = previous.get("purchaser") or _purchaser(bridge, inst, request)
     if purchaser:
         base["purchasersInfo"] = [{"contactReference": purchaser}]
+    common = {"purchaser": purchaser, "asked_at": time.time()}
     if row["action"] == "confirm":
         option = f"RESUME_ALL_{kind}_OPERATIONS"
-        return {"body": {**base, "orderType": "SALE", "fileId": row["file_id"],
-                         "orderCreationOptions": [option]},
-                "close_as": "SALE", "purchaser": purchaser, "type": "sale"}
+        return {**common, "close_as": "SALE", "type": "sale", "pay": _payment(pos, inst, request),
+                "body": {**base, "orderType": "SALE", "fileId": row["file_id"],
+                         "orderCreationOptions": [option]}}
     if row["action"] == "release":
-        return {"body": {**base, "orderType": f"{kind}_FREEING", "fileId": row["file_id"]},
-                "close_as": f"{kind}_FREEING", "purchaser": purchaser,
-                "type": previous.get("type")}
+        return {**common, "close_as": f"{kind}_FREEING", "type": previous.get("type"),
+                "body": {**base, "orderType": f"{kind}_FREEING", "fileId": row["file_id"]}}
     try:
         lines = [families.build(catalog, pos["audiences"], line) for line in request["lines"]]
     except families.UnknownInCatalog as exc:
         raise Failed(422, {"error": str(exc)}) from None
-    return {"body": {**base, "orderType": kind, **families.order_body(lines)},
-            "close_as": kind, "purchaser": purchaser, "type": request.get("type", "sale"),
+    return {**common, "close_as": kind, "type": request.get("type", "sale"),
+            "pay": _payment(pos, inst, request) if kind == "SALE" else None,
+            "body": {**base, "orderType": kind, **families.order_body(lines)},
             "asked": [{"line": i, "quota": ":".join(map(str, x.quota)),
                        "quantity": x.operation["quantity"]} for i, x in enumerate(lines)]}
 
 
+def _payment(pos: dict, inst, request: dict) -> int | None:
+    """The pending-account payment method of a sale to be paid (None: closed unpaid)."""
+    if not request.get("pay", True):
+        return None
+    return _options(inst).get("payment_method_id") or _pending_method(pos)
+
+
+def _pending_method(pos: dict) -> int:
+    for m in pos["pos"].get("paymentMethods", []):
+        if m.get("code") == "PENDING_ACCOUNT":
+            return m["id"]
+    raise Failed(422, {"error": "S-360's point of sales has no pending-account payment "
+                                "method: set services.offers.options.payment_method_id"})
+
+
 def _purchaser(bridge, inst, request: dict) -> str | None:
-    """The purchaser's contact number: given, or found by e-mail, or created."""
+    """The purchaser's contact number: given, or found by e-mail, or created (by e-mail or
+    by name alone)."""
     who = request.get("purchaser") or {}
     if who.get("contact_number"):
         return who["contact_number"]
-    if not who.get("email"):
+    if not (who.get("email") or who.get("first_name") or who.get("last_name")):
         return None
     client = bridge.s360(inst)
-    found = best_match(client.call(CONTACTS, "searchContact", {"email": who["email"]}).get(
-        SEARCH_RESULTS) or [])
-    if found:
-        return found
+    if who.get("email"):
+        found = best_match(client.call(CONTACTS, "searchContact", {"email": who["email"]}).get(
+            SEARCH_RESULTS) or [])
+        if found:
+            return found
     made = client.call(CONTACTS, "createCulturalContact", {"contactDataList": [
-        {"identifier": 1, "email": who["email"], "firstName": who.get("first_name"),
-         "lastName": who.get("last_name"), "createLogin": False}]})
+        {"identifier": 1, "createLogin": False, **{k: v for k, v in (
+            ("email", who.get("email")), ("firstName", who.get("first_name")),
+            ("lastName", who.get("last_name"))) if v}}]})
     return (made.get("identifierContactMap") or {}).get("1")
-
-
-def _json(text):
-    return orjson.loads(text) if text else None
 
 
 def _left(bridge, inst, plan: dict) -> list[dict]:
@@ -120,14 +142,12 @@ def _expiry(inst) -> str:
 
 def step(bridge, inst, row: dict) -> None:
     """Do the next step of the offer; raises Failed when it cannot go on."""
-    engine, client, oid = bridge.engine, bridge.s360(inst), row["id"]
-    state, action = row["state"], row["action"]
-    if state == "new" and action == "cancel":  # a closed sale: nothing to plan
-        store.save(engine, oid, state="ordering")
-        try:
-            client.call(SERVICE, "cancelOperations", {"orderId": row["order_id"]})
-        except S360BusinessError as exc:
-            raise Failed(422, {"error": str(exc)}) from None
+    engine, oid, state = bridge.engine, row["id"], row["state"]
+    if state == "new" and row["action"] == "cancel":  # a closed sale: nothing to plan
+        store.save(engine, oid, state="ordering", result={
+            **(_json(row["result"]) or {}), "asked_at": time.time()})
+        _sent(bridge, row, lambda: bridge.s360(inst).call(SERVICE, "cancelOperations", {
+            "orderId": row["order_id"], **_movements(row)}))
         store.save(engine, oid, state="done", http_status=200,
                    result={**(_json(row["result"]) or {}), "state": "cancelled"})
     elif state == "new":
@@ -135,89 +155,92 @@ def step(bridge, inst, row: dict) -> None:
         store.save(engine, oid, state="ordering", expires_at=_expiry(inst),
                    result={**(_json(row["result"]) or {}), "plan": plan})
         try:
-            answer = client.call(FACADE, "createOrUpdateOrder", plan["body"])
+            answer = _sent(bridge, row, lambda: bridge.s360(inst).call(
+                FACADE, "createOrUpdateOrder", plan["body"]))
         except S360BusinessError as exc:
             if "availability" in f"{exc.detail} {exc.expected_exception}":
                 raise Failed(409, {"error": "not enough places left",
                                    "asked": _left(bridge, inst, plan)}) from None
-            raise Failed(422, {"error": str(exc)}) from None
-        data = answer.get("orderUpdateData") or {}
-        updates = data.get("operationDataUpdates") or [{}]
-        store.save(engine, oid, state="open", order_id=data.get("orderId"),
-                   file_id=updates[0].get("fileId") or row["file_id"],
-                   expires_at=data.get("expirationDate") or _expiry(inst),
-                   result={"plan": plan, "purchaser": plan["purchaser"], "type": plan["type"],
-                           "movements": [m["movementId"] for m in
-                                         data.get("movementDataUpdates") or []],
-                           "total": data.get("totalAmount")})
+            raise
+        opened(bridge, inst, row, plan, answer.get("orderUpdateData") or {})
     elif state == "open":
         result = _json(row["result"])
         holders = (_json(row["request"]) or {}).get("holders") or []
-        if holders and action == "create":
-            client.call(SERVICE, "setMovementContactData", families.holders_body(
+        if holders and row["action"] in ("create", "confirm"):
+            bridge.s360(inst).call(SERVICE, "setMovementContactData", families.holders_body(
                 row["order_id"], result["movements"], holders))
         store.save(engine, oid, state="closing")
         _close(bridge, inst, row, result)
     elif state == "closing":
-        details = client.call(SERVICE, "getOrderDetails", {"orderId": row["order_id"]})
+        details = bridge.s360(inst).call(SERVICE, "getOrderDetails", {"orderId": row["order_id"]})
         order_state = (details.get("orderDetailsData") or {}).get("orderState")
         if order_state == "CLOSED":
-            _finish(bridge, inst, row, details)
+            _finish(bridge, row, details)
         elif order_state == "ABANDONED":
             raise Failed(410, {"error": "S-360 abandoned the open order (it expired)"})
         else:
             _close(bridge, inst, row, _json(row["result"]))
-    elif state == "ordering" and action == "cancel":  # found after a crash
-        store.save(engine, oid, state="uncertain", http_status=500,
-                   error="the bridge stopped after asking S-360 to cancel order "
-                         f"{row['order_id']} and before storing its answer: check it in S-360")
-    elif state == "ordering":  # found after a crash: S-360 may hold an open order
-        store.save(engine, oid, state="uncertain", http_status=500,
-                   error="the bridge stopped after asking S-360 for an order and before "
-                         "storing its answer; S-360 offers no way to find it: if it was "
-                         f"created it holds places until it expires at {row['expires_at']}")
+    elif state in ("ordering", "uncertain"):  # the call may have been made: read first
+        resolve.uncertain(bridge, inst, row)
+
+
+def _sent(bridge, row: dict, call):
+    """Make a call that changes an order: no clear answer makes the offer uncertain (raised
+    on as S360Uncertain); a failure where S-360 did nothing takes the step back to ``new``."""
+    try:
+        return call()
+    except S360Uncertain as exc:
+        resolve.became_uncertain(bridge, row, str(exc))
+        raise
+    except S360BusinessError:
+        raise
+    except S360ApiError:
+        store.save(bridge.engine, row["id"], state="new")
+        raise
+
+
+def opened(bridge, inst, row: dict, plan: dict, data: dict) -> None:
+    """Keep what createOrUpdateOrder answered (or what the file shows it made)."""
+    updates = data.get("operationDataUpdates") or [{}]
+    store.save(bridge.engine, row["id"], state="open", order_id=data.get("orderId"),
+               file_id=updates[0].get("fileId") or row["file_id"],
+               expires_at=data.get("expirationDate") or _expiry(inst),
+               result={**(_json(row["result"]) or {}), "plan": plan,
+                       "purchaser": plan["purchaser"], "type": plan["type"],
+                       "movements": [m["movementId"] for m in
+                                     data.get("movementDataUpdates") or []],
+                       "total": data.get("totalAmount")})
+
+
+def _movements(row: dict) -> dict:
+    moves = (_json(row["result"]) or {}).get("movements")
+    return {"movementIds": moves} if moves else {}
 
 
 def _close(bridge, inst, row: dict, result: dict) -> None:
     client, plan = bridge.s360(inst), result["plan"]
-    purchaser = plan.get("purchaser")
-    kind = plan["close_as"]
-    pay = (_json(row["request"]) or {}).get("pay", True)
-    try:
-        if kind == "SALE" and pay and result.get("total"):
-            method = _options(inst).get("payment_method_id") or _pending_method(bridge, inst)
-            client.call(SERVICE, "createPaymentsAndCloseOrder", {
-                "orderId": row["order_id"], "orderType": "SALE", "maxWaitingTime": 0,
-                "payments": [{"amount": result["total"], "paymentMethodId": method}],
-                **({"purchasersInfo": [{"contactReference": purchaser}]} if purchaser else {})})
-        else:
-            client.call(SERVICE, "closeOrder", {
-                "orderId": row["order_id"], "orderType": kind, "generateBarCodes": True,
-                **({"purchaserInfo": {"contactReference": purchaser}} if purchaser else {})})
-    except S360BusinessError as exc:
-        try:  # give the places back now rather than when the open order expires
-            client.call(SERVICE, "abandonMovements", {"orderId": row["order_id"]})
-        except S360ApiError:
-            pass
-        raise Failed(422, {"error": str(exc)}) from None
-    _finish(bridge, inst, row, client.call(SERVICE, "getOrderDetails",
-                                           {"orderId": row["order_id"]}))
+    purchaser, kind, method = plan.get("purchaser"), plan["close_as"], plan.get("pay")
+    who = {"purchasersInfo": [{"contactReference": purchaser}]} if purchaser else {}
+    if kind == "SALE" and method:
+        total = result.get("total")
+        if total is None:  # S-360 did not say: the order itself does
+            total = (client.call(SERVICE, "getOrderDetails", {"orderId": row["order_id"]})
+                     .get("orderDetailsData") or {}).get("saleAmount")
+        client.call(SERVICE, "createPaymentsAndCloseOrder", {
+            "orderId": row["order_id"], "orderType": "SALE", "maxWaitingTime": 0,
+            "payments": [{"amount": total, "paymentMethodId": method}], **who})
+    else:
+        client.call(SERVICE, "closeOrder", {
+            "orderId": row["order_id"], "orderType": kind, "generateBarCodes": True,
+            **({"purchaserInfo": who["purchasersInfo"][0]} if who else {})})
+    _finish(bridge, row, client.call(SERVICE, "getOrderDetails", {"orderId": row["order_id"]}))
 
 
-def _pending_method(bridge, inst) -> int:
-    _, pos = cache.catalog_of(bridge, inst)
-    for m in pos["pos"].get("paymentMethods", []):
-        if m.get("code") == "PENDING_ACCOUNT":
-            return m["id"]
-    raise Failed(422, {"error": "S-360's point of sales has no pending-account payment "
-                                "method: set services.offers.options.payment_method_id"})
-
-
-def _finish(bridge, inst, row: dict, details: dict) -> None:
+def _finish(bridge, row: dict, details: dict) -> None:
     d = details.get("orderDetailsData") or {}
     result = _json(store.row(bridge.engine, row["id"])["result"]) or {}
     state = {"release": "released"}.get(row["action"], "closed")
-    store.save(bridge.engine, row["id"], state="done", http_status=201, result={
+    store.save(bridge.engine, row["id"], state="done", http_status=201, error=None, result={
         **result, "state": state, "order_id": d.get("orderId"), "order_type": d.get("orderType"),
         "order_state": d.get("orderState"),
         "amounts": {k: d.get(k) for k in ("saleAmount", "reservationAmount", "optionAmount")},
@@ -242,11 +265,13 @@ def run(bridge, inst, offer_id: int, lease_seconds: float | None = None) -> dict
             try:
                 step(bridge, inst, row)
             except Failed as exc:
-                store.save(bridge.engine, offer_id, state="failed", http_status=exc.status,
-                           error=str(exc), result={**(_json(row["result"]) or {}),
-                                                   "failure": exc.body})
-            except S360ApiError as exc:  # S-360 unavailable: the next round goes on
-                log.warning("%s: offer %s waits at %s: %s", inst.code, offer_id, row["state"],
-                            exc)
+                resolve.failed(bridge, inst, offer_id, exc.status, exc.body)
+            except S360BusinessError as exc:  # S-360 refused: this attempt ends here
+                resolve.failed(bridge, inst, offer_id, 422, {"error": str(exc)})
+            except S360Uncertain:  # the offer is uncertain now: the next round reads
+                continue
+            except (S360ApiError, resolve.NotYet) as exc:  # the next round goes on
+                log.warning("%s: offer %s waits at %s: %s", inst.code, offer_id,
+                            store.row(bridge.engine, offer_id)["state"], exc)
                 break
     return store.row(bridge.engine, offer_id)

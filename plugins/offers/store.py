@@ -51,7 +51,7 @@ CACHE = Table(
     Column("marker", Text),  # e.g. the lastSetupUpdate the catalog was read at
     Column("data", Text, nullable=False),
 )
-FINAL = ("done", "failed", "uncertain")
+FINAL = ("done", "failed")  # an uncertain offer is resolved by the recovery job
 
 
 def row(engine, offer_id: int) -> dict | None:

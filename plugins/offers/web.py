@@ -1,8 +1,10 @@
 """``/crm/offers/{institution}``: create an offer, follow it up, read it; and the catalog.
 
 POST answers 201 with the result when the sequence completes within ``wait_seconds``, else
-202 with the offer's URL to poll. The idempotency key (``idempotency_key`` in the body, or an
-``Idempotency-Key`` header) makes a repeated request answer the same offer, never a new order.
+202 with the offer's URL to poll (state ``uncertain`` included: S-360 gave no clear answer, and
+the bridge reads what it holds before sending anything again). The idempotency key
+(``idempotency_key`` in the body, or an ``Idempotency-Key`` header) makes a repeated request
+answer the same offer, never a new order.
 """
 
 from __future__ import annotations
@@ -35,15 +37,19 @@ REQUEST = Draft202012Validator({
         "pay": {"type": "boolean"}}})
 FOLLOW_UPS = {"confirm": ("reservation", "option"), "release": ("reservation", "option"),
               "cancel": ("sale",)}
+DONE = {"confirm": "confirmed", "release": "released", "cancel": "cancelled"}
 
 
 def view(row: dict, code: str) -> dict:
     """An offer as the API shows it."""
     result = orjson.loads(row["result"]) if row["result"] else {}
-    shown = {k: v for k, v in result.items() if k not in ("plan", "movements")}
+    shown = {k: v for k, v in result.items()
+             if k not in ("plan", "movements", "before", "uncertain_since", "state")}
+    # a finished offer says what it is (closed, released, cancelled); the others where it is
+    state = result.get("state", "closed") if row["state"] == "done" else row["state"]
     return {"id": row["id"], "institution": row["institution"],
             "idempotency_key": row["idempotency_key"], "action": row["action"],
-            "state": row["state"], "order_id": row["order_id"], "file_id": row["file_id"],
+            "state": state, "order_id": row["order_id"], "file_id": row["file_id"],
             "expires_at": row["expires_at"], "error": row["error"], **shown,
             "url": f"/crm/offers/{code}/{row['id']}"}
 
@@ -54,8 +60,6 @@ def answer(row: dict, code: str):
     if row["state"] == "failed":
         body = view(row, code)
         return json_response({**body, **(body.get("failure") or {})}, row["http_status"])
-    if row["state"] == "uncertain":
-        return json_response(view(row, code), 500)
     return json_response(view(row, code), 202, {"Location": f"/crm/offers/{code}/{row['id']}"})
 
 
@@ -114,7 +118,12 @@ def follow_up(code: str, offer_id: int, action: str):
     if row is None or row["institution"] != inst.code:
         raise RequestRefused(404, f"no offer {offer_id} for {code!r}")
     start_follow_up(bridge, row, action)
-    return run_and_answer(bridge, inst, cfg, offer_id)
+    answered = run_and_answer(bridge, inst, cfg, offer_id)
+    row = store.row(bridge.engine, offer_id)
+    failure = (orjson.loads(row["result"] or "{}")).get("last_follow_up") or {}
+    if row["action"] != action and failure.get("action") == action:  # it failed: said so
+        return json_response({**view(row, code), **failure}, failure["status"])
+    return answered
 
 
 @bp.get("/crm/catalog/<code>")
@@ -135,8 +144,14 @@ def start_follow_up(bridge, row: dict, action: str) -> None:
     if row["action"] == action:
         return
     kind = (orjson.loads(row["result"] or "{}")).get("type")
-    if row["state"] != "done" or kind not in FOLLOW_UPS[action]:
-        raise RequestRefused(409, f"offer {row['id']} is a {kind or 'unfinished'} offer in "
-                                  f"state {row['state']}: it cannot be {action}ed")
+    result = orjson.loads(row["result"] or "{}")
+    if row["state"] != "done" or kind not in FOLLOW_UPS[action] \
+            or result.get("state") not in (None, "closed"):
+        shown = view(row, "")["state"]
+        raise RequestRefused(409, f"offer {row['id']} is a {kind or 'unfinished'} offer, "
+                                  f"{shown}: it cannot be {DONE[action]}")
+    before = {"action": row["action"], "order_id": row["order_id"], "file_id": row["file_id"],
+              "http_status": row["http_status"],
+              "result": {k: v for k, v in result.items() if k != "last_follow_up"}}
     store.save(bridge.engine, row["id"], action=action, state="new", http_status=None,
-               error=None)
+               error=None, result={**before["result"], "before": before})

@@ -1,0 +1,101 @@
+"""Offers when S-360 is slow, refuses, or lacks what a sale needs: a sales call is never made
+again blindly, a refusal ends the attempt and gives back what was held, a failed follow-up
+leaves the offer as it was."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import requests
+
+from s360bridge.plugins.offers import recover, store
+from s360bridge.simulator import catalog as sim_catalog
+from s360bridge.simulator import sales as sim_sales
+from s360bridge.simulator.contacts import BusinessError
+
+from .helpers.processes import wait_until
+from .helpers.shop import LINES, PERF
+
+
+def offer_of(shop, response: requests.Response) -> dict:
+    return store.row(shop.bridge.engine, response.json()["id"])
+
+
+def test_a_timed_out_sale_is_never_sent_again_and_fails_once_its_order_expired(shop):
+    """S-360 makes the order but answers after the client's timeout: the offer answers 202
+    ``uncertain`` (never a 500, never a second createOrUpdateOrder); S-360 documents no way to
+    find the order, so it stays uncertain until that order has expired (2 s here, and a
+    margin), then fails, certain that nothing was sold or held."""
+    client = shop.bridge.s360(shop.inst)
+    client.settings = dataclasses.replace(client.settings, timeout_seconds=0.3)
+    shop.api.slow["createOrUpdateOrder"] = 1.0
+    r = shop.offer("slow-sale", LINES["event"])
+    assert r.status_code == 202 and r.json()["state"] == "uncertain", r.text
+    assert r.headers["Location"] == r.json()["url"]
+    assert "holds places until it expires" in r.json()["error"]
+    assert shop.calls("createOrUpdateOrder") == 1
+    assert shop.left("seats", PERF, 302) == 38  # the order S-360 made holds its 2 seats
+    shop.api.slow.clear()
+
+    def resolved() -> bool:
+        recover(shop.bridge, shop.inst)
+        shop.sales.expire()
+        return offer_of(shop, r)["state"] == "failed"
+
+    wait_until(resolved, 20, "the uncertain offer to resolve once its order expired")
+    shown = requests.get(shop.proc.url + r.json()["url"], timeout=10,
+                         headers={"x-api-key": "crm-posts-its-changes-with-this"})
+    assert shown.status_code == 410 and "nothing was sold and nothing is held" in shown.text
+    assert shop.calls("createOrUpdateOrder") == 1
+    assert shop.left("seats", PERF, 302) == 40
+
+
+def test_a_sale_without_a_pending_account_method_fails_before_any_order(shop, monkeypatch):
+    monkeypatch.setitem(sim_catalog.METHODS, "getPOSConfig", lambda c, b: {"posConfigData": {
+        "posId": sim_catalog.POS_ID, "paymentMethods": [{"id": 16362, "code": "CASH"}]}})
+    r = shop.offer("no-pending-account", LINES["open pass"])
+    assert r.status_code == 422 and "no pending-account payment method" in r.json()["error"]
+    assert shop.calls("createOrUpdateOrder") == 0
+
+
+def test_a_refused_close_gives_the_places_back_at_once(shop):
+    shop.inst.services["offers"].options["payment_method_id"] = 999  # S-360 knows no such one
+    r = shop.offer("refused-close", LINES["event"])
+    assert r.status_code == 422 and "error.payment.unknownMethod" in r.json()["error"]
+    assert shop.calls("abandonMovements") == 1
+    assert shop.left("seats", PERF, 302) == 40  # not held until the open order expires
+    assert offer_of(shop, r)["state"] == "failed"
+
+
+def test_a_refusal_while_naming_holders_ends_the_attempt(shop, monkeypatch):
+    """A business refusal is an answer, not S-360 being unavailable: made once, the offer
+    fails with it, its open order is abandoned."""
+    def refuse(s, b):
+        raise BusinessError("failed", "error.contact.notFound: 0009999")
+    monkeypatch.setitem(sim_sales.SERVICE, "setMovementContactData", refuse)
+    r = shop.offer("refused-holders", LINES["open pass"], holders=["0009999"])
+    assert r.status_code == 422 and "error.contact.notFound" in r.json()["error"]
+    recover(shop.bridge, shop.inst)  # nothing left to do: not tried again
+    assert shop.calls("setMovementContactData") == 1
+    assert shop.calls("abandonMovements") == 1 and shop.calls("closeOrder") == 0
+
+
+def test_a_purchaser_given_by_name_alone_is_created(shop):
+    r = shop.offer("by-name", LINES["open pass"],
+                   purchaser={"first_name": "Ada", "last_name": "Lovelace"})
+    assert r.status_code == 201, r.text
+    assert shop.calls("createCulturalContact") == 1 and shop.calls("searchContact") == 0
+    order = shop.api.order_stores["testvenue"].get(r.json()["order_id"])["orderDetailsData"]
+    made = shop.store.get(order["contactReference"])["individualContact"]
+    assert (made["individualFirstname"], made["individualLastname"]) == ("Ada", "Lovelace")
+
+
+@pytest.mark.parametrize("kind, action, why", [
+    ("sale", "release", "is a sale offer, closed: it cannot be released"),
+    ("reservation", "cancel", "is a reservation offer, closed: it cannot be cancelled")])
+def test_a_follow_up_that_does_not_apply_says_why(shop, kind, action, why):
+    r = shop.offer(f"{kind}-{action}", LINES["open pass"], kind=kind)
+    assert r.status_code == 201, r.text
+    refused = shop.follow_up(r.json()["id"], action)
+    assert refused.status_code == 409 and why in refused.json()["error"]
