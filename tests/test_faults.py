@@ -6,7 +6,6 @@ tricks, unknown methods, oversized bodies). docs/guarantees.md names what each p
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import threading
@@ -19,7 +18,7 @@ import requests
 from .conftest import API_KEY, base_config, bridge_of, write_config
 from .helpers import ledger
 from .helpers.postgres import needs_pg
-from .helpers.processes import checks, free_port, healthy, start, wait_until
+from .helpers.processes import checks, free_port, healthy, start, stop, wait_until
 from .helpers.stored import totals
 
 LIMITS = {"request_timeout_seconds": 1, "postgres_connect_timeout_seconds": 2,
@@ -47,11 +46,6 @@ def start_run(config: Path, log: Path):
     proc = start(["run", "-c", str(config), "--port", str(port)], log)
     wait_until(lambda: healthy(url), 30, "the receiver to be ready", proc)
     return proc, url
-
-
-def stop(proc: subprocess.Popen) -> int:
-    os.killpg(proc.pid, signal.SIGTERM)
-    return proc.wait(30)
 
 
 class Sender:

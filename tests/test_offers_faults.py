@@ -14,7 +14,7 @@ from s360bridge.simulator import catalog as sim_catalog
 from s360bridge.simulator import sales as sim_sales
 from s360bridge.simulator.contacts import BusinessError
 
-from .helpers.processes import wait_until
+from .helpers.processes import free_port, start, stop, wait_until
 from .helpers.shop import LINES, PERF
 
 
@@ -99,3 +99,16 @@ def test_a_follow_up_that_does_not_apply_says_why(shop, kind, action, why):
     assert r.status_code == 201, r.text
     refused = shop.follow_up(r.json()["id"], action)
     assert refused.status_code == 409 and why in refused.json()["error"]
+
+
+def test_the_scheduler_warms_the_catalog_and_availabilities_when_it_starts(shop, tmp_path):
+    """Jobs run once when the scheduler starts, then at their interval (availabilities every
+    hour by default): a sale is never planned on an empty cache for the first hour."""
+    proc = start(["run", "-c", str(shop.config), "--port", str(free_port())],
+                 tmp_path / "run.log")
+    try:
+        wait_until(lambda: store.cached(shop.bridge.engine, "testvenue", "availability"), 30,
+                   "the availabilities to be cached", proc)
+        assert store.cached(shop.bridge.engine, "testvenue", "catalog") is not None
+    finally:
+        assert stop(proc) == 0

@@ -26,11 +26,13 @@ log = logging.getLogger("s360bridge.runner")
 
 
 def run_scheduler(bridge: Bridge, stop: threading.Event) -> None:
-    """Run the plugins' periodic jobs until ``stop``; a failing job is logged, not fatal."""
+    """Run the plugins' periodic jobs until ``stop``: each once at start (a cache is warm, a
+    failing job shows at once), then at its interval; a failing job is logged, not fatal."""
     scheduler = schedule.Scheduler()
     for name, every, func in bridge.hooks.jobs(bridge):
         scheduler.every(every).seconds.do(_guarded, name, func)
         log.info("job %s every %gs", name, every)
+    scheduler.run_all()
     while not stop.is_set():
         scheduler.run_pending()
         idle = scheduler.idle_seconds

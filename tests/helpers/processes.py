@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -41,6 +42,12 @@ def wait_until(condition, timeout: float, what: str, proc: subprocess.Popen | No
             raise AssertionError(f"process exited with {proc.returncode} while waiting: {what}")
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def stop(proc: subprocess.Popen) -> int:
+    """SIGTERM to the process group; answers the exit status."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    return proc.wait(30)
 
 
 def healthy(url: str) -> bool:
