@@ -149,6 +149,12 @@ def test_the_cache_respects_its_refresh_limits(shop, runner):
     assert result.exit_code == 0, result.output
     assert "HAMLET" in result.output and "MUSPASS" not in result.output
     assert "ADULT 65.00 EUR" in result.output
+    passes = runner.invoke(cli, ["catalog", "-c", str(shop.config), "--institution",
+                                 "testvenue", "--search", "pass"])
+    assert "item 10228231108401 left 200" in passes.output  # the open pass's quota
+    seasons = runner.invoke(cli, ["catalog", "-c", str(shop.config), "--institution",
+                                  "testvenue", "--search", "season26"])
+    assert "item 10228231108513 left 10" in seasons.output
     assert shop.calls("getCatalogDetailed") == 1  # the command read the cache
 
 

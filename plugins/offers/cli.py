@@ -173,6 +173,10 @@ def catalog_command(configs, institution, search, refresh, as_json):
         for slot in p.get("timeslots") or []:
             key = f"timeslot:{slot['id']}"
             click.echo(f"  time slot {slot['id']} {slot['start']} left {left.get(key, '?')}")
+        for item in p.get("items") or []:  # passes and season tickets: a quota per item
+            key = f"item:{item['id']}"
+            if key in left:
+                click.echo(f"  item {item['id']} left {left[key]}")
         if p.get("prices"):
             click.echo("  " + ", ".join(f"{names.get(x['audSubCatId'], x['audSubCatId'])} "
                                         f"{_money(x['amount'], currency)}" for x in p["prices"]))
