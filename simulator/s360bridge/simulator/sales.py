@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .catalog import CURRENCY, PENDING_ACCOUNT, Catalog, _iso
+from .catalog import CURRENCY, PENDING_ACCOUNT, POS_ID, Catalog, _iso
 from .contacts import BusinessError
 from .orders import OrderStore, get_order_details
 
@@ -165,6 +165,11 @@ class Sales:
     def create_or_update(self, body: dict) -> dict:
         self.expire()
         kind = body.get("orderType", "SALE")
+        # [FOUND h.2] pointOfSalesId is mandatory, and is the one getPOSConfig gives
+        if body.get("pointOfSalesId") is None:
+            raise BusinessError("failed", "error.parameter.missing: pointOfSalesId")
+        if body["pointOfSalesId"] != POS_ID:
+            raise BusinessError("failed", "error.parameter.invalid: pointOfSalesId")
         if kind not in KINDS:
             raise BusinessError("failed", f"error.parameter.invalid: orderType {kind}")
         options = set(body.get("orderCreationOptions") or [])
