@@ -113,3 +113,58 @@ def test_an_order_without_the_point_of_sales_is_refused(sim, pos, detail):
         {"itemId": PASS_ITEM, "audienceSubCategoryId": ADULT, "quantity": 2}]}
     sim.refused("createOrUpdateOrder", body, detail)
     assert sim.sales.orders == {} and sim.left(PASSES) == 200  # nothing held
+
+
+# -- abandonMovements: only the movements named [FOUND h.4] -------------------------------------
+def test_abandoning_some_movements_keeps_the_order_open_with_the_others(sim):
+    made = sim.order(seats=3, passes=2)
+    order_id = made["orderId"]
+    before = sim.details(order_id)
+    seat_op, pass_op = operations(before)
+    assert (sim.left(SEATS), sim.left(PASSES)) == (37, 198)
+    gone = movements(before, seat_op)[:1] + movements(before, pass_op)
+    sim.ok("abandonMovements", {"orderId": order_id, "movementIds": gone})
+    after = sim.details(order_id)
+    assert after["orderState"] == "OPEN" and sim.closed == []
+    assert movements(after) == movements(before, seat_op)[1:]
+    assert lines(after) == [(PERF, 2, 90000)] and after["saleAmount"] == 90000
+    assert (sim.left(SEATS), sim.left(PASSES)) == (38, 200)  # only their places came back
+    # the order closes with the amount of what is left, with a barcode per movement left
+    sim.refused("createPaymentsAndCloseOrder", {"orderId": order_id, "payments": [
+        {"amount": made["totalAmount"], "paymentMethodId": PENDING_ACCOUNT}]},
+        "error.payment.amount")
+    sim.ok("createPaymentsAndCloseOrder", {"orderId": order_id, "payments": [
+        {"amount": 90000, "paymentMethodId": PENDING_ACCOUNT}]})
+    closed = sim.details(order_id)
+    assert closed["orderState"] == "CLOSED" and all(m["barcode"] for m in closed["movementDatas"])
+    assert sim.left(SEATS) == 38
+
+
+def test_abandoning_the_last_movements_abandons_the_order(sim):
+    made = sim.order(seats=2, passes=1)
+    order_id = made["orderId"]
+    first = movements(sim.details(order_id))[:1]
+    sim.ok("abandonMovements", {"orderId": order_id, "movementIds": first})
+    rest = movements(sim.details(order_id))
+    sim.ok("abandonMovements", {"orderId": order_id, "movementIds": rest})
+    assert [(o["orderId"], o["orderState"]) for o in sim.closed] == [(order_id, "ABANDONED")]
+    assert (sim.left(SEATS), sim.left(PASSES)) == (40, 200)
+    sim.refused("abandonMovements", {"orderId": order_id, "movementIds": rest},
+                "error.order.notOpen")
+
+
+@pytest.mark.parametrize("ids, detail", [
+    (None, "error.parameter.missing: movementIds"),
+    ([], "error.parameter.invalid: movementIds"),
+    ("all", "error.parameter.invalid: movementIds"),
+    ([True], "error.parameter.invalid: movementIds"),
+    ([404], "error.movement.notFound: 404"),
+])
+def test_abandoning_without_known_movements_is_refused(sim, ids, detail):
+    made = sim.order(seats=2, passes=0)
+    body = {"orderId": made["orderId"]} | ({} if ids is None else {"movementIds": ids})
+    if ids == [404]:  # one known and one unknown: neither leaves
+        body["movementIds"] = [made["movementDataUpdates"][0]["movementId"], 404]
+    sim.refused("abandonMovements", body, detail)
+    assert len(movements(sim.details(made["orderId"]))) == 2 and sim.left(SEATS) == 38
+    assert sim.closed == []

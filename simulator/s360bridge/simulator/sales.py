@@ -271,10 +271,40 @@ class Sales:
             self._save(o)
         return {}
 
+    def _unit_quota(self, o: Order, movement: dict) -> Counter:
+        """The places one movement holds: one unit of its line's quotas, as far as ``o``
+        still holds them (an option holds none)."""
+        line = next(x for x in o.lines if x["operationId"] == movement["operationId"])
+        _, wanted = self._lines(_as_body([{**line, "quantity": 1}]))
+        return wanted & o.held
+
+    def _release(self, o: Order, movements: list[dict]) -> None:
+        """Give back the places of ``movements`` of ``o``."""
+        for m in movements:
+            places = self._unit_quota(o, m)
+            self.catalog.give_back(places)
+            o.held -= places
+
     def abandon(self, body: dict) -> dict:
+        """Some movements leave an open order and give back their places; an order left with
+        none is abandoned (REFERENCE h.4: ``abandonMovements(orderId, movementIds)`` "removes
+        items from an open order")."""
         with self._lock:
             o = self.open_order(body.get("orderId"))
-            self._abandon(o)
+            # [FOUND h.4] the movements to remove are named: without them nothing is removed
+            ids = _id_list(body, "movementIds", required=True)
+            gone = _pick(o.movements, ids, "movementId", "error.movement.notFound")
+            if len(gone) == len(o.movements):
+                self._abandon(o)  # nothing left: the order is abandoned as a whole
+                return {}
+            self._release(o, gone)
+            o.movements = [m for m in o.movements if m["movementId"] not in ids]
+            left = Counter(m["operationId"] for m in o.movements)
+            # the lines keep as many units as they have movements left (REFERENCE c.2)
+            o.lines = [{**x, "quantity": left[x["operationId"]],
+                        "totalAmount": left[x["operationId"]] * x["unitPrice"]}
+                       for x in o.lines if left[x["operationId"]]]
+            self._save(o)
         return {}
 
     def cancel(self, body: dict) -> dict:
@@ -295,6 +325,30 @@ class Sales:
             self.orders[refund.id] = refund
             self._save(refund, finished=True)
         return {"orderUpdateData": {"orderId": refund.id, "totalAmount": refund.total}}
+
+
+def _id_list(body: dict, key: str, required: bool = False) -> list[int] | None:
+    """The ids of ``body[key]``, without repeats: None when absent (and not ``required``); an
+    empty list or one of non-integers is refused."""
+    ids = body.get(key)
+    if ids is None:
+        if required:
+            raise BusinessError("failed", f"error.parameter.missing: {key}")
+        return None
+    if not isinstance(ids, list) or not ids or \
+            any(isinstance(x, bool) or not isinstance(x, int) for x in ids):
+        raise BusinessError("failed", f"error.parameter.invalid: {key}")
+    return list(dict.fromkeys(ids))
+
+
+def _pick(items: list[dict], ids: list[int], key: str, missing: str) -> list[dict]:
+    """The items whose ``key`` is one of ``ids``, in the order of ``ids``; an id none has is
+    refused with ``missing``."""
+    by_id = {x[key]: x for x in items}
+    unknown = [i for i in ids if i not in by_id]
+    if unknown:
+        raise BusinessError("failed", f"{missing}: " + ", ".join(map(str, unknown)))
+    return [by_id[i] for i in ids]
 
 
 def _as_body(lines: list[dict]) -> dict:
