@@ -168,3 +168,59 @@ def test_abandoning_without_known_movements_is_refused(sim, ids, detail):
     sim.refused("abandonMovements", body, detail)
     assert len(movements(sim.details(made["orderId"]))) == 2 and sim.left(SEATS) == 38
     assert sim.closed == []
+
+
+# -- cancelOperations: refunded once, wholly or in part [FOUND-CODE h.4 K3] --------------------
+def refunds(sim) -> list[list[tuple]]:
+    return [lines(o) for o in sim.closed if o["orderType"] == "REFUND_CLIENT"]
+
+
+def test_a_sale_is_refunded_once(sim):
+    sale = sim.sold(seats=3, passes=2)
+    assert (sim.left(SEATS), sim.left(PASSES)) == (37, 198)
+    answer = sim.ok("cancelOperations", {"orderId": sale["orderId"]})["orderUpdateData"]
+    assert answer["totalAmount"] == -(3 * 45000 + 2 * 25000)
+    assert sorted(refunds(sim)[0]) == [(PASS_ITEM, -2, -50000), (PERF, -3, -135000)]
+    assert (sim.left(SEATS), sim.left(PASSES)) == (40, 200)
+    sim.refused("cancelOperations", {"orderId": sale["orderId"]}, "error.order.alreadyRefunded")
+    sim.refused("cancelOperations", {"orderId": sale["orderId"],
+                                     "movementIds": movements(sale)[:1]},
+                "error.movement.alreadyRefunded")
+    assert len(refunds(sim)) == 1 and (sim.left(SEATS), sim.left(PASSES)) == (40, 200)
+
+
+def test_a_partial_cancel_refunds_only_the_movements_named_then_the_rest(sim):
+    sale = sim.sold(seats=3, passes=2)
+    seat_op, pass_op = operations(sale)
+    one_seat = movements(sale, seat_op)[:1]
+    sim.ok("cancelOperations", {"orderId": sale["orderId"], "movementIds": one_seat})
+    assert refunds(sim) == [[(PERF, -1, -45000)]]
+    assert (sim.left(SEATS), sim.left(PASSES)) == (38, 198)
+    sim.refused("cancelOperations", {"orderId": sale["orderId"], "movementIds": one_seat},
+                f"error.movement.alreadyRefunded: {one_seat[0]}")
+    sim.refused("cancelOperations", {"orderId": sale["orderId"], "operationIds": [seat_op]},
+                "error.movement.alreadyRefunded")  # the operation has a refunded movement
+    sim.ok("cancelOperations", {"orderId": sale["orderId"], "operationIds": [pass_op]})
+    assert refunds(sim)[-1] == [(PASS_ITEM, -2, -50000)] and sim.left(PASSES) == 200
+    sim.ok("cancelOperations", {"orderId": sale["orderId"]})  # what is not refunded yet
+    assert refunds(sim)[-1] == [(PERF, -2, -90000)] and sim.left(SEATS) == 40
+    sim.refused("cancelOperations", {"orderId": sale["orderId"]}, "error.order.alreadyRefunded")
+    assert sim.details(sale["orderId"])["orderState"] == "CLOSED"  # the sale itself is kept
+
+
+@pytest.mark.parametrize("body, detail", [
+    ({"movementIds": []}, "error.parameter.invalid: movementIds"),
+    ({"operationIds": "all"}, "error.parameter.invalid: operationIds"),
+    ({"movementIds": [404]}, "error.movement.notFound: 404"),
+    ({"operationIds": [404]}, "error.operation.notFound: 404"),
+])
+def test_cancelling_unknown_movements_or_operations_is_refused(sim, body, detail):
+    sale = sim.sold(seats=2, passes=0)
+    sim.refused("cancelOperations", {"orderId": sale["orderId"], **body}, detail)
+    assert refunds(sim) == [] and sim.left(SEATS) == 38
+
+
+def test_only_a_closed_sale_is_cancelled(sim):
+    made = sim.order(seats=1, passes=0)
+    sim.refused("cancelOperations", {"orderId": made["orderId"]}, "error.order.notCancellable")
+    sim.refused("cancelOperations", {"orderId": 404}, "error.order.notCancellable")

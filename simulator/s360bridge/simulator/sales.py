@@ -41,6 +41,7 @@ class Order:
     movements: list[dict] = field(default_factory=list)
     release_from: int | None = None  # a *_FREEING order: the order whose places it frees
     resumed: bool = False  # a reservation or option already turned into a sale or freed
+    refunded: set = field(default_factory=set)  # movement ids a cancelOperations refunded
 
     @property
     def total(self) -> int:
@@ -308,20 +309,46 @@ class Sales:
         return {}
 
     def cancel(self, body: dict) -> dict:
-        """A closed sale is refunded: a REFUND_CLIENT order on its file gives places back."""
+        """A closed sale, or some of its movements, refunded once: a REFUND_CLIENT order on its
+        file holds their lines and gives their places back (REFERENCE h.4 K3:
+        ``cancelOperations {orderId, operationIds, movementIds}``)."""
         with self._lock:
             o = self.orders.get(body.get("orderId"))
             if o is None or o.state != "CLOSED" or o.type != "SALE":
                 raise BusinessError("failed", f"error.order.notCancellable: "
                                               f"{body.get('orderId')}")
+            # [FOUND-CODE h.4 K3] operationIds and movementIds choose what is cancelled: the
+            # movements named and those of the operations named; none named: all of them
+            movement_ids = _id_list(body, "movementIds")
+            operation_ids = _id_list(body, "operationIds")
+            if movement_ids is None and operation_ids is None:
+                chosen = [m for m in o.movements if m["movementId"] not in o.refunded]
+                if not chosen:
+                    raise BusinessError("failed", f"error.order.alreadyRefunded: {o.id}")
+            else:
+                chosen = _pick(o.movements, movement_ids or [], "movementId",
+                               "error.movement.notFound")
+                ops = _pick(o.lines, operation_ids or [], "operationId",
+                            "error.operation.notFound")
+                of_ops = {x["operationId"] for x in ops}
+                named = {m["movementId"] for m in chosen}
+                chosen += [m for m in o.movements
+                           if m["operationId"] in of_ops and m["movementId"] not in named]
+                # the project's rule: a movement is refunded once; a repeat is refused
+                again = [m["movementId"] for m in chosen if m["movementId"] in o.refunded]
+                if again:
+                    raise BusinessError("failed", "error.movement.alreadyRefunded: "
+                                                  + ", ".join(map(str, again)))
             now = self.clock()
             refund = Order(next(self._ids), o.file_id, "REFUND_CLIENT", o.purchaser, now, now,
                            "CLOSED")
+            units = Counter(m["operationId"] for m in chosen)
             refund.lines = [{**line, "operationId": next(self._ids),
-                             "quantity": -line["quantity"],
-                             "totalAmount": -line["totalAmount"]} for line in o.lines]
-            self.catalog.give_back(o.held)
-            o.held.clear()
+                             "quantity": -units[line["operationId"]],
+                             "totalAmount": -units[line["operationId"]] * line["unitPrice"]}
+                            for line in o.lines if units[line["operationId"]]]
+            self._release(o, chosen)
+            o.refunded.update(m["movementId"] for m in chosen)
             self.orders[refund.id] = refund
             self._save(refund, finished=True)
         return {"orderUpdateData": {"orderId": refund.id, "totalAmount": refund.total}}
