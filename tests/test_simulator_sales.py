@@ -224,3 +224,54 @@ def test_only_a_closed_sale_is_cancelled(sim):
     made = sim.order(seats=1, passes=0)
     sim.refused("cancelOperations", {"orderId": made["orderId"]}, "error.order.notCancellable")
     sim.refused("cancelOperations", {"orderId": 404}, "error.order.notCancellable")
+
+
+# -- getFileDetails [FOUND-CODE h.4 K3] -----------------------------------------------------
+def test_a_file_lists_its_orders_open_ones_included_oldest_first(sim):
+    sale = sim.sold(seats=2, passes=0)
+    file_id = sale["operationDatas"][0]["fileId"]
+    sim.ok("cancelOperations", {"orderId": sale["orderId"], "movementIds": movements(sale)[:1]})
+    more = sim.order(seats=1, passes=1, fileId=file_id)  # a new cart on the same file
+    answer = sim.ok("getFileDetails", {"fileId": file_id})
+    file = answer["fileDetailsData"]
+    assert {k: file[k] for k in ("fileId", "fileState", "fileContacts", "fileAttachments")} \
+        == {"fileId": file_id, "fileState": "IN_PROGRESS", "fileContacts": [],
+            "fileAttachments": []}
+    assert isinstance(file["lastModDateTime"], str)
+    orders = answer["orderDetailsDatas"]
+    assert [(o["orderType"], o["orderState"]) for o in orders] == [
+        ("SALE", "CLOSED"), ("REFUND_CLIENT", "CLOSED"), ("SALE", "OPEN")]
+    assert orders[0] == sale and orders[2]["orderId"] == more["orderId"]
+    assert len(orders[2]["movementDatas"]) == 2  # the open order's movements
+    assert orders[2] == sim.details(more["orderId"])
+    sim.ok("abandonMovements", {"orderId": more["orderId"],
+                                "movementIds": movements(orders[2])})
+    assert sim.ok("getFileDetails", {"fileId": file_id})["fileDetailsData"]["fileState"] \
+        == "SETTLED"  # one seat of the sale is still sold
+
+
+def test_a_released_reservation_is_on_its_file(sim):
+    made = sim.order(seats=2, passes=0, orderType="RESERVATION")
+    sim.ok("closeOrder", {"orderId": made["orderId"], "orderType": "RESERVATION"})
+    file_id = made["operationDataUpdates"][0]["fileId"]
+    file = sim.ok("getFileDetails", {"fileId": file_id})
+    assert file["fileDetailsData"]["fileState"] == "RESERVATION"
+    freeing = sim.ok("createOrUpdateOrder", {"pointOfSalesId": POS_ID, "fileId": file_id,
+                                             "orderType": "RESERVATION_FREEING"})
+    sim.ok("closeOrder", {"orderId": freeing["orderUpdateData"]["orderId"],
+                          "orderType": "RESERVATION_FREEING"})
+    file = sim.ok("getFileDetails", {"fileId": file_id})
+    assert [o["orderType"] for o in file["orderDetailsDatas"]] == ["RESERVATION",
+                                                                   "RESERVATION_FREEING"]
+    assert file["fileDetailsData"]["fileState"] == "CANCELLED" and sim.left(SEATS) == 40
+
+
+@pytest.mark.parametrize("file_id, detail", [
+    (404, "error.file.notFound: 404"),
+    ("404", "error.parameter.invalid: fileId"),
+    (True, "error.parameter.invalid: fileId"),
+    (None, "error.parameter.invalid: fileId"),
+])
+def test_an_unknown_or_malformed_file_is_refused(sim, file_id, detail):
+    sim.order(seats=1, passes=0)
+    sim.refused("getFileDetails", {"fileId": file_id}, detail)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from .catalog import CURRENCY, PENDING_ACCOUNT, POS_ID, Catalog, _iso
 from .contacts import BusinessError
-from .orders import OrderStore, get_order_details
+from .orders import OrderStore, get_file_details, get_order_details
 
 KINDS = ("SALE", "RESERVATION", "OPTION", "RESERVATION_FREEING", "OPTION_FREEING")
 AMOUNT_FIELD = {"SALE": "saleAmount", "RESERVATION": "reservationAmount",
@@ -75,7 +75,8 @@ class Sales:
 
     def _save(self, o: Order, finished: bool = False) -> None:
         record = self._record(o)
-        self.orders_store.add([record])
+        at = _iso(dt.datetime.fromtimestamp(self.clock(), dt.UTC))
+        self.orders_store.add([record], file_id=o.file_id, at=at)
         if finished:
             self.on_close(record)
 
@@ -272,6 +273,12 @@ class Sales:
             self._save(o)
         return {}
 
+    def file_details(self, body: dict) -> dict:
+        """[FOUND-CODE h.4 K3] ``getFileDetails``: open orders past their expiry are abandoned
+        first, as S-360 would show them."""
+        self.expire()
+        return get_file_details(self.orders_store, body)
+
     def _unit_quota(self, o: Order, movement: dict) -> Counter:
         """The places one movement holds: one unit of its line's quotas, as far as ``o``
         still holds them (an option holds none)."""
@@ -397,4 +404,5 @@ SERVICE = {
     "abandonMovements": lambda s, b: s.abandon(b),
     "cancelOperations": lambda s, b: s.cancel(b),
     "getOrderDetails": lambda s, b: get_order_details(s.orders_store, b),
+    "getFileDetails": lambda s, b: s.file_details(b),
 }
