@@ -275,3 +275,11 @@ def test_a_released_reservation_is_on_its_file(sim):
 def test_an_unknown_or_malformed_file_is_refused(sim, file_id, detail):
     sim.order(seats=1, passes=0)
     sim.refused("getFileDetails", {"fileId": file_id}, detail)
+
+
+# -- the partner named in the token [FOUND e.3] ---------------------------------------------
+def test_a_token_of_another_partner_is_refused(sim):
+    r = sim.post("externalOrderService", "getFileDetails", {"fileId": 1}, iss="Partner 1")
+    assert (r.status_code, r.text) == (401, "unknown partner")
+    assert sim.post("externalOrderService", "getFileDetails", {"fileId": 1}).status_code == 200
+    assert sim.api.count("getFileDetails", 401) == 1
