@@ -1,6 +1,8 @@
 """S-360's sales side (ExternalOrderFacade, ExternalOrderService v1_33): open orders that hold
 places and expire, closing with or without a pending-account payment, reservations and options
-resumed as sales or released, cancellations, barcodes, and ticket holders (REFERENCE §h).
+resumed as sales or released, movements abandoned, refunds (once each), files read back,
+barcodes, and ticket holders (REFERENCE §h). What S-360 refuses is refused with a business
+error; each such rule is tagged with its REFERENCE fact.
 
 Closed and abandoned orders go to ``on_close``, which the simulator wires to its order webhook.
 INFERRED shapes kept here: the open order state ``OPEN``, ``timeslotId`` on a simple-product
