@@ -65,7 +65,8 @@ def main() -> int:
     n_new = int(args.changes * args.new)
     known = [c for c in gen.records("contacts", 3 * args.changes) if "individualContact" in c]
     known = known[:args.changes - n_new]
-    api = S360Api({"benchvenue": ApiAccess(SECRET, frozenset({"BENCH"}), args.limit, 60.0)})
+    api = S360Api({"benchvenue": ApiAccess(SECRET, frozenset({"BENCH"}), args.limit, 60.0,
+                                           partners=frozenset({"b"}))})
     api.stores["benchvenue"].add(known)
     crm = ReferenceCrm()
     ids = [crm.create(contact_number=c["contactNumber"], first_name="x", last_name="y")

@@ -72,6 +72,7 @@ def test_token_claims_follow_the_reference():
     ({"secret": "another-secret-of-somebody-else-000000"}, "invalid token"),
     ({"sub": "other"}, "another institution"),
     ({"aud": "NOBODY"}, "unknown operator"),
+    ({"iss": "somebody else"}, "unknown partner"),
     ({"iat": -30}, "stale"),
     ({"iat": +30}, "future"),
     ({"exp": -1}, "expired"),
@@ -79,11 +80,11 @@ def test_token_claims_follow_the_reference():
 def test_simulator_refuses_bad_tokens(sim, change, why):
     api, _ = sim
     now = time.time()
-    claims = {"sub": "venue", "aud": "OP", "iss": "t", "iat": int(now), "exp": int(now) + 30}
+    claims = {"sub": "venue", "aud": "OP", "iss": "tests", "iat": int(now), "exp": int(now) + 30}
     for k in ("iat", "exp"):
         if k in change:
             claims[k] = int(now) + change[k]
-    claims |= {k: v for k, v in change.items() if k in ("sub", "aud")}
+    claims |= {k: v for k, v in change.items() if k in ("sub", "aud", "iss")}
     token = jwt.encode(claims, change.get("secret", SECRET), algorithm="HS256")
     assert why in api.check_token("venue", f"Bearer {token}", now)
     assert api.check_token("venue", f"Bearer {mint_token(settings('x'), 'venue', now)}",

@@ -44,6 +44,9 @@ class ApiAccess:
     iat_unit: str = "seconds"
     # "iat must be less than 1 s old"; a whole-second iat adds up to 1 s more
     max_token_age_seconds: float = 2.0
+    # the partner names S-360 issued the secret to (JWT ``iss``, [FOUND e.3]); "tests" is the
+    # one the test configurations send; the demo gives the one of its configuration
+    partners: frozenset[str] = frozenset({"tests"})
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,8 @@ class S360Api:
             return "token issued for another institution"
         if claims.get("aud") not in access.operators:
             return "unknown operator"
+        if claims.get("iss") not in access.partners:  # [FOUND e.3] iss = the partner name
+            return "unknown partner"
         iat, exp = claims.get("iat"), claims.get("exp")
         if not isinstance(iat, int | float) or not isinstance(exp, int | float):
             return "iat and exp are required"

@@ -1,6 +1,8 @@
 """S-360's sales side (ExternalOrderFacade, ExternalOrderService v1_33): open orders that hold
 places and expire, closing with or without a pending-account payment, reservations and options
-resumed as sales or released, cancellations, barcodes, and ticket holders (REFERENCE §h).
+resumed as sales or released, movements abandoned, refunds (once each), files read back,
+barcodes, and ticket holders (REFERENCE §h). What S-360 refuses is refused with a business
+error; each such rule is tagged with its REFERENCE fact.
 
 Closed and abandoned orders go to ``on_close``, which the simulator wires to its order webhook.
 INFERRED shapes kept here: the open order state ``OPEN``, ``timeslotId`` on a simple-product
@@ -18,9 +20,9 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .catalog import CURRENCY, PENDING_ACCOUNT, Catalog, _iso
+from .catalog import CURRENCY, PENDING_ACCOUNT, POS_ID, Catalog, _iso
 from .contacts import BusinessError
-from .orders import OrderStore, get_order_details
+from .orders import OrderStore, get_file_details, get_order_details
 
 KINDS = ("SALE", "RESERVATION", "OPTION", "RESERVATION_FREEING", "OPTION_FREEING")
 AMOUNT_FIELD = {"SALE": "saleAmount", "RESERVATION": "reservationAmount",
@@ -41,6 +43,7 @@ class Order:
     movements: list[dict] = field(default_factory=list)
     release_from: int | None = None  # a *_FREEING order: the order whose places it frees
     resumed: bool = False  # a reservation or option already turned into a sale or freed
+    refunded: set = field(default_factory=set)  # movement ids a cancelOperations refunded
 
     @property
     def total(self) -> int:
@@ -74,7 +77,8 @@ class Sales:
 
     def _save(self, o: Order, finished: bool = False) -> None:
         record = self._record(o)
-        self.orders_store.add([record])
+        at = _iso(dt.datetime.fromtimestamp(self.clock(), dt.UTC))
+        self.orders_store.add([record], file_id=o.file_id, at=at)
         if finished:
             self.on_close(record)
 
@@ -165,6 +169,11 @@ class Sales:
     def create_or_update(self, body: dict) -> dict:
         self.expire()
         kind = body.get("orderType", "SALE")
+        # [FOUND h.2] pointOfSalesId is mandatory, and is the one getPOSConfig gives
+        if body.get("pointOfSalesId") is None:
+            raise BusinessError("failed", "error.parameter.missing: pointOfSalesId")
+        if body["pointOfSalesId"] != POS_ID:
+            raise BusinessError("failed", "error.parameter.invalid: pointOfSalesId")
         if kind not in KINDS:
             raise BusinessError("failed", f"error.parameter.invalid: orderType {kind}")
         options = set(body.get("orderCreationOptions") or [])
@@ -266,30 +275,116 @@ class Sales:
             self._save(o)
         return {}
 
+    def file_details(self, body: dict) -> dict:
+        """[FOUND-CODE h.4 K3] ``getFileDetails``: open orders past their expiry are abandoned
+        first, as S-360 would show them."""
+        self.expire()
+        return get_file_details(self.orders_store, body)
+
+    def _unit_quota(self, o: Order, movement: dict) -> Counter:
+        """The places one movement holds: one unit of its line's quotas, as far as ``o``
+        still holds them (an option holds none)."""
+        line = next(x for x in o.lines if x["operationId"] == movement["operationId"])
+        _, wanted = self._lines(_as_body([{**line, "quantity": 1}]))
+        return wanted & o.held
+
+    def _release(self, o: Order, movements: list[dict]) -> None:
+        """Give back the places of ``movements`` of ``o``."""
+        for m in movements:
+            places = self._unit_quota(o, m)
+            self.catalog.give_back(places)
+            o.held -= places
+
     def abandon(self, body: dict) -> dict:
+        """Some movements leave an open order and give back their places; an order left with
+        none is abandoned (REFERENCE h.4: ``abandonMovements(orderId, movementIds)`` "removes
+        items from an open order")."""
         with self._lock:
             o = self.open_order(body.get("orderId"))
-            self._abandon(o)
+            # [FOUND h.4] the movements to remove are named: without them nothing is removed
+            ids = _id_list(body, "movementIds", required=True)
+            gone = _pick(o.movements, ids, "movementId", "error.movement.notFound")
+            if len(gone) == len(o.movements):
+                self._abandon(o)  # nothing left: the order is abandoned as a whole
+                return {}
+            self._release(o, gone)
+            o.movements = [m for m in o.movements if m["movementId"] not in ids]
+            left = Counter(m["operationId"] for m in o.movements)
+            # the lines keep as many units as they have movements left (REFERENCE c.2)
+            o.lines = [{**x, "quantity": left[x["operationId"]],
+                        "totalAmount": left[x["operationId"]] * x["unitPrice"]}
+                       for x in o.lines if left[x["operationId"]]]
+            self._save(o)
         return {}
 
     def cancel(self, body: dict) -> dict:
-        """A closed sale is refunded: a REFUND_CLIENT order on its file gives places back."""
+        """A closed sale, or some of its movements, refunded once: a REFUND_CLIENT order on its
+        file holds their lines and gives their places back (REFERENCE h.4 K3:
+        ``cancelOperations {orderId, operationIds, movementIds}``)."""
         with self._lock:
             o = self.orders.get(body.get("orderId"))
             if o is None or o.state != "CLOSED" or o.type != "SALE":
                 raise BusinessError("failed", f"error.order.notCancellable: "
                                               f"{body.get('orderId')}")
+            # [FOUND-CODE h.4 K3] operationIds and movementIds choose what is cancelled: the
+            # movements named and those of the operations named; none named: all of them
+            movement_ids = _id_list(body, "movementIds")
+            operation_ids = _id_list(body, "operationIds")
+            if movement_ids is None and operation_ids is None:
+                chosen = [m for m in o.movements if m["movementId"] not in o.refunded]
+                if not chosen:
+                    raise BusinessError("failed", f"error.order.alreadyRefunded: {o.id}")
+            else:
+                chosen = _pick(o.movements, movement_ids or [], "movementId",
+                               "error.movement.notFound")
+                ops = _pick(o.lines, operation_ids or [], "operationId",
+                            "error.operation.notFound")
+                of_ops = {x["operationId"] for x in ops}
+                named = {m["movementId"] for m in chosen}
+                chosen += [m for m in o.movements
+                           if m["operationId"] in of_ops and m["movementId"] not in named]
+                # the project's rule: a movement is refunded once; a repeat is refused
+                again = [m["movementId"] for m in chosen if m["movementId"] in o.refunded]
+                if again:
+                    raise BusinessError("failed", "error.movement.alreadyRefunded: "
+                                                  + ", ".join(map(str, again)))
             now = self.clock()
             refund = Order(next(self._ids), o.file_id, "REFUND_CLIENT", o.purchaser, now, now,
                            "CLOSED")
+            units = Counter(m["operationId"] for m in chosen)
             refund.lines = [{**line, "operationId": next(self._ids),
-                             "quantity": -line["quantity"],
-                             "totalAmount": -line["totalAmount"]} for line in o.lines]
-            self.catalog.give_back(o.held)
-            o.held.clear()
+                             "quantity": -units[line["operationId"]],
+                             "totalAmount": -units[line["operationId"]] * line["unitPrice"]}
+                            for line in o.lines if units[line["operationId"]]]
+            self._release(o, chosen)
+            o.refunded.update(m["movementId"] for m in chosen)
             self.orders[refund.id] = refund
             self._save(refund, finished=True)
         return {"orderUpdateData": {"orderId": refund.id, "totalAmount": refund.total}}
+
+
+def _id_list(body: dict, key: str, required: bool = False) -> list[int] | None:
+    """The ids of ``body[key]``, without repeats: None when absent (and not ``required``); an
+    empty list or one of non-integers is refused."""
+    ids = body.get(key)
+    if ids is None:
+        if required:
+            raise BusinessError("failed", f"error.parameter.missing: {key}")
+        return None
+    if not isinstance(ids, list) or not ids or \
+            any(isinstance(x, bool) or not isinstance(x, int) for x in ids):
+        raise BusinessError("failed", f"error.parameter.invalid: {key}")
+    return list(dict.fromkeys(ids))
+
+
+def _pick(items: list[dict], ids: list[int], key: str, missing: str) -> list[dict]:
+    """The items whose ``key`` is one of ``ids``, in the order of ``ids``; an id none has is
+    refused with ``missing``."""
+    by_id = {x[key]: x for x in items}
+    unknown = [i for i in ids if i not in by_id]
+    if unknown:
+        raise BusinessError("failed", f"{missing}: " + ", ".join(map(str, unknown)))
+    return [by_id[i] for i in ids]
 
 
 def _as_body(lines: list[dict]) -> dict:
@@ -311,4 +406,5 @@ SERVICE = {
     "abandonMovements": lambda s, b: s.abandon(b),
     "cancelOperations": lambda s, b: s.cancel(b),
     "getOrderDetails": lambda s, b: get_order_details(s.orders_store, b),
+    "getFileDetails": lambda s, b: s.file_details(b),
 }

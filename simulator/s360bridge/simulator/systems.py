@@ -2,7 +2,7 @@
 
 Their URLs reach the configuration through environment variables named after the institution
 (``MYVENUE_S360_API_URL``, ``MYVENUE_CRM_URL``), as config/myvenue.yaml reads them; the API
-checks the secret and operator the configuration gives the bridge.
+checks the secret, operator and partner the configuration gives the bridge.
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ class SideSystems:
         if inst.s360_api is None or crm is None or "crm_contacts" not in inst.streams:
             return False
         api = inst.s360_api
-        self.api.add(inst.code, ApiAccess(api.secret.value, frozenset({api.operator})))
+        self.api.add(inst.code, ApiAccess(api.secret.value, frozenset({api.operator}),
+                                          partners=frozenset({api.partner})))
         store = self.api.stores[inst.code]
         store.add(contacts)
         self.api.order_stores[inst.code].add(orders)
