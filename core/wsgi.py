@@ -10,6 +10,7 @@ configuration or a database that stops it from starting is one line on gunicorn'
 from __future__ import annotations
 
 import os
+import sys
 
 from flask import Flask
 from sqlalchemy.exc import DBAPIError
@@ -36,10 +37,10 @@ def app_from_env() -> Flask:
 
 
 def _load_error(exc: S360BridgeError) -> Exception:
-    """gunicorn prints an AppImportError as its message alone and stops; another server gets
-    the error as it is."""
-    try:
-        from gunicorn.errors import AppImportError
-    except ImportError:
+    """gunicorn prints an AppImportError as its message alone and stops; another server (or a
+    caller of this function) gets the error as it is."""
+    if "gunicorn.arbiter" not in sys.modules:
         return exc
+    from gunicorn.errors import AppImportError
+
     return AppImportError(f"error: {exc}")
