@@ -112,3 +112,64 @@ def test_the_scheduler_warms_the_catalog_and_availabilities_when_it_starts(shop,
         assert store.cached(shop.bridge.engine, "testvenue", "catalog") is not None
     finally:
         assert stop(proc) == 0
+
+
+def slow_s360(shop, method: str) -> None:
+    """S-360 does ``method``'s work and answers after the client's timeout."""
+    client = shop.bridge.s360(shop.inst)
+    client.settings = dataclasses.replace(client.settings, timeout_seconds=0.3)
+    shop.api.slow[method] = 1.0
+    shop.inst.services["offers"].options["uncertain_read_after_seconds"] = 0.5
+
+
+def settled(shop, offer_id: int) -> dict:
+    """The offer once the recovery job has resolved it (S-360 answering again)."""
+    shop.api.slow.clear()
+    wait_until(lambda: recover(shop.bridge, shop.inst) >= 0 and store.row(
+        shop.bridge.engine, offer_id)["state"] in store.FINAL, 20, "the offer to settle")
+    return store.row(shop.bridge.engine, offer_id)
+
+
+def test_a_timed_out_confirm_is_resolved_by_reading_its_file(shop):
+    """The sale resuming the reservation was made but not answered: the file shows it, and
+    it is closed; never a second sale, and the holders are named on its tickets."""
+    r = shop.offer("to-confirm", LINES["event"], kind="reservation",
+                   holders=["0001234", "0005678"])
+    assert r.status_code == 201, r.text
+    slow_s360(shop, "createOrUpdateOrder")
+    confirming = shop.follow_up(r.json()["id"], "confirm")
+    assert confirming.status_code == 202 and confirming.json()["state"] == "uncertain"
+    row = settled(shop, r.json()["id"])
+    assert (row["state"], row["action"]) == ("done", "confirm"), row
+    assert shop.calls("createOrUpdateOrder") == 2 and shop.calls("getFileDetails") >= 1
+    sales = [o for o in shop.sales.orders.values() if o.type == "SALE"]
+    assert [(o.state, o.id) for o in sales] == [("CLOSED", row["order_id"])]
+    assert [m["contactNumber"] for m in sales[0].movements] == ["0001234", "0005678"]
+    assert shop.left("seats", PERF, 302) == 38
+
+
+def test_a_timed_out_cancel_is_resolved_by_reading_its_file(shop):
+    r = shop.offer("to-cancel", LINES["event"])
+    assert r.status_code == 201, r.text
+    slow_s360(shop, "cancelOperations")
+    cancelling = shop.follow_up(r.json()["id"], "cancel")
+    assert cancelling.status_code == 202 and cancelling.json()["state"] == "uncertain"
+    row = settled(shop, r.json()["id"])
+    assert row["state"] == "done" and shop.calls("cancelOperations") == 1
+    assert [o.type for o in shop.sales.orders.values()] == ["SALE", "REFUND_CLIENT"]
+    assert shop.left("seats", PERF, 302) == 40
+
+
+def test_a_refused_confirm_leaves_the_reservation_as_it_was_and_releasable(shop):
+    r = shop.offer("keep-me", LINES["event"], kind="reservation")
+    assert r.status_code == 201, r.text
+    shop.inst.services["offers"].options["payment_method_id"] = 999  # S-360 knows no such one
+    refused = shop.follow_up(r.json()["id"], "confirm")
+    assert refused.status_code == 422, refused.text
+    body = refused.json()
+    assert (body["state"], body["type"], body["action"]) == ("closed", "reservation", "create")
+    assert body["last_follow_up"]["action"] == "confirm"
+    assert shop.left("seats", PERF, 302) == 38  # the reservation holds them again
+    released = shop.follow_up(r.json()["id"], "release")
+    assert released.status_code == 201 and released.json()["state"] == "released", released.text
+    assert shop.left("seats", PERF, 302) == 40

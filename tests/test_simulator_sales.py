@@ -266,6 +266,25 @@ def test_a_released_reservation_is_on_its_file(sim):
     assert file["fileDetailsData"]["fileState"] == "CANCELLED" and sim.left(SEATS) == 40
 
 
+def test_an_abandoned_sale_resuming_a_reservation_leaves_the_reservation_as_it_was(sim):
+    """[INFERRED h.5] the reservation holds its places again and can still be freed."""
+    made = sim.order(seats=2, passes=0, orderType="RESERVATION")
+    sim.ok("closeOrder", {"orderId": made["orderId"], "orderType": "RESERVATION"})
+    file_id = made["operationDataUpdates"][0]["fileId"]
+    resumed = sim.ok("createOrUpdateOrder", {
+        "pointOfSalesId": POS_ID, "fileId": file_id, "orderType": "SALE",
+        "orderCreationOptions": ["RESUME_ALL_RESERVATION_OPERATIONS"]})["orderUpdateData"]
+    assert sim.left(SEATS) == 38
+    sim.ok("abandonMovements", {"orderId": resumed["orderId"], "movementIds": [
+        m["movementId"] for m in resumed["movementDataUpdates"]]})
+    assert sim.left(SEATS) == 38  # still held, by the reservation
+    freeing = sim.ok("createOrUpdateOrder", {"pointOfSalesId": POS_ID, "fileId": file_id,
+                                             "orderType": "RESERVATION_FREEING"})
+    sim.ok("closeOrder", {"orderId": freeing["orderUpdateData"]["orderId"],
+                          "orderType": "RESERVATION_FREEING"})
+    assert sim.left(SEATS) == 40
+
+
 @pytest.mark.parametrize("file_id, detail", [
     (404, "error.file.notFound: 404"),
     ("404", "error.parameter.invalid: fileId"),

@@ -122,7 +122,8 @@ def follow_up(code: str, offer_id: int, action: str):
     row = store.row(bridge.engine, offer_id)
     failure = (orjson.loads(row["result"] or "{}")).get("last_follow_up") or {}
     if row["action"] != action and failure.get("action") == action:  # it failed: said so
-        return json_response({**view(row, code), **failure}, failure["status"])
+        said = {k: v for k, v in failure.items() if k not in ("action", "status")}
+        return json_response({**view(row, code), **said}, failure["status"])
     return answered
 
 

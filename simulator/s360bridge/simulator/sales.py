@@ -43,6 +43,7 @@ class Order:
     movements: list[dict] = field(default_factory=list)
     release_from: int | None = None  # a *_FREEING order: the order whose places it frees
     resumed: bool = False  # a reservation or option already turned into a sale or freed
+    resumes: int | None = None  # a sale resuming a reservation or option: that order
     refunded: set = field(default_factory=set)  # movement ids a cancelOperations refunded
 
     @property
@@ -91,6 +92,15 @@ class Sales:
                     self._abandon(o)
 
     def _abandon(self, o: Order) -> None:
+        source = self.orders.get(o.resumes) if o.resumes is not None else None
+        if source is not None:
+            # [INFERRED h.5] a sale resuming a reservation or option, abandoned before it
+            # closed, leaves it as it was: the reservation holds its places again, and it
+            # can still be resumed or freed
+            source.resumed = False
+            if source.type == "RESERVATION":
+                source.held.update(o.held)
+                o.held.clear()
         self.catalog.give_back(o.held)
         o.held.clear()
         o.state = "ABANDONED"
@@ -200,6 +210,7 @@ class Sales:
                     else:
                         o.held.update(source.held)
                         source.held.clear()
+                    o.resumes = source.id
                     self._add(o, lines, wanted, take)
             else:
                 lines, wanted = self._lines(body)
