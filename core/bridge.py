@@ -106,6 +106,12 @@ class Bridge:
                 raise ConfigError(f"{inst.source}: services.{name}: no loaded plugin provides "
                                   f"this service (known: {known})")
             _check_options(inst, f"services.{name}", service.check_options, cfg.options)
+            if cfg.callers and service.check_caller_options is None:
+                raise ConfigError(f"{inst.source}: services.{name}.callers: service {name} "
+                                  "takes no callers")
+            for who, caller in cfg.callers.items():
+                _check_options(inst, f"services.{name}.callers.{who}",
+                               service.check_caller_options, caller.options)
 
     def institution(self, code: str) -> Institution | None:
         return self.settings.institutions.get(code)

@@ -68,14 +68,26 @@ class StreamConfig:
 
 
 @dataclass(frozen=True)
+class Caller:
+    """One of a service's callers with credentials of their own (``services.X.callers``), e.g.
+    a reseller of the offers service: the core knows each request's caller by its credentials,
+    and the service applies the caller's ``options``."""
+
+    name: str
+    auth: Auth
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     """An institution's entry of a service (``services:``): the same as a stream's, but no
-    targets: a service does its work itself."""
+    targets (a service does its work itself), and maybe ``callers`` of its own."""
 
     name: str
     enabled: bool = True
     auth: Auth = Auth()
     options: dict = field(default_factory=dict)
+    callers: dict[str, Caller] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -256,7 +268,9 @@ def _institution(raw: dict, file: Path, environ, receiver_secrets: bool) -> Inst
         name: ServiceConfig(
             name, s.get("enabled", True),
             _auth(s.get("auth", {}), file, f"services.{name}.auth", environ, receiver_secrets),
-            _resolve_env(s.get("options", {}), file, f"services.{name}.options", environ))
+            _resolve_env(s.get("options", {}), file, f"services.{name}.options", environ),
+            _callers(s.get("callers") or {}, file, f"services.{name}.callers", environ,
+                     receiver_secrets))
         for name, s in (raw.get("services") or {}).items()}
     cutoff = raw.get("history_cutoff")
     api = raw.get("s360_api")
@@ -272,6 +286,18 @@ def _institution(raw: dict, file: Path, environ, receiver_secrets: bool) -> Inst
         allowed_sources=tuple(nets),
         webhook_frequency_minutes=raw.get("webhook_frequency_minutes", 15), s360_api=api,
         reconcile=raw.get("reconcile") or {}, source=file, services=services)
+
+
+def _callers(raw: dict, file: Path, where: str, environ, required: bool) -> dict[str, Caller]:
+    callers = {}
+    for who, c in raw.items():
+        auth = _auth(c["auth"], file, f"{where}.{who}.auth", environ, required)
+        if auth.type == "none":
+            raise ConfigError(f"{file}: {where}.{who}.auth: a caller is known by its "
+                              "credentials: basic or api_key, not none")
+        callers[who] = Caller(who, auth, _resolve_env(c.get("options", {}), file,
+                                                      f"{where}.{who}.options", environ))
+    return callers
 
 
 def config_files(paths) -> list[Path]:

@@ -44,8 +44,9 @@ from .helpers.plugins import registered
 from .helpers.postgres import needs_pg, schemas
 
 FIRST_REVISIONS = ("engine_0001", "crm_0001", "offers_0001", "contacts_0001")
-HEADS = ("engine_0006", "crm_0001", "offers_0001", "contacts_0001")
-EVERY_REVISION = (*FIRST_REVISIONS, "engine_0002", "engine_0004", "engine_0005", "engine_0006")
+HEADS = ("engine_0006", "crm_0001", "offers_0002", "contacts_0001")
+EVERY_REVISION = (*FIRST_REVISIONS, "engine_0002", "engine_0004", "engine_0005", "engine_0006",
+                  "offers_0002")
 # the models of every table in the engine database: the engine's and the built-in plugins'
 MODELS = [INBOX.metadata, CALL_LOG.metadata, PROGRESS.metadata, OFFERS.metadata,
           LINKS.metadata, WATERMARKS.metadata, MARKS.metadata]
@@ -85,6 +86,7 @@ AT_HEADS = ROWS | {
               "lease_until": None},
     "quarantine": ROWS["quarantine"] | {"content_hash": content_hash("["), "count": 1,
                                         "last_seen_at": 3.5},
+    "offer": ROWS["offer"] | {"caller": ""},  # the CRM operator's (offers_0002)
 }
 
 

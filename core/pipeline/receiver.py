@@ -20,7 +20,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from s360bridge.core.bridge import Bridge
-from s360bridge.core.config import Auth, Institution, ServiceConfig
+from s360bridge.core.config import Auth, Caller, Institution, ServiceConfig
 from s360bridge.core.errors import PluginError, StoreUnavailable
 from s360bridge.core.pipeline import rawjson
 from s360bridge.core.pipeline.health import Readiness
@@ -71,20 +71,25 @@ def _same(given: str | None, expected: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
 
-def check_auth(auth: Auth) -> None:
-    """Raise NotAuthorized (401) unless the request carries the configured credentials."""
+def presented(auth: Auth) -> bool:
+    """Whether the request carries the credentials ``auth`` configures."""
     if auth.type == "basic":
         creds = request.authorization
         # `&`, not `and`: both comparisons always run, so timing tells nothing about either
-        ok = (creds is not None and creds.type == "basic"
-              and _same(creds.username, auth.username) & _same(creds.password,
-                                                                 auth.password.value))
-        if not ok:
-            raise NotAuthorized("wrong credentials", "missing or wrong basic authentication")
-    elif auth.type == "api_key":
-        if not _same(request.headers.get(auth.header), auth.key.value):
-            raise NotAuthorized("wrong credentials",
-                                f"missing or wrong API key in header {auth.header}")
+        return (creds is not None and creds.type == "basic"
+                and _same(creds.username, auth.username) & _same(creds.password,
+                                                                   auth.password.value))
+    if auth.type == "api_key":
+        return _same(request.headers.get(auth.header), auth.key.value)
+    return True
+
+
+def check_auth(auth: Auth) -> None:
+    """Raise NotAuthorized (401) unless the request carries the configured credentials."""
+    if not presented(auth):
+        raise NotAuthorized("wrong credentials", "missing or wrong basic authentication"
+                            if auth.type == "basic" else
+                            f"missing or wrong API key in header {auth.header}")
 
 
 def admit(inst: Institution, auth: Auth) -> None:
@@ -97,19 +102,22 @@ def admit(inst: Institution, auth: Auth) -> None:
 
 
 class ServiceRequest(NamedTuple):
-    """What a service's route works with: the running bridge, the institution of the URL and
-    its ``services:`` entry of the service."""
+    """What a service's route works with: the running bridge, the institution of the URL, its
+    ``services:`` entry of the service, and the caller the credentials name (None: the
+    service's own ``auth``)."""
 
     bridge: Bridge
     institution: Institution
     config: ServiceConfig
+    caller: Caller | None = None
 
 
 def service_request(name: str, code: str) -> ServiceRequest:
     """Admit a request to service ``name`` for institution ``code`` as the receiver admits a
     webhook: 401 for an unknown institution or one that does not enable the service, then
-    ``allowed_sources`` (403) and the service's ``auth`` (401). The core calls it before each
-    route of a service runs; the route calls it again for what it works with."""
+    ``allowed_sources`` (403) and the credentials (401): one of the service's ``callers``, or
+    else its own ``auth``. The core calls it before each route of a service runs; the route
+    calls it again for what it works with (and who calls)."""
     bridge = current_app.extensions["s360bridge"]
     inst = bridge.institution(code)
     if inst is None:
@@ -117,6 +125,11 @@ def service_request(name: str, code: str) -> ServiceRequest:
     cfg = inst.services.get(name)
     if cfg is None or not cfg.enabled:
         raise NotAuthorized("service not enabled", f"service {name} is not enabled for {code!r}")
+    admit(inst, Auth())  # the source address first (403)
+    # every caller's credentials are compared, so timing does not tell which one matched
+    matched = [c for c in cfg.callers.values() if presented(c.auth)]
+    if matched:
+        return ServiceRequest(bridge, inst, cfg, matched[0])
     admit(inst, cfg.auth)
     return ServiceRequest(bridge, inst, cfg)
 
@@ -262,20 +275,21 @@ def _bounded(wsgi_app, seconds: float):
 
 
 def _serve_services(app: Flask, services: dict) -> None:
-    """Serve each service's blueprint; the core admits every request to one of its routes
-    (``service_request``) before the route runs, so that no route can forget to."""
+    """Serve each service's blueprint (and those nested in it); the core admits every request
+    to one of their routes (``service_request``) before the route runs, so that no route can
+    forget to."""
     names = {}
     for service in services.values():
         app.register_blueprint(service.blueprint)
         names[service.blueprint.name] = service.name
     for rule in app.url_map.iter_rules():
-        name = names.get(rule.endpoint.rpartition(".")[0])
+        name = names.get(rule.endpoint.partition(".")[0]) if "." in rule.endpoint else None
         if name is not None and "code" not in rule.arguments:
             raise PluginError(f"service {name!r}: route {rule.rule} has no <code> (the "
                               "institution) in its URL")
 
     @app.before_request
     def _admit_to_service():
-        name = names.get(request.blueprint)
+        name = names.get((request.blueprint or "").partition(".")[0])
         if name is not None:
             service_request(name, request.view_args["code"])

@@ -20,11 +20,13 @@ Job = tuple[str, float, Callable[[], Any]]
 @dataclass(frozen=True)
 class Service:
     """A service a plugin offers: its routes (``blueprint``), the periodic jobs it runs for
-    each institution that enables it (``jobs(bridge, institution, config)``), and the check of
-    its ``options:`` at start-up (raises ConfigError)."""
+    each institution that enables it (``jobs(bridge, institution, config)``), and the checks,
+    at start-up, of its ``options:`` and of each caller's (raise ConfigError; a service
+    without ``check_caller_options`` takes no ``callers``)."""
 
     name: str
     title: str
     blueprint: Any  # a flask.Blueprint whose routes take <code>; the core admits each request
     jobs: Callable[[Any, Any, Any], Iterable[Job]] | None = None
     check_options: Callable[[dict], None] | None = None
+    check_caller_options: Callable[[dict], None] | None = None

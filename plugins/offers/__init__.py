@@ -1,6 +1,7 @@
 """Offers: a CRM operator or a reseller creates sales, reservations and options in S-360.
 
-``POST /crm/offers/{institution}`` (and ``s360bridge offers create``) runs the S-360 sales
+``POST /crm/offers/{institution}`` (and ``s360bridge offers create``), or a reseller's ``POST
+/resellers/v1/{institution}/orders`` (resellers.py, reseller_api.py), runs the S-360 sales
 sequence of each product family, durably and idempotently (sequence.py); the catalog and
 availabilities are cached by scheduled jobs within S-360's advice (catalog.py). Orders S-360
 closes come back through its order webhook, to the CRM like any order. A service, not a stream:
@@ -13,9 +14,11 @@ from jsonschema import Draft202012Validator
 
 from s360bridge.core.api import ConfigError, Service, hookimpl, schema_error
 
-from . import catalog, migrations, sequence, store
+from . import catalog, migrations, reseller_api, resellers, sequence, store
 from .cli import catalog_command, offers_command
 from .web import bp
+
+bp.register_blueprint(reseller_api.bp)  # /resellers/v1: the same service, its callers
 
 OPTIONS = Draft202012Validator({
     "type": "object", "additionalProperties": False, "properties": {
@@ -55,7 +58,8 @@ def jobs(bridge, inst, cfg):
 
 
 SERVICE = Service("offers", "Offers created in S-360 (sales, reservations, options)", bp,
-                  jobs=jobs, check_options=check_options)
+                  jobs=jobs, check_options=check_options,
+                  check_caller_options=resellers.check_options)
 
 
 @hookimpl

@@ -21,7 +21,7 @@ from s360bridge.core.api import (
 
 from . import catalog as cache
 from . import sequence, store
-from .web import FOLLOW_UPS, REQUEST, start_follow_up, view
+from .offering import FOLLOW_UPS, REQUEST, start_follow_up, view
 
 STEPS = ("new", "ordering", "open", "closing", "done")
 
@@ -49,7 +49,7 @@ def _follow(bridge, inst, offer_id: int) -> dict:
 
 
 def _show(row: dict, code: str) -> None:
-    click.echo(json.dumps(view(row, code), indent=2, default=str))
+    click.echo(json.dumps(view(row, f"/crm/offers/{code}"), indent=2, default=str))
 
 
 @click.group("offers")

@@ -41,6 +41,11 @@ def _product(catalog: dict, code: str) -> dict:
     raise UnknownInCatalog(f"unknown product {code!r}")
 
 
+def family_of(catalog: dict, code) -> str:
+    """The ``productFamilyType`` of a product, by code or id."""
+    return _product(catalog, code).get("productFamilyType")
+
+
 def _audience(audiences: dict[str, int], tariff) -> int:
     if isinstance(tariff, int):
         return tariff

@@ -33,7 +33,7 @@ from s360bridge.core.api import (
 )
 
 from . import catalog as cache
-from . import families, resolve, store
+from . import families, resellers, resolve, store
 
 log = logging.getLogger("s360bridge.offers")
 FACADE, SERVICE = "externalOrderFacade", "externalOrderService"
@@ -62,8 +62,10 @@ def _plan(bridge, inst, row: dict) -> dict:
     request = _json(row["request"])
     kind = TYPES[request.get("type", "sale")]
     catalog, pos = cache.catalog_of(bridge, inst)
-    base = {"pointOfSalesId": pos["pos"].get("posId"),
-            "externalReference": f"s360bridge:{inst.code}:{row['idempotency_key']}"}
+    reseller = resellers.options_of(inst, row["caller"])
+    caller = f"{row['caller']}:" if row["caller"] else ""
+    base = {"pointOfSalesId": reseller.get("point_of_sales_id") or pos["pos"].get("posId"),
+            "externalReference": f"s360bridge:{inst.code}:{caller}{row['idempotency_key']}"}
     previous = _json(row["result"]) or {}
     purchaser = previous.get("purchaser") or _purchaser(bridge, inst, request)
     if purchaser:
@@ -71,7 +73,8 @@ def _plan(bridge, inst, row: dict) -> dict:
     common = {"purchaser": purchaser, "asked_at": time.time()}
     if row["action"] == "confirm":
         option = f"RESUME_ALL_{kind}_OPERATIONS"
-        return {**common, "close_as": "SALE", "type": "sale", "pay": _payment(pos, inst, request),
+        return {**common, "close_as": "SALE", "type": "sale",
+                "pay": _payment(pos, inst, request, reseller),
                 "body": {**base, "orderType": "SALE", "fileId": row["file_id"],
                          "orderCreationOptions": [option]}}
     if row["action"] == "release":
@@ -82,17 +85,19 @@ def _plan(bridge, inst, row: dict) -> dict:
     except families.UnknownInCatalog as exc:
         raise Failed(422, {"error": str(exc)}) from None
     return {**common, "close_as": kind, "type": request.get("type", "sale"),
-            "pay": _payment(pos, inst, request) if kind == "SALE" else None,
+            "pay": _payment(pos, inst, request, reseller) if kind == "SALE" else None,
             "body": {**base, "orderType": kind, **families.order_body(lines)},
             "asked": [{"line": i, "quota": ":".join(map(str, x.quota)),
                        "quantity": x.operation["quantity"]} for i, x in enumerate(lines)]}
 
 
-def _payment(pos: dict, inst, request: dict) -> int | None:
-    """The pending-account payment method of a sale to be paid (None: closed unpaid)."""
+def _payment(pos: dict, inst, request: dict, reseller: dict) -> int | None:
+    """The pending-account payment method of a sale to be paid (None: closed unpaid): the
+    reseller's, else the service's, else the point of sales' PENDING_ACCOUNT method."""
     if not request.get("pay", True):
         return None
-    return _options(inst).get("payment_method_id") or _pending_method(pos)
+    return reseller.get("payment_method_id") or _options(inst).get("payment_method_id") \
+        or _pending_method(pos)
 
 
 def _pending_method(pos: dict) -> int:

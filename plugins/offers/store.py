@@ -32,6 +32,8 @@ OFFERS = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("institution", String(40), nullable=False),
     Column("idempotency_key", String(200), nullable=False),
+    # '' for the service's own credentials (the CRM operator), else the caller's name
+    Column("caller", String(40), nullable=False, server_default=""),
     Column("request", Text, nullable=False),
     Column("action", String(20), nullable=False),  # create | confirm | release | cancel
     # new | ordering | open | closing | done | failed | uncertain
@@ -41,7 +43,7 @@ OFFERS = Table(
     Column("result", Text), Column("error", Text), Column("http_status", Integer),
     Column("lease_owner", String(40)), Column("lease_until", Float),
     Column("created_at", Float, nullable=False), Column("updated_at", Float, nullable=False),
-    UniqueConstraint("institution", "idempotency_key", name="uq_offer_key"),
+    UniqueConstraint("institution", "caller", "idempotency_key", name="uq_offer_key"),
 )
 CACHE = Table(
     "offer_cache", METADATA,
@@ -60,25 +62,29 @@ def row(engine, offer_id: int) -> dict | None:
     return dict(r._mapping) if r else None
 
 
-def by_key(engine, institution: str, key: str) -> dict | None:
+def by_key(engine, institution: str, key: str, caller: str = "") -> dict | None:
     with engine.connect() as conn:
         r = conn.execute(select(OFFERS).where(OFFERS.c.institution == institution,
+                                              OFFERS.c.caller == caller,
                                               OFFERS.c.idempotency_key == key)).first()
     return dict(r._mapping) if r else None
 
 
-def create(engine, institution: str, key: str, request: dict) -> tuple[dict, bool]:
-    """The offer of this idempotency key: a new one, or the one already there (False)."""
+def create(engine, institution: str, key: str, request: dict,
+           caller: str = "") -> tuple[dict, bool]:
+    """The caller's offer of this idempotency key: a new one, or the one already there
+    (False)."""
     now = time.time()
     with write(engine) as conn:
         ins = dialect_insert(conn, OFFERS).values(
-            institution=institution, idempotency_key=key, request=orjson.dumps(request).decode(),
-            action="create", state="new", created_at=now, updated_at=now)
+            institution=institution, caller=caller, idempotency_key=key,
+            request=orjson.dumps(request).decode(), action="create", state="new",
+            created_at=now, updated_at=now)
         # RETURNING answers a row only when the offer was inserted (a row count would not do:
         # PostgreSQL reports -1 for an INSERT … RETURNING)
         made = conn.execute(ins.on_conflict_do_nothing().returning(OFFERS.c.id)).first() \
             is not None
-    return by_key(engine, institution, key), made
+    return by_key(engine, institution, key, caller), made
 
 
 def save(engine, offer_id: int, **values) -> None:

@@ -1,158 +1,54 @@
-"""``/crm/offers/{institution}``: create an offer, follow it up, read it; and the catalog.
-
-POST answers 201 with the result when the sequence completes within ``wait_seconds``, else
-202 with the offer's URL to poll (state ``uncertain`` included: S-360 gave no clear answer, and
-the bridge reads what it holds before sending anything again). The idempotency key
-(``idempotency_key`` in the body, or an ``Idempotency-Key`` header) makes a repeated request
-answer the same offer, never a new order.
-"""
+"""``/crm/offers/{institution}``: the CRM operator creates an offer, follows it up, reads it;
+and the catalog (offering.py says how requests are answered). The operator calls with the
+service's own ``auth``; a reseller's credentials are for its own API (reseller_api.py)."""
 
 from __future__ import annotations
 
-import threading
+from flask import Blueprint
 
-import orjson
-from flask import Blueprint, request
-from jsonschema import Draft202012Validator
-
-from s360bridge.core.api import RequestRefused, json_response, schema_error, service_request
+from s360bridge.core.api import RequestRefused, json_response, service_request
 
 from . import catalog as cache
-from . import sequence, store
-
-LINE = {"type": "object", "required": ["product"], "properties": {
-    "product": {"type": ["string", "integer"]}, "performance": {"type": "integer"},
-    "timeslot": {"type": "integer"}, "seat_category": {"type": ["string", "integer"]},
-    "tariff": {"type": ["string", "integer"]},
-    "quantity": {"type": "integer", "minimum": 1, "maximum": 100}}}
-REQUEST = Draft202012Validator({
-    "type": "object", "required": ["lines"], "properties": {
-        "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 200},
-        "type": {"enum": ["sale", "reservation", "option"]},
-        "purchaser": {"type": "object", "properties": {
-            "contact_number": {"type": "string"}, "email": {"type": "string"},
-            "first_name": {"type": "string"}, "last_name": {"type": "string"}}},
-        "lines": {"type": "array", "minItems": 1, "items": LINE},
-        "holders": {"type": "array", "items": {"type": "string"}},
-        "pay": {"type": "boolean"}}})
-FOLLOW_UPS = {"confirm": ("reservation", "option"), "release": ("reservation", "option"),
-              "cancel": ("sale",)}
-DONE = {"confirm": "confirmed", "release": "released", "cancel": "cancelled"}
-
-
-def view(row: dict, code: str) -> dict:
-    """An offer as the API shows it."""
-    result = orjson.loads(row["result"]) if row["result"] else {}
-    shown = {k: v for k, v in result.items()
-             if k not in ("plan", "movements", "before", "uncertain_since", "state")}
-    # a finished offer says what it is (closed, released, cancelled); the others where it is
-    state = result.get("state", "closed") if row["state"] == "done" else row["state"]
-    return {"id": row["id"], "institution": row["institution"],
-            "idempotency_key": row["idempotency_key"], "action": row["action"],
-            "state": state, "order_id": row["order_id"], "file_id": row["file_id"],
-            "expires_at": row["expires_at"], "error": row["error"], **shown,
-            "url": f"/crm/offers/{code}/{row['id']}"}
-
-
-def answer(row: dict, code: str):
-    if row["state"] == "done":
-        return json_response(view(row, code), row["http_status"] or 200)
-    if row["state"] == "failed":
-        body = view(row, code)
-        return json_response({**body, **(body.get("failure") or {})}, row["http_status"])
-    return json_response(view(row, code), 202, {"Location": f"/crm/offers/{code}/{row['id']}"})
-
+from . import offering, store
 
 bp = Blueprint("offers", __name__)
 
 
 def admitted(code: str):
-    """The request's bridge, institution and offers config (see service_request)."""
-    found = service_request("offers", code)
-    return found
+    """The request (see service_request), made with the operator's credentials."""
+    req = service_request("offers", code)
+    if req.caller is not None:
+        raise RequestRefused(403, f"these are the credentials of reseller "
+                                  f"{req.caller.name!r}: its API is /resellers/v1/{code}")
+    return req
 
 
-def run_and_answer(bridge, inst, cfg, offer_id: int):
-    worker = threading.Thread(target=sequence.run, args=(bridge, inst, offer_id),
-                              daemon=True)
-    worker.start()
-    worker.join(cfg.options.get("wait_seconds", 5.0))
-    return answer(store.row(bridge.engine, offer_id), inst.code)
+def _base(code: str) -> str:
+    return f"/crm/offers/{code}"
 
 
 @bp.post("/crm/offers/<code>")
 def create(code: str):
-    bridge, inst, cfg = admitted(code)
-    try:
-        body = orjson.loads(request.get_data() or b"null")
-    except orjson.JSONDecodeError as exc:
-        raise RequestRefused(400, f"body is not valid JSON: {exc}") from None
-    error = schema_error(REQUEST, body, sep="/", root="(offer)")
-    if error:
-        raise RequestRefused(400, error)
-    key = body.get("idempotency_key") or request.headers.get("Idempotency-Key")
-    if not key:
-        raise RequestRefused(400, "an idempotency key is required (idempotency_key, or "
-                                  "the Idempotency-Key header)")
-    body = {**body, "idempotency_key": key}
-    row, made = store.create(bridge.engine, inst.code, key, body)
-    if not made and orjson.loads(row["request"]) != body:
-        raise RequestRefused(422, f"idempotency key {key!r} was used for another offer "
-                                  f"({row['id']})")
-    return run_and_answer(bridge, inst, cfg, row["id"])
+    req = admitted(code)
+    return offering.create(req, offering.requested_offer(), "", _base(code))
 
 
 @bp.get("/crm/offers/<code>/<int:offer_id>")
 def show(code: str, offer_id: int):
-    bridge, inst, _ = admitted(code)
-    row = store.row(bridge.engine, offer_id)
-    if row is None or row["institution"] != inst.code:
-        raise RequestRefused(404, f"no offer {offer_id} for {code!r}")
-    return answer(row, code)
+    req = admitted(code)
+    return offering.answer(offering.owned(req, "", offer_id), _base(code))
 
 
 @bp.post("/crm/offers/<code>/<int:offer_id>/<action>")
 def follow_up(code: str, offer_id: int, action: str):
-    bridge, inst, cfg = admitted(code)
-    row = store.row(bridge.engine, offer_id)
-    if row is None or row["institution"] != inst.code:
-        raise RequestRefused(404, f"no offer {offer_id} for {code!r}")
-    start_follow_up(bridge, row, action)
-    answered = run_and_answer(bridge, inst, cfg, offer_id)
-    row = store.row(bridge.engine, offer_id)
-    failure = (orjson.loads(row["result"] or "{}")).get("last_follow_up") or {}
-    if row["action"] != action and failure.get("action") == action:  # it failed: said so
-        said = {k: v for k, v in failure.items() if k not in ("action", "status")}
-        return json_response({**view(row, code), **said}, failure["status"])
-    return answered
+    req = admitted(code)
+    return offering.follow_up(req, offering.owned(req, "", offer_id), action, _base(code))
 
 
 @bp.get("/crm/catalog/<code>")
 def catalog(code: str):
-    bridge, inst, _ = admitted(code)
-    data, pos = cache.catalog_of(bridge, inst)
-    left = (store.cached(bridge.engine, inst.code, "availability") or {}).get("data", {})
+    req = admitted(code)
+    data, pos = cache.catalog_of(req.bridge, req.institution)
+    left = (store.cached(req.bridge.engine, code, "availability") or {}).get("data", {})
     return json_response({"catalog": data, "audiences": pos["audiences"],
                           "availability": left})
-
-
-def start_follow_up(bridge, row: dict, action: str) -> None:
-    """Turn a finished offer to ``action``; repeating a follow-up already done changes
-    nothing (it answers the same result)."""
-    if action not in FOLLOW_UPS:
-        raise RequestRefused(404, f"unknown follow-up {action!r} (known: "
-                                  f"{', '.join(FOLLOW_UPS)})")
-    if row["action"] == action:
-        return
-    kind = (orjson.loads(row["result"] or "{}")).get("type")
-    result = orjson.loads(row["result"] or "{}")
-    if row["state"] != "done" or kind not in FOLLOW_UPS[action] \
-            or result.get("state") not in (None, "closed"):
-        shown = view(row, "")["state"]
-        raise RequestRefused(409, f"offer {row['id']} is a {kind or 'unfinished'} offer, "
-                                  f"{shown}: it cannot be {DONE[action]}")
-    before = {"action": row["action"], "order_id": row["order_id"], "file_id": row["file_id"],
-              "http_status": row["http_status"],
-              "result": {k: v for k, v in result.items() if k != "last_follow_up"}}
-    store.save(bridge.engine, row["id"], action=action, state="new", http_status=None,
-               error=None, result={**before["result"], "before": before})

@@ -20,14 +20,26 @@ LINES = {
 }
 
 
+# two resellers beside the CRM operator: one sells events and passes, one passes only
+RESELLERS = {"eventim": {"families": ["SINGLE_ENTRY", "PASS"], "contacts": "attach",
+                         "max_tickets_per_order": 6},
+             "passhop": {"families": ["PASS"], "orders_per_minute": 3}}
+RESELLER_KEYS = {name: f"key-of-reseller-{name}-0123456789" for name in RESELLERS}
+
+
 def with_offers(data: dict) -> None:
     data["services"] = {"offers": {
         "auth": {"type": "api_key", "header": "x-api-key", "key": {"$env": "TEST_CRM_IN_KEY"}},
-        "options": {"wait_seconds": 10, "open_order_seconds": 2, "lease_seconds": 1}}}
+        "options": {"wait_seconds": 10, "open_order_seconds": 2, "lease_seconds": 1},
+        "callers": {name: {"auth": {"type": "api_key", "header": "x-api-key",
+                                    "key": {"$env": f"TEST_RESELLER_{name.upper()}_KEY"}},
+                           "options": options} for name, options in RESELLERS.items()}}}
 
 
 class Shop(World):
     def __init__(self, tmp_path, monkeypatch):
+        for name, key in RESELLER_KEYS.items():
+            monkeypatch.setenv(f"TEST_RESELLER_{name.upper()}_KEY", key)
         super().__init__(tmp_path, monkeypatch, calls=500, configure=with_offers)
         self.sales = self.api.sales["testvenue"]
         self.orders_webhook = WebhookQueue(WebhookSettings(
@@ -46,6 +58,12 @@ class Shop(World):
         return requests.post(f"{self.proc.url}/crm/offers/testvenue/{offer_id}/{action}",
                              headers={"x-api-key": "crm-posts-its-changes-with-this"},
                              timeout=30)
+
+    def reseller(self, name: str, method: str, path: str, **kwargs) -> requests.Response:
+        """A call of reseller ``name`` to its API (``path`` under /resellers/v1/testvenue)."""
+        headers = {"x-api-key": RESELLER_KEYS[name], **kwargs.pop("headers", {})}
+        return requests.request(method, f"{self.proc.url}/resellers/v1/testvenue{path}",
+                                headers=headers, timeout=30, **kwargs)
 
     def left(self, *quota) -> int:
         return self.api.catalogs["testvenue"].left[quota]
