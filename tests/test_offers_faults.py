@@ -173,3 +173,32 @@ def test_a_refused_confirm_leaves_the_reservation_as_it_was_and_releasable(shop)
     released = shop.follow_up(r.json()["id"], "release")
     assert released.status_code == 201 and released.json()["state"] == "released", released.text
     assert shop.left("seats", PERF, 302) == 40
+
+
+def test_tickets_are_read_with_their_line_and_cancelled_one_by_one(shop):
+    """Each ticket: its movement, product, performance, seat category, tariff, price, barcode
+    and holder; a cancel may name some tickets (refunded once each), then the rest."""
+    r = shop.offer("tickets", LINES["event"], holders=["0001234", "0005678"])
+    assert r.status_code == 201, r.text
+    made = r.json()["tickets"]
+    assert [(t["performance_id"], t["seat_category_id"], t["tariff_id"], t["price"],
+             t["holder"], t["cancelled"]) for t in made] == [
+        (PERF, 302, 1, 45000, "0001234", False), (PERF, 302, 1, 45000, "0005678", False)]
+    assert [t["barcode"] for t in made] == r.json()["barcodes"] and all(r.json()["barcodes"])
+    key = {"x-api-key": "crm-posts-its-changes-with-this"}
+    url = f"{shop.proc.url}/crm/offers/testvenue/{r.json()['id']}/cancel"
+    one = requests.post(url, json={"tickets": [made[0]["movement_id"]]}, headers=key, timeout=30)
+    assert one.status_code == 200, one.text
+    assert (one.json()["state"], [t["cancelled"] for t in one.json()["tickets"]]) == \
+        ("closed", [True, False])
+    assert shop.left("seats", PERF, 302) == 39
+    again = requests.post(url, json={"tickets": [made[0]["movement_id"]]}, headers=key,
+                          timeout=30)
+    assert again.status_code == 200 and shop.calls("cancelOperations") == 1
+    unknown = requests.post(url, json={"tickets": [1]}, headers=key, timeout=30)
+    assert unknown.status_code == 422 and "not tickets of offer" in unknown.text
+    rest = requests.post(url, headers=key, timeout=30)
+    assert rest.status_code == 200 and rest.json()["state"] == "cancelled", rest.text
+    assert shop.calls("cancelOperations") == 2 and shop.left("seats", PERF, 302) == 40
+    assert [o.type for o in shop.sales.orders.values()] == ["SALE", "REFUND_CLIENT",
+                                                             "REFUND_CLIENT"]

@@ -28,7 +28,10 @@ OPTIONS = Draft202012Validator({
         "availability_every_seconds": {"type": "number", "minimum": 60},
         "recovery_every_seconds": {"type": "number", "minimum": 1},
         "lease_seconds": {"type": "number", "minimum": 1},
-        "uncertain_read_after_seconds": {"type": "number", "minimum": 0}}})
+        "uncertain_read_after_seconds": {"type": "number", "minimum": 0},
+        "ticket_fields": {"type": "object", "additionalProperties": False, "properties": {
+            name: {"type": "string", "minLength": 1} for name in ("barcode", "holder",
+                                                                   "seat")}}}})
 
 
 def check_options(options: dict) -> None:

@@ -34,10 +34,15 @@ OFFER = {"type": "object", "required": ["lines"], "properties": {
     "lines": {"type": "array", "minItems": 1, "items": LINE},
     "holders": {"type": "array", "items": {"type": "string"}}, "pay": {"type": "boolean"}}}
 REQUEST = Draft202012Validator(OFFER)
+# a cancel may name some of the order's tickets (their movement ids): a partial cancel
+CANCEL = {"type": "object", "additionalProperties": False, "properties": {
+    "tickets": {"type": "array", "minItems": 1, "uniqueItems": True,
+                "items": {"type": "integer"}}}}
+CANCEL_REQUEST = Draft202012Validator(CANCEL)
 FOLLOW_UPS = {"confirm": ("reservation", "option"), "release": ("reservation", "option"),
               "cancel": ("sale",)}
 DONE = {"confirm": "confirmed", "release": "released", "cancel": "cancelled"}
-HIDDEN = ("plan", "movements", "before", "uncertain_since", "state")
+HIDDEN = ("plan", "movements", "before", "uncertain_since", "state", "cancel_tickets")
 
 
 def view(row: dict, base: str) -> dict:
@@ -70,12 +75,16 @@ def run_and_answer(bridge, inst, cfg, offer_id: int, base: str):
     return answer(store.row(bridge.engine, offer_id), base)
 
 
-def requested_offer() -> dict:
-    """The request's offer, checked against OFFER, with its idempotency key."""
+def _body(default=None):
     try:
-        body = orjson.loads(request.get_data() or b"null")
+        return orjson.loads(request.get_data() or default or b"null")
     except orjson.JSONDecodeError as exc:
         raise RequestRefused(400, f"body is not valid JSON: {exc}") from None
+
+
+def requested_offer() -> dict:
+    """The request's offer, checked against OFFER, with its idempotency key."""
+    body = _body()
     error = schema_error(REQUEST, body, sep="/", root="(offer)")
     if error:
         raise RequestRefused(400, error)
@@ -108,7 +117,14 @@ def follow_up(req, row: dict, action: str, base: str):
     """Start ``action`` on the offer and answer it; a follow-up that failed is answered with
     its failure, the offer staying what it was."""
     bridge, inst, cfg = req.bridge, req.institution, req.config
-    start_follow_up(bridge, row, action)
+    some = None
+    if action == "cancel":
+        body = _body(b"{}")
+        error = schema_error(CANCEL_REQUEST, body, sep="/", root="(cancel)")
+        if error:
+            raise RequestRefused(400, error)
+        some = body.get("tickets")
+    start_follow_up(bridge, row, action, some)
     answered = run_and_answer(bridge, inst, cfg, row["id"], base)
     row = store.row(bridge.engine, row["id"])
     failure = (orjson.loads(row["result"] or "{}")).get("last_follow_up") or {}
@@ -118,15 +134,22 @@ def follow_up(req, row: dict, action: str, base: str):
     return answered
 
 
-def start_follow_up(bridge, row: dict, action: str) -> None:
-    """Turn a finished offer to ``action``; repeating a follow-up already done changes
-    nothing (it answers the same result)."""
+def start_follow_up(bridge, row: dict, action: str, some: list[int] | None = None) -> None:
+    """Turn a finished offer to ``action`` (a cancel of ``some`` of its tickets only, when
+    given); repeating a follow-up already done changes nothing (it answers the same result)."""
     if action not in FOLLOW_UPS:
         raise RequestRefused(404, f"unknown follow-up {action!r} (known: "
                                   f"{', '.join(FOLLOW_UPS)})")
-    if row["action"] == action:
-        return
     result = orjson.loads(row["result"] or "{}")
+    if action == "cancel" and row["state"] == "done" and result.get("tickets"):
+        held = {t["movement_id"] for t in result["tickets"]}
+        if set(some or ()) - held:
+            raise RequestRefused(422, f"(cancel)/tickets: not tickets of offer {row['id']}: "
+                                      f"{sorted(set(some) - held)}")
+        if set(held if some is None else some) <= set(result.get("cancelled", [])):
+            return  # cancelled already: the same answer
+    elif row["action"] == action:
+        return
     kind = result.get("type")
     if row["state"] != "done" or kind not in FOLLOW_UPS[action] \
             or result.get("state") not in (None, "closed"):
@@ -137,4 +160,5 @@ def start_follow_up(bridge, row: dict, action: str) -> None:
               "http_status": row["http_status"],
               "result": {k: v for k, v in result.items() if k != "last_follow_up"}}
     store.save(bridge.engine, row["id"], action=action, state="new", http_status=None,
-               error=None, result={**before["result"], "before": before})
+               error=None, result={**before["result"], "before": before,
+                                   "cancel_tickets": some})

@@ -4,7 +4,7 @@ and compare its paths with the routes."""
 
 from __future__ import annotations
 
-from .offering import FOLLOW_UPS, LINE, OFFER, PURCHASER
+from .offering import CANCEL, FOLLOW_UPS, LINE, OFFER, PURCHASER
 
 ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
 ORDER = {"type": "object", "required": ["id", "state", "url"], "properties": {
@@ -21,7 +21,19 @@ ORDER = {"type": "object", "required": ["id", "state", "url"], "properties": {
                 "additionalProperties": {"type": ["integer", "null"]}},
     "currency": {"type": ["string", "null"]},
     "barcodes": {"type": "array", "items": {"type": "string"}},
+    "tickets": {"type": "array", "items": {"$ref": "#/components/schemas/Ticket"}},
+    "cancelled": {"type": "array", "items": {"type": "integer"},
+                  "description": "the movement ids of the tickets cancelled"},
     "url": {"type": "string"}}}
+TICKET = {"type": "object", "required": ["movement_id"], "properties": {
+    "movement_id": {"type": "integer", "description": "what a partial cancel names"},
+    "operation_id": {"type": ["integer", "null"]}, "product_id": {"type": ["integer", "null"]},
+    "product": {"type": ["string", "null"]}, "performance_id": {"type": ["integer", "null"]},
+    "seat_category_id": {"type": ["integer", "null"]}, "tariff_id": {"type": ["integer", "null"]},
+    "price": {"type": ["integer", "null"], "description": "S-360's integer amount"},
+    "barcode": {"type": ["string", "null"]}, "holder": {"type": ["string", "null"]},
+    "seat": {"description": "INFERRED: where S-360 puts the seat is not documented"},
+    "cancelled": {"type": "boolean"}}}
 
 
 def _answers(*codes: int, ok: str = "Order") -> dict:
@@ -84,6 +96,9 @@ def document(base: str, auth) -> dict:
                 "operationId": "followUp", "summary": "Confirm, release or cancel an order",
                 "parameters": [order_id, {"name": "action", "in": "path", "required": True,
                                           "schema": {"enum": list(FOLLOW_UPS)}}],
+                "requestBody": {"required": False, "description": "cancel: some tickets only",
+                                "content": {"application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Cancel"}}}},
                 "responses": _answers(200, 201, 202, *refused, 404, 409, 410, 422, 503)}},
             "/openapi.json": {"get": {
                 "operationId": "openapi", "summary": "This document",
@@ -98,6 +113,7 @@ def document(base: str, auth) -> dict:
                     "lines": {"type": "array", "minItems": 1,
                               "items": {"$ref": "#/components/schemas/Line"}}}},
                 "Line": LINE, "Contact": PURCHASER, "Order": ORDER, "Error": ERROR,
+                "Ticket": TICKET, "Cancel": CANCEL,
                 "Catalog": {"type": "object", "required": ["catalog", "audiences"],
                             "properties": {"catalog": {"type": "object"},
                                            "audiences": {"type": "object"}}},

@@ -86,7 +86,7 @@ def _new_order(bridge, inst, row: dict) -> None:
 
 
 def _on_file(bridge, inst, row: dict, result: dict) -> None:
-    from .sequence import _finish, opened
+    from .sequence import _finish, cancelled, opened
 
     since = (result.get("plan") or result).get("asked_at", 0.0) - CLOCK_SKEW_SECONDS
     try:
@@ -103,8 +103,7 @@ def _on_file(bridge, inst, row: dict, result: dict) -> None:
         return
     order = made[-1]
     if row["action"] == "cancel":
-        store.save(bridge.engine, row["id"], state="done", http_status=200, error=None,
-                   result={**result, "state": "cancelled"})
+        cancelled(bridge, row)
     elif order.get("orderState") == "CLOSED":
         store.save(bridge.engine, row["id"], order_id=order["orderId"])
         _finish(bridge, store.row(bridge.engine, row["id"]), {"orderDetailsData": order})

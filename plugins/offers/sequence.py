@@ -33,7 +33,7 @@ from s360bridge.core.api import (
 )
 
 from . import catalog as cache
-from . import families, resellers, resolve, store
+from . import families, resellers, resolve, store, tickets
 
 log = logging.getLogger("s360bridge.offers")
 FACADE, SERVICE = "externalOrderFacade", "externalOrderService"
@@ -153,8 +153,7 @@ def step(bridge, inst, row: dict) -> None:
             **(_json(row["result"]) or {}), "asked_at": time.time()})
         _sent(bridge, row, lambda: bridge.s360(inst).call(SERVICE, "cancelOperations", {
             "orderId": row["order_id"], **_movements(row)}))
-        store.save(engine, oid, state="done", http_status=200,
-                   result={**(_json(row["result"]) or {}), "state": "cancelled"})
+        cancelled(bridge, row)
     elif state == "new":
         plan = _plan(bridge, inst, row)
         store.save(engine, oid, state="ordering", expires_at=_expiry(inst),
@@ -218,8 +217,23 @@ def opened(bridge, inst, row: dict, plan: dict, data: dict) -> None:
 
 
 def _movements(row: dict) -> dict:
-    moves = (_json(row["result"]) or {}).get("movements")
+    """The movements a cancel names: the tickets asked, else those not cancelled yet."""
+    result = _json(row["result"]) or {}
+    moves = result.get("cancel_tickets") or [
+        m for m in result.get("movements") or [] if m not in result.get("cancelled", [])]
     return {"movementIds": moves} if moves else {}
+
+
+def cancelled(bridge, row: dict) -> None:
+    """A cancel done: its tickets are cancelled; the offer too once none is left."""
+    result = _json(store.row(bridge.engine, row["id"])["result"]) or {}
+    gone = sorted({*result.get("cancelled", []), *_movements(row).get("movementIds", [])})
+    left = [m for m in result.get("movements") or [] if m not in gone]
+    store.save(bridge.engine, row["id"], state="done", http_status=200, error=None, result={
+        **result, "cancelled": gone, "cancel_tickets": None,
+        "state": "closed" if left else "cancelled",
+        "tickets": [{**t, "cancelled": t["movement_id"] in gone}
+                    for t in result.get("tickets", [])]})
 
 
 def _close(bridge, inst, row: dict, result: dict) -> None:
@@ -245,12 +259,15 @@ def _finish(bridge, row: dict, details: dict) -> None:
     d = details.get("orderDetailsData") or {}
     result = _json(store.row(bridge.engine, row["id"])["result"]) or {}
     state = {"release": "released"}.get(row["action"], "closed")
+    made = tickets.tickets(details, _options(bridge.institution(row["institution"])).get(
+        "ticket_fields"))
     store.save(bridge.engine, row["id"], state="done", http_status=201, error=None, result={
         **result, "state": state, "order_id": d.get("orderId"), "order_type": d.get("orderType"),
         "order_state": d.get("orderState"),
         "amounts": {k: d.get(k) for k in ("saleAmount", "reservationAmount", "optionAmount")},
         "currency": (d.get("catalogCurrency") or {}).get("currencyCode"),
-        "barcodes": [m.get("barcode") for m in d.get("movementDatas") or [] if m.get("barcode")],
+        "barcodes": [t["barcode"] for t in made if t["barcode"]], "tickets": made,
+        "movements": [t["movement_id"] for t in made],
         "type": result.get("plan", {}).get("type") or result.get("type")})
 
 
