@@ -264,14 +264,14 @@ def _institution(raw: dict, file: Path, environ, receiver_secrets: bool) -> Inst
             _auth(s.get("auth", {}), file, f"streams.{name}.auth", environ, receiver_secrets),
             tuple(s.get("targets", [])), _resolve_env(s.get("options", {}), file,
                                                       f"streams.{name}.options", environ))
-    services = {
-        name: ServiceConfig(
-            name, s.get("enabled", True),
-            _auth(s.get("auth", {}), file, f"services.{name}.auth", environ, receiver_secrets),
+    services = {}
+    for name, s in (raw.get("services") or {}).items():
+        auth = _auth(s.get("auth", {}), file, f"services.{name}.auth", environ, receiver_secrets)
+        services[name] = ServiceConfig(
+            name, s.get("enabled", True), auth,
             _resolve_env(s.get("options", {}), file, f"services.{name}.options", environ),
             _callers(s.get("callers") or {}, file, f"services.{name}.callers", environ,
-                     receiver_secrets))
-        for name, s in (raw.get("services") or {}).items()}
+                     receiver_secrets, auth))
     cutoff = raw.get("history_cutoff")
     api = raw.get("s360_api")
     if api is not None:
@@ -288,16 +288,29 @@ def _institution(raw: dict, file: Path, environ, receiver_secrets: bool) -> Inst
         reconcile=raw.get("reconcile") or {}, source=file, services=services)
 
 
-def _callers(raw: dict, file: Path, where: str, environ, required: bool) -> dict[str, Caller]:
+def _callers(raw: dict, file: Path, where: str, environ, required: bool,
+             service_auth: Auth) -> dict[str, Caller]:
     callers = {}
+    seen = {_credentials(service_auth): "the service's own auth"}
     for who, c in raw.items():
         auth = _auth(c["auth"], file, f"{where}.{who}.auth", environ, required)
         if auth.type == "none":
             raise ConfigError(f"{file}: {where}.{who}.auth: a caller is known by its "
                               "credentials: basic or api_key, not none")
+        same = seen.get(_credentials(auth))
+        if same is not None and _credentials(auth)[-1]:  # unread secrets ("") outside receivers
+            raise ConfigError(f"{file}: {where}.{who}.auth: the same credentials as {same}: "
+                              "each caller needs its own")
+        seen[_credentials(auth)] = f"caller {who!r}"
         callers[who] = Caller(who, auth, _resolve_env(c.get("options", {}), file,
                                                       f"{where}.{who}.options", environ))
     return callers
+
+
+def _credentials(auth: Auth) -> tuple:
+    """What tells a caller's requests apart: the header (or user name) and the secret."""
+    secret = auth.password or auth.key
+    return (auth.type, auth.username or auth.header, secret.value if secret else None)
 
 
 def config_files(paths) -> list[Path]:

@@ -5,6 +5,7 @@ leaves the offer as it was."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import requests
@@ -141,11 +142,25 @@ def test_a_timed_out_confirm_is_resolved_by_reading_its_file(shop):
     assert confirming.status_code == 202 and confirming.json()["state"] == "uncertain"
     row = settled(shop, r.json()["id"])
     assert (row["state"], row["action"]) == ("done", "confirm"), row
+    assert json.loads(row["result"])["type"] == "sale"
     assert shop.calls("createOrUpdateOrder") == 2 and shop.calls("getFileDetails") >= 1
+    assert shop.calls("createPaymentsAndCloseOrder") == 1  # paid, as a confirmed sale is
     sales = [o for o in shop.sales.orders.values() if o.type == "SALE"]
     assert [(o.state, o.id) for o in sales] == [("CLOSED", row["order_id"])]
     assert [m["contactNumber"] for m in sales[0].movements] == ["0001234", "0005678"]
     assert shop.left("seats", PERF, 302) == 38
+
+
+def test_a_timed_out_close_is_read_back_never_sent_again(shop):
+    """S-360 closed and booked the payment but answered after the timeout: the offer waits,
+    reads the order (closed) and finishes; never a second payment, never a failure."""
+    slow_s360(shop, "createPaymentsAndCloseOrder")
+    r = shop.offer("slow-close", LINES["event"])
+    assert r.status_code == 202 and r.json()["state"] == "closing", r.text
+    row = settled(shop, r.json()["id"])
+    assert row["state"] == "done" and json.loads(row["result"])["order_state"] == "CLOSED"
+    assert shop.calls("createPaymentsAndCloseOrder") == 1
+    assert shop.calls("abandonMovements") == 0
 
 
 def test_a_timed_out_cancel_is_resolved_by_reading_its_file(shop):
@@ -202,3 +217,14 @@ def test_tickets_are_read_with_their_line_and_cancelled_one_by_one(shop):
     assert shop.calls("cancelOperations") == 2 and shop.left("seats", PERF, 302) == 40
     assert [o.type for o in shop.sales.orders.values()] == ["SALE", "REFUND_CLIENT",
                                                              "REFUND_CLIENT"]
+
+
+def test_two_follow_ups_at_once_one_wins_the_other_is_409(shop):
+    from s360bridge.plugins.offers.offering import start_follow_up
+
+    r = shop.offer("race", LINES["event"], kind="reservation")
+    seen = store.row(shop.bridge.engine, r.json()["id"])
+    start_follow_up(shop.bridge, seen, "confirm")  # the first, from the row as read
+    with pytest.raises(Exception, match="changed meanwhile"):
+        start_follow_up(shop.bridge, seen, "release")  # the second read the same row
+    assert store.row(shop.bridge.engine, seen["id"])["action"] == "confirm"

@@ -138,6 +138,8 @@ def test_the_openapi_document_is_valid_and_describes_the_routes(shop):
       "options": {"families": ["CONCERT"]}}, "families"),
     ({"auth": {"type": "api_key", "header": "x", "key": {"$env": "K"}}, "options": {}},
      "families"),
+    ({"auth": {"type": "api_key", "header": "x-api-key", "key": {"$env": "TEST_CRM_IN_KEY"}},
+      "options": {"families": ["PASS"]}}, "the same credentials as the service's own auth"),
 ])
 def test_a_reseller_badly_configured_is_one_clear_error(shop, tmp_path, monkeypatch, caller,
                                                         message):
@@ -151,3 +153,23 @@ def test_a_reseller_badly_configured_is_one_clear_error(shop, tmp_path, monkeypa
     path = write_config(tmp_path, data, "bad.yaml")
     with pytest.raises(ConfigError, match=message):
         Bridge(load_settings([path]), schema="ignore")
+
+
+def test_a_reseller_pays_its_sales_and_s360_down_is_503_not_500(shop, monkeypatch):
+    unpaid = shop.reseller("eventim", "POST", "/orders", json={
+        "idempotency_key": "unpaid", "lines": [PASS], "pay": False})
+    assert unpaid.status_code == 403 and "pay cannot be false" in unpaid.text
+    from s360bridge.core.api import S360Unavailable
+    from s360bridge.plugins.offers import catalog as cache
+
+    def down(bridge, inst):
+        raise S360Unavailable("S-360 getCatalogDetailed: HTTP 503")
+    monkeypatch.setattr(cache, "catalog_of", down)
+    for method, path, body in (("GET", "/catalog", None), ("GET", "/availability", None),
+                               ("POST", "/orders", {"idempotency_key": "d", "lines": [PASS]})):
+        r = shop.reseller("eventim", method, path, json=body)
+        assert (r.status_code, r.headers.get("Retry-After")) == (503, "30"), (path, r.text)
+    long_key = shop.reseller("eventim", "POST", "/orders", json={"lines": [PASS]},
+                             headers={"Idempotency-Key": "k" * 201})
+    assert long_key.status_code == 400
+    assert shop.calls("createOrUpdateOrder") == 0

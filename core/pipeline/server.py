@@ -18,6 +18,7 @@ import socket
 import threading
 from dataclasses import dataclass
 
+from waitress import wasyncore
 from waitress.adjustments import Adjustments
 from waitress.server import BaseWSGIServer, TcpWSGIServer
 from waitress.task import ThreadedTaskDispatcher
@@ -130,6 +131,7 @@ def stop_serving(server: BaseWSGIServer, loop: threading.Thread, timeout: float,
     response is ready, and a closed descriptor's number goes to the next file opened, a
     database connection's socket for instance, which would get that byte (PostgreSQL then
     drops the connection: "invalid frontend message type 120")."""
+    server.accepting = False  # the loop stops taking new connections at its next poll
     server.task_dispatcher.shutdown(cancel_pending=cancel_pending, timeout=timeout)
 
     def close_all(keep_trigger: bool = False) -> None:
@@ -138,13 +140,20 @@ def stop_serving(server: BaseWSGIServer, loop: threading.Thread, timeout: float,
                         "left open", timeout)
             keep_trigger = True
         for dispatcher in list(server._map.values()):
-            if dispatcher is server.trigger and keep_trigger:
-                dispatcher.del_channel()  # out of the loop, left open
+            if dispatcher is server.trigger:
+                if keep_trigger:
+                    dispatcher.del_channel()  # out of the loop, left open
+                else:
+                    dispatcher.close()
+            elif dispatcher is server:  # waitress's own close() closes the pipe too
+                wasyncore.dispatcher.close(server)
             else:
                 dispatcher.close()
 
     if loop.is_alive():
         try:
+            if server.trigger._closed:
+                raise OSError("already closed")
             server.trigger.pull_trigger(close_all)
         except OSError as exc:
             # the pipe's descriptor was closed under it (not explained yet, seen in tests): its

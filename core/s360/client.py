@@ -176,7 +176,8 @@ class S360Client:
                                                            self.clock())}
         try:
             resp = self.session.post(self.url(service, method), json=body, headers=headers,
-                                     timeout=self.settings.timeout_seconds)
+                                     timeout=self.settings.timeout_seconds,
+                                     allow_redirects=False)  # a 307 would post it again
         except requests.RequestException as exc:
             self.stats[method, "unreachable"] += 1
             kind = S360Unreachable if _never_sent(exc) else S360Unavailable
@@ -196,7 +197,7 @@ class S360Client:
                 f"S-360 refused the credentials for {method} (HTTP {code}): check "
                 f"s360_api.secret ({s.secret}), operator {s.operator!r}, partner "
                 f"{s.partner!r} and iat_unit {s.iat_unit!r}")
-        if code >= 500 or code == 408:
+        if code >= 500 or code == 408 or 200 < code < 400:  # S-360 may have done it
             raise S360Unavailable(f"S-360 {method}: HTTP {code}")
         if code != 200:
             raise S360ApiError(f"S-360 {method}: HTTP {code} at {resp.url}: check "

@@ -89,9 +89,9 @@ def requested_offer() -> dict:
     if error:
         raise RequestRefused(400, error)
     key = body.get("idempotency_key") or request.headers.get("Idempotency-Key")
-    if not key:
-        raise RequestRefused(400, "an idempotency key is required (idempotency_key, or "
-                                  "the Idempotency-Key header)")
+    if not key or len(key) > 200:
+        raise RequestRefused(400, "an idempotency key of 1 to 200 characters is required "
+                                  "(idempotency_key, or the Idempotency-Key header)")
     return {**body, "idempotency_key": key}
 
 
@@ -159,6 +159,9 @@ def start_follow_up(bridge, row: dict, action: str, some: list[int] | None = Non
     before = {"action": row["action"], "order_id": row["order_id"], "file_id": row["file_id"],
               "http_status": row["http_status"],
               "result": {k: v for k, v in result.items() if k != "last_follow_up"}}
-    store.save(bridge.engine, row["id"], action=action, state="new", http_status=None,
-               error=None, result={**before["result"], "before": before,
-                                   "cancel_tickets": some})
+    if not store.save_if_unchanged(bridge.engine, row, action=action, state="new",
+                                   http_status=None, error=None,
+                                   result={**before["result"], "before": before,
+                                           "cancel_tickets": some}):
+        raise RequestRefused(409, f"offer {row['id']} changed meanwhile (another follow-up "
+                                  "at the same time): read it again")

@@ -52,11 +52,17 @@ def options_of(inst, caller: str) -> dict:
 
 
 def check_offer(bridge, inst, caller: str, body: dict) -> None:
-    """Refuse what the reseller may not ask: a family it does not sell (403, naming it),
-    contacts beyond what it may do (403), more tickets than an order may hold (422), more
-    orders than its rate (429)."""
+    """Refuse what the reseller may not ask: a sale it would not pay (403), a family it does
+    not sell (403, naming it), contacts beyond what it may do (403), more tickets than an
+    order may hold (422), more orders than its rate (429; a request repeated with its
+    idempotency key is answered as before, whatever the rate)."""
     from .catalog import catalog_of
 
+    if store.by_key(bridge.engine, inst.code, body["idempotency_key"], caller) is not None:
+        return  # a repeat: the offer it made answers it
+    if body.get("pay") is False:
+        raise RequestRefused(403, f"reseller {caller!r} pays its sales (on pending account): "
+                                  "pay cannot be false")
     options = options_of(inst, caller)
     catalog, _ = catalog_of(bridge, inst)
     allowed = set(options["families"])

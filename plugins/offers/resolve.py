@@ -49,9 +49,16 @@ def _options(inst) -> dict:
 
 
 def became_uncertain(bridge, row: dict, why: str) -> None:
-    result = _json(row["result"])
+    result = _json(store.row(bridge.engine, row["id"])["result"])  # the step's, as saved
     store.save(bridge.engine, row["id"], state="uncertain", http_status=202, error=why,
                result={**result, "uncertain_since": time.time()})
+
+
+def settling(inst, result: dict, key: str = "uncertain_since") -> None:
+    """Raise NotYet while S-360 may still be working on the call that got no clear answer."""
+    wait = _options(inst).get("uncertain_read_after_seconds", 60.0)
+    if time.time() < (result.get(key) or 0.0) + wait:
+        raise NotYet(f"S-360 may still be working on it: read after {wait:g} s")
 
 
 def uncertain(bridge, inst, row: dict) -> None:
@@ -61,12 +68,10 @@ def uncertain(bridge, inst, row: dict) -> None:
                                       "before storing its answer")
         row = store.row(bridge.engine, row["id"])
     result = _json(row["result"])
-    wait = _options(inst).get("uncertain_read_after_seconds", 60.0)
     if row["action"] == "create":
         _new_order(bridge, inst, row)
-    elif time.time() < result["uncertain_since"] + wait:
-        raise NotYet(f"S-360 may still be working on it: read after {wait:g} s")
     else:
+        settling(inst, result)
         _on_file(bridge, inst, row, result)
 
 
@@ -88,13 +93,14 @@ def _new_order(bridge, inst, row: dict) -> None:
 def _on_file(bridge, inst, row: dict, result: dict) -> None:
     from .sequence import _finish, cancelled, opened
 
-    since = (result.get("plan") or result).get("asked_at", 0.0) - CLOCK_SKEW_SECONDS
+    since = result["asked_at"] - CLOCK_SKEW_SECONDS  # when this step's call was sent
     try:
         file = bridge.s360(inst).call(SERVICE, "getFileDetails", {"fileId": row["file_id"]})
     except S360BusinessError as exc:
         raise NotYet(f"file {row['file_id']} could not be read: {exc}") from None
+    known = set(result.get("orders_seen") or ())  # made by this offer's earlier steps
     made = [o for o in file.get("orderDetailsDatas") or []
-            if o.get("orderType") in MADE_BY[row["action"]]
+            if o.get("orderType") in MADE_BY[row["action"]] and o.get("orderId") not in known
             and o.get("orderState") != "ABANDONED" and _epoch(o) >= since]
     if not made:  # S-360 did nothing: the step is made again
         log.info("%s: offer %s: S-360 shows no order of the uncertain call: sent again",
@@ -103,7 +109,7 @@ def _on_file(bridge, inst, row: dict, result: dict) -> None:
         return
     order = made[-1]
     if row["action"] == "cancel":
-        cancelled(bridge, row)
+        cancelled(bridge, row, order["orderId"])
     elif order.get("orderState") == "CLOSED":
         store.save(bridge.engine, row["id"], order_id=order["orderId"])
         _finish(bridge, store.row(bridge.engine, row["id"]), {"orderDetailsData": order})

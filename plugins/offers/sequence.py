@@ -151,13 +151,14 @@ def step(bridge, inst, row: dict) -> None:
     if state == "new" and row["action"] == "cancel":  # a closed sale: nothing to plan
         store.save(engine, oid, state="ordering", result={
             **(_json(row["result"]) or {}), "asked_at": time.time()})
-        _sent(bridge, row, lambda: bridge.s360(inst).call(SERVICE, "cancelOperations", {
-            "orderId": row["order_id"], **_movements(row)}))
-        cancelled(bridge, row)
+        answer = _sent(bridge, row, lambda: bridge.s360(inst).call(
+            SERVICE, "cancelOperations", {"orderId": row["order_id"], **_movements(row)}))
+        cancelled(bridge, row, (answer.get("orderUpdateData") or {}).get("orderId"))
     elif state == "new":
         plan = _plan(bridge, inst, row)
         store.save(engine, oid, state="ordering", expires_at=_expiry(inst),
-                   result={**(_json(row["result"]) or {}), "plan": plan})
+                   result={**(_json(row["result"]) or {}), "plan": plan,
+                           "asked_at": plan["asked_at"]})
         try:
             answer = _sent(bridge, row, lambda: bridge.s360(inst).call(
                 FACADE, "createOrUpdateOrder", plan["body"]))
@@ -175,7 +176,8 @@ def step(bridge, inst, row: dict) -> None:
                 row["order_id"], result["movements"], holders))
         store.save(engine, oid, state="closing")
         _close(bridge, inst, row, result)
-    elif state == "closing":
+    elif state == "closing":  # a close may have been sent: read the order first
+        resolve.settling(inst, _json(row["result"]) or {}, "close_uncertain_since")
         details = bridge.s360(inst).call(SERVICE, "getOrderDetails", {"orderId": row["order_id"]})
         order_state = (details.get("orderDetailsData") or {}).get("orderState")
         if order_state == "CLOSED":
@@ -224,13 +226,15 @@ def _movements(row: dict) -> dict:
     return {"movementIds": moves} if moves else {}
 
 
-def cancelled(bridge, row: dict) -> None:
-    """A cancel done: its tickets are cancelled; the offer too once none is left."""
+def cancelled(bridge, row: dict, refund: int | None) -> None:
+    """A cancel done (``refund``: the order S-360 made for it): its tickets are cancelled; the
+    offer too once none is left."""
     result = _json(store.row(bridge.engine, row["id"])["result"]) or {}
     gone = sorted({*result.get("cancelled", []), *_movements(row).get("movementIds", [])})
     left = [m for m in result.get("movements") or [] if m not in gone]
     store.save(bridge.engine, row["id"], state="done", http_status=200, error=None, result={
         **result, "cancelled": gone, "cancel_tickets": None,
+        "orders_seen": [*result.get("orders_seen", []), *([refund] if refund else [])],
         "state": "closed" if left else "cancelled",
         "tickets": [{**t, "cancelled": t["movement_id"] in gone}
                     for t in result.get("tickets", [])]})
@@ -240,19 +244,31 @@ def _close(bridge, inst, row: dict, result: dict) -> None:
     client, plan = bridge.s360(inst), result["plan"]
     purchaser, kind, method = plan.get("purchaser"), plan["close_as"], plan.get("pay")
     who = {"purchasersInfo": [{"contactReference": purchaser}]} if purchaser else {}
-    if kind == "SALE" and method:
-        total = result.get("total")
-        if total is None:  # S-360 did not say: the order itself does
-            total = (client.call(SERVICE, "getOrderDetails", {"orderId": row["order_id"]})
-                     .get("orderDetailsData") or {}).get("saleAmount")
-        client.call(SERVICE, "createPaymentsAndCloseOrder", {
-            "orderId": row["order_id"], "orderType": "SALE", "maxWaitingTime": 0,
-            "payments": [{"amount": total, "paymentMethodId": method}], **who})
-    else:
-        client.call(SERVICE, "closeOrder", {
-            "orderId": row["order_id"], "orderType": kind, "generateBarCodes": True,
-            **({"purchaserInfo": who["purchasersInfo"][0]} if who else {})})
-    _finish(bridge, row, client.call(SERVICE, "getOrderDetails", {"orderId": row["order_id"]}))
+    order = {"orderId": row["order_id"]}
+    try:
+        if kind == "SALE" and method:
+            total = result.get("total")
+            if total is None:  # S-360 did not say: the order itself does
+                total = (client.call(SERVICE, "getOrderDetails", order)
+                         .get("orderDetailsData") or {}).get("saleAmount")
+            client.call(SERVICE, "createPaymentsAndCloseOrder", {
+                **order, "orderType": "SALE", "maxWaitingTime": 0,
+                "payments": [{"amount": total, "paymentMethodId": method}], **who})
+        else:
+            client.call(SERVICE, "closeOrder", {
+                **order, "orderType": kind, "generateBarCodes": True,
+                **({"purchaserInfo": who["purchasersInfo"][0]} if who else {})})
+    except S360Uncertain:  # read once S-360 can no longer be working on it
+        now = _json(store.row(bridge.engine, row["id"])["result"]) or {}
+        store.save(bridge.engine, row["id"], result={**now, "close_uncertain_since": time.time()})
+        raise
+    except S360BusinessError:  # a close before, with no clear answer, may have closed it
+        details = client.call(SERVICE, "getOrderDetails", order)
+        if (details.get("orderDetailsData") or {}).get("orderState") == "CLOSED":
+            _finish(bridge, row, details)
+            return
+        raise
+    _finish(bridge, row, client.call(SERVICE, "getOrderDetails", order))
 
 
 def _finish(bridge, row: dict, details: dict) -> None:

@@ -96,6 +96,17 @@ def save(engine, offer_id: int, **values) -> None:
                      .values(updated_at=time.time(), **values))
 
 
+def save_if_unchanged(engine, row: dict, **values) -> bool:
+    """Save only if the offer is still as ``row`` read it (two follow-ups at once: one wins);
+    answers whether it was saved."""
+    if "result" in values and not isinstance(values["result"], str | None):
+        values["result"] = orjson.dumps(values["result"]).decode()
+    with write(engine) as conn:
+        return conn.execute(update(OFFERS).where(
+            OFFERS.c.id == row["id"], OFFERS.c.updated_at == row["updated_at"]).values(
+            updated_at=max(time.time(), row["updated_at"] + 1e-6), **values)).rowcount == 1
+
+
 def unfinished(engine, institutions: list[str]) -> list[int]:
     """The offers of ``institutions`` not final that no process works on."""
     with engine.connect() as conn:

@@ -6,12 +6,27 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from s360bridge.core.api import RequestRefused, json_response, service_request
+from s360bridge.core.api import (
+    RequestRefused,
+    S360ApiError,
+    S360BusinessError,
+    json_response,
+    service_request,
+)
 
 from . import catalog as cache
 from . import offering, store
 
 bp = Blueprint("offers", __name__)
+
+
+@bp.errorhandler(S360ApiError)
+def _s360_unavailable(exc: S360ApiError):
+    """S-360 could not be read (the catalog, a contact): nothing was ordered, ask again."""
+    if isinstance(exc, S360BusinessError):
+        return json_response({"error": str(exc), "status": 422}, 422)
+    return json_response({"error": f"S-360 is unavailable, nothing was ordered: {exc}",
+                          "status": 503}, 503, {"Retry-After": "30"})
 
 
 def admitted(code: str):
