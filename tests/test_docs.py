@@ -207,7 +207,8 @@ def test_example_institution_files_load(page, block, tmp_path, monkeypatch):
     path = tmp_path / "example.yaml"
     path.write_text(block, "utf-8")
     names = set(re.findall(r"\$env: (\w+)", block))
-    environ = {name: "https://example.org" if name.endswith("_URL") else "x" for name in names}
+    environ = {name: "https://example.org" if name.endswith("_URL") else f"value-of-{name}"
+               for name in names}  # each secret its own, as in production
     environ["S360BRIDGE_DATABASE_URL"] = f"sqlite:///{tmp_path}/engine.db"
     settings = load_settings([path], environ=environ)
     Bridge(settings, schema="ignore").close()  # options are checked when the bridge is built
