@@ -26,6 +26,7 @@ from s360bridge.core.errors import (
     TargetUnavailable,
     Undeliverable,
 )
+from s360bridge.core.operations.admin import received
 from s360bridge.core.operations.erasure import erase_versions
 from s360bridge.core.operations.reconcile import Comparison, Field, Reconciliation, Side
 from s360bridge.core.pipeline import leases
@@ -106,5 +107,5 @@ __all__ = [
     "Service", "service_request", "ServiceRequest",
     # the engine database and SQL on the driver
     "dialect_insert", "make_engine", "write", "copy_insert", "executemany",
-    "index_plans_only", "run", "erase_versions",
+    "index_plans_only", "run", "erase_versions", "received",
 ]

@@ -173,3 +173,50 @@ def test_a_reseller_pays_its_sales_and_s360_down_is_503_not_500(shop, monkeypatc
                              headers={"Idempotency-Key": "k" * 201})
     assert long_key.status_code == 400
     assert shop.calls("createOrUpdateOrder") == 0
+
+
+def test_settlement_per_day_checked_against_the_order_webhook(shop, runner):
+    """Two sales and a partial cancel of eventim: per day, sold and refunded as S-360's
+    webhook brought them; a webhook version with another amount is listed as a difference."""
+    import datetime as dt
+
+    from s360bridge.core.cli.main import cli
+    from s360bridge.core.plugin.manager import Hooks
+
+    event = shop.reseller("eventim", "POST", "/orders", json={
+        "idempotency_key": "s1", "lines": [LINES["event"]]}).json()
+    shop.reseller("eventim", "POST", "/orders", json={"idempotency_key": "s2", "lines": [PASS]})
+    shop.reseller("passhop", "POST", "/orders", json={"idempotency_key": "s3", "lines": [PASS]})
+    first = event["tickets"][0]["movement_id"]
+    cancel = shop.reseller("eventim", "POST", f"/orders/{event['id']}/cancel",
+                           json={"tickets": [first]})
+    assert cancel.status_code == 200, cancel.text
+    shop.orders_webhook.run_once()  # S-360's order webhook brings the closed orders
+    shop.drain()
+    today = dt.datetime.now(shop.inst.timezone).date().isoformat()
+    r = shop.reseller("eventim", "GET", f"/settlement?from={today}&to={today}").json()
+    assert r == {"days": [{"day": today, "currency": "EUR", "sales": 2, "sold": 90000 + 50000,
+                           "refunds": 1, "refunded": -45000, "cancelled_tickets": 1}],
+                 "differences": []}
+    # the webhook brings a version of the event's sale with another amount: listed
+    changed = shop.api.order_stores["testvenue"].get(event["order_id"])
+    changed["orderDetailsData"]["saleAmount"] = 1
+    from .conftest import post
+
+    assert post(shop.client, "orders", changed).json["accepted"] == 1
+    csv = shop.reseller("eventim", "GET", f"/settlement?from={today}&to={today}&format=csv")
+    assert csv.headers["X-Differences"] == "1"
+    assert csv.text.splitlines()[1] == f"{today},EUR,2,140000,1,-45000,1"
+    Hooks().add_commands(cli)
+    done = runner.invoke(cli, ["resellers", "report", "-c", str(shop.config), "--institution",
+                               "testvenue", "--reseller", "eventim", "--from", today, "--to",
+                               today])
+    assert done.exit_code == 0, done.output
+    report = json.loads(done.output)
+    assert report["differences"] == [{
+        "order_id": event["order_id"], "kind": "sale", "bridge": 90000, "webhook": 1,
+        "s360": 90000, "why": "S-360 agrees with the bridge, not with the webhook"}]
+    unknown = runner.invoke(cli, ["resellers", "report", "-c", str(shop.config),
+                                  "--institution", "testvenue", "--reseller", "nobody",
+                                  "--from", today, "--to", today])
+    assert unknown.exit_code == 2 and "unknown reseller 'nobody'" in unknown.output

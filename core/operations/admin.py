@@ -1,4 +1,5 @@
-"""Operator actions behind the CLI: status, replay of dead letters, quarantine handling."""
+"""Operator actions behind the CLI: status, replay of dead letters, quarantine handling; and
+what the bridge holds of records (``received``), for reports that check against it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,18 @@ from s360bridge.core.pipeline.ingest import prepare, store
 from s360bridge.core.redact import redact
 from s360bridge.core.storage.db import write
 from s360bridge.core.storage.tables import DELIVERY, INBOX, QUARANTINE, SKIPPED, STATES, enqueue
+
+
+def received(bridge, institution: str, stream: str, keys: list[str]) -> dict[str, dict]:
+    """The newest version the bridge received of each key (its record), by key; a key never
+    received, or purged by retention, is missing."""
+    newest = select(func.max(INBOX.c.id)).where(
+        INBOX.c.institution == institution, INBOX.c.stream == stream,
+        INBOX.c.record_key.in_(keys)).group_by(INBOX.c.record_key)
+    with bridge.engine.connect() as conn:
+        rows = conn.execute(select(INBOX.c.record_key, INBOX.c.payload).where(
+            INBOX.c.id.in_(newest))).all()
+    return {key: orjson.loads(payload) for key, payload in rows}
 
 
 def status(bridge) -> dict:

@@ -15,7 +15,7 @@ from jsonschema import Draft202012Validator
 from s360bridge.core.api import ConfigError, Service, hookimpl, schema_error
 
 from . import catalog, migrations, reseller_api, resellers, sequence, store
-from .cli import catalog_command, offers_command
+from .cli import catalog_command, offers_command, resellers_command
 from .web import bp
 
 bp.register_blueprint(reseller_api.bp)  # /resellers/v1: the same service, its callers
@@ -79,3 +79,4 @@ def register_migrations(register):
 def register_commands(cli):
     cli.add_command(offers_command)
     cli.add_command(catalog_command)
+    cli.add_command(resellers_command)

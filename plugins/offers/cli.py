@@ -20,7 +20,7 @@ from s360bridge.core.api import (
 )
 
 from . import catalog as cache
-from . import sequence, store
+from . import sequence, settlement, store
 from .offering import FOLLOW_UPS, REQUEST, start_follow_up, view
 
 STEPS = ("new", "ordering", "open", "closing", "done")
@@ -180,3 +180,37 @@ def catalog_command(configs, institution, search, refresh, as_json):
         if p.get("prices"):
             click.echo("  " + ", ".join(f"{names.get(x['audSubCatId'], x['audSubCatId'])} "
                                         f"{_money(x['amount'], currency)}" for x in p["prices"]))
+
+
+@click.group("resellers")
+def resellers_command():
+    """The offers service's resellers (docs/resellers.md)."""
+
+
+@resellers_command.command("report")
+@config_option
+@click.option("--institution", required=True)
+@click.option("--reseller", required=True, help="The caller's name under services.offers.callers.")
+@click.option("--from", "first", required=True, help="First day, YYYY-MM-DD (venue's time zone).")
+@click.option("--to", "last", required=True, help="Last day, YYYY-MM-DD, included.")
+@click.option("--csv", "as_csv", is_flag=True, help="The days as CSV (differences on stderr).")
+def report_command(configs, institution, reseller, first, last, as_csv):
+    """What a reseller sold and was refunded on pending account, per day, checked against
+    the orders S-360's webhook brought; every difference is listed."""
+    bridge = open_bridge(configs)
+    inst = _offers_inst(bridge, institution)
+    if reseller not in inst.services["offers"].callers:
+        known = ", ".join(sorted(inst.services["offers"].callers)) or "none"
+        raise S360BridgeError(f"unknown reseller {reseller!r} of {institution} (configured: "
+                              f"{known})")
+    try:
+        start, end = settlement.period(first, last)
+    except Exception as exc:  # RequestRefused: the same words as the API
+        raise S360BridgeError(str(exc)) from None
+    found = settlement.report(bridge, inst, reseller, start, end)
+    if as_csv:
+        click.echo(settlement.as_csv(found["days"]), nl=False)
+        for d in found["differences"]:
+            click.echo(f"difference: {json.dumps(d)}", err=True)
+        return
+    click.echo(json.dumps(found, indent=2))

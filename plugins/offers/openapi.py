@@ -100,6 +100,22 @@ def document(base: str, auth) -> dict:
                                 "content": {"application/json": {
                                     "schema": {"$ref": "#/components/schemas/Cancel"}}}},
                 "responses": _answers(200, 201, 202, *refused, 404, 409, 410, 422, 503)}},
+            "/settlement": {"get": {
+                "operationId": "settlement",
+                "summary": "What was sold and refunded, per day in the venue's time zone",
+                "parameters": [
+                    {"name": "from", "in": "query", "required": True,
+                     "schema": {"type": "string", "format": "date"}},
+                    {"name": "to", "in": "query", "required": True,
+                     "schema": {"type": "string", "format": "date"}},
+                    {"name": "format", "in": "query", "required": False,
+                     "schema": {"enum": ["json", "csv"]}}],
+                "responses": {"200": {"description": "The days, and the differences found",
+                                      "content": {"application/json": {"schema": {
+                                          "$ref": "#/components/schemas/Settlement"}},
+                                                  "text/csv": {"schema": {
+                                                      "type": "string"}}}},
+                              **_answers(400, 401, 403)}}},
             "/openapi.json": {"get": {
                 "operationId": "openapi", "summary": "This document",
                 "responses": {"200": {"description": "The OpenAPI document", "content": {
@@ -114,6 +130,10 @@ def document(base: str, auth) -> dict:
                               "items": {"$ref": "#/components/schemas/Line"}}}},
                 "Line": LINE, "Contact": PURCHASER, "Order": ORDER, "Error": ERROR,
                 "Ticket": TICKET, "Cancel": CANCEL,
+                "Settlement": {"type": "object", "required": ["days", "differences"],
+                               "properties": {"days": {"type": "array", "items": {
+                                   "type": "object"}}, "differences": {
+                                   "type": "array", "items": {"type": "object"}}}},
                 "Catalog": {"type": "object", "required": ["catalog", "audiences"],
                             "properties": {"catalog": {"type": "object"},
                                            "audiences": {"type": "object"}}},

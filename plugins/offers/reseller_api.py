@@ -17,7 +17,7 @@ from flask import Blueprint, Response, request
 from s360bridge.core.api import RequestRefused, json_response, service_request
 
 from . import catalog as cache
-from . import offering, openapi, resellers, store
+from . import offering, openapi, resellers, settlement, store
 
 bp = Blueprint("resellers", __name__, url_prefix="/resellers/v1")
 
@@ -87,6 +87,18 @@ def follow_up(code: str, offer_id: int, action: str):
     req, reseller = admitted(code)
     row = offering.owned(req, reseller, offer_id)
     return offering.follow_up(req, row, action, _base(code))
+
+
+@bp.get("/<code>/settlement")
+def settlement_report(code: str):
+    """What the reseller sold and was refunded, per day (``from``, ``to``); ``format=csv``."""
+    req, reseller = admitted(code)
+    first, last = settlement.period(request.args.get("from"), request.args.get("to"))
+    found = settlement.report(req.bridge, req.institution, reseller, first, last)
+    if request.args.get("format") == "csv":
+        return Response(settlement.as_csv(found["days"]), 200, {
+            "X-Differences": str(len(found["differences"]))}, mimetype="text/csv")
+    return json_response(found)
 
 
 @bp.get("/<code>/openapi.json")
