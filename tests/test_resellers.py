@@ -220,3 +220,26 @@ def test_settlement_per_day_checked_against_the_order_webhook(shop, runner):
                                   "--institution", "testvenue", "--reseller", "nobody",
                                   "--from", today, "--to", today])
     assert unknown.exit_code == 2 and "unknown reseller 'nobody'" in unknown.output
+
+
+def test_a_reseller_keeps_to_its_share_of_the_call_budget(shop):
+    """passhop may make 1 call a window per method (the institution 500): its two offers
+    made at once share it, spread over two windows; eventim, without a cap, is not held."""
+    import threading
+
+    answers = []
+
+    def buy(key):
+        answers.append(shop.reseller("passhop", "POST", "/orders", json={
+            "idempotency_key": key, "lines": [PASS]}))
+    threads = [threading.Thread(target=buy, args=(k,)) for k in ("share-a", "share-b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(a.status_code for a in answers) == [201, 201], [a.text for a in answers]
+    windows = shop.api.per_window("createOrUpdateOrder")
+    assert sum(windows.values()) == 2 and max(windows.values()) == 1
+    free = shop.reseller("eventim", "POST", "/orders", json={"idempotency_key": "free",
+                                                           "lines": [PASS]})
+    assert free.status_code == 201

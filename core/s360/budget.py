@@ -117,6 +117,7 @@ class CallBudget:
 
     def __init__(self, engine, calls: int, window_seconds: float = 60.0,
                  clock: Callable[[], float] = time.time):
+        self.engine, self.clock = engine, clock
         self.calls, self.window_seconds = calls, window_seconds
         rates = [Rate(calls, int(window_seconds * 1000))]
         if window_seconds > 1:

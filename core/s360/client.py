@@ -19,7 +19,9 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 import jwt
@@ -80,6 +82,8 @@ CHANGES_ORDERS = frozenset({  # §h.2–h.4: each call makes or changes an order
     "createPaymentsAndCloseOrder", "cancelOperations", "abandonMovements", "notifyOrder",
     "reopenOrder"})
 NOTHING_DONE = (S360OverLimit, S360Unreachable)  # what even those calls may be made again on
+# the caller on whose behalf this thread calls S-360, and its share of the budget (``share``)
+_SHARE: ContextVar[tuple[str, CallBudget] | None] = ContextVar("s360_share", default=None)
 
 
 class S360AuthError(S360ApiError):
@@ -120,6 +124,24 @@ class S360Client:
         self.clock = clock
         self.sleep = sleep
         self.stats: Counter = Counter()  # (method, outcome) -> calls, for reports and benches
+        self._shares: dict[tuple[str, int], CallBudget] = {}
+
+    @contextmanager
+    def share(self, name: str, calls: int) -> Iterator[None]:
+        """The calls this thread makes inside the block also count against ``calls`` per
+        window and method for ``name`` (a reseller's hard cap on its share of the
+        institution's budget), across processes like the budget itself."""
+        from s360bridge.core.s360.budget import CallBudget
+
+        budget = self._shares.get((name, calls))
+        if budget is None:
+            budget = self._shares[name, calls] = CallBudget(
+                self.budget.engine, calls, self.settings.window_seconds, self.budget.clock)
+        token = _SHARE.set((name, budget))
+        try:
+            yield
+        finally:
+            _SHARE.reset(token)
 
     def url(self, service: str, method: str) -> str:
         module, version = SERVICES[service]
@@ -169,6 +191,12 @@ class S360Client:
 
     def _call_once(self, service: str, method: str, body: dict) -> dict:
         key = f"{self.institution}/{service}.{method}"
+        shared = _SHARE.get()
+        if shared is not None and not shared[1].acquire(
+                f"{self.institution}/{shared[0]}/{service}.{method}",
+                timeout=2 * self.settings.window_seconds):
+            raise S360OverLimit(f"{key}: no room in {shared[0]}'s share of the call budget "
+                                f"({shared[1].calls} per {shared[1].window_seconds:g}s)")
         if not self.budget.acquire(key, timeout=2 * self.settings.window_seconds):
             raise S360OverLimit(f"{key}: no room in the shared call budget "
                                 f"({self.budget.calls} per {self.budget.window_seconds:g}s)")

@@ -14,6 +14,7 @@ within its limits.
               contacts: attach                   # none | attach | create
               max_tickets_per_order: 10
               orders_per_minute: 30
+              calls_per_minute: 20               # its share of S-360's budget, per method
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ OPTIONS = Draft202012Validator({
                      "items": {"enum": list(FAMILIES)}},
         "contacts": {"enum": ["none", "attach", "create"]},
         "max_tickets_per_order": {"type": "integer", "minimum": 1, "maximum": 1000},
-        "orders_per_minute": {"type": "integer", "minimum": 1}}})
+        "orders_per_minute": {"type": "integer", "minimum": 1},
+        "calls_per_minute": {"type": "integer", "minimum": 1}}})
 
 
 def check_options(options: dict) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from contextlib import nullcontext
 
 import orjson
 
@@ -287,6 +288,12 @@ def _finish(bridge, row: dict, details: dict) -> None:
         "type": result.get("plan", {}).get("type") or result.get("type")})
 
 
+def _share(bridge, inst, caller: str):
+    """A reseller's calls count against its share of the institution's budget, if capped."""
+    calls = resellers.options_of(inst, caller).get("calls_per_minute")
+    return bridge.s360(inst).share(caller, calls) if calls else nullcontext()
+
+
 def lease_of(inst) -> float:
     """How long a process may work on an offer before another may take it over."""
     return _options(inst).get("lease_seconds", 60.0)
@@ -295,7 +302,9 @@ def lease_of(inst) -> float:
 def run(bridge, inst, offer_id: int, lease_seconds: float | None = None) -> dict:
     """Take the offer and carry it as far as it goes now; answer its row."""
     lease_seconds = lease_of(inst) if lease_seconds is None else lease_seconds
-    with leases.holding(bridge.engine, store.OFFERS, offer_id, lease_seconds) as held:
+    caller = store.row(bridge.engine, offer_id)["caller"]
+    with leases.holding(bridge.engine, store.OFFERS, offer_id, lease_seconds) as held, \
+            _share(bridge, inst, caller):
         while held:
             row = store.row(bridge.engine, offer_id)
             if row["state"] in store.FINAL:

@@ -23,7 +23,7 @@ LINES = {
 # two resellers beside the CRM operator: one sells events and passes, one passes only
 RESELLERS = {"eventim": {"families": ["SINGLE_ENTRY", "PASS"], "contacts": "attach",
                          "max_tickets_per_order": 6},
-             "passhop": {"families": ["PASS"], "orders_per_minute": 3}}
+             "passhop": {"families": ["PASS"], "orders_per_minute": 3, "calls_per_minute": 1}}
 RESELLER_KEYS = {name: f"key-of-reseller-{name}-0123456789" for name in RESELLERS}
 
 
