@@ -125,7 +125,8 @@ def test_the_openapi_document_is_valid_and_describes_the_routes(shop):
     app = create_app(shop.bridge)
     routes = {(rule.rule.replace("/resellers/v1/<code>", "").replace("<int:offer_id>",
                                                                      "{order_id}")
-               .replace("<action>", "{action}"), method.lower())
+               .replace("<action>", "{action}").replace("<int:movement_id>", "{movement_id}"),
+               method.lower())
               for rule in app.url_map.iter_rules() if rule.rule.startswith("/resellers/v1/")
               for method in rule.methods - {"HEAD", "OPTIONS"}}
     documented = {(path, method) for path, ops in doc["paths"].items() for method in ops}
@@ -243,3 +244,52 @@ def test_a_reseller_keeps_to_its_share_of_the_call_budget(shop):
     free = shop.reseller("eventim", "POST", "/orders", json={"idempotency_key": "free",
                                                            "lines": [PASS]})
     assert free.status_code == 201
+
+
+def pdf_text(body: bytes) -> str:
+    """The text drawn in a PDF's (compressed) page streams."""
+    import base64
+    import re
+    import zlib
+
+    out = []
+    for stream in re.findall(rb"stream\r?\n(.*?)\s*endstream", body, re.S):
+        if stream.rstrip().endswith(b"~>"):  # reportlab: ASCII85, then Flate
+            stream = base64.a85decode(stream.rstrip(), adobe=True)
+        try:
+            out.append(zlib.decompress(stream).decode("latin-1"))
+        except zlib.error:
+            out.append(stream.decode("latin-1"))
+    return "".join(out)
+
+
+@pytest.mark.parametrize("symbology", ["qr", "code128"])
+def test_tickets_print_as_pdf_one_page_each_with_the_venues_template(shop, symbology):
+    import re
+
+    shop.inst.services["offers"].options["pdf"] = {
+        "title": "Theatre of Testvenue", "footer": "Doors open at 19:00",
+        "symbology": symbology, "fields": ["product", "performance_id", "price", "holder"]}
+    order = shop.reseller("eventim", "POST", "/orders", json={
+        "idempotency_key": f"pdf-{symbology}", "lines": [LINES["event"]]}).json()
+    whole = shop.reseller("eventim", "GET", f"/orders/{order['id']}/tickets.pdf")
+    assert whole.status_code == 200 and whole.headers["Content-Type"] == "application/pdf"
+    assert whole.content.startswith(b"%PDF-")
+    assert len(re.findall(rb"/Type /Page\b(?!s)", whole.content)) == 2
+    text = pdf_text(whole.content)
+    for shown in ("Theatre of Testvenue", "Doors open at 19:00", "Price: 45.00 EUR",
+                  order["tickets"][0]["barcode"], order["tickets"][1]["barcode"]):
+        assert shown in text, shown
+    first = order["tickets"][0]["movement_id"]
+    one = shop.reseller("eventim", "GET", f"/orders/{order['id']}/tickets/{first}.pdf")
+    assert len(re.findall(rb"/Type /Page\b(?!s)", one.content)) == 1
+    assert shop.reseller("passhop", "GET", f"/orders/{order['id']}/tickets.pdf").status_code \
+        == 404  # another reseller's order
+    assert shop.reseller("eventim", "GET", f"/orders/{order['id']}/tickets/1.pdf").status_code \
+        == 404
+    shop.inst.services["offers"].options["pdf"] = {
+        "url": "https://s360.example/print/{order_id}/{movement_id}"}
+    moved = shop.reseller("eventim", "GET", f"/orders/{order['id']}/tickets/{first}.pdf",
+                          allow_redirects=False)
+    assert (moved.status_code, moved.headers["Location"]) == (
+        302, f"https://s360.example/print/{order['order_id']}/{first}")

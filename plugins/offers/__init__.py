@@ -29,6 +29,13 @@ OPTIONS = Draft202012Validator({
         "recovery_every_seconds": {"type": "number", "minimum": 1},
         "lease_seconds": {"type": "number", "minimum": 1},
         "uncertain_read_after_seconds": {"type": "number", "minimum": 0},
+        "pdf": {"type": "object", "additionalProperties": False, "properties": {
+            "title": {"type": "string"}, "logo": {"type": "string"},
+            "footer": {"type": "string"}, "symbology": {"enum": ["qr", "code128"]},
+            "fields": {"type": "array", "items": {"enum": [
+                "product", "performance_id", "seat_category_id", "seat", "tariff_id", "price",
+                "holder", "movement_id"]}},
+            "url": {"type": "string", "pattern": "^https?://"}}},
         "ticket_fields": {"type": "object", "additionalProperties": False, "properties": {
             name: {"type": "string", "minLength": 1} for name in ("barcode", "holder",
                                                                    "seat")}}}})

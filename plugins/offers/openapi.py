@@ -100,6 +100,24 @@ def document(base: str, auth) -> dict:
                                 "content": {"application/json": {
                                     "schema": {"$ref": "#/components/schemas/Cancel"}}}},
                 "responses": _answers(200, 201, 202, *refused, 404, 409, 410, 422, 503)}},
+            "/orders/{order_id}/tickets.pdf": {"get": {
+                "operationId": "orderTickets", "summary": "The order's tickets as a PDF",
+                "parameters": [order_id], "responses": {
+                    "200": {"description": "One page a ticket", "content": {
+                        "application/pdf": {"schema": {"type": "string",
+                                                       "format": "binary"}}}},
+                    "302": {"description": "S-360's PDF, where the venue set its URL"},
+                    **_answers(401, 403, 404, 409)}}},
+            "/orders/{order_id}/tickets/{movement_id}.pdf": {"get": {
+                "operationId": "ticket", "summary": "One ticket as a PDF",
+                "parameters": [order_id, {"name": "movement_id", "in": "path",
+                                          "required": True, "schema": {"type": "integer"}}],
+                "responses": {
+                    "200": {"description": "The ticket", "content": {
+                        "application/pdf": {"schema": {"type": "string",
+                                                       "format": "binary"}}}},
+                    "302": {"description": "S-360's PDF, where the venue set its URL"},
+                    **_answers(401, 403, 404, 409)}}},
             "/settlement": {"get": {
                 "operationId": "settlement",
                 "summary": "What was sold and refunded, per day in the venue's time zone",

@@ -17,7 +17,7 @@ from flask import Blueprint, Response, request
 from s360bridge.core.api import RequestRefused, json_response, service_request
 
 from . import catalog as cache
-from . import offering, openapi, resellers, settlement, store
+from . import offering, openapi, pdf, resellers, settlement, store
 
 bp = Blueprint("resellers", __name__, url_prefix="/resellers/v1")
 
@@ -87,6 +87,39 @@ def follow_up(code: str, offer_id: int, action: str):
     req, reseller = admitted(code)
     row = offering.owned(req, reseller, offer_id)
     return offering.follow_up(req, row, action, _base(code))
+
+
+@bp.get("/<code>/orders/<int:offer_id>/tickets.pdf")
+def order_pdf(code: str, offer_id: int):
+    """The order's tickets not cancelled, one page each."""
+    req, reseller = admitted(code)
+    return _pdf(req, offering.owned(req, reseller, offer_id), None)
+
+
+@bp.get("/<code>/orders/<int:offer_id>/tickets/<int:movement_id>.pdf")
+def ticket_pdf(code: str, offer_id: int, movement_id: int):
+    """One ticket."""
+    req, reseller = admitted(code)
+    return _pdf(req, offering.owned(req, reseller, offer_id), movement_id)
+
+
+def _pdf(req, row: dict, movement_id: int | None):
+    result = orjson.loads(row["result"] or "{}")
+    if row["state"] != "done" or result.get("order_type") != "SALE":
+        raise RequestRefused(409, f"offer {row['id']} is not a closed sale: no tickets to print")
+    tickets = [t for t in result.get("tickets", []) if not t.get("cancelled")
+               and movement_id in (None, t["movement_id"])]
+    if movement_id is not None and not tickets:
+        raise RequestRefused(404, f"no ticket {movement_id} to print in offer {row['id']}")
+    template = req.config.options.get("pdf") or {}
+    if template.get("url"):  # S-360's PDF, where the venue knows its address
+        url = template["url"].format(order_id=row["order_id"],
+                                     movement_id=movement_id if movement_id else "")
+        return Response(status=302, headers={"Location": url})
+    body = pdf.render(tickets, template, result.get("currency"))
+    name = f"tickets-{row['order_id']}" + (f"-{movement_id}" if movement_id else "")
+    return Response(body, 200, {"Content-Disposition": f'inline; filename="{name}.pdf"'},
+                    mimetype="application/pdf")
 
 
 @bp.get("/<code>/settlement")
