@@ -293,3 +293,38 @@ def test_tickets_print_as_pdf_one_page_each_with_the_venues_template(shop, symbo
                           allow_redirects=False)
     assert (moved.status_code, moved.headers["Location"]) == (
         302, f"https://s360.example/print/{order['order_id']}/{first}")
+
+
+def test_two_resellers_and_the_crm_sell_at_once_each_within_its_own(shop):
+    """eventim (events, passes), passhop (passes, 1 call a window) and the CRM operator sell
+    on one institution at the same time: each gets its own orders, within its families; no
+    order twice, no call over S-360's budget."""
+    import threading
+
+    answers: dict[str, list] = {"eventim": [], "passhop": [], "crm": []}
+
+    def sell(who, lines):
+        for i, line in enumerate(lines):
+            if who == "crm":
+                r = shop.offer(f"crm-{i}", line)
+            else:
+                r = shop.reseller(who, "POST", "/orders", json={
+                    "idempotency_key": f"{who}-{i}", "lines": [line]})
+            answers[who].append(r)
+
+    jobs = {"eventim": [LINES["event"], PASS], "passhop": [PASS, PASS],
+            "crm": [LINES["season ticket"], LINES["visit pass"]]}
+    threads = [threading.Thread(target=sell, args=item) for item in jobs.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    for who, got in answers.items():
+        assert [r.status_code for r in got] == [201, 201], (who, [r.text for r in got])
+    orders = [r.json()["order_id"] for got in answers.values() for r in got]
+    assert len(set(orders)) == 6 and shop.calls("createOrUpdateOrder") == 6
+    assert shop.api.count(status=509) == 0
+    for who in ("eventim", "passhop"):
+        mine = {o["id"] for o in (r.json() for r in answers[who])}
+        other = "passhop" if who == "eventim" else "eventim"
+        assert all(shop.reseller(other, "GET", f"/orders/{i}").status_code == 404 for i in mine)
