@@ -107,7 +107,7 @@ def create(req, body: dict, caller: str, base: str):
 
 def owned(req, caller: str, offer_id: int) -> dict:
     """The caller's offer ``offer_id``; another's, like one that does not exist, is a 404."""
-    row = store.row(req.bridge.engine, offer_id)
+    row = store.row(req.bridge.engine, offer_id) if 0 < offer_id < 2**63 else None
     if row is None or row["institution"] != req.institution.code or row["caller"] != caller:
         raise RequestRefused(404, f"no offer {offer_id} for {req.institution.code!r}")
     return row

@@ -53,6 +53,16 @@ def _answers(*codes: int, ok: str = "Order") -> dict:
     return out
 
 
+def _malformed(paths: dict) -> dict:
+    """Every operation may get a 400: from the API (JSON) or, for a request HTTP itself does
+    not allow (a header with control characters), from the server (text)."""
+    for operation in (op for ops in paths.values() for op in ops.values()):
+        operation["responses"]["400"] = {"description": "The request is not valid", "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/Error"}},
+            "text/plain": {"schema": {"type": "string"}}}}
+    return paths
+
+
 def _security(auth) -> dict:
     if auth.type == "basic":
         return {"type": "http", "scheme": "basic"}
@@ -71,7 +81,7 @@ def document(base: str, auth) -> dict:
                                 "orders (sale, reservation, option) and their follow-ups."},
         "servers": [{"url": base}],
         "security": [{"reseller": []}],
-        "paths": {
+        "paths": _malformed({
             "/catalog": {"get": {
                 "operationId": "catalog", "summary": "The products of the families sold",
                 "parameters": [{"name": "If-None-Match", "in": "header", "required": False,
@@ -137,8 +147,9 @@ def document(base: str, auth) -> dict:
             "/openapi.json": {"get": {
                 "operationId": "openapi", "summary": "This document",
                 "responses": {"200": {"description": "The OpenAPI document", "content": {
-                    "application/json": {"schema": {"type": "object"}}}}}}},
-        },
+                    "application/json": {"schema": {"type": "object"}}}},
+                              **_answers(401, 403)}}},
+        }),
         "components": {
             "securitySchemes": {"reseller": _security(auth)},
             "schemas": {
