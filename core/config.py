@@ -113,6 +113,8 @@ class S360ApiSettings:
     retries: int = 5
     in_progress_wait_seconds: float = 10.0
     versions: dict = field(default_factory=dict)
+    monthly_calls: int | None = None  # the plan's quota, if it has one (REFERENCE §e.4)
+    monthly_reserve_for_sales: int | None = None  # default: a tenth of monthly_calls
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from s360bridge.core.pipeline.versions import MARKS
 from s360bridge.core.plugin.hookspecs import hookimpl
 from s360bridge.core.plugin.manager import Hooks
 from s360bridge.core.s360.budget import CALL_LOG
+from s360bridge.core.s360.quota import MONTH_CALLS
 from s360bridge.core.storage import migrate
 from s360bridge.core.storage.db import make_engine
 from s360bridge.core.storage.tables import INBOX
@@ -44,12 +45,12 @@ from .helpers.plugins import registered
 from .helpers.postgres import needs_pg, schemas
 
 FIRST_REVISIONS = ("engine_0001", "crm_0001", "offers_0001", "contacts_0001")
-HEADS = ("engine_0006", "crm_0001", "offers_0002", "contacts_0001")
+HEADS = ("engine_0007", "crm_0001", "offers_0002", "contacts_0001")
 EVERY_REVISION = (*FIRST_REVISIONS, "engine_0002", "engine_0004", "engine_0005", "engine_0006",
-                  "offers_0002")
+                  "engine_0007", "offers_0002")
 # the models of every table in the engine database: the engine's and the built-in plugins'
-MODELS = [INBOX.metadata, CALL_LOG.metadata, PROGRESS.metadata, OFFERS.metadata,
-          LINKS.metadata, WATERMARKS.metadata, MARKS.metadata]
+MODELS = [INBOX.metadata, MONTH_CALLS.metadata, CALL_LOG.metadata, PROGRESS.metadata,
+          OFFERS.metadata, LINKS.metadata, WATERMARKS.metadata, MARKS.metadata]
 # one row for every table of b60f5fd, as that version wrote them
 ROWS = {
     "inbox": {"id": 7, "institution": "v", "stream": "orders", "record_key": "10", "content_hash":

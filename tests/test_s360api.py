@@ -152,6 +152,28 @@ def test_an_order_call_is_made_again_where_s360_certainly_did_nothing(engine, si
     assert refused.stats["createOrUpdateOrder", "unreachable"] == 2
 
 
+def test_a_monthly_quota_keeps_its_last_calls_for_sales(engine, sim, tmp_path):
+    """3 calls a month, the last 1 kept for sales: two availability reads, then a third is
+    refused before it is sent, a sale still goes, and then nothing (and status says so)."""
+    from s360bridge.core.s360.client import S360QuotaSpent
+    from s360bridge.core.s360.quota import left
+
+    api, url = sim
+    c = client(engine, url, monthly_calls=3, monthly_reserve_for_sales=1)
+    availability = {"pointOfSalesId": 1, "performanceIds": [1], "seatCategoryIds": [-1]}
+    for _ in range(2):  # sent and counted, whatever the simulator answers
+        with pytest.raises(S360BusinessError):
+            c.call("availabilityService", "getEventAvailability", availability)
+    with pytest.raises(S360QuotaSpent, match="the last 1 calls of .* are kept for sales"):
+        c.call("availabilityService", "getEventAvailability", availability)
+    with pytest.raises(S360BusinessError):  # sent (and counted): the simulator refuses it
+        c.call(ORDER, "createOrUpdateOrder", {"pointOfSalesId": 1})
+    with pytest.raises(S360QuotaSpent, match="calls of .* are spent"):
+        c.call(ORDER, "createOrUpdateOrder", {"pointOfSalesId": 1})
+    assert (api.count("getEventAvailability"), api.count("createOrUpdateOrder")) == (2, 1)
+    assert left(engine, "venue", time.time(), 3) == 0
+
+
 def test_a_wrong_version_is_a_clear_error(engine, sim):
     _, url = sim
     c = client(engine, url, versions={SERVICE: "v1_0"})

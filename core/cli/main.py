@@ -100,6 +100,8 @@ def status(configs, as_json):
         return
     for code, inst in report.items():
         click.echo(f"{code}  ({inst['config']})")
+        if "s360_calls_left_this_month" in inst:
+            click.echo(f"  S-360 calls left this month: {inst['s360_calls_left_this_month']}")
         for name, s in inst["streams"].items():
             states = ", ".join(f"{k} {v}" for k, v in sorted(s["states"].items())) or "no records"
             extra = f", oldest pending {s['oldest_pending_seconds']}s" \

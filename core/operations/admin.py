@@ -10,6 +10,7 @@ from sqlalchemy import func, select, update
 
 from s360bridge.core.pipeline.ingest import prepare, store
 from s360bridge.core.redact import redact
+from s360bridge.core.s360 import quota
 from s360bridge.core.storage.db import write
 from s360bridge.core.storage.tables import DELIVERY, INBOX, QUARANTINE, SKIPPED, STATES, enqueue
 
@@ -58,6 +59,9 @@ def status(bridge) -> dict:
                         for name, cfg in inst.streams.items()},
             "targets": {name: bridge.target(inst, name).describe() for name in inst.targets},
         }
+        if inst.s360_api is not None and inst.s360_api.monthly_calls:
+            report[inst.code]["s360_calls_left_this_month"] = quota.left(
+                bridge.engine, inst.code, now, inst.s360_api.monthly_calls)
     for code, stream, state, count, oldest in inbox:
         entry = _stream_entry(report, code, stream)
         entry["states"][state] = count

@@ -86,6 +86,11 @@ NOTHING_DONE = (S360OverLimit, S360Unreachable)  # what even those calls may be 
 _SHARE: ContextVar[tuple[str, CallBudget] | None] = ContextVar("s360_share", default=None)
 
 
+class S360QuotaSpent(S360ApiError):
+    """The month's call quota is spent (or only the sales' reserve is left, for a catalog or
+    availability read): nothing was sent, and waiting minutes will not help."""
+
+
 class S360AuthError(S360ApiError):
     """S-360 refused the credentials (HTTP 401/403): nothing will work until they are fixed."""
 
@@ -200,6 +205,7 @@ class S360Client:
         if not self.budget.acquire(key, timeout=2 * self.settings.window_seconds):
             raise S360OverLimit(f"{key}: no room in the shared call budget "
                                 f"({self.budget.calls} per {self.budget.window_seconds:g}s)")
+        self._count_in_month(key, service)
         headers = {"Authorization": "Bearer " + mint_token(self.settings, self.institution,
                                                            self.clock())}
         try:
@@ -212,6 +218,21 @@ class S360Client:
             raise kind(f"S-360 {method}: {type(exc).__name__}: {exc}") from None
         self.stats[method, str(resp.status_code)] += 1
         return self._result(method, resp)
+
+    def _count_in_month(self, key: str, service: str) -> None:
+        """Count the call against the plan's monthly quota, if it has one (core/s360/quota)."""
+        s = self.settings
+        if not s.monthly_calls:
+            return
+        from s360bridge.core.s360 import quota
+
+        reserve = s.monthly_calls // 10 if s.monthly_reserve_for_sales is None \
+            else s.monthly_reserve_for_sales
+        try:
+            quota.spend(self.budget.engine, self.institution, self.clock(), s.monthly_calls,
+                        reserve, service in quota.REFRESHES)
+        except quota.QuotaSpent as exc:
+            raise S360QuotaSpent(f"{key}: {exc} (s360_api.monthly_calls)") from None
 
     def _result(self, method: str, resp: requests.Response) -> dict:
         code = resp.status_code
