@@ -293,3 +293,22 @@ def test_forget_erases_the_crm_link_and_the_crms_waiting_changes(world, runner):
         assert conn.exec_driver_sql("SELECT count(*) FROM crm_link").scalar_one() == 0
         assert conn.exec_driver_sql(
             "SELECT count(*) FROM inbox WHERE stream = 'crm_contacts'").scalar_one() == 0
+
+
+def test_status_shows_the_monthly_quota_left(tmp_path, monkeypatch, secrets_env, runner):
+    """With a plan's monthly quota, a contact created in S-360 counts one call, and status
+    says what is left of the month."""
+    from s360bridge.core.cli.main import cli
+
+    def quota(data):
+        data["s360_api"]["monthly_calls"] = 1000
+    w = World(tmp_path, monkeypatch, configure=quota)
+    try:
+        w.crm.create(first_name="Quota", last_name="Counted", email=None)
+        w.crm_pushes_changes()
+        assert w.calls("createCulturalContact") == 1
+        shown = runner.invoke(cli, ["status", "-c", str(w.config)])
+        assert shown.exit_code == 0, shown.output
+        assert "S-360 calls left this month: 999" in shown.output
+    finally:
+        w.close()
