@@ -102,6 +102,21 @@ def lines(details: dict) -> list[tuple]:
             for x in details["operationDatas"]]
 
 
+# -- getEventAvailability: the performances are mandatory [FOUND g.3] -------------------------
+@pytest.mark.parametrize("performances", [None, []])
+def test_event_availability_without_performances_is_refused(sim, performances):
+    body = {"pointOfSalesId": POS_ID, "seatCategoryIds": [-1]}
+    if performances is not None:
+        body["performanceIds"] = performances
+    r = sim.post("availabilityService", "getEventAvailability", body)
+    assert r.status_code == 200 and r.json()["statusCode"] == "failed"
+    assert "error.parameter.missing: performanceIds" in r.json()["statusDetail"]
+    asked = sim.post("availabilityService", "getEventAvailability",
+                     {**body, "performanceIds": [PERF]}).json()
+    assert {(a["seatCategoryId"], a["available"]) for a in asked["eventAvailabilityData"]} \
+        >= {(CAT2, 40)}
+
+
 # -- createOrUpdateOrder: the point of sales [FOUND h.2] ---------------------------------------
 @pytest.mark.parametrize("pos, detail", [
     ({}, "error.parameter.missing: pointOfSalesId"),

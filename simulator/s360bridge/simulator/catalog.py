@@ -134,7 +134,9 @@ def _pos(body: dict) -> None:
 
 def get_event_availability(catalog: Catalog, body: dict) -> dict:
     _pos(body)
-    wanted = set(body.get("performanceIds") or [])
+    if not body.get("performanceIds"):  # [FOUND g.3] performanceIds is mandatory
+        raise BusinessError("failed", "error.parameter.missing: performanceIds")
+    wanted = set(body["performanceIds"])
     cats = set(body.get("seatCategoryIds") or [-1])
     with catalog._lock:
         data = [{"performanceId": k[1], "seatCategoryId": k[2], "available": n}  # INFERRED
