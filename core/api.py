@@ -57,6 +57,7 @@ from s360bridge.core.s360.client import (
     S360ApiError,
     S360AuthError,
     S360BusinessError,
+    S360QuotaSpent,
     S360Unavailable,
     S360Uncertain,
 )
@@ -92,7 +93,7 @@ __all__ = [
     # errors
     "S360BridgeError", "ConfigError", "PluginError", "TargetUnavailable", "ServerError",
     "Undeliverable", "Refused", "S360ApiError", "S360AuthError", "S360BusinessError",
-    "S360Uncertain", "S360Unavailable",
+    "S360QuotaSpent", "S360Uncertain", "S360Unavailable",
     # reconcile
     "Comparison", "Field", "Reconciliation", "Side",
     # talking to S-360 and to other systems

@@ -282,6 +282,10 @@ def _institution(raw: dict, file: Path, environ, receiver_secrets: bool) -> Inst
                            environ),
             "secret": _secret(api["secret"], file, "s360_api.secret", environ)})
         api = replace(api, base_url=api.base_url.rstrip("/"))
+        if api.monthly_calls and (api.monthly_reserve_for_sales or 0) >= api.monthly_calls:
+            raise ConfigError(f"{file}: s360_api.monthly_reserve_for_sales: "
+                              f"{api.monthly_reserve_for_sales} is not below monthly_calls "
+                              f"({api.monthly_calls})")
     return Institution(
         code=raw["institution"], timezone=zone, streams=streams, targets=targets,
         history_cutoff=dt.date.fromisoformat(cutoff) if cutoff else None,

@@ -192,13 +192,19 @@ def test_settlement_per_day_checked_against_the_order_webhook(shop, runner):
     cancel = shop.reseller("eventim", "POST", f"/orders/{event['id']}/cancel",
                            json={"tickets": [first]})
     assert cancel.status_code == 200, cancel.text
+    rest = shop.reseller("eventim", "POST", f"/orders/{event['id']}/cancel")  # a second refund
+    assert rest.status_code == 200 and rest.json()["state"] == "cancelled", rest.text
     shop.orders_webhook.run_once()  # S-360's order webhook brings the closed orders
     shop.drain()
     today = dt.datetime.now(shop.inst.timezone).date().isoformat()
     r = shop.reseller("eventim", "GET", f"/settlement?from={today}&to={today}").json()
     assert r == {"days": [{"day": today, "currency": "EUR", "sales": 2, "sold": 90000 + 50000,
-                           "refunds": 1, "refunded": -45000, "cancelled_tickets": 1}],
-                 "differences": []}
+                           "refunds": 2, "refunded": -90000, "cancelled_tickets": 2}],
+                 "differences": []}  # each refund its own ticket and amount
+    calls = shop.calls("getOrderDetails")
+    past = shop.reseller("eventim", "GET", "/settlement?from=2001-01-01&to=2001-01-31").json()
+    assert past == {"days": [], "differences": []}
+    assert shop.calls("getOrderDetails") == calls  # nothing of another period is read
     # the webhook brings a version of the event's sale with another amount: listed
     changed = shop.api.order_stores["testvenue"].get(event["order_id"])
     changed["orderDetailsData"]["saleAmount"] = 1
@@ -207,7 +213,7 @@ def test_settlement_per_day_checked_against_the_order_webhook(shop, runner):
     assert post(shop.client, "orders", changed).json["accepted"] == 1
     csv = shop.reseller("eventim", "GET", f"/settlement?from={today}&to={today}&format=csv")
     assert csv.headers["X-Differences"] == "1"
-    assert csv.text.splitlines()[1] == f"{today},EUR,2,140000,1,-45000,1"
+    assert csv.text.splitlines()[1] == f"{today},EUR,2,140000,2,-90000,2"
     Hooks().add_commands(cli)
     done = runner.invoke(cli, ["resellers", "report", "-c", str(shop.config), "--institution",
                                "testvenue", "--reseller", "eventim", "--from", today, "--to",
@@ -293,6 +299,24 @@ def test_tickets_print_as_pdf_one_page_each_with_the_venues_template(shop, symbo
                           allow_redirects=False)
     assert (moved.status_code, moved.headers["Location"]) == (
         302, f"https://s360.example/print/{order['order_id']}/{first}")
+    shop.inst.services["offers"].options["pdf"] = {}
+    assert shop.reseller("eventim", "POST", f"/orders/{order['id']}/cancel").status_code == 200
+    gone = shop.reseller("eventim", "GET", f"/orders/{order['id']}/tickets.pdf")
+    assert gone.status_code == 409 and "no ticket left to print" in gone.text
+
+
+@pytest.mark.parametrize("template, message", [
+    ({"url": "https://s360.example/{lang}/{order_id}"}, "pdf.url: only {order_id}"),
+    ({"logo": "/nowhere/logo.png"}, "pdf.logo: no file /nowhere/logo.png")])
+def test_a_bad_pdf_template_stops_start_up(shop, tmp_path, template, message):
+    import yaml
+
+    from s360bridge.core.bridge import Bridge
+
+    data = yaml.safe_load(shop.config.read_text())
+    data["services"]["offers"]["options"]["pdf"] = template
+    with pytest.raises(ConfigError, match=message.replace("{", r"\{").replace("}", r"\}")):
+        Bridge(load_settings([write_config(tmp_path, data, "bad.yaml")]), schema="ignore")
 
 
 def test_two_resellers_and_the_crm_sell_at_once_each_within_its_own(shop):

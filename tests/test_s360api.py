@@ -172,6 +172,10 @@ def test_a_monthly_quota_keeps_its_last_calls_for_sales(engine, sim, tmp_path):
         c.call(ORDER, "createOrUpdateOrder", {"pointOfSalesId": 1})
     assert (api.count("getEventAvailability"), api.count("createOrUpdateOrder")) == (2, 1)
     assert left(engine, "venue", time.time(), 3) == 0
+    down = client(engine, "http://127.0.0.1:9", timeout_seconds=0.5, monthly_calls=5)
+    with pytest.raises(S360Unavailable):  # no connection: the tries are given back
+        down.call(SERVICE, "getContactData", {"contactNumber": "1"})
+    assert left(engine, "venue", time.time(), 5) == 2  # the 3 calls made above, only
 
 
 def test_a_wrong_version_is_a_clear_error(engine, sim):

@@ -215,17 +215,23 @@ class S360Client:
         except requests.RequestException as exc:
             self.stats[method, "unreachable"] += 1
             kind = S360Unreachable if _never_sent(exc) else S360Unavailable
+            if kind is S360Unreachable:
+                self._count_in_month(key, service, back=True)  # it never left
             raise kind(f"S-360 {method}: {type(exc).__name__}: {exc}") from None
         self.stats[method, str(resp.status_code)] += 1
         return self._result(method, resp)
 
-    def _count_in_month(self, key: str, service: str) -> None:
-        """Count the call against the plan's monthly quota, if it has one (core/s360/quota)."""
+    def _count_in_month(self, key: str, service: str, back: bool = False) -> None:
+        """Count the call against the plan's monthly quota, if it has one (core/s360/quota);
+        ``back``: uncount one that never left."""
         s = self.settings
         if not s.monthly_calls:
             return
         from s360bridge.core.s360 import quota
 
+        if back:
+            quota.give_back(self.budget.engine, self.institution, self.clock())
+            return
         reserve = s.monthly_calls // 10 if s.monthly_reserve_for_sales is None \
             else s.monthly_reserve_for_sales
         try:

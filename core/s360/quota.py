@@ -3,15 +3,16 @@ REFERENCE §e.4), counted by the bridge in the engine database across its proces
 
 Each call is counted before it is sent, in the same transaction as the check. The last
 ``monthly_reserve_for_sales`` calls of a month are kept for sales: the reads of the catalog and
-the availabilities stop there, and with the quota spent, every call stops (S360OverLimit:
-nothing was sent). Months are counted in UTC (when S-360's month turns is NOT FOUND).
+the availabilities stop there, and with the quota spent, every call stops (S360QuotaSpent:
+nothing was sent). A call whose connection could not be made is given back. Months are
+counted in UTC (when S-360's month turns is NOT FOUND).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Column, Integer, MetaData, String, Table, select
+from sqlalchemy import Column, Integer, MetaData, String, Table, select, update
 
 from s360bridge.core.storage.db import write
 from s360bridge.core.storage.tables import dialect_insert
@@ -49,6 +50,13 @@ def spend(engine, institution: str, now: float, limit: int, reserve: int,
         if refresh and used > limit - reserve:
             raise QuotaSpent(f"the last {reserve} calls of {month} are kept for sales")
     return limit - used
+
+
+def give_back(engine, institution: str, now: float) -> None:
+    with write(engine) as conn:
+        conn.execute(update(MONTH_CALLS).where(
+            MONTH_CALLS.c.institution == institution, MONTH_CALLS.c.month == month_of(now),
+            MONTH_CALLS.c.calls > 0).values(calls=MONTH_CALLS.c.calls - 1))
 
 
 def left(engine, institution: str, now: float, limit: int) -> int:

@@ -14,7 +14,7 @@ from jsonschema import Draft202012Validator
 
 from s360bridge.core.api import ConfigError, Service, hookimpl, schema_error
 
-from . import catalog, migrations, reseller_api, resellers, sequence, store
+from . import catalog, migrations, pdf, reseller_api, resellers, sequence, store
 from .cli import catalog_command, offers_command, resellers_command
 from .web import bp
 
@@ -42,7 +42,7 @@ OPTIONS = Draft202012Validator({
 
 
 def check_options(options: dict) -> None:
-    error = schema_error(OPTIONS, options)
+    error = schema_error(OPTIONS, options) or pdf.check(options.get("pdf") or {})
     if error:
         raise ConfigError(error)
 

@@ -8,6 +8,7 @@ method (REFERENCE §h.5): a venue that has a URL for it sets ``pdf.url`` instead
 from __future__ import annotations
 
 import io
+import os
 from decimal import Decimal
 
 LABELS = {"product": "Product", "performance_id": "Performance", "seat_category_id":
@@ -17,8 +18,25 @@ FIELDS = ("product", "performance_id", "seat_category_id", "seat", "tariff_id", 
           "holder")
 
 
+class Unprintable(ValueError):
+    """A ticket whose barcode the symbology cannot hold (too long, not ASCII for Code 128)."""
+
+
+def check(template: dict) -> str | None:
+    """What is wrong with a venue's template (None: nothing), checked at start-up."""
+    if template.get("logo") and not os.path.isfile(template["logo"]):
+        return f"pdf.logo: no file {template['logo']}"
+    if template.get("url"):
+        try:
+            template["url"].format(order_id=1, movement_id=1)
+        except (KeyError, IndexError, ValueError, AttributeError) as exc:
+            return f"pdf.url: only {{order_id}} and {{movement_id}} may be used ({exc!r})"
+    return None
+
+
 def render(tickets: list[dict], template: dict, currency: str | None) -> bytes:
-    """The tickets' PDF: one A6 landscape page each."""
+    """The tickets' PDF: one A6 landscape page each; Unprintable for a barcode the symbology
+    cannot hold."""
     from reportlab.graphics import renderPDF
     from reportlab.graphics.barcode import code128, qr
     from reportlab.graphics.shapes import Drawing
@@ -42,15 +60,19 @@ def render(tickets: list[dict], template: dict, currency: str | None) -> bytes:
             value = ticket.get(name)
             if value is None:
                 continue
-            if name == "price":
+            if name == "price" and isinstance(value, int):  # S-360's thousandths
                 value = f"{Decimal(value) / 1000:.2f} {currency or ''}".strip()
             pdf.drawString(14, y, f"{LABELS.get(name, name)}: {value}")
             y -= 13
-        code = ticket.get("barcode") or ""
+        code = str(ticket.get("barcode") or "")
         if template.get("symbology", "qr") == "code128":
+            if not code.isascii() or len(code) > 80:
+                raise Unprintable(f"barcode {code[:40]!r} cannot be printed as Code 128")
             bar = code128.Code128(code, barHeight=40, barWidth=0.9)
             bar.drawOn(pdf, width - bar.width - 14, 30)
         else:
+            if len(code.encode()) > 1000:
+                raise Unprintable(f"barcode {code[:40]!r}… is too long for a QR code here")
             widget = qr.QrCodeWidget(code)
             x0, y0, x1, y1 = widget.getBounds()
             drawing = Drawing(110, 110, transform=[110 / (x1 - x0), 0, 0, 110 / (y1 - y0), 0, 0])

@@ -111,12 +111,17 @@ def _pdf(req, row: dict, movement_id: int | None):
                and movement_id in (None, t["movement_id"])]
     if movement_id is not None and not tickets:
         raise RequestRefused(404, f"no ticket {movement_id} to print in offer {row['id']}")
+    if not tickets:
+        raise RequestRefused(409, f"offer {row['id']} has no ticket left to print (cancelled)")
     template = req.config.options.get("pdf") or {}
     if template.get("url"):  # S-360's PDF, where the venue knows its address
-        url = template["url"].format(order_id=row["order_id"],
-                                     movement_id=movement_id if movement_id else "")
+        url = template["url"].format(order_id=str(row["order_id"]),
+                                     movement_id=str(movement_id) if movement_id else "")
         return Response(status=302, headers={"Location": url})
-    body = pdf.render(tickets, template, result.get("currency"))
+    try:
+        body = pdf.render(tickets, template, result.get("currency"))
+    except pdf.Unprintable as exc:
+        raise RequestRefused(422, str(exc)) from None
     name = f"tickets-{row['order_id']}" + (f"-{movement_id}" if movement_id else "")
     return Response(body, 200, {"Content-Disposition": f'inline; filename="{name}.pdf"'},
                     mimetype="application/pdf")

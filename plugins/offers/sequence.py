@@ -28,6 +28,7 @@ from s360bridge.core.api import (
     SEARCH_RESULTS,
     S360ApiError,
     S360BusinessError,
+    S360QuotaSpent,
     S360Uncertain,
     best_match,
     leases,
@@ -231,11 +232,17 @@ def cancelled(bridge, row: dict, refund: int | None) -> None:
     """A cancel done (``refund``: the order S-360 made for it): its tickets are cancelled; the
     offer too once none is left."""
     result = _json(store.row(bridge.engine, row["id"])["result"]) or {}
-    gone = sorted({*result.get("cancelled", []), *_movements(row).get("movementIds", [])})
+    now = set(_movements(row).get("movementIds", [])) - set(result.get("cancelled", []))
+    gone = sorted({*result.get("cancelled", []), *now})
     left = [m for m in result.get("movements") or [] if m not in gone]
+    prices = {t["movement_id"]: t.get("price") or 0 for t in result.get("tickets", [])}
     store.save(bridge.engine, row["id"], state="done", http_status=200, error=None, result={
         **result, "cancelled": gone, "cancel_tickets": None,
         "orders_seen": [*result.get("orders_seen", []), *([refund] if refund else [])],
+        # what each cancel refunded, for the settlement (refund None: S-360 gave no order id)
+        "refunds": [*result.get("refunds", []), {
+            "order_id": refund, "movements": sorted(now),
+            "amount": -sum(prices.get(m, 0) for m in now), "at": time.time()}],
         "state": "closed" if left else "cancelled",
         "tickets": [{**t, "cancelled": t["movement_id"] in gone}
                     for t in result.get("tickets", [])]})
@@ -315,6 +322,8 @@ def run(bridge, inst, offer_id: int, lease_seconds: float | None = None) -> dict
                 resolve.failed(bridge, inst, offer_id, exc.status, exc.body)
             except S360BusinessError as exc:  # S-360 refused: this attempt ends here
                 resolve.failed(bridge, inst, offer_id, 422, {"error": str(exc)})
+            except S360QuotaSpent as exc:  # nothing sent, and nothing will be this month
+                resolve.failed(bridge, inst, offer_id, 429, {"error": str(exc)})
             except S360Uncertain:  # the offer is uncertain now: the next round reads
                 continue
             except (S360ApiError, resolve.NotYet) as exc:  # the next round goes on

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+from contextlib import nullcontext
 
 import orjson
 from sqlalchemy import select
@@ -24,64 +25,100 @@ SERVICE = "externalOrderService"
 COLUMNS = ("day", "currency", "sales", "sold", "refunds", "refunded", "cancelled_tickets")
 
 
+MAX_READS = 50  # S-360 reads a report may make (the rest is listed as not checked)
+
+
 def report(bridge, inst, reseller: str, first: dt.date, last: dt.date) -> dict:
-    """``{"days": [row per day with anything], "differences": [...]}``."""
-    orders = _orders(bridge, inst, reseller)
-    held = received(bridge, inst.code, "orders", [str(o["order_id"]) for o in orders])
+    """``{"days": [row per day with anything], "differences": [...]}``. Only the orders of
+    the period (a day around it, for time zones) are checked, within the reseller's share of
+    the call budget, ``MAX_READS`` reads of S-360 at most."""
+    since = dt.datetime.combine(first - dt.timedelta(days=1), dt.time(), inst.timezone)
+    until = dt.datetime.combine(last + dt.timedelta(days=2), dt.time(), inst.timezone)
+    orders = [o for o in _orders(bridge, inst, reseller)
+              if since.timestamp() <= o["at"] < until.timestamp()]
+    held = received(bridge, inst.code, "orders",
+                    [str(o["order_id"]) for o in orders if o["order_id"]])
     days: dict[tuple, dict] = {}
     differences = []
-    for o in orders:
-        record, difference = _checked(bridge, inst, o, held.get(str(o["order_id"])))
-        if difference:
-            differences.append(difference)
-        d = (record or {}).get("orderDetailsData") or {}
-        local = parse_s360_time(d.get("creationDateTime"), inst.timezone)
-        day = local[1].date() if local else \
-            dt.datetime.fromtimestamp(o["created_at"], inst.timezone).date()
-        if not first <= day <= last:
-            continue
-        row = days.setdefault((day, o["currency"]), {
-            "day": day.isoformat(), "currency": o["currency"], "sales": 0, "sold": 0,
-            "refunds": 0, "refunded": 0, "cancelled_tickets": 0})
-        kind = "refunds" if o["kind"] == "refund" else "sales"
-        row[kind] += 1
-        row["refunded" if kind == "refunds" else "sold"] += o["amount"]
-        row["cancelled_tickets"] += o.get("tickets", 0)
+    reads = [MAX_READS]
+    share = (inst.services["offers"].callers[reseller].options.get("calls_per_minute")
+             if reseller in inst.services["offers"].callers else None)
+    with bridge.s360(inst).share(reseller, share) if share else nullcontext():
+        for o in orders:
+            record, difference = _checked(bridge, inst, o, held.get(str(o["order_id"])),
+                                          reads)
+            if difference:
+                differences.append(difference)
+            day = _day(inst, record, o)
+            if not first <= day <= last:
+                continue
+            row = days.setdefault((day, o["currency"] or ""), {
+                "day": day.isoformat(), "currency": o["currency"], "sales": 0, "sold": 0,
+                "refunds": 0, "refunded": 0, "cancelled_tickets": 0})
+            if o["kind"] == "refund":
+                row["refunds"] += 1
+                row["refunded"] += o["amount"]
+                row["cancelled_tickets"] += o["tickets"]
+            else:
+                row["sales"] += 1
+                row["sold"] += o["amount"]
     return {"days": [days[k] for k in sorted(days)], "differences": differences}
 
 
+def _day(inst, record: dict | None, order: dict) -> dt.date:
+    """The order's day in the institution's time zone: S-360's creation time, else when the
+    bridge saw it made."""
+    created = ((record or {}).get("orderDetailsData") or {}).get("creationDateTime")
+    try:
+        local = parse_s360_time(created, inst.timezone) if created else None
+    except ValueError:
+        local = None
+    if local:
+        return local[1].date()
+    return dt.datetime.fromtimestamp(order["at"], inst.timezone).date()
+
+
 def _orders(bridge, inst, reseller: str) -> list[dict]:
-    """The reseller's closed sales and the refunds of their cancelled tickets, as its offers
-    know them (the amounts are S-360's, read back when each closed)."""
+    """The reseller's paid sales and the refunds of their cancelled tickets, as its offers
+    know them (the amounts are S-360's, read back when each closed). An offer in the middle
+    of a follow-up counts as it was before it."""
     offers = store.OFFERS
     with bridge.engine.connect() as conn:
-        rows = conn.execute(select(offers.c.result, offers.c.created_at).where(
-            offers.c.institution == inst.code, offers.c.caller == reseller,
-            offers.c.state == "done")).all()
+        rows = conn.execute(select(offers.c.result, offers.c.state, offers.c.created_at,
+                                   offers.c.request).where(
+            offers.c.institution == inst.code, offers.c.caller == reseller)).all()
     out = []
-    for text, created in rows:
+    for text, state, created, request in rows:
         result = orjson.loads(text or "{}")
-        if result.get("order_type") != "SALE":
+        if state != "done":
+            result = (result.get("before") or {}).get("result") or {}
+        if result.get("order_type") != "SALE" or orjson.loads(request).get("pay") is False:
             continue
-        out.append({"kind": "sale", "order_id": result["order_id"], "created_at": created,
+        at = (result.get("plan") or {}).get("asked_at") or created
+        out.append({"kind": "sale", "order_id": result["order_id"], "at": at,
                     "amount": (result.get("amounts") or {}).get("saleAmount") or 0,
                     "currency": result.get("currency")})
-        gone = [t for t in result.get("tickets", []) if t.get("cancelled")]
-        for refund in result.get("orders_seen", []):
-            out.append({"kind": "refund", "order_id": refund, "created_at": created,
-                        "currency": result.get("currency"), "tickets": len(gone),
-                        "amount": -sum(t.get("price") or 0 for t in gone)})
-            gone = []  # the tickets count once, with the first refund
+        for refund in result.get("refunds", []):
+            out.append({"kind": "refund", "order_id": refund["order_id"], "at": refund["at"],
+                        "currency": result.get("currency"), "amount": refund["amount"],
+                        "tickets": len(refund["movements"])})
     return out
 
 
-def _checked(bridge, inst, order: dict, record: dict | None) -> tuple[dict | None, dict | None]:
+def _checked(bridge, inst, order: dict, record: dict | None,
+             reads: list[int]) -> tuple[dict | None, dict | None]:
     """The order as S-360 knows it (the webhook's record, else read from S-360), and the
     difference with the bridge's figure, if any."""
     if record is not None and _amount(record) == order["amount"]:
         return record, None
     said = {"order_id": order["order_id"], "kind": order["kind"], "bridge": order["amount"],
             "webhook": None if record is None else _amount(record)}
+    if order["order_id"] is None:
+        return record, {**said, "s360": None, "why": "S-360 gave no id for this refund"}
+    if reads[0] <= 0:
+        return record, {**said, "s360": None, "why": f"not checked: {MAX_READS} reads of "
+                                                    "S-360 a report at most"}
+    reads[0] -= 1
     try:
         read = bridge.s360(inst).call(SERVICE, "getOrderDetails", {"orderId": order["order_id"]})
     except S360ApiError as exc:
@@ -107,11 +144,13 @@ def as_csv(days: list[dict]) -> str:
 
 
 def period(first: str | None, last: str | None) -> tuple[dt.date, dt.date]:
-    """The days asked (``YYYY-MM-DD``, both included); a bad one is a 400."""
+    """The days asked (``YYYY-MM-DD``, both included, a year at most); a bad one is a 400."""
     try:
         start, end = dt.date.fromisoformat(first or ""), dt.date.fromisoformat(last or "")
     except ValueError:
         raise RequestRefused(400, "from and to are days, YYYY-MM-DD") from None
     if end < start:
         raise RequestRefused(400, f"to ({end}) is before from ({start})")
+    if (end - start).days > 366 or start.year < 2000:
+        raise RequestRefused(400, "a report covers a year at most, from 2000 on")
     return start, end

@@ -4,12 +4,15 @@ service's own ``auth``; a reseller's credentials are for its own API (reseller_a
 
 from __future__ import annotations
 
+import datetime as dt
+
 from flask import Blueprint
 
 from s360bridge.core.api import (
     RequestRefused,
     S360ApiError,
     S360BusinessError,
+    S360QuotaSpent,
     json_response,
     service_request,
 )
@@ -25,6 +28,12 @@ def _s360_unavailable(exc: S360ApiError):
     """S-360 could not be read (the catalog, a contact): nothing was ordered, ask again."""
     if isinstance(exc, S360BusinessError):
         return json_response({"error": str(exc), "status": 422}, 422)
+    if isinstance(exc, S360QuotaSpent):
+        now = dt.datetime.now(dt.UTC)  # the quota is whole again next month (UTC)
+        month = (now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+                 + dt.timedelta(days=32)).replace(day=1)
+        return json_response({"error": str(exc), "status": 429}, 429, {
+            "Retry-After": str(int((month - now).total_seconds()) + 1)})
     return json_response({"error": f"S-360 is unavailable, nothing was ordered: {exc}",
                           "status": 503}, 503, {"Retry-After": "30"})
 
