@@ -173,9 +173,11 @@ def test_the_cache_respects_its_refresh_limits(shop, runner):
     assert shop.calls("getCatalogDetailed") == 1  # the command read the cache
 
 
-def crashed_mid_call(shop, tmp_path, method: str):
-    """Start ``s360bridge run``, ask it for an offer, and kill -9 it while S-360 has done
-    ``method`` but not answered yet; answer the offer's id."""
+def crashed_mid_call(shop, tmp_path, method: str, follow_up: str = ""):
+    """Start ``s360bridge run``, ask it for an offer (or ``follow_up`` of the one made
+    before: ``/{id}/confirm``), and kill -9 it while S-360 has done ``method`` but not
+    answered yet; answer the offer's id."""
+    made_before = shop.api.count(method)
     shop.api.slow[method] = 30
     port = free_port()
     proc = start(["run", "-c", str(shop.config), "--port", str(port)], tmp_path / "run.log")
@@ -184,13 +186,15 @@ def crashed_mid_call(shop, tmp_path, method: str):
         wait_until(lambda: healthy(url), 30, "the bridge to listen", proc)
         def ask():
             try:
-                requests.post(f"{url}/crm/offers/testvenue", timeout=60,
+                requests.post(f"{url}/crm/offers/testvenue{follow_up}", timeout=60,
                               headers={"x-api-key": "crm-posts-its-changes-with-this"},
-                              json={"idempotency_key": "crash", "lines": [LINES["event"]]})
+                              json=None if follow_up else {"idempotency_key": "crash",
+                                                           "lines": [LINES["event"]]})
             except requests.ConnectionError:
                 pass  # the bridge is killed while this waits
         threading.Thread(target=ask, daemon=True).start()
-        wait_until(lambda: shop.api.count(method) >= 1, 30, f"S-360 to receive {method}")
+        wait_until(lambda: shop.api.count(method) > made_before, 30,
+                   f"S-360 to receive {method}")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -234,6 +238,24 @@ def test_killed_while_closing_the_offer_is_completed_on_restart(shop, tmp_path, 
     assert shop.calls("createPaymentsAndCloseOrder") == 1  # S-360 had closed it: read back
     orders = [o for o in shop.sales.orders.values()]
     assert [(o.type, o.state) for o in orders] == [("SALE", "CLOSED")]
+    assert shop.left("seats", PERF, 302) == 38
+
+
+def test_killed_while_s360_confirms_a_reservation_the_file_is_read_on_restart(shop, tmp_path):
+    """kill -9 after S-360 made the sale resuming a reservation and before the bridge stored
+    its answer: the restarted bridge reads the file, finds that sale, and closes it, paid;
+    never a second sale."""
+    made = shop.offer("crash", LINES["event"], kind="reservation")
+    assert made.status_code == 201, made.text
+    offer_id = made.json()["id"]
+    crashed_mid_call(shop, tmp_path, "createOrUpdateOrder", f"/{offer_id}/confirm")
+    shop.inst.services["offers"].options["uncertain_read_after_seconds"] = 0
+    row = restart(shop, offer_id)
+    assert (row["state"], row["action"]) == ("done", "confirm"), row
+    assert shop.calls("createOrUpdateOrder") == 2 and shop.calls("getFileDetails") >= 1
+    assert shop.calls("createPaymentsAndCloseOrder") == 1
+    sales = [o for o in shop.sales.orders.values() if o.type == "SALE"]
+    assert [(o.state, o.id) for o in sales] == [("CLOSED", row["order_id"])]
     assert shop.left("seats", PERF, 302) == 38
 
 
