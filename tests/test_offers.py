@@ -241,22 +241,28 @@ def test_killed_while_closing_the_offer_is_completed_on_restart(shop, tmp_path, 
     assert shop.left("seats", PERF, 302) == 38
 
 
-def test_killed_while_s360_confirms_a_reservation_the_file_is_read_on_restart(shop, tmp_path):
-    """kill -9 after S-360 made the sale resuming a reservation and before the bridge stored
-    its answer: the restarted bridge reads the file, finds that sale, and closes it, paid;
-    never a second sale."""
-    made = shop.offer("crash", LINES["event"], kind="reservation")
-    assert made.status_code == 201, made.text
-    offer_id = made.json()["id"]
-    crashed_mid_call(shop, tmp_path, "createOrUpdateOrder", f"/{offer_id}/confirm")
+@pytest.mark.parametrize("kind, action, method, made, seats", [
+    ("reservation", "confirm", "createOrUpdateOrder", "SALE", 38),
+    ("reservation", "release", "createOrUpdateOrder", "RESERVATION_FREEING", 40),
+    ("sale", "cancel", "cancelOperations", "REFUND_CLIENT", 40)])
+def test_killed_during_a_follow_up_the_file_is_read_on_restart(shop, tmp_path, kind, action,
+                                                               method, made, seats):
+    """kill -9 after S-360 made the follow-up's order and before the bridge stored its
+    answer: the restarted bridge reads the file, finds that order and carries it on; the
+    call is never made twice."""
+    r = shop.offer("crash", LINES["event"], kind=kind)
+    assert r.status_code == 201, r.text
+    offer_id, before = r.json()["id"], shop.calls(method)
+    crashed_mid_call(shop, tmp_path, method, f"/{offer_id}/{action}")
     shop.inst.services["offers"].options["uncertain_read_after_seconds"] = 0
     row = restart(shop, offer_id)
-    assert (row["state"], row["action"]) == ("done", "confirm"), row
-    assert shop.calls("createOrUpdateOrder") == 2 and shop.calls("getFileDetails") >= 1
-    assert shop.calls("createPaymentsAndCloseOrder") == 1
-    sales = [o for o in shop.sales.orders.values() if o.type == "SALE"]
-    assert [(o.state, o.id) for o in sales] == [("CLOSED", row["order_id"])]
-    assert shop.left("seats", PERF, 302) == 38
+    assert (row["state"], row["action"]) == ("done", action), row
+    assert shop.calls(method) == before + 1 and shop.calls("getFileDetails") >= 1
+    orders = [o for o in shop.sales.orders.values() if o.type == made]
+    assert [o.state for o in orders] == ["CLOSED"]
+    assert shop.left("seats", PERF, 302) == seats
+    if action == "confirm":
+        assert shop.calls("createPaymentsAndCloseOrder") == 1
 
 
 def test_offers_create_command_waits_with_progress(shop, tmp_path):
