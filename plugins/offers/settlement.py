@@ -34,7 +34,7 @@ def report(bridge, inst, reseller: str, first: dt.date, last: dt.date) -> dict:
     the call budget, ``MAX_READS`` reads of S-360 at most."""
     since = dt.datetime.combine(first - dt.timedelta(days=1), dt.time(), inst.timezone)
     until = dt.datetime.combine(last + dt.timedelta(days=2), dt.time(), inst.timezone)
-    orders = [o for o in _orders(bridge, inst, reseller)
+    orders = [o for o in _orders(bridge, inst, reseller, until.timestamp())
               if since.timestamp() <= o["at"] < until.timestamp()]
     held = received(bridge, inst.code, "orders",
                     [str(o["order_id"]) for o in orders if o["order_id"]])
@@ -78,7 +78,7 @@ def _day(inst, record: dict | None, order: dict) -> dt.date:
     return dt.datetime.fromtimestamp(order["at"], inst.timezone).date()
 
 
-def _orders(bridge, inst, reseller: str) -> list[dict]:
+def _orders(bridge, inst, reseller: str, until: float) -> list[dict]:
     """The reseller's paid sales and the refunds of their cancelled tickets, as its offers
     know them (the amounts are S-360's, read back when each closed). An offer in the middle
     of a follow-up counts as it was before it."""
@@ -86,7 +86,8 @@ def _orders(bridge, inst, reseller: str) -> list[dict]:
     with bridge.engine.connect() as conn:
         rows = conn.execute(select(offers.c.result, offers.c.state, offers.c.created_at,
                                    offers.c.request).where(
-            offers.c.institution == inst.code, offers.c.caller == reseller)).all()
+            offers.c.institution == inst.code, offers.c.caller == reseller,
+            offers.c.created_at < until)).all()  # one made later has nothing in the period
     out = []
     for text, state, created, request in rows:
         result = orjson.loads(text or "{}")
