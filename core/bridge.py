@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from typing import Literal
@@ -139,8 +140,10 @@ class Bridge:
         return [self.target(inst, name) for name, cfg in inst.targets.items()
                 if cfg.type == kind]
 
-    def s360(self, inst: Institution) -> S360Client:
-        """The S-360 API client of an institution, with its budget shared across processes."""
+    def s360(self, inst: Institution, operator: str | None = None) -> S360Client:
+        """The S-360 API client of an institution, with its budget shared across processes;
+        with ``operator``, one that calls as that virtual operator (the JWT's ``aud``: a
+        reseller's own sales channel, REFERENCE §g.2) inside the same budget."""
         with self._lock:
             client = self._clients.get(inst.code)
             if client is None:
@@ -154,7 +157,14 @@ class Bridge:
 
                 budget = CallBudget(self.engine, api.calls_per_minute, api.window_seconds)
                 client = self._clients[inst.code] = S360Client(inst.code, api, budget)
-            return client
+            if operator is None or operator == client.settings.operator:
+                return client
+            key = f"{inst.code}\0{operator}"
+            if key not in self._clients:
+                self._clients[key] = S360Client(
+                    inst.code, dataclasses.replace(client.settings, operator=operator),
+                    client.budget, client.session)
+            return self._clients[key]
 
     def close(self) -> None:
         for target in self._targets.values():

@@ -108,6 +108,15 @@ def bridge(config_path):
 
 
 @pytest.fixture
+def sim():
+    """S-360's simulated sales API for one institution, ``venue`` (tests/helpers/sales_api.py)."""
+    from .helpers.sales_api import served_sim
+
+    with served_sim() as s:
+        yield s
+
+
+@pytest.fixture
 def shop(tmp_path, monkeypatch, secrets_env):
     """A venue selling through the offers service (tests/helpers/shop.py)."""
     from .helpers.shop import Shop  # it builds on this module's helpers

@@ -156,8 +156,9 @@ def test_the_cache_respects_its_refresh_limits(shop, runner):
     assert not cache.refresh_catalog(shop.bridge, inst, force=True)  # within a minute
     assert cache.refresh_availability(shop.bridge, inst, 3600)
     assert not cache.refresh_availability(shop.bridge, inst, 3600, force=True)
+    # the events' performances, then the season ticket's (composedProductId, §g.3)
     assert (shop.calls("getCatalogDetailed"), shop.calls("getEventAvailability"),
-            shop.calls("getProductAvailability")) == (1, 1, 1)
+            shop.calls("getProductAvailability")) == (1, 2, 1)
     Hooks().add_commands(cli)
     result = runner.invoke(cli, ["catalog", "-c", str(shop.config), "--institution",
                                  "testvenue", "--search", "hamlet"])

@@ -108,6 +108,8 @@ def test_availabilities_are_filtered_and_say_their_age(shop):
     from s360bridge.plugins.offers import catalog as cache
 
     cache.refresh_availability(shop.bridge, shop.inst, 3600, force=True)
+    assert shop.reseller("eventim", "GET", "/availability").status_code == 503  # its channel's
+    cache.refresh_availability(shop.bridge, shop.inst, 3600, "TEST_EVENTIM", force=True)
     r = shop.reseller("passhop", "GET", "/availability").json()
     assert 0 <= r["age_seconds"] < 60
     assert r["availability"]["item:10228231108401"] == 200
@@ -163,7 +165,7 @@ def test_a_reseller_pays_its_sales_and_s360_down_is_503_not_500(shop, monkeypatc
     from s360bridge.core.api import S360Unavailable
     from s360bridge.plugins.offers import catalog as cache
 
-    def down(bridge, inst):
+    def down(bridge, inst, channel=None):
         raise S360Unavailable("S-360 getCatalogDetailed: HTTP 503")
     monkeypatch.setattr(cache, "catalog_of", down)
     for method, path, body in (("GET", "/catalog", None), ("GET", "/availability", None),

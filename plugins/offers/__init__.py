@@ -24,7 +24,7 @@ OPTIONS = Draft202012Validator({
     "type": "object", "additionalProperties": False, "properties": {
         "wait_seconds": {"type": "number", "minimum": 0, "maximum": 60},
         "open_order_seconds": {"type": "number", "exclusiveMinimum": 0},
-        "payment_method_id": {"type": "integer"},
+        **resellers.SETTINGS,  # the CRM operator's own, as a reseller's (resellers.py)
         "availability_every_seconds": {"type": "number", "minimum": 60},
         "recovery_every_seconds": {"type": "number", "minimum": 1},
         "lease_seconds": {"type": "number", "minimum": 1},
@@ -56,12 +56,19 @@ def recover(bridge, inst) -> int:
 
 
 def jobs(bridge, inst, cfg):
-    """Per institution: refresh the catalog and the availabilities, carry on the offers."""
+    """Per institution: refresh the catalog and the availabilities of every sales channel its
+    callers sell on, carry on the offers."""
     every = cfg.options.get("availability_every_seconds", 3600)
+
+    def each_channel(refresh):
+        for channel in resellers.channels(inst):
+            refresh(channel)
+
     return [
-        ("catalog", 3600, lambda: catalog.refresh_catalog(bridge, inst)),
-        ("availabilities", every,
-         lambda: catalog.refresh_availability(bridge, inst, every)),
+        ("catalog", 3600, lambda: each_channel(
+            lambda channel: catalog.refresh_catalog(bridge, inst, channel))),
+        ("availabilities", every, lambda: each_channel(
+            lambda channel: catalog.refresh_availability(bridge, inst, every, channel))),
         ("offers", cfg.options.get("recovery_every_seconds", 10),
          lambda: recover(bridge, inst)),
     ]

@@ -3,6 +3,14 @@
 The catalog is read once a day, or sooner when ``getLastSetupUpdate`` reports a change
 (REFERENCE §g.2); availabilities every ``availability_every_seconds`` (an hour by default), and
 never twice within a minute, whoever asks (§g.3, §e.4). Prices stay S-360's integers.
+
+Each sales channel has its own: the institution's operator sees the products of its channel,
+and a reseller with an ``operator`` of its own sees its channel's (``getCatalogDetailed`` and
+``getPOSConfig`` answer for the calling operator, §g.2). ``channel`` is that operator, None for
+the institution's. Season tickets' availability is asked per season ticket with
+``getEventAvailability{performanceIds, composedProductId}`` (§g.3); the performances come from
+the catalog's ``items[].lines[].performanceIds`` (INFERRED), and a season ticket that shows none
+has no known availability.
 """
 
 from __future__ import annotations
@@ -10,15 +18,20 @@ from __future__ import annotations
 import time
 
 from . import store
+from .families import COMPOSED
 
 MIN_INTERVAL = 60.0  # seconds: no refresh of either, ever, more often than this
 CATALOG_MAX_AGE = 24 * 3600.0
 
 
-def refresh_catalog(bridge, inst, force: bool = False) -> bool:
+def _what(kind: str, channel: str | None) -> str:
+    return kind if channel is None else f"{kind}@{channel}"
+
+
+def refresh_catalog(bridge, inst, channel: str | None = None, force: bool = False) -> bool:
     """Read the catalog again if it changed or is a day old; answer whether it did."""
-    engine, client = bridge.engine, bridge.s360(inst)
-    known = store.cached(engine, inst.code, "catalog")
+    engine, client = bridge.engine, bridge.s360(inst, channel)
+    known = store.cached(engine, inst.code, _what("catalog", channel))
     now = time.time()
     if known and now - known["fetched_at"] < MIN_INTERVAL:
         return False
@@ -29,27 +42,30 @@ def refresh_catalog(bridge, inst, force: bool = False) -> bool:
     data = client.call("catalogService", "getCatalogDetailed", {"scope": "EXTENDED"})
     pos = client.call("catalogService", "getPOSConfig", {})
     audiences = client.call("catalogService", "listAudienceSubcategories", {})
-    store.cache(engine, inst.code, "pos", {
+    store.cache(engine, inst.code, _what("pos", channel), {
         "pos": pos.get("posConfigData") or {},
         "audiences": {a["code"]: a["id"] for a in audiences.get("audienceSubCategories", [])}})
-    store.cache(engine, inst.code, "catalog", data.get("catalogData") or {}, marker)
+    store.cache(engine, inst.code, _what("catalog", channel), data.get("catalogData") or {},
+                marker)
     return True
 
 
-def refresh_availability(bridge, inst, every: float, force: bool = False) -> bool:
+def refresh_availability(bridge, inst, every: float, channel: str | None = None,
+                         force: bool = False) -> bool:
     """Read the availabilities of every cached product; answer whether it did."""
     engine = bridge.engine
-    known = store.cached(engine, inst.code, "availability")
+    known = store.cached(engine, inst.code, _what("availability", channel))
     now = time.time()
     if known and now - known["fetched_at"] < (MIN_INTERVAL if force else max(every,
                                                                            MIN_INTERVAL)):
         return False
-    catalog, pos = catalog_of(bridge, inst)
+    catalog, pos = catalog_of(bridge, inst, channel)
     products = [p for s in catalog.get("seasons", []) for p in s.get("products", [])]
     perfs = [perf["id"] for p in products
              for perf in (p.get("event") or {}).get("performances", [])]
-    others = [p["id"] for p in products if not p.get("event")]
-    client, pos_id = bridge.s360(inst), pos["pos"].get("posId")
+    composed = [p for p in products if p.get("productFamilyType") in COMPOSED]
+    others = [p["id"] for p in products if not p.get("event") and p not in composed]
+    client, pos_id = bridge.s360(inst, channel), pos["pos"].get("posId")
     left: dict[str, int | None] = {}
     if perfs:
         for a in client.call("availabilityService", "getEventAvailability", {
@@ -62,20 +78,46 @@ def refresh_availability(bridge, inst, every: float, force: bool = False) -> boo
                 ).get("productAvailabilityData", []):
             key = f"timeslot:{a['timeslotId']}" if a.get("timeslotId") else f"item:{a['itemId']}"
             left[key] = a.get("available")
-    store.cache(engine, inst.code, "availability", left)
+    for p in composed:
+        left.update(_season_ticket_left(client, pos_id, p))
+    store.cache(engine, inst.code, _what("availability", channel), left)
     return True
 
 
-def catalog_of(bridge, inst) -> tuple[dict, dict]:
-    """The cached catalog and point-of-sales data, read from S-360 on first use."""
-    catalog = store.cached(bridge.engine, inst.code, "catalog")
+def _season_ticket_left(client, pos_id, product: dict) -> dict[str, int | None]:
+    """What is left of each item of a season ticket: the least its contingent has for any of
+    its performances (§g.3; the answer's fields are INFERRED)."""
+    perfs = sorted({perf for item in product.get("items") or []
+                    for line in item.get("lines") or [] for perf in line.get("performanceIds")
+                    or []})
+    if not perfs:  # performanceIds are mandatory: without them, S-360 cannot be asked
+        return {}
+    answer = client.call("availabilityService", "getEventAvailability", {
+        "pointOfSalesId": pos_id, "performanceIds": perfs, "composedProductId": product["id"]})
+    least: dict[str, int | None] = {}
+    for a in answer.get("eventAvailabilityData", []):
+        key, n = f"item:{a.get('itemId')}", a.get("available")
+        least[key] = n if key not in least or least[key] is None or n is None \
+            else min(least[key], n)
+    return least
+
+
+def catalog_of(bridge, inst, channel: str | None = None) -> tuple[dict, dict]:
+    """The cached catalog and point-of-sales data of a channel, read from S-360 on first
+    use."""
+    catalog = store.cached(bridge.engine, inst.code, _what("catalog", channel))
     if catalog is None:
-        refresh_catalog(bridge, inst, force=True)
-        catalog = store.cached(bridge.engine, inst.code, "catalog")
-    return catalog["data"], store.cached(bridge.engine, inst.code, "pos")["data"]
+        refresh_catalog(bridge, inst, channel, force=True)
+        catalog = store.cached(bridge.engine, inst.code, _what("catalog", channel))
+    return catalog["data"], store.cached(bridge.engine, inst.code, _what("pos", channel))["data"]
 
 
-def left_for(bridge, inst, quota: tuple) -> int | None:
-    """What the cache says is left of one quota (after a refresh if a minute has passed)."""
-    data = store.cached(bridge.engine, inst.code, "availability")
+def availability_of(bridge, inst, channel: str | None = None) -> dict | None:
+    """The cached availabilities of a channel, with ``fetched_at`` (None before the first)."""
+    return store.cached(bridge.engine, inst.code, _what("availability", channel))
+
+
+def left_for(bridge, inst, quota: tuple, channel: str | None = None) -> int | None:
+    """What the cache says is left of one quota."""
+    data = availability_of(bridge, inst, channel)
     return (data or {}).get("data", {}).get(":".join(map(str, quota)))

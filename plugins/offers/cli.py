@@ -12,6 +12,7 @@ import click
 import orjson
 
 from s360bridge.core.api import (
+    RequestRefused,
     S360BridgeError,
     config_option,
     institution_of,
@@ -20,7 +21,7 @@ from s360bridge.core.api import (
 )
 
 from . import catalog as cache
-from . import sequence, settlement, store
+from . import resellers, sequence, settlement, store
 from .offering import FOLLOW_UPS, REQUEST, start_follow_up, view
 
 STEPS = ("new", "ordering", "open", "closing", "done")
@@ -69,6 +70,10 @@ def create(configs, institution, file):
     error = schema_error(REQUEST, request, sep="/", root="(offer)")
     if error or not request.get("idempotency_key"):
         raise S360BridgeError(f"{file}: {error or 'idempotency_key: required'}")
+    try:  # the CRM operator's own settings (services.offers.options)
+        resellers.check_offer(bridge, inst, "", request)
+    except RequestRefused as exc:
+        raise S360BridgeError(f"{file}: {exc}") from None
     row, made = store.create(bridge.engine, inst.code, request["idempotency_key"], request)
     if not made:
         click.echo(f"offer {row['id']} already has this idempotency key")
@@ -139,16 +144,23 @@ def _money(amount, currency: str) -> str:
 @click.option("--institution", required=True)
 @click.option("--search", help="Only products whose code or name contains this.")
 @click.option("--refresh", is_flag=True, help="Read S-360 again (at most once a minute).")
+@click.option("--reseller", help="As this reseller sees it: its channel, its families.")
 @click.option("--json", "as_json", is_flag=True)
-def catalog_command(configs, institution, search, refresh, as_json):
+def catalog_command(configs, institution, search, refresh, reseller, as_json):
     """The cached S-360 catalog: products, performances or time slots, tariffs, availability."""
     bridge = open_bridge(configs)
     inst = _offers_inst(bridge, institution)
+    if reseller is not None and reseller not in inst.services["offers"].callers:
+        raise S360BridgeError(f"{inst.code}: no reseller {reseller!r} (services.offers.callers: "
+                              f"{', '.join(inst.services['offers'].callers) or 'none'})")
+    channel = resellers.channel_of(inst, reseller or "")
     if refresh:
-        cache.refresh_catalog(bridge, inst, force=True)
-        cache.refresh_availability(bridge, inst, 3600, force=True)
-    data, pos = cache.catalog_of(bridge, inst)
-    left = (store.cached(bridge.engine, inst.code, "availability") or {}).get("data", {})
+        cache.refresh_catalog(bridge, inst, channel, force=True)
+        cache.refresh_availability(bridge, inst, 3600, channel, force=True)
+    data, pos = cache.catalog_of(bridge, inst, channel)
+    if reseller is not None:
+        data = resellers.catalog_for(data, set(resellers.options_of(inst, reseller)["families"]))
+    left = (cache.availability_of(bridge, inst, channel) or {}).get("data", {})
     products = [p for s in data.get("seasons", []) for p in s.get("products", [])]
     if search:
         needle = search.lower()

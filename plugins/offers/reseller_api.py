@@ -17,7 +17,7 @@ from flask import Blueprint, Response, request
 from s360bridge.core.api import RequestRefused, json_response, service_request
 
 from . import catalog as cache
-from . import offering, openapi, pdf, resellers, settlement, store
+from . import offering, openapi, pdf, resellers, settlement
 
 bp = Blueprint("resellers", __name__, url_prefix="/resellers/v1")
 
@@ -41,9 +41,11 @@ def _families(req) -> set[str]:
 
 @bp.get("/<code>/catalog")
 def catalog(code: str):
-    """The catalog of the families the reseller sells; ``ETag`` / ``If-None-Match``."""
-    req, _ = admitted(code)
-    data, pos = cache.catalog_of(req.bridge, req.institution)
+    """The catalog of the reseller's sales channel, the families it sells only; ``ETag`` /
+    ``If-None-Match``."""
+    req, reseller = admitted(code)
+    data, pos = cache.catalog_of(req.bridge, req.institution,
+                                 resellers.channel_of(req.institution, reseller))
     body = orjson.dumps({"catalog": resellers.catalog_for(data, _families(req)),
                          "audiences": pos["audiences"]}, option=orjson.OPT_SORT_KEYS)
     digest = hashlib.sha256(body).hexdigest()[:32]
@@ -56,9 +58,10 @@ def catalog(code: str):
 @bp.get("/<code>/availability")
 def availability(code: str):
     """What is left of each quota of the reseller's products, as cached, and how old it is."""
-    req, _ = admitted(code)
-    data, _ = cache.catalog_of(req.bridge, req.institution)
-    cached = store.cached(req.bridge.engine, code, "availability")
+    req, reseller = admitted(code)
+    channel = resellers.channel_of(req.institution, reseller)
+    data, _ = cache.catalog_of(req.bridge, req.institution, channel)
+    cached = cache.availability_of(req.bridge, req.institution, channel)
     if cached is None:
         raise RequestRefused(503, "the availabilities are not read yet: ask again shortly",
                              headers={"Retry-After": "10"})

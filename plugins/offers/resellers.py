@@ -9,7 +9,7 @@ within its limits.
           ticketshop:
             auth: {type: api_key, header: x-api-key, key: {$env: MYVENUE_TICKETSHOP_KEY}}
             options:
-              point_of_sales_id: 101053522399   # its sales channel's point of sales
+              operator: MYVENUE_TICKETSHOP       # JWT aud: the S-360 operator of its channel
               families: [SINGLE_ENTRY, PASS]     # S-360 productFamilyType values (§g.1)
               contacts: attach                   # none | attach | create
               max_tickets_per_order: 10
@@ -30,16 +30,19 @@ from . import families, store
 
 FAMILIES = ("SINGLE_ENTRY", "SEASONTICKET", "PASS", "PACKAGE", "MEMBERSHIP", "SERVICE", "GOODS",
             "TRANSPORT", "HOSPITALITY")  # productFamilyType, FOUND-CODE K4 (REFERENCE §g.1)
-OPTIONS = Draft202012Validator({
-    "type": "object", "additionalProperties": False, "required": ["families"], "properties": {
-        "point_of_sales_id": {"type": "integer"},
-        "payment_method_id": {"type": "integer"},
-        "families": {"type": "array", "minItems": 1, "uniqueItems": True,
-                     "items": {"enum": list(FAMILIES)}},
-        "contacts": {"enum": ["none", "attach", "create"]},
-        "max_tickets_per_order": {"type": "integer", "minimum": 1, "maximum": 1000},
-        "orders_per_minute": {"type": "integer", "minimum": 1},
-        "calls_per_minute": {"type": "integer", "minimum": 1}}})
+# what a caller may do: a reseller's options, and the CRM operator's beside the service's
+SETTINGS = {
+    "operator": {"type": "string", "minLength": 1, "maxLength": 60},
+    "point_of_sales_id": {"type": "integer"},
+    "payment_method_id": {"type": "integer"},
+    "families": {"type": "array", "minItems": 1, "uniqueItems": True,
+                 "items": {"enum": list(FAMILIES)}},
+    "contacts": {"enum": ["none", "attach", "create"]},
+    "max_tickets_per_order": {"type": "integer", "minimum": 1, "maximum": 1000},
+    "orders_per_minute": {"type": "integer", "minimum": 1},
+    "calls_per_minute": {"type": "integer", "minimum": 1}}
+OPTIONS = Draft202012Validator({"type": "object", "additionalProperties": False,
+                                "required": ["families"], "properties": SETTINGS})
 
 
 def check_options(options: dict) -> None:
@@ -49,53 +52,80 @@ def check_options(options: dict) -> None:
 
 
 def options_of(inst, caller: str) -> dict:
-    """A reseller's options ({} for the CRM operator, who sells everything)."""
-    return inst.services["offers"].callers[caller].options if caller else {}
+    """A caller's settings: a reseller's options, or the service's for the CRM operator
+    (``''``)."""
+    service = inst.services["offers"]
+    if not caller:
+        return service.options
+    return service.callers[caller].options if caller in service.callers else {}
+
+
+def channel_of(inst, caller: str) -> str | None:
+    """The S-360 operator whose sales channel the caller sells on (None: the institution's
+    own operator's channel)."""
+    return options_of(inst, caller).get("operator")
+
+
+def channels(inst) -> list[str | None]:
+    """The sales channels the institution's callers sell on: its own operator's (None), and
+    each operator of its own a caller has."""
+    service = inst.services["offers"]
+    named = {channel_of(inst, name) for name in ("", *service.callers)} - {None}
+    return [None, *sorted(named)]
+
+
+def client_of(bridge, inst, caller: str):
+    """The S-360 client that calls for this caller: as its channel's operator."""
+    return bridge.s360(inst, channel_of(inst, caller))
 
 
 def check_offer(bridge, inst, caller: str, body: dict) -> None:
-    """Refuse what the reseller may not ask: a sale it would not pay (403), a family it does
-    not sell (403, naming it), contacts beyond what it may do (403), more tickets than an
-    order may hold (422), more orders than its rate (429; a request repeated with its
-    idempotency key is answered as before, whatever the rate)."""
+    """Refuse what the caller may not ask: a reseller's sale it would not pay (403), a family
+    it does not sell (403, naming it), contacts beyond what it may do (403), more tickets than
+    an order may hold (422), more orders than its rate (429; a request repeated with its
+    idempotency key is answered as before, whatever the rate). The CRM operator (caller
+    ``''``) has the same settings, under ``services.offers.options``, and by default sells
+    every family, finds or creates contacts, with no cap."""
     from .catalog import catalog_of
 
     if store.by_key(bridge.engine, inst.code, body["idempotency_key"], caller) is not None:
         return  # a repeat: the offer it made answers it
-    if body.get("pay") is False:
-        raise RequestRefused(403, f"reseller {caller!r} pays its sales (on pending account): "
+    who = f"reseller {caller!r}" if caller else "the CRM operator"
+    if caller and body.get("pay") is False:
+        raise RequestRefused(403, f"{who} pays its sales (on pending account): "
                                   "pay cannot be false")
     options = options_of(inst, caller)
-    catalog, _ = catalog_of(bridge, inst)
-    allowed = set(options["families"])
-    for i, line in enumerate(body["lines"]):
-        try:
-            family = families.family_of(catalog, line["product"])
-        except families.UnknownInCatalog as exc:
-            raise RequestRefused(422, f"(offer)/lines/{i}: {exc}") from None
-        if family not in allowed:
-            raise RequestRefused(403, f"(offer)/lines/{i}: reseller {caller!r} may not sell "
-                                      f"product family {family} ({line['product']}); it sells "
-                                      f"{', '.join(sorted(allowed))}")
-    _check_contacts(caller, options.get("contacts", "none"), body)
+    if options.get("families"):
+        catalog, _ = catalog_of(bridge, inst, channel_of(inst, caller))
+        allowed = set(options["families"])
+        for i, line in enumerate(body["lines"]):
+            try:
+                family = families.family_of(catalog, line["product"])
+            except families.UnknownInCatalog as exc:
+                raise RequestRefused(422, f"(offer)/lines/{i}: {exc}") from None
+            if family not in allowed:
+                raise RequestRefused(403, f"(offer)/lines/{i}: {who} may not sell product "
+                                          f"family {family} ({line['product']}); it sells "
+                                          f"{', '.join(sorted(allowed))}")
+    _check_contacts(who, options.get("contacts", "none" if caller else "create"), body)
     tickets = sum(line.get("quantity", 1) for line in body["lines"])
-    most = options.get("max_tickets_per_order", 10)
-    if tickets > most:
+    most = options.get("max_tickets_per_order", 10 if caller else None)
+    if most is not None and tickets > most:
         raise RequestRefused(422, f"(offer): {tickets} tickets, more than the {most} an order "
-                                  f"of reseller {caller!r} may hold")
+                                  f"of {who} may hold")
     rate = options.get("orders_per_minute")
     if rate is not None and _made_since(bridge, inst.code, caller, time.time() - 60) >= rate:
-        raise RequestRefused(429, f"reseller {caller!r} may create {rate} offers a minute",
+        raise RequestRefused(429, f"{who} may create {rate} offers a minute",
                              headers={"Retry-After": "60"})
 
 
-def _check_contacts(caller: str, may: str, body: dict) -> None:
-    who = body.get("purchaser") or {}
-    if may == "none" and (who or body.get("holders")):
-        raise RequestRefused(403, f"reseller {caller!r} may not attach contacts to its orders")
-    if may == "attach" and set(who) - {"contact_number"}:
-        raise RequestRefused(403, f"reseller {caller!r} may attach existing contacts (by "
-                                  "contact_number) but not find or create them")
+def _check_contacts(who: str, may: str, body: dict) -> None:
+    person = body.get("purchaser") or {}
+    if may == "none" and (person or body.get("holders")):
+        raise RequestRefused(403, f"{who} may not attach contacts to its orders")
+    if may == "attach" and set(person) - {"contact_number"}:
+        raise RequestRefused(403, f"{who} may attach existing contacts (by contact_number) "
+                                  "but not find or create them")
 
 
 def _made_since(bridge, institution: str, caller: str, since: float) -> int:

@@ -63,13 +63,13 @@ def _plan(bridge, inst, row: dict) -> dict:
     read it needs (catalog, purchaser, payment method) is done here, before any order."""
     request = _json(row["request"])
     kind = TYPES[request.get("type", "sale")]
-    catalog, pos = cache.catalog_of(bridge, inst)
+    catalog, pos = cache.catalog_of(bridge, inst, resellers.channel_of(inst, row["caller"]))
     reseller = resellers.options_of(inst, row["caller"])
     caller = f"{row['caller']}:" if row["caller"] else ""
     base = {"pointOfSalesId": reseller.get("point_of_sales_id") or pos["pos"].get("posId"),
             "externalReference": f"s360bridge:{inst.code}:{caller}{row['idempotency_key']}"}
     previous = _json(row["result"]) or {}
-    purchaser = previous.get("purchaser") or _purchaser(bridge, inst, request)
+    purchaser = previous.get("purchaser") or _purchaser(bridge, inst, row, request)
     if purchaser:
         base["purchasersInfo"] = [{"contactReference": purchaser}]
     common = {"purchaser": purchaser, "asked_at": time.time()}
@@ -110,7 +110,12 @@ def _pending_method(pos: dict) -> int:
                                 "method: set services.offers.options.payment_method_id"})
 
 
-def _purchaser(bridge, inst, request: dict) -> str | None:
+def _client(bridge, inst, row: dict):
+    """The S-360 client of the offer's caller (its sales channel's operator)."""
+    return resellers.client_of(bridge, inst, row["caller"])
+
+
+def _purchaser(bridge, inst, row: dict, request: dict) -> str | None:
     """The purchaser's contact number: given, or found by e-mail, or created (by e-mail or
     by name alone)."""
     who = request.get("purchaser") or {}
@@ -118,7 +123,7 @@ def _purchaser(bridge, inst, request: dict) -> str | None:
         return who["contact_number"]
     if not (who.get("email") or who.get("first_name") or who.get("last_name")):
         return None
-    client = bridge.s360(inst)
+    client = _client(bridge, inst, row)
     if who.get("email"):
         found = best_match(client.call(CONTACTS, "searchContact", {"email": who["email"]}).get(
             SEARCH_RESULTS) or [])
@@ -131,13 +136,14 @@ def _purchaser(bridge, inst, request: dict) -> str | None:
     return (made.get("identifierContactMap") or {}).get("1")
 
 
-def _left(bridge, inst, plan: dict) -> list[dict]:
+def _left(bridge, inst, row: dict, plan: dict) -> list[dict]:
     """What is left of each quota the offer asked for (a fresh read, within the limits)."""
+    channel = resellers.channel_of(inst, row["caller"])
     try:
-        cache.refresh_availability(bridge, inst, 3600, force=True)
+        cache.refresh_availability(bridge, inst, 3600, channel, force=True)
     except S360ApiError:
         pass
-    return [{**a, "left": cache.left_for(bridge, inst, tuple(a["quota"].split(":")))}
+    return [{**a, "left": cache.left_for(bridge, inst, tuple(a["quota"].split(":")), channel)}
             for a in plan.get("asked", [])]
 
 
@@ -153,7 +159,7 @@ def step(bridge, inst, row: dict) -> None:
     if state == "new" and row["action"] == "cancel":  # a closed sale: nothing to plan
         store.save(engine, oid, state="ordering", result={
             **(_json(row["result"]) or {}), "asked_at": time.time()})
-        answer = _sent(bridge, row, lambda: bridge.s360(inst).call(
+        answer = _sent(bridge, row, lambda: _client(bridge, inst, row).call(
             SERVICE, "cancelOperations", {"orderId": row["order_id"], **_movements(row)}))
         cancelled(bridge, row, (answer.get("orderUpdateData") or {}).get("orderId"))
     elif state == "new":
@@ -162,25 +168,27 @@ def step(bridge, inst, row: dict) -> None:
                    result={**(_json(row["result"]) or {}), "plan": plan,
                            "asked_at": plan["asked_at"]})
         try:
-            answer = _sent(bridge, row, lambda: bridge.s360(inst).call(
+            answer = _sent(bridge, row, lambda: _client(bridge, inst, row).call(
                 FACADE, "createOrUpdateOrder", plan["body"]))
         except S360BusinessError as exc:
             if "availability" in f"{exc.detail} {exc.expected_exception}":
                 raise Failed(409, {"error": "not enough places left",
-                                   "asked": _left(bridge, inst, plan)}) from None
+                                   "asked": _left(bridge, inst, row, plan)}) from None
             raise
         opened(bridge, inst, row, plan, answer.get("orderUpdateData") or {})
     elif state == "open":
         result = _json(row["result"])
         holders = (_json(row["request"]) or {}).get("holders") or []
         if holders and row["action"] in ("create", "confirm"):
-            bridge.s360(inst).call(SERVICE, "setMovementContactData", families.holders_body(
-                row["order_id"], result["movements"], holders))
+            _client(bridge, inst, row).call(SERVICE, "setMovementContactData",
+                                            families.holders_body(row["order_id"],
+                                                                  result["movements"], holders))
         store.save(engine, oid, state="closing")
         _close(bridge, inst, row, result)
     elif state == "closing":  # a close may have been sent: read the order first
         resolve.settling(inst, _json(row["result"]) or {}, "close_uncertain_since")
-        details = bridge.s360(inst).call(SERVICE, "getOrderDetails", {"orderId": row["order_id"]})
+        details = _client(bridge, inst, row).call(SERVICE, "getOrderDetails",
+                                                  {"orderId": row["order_id"]})
         order_state = (details.get("orderDetailsData") or {}).get("orderState")
         if order_state == "CLOSED":
             _finish(bridge, row, details)
@@ -249,7 +257,7 @@ def cancelled(bridge, row: dict, refund: int | None) -> None:
 
 
 def _close(bridge, inst, row: dict, result: dict) -> None:
-    client, plan = bridge.s360(inst), result["plan"]
+    client, plan = _client(bridge, inst, row), result["plan"]
     purchaser, kind, method = plan.get("purchaser"), plan["close_as"], plan.get("pay")
     who = {"purchasersInfo": [{"contactReference": purchaser}]} if purchaser else {}
     order = {"orderId": row["order_id"]}
@@ -298,7 +306,7 @@ def _finish(bridge, row: dict, details: dict) -> None:
 def _share(bridge, inst, caller: str):
     """A reseller's calls count against its share of the institution's budget, if capped."""
     calls = resellers.options_of(inst, caller).get("calls_per_minute")
-    return bridge.s360(inst).share(caller, calls) if calls else nullcontext()
+    return bridge.s360(inst).share(caller, calls) if calls else nullcontext()  # any operator
 
 
 def lease_of(inst) -> float:

@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from s360bridge.core.api import RequestRefused, S360ApiError, parse_s360_time, received
 
-from . import store
+from . import resellers, store
 
 SERVICE = "externalOrderService"
 COLUMNS = ("day", "currency", "sales", "sold", "refunds", "refunded", "cancelled_tickets")
@@ -41,12 +41,11 @@ def report(bridge, inst, reseller: str, first: dt.date, last: dt.date) -> dict:
     days: dict[tuple, dict] = {}
     differences = []
     reads = [MAX_READS]
-    share = (inst.services["offers"].callers[reseller].options.get("calls_per_minute")
-             if reseller in inst.services["offers"].callers else None)
-    with bridge.s360(inst).share(reseller, share) if share else nullcontext():
+    share = resellers.options_of(inst, reseller).get("calls_per_minute")
+    client = resellers.client_of(bridge, inst, reseller)
+    with client.share(reseller, share) if share else nullcontext():
         for o in orders:
-            record, difference = _checked(bridge, inst, o, held.get(str(o["order_id"])),
-                                          reads)
+            record, difference = _checked(client, o, held.get(str(o["order_id"])), reads)
             if difference:
                 differences.append(difference)
             day = _day(inst, record, o)
@@ -106,7 +105,7 @@ def _orders(bridge, inst, reseller: str, until: float) -> list[dict]:
     return out
 
 
-def _checked(bridge, inst, order: dict, record: dict | None,
+def _checked(client, order: dict, record: dict | None,
              reads: list[int]) -> tuple[dict | None, dict | None]:
     """The order as S-360 knows it (the webhook's record, else read from S-360), and the
     difference with the bridge's figure, if any."""
@@ -121,7 +120,7 @@ def _checked(bridge, inst, order: dict, record: dict | None,
                                                     "S-360 a report at most"}
     reads[0] -= 1
     try:
-        read = bridge.s360(inst).call(SERVICE, "getOrderDetails", {"orderId": order["order_id"]})
+        read = client.call(SERVICE, "getOrderDetails", {"orderId": order["order_id"]})
     except S360ApiError as exc:
         return record, {**said, "s360": None, "why": f"S-360 could not be read: {exc}"}
     s360 = _amount(read)

@@ -48,7 +48,8 @@ OFFERS = Table(
 CACHE = Table(
     "offer_cache", METADATA,
     Column("institution", String(40), primary_key=True),
-    Column("what", String(20), primary_key=True),  # catalog | availability | pos
+    # catalog | availability | pos, with "@operator" for a channel of its own (catalog.py)
+    Column("what", String(100), primary_key=True),
     Column("fetched_at", Float, nullable=False),
     Column("marker", Text),  # e.g. the lastSetupUpdate the catalog was read at
     Column("data", Text, nullable=False),

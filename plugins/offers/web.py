@@ -18,7 +18,7 @@ from s360bridge.core.api import (
 )
 
 from . import catalog as cache
-from . import offering, store
+from . import offering, resellers
 
 bp = Blueprint("offers", __name__)
 
@@ -54,7 +54,9 @@ def _base(code: str) -> str:
 @bp.post("/crm/offers/<code>")
 def create(code: str):
     req = admitted(code)
-    return offering.create(req, offering.requested_offer(), "", _base(code))
+    body = offering.requested_offer()
+    resellers.check_offer(req.bridge, req.institution, "", body)  # the CRM's own settings
+    return offering.create(req, body, "", _base(code))
 
 
 @bp.get("/crm/offers/<code>/<int:offer_id>")
@@ -72,7 +74,8 @@ def follow_up(code: str, offer_id: int, action: str):
 @bp.get("/crm/catalog/<code>")
 def catalog(code: str):
     req = admitted(code)
-    data, pos = cache.catalog_of(req.bridge, req.institution)
-    left = (store.cached(req.bridge.engine, code, "availability") or {}).get("data", {})
+    channel = resellers.channel_of(req.institution, "")
+    data, pos = cache.catalog_of(req.bridge, req.institution, channel)
+    left = (cache.availability_of(req.bridge, req.institution, channel) or {}).get("data", {})
     return json_response({"catalog": data, "audiences": pos["audiences"],
                           "availability": left})

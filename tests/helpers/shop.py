@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import requests
 
+from s360bridge.simulator.channels import Channel
 from s360bridge.simulator.webhooks import WebhookQueue, WebhookSettings
 
 from .world import World
@@ -20,9 +21,13 @@ LINES = {
 }
 
 
-# two resellers beside the CRM operator: one sells events and passes, one passes only
+# two resellers beside the CRM operator: one sells events and passes on a sales channel of its
+# own (EVENTIM_CHANNEL: the venue put the play and the open pass on it, not the guided visit),
+# one passes only on the institution's channel
+EVENTIM_CHANNEL = Channel(pos_id=101053522399, code="EVENTIM",
+                          products=frozenset({"HAMLET", "MUSPASS"}))
 RESELLERS = {"eventim": {"families": ["SINGLE_ENTRY", "PASS"], "contacts": "attach",
-                         "max_tickets_per_order": 6},
+                         "max_tickets_per_order": 6, "operator": "TEST_EVENTIM"},
              "passhop": {"families": ["PASS"], "orders_per_minute": 3, "calls_per_minute": 1}}
 RESELLER_KEYS = {name: f"key-of-reseller-{name}-0123456789" for name in RESELLERS}
 
@@ -37,10 +42,16 @@ def with_offers(data: dict) -> None:
 
 
 class Shop(World):
-    def __init__(self, tmp_path, monkeypatch):
+    def __init__(self, tmp_path, monkeypatch, crm_settings: dict | None = None):
+        """``crm_settings``: the CRM operator's own, beside the service's options."""
         for name, key in RESELLER_KEYS.items():
             monkeypatch.setenv(f"TEST_RESELLER_{name.upper()}_KEY", key)
-        super().__init__(tmp_path, monkeypatch, calls=500, configure=with_offers)
+
+        def configure(data: dict) -> None:
+            with_offers(data)
+            data["services"]["offers"]["options"].update(crm_settings or {})
+        super().__init__(tmp_path, monkeypatch, calls=500, configure=configure)
+        self.api.access["testvenue"].channels["TEST_EVENTIM"] = EVENTIM_CHANNEL
         self.sales = self.api.sales["testvenue"]
         self.orders_webhook = WebhookQueue(WebhookSettings(
             f"{self.proc.url}/s360/orders/testvenue", batch_size=100, bucket_size=20))

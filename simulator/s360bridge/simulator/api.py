@@ -17,8 +17,9 @@ import jwt
 import orjson
 from flask import Flask, Response, request
 
-from . import catalog, contacts, sales
+from . import catalog, channels, contacts, sales
 from .catalog import Catalog
+from .channels import Channel
 from .contacts import BusinessError, ContactStore
 from .orders import OrderStore
 from .sales import Sales
@@ -47,6 +48,12 @@ class ApiAccess:
     # the partner names S-360 issued the secret to (JWT ``iss``, [FOUND e.3]); "tests" is the
     # one the test configurations send; the demo gives the one of its configuration
     partners: frozenset[str] = frozenset({"tests"})
+    # operator (JWT ``aud``) -> its sales channel; operators not named here sell on the
+    # default channel (every product, the default point of sales)
+    channels: dict[str, Channel] = field(default_factory=dict)
+
+    def knows(self, operator) -> bool:
+        return operator in self.operators or operator in self.channels
 
 
 @dataclass(frozen=True)
@@ -123,6 +130,15 @@ class S360Api:
 
     def check_token(self, code: str, header: str | None, now: float) -> str | None:
         """None when the bearer token is valid for ``code``, else why it is not."""
+        return self._claims(code, header, now)[0]
+
+    def _claims(self, code: str, header: str | None, now: float) -> tuple[str | None, dict]:
+        problem = self._check(code, header, now)
+        if problem:
+            return problem, {}
+        return None, jwt.decode(header[7:], options={"verify_signature": False})
+
+    def _check(self, code: str, header: str | None, now: float) -> str | None:
         access = self.access[code]
         if not header or not header.startswith("Bearer "):
             return "missing bearer token"
@@ -135,7 +151,7 @@ class S360Api:
         scale = 1000 if access.iat_unit == "milliseconds" else 1
         if claims.get("sub") != code:
             return "token issued for another institution"
-        if claims.get("aud") not in access.operators:
+        if not access.knows(claims.get("aud")):
             return "unknown operator"
         if claims.get("iss") not in access.partners:  # [FOUND e.3] iss = the partner name
             return "unknown partner"
@@ -163,7 +179,7 @@ class S360Api:
             if handler is None:
                 self._log(now, code, method, 404)
                 return Response("unknown service or method", 404)
-            problem = self.check_token(code, request.headers.get("Authorization"), now)
+            problem, claims = self._claims(code, request.headers.get("Authorization"), now)
             if problem:
                 self._log(now, code, method, 401)
                 return Response(problem, 401)
@@ -173,6 +189,8 @@ class S360Api:
             self._log(now, code, method, 200)
             body = request.get_json(silent=True)
             envelope = {"requestId": body.get("requestId") if isinstance(body, dict) else None}
+            channel = channels.CURRENT.set(
+                self.access[code].channels.get(claims["aud"], channels.DEFAULT))
             try:
                 if not isinstance(body, dict):
                     raise BusinessError("failed", "error.request.invalid: expected a JSON object")
@@ -180,6 +198,8 @@ class S360Api:
                           **handler(getattr(self, stores)[code], body)}
             except BusinessError as exc:
                 result = {**envelope, "statusCode": exc.status_code, "statusDetail": exc.detail}
+            finally:
+                channels.CURRENT.reset(channel)
             if self.slow.get(method):
                 time.sleep(self.slow[method])
             return Response(orjson.dumps(result), 200, mimetype="application/json")

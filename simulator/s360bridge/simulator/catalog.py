@@ -12,10 +12,10 @@ import copy
 import datetime as dt
 import threading
 
+from .channels import PENDING_ACCOUNT, POS_ID, current  # noqa: F401  (their home for tests)
 from .contacts import BusinessError
 
-POS_ID = 101053522324
-PENDING_ACCOUNT = 16370  # the pending-account payment method (a PLAY demo id, B5e)
+COMPOSED = {"SEASONTICKET", "PACKAGE", "MEMBERSHIP"}
 AUDIENCES = [{"id": 1, "code": "ADULT", "kind": "FULL"}, {"id": 2, "code": "CHILD",
                                                           "kind": "REDUCED"}]
 CURRENCY = {"currencyCode": "EUR", "fractionDigit": 2, "minAmount": 10, "symbol": "€"}
@@ -30,6 +30,7 @@ def seeded_catalog(start: dt.datetime | None = None) -> dict:
     start = start or dt.datetime(2026, 12, 1, 18, 0, tzinfo=dt.UTC)
     prices = lambda adult, child: [{"audSubCatId": 1, "amount": adult},  # noqa: E731
                                    {"audSubCatId": 2, "amount": child}]
+    hamlet = [10228231109243 + i for i in range(2)]
     return {"seasons": [{"code": "S2026", "products": [
         {"id": 10228231108400, "code": "MUSPASS", "productFamilyType": "PASS",
          "productFamilySubType": "OPEN_PASS", "state": "RUNNING",
@@ -47,7 +48,7 @@ def seeded_catalog(start: dt.datetime | None = None) -> dict:
          "productFamilySubType": "SIMPLE_TICKET", "state": "RUNNING",
          "externalName": {"translations": [{"locale": "en", "value": "Hamlet"}]},
          "event": {"id": 10228231109000, "performances": [
-             {"id": 10228231109243 + i, "start": _iso(start + dt.timedelta(days=i)),
+             {"id": hamlet[i], "start": _iso(start + dt.timedelta(days=i)),
               "duration": 150, "seatCategories": [
                   {"id": 301, "code": "CAT1", "capacity": 4,
                    "externalName": {"translations": [{"locale": "en", "value": "Stalls"}]}},
@@ -64,7 +65,10 @@ def seeded_catalog(start: dt.datetime | None = None) -> dict:
         {"id": 10228231108512, "code": "SEASON26", "productFamilyType": "SEASONTICKET",
          "productFamilySubType": "FIXED_SEASON_TICKET", "state": "RUNNING",
          "externalName": {"translations": [{"locale": "en", "value": "Season ticket"}]},
-         "items": [{"id": 10228231108513, "capacity": 10}],
+         # INFERRED (§g.2 B5d names SeasonTicket -> item -> line -> inner event, not the
+         # fields): the item is the season tickets' contingent, its lines the performances
+         "items": [{"id": 10228231108513, "capacity": 10, "lines": [
+             {"productId": 10228231108335, "performanceIds": hamlet}]}],
          "prices": prices(320000, 160000)},
     ]}]}
 
@@ -108,15 +112,20 @@ class Catalog:
 
 
 def get_catalog_detailed(catalog: Catalog, body: dict) -> dict:
-    return {"catalogData": copy.deepcopy(catalog.data)}
+    """The products of the caller's sales channel."""
+    channel = current()
+    data = copy.deepcopy(catalog.data)
+    for season in data["seasons"]:
+        season["products"] = [p for p in season["products"] if channel.sells(p)]
+    return {"catalogData": data}
 
 
 def get_pos_config(catalog: Catalog, body: dict) -> dict:
-    return {"posConfigData": {"posId": POS_ID, "currencyCode": "EUR",
+    """The point of sales of the caller's sales channel and its payment methods (§g.2)."""
+    channel = current()
+    return {"posConfigData": {"posId": channel.pos_id, "currencyCode": "EUR",
                               "organizationTimeZone": "Europe/Zurich",
-                              "paymentMethods": [{"id": PENDING_ACCOUNT,
-                                                  "code": "PENDING_ACCOUNT"},
-                                                 {"id": 16362, "code": "CASH"}]}}
+                              "paymentMethods": channel.payment_methods()}}
 
 
 def list_audience_subcategories(catalog: Catalog, body: dict) -> dict:
@@ -127,32 +136,58 @@ def get_last_setup_update(catalog: Catalog, body: dict) -> dict:
     return {"lastSetupUpdate": catalog.last_setup_update}
 
 
-def _pos(body: dict) -> None:
-    if body.get("pointOfSalesId") != POS_ID:
-        raise BusinessError("failed", "error.parameter.invalid: pointOfSalesId")
-
-
 def get_event_availability(catalog: Catalog, body: dict) -> dict:
-    _pos(body)
-    if not body.get("performanceIds"):  # [FOUND g.3] performanceIds is mandatory
+    """[FOUND g.3] ``performanceIds`` mandatory; with ``composedProductId``, what is left of
+    that season ticket's contingent for its performances (the answer's shape is INFERRED)."""
+    channel = current()
+    channel.check_pos(body)
+    if not body.get("performanceIds"):
         raise BusinessError("failed", "error.parameter.missing: performanceIds")
     wanted = set(body["performanceIds"])
+    if body.get("composedProductId") is not None:
+        return _composed_availability(catalog, body["composedProductId"], wanted)
+    on_channel = {perf["id"] for p in catalog.products() if channel.sells(p)
+                  for perf in (p.get("event") or {}).get("performances", [])}
     cats = set(body.get("seatCategoryIds") or [-1])
     with catalog._lock:
         data = [{"performanceId": k[1], "seatCategoryId": k[2], "available": n}  # INFERRED
-                for k, n in catalog.left.items() if k[0] == "seats" and k[1] in wanted
-                and (-1 in cats or k[2] in cats)]
+                for k, n in catalog.left.items() if k[0] == "seats"
+                and k[1] in wanted & on_channel and (-1 in cats or k[2] in cats)]
+    return {"eventAvailabilityData": data}
+
+
+def _composed_availability(catalog: Catalog, product_id, performances: set) -> dict:
+    product = next((p for p in catalog.products() if p["id"] == product_id
+                    and current().sells(p)), None)
+    if product is None or product.get("productFamilyType") not in COMPOSED:
+        raise BusinessError("failed", f"error.parameter.invalid: composedProductId {product_id}")
+    data = []
+    with catalog._lock:
+        for item in product.get("items", []):
+            inner = {perf for line in item.get("lines", []) for perf in line["performanceIds"]}
+            if performances - inner:  # INFERRED: only the season ticket's own performances
+                raise BusinessError("failed", "error.parameter.invalid: performanceIds "
+                                    f"{sorted(performances - inner)} not in {product['code']}")
+            data += [{"performanceId": perf, "composedProductId": product_id,
+                      "itemId": item["id"], "available": catalog.left.get(("item", item["id"]))}
+                     for perf in sorted(performances)]
     return {"eventAvailabilityData": data}
 
 
 def get_product_availability(catalog: Catalog, body: dict) -> dict:
-    _pos(body)
+    """[FOUND g.3] passes, time slots and simple products; composed products are asked with
+    getEventAvailability (refusing them here is INFERRED)."""
+    channel = current()
+    channel.check_pos(body)
     wanted = set(body.get("productIds") or [])
     out = []
     with catalog._lock:
         for p in catalog.products():
-            if p["id"] not in wanted:
+            if p["id"] not in wanted or not channel.sells(p):
                 continue
+            if p.get("productFamilyType") in COMPOSED:
+                raise BusinessError("failed", f"error.parameter.invalid: productIds {p['id']} is "
+                                              "a composed product")
             for item in p.get("items", []):  # INFERRED answer shape
                 left = catalog.left.get(("item", item["id"]))
                 out.append({"productId": p["id"], "itemId": item["id"], "available": left})

@@ -20,7 +20,9 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .catalog import CURRENCY, PENDING_ACCOUNT, POS_ID, Catalog, _iso
+from . import order_lines
+from .catalog import CURRENCY, Catalog, _iso
+from .channels import Channel, current
 from .contacts import BusinessError
 from .orders import OrderStore, get_file_details, get_order_details
 
@@ -45,6 +47,7 @@ class Order:
     resumed: bool = False  # a reservation or option already turned into a sale or freed
     resumes: int | None = None  # a sale resuming a reservation or option: that order
     refunded: set = field(default_factory=set)  # movement ids a cancelOperations refunded
+    channel: str = "RESAPI"  # the code of the sales channel it was made on
 
     @property
     def total(self) -> int:
@@ -73,7 +76,7 @@ class Sales:
             "orderId": o.id, "orderType": o.type, "orderState": o.state,
             "creationDateTime": t(o.created), "expirationDate": t(o.expires), **amounts,
             "catalogCurrency": CURRENCY, "contactReference": o.purchaser,
-            "salesChannelCode": "RESAPI", "operationDatas": o.lines,
+            "salesChannelCode": o.channel, "operationDatas": o.lines,
             "movementDatas": o.movements}}
 
     def _save(self, o: Order, finished: bool = False) -> None:
@@ -114,53 +117,8 @@ class Sales:
             raise BusinessError("failed", f"error.order.notOpen: {order_id} is {o.state}")
         return o
 
-    # -- lines -------------------------------------------------------------------------------
-    def _price(self, prices: list[dict], audience, seat_cat=None) -> int:
-        for p in prices:
-            if p["audSubCatId"] == audience and seat_cat in (None, p.get("seatCatId")):
-                return p["amount"]
-        raise BusinessError("failed", f"error.order.unknownTariff: {audience}")
-
-    def _lines(self, body: dict) -> tuple[list[dict], Counter]:
-        lines, wanted = [], Counter()
-        by_item = {i["id"]: p for p in self.catalog.products() for i in p.get("items", [])}
-        perfs = {perf["id"]: perf for p in self.catalog.products()
-                 for perf in (p.get("event") or {}).get("performances", [])}
-        for group in ("simpleProductOperations", "composedProductOperations"):
-            for op in body.get(group) or []:
-                product = by_item.get(op.get("itemId"))
-                if product is None:
-                    raise BusinessError("failed", f"error.order.unknownItem: {op.get('itemId')}")
-                qty = int(op.get("quantity", 1))
-                wanted["item", op["itemId"]] += qty
-                slot = op.get("timeslotId")
-                if product.get("timeslots"):
-                    if slot not in {s["id"] for s in product["timeslots"]}:
-                        raise BusinessError("failed", f"error.order.unknownTimeslot: {slot}")
-                    wanted["timeslot", slot] += qty
-                price = self._price(product["prices"], op.get("audienceSubCategoryId"))
-                lines.append({"productId": product["id"], "productCode": product["code"],
-                              "productFamilyType": product["productFamilyType"],
-                              "itemId": op["itemId"], "timeslotId": slot,
-                              "audienceSubCategoryId": op.get("audienceSubCategoryId"),
-                              "quantity": qty, "unitPrice": price, "totalAmount": qty * price})
-        entry = body.get("singleEntryAttributionOperations") or {}
-        for op in entry.get("operationAttributions") or []:
-            perf = perfs.get(op.get("performanceId"))
-            if perf is None:
-                raise BusinessError("failed", "error.order.unknownPerformance: "
-                                              f"{op.get('performanceId')}")
-            cat = op.get("seatCategoryId")
-            if cat not in {c["id"] for c in perf["seatCategories"]}:
-                raise BusinessError("failed", f"error.order.unknownSeatCategory: {cat}")
-            qty = int(op.get("quantity", 1))
-            wanted["seats", perf["id"], cat] += qty
-            price = self._price(perf["prices"], op.get("audienceSubCategoryId"), cat)
-            lines.append({"performanceId": perf["id"], "seatCategoryId": cat,
-                          "productFamilyType": "SINGLE_ENTRY",
-                          "audienceSubCategoryId": op.get("audienceSubCategoryId"),
-                          "quantity": qty, "unitPrice": price, "totalAmount": qty * price})
-        return lines, wanted
+    def _lines(self, body: dict, channel: Channel | None = None) -> tuple[list[dict], Counter]:
+        return order_lines.lines_of(self.catalog, body, channel)
 
     def _add(self, o: Order, lines: list[dict], wanted: Counter, take: bool) -> None:
         if take:
@@ -179,11 +137,7 @@ class Sales:
     def create_or_update(self, body: dict) -> dict:
         self.expire()
         kind = body.get("orderType", "SALE")
-        # [FOUND h.2] pointOfSalesId is mandatory, and is the one getPOSConfig gives
-        if body.get("pointOfSalesId") is None:
-            raise BusinessError("failed", "error.parameter.missing: pointOfSalesId")
-        if body["pointOfSalesId"] != POS_ID:
-            raise BusinessError("failed", "error.parameter.invalid: pointOfSalesId")
+        current().check_pos(body)  # [FOUND h.2] mandatory, the one getPOSConfig gives
         if kind not in KINDS:
             raise BusinessError("failed", f"error.parameter.invalid: orderType {kind}")
         options = set(body.get("orderCreationOptions") or [])
@@ -194,7 +148,7 @@ class Sales:
                 now = self.clock()
                 purchaser = ((body.get("purchasersInfo") or [{}])[0]).get("contactReference")
                 o = Order(next(self._ids), body.get("fileId") or next(self._ids), kind,
-                          purchaser, now, now + self.open_seconds)
+                          purchaser, now, now + self.open_seconds, channel=current().code)
             source = self._file_order(body.get("fileId"), options, kind)
             if source is not None:  # resume a reservation/option as a sale, or free it
                 lines = [{k: v for k, v in line.items() if k not in ("operationId",)}
@@ -213,7 +167,7 @@ class Sales:
                     o.resumes = source.id
                     self._add(o, lines, wanted, take)
             else:
-                lines, wanted = self._lines(body)
+                lines, wanted = self._lines(body, current())
                 if not lines:
                     raise BusinessError("failed", "error.order.empty")
                 self._add(o, lines, wanted, take=kind in ("SALE", "RESERVATION"))
@@ -266,8 +220,8 @@ class Sales:
 
     def pay_and_close(self, body: dict) -> dict:
         payments = body.get("payments") or []
-        if any(p.get("paymentMethodId") != PENDING_ACCOUNT and p.get("paymentMethodId") != 16362
-               for p in payments):
+        methods = {m["id"] for m in current().payment_methods()}
+        if any(p.get("paymentMethodId") not in methods for p in payments):
             raise BusinessError("failed", "error.payment.unknownMethod")
         return self.close(body, paid=sum(int(p.get("amount", 0)) for p in payments))
 
