@@ -174,10 +174,10 @@ def test_the_cache_respects_its_refresh_limits(shop, runner):
     assert shop.calls("getCatalogDetailed") == 1  # the command read the cache
 
 
-def crashed_mid_call(shop, tmp_path, method: str, follow_up: str = ""):
-    """Start ``s360bridge run``, ask it for an offer (or ``follow_up`` of the one made
-    before: ``/{id}/confirm``), and kill -9 it while S-360 has done ``method`` but not
-    answered yet; answer the offer's id."""
+def crashed_mid_call(shop, tmp_path, method: str, follow_up: str = "", **extra):
+    """Start ``s360bridge run``, ask it for an offer (with ``extra`` fields; or
+    ``follow_up`` of the one made before: ``/{id}/confirm``), and kill -9 it while S-360 has
+    done ``method`` but not answered yet; answer the offer's id."""
     made_before = shop.api.count(method)
     shop.api.slow[method] = 30
     port = free_port()
@@ -190,7 +190,7 @@ def crashed_mid_call(shop, tmp_path, method: str, follow_up: str = ""):
                 requests.post(f"{url}/crm/offers/testvenue{follow_up}", timeout=60,
                               headers={"x-api-key": "crm-posts-its-changes-with-this"},
                               json=None if follow_up else {"idempotency_key": "crash",
-                                                           "lines": [LINES["event"]]})
+                                                           "lines": [LINES["event"]], **extra})
             except requests.ConnectionError:
                 pass  # the bridge is killed while this waits
         threading.Thread(target=ask, daemon=True).start()
@@ -239,6 +239,24 @@ def test_killed_while_closing_the_offer_is_completed_on_restart(shop, tmp_path, 
     assert shop.calls("createPaymentsAndCloseOrder") == 1  # S-360 had closed it: read back
     orders = [o for o in shop.sales.orders.values()]
     assert [(o.type, o.state) for o in orders] == [("SALE", "CLOSED")]
+    assert shop.left("seats", PERF, 302) == 38
+
+
+def test_killed_while_s360_sets_the_holders_the_offer_is_completed_on_restart(shop, tmp_path):
+    """kill -9 while S-360 applies the ticket holders: the restarted bridge sets them again
+    (setting a movement's contact twice leaves it as set once), closes the one order it
+    made, and never makes a second."""
+    shop.sales.open_seconds = 60  # the order outlives the restart
+    offer_id = crashed_mid_call(shop, tmp_path, "setMovementContactData",
+                                holders=["0001234", "0005678"])
+    assert store.row(shop.bridge.engine, offer_id)["state"] == "open"
+    row = restart(shop, offer_id)
+    assert row["state"] == "done", row
+    assert (shop.calls("createOrUpdateOrder"), shop.calls("createPaymentsAndCloseOrder")) == \
+        (1, 1)
+    order = shop.api.order_stores["testvenue"].get(row["order_id"])["orderDetailsData"]
+    assert order["orderState"] == "CLOSED"
+    assert [m["contactNumber"] for m in order["movementDatas"]] == ["0001234", "0005678"]
     assert shop.left("seats", PERF, 302) == 38
 
 
