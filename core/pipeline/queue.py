@@ -6,6 +6,11 @@ the queued records of some institutions whose retry time has come and whose leas
 expired, with a token of its own, and reads their inbox rows. Only the holder of the token
 completes them, so two workers never deliver the same claim, and a dead worker's batch is taken
 over when its lease ends. A delivered record leaves the queue, and that is all it costs.
+
+A target an operator paused gets nothing: its records are delivered to the stream's other
+targets and held for it, out of the queue (a delivery row ``held``), until the resume queues
+them again (core/operations/pause.py). Every attempt is kept in the attempt history
+(attempts.py), written in the transaction that records its outcome.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from dataclasses import dataclass, field
 import orjson
 from sqlalchemy import bindparam, update
 
+from s360bridge.core.pipeline import attempts as history
 from s360bridge.core.pipeline import versions
 from s360bridge.core.pipeline.versions import Ranker
 from s360bridge.core.plugin.streams import StoredRecord
@@ -34,6 +40,7 @@ class Claim:
     attempts: dict[int, int] = field(default_factory=dict)  # seq -> tries so far, when any
     done_targets: dict[int, set[str]] = field(default_factory=dict)  # seq -> delivered targets
     tracked: set[int] = field(default_factory=set)  # seqs that already have delivery rows
+    paused: frozenset[tuple[str, str]] = frozenset()  # (institution, target) paused at the claim
 
     @property
     def seqs(self) -> list[int]:
@@ -83,6 +90,9 @@ _DEQUEUE = "DELETE FROM queue WHERE id IN ?ints"
 _SUPERSEDE = "UPDATE inbox SET state = 'superseded' WHERE id IN ?ints"
 _DELIVERED = "SELECT inbox_id, target, state FROM delivery WHERE inbox_id IN ?ints"
 _DONE = "DELETE FROM queue WHERE id IN ?ints AND lease_owner = ?"
+_DUE_NOW = """UPDATE queue SET next_attempt_at = ?, lease_owner = NULL, lease_until = NULL
+    WHERE id IN ?ints AND lease_owner = ?"""
+_PAUSED = "SELECT institution, target FROM paused_target"
 _STILL_HELD = "SELECT id FROM queue WHERE id IN ?ints AND lease_owner = ?"
 
 
@@ -111,6 +121,7 @@ def claim(engine, institutions: list[str], batch_size: int, lease_seconds: float
             rows = run(conn, _READ, ([r[0] for r in rows],))
         if not rows:
             return Claim(token, {})
+        paused = frozenset(map(tuple, run(conn, _PAUSED)))  # a handful of rows, if any
         rows.sort()  # arrival order
         loads = orjson.loads
         decoded = {r[0]: loads(r[4]) for r in rows}
@@ -143,7 +154,7 @@ def claim(engine, institutions: list[str], batch_size: int, lease_seconds: float
         group.append(StoredRecord(seq, key, decoded[seq], payload, received_at, inst, stream))
         if tries:
             attempts[seq] = tries
-    return Claim(token, groups, attempts, done, tracked)
+    return Claim(token, groups, attempts, done, tracked, paused)
 
 
 def _outranked_in_hand(in_hand: Claim, best: dict, ranks: dict[int, int],
@@ -216,27 +227,33 @@ class Outcome:
     retry_after: float = 0.0
     tracked: bool = False  # the record already has delivery rows to keep up to date
     rejected: bool = False  # a target refused it for good: a dead letter now
+    institution: str = ""
+    held: frozenset[str] = frozenset()  # paused targets it was not pushed to
 
 
 def complete(engine, claim_token: str, delivered: list[int], outcomes: list[Outcome],
-             max_attempts: int, base: float, cap: float, now: float | None = None) -> None:
+             max_attempts: int, base: float, cap: float, now: float | None = None,
+             attempts: list[tuple] = ()) -> None:
     """Take the ``delivered`` records out of the queue; record deliveries per target of the
-    others (a target failed for them, or they have delivery rows already) and take each out
-    (done or dead) or queue it for a later retry. Records whose lease this claim no longer
+    others (a target failed for them, they were held for a paused target, or they have
+    delivery rows already) and take each out (done, held or dead) or queue it for a later
+    retry; add the ``attempts`` to the history. Records whose lease this claim no longer
     holds (superseded meanwhile, or taken over after the lease ended) are left as they are.
 
     A record delivered everywhere at its first attempt needs no delivery rows: that it left
     the queue says it for every target. Rows are kept once a target has failed for it."""
     now = time.time() if now is None else now
-    deliveries, done_ids, failed = [], list(delivered), {}
+    deliveries, held, done_ids, failed = [], [], list(delivered), {}
     for o in outcomes:
         errors = {t: e for t, e in o.results.items() if e is not None}
         dead = bool(errors) and (o.rejected or o.attempts + 1 >= max_attempts)
-        for target, error in o.results.items() if errors or o.tracked else ():
+        for target, error in o.results.items() if errors or o.tracked or o.held else ():
             state = "done" if error is None else ("dead" if dead else "failed")
             deliveries.append({"inbox_id": o.seq, "target": target, "state": state,
                                "attempts": 1, "last_error": error and redact(error),
                                "updated_at": now})
+        held += [{"inbox_id": o.seq, "target": t, "state": "held", "attempts": 0,
+                  "last_error": None, "updated_at": now} for t in o.held]
         if not errors:
             done_ids.append(o.seq)
             continue
@@ -246,6 +263,8 @@ def complete(engine, claim_token: str, delivered: list[int], outcomes: list[Outc
                          "att": o.attempts + 1, "nxt": now + delay, "err": last[:4000]}
     with write(engine) as conn:
         index_plans_only(conn)
+        due = _resumed_meanwhile(conn, outcomes, held, done_ids) if held else []
+        history.record(conn, list(attempts))
         if deliveries:
             ins = dialect_insert(conn, DELIVERY)
             conn.execute(ins.on_conflict_do_update(
@@ -253,10 +272,38 @@ def complete(engine, claim_token: str, delivered: list[int], outcomes: list[Outc
                 set_={"state": ins.excluded.state, "attempts": DELIVERY.c.attempts + 1,
                       "last_error": ins.excluded.last_error,
                       "updated_at": ins.excluded.updated_at}), deliveries)
+        if held:  # neither an attempt nor a failure: its count and last error stay
+            ins = dialect_insert(conn, DELIVERY)
+            conn.execute(ins.on_conflict_do_update(
+                index_elements=[DELIVERY.c.inbox_id, DELIVERY.c.target],
+                set_={"state": ins.excluded.state, "updated_at": ins.excluded.updated_at}),
+                held)
         if done_ids:
             run(conn, _DONE, (done_ids, claim_token))
+        if due:
+            run(conn, _DUE_NOW, (now, due, claim_token))
         if failed:
             _failed(conn, claim_token, failed)
+
+
+def _resumed_meanwhile(conn, outcomes: list[Outcome], held: list[dict],
+                       done_ids: list[int]) -> list[int]:
+    """A target resumed between the claim and now must not have records held for it: the
+    resume has queued those held before it, not these. Their held rows are dropped (from
+    ``held``) and the records stay queued, due now (answered; out of ``done_ids``). On
+    PostgreSQL the pauses read are locked until the commit, so a resume waits for this
+    completion and then finds its held rows, or went first and is seen here."""
+    lock = " FOR SHARE" if conn.dialect.name == "postgresql" else ""
+    paused = set(map(tuple, run(conn, _PAUSED + lock)))
+    institution = {o.seq: o.institution for o in outcomes if o.held}
+    resumed = {h["inbox_id"] for h in held
+               if (institution[h["inbox_id"]], h["target"]) not in paused}
+    if not resumed:
+        return []
+    held[:] = [h for h in held if (institution[h["inbox_id"]], h["target"]) in paused]
+    due = [seq for seq in done_ids if seq in resumed]
+    done_ids[:] = [seq for seq in done_ids if seq not in resumed]
+    return due
 
 
 def _failed(conn, claim_token: str, failed: dict[int, dict]) -> None:
@@ -277,13 +324,16 @@ def _failed(conn, claim_token: str, failed: dict[int, dict]) -> None:
         state=bindparam("st"), attempts=bindparam("att"), last_error=bindparam("err")), held)
 
 
-def record_progress(engine, target: str, seqs: list[int], now: float | None = None) -> None:
-    """Remember that ``target`` took these records, before the claim's next push: a crash
-    after this point pushes them again to the targets they have not reached only."""
+def record_progress(engine, target: str, seqs: list[int], now: float | None = None,
+                    attempts: list[tuple] = ()) -> None:
+    """Remember that ``target`` took these records, with their ``attempts``, before the
+    claim's next push: a crash after this point pushes them again to the targets they have not
+    reached only."""
     if not seqs:
         return
     now = time.time() if now is None else now
     with write(engine) as conn:
+        history.record(conn, list(attempts))
         ins = dialect_insert(conn, DELIVERY)
         conn.execute(ins.on_conflict_do_update(
             index_elements=[DELIVERY.c.inbox_id, DELIVERY.c.target],

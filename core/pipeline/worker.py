@@ -1,4 +1,5 @@
-"""The worker: claim pending records, transform and push them to every target of their stream."""
+"""The worker: claim pending records, transform and push them to every target of their stream
+that is not paused, and keep each attempt in the history."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from s360bridge.core.errors import (
     TargetUnavailable,
     Undeliverable,
 )
+from s360bridge.core.pipeline import attempts as history
 from s360bridge.core.pipeline.queue import (
     TIDY_EVERY,
     Claim,
@@ -103,6 +105,7 @@ class Worker:
             self._next = self._background.submit(self._claim, c)
         delivered: list[int] = []
         outcomes: list[Outcome] = []
+        tried: list[tuple] = []  # the attempts, for the history
         unprocessed: list[int] = []
         pushes_left = [self._pushes(c)]  # the last push of a claim needs no progress record
         with self._lease_kept(c.token, c.seqs):
@@ -111,9 +114,10 @@ class Worker:
                     unprocessed += [r.seq for r in records]
                     continue
                 self._deliver_group(c, inst_code, stream_name, records, delivered, outcomes,
-                                    pushes_left)
+                                    pushes_left, tried)
         done = (self.bridge.engine, c.token, delivered, outcomes, self.cfg.max_attempts,
-                self.cfg.backoff_base_seconds, self.cfg.backoff_max_seconds, self.clock())
+                self.cfg.backoff_base_seconds, self.cfg.backoff_max_seconds, self.clock(),
+                tried)
         self.settle()
         if ahead and self._background is not None:
             self._completed = self._background.submit(self._complete, done)
@@ -131,6 +135,8 @@ class Worker:
             inst = self.bridge.institution(inst_code)
             cfg = inst.streams.get(stream_name) if inst else None
             for name in cfg.targets if cfg else ():
+                if (inst_code, name) in c.paused:
+                    continue
                 todo = sum(name not in c.done_targets.get(r.seq, ()) for r in records) \
                     if c.done_targets else len(records)
                 size = self.bridge.target(inst, name).batch_size or todo or 1
@@ -160,18 +166,23 @@ class Worker:
 
     def _deliver_group(self, c: Claim, inst_code: str, stream_name: str,
                        records: list[StoredRecord], delivered: list[int],
-                       outcomes: list[Outcome], pushes_left: list[int]) -> None:
-        """Push the records to every target of their stream. A record delivered everywhere
-        goes to ``delivered``; one that failed somewhere, or that has delivery rows, gets an
-        Outcome with the result per target."""
+                       outcomes: list[Outcome], pushes_left: list[int],
+                       tried: list[tuple]) -> None:
+        """Push the records to every target of their stream that is not paused, adding each
+        attempt to ``tried``. A record delivered everywhere goes to ``delivered``; one that
+        failed somewhere, was held for a paused target, or has delivery rows, gets an Outcome
+        with the result per target."""
         inst = self.bridge.institution(inst_code)
         stream = self.bridge.stream(stream_name)
         if stream is None or stream_name not in inst.streams:
             why = f"stream {stream_name} is no longer configured for {inst_code}"
             outcomes += [Outcome(r.seq, c.attempts.get(r.seq, 0), {"(config)": why})
                          for r in records]
+            at = self.clock()
+            tried += [history.row(r.seq, "(config)", at, why) for r in records]
             return
-        targets = inst.streams[stream_name].targets
+        paused = [t for t in inst.streams[stream_name].targets if (inst_code, t) in c.paused]
+        targets = [t for t in inst.streams[stream_name].targets if t not in paused]
         failures: dict[int, dict[str, Failure]] = {}  # seq -> target -> failure
         progressed: set[int] = set()
         for name in targets:
@@ -185,12 +196,17 @@ class Worker:
             for i in range(0, len(todo), size):
                 chunk = todo[i:i + size]
                 chunk_failed = self._push(inst, stream, target, chunk)
+                at = self.clock()
                 failed |= chunk_failed
                 pushes_left[0] -= 1
                 if target.records_progress and pushes_left[0] > 0:  # a crash now repeats none
                     took = [r.seq for r in chunk if r.seq not in chunk_failed]
-                    record_progress(self.bridge.engine, name, took, self.clock())
+                    record_progress(self.bridge.engine, name, took, at,
+                                    history.rows(took, name, at))
                     progressed.update(took)
+                    tried += history.rows(list(chunk_failed), name, at, chunk_failed)
+                else:
+                    tried += history.rows([r.seq for r in chunk], name, at, chunk_failed)
             for seq, failure in failed.items():
                 failures.setdefault(seq, {})[name] = failure
             if failed:  # one line per target and batch, even when a whole target is down
@@ -201,9 +217,11 @@ class Worker:
                             "will retry); first (key %s): %s", inst_code, stream_name, name,
                             len(failed), len(todo), rejected, key, failure.error)
         for r in records:
+            held = frozenset(t for t in paused if t not in c.done_targets.get(r.seq, ())) \
+                if paused else frozenset()
             # a progress row says "done" already: a record delivered everywhere needs no more
             tracked = r.seq in c.tracked or (r.seq in progressed and r.seq in failures)
-            if r.seq not in failures and not tracked:
+            if r.seq not in failures and not tracked and not held:
                 delivered.append(r.seq)
                 continue
             done_before = c.done_targets.get(r.seq, ())
@@ -212,7 +230,7 @@ class Worker:
             results.update({t: f.error for t, f in mine.items()})
             outcomes.append(Outcome(r.seq, c.attempts.get(r.seq, 0), results,
                                     max((f.wait for f in mine.values()), default=0.0), tracked,
-                                    any(f.rejected for f in mine.values())))
+                                    any(f.rejected for f in mine.values()), inst_code, held))
 
     def _push(self, inst, stream, target, records: list[StoredRecord]) -> dict[int, Failure]:
         """Push a batch; answers seq -> Failure for the records that did not get through.

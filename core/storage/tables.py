@@ -1,5 +1,6 @@
-"""The engine's own tables: inbox, queue, per-target deliveries, quarantine, skipped counts and
-the heartbeat, and the two statements every writer of them shares.
+"""The engine's own tables: inbox, queue, per-target deliveries and their attempts, paused
+targets, quarantine, skipped counts and the heartbeat, and the two statements every writer of
+them shares.
 
 The tables are made by migrations (migrate.py; the branch ``engine`` in migrations/), which
 the models here must match: tests/test_migrations.py compares them.
@@ -23,6 +24,7 @@ from sqlalchemy import (
     UniqueConstraint,
     literal,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -68,15 +70,47 @@ class QueueEntry(SQLModel, table=True):
 
 
 class Delivery(SQLModel, table=True):
-    """The state of one inbox record towards one target."""
+    """The state of one inbox record towards one target. ``held``: the target is paused, and
+    the record waits out of the queue for its resume (migrations/engine_0009_paused_targets.py)."""
 
     __tablename__ = "delivery"
+    __table_args__ = (
+        # the few held rows: the view's probe per record, the resume's list per target
+        Index("ix_delivery_held", "inbox_id", "target", sqlite_where=text("state = 'held'"),
+              postgresql_where=text("state = 'held'")),
+    )
     inbox_id: int = Field(sa_column=Column(BigInteger, primary_key=True))
     target: str = Field(primary_key=True)
-    state: str  # done | failed | dead
+    state: str  # done | failed | dead | held
     attempts: int = 0
     last_error: str | None = Field(default=None, sa_column=Column(Text))
     updated_at: float
+
+
+# Every attempt to deliver a record to a target: when, what came of it (delivered, failed,
+# refused) and the target's answer (an error, redacted and cut short); written by the worker in
+# the transaction that records the outcome, and deleted with the record (retention, erasure).
+# Append-only and read by record: no primary key, one index (core/pipeline/attempts.py).
+ATTEMPT = Table(
+    "attempt", SQLModel.metadata,
+    Column("inbox_id", BigInteger, nullable=False),
+    Column("target", String, nullable=False),
+    Column("at", Float, nullable=False),
+    Column("outcome", String, nullable=False),
+    Column("answer", Text),
+    Index("ix_attempt_record", "inbox_id"),
+)
+
+
+class PausedTarget(SQLModel, table=True):
+    """A target an operator paused: the worker delivers nothing to it until it is resumed
+    (core/operations/pause.py)."""
+
+    __tablename__ = "paused_target"
+    institution: str = Field(primary_key=True)
+    target: str = Field(primary_key=True)
+    paused_at: float
+    paused_by: str
 
 
 class Quarantined(SQLModel, table=True):
@@ -131,6 +165,7 @@ STATES = Table("inbox_state", MetaData(), Column("id", BigInteger), Column("inst
                Column("next_attempt_at", Float), Column("lease_owner", String),
                Column("lease_until", Float))
 DELIVERY = Delivery.__table__
+PAUSED = PausedTarget.__table__
 QUARANTINE = Quarantined.__table__
 SKIPPED = SkippedCount.__table__
 HEARTBEAT = Heartbeat.__table__
