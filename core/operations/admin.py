@@ -1,5 +1,6 @@
-"""Operator actions behind the CLI: status, replay of dead letters, quarantine handling; and
-what the bridge holds of records (``received``), for reports that check against it."""
+"""Operator actions behind the CLI and the console: status, replay of dead letters, quarantine
+handling (each replay with a dry run that counts, and in the audit trail when it acts); and what
+the bridge holds of records (``received``), for reports that check against it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import time
 import orjson
 from sqlalchemy import func, select, update
 
+from s360bridge.core.operations import audit, pause
+from s360bridge.core.operations.audit import Actor
 from s360bridge.core.pipeline.ingest import prepare, store
 from s360bridge.core.redact import redact
 from s360bridge.core.s360 import quota
@@ -75,6 +78,10 @@ def status(bridge) -> dict:
         _stream_entry(report, code, stream)["last_error"] = redact(error)
     for code, stream, reason, count in skipped:
         _stream_entry(report, code, stream)[reason] = count
+    for p in pause.paused(bridge):
+        report.setdefault(p["institution"], {"config": None, "streams": {}, "targets": {}}) \
+            .setdefault("paused", {})[p["target"]] = {
+                "since": p["paused_at"], "by": p["paused_by"], "held": p["held"]}
     return report
 
 
@@ -84,8 +91,12 @@ def _stream_entry(report: dict, code: str, stream: str) -> dict:
 
 
 def replay(bridge, institution: str | None = None, stream: str | None = None,
-           key: str | None = None) -> int:
-    """Re-queue dead letters (all, or those matching the filters) for immediate delivery."""
+           key: str | None = None, *, actor: Actor, target: str | None = None,
+           since: float | None = None, dry_run: bool = False) -> int:
+    """Re-queue dead letters (all, or those matching the filters) for immediate delivery, and
+    answer how many; with ``dry_run``, only count them. ``target``: those that target failed
+    for good (the record goes again to every target that lacks it); ``since``: received at or
+    after that time (epoch seconds)."""
     cond = [INBOX.c.state == "dead"]
     if institution:
         cond.append(INBOX.c.institution == institution)
@@ -93,6 +104,15 @@ def replay(bridge, institution: str | None = None, stream: str | None = None,
         cond.append(INBOX.c.stream == stream)
     if key:
         cond.append(INBOX.c.record_key == key)
+    if target:
+        cond.append(select(DELIVERY.c.inbox_id).where(
+            DELIVERY.c.inbox_id == INBOX.c.id, DELIVERY.c.target == target,
+            DELIVERY.c.state == "dead").exists())
+    if since is not None:
+        cond.append(INBOX.c.received_at >= since)
+    if dry_run:
+        with bridge.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(INBOX).where(*cond)).scalar()
     with write(bridge.engine) as conn:
         ids = [r[0] for r in conn.execute(select(INBOX.c.id).where(*cond))]
         for i in range(0, len(ids), 500):
@@ -101,16 +121,24 @@ def replay(bridge, institution: str | None = None, stream: str | None = None,
                                                 DELIVERY.c.state == "dead")
                          .values(state="failed", attempts=0))
             enqueue(conn, chunk)
+        if ids:
+            filters = {"stream": stream, "key": key, "target": target, "since": since}
+            audit.record(conn, actor, "replay", institution,
+                         {k: v for k, v in filters.items() if v is not None}
+                         | {"replayed": len(ids)})
     return len(ids)
 
 
 def quarantined(bridge, institution: str | None = None, stream: str | None = None,
-                limit: int = 100) -> list[dict]:
+                limit: int = 100, since: float | None = None) -> list[dict]:
+    """The held records, oldest first; ``since``: those that came (again) at or after it."""
     query = select(QUARANTINE).where(QUARANTINE.c.state == "held").order_by(QUARANTINE.c.id)
     if institution:
         query = query.where(QUARANTINE.c.institution == institution)
     if stream:
         query = query.where(QUARANTINE.c.stream == stream)
+    if since is not None:
+        query = query.where(QUARANTINE.c.last_seen_at >= since)
     with bridge.engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(query.limit(limit))]
 
@@ -121,9 +149,10 @@ def quarantine_entry(bridge, entry_id: int) -> dict | None:
     return dict(row._mapping) if row else None
 
 
-def reprocess(bridge, entries: list[dict]) -> dict:
+def reprocess(bridge, entries: list[dict], *, actor: Actor, dry_run: bool = False) -> dict:
     """Run held records through validation again (after a schema or config fix): the valid ones
-    enter the inbox, the others stay held with the new reason (their count unchanged)."""
+    enter the inbox, the others stay held with the new reason (their count unchanged). With
+    ``dry_run`` nothing changes: the totals say what would happen now."""
     totals = {"accepted": 0, "duplicates": 0, "still_invalid": 0}
     for e in entries:
         inst, stream = bridge.institution(e["institution"]), bridge.stream(e["stream"])
@@ -133,13 +162,20 @@ def reprocess(bridge, entries: list[dict]) -> dict:
         try:
             record = orjson.loads(e["payload"])
         except orjson.JSONDecodeError as exc:
-            _still_held(bridge, e["id"], f"not parsed: {exc}")
+            if not dry_run:
+                _still_held(bridge, e["id"], f"not parsed: {exc}")
             totals["still_invalid"] += 1
             continue
         prepared = prepare(bridge, inst, stream, [record], lambda text=e["payload"]: [text])
         if prepared.held:
-            _still_held(bridge, e["id"], prepared.held[0][1])
+            if not dry_run:
+                _still_held(bridge, e["id"], prepared.held[0][1])
             totals["still_invalid"] += 1
+            continue
+        if dry_run:
+            stored = _stored(bridge, prepared.rows)
+            totals["duplicates"] += stored
+            totals["accepted"] += len(prepared.rows) - stored
             continue
 
         def done(conn, entry_id=e["id"]):
@@ -148,7 +184,22 @@ def reprocess(bridge, entries: list[dict]) -> dict:
         result = store(bridge, inst, stream, prepared, also=done)
         totals["accepted"] += result.accepted
         totals["duplicates"] += result.duplicates
+    if entries and not dry_run:
+        with write(bridge.engine) as conn:
+            institutions = {e["institution"] for e in entries}
+            audit.record(conn, actor, "reprocess",
+                         next(iter(institutions)) if len(institutions) == 1 else None,
+                         {"entries": len(entries)} | totals)
     return totals
+
+
+def _stored(bridge, rows: list[tuple]) -> int:
+    """How many of these prepared inbox rows the inbox holds already (their version)."""
+    with bridge.engine.connect() as conn:
+        return sum(conn.execute(select(INBOX.c.id).where(
+            INBOX.c.institution == inst, INBOX.c.stream == stream, INBOX.c.record_key == key,
+            INBOX.c.content_hash == digest)).first() is not None
+            for inst, stream, key, digest, *_ in rows)
 
 
 def _still_held(bridge, entry_id: int, reason: str) -> None:

@@ -39,6 +39,10 @@ class Stream:
     # replaces one of a higher rank in any target, whatever the arrival order (a final state
     # ranks above the others); None: arrival order alone (core/pipeline/versions.py)
     rank: Callable[[Any, dict], int] | None = None
+    # the top-level fields, besides the key, an operator finds a record by (a ticket's
+    # barcode), for an institution; searched in the stored text, not indexed (a scan of the
+    # institution's records of the stream: core/operations/search.py)
+    search_fields: Callable[[Any], tuple[str, ...]] | None = None
 
     @property
     def url_path(self) -> str:

@@ -49,7 +49,8 @@ def from_csv(institution, row: dict[str, str]) -> dict:
 
 STREAM = Stream("ticketchecks", "S-360 ticket checks (data export)",
                 check_options=check_options, from_csv=from_csv,
-                dated=lambda inst, r: r.get(columns_of(inst).name("access_time")))
+                dated=lambda inst, r: r.get(columns_of(inst).name("access_time")),
+                search_fields=lambda inst: (columns_of(inst).name("barcode"),))
 
 
 @lru_cache(maxsize=64)
