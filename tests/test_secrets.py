@@ -95,6 +95,28 @@ def test_nothing_of_a_failing_delivery_prints_its_secrets(leaky, runner, caplog)
             assert secret not in text
 
 
+def test_the_attempts_a_search_shows_are_masked(leaky, runner):
+    """What the failing CRM and warehouse answered is kept per attempt, masked as stored and
+    as shown."""
+    bridge, path = leaky
+    assert post(create_app(bridge).test_client(), "orders",
+                fixture("order_sale.json")).status_code == 200
+    drain(bridge)
+    shown = [runner.invoke(cli, ["search", "-c", str(path), "--institution", "testvenue",
+                                 "10000815533", *more]).output for more in ([], ["--json"])]
+    [version] = json.loads(shown[1])["versions"]
+    [crm], [dwh] = version["targets"]["crm"]["attempts"], version["targets"]["dwh"]["attempts"]
+    assert crm["outcome"] == dwh["outcome"] == "failed"
+    assert crm["answer"].startswith(f"POST http://bridge:{MASK}@127.0.0.1:")
+    assert "HTTP 503" in crm["answer"] and f"bridge:{MASK}@127.0.0.1:" in dwh["answer"]
+    assert f"failed: POST http://bridge:{MASK}@" in shown[0]
+    with bridge.engine.connect() as conn:
+        stored = [a for (a,) in conn.exec_driver_sql("SELECT answer FROM attempt")]
+    for text in (*shown, *stored):
+        for secret in ALL:
+            assert secret not in text
+
+
 def test_an_unexpected_error_logged_with_a_secret_is_masked(leaky, caplog):
     log = logging.getLogger("s360bridge.test")
     try:  # an error from a library, not the bridge's: only the log redaction stands between

@@ -10,11 +10,14 @@ import sys
 import click
 
 from s360bridge.core import __version__
-from s360bridge.core.cli.common import CLIGroup, config_option, institution_of, open_bridge
+from s360bridge.core.cli.common import CLIGroup, config_option, open_bridge
 from s360bridge.core.cli.db import db
 from s360bridge.core.cli.history import import_records, reconcile
+from s360bridge.core.cli.operating import SINCE_HELP, Since, audit_trail, pause, resume, search
 from s360bridge.core.errors import S360BridgeError
 from s360bridge.core.operations import admin
+from s360bridge.core.operations.audit import Actor
+from s360bridge.core.operations.erasure import forget_contact
 from s360bridge.core.pipeline.processes import Process
 from s360bridge.core.pipeline.server import Limits, listen
 from s360bridge.core.pipeline.supervisor import Role, Supervisor
@@ -115,7 +118,10 @@ def status(configs, as_json):
                 click.echo(f"    last dead letter: {s['last_dead_letter_error']} "
                            "(s360bridge replay re-queues them)")
         for name, desc in inst["targets"].items():
-            click.echo(f"  target {name}: {desc}")
+            p = inst.get("paused", {}).get(name)
+            click.echo(f"  target {name}: {desc}" + (
+                f"  PAUSED since {_when(p['since'])} by {p['by']}, {p['held']} record(s) held"
+                if p else ""))
 
 
 @cli.command()
@@ -123,10 +129,15 @@ def status(configs, as_json):
 @click.option("--institution")
 @click.option("--stream")
 @click.option("--key", help="Natural key of one record (contact number, order id, …).")
-def replay(configs, institution, stream, key):
+@click.option("--target", help="Only those this target failed for good.")
+@click.option("--since", type=Since(), help=SINCE_HELP)
+@click.option("--dry-run", is_flag=True, help="Only say how many it would re-queue.")
+def replay(configs, institution, stream, key, target, since, dry_run):
     """Re-queue dead letters for delivery."""
-    n = admin.replay(open_bridge(configs), institution, stream, key)
-    click.echo(f"re-queued {n} dead letter(s)")
+    n = admin.replay(open_bridge(configs), institution, stream, key, target=target, since=since,
+                     dry_run=dry_run, actor=Actor.of_this_process())
+    click.echo(f"would re-queue {n} dead letter(s)" if dry_run else
+               f"re-queued {n} dead letter(s)")
 
 
 @cli.group()
@@ -169,13 +180,16 @@ def _when(epoch: float) -> str:
 @click.option("--institution")
 @click.option("--stream")
 @click.option("--id", "ids", multiple=True, type=int, help="Only these entries.")
-def quarantine_reprocess(configs, institution, stream, ids):
+@click.option("--since", type=Since(), help=SINCE_HELP)
+@click.option("--dry-run", is_flag=True, help="Only say what it would do.")
+def quarantine_reprocess(configs, institution, stream, ids, since, dry_run):
     """Validate held records again, e.g. after a schema or config fix."""
     bridge = open_bridge(configs)
-    entries = [e for e in admin.quarantined(bridge, institution, stream, limit=10**9)
+    entries = [e for e in admin.quarantined(bridge, institution, stream, 10**9, since)
                if not ids or e["id"] in ids]
-    totals = admin.reprocess(bridge, entries)
-    click.echo(", ".join(f"{k.replace('_', ' ')} {v}" for k, v in totals.items()))
+    totals = admin.reprocess(bridge, entries, actor=Actor.of_this_process(), dry_run=dry_run)
+    said = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in totals.items())
+    click.echo(f"{len(entries)} held record(s) would be: {said}" if dry_run else said)
 
 
 @cli.command()
@@ -184,9 +198,8 @@ def quarantine_reprocess(configs, institution, stream, ids):
 @click.option("--contact", "contact_number", required=True, help="S-360 contact number.")
 def forget(configs, institution, contact_number):
     """Erase one contact's personal data from every local store (a GDPR request)."""
-    bridge = open_bridge(configs)
-    inst = institution_of(bridge, institution)
-    for line in bridge.hooks.forget(bridge, inst, contact_number):
+    for line in forget_contact(open_bridge(configs), institution, contact_number,
+                               actor=Actor.of_this_process()):
         click.echo(f"removed: {line}")
 
 
@@ -256,6 +269,8 @@ def _set_up(configs, hooks: Hooks) -> dict:
 cli.add_command(import_records)
 cli.add_command(reconcile)
 cli.add_command(db)
+for command in (search, pause, resume, audit_trail):
+    cli.add_command(command)
 
 
 def main() -> None:
