@@ -5,52 +5,44 @@ An attempt is one claim's push of a record to one target: a batch the worker hal
 a failing record still counts once per record, with its final outcome. A push cut off by a
 crash before its completion committed is not recorded; its push again is. The answer is the
 target's error, redacted (core/redact.py) and cut short; a delivery has none.
+
+The rows of one push that share an outcome and an answer (all of them, when it went well) are
+one group, inserted by one statement that unnests their records' ids: 0.5 µs a row on SQLite,
+against 2.7 for an executemany of the rows (bench/README.md).
 """
 
 from __future__ import annotations
 
-from functools import cache
-
-from sqlalchemy import bindparam, insert
-
 from s360bridge.core.redact import redact
-from s360bridge.core.storage.rawsql import copy_insert, executemany
-from s360bridge.core.storage.tables import ATTEMPT
+from s360bridge.core.storage.rawsql import run
 
-COLUMNS = ("inbox_id", "target", "at", "outcome", "answer")
 DELIVERED, FAILED, REFUSED = "delivered", "failed", "refused"
 ANSWER_CHARS = 500
+_COLUMNS = "INSERT INTO attempt (inbox_id, target, at, outcome, answer) SELECT"
+_INSERT = {
+    "sqlite": f"{_COLUMNS} value, ?, ?, ?, ? FROM json_each(?)",
+    "postgresql": f"{_COLUMNS} s, ?, ?, ?, ? FROM unnest(?::bigint[]) AS s",
+}
+
+Group = tuple[str, float, str, str | None, list[int]]  # target, at, outcome, answer, seqs
 
 
-def row(seq: int, target: str, at: float, error: str | None = None,
-        refused: bool = False) -> tuple:
-    """One attempt, in ``COLUMNS`` order: delivered without ``error``, else failed (tried
-    again later) or ``refused`` (for good)."""
-    if error is None:
-        return (seq, target, at, DELIVERED, None)
-    return (seq, target, at, REFUSED if refused else FAILED, redact(error)[:ANSWER_CHARS])
-
-
-def rows(seqs: list[int], target: str, at: float, failures: dict | None = None) -> list[tuple]:
-    """The attempts of one push to ``target``: ``failures`` maps a seq to what failed it
-    (``.error``, ``.rejected``); the others were delivered."""
+def pushed(target: str, at: float, seqs: list[int], failures: dict | None = None) -> list[Group]:
+    """The attempts of one push to ``target``, grouped: ``failures`` maps a seq to what failed
+    it (``.error``, ``.rejected``); the others were delivered."""
     if not failures:
-        return [(seq, target, at, DELIVERED, None) for seq in seqs]
-    return [row(seq, target, at, f.error, f.rejected) if (f := failures.get(seq)) is not None
-            else (seq, target, at, DELIVERED, None) for seq in seqs]
+        return [(target, at, DELIVERED, None, seqs)] if seqs else []
+    groups: dict[tuple[str, str | None], list[int]] = {}
+    for seq in seqs:
+        f = failures.get(seq)
+        how = (DELIVERED, None) if f is None else (REFUSED if f.rejected else FAILED, f.error)
+        groups.setdefault(how, []).append(seq)
+    return [(target, at, outcome, answer and redact(answer)[:ANSWER_CHARS], ids)
+            for (outcome, answer), ids in groups.items()]
 
 
-@cache
-def _insert():
-    return insert(ATTEMPT).values({c: bindparam(c) for c in COLUMNS})
-
-
-def record(conn, rows: list[tuple]) -> None:
-    """Add attempts (``row``) in the connection's transaction: one COPY on PostgreSQL, one
-    executemany on the driver on SQLite."""
-    if not rows:
-        return
-    if conn.dialect.name == "postgresql":
-        copy_insert(conn, "attempt", COLUMNS, rows, "")
-    else:
-        executemany(conn, _insert(), COLUMNS, rows, "attempt-insert")
+def record(conn, groups: list[Group]) -> None:
+    """Add the attempts of these groups, in the connection's transaction."""
+    sql = _INSERT[conn.dialect.name]
+    for target, at, outcome, answer, seqs in groups:
+        run(conn, sql, (target, at, outcome, answer, seqs))

@@ -233,7 +233,7 @@ class Outcome:
 
 def complete(engine, claim_token: str, delivered: list[int], outcomes: list[Outcome],
              max_attempts: int, base: float, cap: float, now: float | None = None,
-             attempts: list[tuple] = ()) -> None:
+             attempts: list[history.Group] = ()) -> None:
     """Take the ``delivered`` records out of the queue; record deliveries per target of the
     others (a target failed for them, they were held for a paused target, or they have
     delivery rows already) and take each out (done, held or dead) or queue it for a later
@@ -264,7 +264,7 @@ def complete(engine, claim_token: str, delivered: list[int], outcomes: list[Outc
     with write(engine) as conn:
         index_plans_only(conn)
         due = _resumed_meanwhile(conn, outcomes, held, done_ids) if held else []
-        history.record(conn, list(attempts))
+        history.record(conn, attempts)
         if deliveries:
             ins = dialect_insert(conn, DELIVERY)
             conn.execute(ins.on_conflict_do_update(
@@ -325,7 +325,7 @@ def _failed(conn, claim_token: str, failed: dict[int, dict]) -> None:
 
 
 def record_progress(engine, target: str, seqs: list[int], now: float | None = None,
-                    attempts: list[tuple] = ()) -> None:
+                    attempts: list[history.Group] = ()) -> None:
     """Remember that ``target`` took these records, with their ``attempts``, before the
     claim's next push: a crash after this point pushes them again to the targets they have not
     reached only."""
@@ -333,7 +333,7 @@ def record_progress(engine, target: str, seqs: list[int], now: float | None = No
         return
     now = time.time() if now is None else now
     with write(engine) as conn:
-        history.record(conn, list(attempts))
+        history.record(conn, attempts)
         ins = dialect_insert(conn, DELIVERY)
         conn.execute(ins.on_conflict_do_update(
             index_elements=[DELIVERY.c.inbox_id, DELIVERY.c.target],

@@ -105,7 +105,7 @@ class Worker:
             self._next = self._background.submit(self._claim, c)
         delivered: list[int] = []
         outcomes: list[Outcome] = []
-        tried: list[tuple] = []  # the attempts, for the history
+        tried: list[history.Group] = []  # the attempts, for the history
         unprocessed: list[int] = []
         pushes_left = [self._pushes(c)]  # the last push of a claim needs no progress record
         with self._lease_kept(c.token, c.seqs):
@@ -167,7 +167,7 @@ class Worker:
     def _deliver_group(self, c: Claim, inst_code: str, stream_name: str,
                        records: list[StoredRecord], delivered: list[int],
                        outcomes: list[Outcome], pushes_left: list[int],
-                       tried: list[tuple]) -> None:
+                       tried: list[history.Group]) -> None:
         """Push the records to every target of their stream that is not paused, adding each
         attempt to ``tried``. A record delivered everywhere goes to ``delivered``; one that
         failed somewhere, was held for a paused target, or has delivery rows, gets an Outcome
@@ -178,8 +178,9 @@ class Worker:
             why = f"stream {stream_name} is no longer configured for {inst_code}"
             outcomes += [Outcome(r.seq, c.attempts.get(r.seq, 0), {"(config)": why})
                          for r in records]
-            at = self.clock()
-            tried += [history.row(r.seq, "(config)", at, why) for r in records]
+            seqs = [r.seq for r in records]
+            tried += history.pushed("(config)", self.clock(), seqs,
+                                    dict.fromkeys(seqs, Failure(why)))
             return
         paused = [t for t in inst.streams[stream_name].targets if (inst_code, t) in c.paused]
         targets = [t for t in inst.streams[stream_name].targets if t not in paused]
@@ -202,11 +203,11 @@ class Worker:
                 if target.records_progress and pushes_left[0] > 0:  # a crash now repeats none
                     took = [r.seq for r in chunk if r.seq not in chunk_failed]
                     record_progress(self.bridge.engine, name, took, at,
-                                    history.rows(took, name, at))
+                                    history.pushed(name, at, took))
                     progressed.update(took)
-                    tried += history.rows(list(chunk_failed), name, at, chunk_failed)
+                    tried += history.pushed(name, at, list(chunk_failed), chunk_failed)
                 else:
-                    tried += history.rows([r.seq for r in chunk], name, at, chunk_failed)
+                    tried += history.pushed(name, at, [r.seq for r in chunk], chunk_failed)
             for seq, failure in failed.items():
                 failures.setdefault(seq, {})[name] = failure
             if failed:  # one line per target and batch, even when a whole target is down
