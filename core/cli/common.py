@@ -35,10 +35,12 @@ def config_option(func):
                         type=click.Path(exists=True), help=CONFIG_HELP)(func)
 
 
-def open_bridge(configs, receiving: bool = False, schema: str = "require") -> Bridge:
-    """The Bridge of the given files; only receiving processes need the webhook credentials.
-    ``schema``: see Bridge (only ``run`` upgrades by itself)."""
-    return Bridge(load_settings(configs, receiver_secrets=receiving), schema=schema)
+def open_bridge(configs, receiving: bool = False, schema: str = "require",
+                lazy: bool = False) -> Bridge:
+    """The Bridge of the given files; only receiving processes need the webhook credentials,
+    and a ``lazy`` command (status, replay…) needs a stream's or a target's only where it
+    uses it. ``schema``: see Bridge (only ``run`` upgrades by itself)."""
+    return Bridge(load_settings(configs, receiver_secrets=receiving, lazy=lazy), schema=schema)
 
 
 def institution_of(bridge: Bridge, code: str) -> Institution:

@@ -18,7 +18,7 @@ def db():
 def upgrade(configs):
     """Apply the migrations the engine database lacks (processes starting together upgrade
     once)."""
-    bridge = open_bridge(configs, schema="ignore")
+    bridge = open_bridge(configs, schema="ignore", lazy=True)
     try:
         applied = migrate.upgrade(bridge.engine, bridge.hooks.migrations())
     finally:
@@ -51,7 +51,7 @@ def check(ctx, configs):
 
 
 def _branches(configs) -> list[migrate.Branch]:
-    bridge = open_bridge(configs, schema="ignore")
+    bridge = open_bridge(configs, schema="ignore", lazy=True)
     try:
         return migrate.branches(bridge.engine, bridge.hooks.migrations())
     finally:
