@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import traceback
 
 import click
@@ -18,7 +19,8 @@ CONFIG_HELP = "Institution YAML file, or a folder of them (repeatable)."
 
 class CLIGroup(click.Group):
     """Turns our own errors, and a database that fails a command, into one clear line and
-    exit status 2; the traceback only with ``--debug``."""
+    exit status 2 (a JSON object with ``--log-format json``); the traceback only with
+    ``--debug``."""
 
     def invoke(self, ctx):
         try:
@@ -26,7 +28,10 @@ class CLIGroup(click.Group):
         except (S360BridgeError, DBAPIError, PoolTimeout) as exc:
             if ctx.params.get("debug"):
                 traceback.print_exc()
-            click.echo(f"error: {user_error(exc)}", err=True)
+            if ctx.params.get("log_format") == "json":  # the log's format: one object a line
+                logging.getLogger("s360bridge.cli").error("error: %s", user_error(exc))
+            else:
+                click.echo(f"error: {user_error(exc)}", err=True)
             ctx.exit(2)
 
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 import sys
 
 import click
 
-from s360bridge.core import __version__
+from s360bridge.core import __version__, logs
 from s360bridge.core.cli.common import CLIGroup, config_option, institution_of, open_bridge
 from s360bridge.core.cli.db import db
 from s360bridge.core.cli.history import import_records, reconcile
@@ -25,11 +24,12 @@ from s360bridge.core.plugin.manager import Hooks
 @click.version_option(__version__, prog_name="s360bridge")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option("--log-format", default="text", show_default=True, type=click.Choice(logs.FORMATS),
+              help="json: one JSON object per line.")
 @click.option("--debug", is_flag=True, help="Print the traceback of an error, too.")
-def cli(log_level, debug):
+def cli(log_level, log_format, debug):
     """Connect S-360 (SecuTix 360) to CRM, analytics and reseller systems."""
-    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(log_level, log_format)
 
 
 def _serve_options(func):
