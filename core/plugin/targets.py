@@ -48,6 +48,9 @@ class Target:
     # option paths ("secret", "auth.password") that only take {$env: NAME}; their values
     # reach the target as Secret objects (``.value``), which never print
     SECRETS: ClassVar[frozenset[str]] = frozenset()
+    # the option holding the URL of the SQL database it writes into (the sql target's "url"):
+    # `s360bridge db backup` copies that database after the engine's
+    DATABASE_OPTION: ClassVar[str | None] = None
     takes_contact_numbers: bool = False  # see write_contact_numbers
     # a push the engine must not repeat after a crash once it succeeded (a remote system):
     # the engine records it before the next push of the same claim; False for a store whose
