@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from s360bridge.core import __version__
 from s360bridge.core.cli.common import config_option, institution_of, open_bridge
-from s360bridge.core.config import Institution, Secret, reveal
+from s360bridge.core.config import Institution
+from s360bridge.core.config_secrets import Secret, reveal
 from s360bridge.core.connectors import crm_links
 from s360bridge.core.connectors.http import AUTH_SCHEMA, Refused, send, session_for
 from s360bridge.core.connectors.mapping import Mapping, lookup

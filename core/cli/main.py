@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 import sys
 
 import click
 
-from s360bridge.core import __version__
+from s360bridge.core import __version__, logs
 from s360bridge.core.cli.common import CLIGroup, config_option, institution_of, open_bridge
 from s360bridge.core.cli.db import db
 from s360bridge.core.cli.history import import_records, reconcile
@@ -25,11 +24,12 @@ from s360bridge.core.plugin.manager import Hooks
 @click.version_option(__version__, prog_name="s360bridge")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option("--log-format", default="text", show_default=True, type=click.Choice(logs.FORMATS),
+              help="json: one JSON object per line.")
 @click.option("--debug", is_flag=True, help="Print the traceback of an error, too.")
-def cli(log_level, debug):
+def cli(log_level, log_format, debug):
     """Connect S-360 (SecuTix 360) to CRM, analytics and reseller systems."""
-    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(log_level, log_format)
 
 
 def _serve_options(func):
@@ -94,7 +94,7 @@ def worker(configs, workers, no_scheduler):
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(configs, as_json):
     """Record counts per institution, stream and state."""
-    report = admin.status(open_bridge(configs))
+    report = admin.status(open_bridge(configs, lazy=True))
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
@@ -125,7 +125,7 @@ def status(configs, as_json):
 @click.option("--key", help="Natural key of one record (contact number, order id, …).")
 def replay(configs, institution, stream, key):
     """Re-queue dead letters for delivery."""
-    n = admin.replay(open_bridge(configs), institution, stream, key)
+    n = admin.replay(open_bridge(configs, lazy=True), institution, stream, key)
     click.echo(f"re-queued {n} dead letter(s)")
 
 
@@ -141,7 +141,7 @@ def quarantine():
 @click.option("--limit", default=100, show_default=True)
 def quarantine_list(configs, institution, stream, limit):
     """The held records, one line each: id, where, how many times it came, the reason."""
-    for e in admin.quarantined(open_bridge(configs), institution, stream, limit):
+    for e in admin.quarantined(open_bridge(configs, lazy=True), institution, stream, limit):
         click.echo(f"{e['id']:>6}  {e['institution']}/{e['stream']}  x{e['count']}  "
                    f"{e['reason']}")
 
@@ -150,7 +150,7 @@ def quarantine_list(configs, institution, stream, limit):
 @config_option
 @click.argument("entry_id", type=int)
 def quarantine_show(configs, entry_id):
-    e = admin.quarantine_entry(open_bridge(configs), entry_id)
+    e = admin.quarantine_entry(open_bridge(configs, lazy=True), entry_id)
     if e is None:
         raise click.ClickException(f"no quarantined record with id {entry_id}")
     """One quarantined record: its reason, how often it came, and its text as received."""
@@ -171,7 +171,7 @@ def _when(epoch: float) -> str:
 @click.option("--id", "ids", multiple=True, type=int, help="Only these entries.")
 def quarantine_reprocess(configs, institution, stream, ids):
     """Validate held records again, e.g. after a schema or config fix."""
-    bridge = open_bridge(configs)
+    bridge = open_bridge(configs, lazy=True)
     entries = [e for e in admin.quarantined(bridge, institution, stream, limit=10**9)
                if not ids or e["id"] in ids]
     totals = admin.reprocess(bridge, entries)

@@ -19,6 +19,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
+from s360bridge.core import logs
 from s360bridge.core.bridge import Bridge
 from s360bridge.core.config import Auth, Caller, Institution, ServiceConfig
 from s360bridge.core.errors import PluginError, StoreUnavailable
@@ -246,14 +247,18 @@ def create_app(bridge: Bridge) -> Flask:
         stream_name = stream.name
         admit(inst, stream_cfg.auth)
         payload = parse_records(request.get_data(cache=False))
-        try:
-            result = ingest(bridge, inst, stream, payload.records,
-                            originals=payload.originals, unreadable=payload.unreadable)
-        except StoreUnavailable as exc:
-            return _store_unavailable(exc)
-        if result.quarantined:
-            log.warning("%s/%s: %d record(s) quarantined (see `s360bridge quarantine list`)",
-                        code, stream_name, result.quarantined)
+        with logs.context(institution=code, stream=stream_name):
+            try:
+                result = ingest(bridge, inst, stream, payload.records,
+                                originals=payload.originals, unreadable=payload.unreadable)
+            except StoreUnavailable as exc:
+                return _store_unavailable(exc)
+            if result.quarantined:
+                log.warning("%s/%s: %d record(s) quarantined (see `s360bridge quarantine "
+                            "list`)", code, stream_name, result.quarantined)
+            log.debug("%s/%s: accepted %d, duplicates %d, quarantined %d, before the cut-off %d",
+                      code, stream_name, result.accepted, result.duplicates,
+                      result.quarantined, result.before_cutoff)
         return json_response(result.as_dict())
 
     for blueprint in bridge.hooks.blueprints():

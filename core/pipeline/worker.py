@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.exc import DBAPIError
 
+from s360bridge.core import logs
 from s360bridge.core.bridge import Bridge
 from s360bridge.core.connectors.http import Refused
 from s360bridge.core.errors import (
@@ -110,8 +111,9 @@ class Worker:
                 if stop is not None and stop.is_set():
                     unprocessed += [r.seq for r in records]
                     continue
-                self._deliver_group(c, inst_code, stream_name, records, delivered, outcomes,
-                                    pushes_left)
+                with logs.context(institution=inst_code, stream=stream_name):
+                    self._deliver_group(c, inst_code, stream_name, records, delivered,
+                                        outcomes, pushes_left)
         done = (self.bridge.engine, c.token, delivered, outcomes, self.cfg.max_attempts,
                 self.cfg.backoff_base_seconds, self.cfg.backoff_max_seconds, self.clock())
         self.settle()
@@ -199,7 +201,8 @@ class Worker:
                 rejected = sum(f.rejected for f in failed.values())
                 log.warning("%s/%s -> %s: %d of %d record(s) failed (%d rejected, the others "
                             "will retry); first (key %s): %s", inst_code, stream_name, name,
-                            len(failed), len(todo), rejected, key, failure.error)
+                            len(failed), len(todo), rejected, key, failure.error,
+                            extra={"target": name, "key": key})
         for r in records:
             # a progress row says "done" already: a record delivered everywhere needs no more
             tracked = r.seq in c.tracked or (r.seq in progressed and r.seq in failures)
