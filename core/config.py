@@ -112,6 +112,25 @@ class Institution:
 
 
 @dataclass(frozen=True)
+class OperatorSettings:
+    """The operator listener (``engine.operator``): off by default, on localhost, its own port
+    and credentials; ``/metrics`` is served there (core/operator/)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8361
+    auth: Auth = Auth()
+    source: Path | None = None  # the file that configures it, for messages
+
+    def check_secret(self) -> None:
+        """Stop a process that serves the listener when its secret is not in the
+        environment (other commands do not read it)."""
+        secret = self.auth.password or self.auth.key
+        if secret is not None:
+            secret.value  # noqa: B018 - an Unset raises the one-line error of its variable
+
+
+@dataclass(frozen=True)
 class EngineSettings(DatabaseLimits):
     """Process-wide settings of the engine, with production-minded defaults (the pool's and
     PostgreSQL's limits are DatabaseLimits')."""
@@ -130,6 +149,7 @@ class EngineSettings(DatabaseLimits):
     backoff_max_seconds: float = 3600.0
     poll_interval_seconds: float = 0.5
     workers: int = 1
+    operator: OperatorSettings = OperatorSettings()
 
 
 @dataclass(frozen=True)
@@ -269,6 +289,8 @@ def load_settings(paths, environ=None, receiver_secrets: bool = True,
                               f"{institutions[inst.code].source}")
         institutions[inst.code] = inst
     values = {k: v for k, (v, _) in engine.items()}
+    if "operator" in values:
+        values["operator"] = _operator(values["operator"], engine["operator"][1], environ)
     if environ.get(DATABASE_URL_ENV):
         values["database_url"] = environ[DATABASE_URL_ENV]
     if "database_url" in values:
@@ -276,6 +298,18 @@ def load_settings(paths, environ=None, receiver_secrets: bool = True,
     settings = Settings(EngineSettings(**values), institutions)
     _check_retention(settings)
     return settings
+
+
+def _operator(raw: dict, file: Path, environ) -> OperatorSettings:
+    """``engine.operator``; its secret is read by the processes that serve it (check_secret)."""
+    # not needed here (receiver=False): an unset variable is an Unset, read by check_secret
+    auth = References(file, environ, receiver=False).auth(raw.get("auth", {}),
+                                                          "engine.operator.auth")
+    if raw.get("enabled", False) and auth.type == "none":
+        raise ConfigError(f"{file}: engine.operator.auth: the operator listener needs "
+                          "credentials of its own: basic or api_key")
+    return OperatorSettings(raw.get("enabled", False), raw.get("host", "127.0.0.1"),
+                            raw.get("port", 8361), auth, file)
 
 
 def _check_retention(settings: Settings) -> None:

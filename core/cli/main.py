@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
+import os
 import sys
 
 import click
 
-from s360bridge.core import __version__, logs
+from s360bridge.core import __version__, instruments, logs
 from s360bridge.core.cli.common import CLIGroup, config_option, institution_of, open_bridge
 from s360bridge.core.cli.db import db
 from s360bridge.core.cli.history import import_records, reconcile
@@ -51,20 +53,28 @@ def _serve_options(func):
 @_serve_options
 def run(configs, host, port, threads, connection_limit, idle_timeout, read_timeout):
     """Receiver, workers and scheduler: the receiver in one process and the workers with the
-    scheduler in another, under this one (the embedded default); upgrades the engine
-    database's schema first."""
+    scheduler in another, under this one (the embedded default), and the operator listener in
+    a third when engine.operator enables it; upgrades the engine database's schema first."""
     bridge = open_bridge(configs, receiving=True, schema="upgrade")
-    workers = bridge.settings.engine.workers
+    workers, operator = bridge.settings.engine.workers, bridge.settings.engine.operator
     bridge.close()
     sock = listen(host, port)
     limits = Limits(connection_limit, idle_timeout, read_timeout)
-    status = Supervisor({
+    roles = {
         "receiver": Role(lambda: Process(open_bridge(configs, receiving=True), receiver=True,
                                          workers=0, scheduler=False, threads=threads,
                                          limits=limits, sock=sock)),
         # acknowledgements first: the worker catches up after a burst, S-360 cannot wait
         "worker": Role(lambda: Process(open_bridge(configs), receiver=False, workers=workers,
-                                       scheduler=True), niceness=5)}).serve_forever()
+                                       scheduler=True), niceness=5)}
+    if operator.enabled:
+        operator.check_secret()
+        operator_sock = listen(operator.host, operator.port)
+        roles["operator"] = Role(lambda: Process(open_bridge(configs), receiver=False,
+                                                 workers=0, scheduler=False,
+                                                 operator=operator_sock), niceness=5)
+    with instruments.multiprocess_dir():  # every child counts there, the operator adds up
+        status = Supervisor(roles).serve_forever()
     sys.exit(status)
 
 
@@ -73,6 +83,7 @@ def run(configs, host, port, threads, connection_limit, idle_timeout, read_timeo
 @_serve_options
 def serve(configs, host, port, threads, connection_limit, idle_timeout, read_timeout):
     """The receiver only (run workers elsewhere, with `s360bridge worker`)."""
+    instruments.check_dir()
     Process(open_bridge(configs, receiving=True), receiver=True, workers=0, scheduler=False,
             host=host, port=port, threads=threads,
             limits=Limits(connection_limit, idle_timeout, read_timeout)).serve_forever()
@@ -84,9 +95,29 @@ def serve(configs, host, port, threads, connection_limit, idle_timeout, read_tim
 @click.option("--no-scheduler", is_flag=True, help="Leave the periodic jobs to another process.")
 def worker(configs, workers, no_scheduler):
     """Workers and the scheduler, without the receiver."""
+    instruments.check_dir()
     bridge = open_bridge(configs)
     Process(bridge, receiver=False, workers=workers or bridge.settings.engine.workers,
             scheduler=not no_scheduler).serve_forever()
+
+
+@cli.command()
+@config_option
+def operator(configs):
+    """The operator listener alone (`engine.operator`: GET /metrics), for processes started
+    apart (gunicorn, `s360bridge worker`) that share its PROMETHEUS_MULTIPROC_DIR."""
+    instruments.check_dir()
+    bridge = open_bridge(configs)
+    settings = bridge.settings.engine.operator
+    if not settings.enabled:
+        raise S360BridgeError("the operator listener is off: set engine.operator.enabled: true "
+                              "and its auth")
+    if not os.environ.get(instruments.MULTIPROC_ENV):
+        logging.getLogger("s360bridge.operator").warning(
+            "%s is not set: /metrics shows the database's gauges, not what other processes "
+            "counted", instruments.MULTIPROC_ENV)
+    Process(bridge, receiver=False, workers=0, scheduler=False,
+            operator=listen(settings.host, settings.port)).serve_forever()
 
 
 @cli.command()

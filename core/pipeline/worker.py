@@ -21,6 +21,7 @@ from s360bridge.core.errors import (
     TargetUnavailable,
     Undeliverable,
 )
+from s360bridge.core.instruments import Tally
 from s360bridge.core.pipeline.queue import (
     TIDY_EVERY,
     Claim,
@@ -105,6 +106,7 @@ class Worker:
         delivered: list[int] = []
         outcomes: list[Outcome] = []
         unprocessed: list[int] = []
+        tally = Tally()
         pushes_left = [self._pushes(c)]  # the last push of a claim needs no progress record
         with self._lease_kept(c.token, c.seqs):
             for (inst_code, stream_name), records in c.groups.items():
@@ -113,14 +115,14 @@ class Worker:
                     continue
                 with logs.context(institution=inst_code, stream=stream_name):
                     self._deliver_group(c, inst_code, stream_name, records, delivered,
-                                        outcomes, pushes_left)
+                                        outcomes, pushes_left, tally)
         done = (self.bridge.engine, c.token, delivered, outcomes, self.cfg.max_attempts,
                 self.cfg.backoff_base_seconds, self.cfg.backoff_max_seconds, self.clock())
         self.settle()
         if ahead and self._background is not None:
-            self._completed = self._background.submit(self._complete, done)
+            self._completed = self._background.submit(self._complete, done, tally)
         else:
-            self._complete(done)
+            self._complete(done, tally)
         release(self.bridge.engine, c.token, unprocessed)
         log.debug("claimed %d record(s) in %.2f ms; handled %d, released %d", len(c),
                   claimed_ms, len(delivered) + len(outcomes), len(unprocessed))
@@ -162,16 +164,19 @@ class Worker:
 
     def _deliver_group(self, c: Claim, inst_code: str, stream_name: str,
                        records: list[StoredRecord], delivered: list[int],
-                       outcomes: list[Outcome], pushes_left: list[int]) -> None:
+                       outcomes: list[Outcome], pushes_left: list[int], tally: Tally) -> None:
         """Push the records to every target of their stream. A record delivered everywhere
         goes to ``delivered``; one that failed somewhere, or that has delivery rows, gets an
-        Outcome with the result per target."""
+        Outcome with the result per target. ``tally`` counts what each push did."""
         inst = self.bridge.institution(inst_code)
         stream = self.bridge.stream(stream_name)
         if stream is None or stream_name not in inst.streams:
             why = f"stream {stream_name} is no longer configured for {inst_code}"
             outcomes += [Outcome(r.seq, c.attempts.get(r.seq, 0), {"(config)": why})
                          for r in records]
+            for r in records:
+                tally.failed(inst_code, stream_name, (),
+                             c.attempts.get(r.seq, 0) + 1 >= self.cfg.max_attempts)
             return
         targets = inst.streams[stream_name].targets
         failures: dict[int, dict[str, Failure]] = {}  # seq -> target -> failure
@@ -195,6 +200,8 @@ class Worker:
                     progressed.update(took)
             for seq, failure in failed.items():
                 failures.setdefault(seq, {})[name] = failure
+            tally.delivered(inst_code, stream_name, name,
+                            [r for r in todo if r.seq not in failed])
             if failed:  # one line per target and batch, even when a whole target is down
                 seq, failure = next(iter(failed.items()))
                 key = next(r.key for r in todo if r.seq == seq)
@@ -213,6 +220,9 @@ class Worker:
             results: dict[str, str | None] = {t: None for t in targets if t not in done_before}
             mine = failures.get(r.seq, {})
             results.update({t: f.error for t, f in mine.items()})
+            if mine:  # as ``complete`` decides: rejected, or out of attempts
+                tally.failed(inst_code, stream_name, mine, any(f.rejected for f in mine.values())
+                             or c.attempts.get(r.seq, 0) + 1 >= self.cfg.max_attempts)
             outcomes.append(Outcome(r.seq, c.attempts.get(r.seq, 0), results,
                                     max((f.wait for f in mine.values()), default=0.0), tracked,
                                     any(f.rejected for f in mine.values())))
@@ -268,8 +278,9 @@ class Worker:
                      for i, reason in result.rejected.items()}
         return failures
 
-    def _complete(self, done: tuple) -> None:
+    def _complete(self, done: tuple, tally: Tally) -> None:
         complete(*done)
+        tally.count(time.time())
         self._since_tidy += len(done[2]) + len(done[3])
         if self._since_tidy >= TIDY_EVERY:
             self._since_tidy = 0.0

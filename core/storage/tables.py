@@ -23,6 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
     literal,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -39,6 +40,8 @@ class InboxRecord(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("institution", "stream", "record_key", "content_hash",
                          name="uq_inbox_version"),
+        Index("ix_inbox_dead", "institution", "stream", sqlite_where=text("state = 'dead'"),
+              postgresql_where=text("state = 'dead'")),
     )
     id: int | None = Field(default=None, sa_column=Column(
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True))
