@@ -11,6 +11,7 @@ an institution enables it under ``services: offers:``.
 from __future__ import annotations
 
 import logging
+import time
 
 from jsonschema import Draft202012Validator
 
@@ -95,6 +96,22 @@ SERVICE = Service("offers", "Offers created in S-360 (sales, reservations, optio
 @hookimpl
 def register_services(register):
     register(SERVICE)
+
+
+@hookimpl
+def register_gauges(register, bridge):
+    """Offers not finished yet, per institution, caller (``crm`` or the reseller) and state,
+    and how old the oldest is: an offer ``uncertain`` or ``ordering`` for long needs a look."""
+    def rows():
+        return [(inst, caller or "crm", state, n, oldest)
+                for inst, caller, state, n, oldest in store.unfinished_by_state(bridge.engine)]
+
+    labels = ("institution", "caller", "state")
+    register("s360bridge_offers_unfinished", "Offers not finished yet, by state", labels,
+             lambda: [(r[:3], r[3]) for r in rows()])
+    register("s360bridge_offers_oldest_unfinished_age_seconds",
+             "Age of the oldest offer not finished yet, by state", labels,
+             lambda: [(r[:3], max(0.0, time.time() - r[4])) for r in rows()])
 
 
 @hookimpl
