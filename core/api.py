@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from s360bridge.core import __version__
 from s360bridge.core.cli.common import config_option, institution_of, open_bridge
-from s360bridge.core.config import Institution, Secret, reveal
+from s360bridge.core.config import Institution
+from s360bridge.core.config_secrets import Secret, reveal
 from s360bridge.core.connectors import crm_links
 from s360bridge.core.connectors.http import AUTH_SCHEMA, Refused, send, session_for
 from s360bridge.core.connectors.mapping import Mapping, lookup
@@ -68,8 +69,9 @@ from s360bridge.core.storage.rawsql import copy_insert, executemany, index_plans
 from s360bridge.core.storage.tables import dialect_insert
 
 # 2: routing by declaration; 3: per-item push outcomes; 4: leases, and services beside
-# streams (the register_services hook, Service, service_request, ServiceRequest)
-API_VERSION = 4
+# streams (the register_services hook, Service, service_request, ServiceRequest); 5: the
+# register_gauges hook
+API_VERSION = 5
 
 
 def require(version: int, plugin: str = "this plugin") -> None:

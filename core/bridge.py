@@ -12,6 +12,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from s360bridge.core.config import Institution, Settings
+from s360bridge.core.config_secrets import MissingVariable, first_unset, require
 from s360bridge.core.errors import ConfigError, StoreUnavailable
 from s360bridge.core.plugin.manager import Hooks
 from s360bridge.core.plugin.streams import Stream
@@ -28,7 +29,9 @@ class Bridge:
 
     ``schema`` says what to do with the engine database's schema: ``require`` it at the heads
     of the migrations (OutdatedSchema otherwise), ``upgrade`` it (``s360bridge run``), or
-    ``ignore`` it and open nothing (``check-config``)."""
+    ``ignore`` it and open nothing (``check-config``). A target whose options read a variable
+    that is not set (settings loaded ``lazy``) is checked when it is first built, and fails
+    then with that variable's error."""
 
     def __init__(self, settings: Settings, hooks: Hooks | None = None,
                  schema: Literal["require", "upgrade", "ignore"] = "require"):
@@ -85,13 +88,19 @@ class Bridge:
                     raise ConfigError(
                         f"{inst.source}: targets.{name}.type: unknown target type {tcfg.type!r} "
                         f"(known: {', '.join(sorted(self.hooks.target_types))})")
-                target = self.target(inst, name)  # built now, so bad options stop start-up
+                try:
+                    target = self.target(inst, name)  # built now: bad options stop start-up
+                except MissingVariable:
+                    continue  # settings loaded lazy: checked if a command builds it
                 if target.uses_s360_api and inst.s360_api is None:
                     raise ConfigError(f"{inst.source}: targets.{name}: a {tcfg.type} target "
                                       "calls the S-360 APIs: add an s360_api section")
             for name, cfg in inst.streams.items():
                 for tname in cfg.targets:
-                    problem = self.hooks.route_problem(inst, name, self.target(inst, tname))
+                    try:
+                        problem = self.hooks.route_problem(inst, name, self.target(inst, tname))
+                    except MissingVariable:
+                        continue
                     if problem:
                         raise ConfigError(
                             f"{inst.source}: streams.{name}.targets: institution {inst.code} "
@@ -130,10 +139,20 @@ class Bridge:
                 try:
                     options = bind_options(cfg.options, getattr(factory, "SECRETS", frozenset()))
                     target = factory(name, options, self)
+                except MissingVariable:
+                    raise  # its message names the file and the key already
                 except ConfigError as exc:
                     raise ConfigError(f"{inst.source}: targets.{name}: {exc}") from None
                 self._targets[(inst.code, name)] = target
             return target
+
+    def describe(self, inst: Institution, name: str) -> str:
+        """A target's description (``status``); one that reads a variable not set here says
+        which instead of failing, so the commands that need none of its secrets still run."""
+        try:
+            return self.target(inst, name).describe()
+        except MissingVariable as exc:
+            return f"{inst.targets[name].type} (not built: ${exc.env} is not set here)"
 
     def targets_of(self, inst: Institution, kind: str) -> list[Target]:
         """The institution's targets of one type (a plugin asks for its own type's)."""
@@ -151,6 +170,7 @@ class Bridge:
                 if api is None:
                     raise ConfigError(f"{inst.source}: s360_api: this institution calls the "
                                       "S-360 APIs, so it needs an s360_api section")
+                require(api)  # settings loaded lazy: the variables it reads must be set
                 from s360bridge.core.s360.budget import (
                     CallBudget,  # pyrate-limiter: only where S-360 is called
                 )
@@ -174,7 +194,7 @@ class Bridge:
 
 def _check_options(inst: Institution, where: str, check, options: dict) -> None:
     """A stream's or service's ``check_options``, its error naming the file and the key."""
-    if check is None:
+    if check is None or first_unset(options):  # lazy settings, a command that needs none
         return
     try:
         check(options)

@@ -1,4 +1,5 @@
-"""Per-institution YAML configuration: loading, validation and `$env` secret references.
+"""Per-institution YAML configuration: loading and validation (its `$env` references are
+resolved by config_secrets.py).
 
 One file describes one institution (see config/myvenue.yaml). A process serves every file it is
 given, or every ``*.yaml`` file of a folder. An optional ``engine:`` section sets process-wide
@@ -20,42 +21,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from jsonschema import Draft202012Validator
 
+from s360bridge.core.config_secrets import SECRET_KEYS, Auth, Caller, References, Secret, Unset
 from s360bridge.core.errors import ConfigError
 from s360bridge.core.redact import redact_logs, remember
 from s360bridge.core.storage.db import DatabaseLimits
 
 DATABASE_URL_ENV = "S360BRIDGE_DATABASE_URL"
 S360_RETRIES = 12  # S-360 re-sends a refused payload every M minutes, up to 12 times
-SECRET_KEYS = {"password", "key", "secret", "token"}  # fields that only take {$env: NAME}
-
-
-@dataclass(frozen=True)
-class Secret:
-    """A secret read from an environment variable; its value never appears in repr or str."""
-
-    env: str
-    value: str = field(repr=False)
-
-    def __str__(self) -> str:
-        return f"<secret ${self.env}>"
-
-    __repr__ = __str__
-
-
-def reveal(value: Any) -> Any:
-    """The value behind a ``Secret``; any other value as it is."""
-    return value.value if isinstance(value, Secret) else value
-
-
-@dataclass(frozen=True)
-class Auth:
-    """How S-360 authenticates on one webhook URL: none, basic, or an API key header."""
-
-    type: str = "none"
-    username: str | None = None
-    password: Secret | None = None
-    header: str | None = None
-    key: Secret | None = None
 
 
 @dataclass(frozen=True)
@@ -64,17 +36,6 @@ class StreamConfig:
     enabled: bool = True
     auth: Auth = Auth()
     targets: tuple[str, ...] = ()
-    options: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Caller:
-    """One of a service's callers with credentials of their own (``services.X.callers``), e.g.
-    a reseller of the offers service: the core knows each request's caller by its credentials,
-    and the service applies the caller's ``options``."""
-
-    name: str
-    auth: Auth
     options: dict = field(default_factory=dict)
 
 
@@ -104,7 +65,7 @@ class S360ApiSettings:
     base_url: str
     operator: str
     partner: str
-    secret: Secret
+    secret: Secret | Unset
     iat_unit: str = "seconds"  # the reference's text says milliseconds; its sample, seconds
     token_ttl_seconds: float = 30.0
     timeout_seconds: float = 30.0
@@ -151,6 +112,25 @@ class Institution:
 
 
 @dataclass(frozen=True)
+class OperatorSettings:
+    """The operator listener (``engine.operator``): off by default, on localhost, its own port
+    and credentials; ``/metrics`` is served there (core/operator/)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8361
+    auth: Auth = Auth()
+    source: Path | None = None  # the file that configures it, for messages
+
+    def check_secret(self) -> None:
+        """Stop a process that serves the listener when its secret is not in the
+        environment (other commands do not read it)."""
+        secret = self.auth.password or self.auth.key
+        if secret is not None:
+            secret.value  # noqa: B018 - an Unset raises the one-line error of its variable
+
+
+@dataclass(frozen=True)
 class EngineSettings(DatabaseLimits):
     """Process-wide settings of the engine, with production-minded defaults (the pool's and
     PostgreSQL's limits are DatabaseLimits')."""
@@ -169,6 +149,7 @@ class EngineSettings(DatabaseLimits):
     backoff_max_seconds: float = 3600.0
     poll_interval_seconds: float = 0.5
     workers: int = 1
+    operator: OperatorSettings = OperatorSettings()
 
 
 @dataclass(frozen=True)
@@ -198,46 +179,8 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _secret(ref: dict, file: Path, where: str, environ, required: bool = True) -> Secret:
-    name = ref["$env"]
-    if not environ.get(name) and not required:
-        return Secret(name, "")
-    if not environ.get(name):
-        raise ConfigError(f"{file}: {where}: environment variable {name} is not set (or empty)")
-    remember(environ[name])  # whatever field it fills, a value from $env never prints
-    return Secret(name, environ[name])
-
-
-def _resolve_env(value: Any, file: Path, where: str, environ, keep: bool = False) -> Any:
-    """Replace ``{"$env": NAME}`` references in options with their values (``keep``: with
-    ``Secret`` objects, which the target's declared secrets stay); the secrets of an ``auth``
-    block (password, key, token) must be such references."""
-    if isinstance(value, dict):
-        if set(value) == {"$env"}:
-            secret = _secret(value, file, where, environ)
-            return secret if keep else secret.value
-        for k, v in value.items():
-            if where.endswith("auth") and k in SECRET_KEYS and not isinstance(v, dict):
-                raise ConfigError(f"{file}: {where}.{k}: a secret is written as "
-                                  "{$env: VARIABLE_NAME}, never as a value")
-        return {k: _resolve_env(v, file, f"{where}.{k}", environ, keep) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_resolve_env(v, file, f"{where}.{i}", environ, keep) for i, v in enumerate(value)]
-    return value
-
-
-def _auth(raw: dict, file: Path, where: str, environ, required: bool) -> Auth:
-    kind = raw.get("type", "none")
-    if kind == "basic":
-        return Auth(kind, username=raw["username"], password=_secret(
-            raw["password"], file, f"{where}.password", environ, required))
-    if kind == "api_key":
-        return Auth(kind, header=raw["header"],
-                    key=_secret(raw["key"], file, f"{where}.key", environ, required))
-    return Auth("none")
-
-
-def _institution(raw: dict, file: Path, environ, receiver_secrets: bool) -> Institution:
+def _institution(raw: dict, refs: References) -> Institution:
+    file = refs.file
     try:
         zone = ZoneInfo(raw["timezone"])
     except (ZoneInfoNotFoundError, ValueError):
@@ -251,8 +194,8 @@ def _institution(raw: dict, file: Path, environ, receiver_secrets: bool) -> Inst
                               "network") from None
     targets = {
         name: TargetConfig(name, t["type"],
-                           _resolve_env({k: v for k, v in t.items() if k != "type"}, file,
-                                        f"targets.{name}", environ, keep=True))
+                           refs.resolve({k: v for k, v in t.items() if k != "type"},
+                                        f"targets.{name}", keep=True))
         for name, t in (raw.get("targets") or {}).items()
     }
     streams = {}
@@ -263,25 +206,23 @@ def _institution(raw: dict, file: Path, environ, receiver_secrets: bool) -> Inst
                                   f"(defined: {', '.join(sorted(targets)) or 'none'})")
         streams[name] = StreamConfig(
             name, s.get("enabled", True),
-            _auth(s.get("auth", {}), file, f"streams.{name}.auth", environ, receiver_secrets),
-            tuple(s.get("targets", [])), _resolve_env(s.get("options", {}), file,
-                                                      f"streams.{name}.options", environ))
+            refs.auth(s.get("auth", {}), f"streams.{name}.auth"), tuple(s.get("targets", [])),
+            refs.resolve(s.get("options", {}), f"streams.{name}.options"))
     services = {}
     for name, s in (raw.get("services") or {}).items():
-        auth = _auth(s.get("auth", {}), file, f"services.{name}.auth", environ, receiver_secrets)
+        auth = refs.auth(s.get("auth", {}), f"services.{name}.auth")
         services[name] = ServiceConfig(
             name, s.get("enabled", True), auth,
-            _resolve_env(s.get("options", {}), file, f"services.{name}.options", environ),
-            _callers(s.get("callers") or {}, file, f"services.{name}.callers", environ,
-                     receiver_secrets, auth))
+            refs.resolve(s.get("options", {}), f"services.{name}.options"),
+            refs.callers(s.get("callers") or {}, f"services.{name}.callers", auth))
     cutoff = raw.get("history_cutoff")
     api = raw.get("s360_api")
     if api is not None:
         api = S360ApiSettings(**{
-            **_resolve_env({k: v for k, v in api.items() if k != "secret"}, file, "s360_api",
-                           environ),
-            "secret": _secret(api["secret"], file, "s360_api.secret", environ)})
-        api = replace(api, base_url=api.base_url.rstrip("/"))
+            **refs.resolve({k: v for k, v in api.items() if k != "secret"}, "s360_api"),
+            "secret": refs.secret(api["secret"], "s360_api.secret")})
+        if isinstance(api.base_url, str):  # else Unset: a command that calls no API
+            api = replace(api, base_url=api.base_url.rstrip("/"))
         if api.monthly_calls and (api.monthly_reserve_for_sales or 0) >= api.monthly_calls:
             raise ConfigError(f"{file}: s360_api.monthly_reserve_for_sales: "
                               f"{api.monthly_reserve_for_sales} is not below monthly_calls "
@@ -292,31 +233,6 @@ def _institution(raw: dict, file: Path, environ, receiver_secrets: bool) -> Inst
         allowed_sources=tuple(nets),
         webhook_frequency_minutes=raw.get("webhook_frequency_minutes", 15), s360_api=api,
         reconcile=raw.get("reconcile") or {}, source=file, services=services)
-
-
-def _callers(raw: dict, file: Path, where: str, environ, required: bool,
-             service_auth: Auth) -> dict[str, Caller]:
-    callers = {}
-    seen = {_credentials(service_auth): "the service's own auth"}
-    for who, c in raw.items():
-        auth = _auth(c["auth"], file, f"{where}.{who}.auth", environ, required)
-        if auth.type == "none":
-            raise ConfigError(f"{file}: {where}.{who}.auth: a caller is known by its "
-                              "credentials: basic or api_key, not none")
-        same = seen.get(_credentials(auth))
-        if same is not None and _credentials(auth)[-1]:  # unread secrets ("") outside receivers
-            raise ConfigError(f"{file}: {where}.{who}.auth: the same credentials as {same}: "
-                              "each caller needs its own")
-        seen[_credentials(auth)] = f"caller {who!r}"
-        callers[who] = Caller(who, auth, _resolve_env(c.get("options", {}), file,
-                                                      f"{where}.{who}.options", environ))
-    return callers
-
-
-def _credentials(auth: Auth) -> tuple:
-    """What tells a caller's requests apart: the header (or user name) and the secret."""
-    secret = auth.password or auth.key
-    return (auth.type, auth.username or auth.header, secret.value if secret else None)
 
 
 def config_files(paths) -> list[Path]:
@@ -335,11 +251,14 @@ def config_files(paths) -> list[Path]:
     return files
 
 
-def load_settings(paths, environ=None, receiver_secrets: bool = True) -> Settings:
+def load_settings(paths, environ=None, receiver_secrets: bool = True,
+                  lazy: bool = False) -> Settings:
     """Load, validate and resolve every configuration file; raise ConfigError on any problem.
 
-    ``receiver_secrets=False`` lets commands that never receive webhooks (status, replay…) run
-    where the receiver's credentials are not set."""
+    ``receiver_secrets=False`` lets commands that never receive webhooks (a worker, import…)
+    run where the receivers' credentials are not set; ``lazy=True``, commands that need no
+    stream's or target's secret (status, replay…) where only the engine database's settings
+    are (config_secrets.py)."""
     environ = os.environ if environ is None else environ
     redact_logs()
     validator = _schema_validator()
@@ -364,12 +283,14 @@ def load_settings(paths, environ=None, receiver_secrets: bool = True) -> Setting
                 raise ConfigError(f"{file}: engine.{key}: {value!r} conflicts with "
                                   f"{engine[key][0]!r} set in {engine[key][1]}")
             engine[key] = (value, file)
-        inst = _institution(raw, file, environ, receiver_secrets)
+        inst = _institution(raw, References(file, environ, receiver_secrets, lazy))
         if inst.code in institutions:
             raise ConfigError(f"{file}: institution: {inst.code!r} is already configured in "
                               f"{institutions[inst.code].source}")
         institutions[inst.code] = inst
     values = {k: v for k, (v, _) in engine.items()}
+    if "operator" in values:
+        values["operator"] = _operator(values["operator"], engine["operator"][1], environ)
     if environ.get(DATABASE_URL_ENV):
         values["database_url"] = environ[DATABASE_URL_ENV]
     if "database_url" in values:
@@ -377,6 +298,18 @@ def load_settings(paths, environ=None, receiver_secrets: bool = True) -> Setting
     settings = Settings(EngineSettings(**values), institutions)
     _check_retention(settings)
     return settings
+
+
+def _operator(raw: dict, file: Path, environ) -> OperatorSettings:
+    """``engine.operator``; its secret is read by the processes that serve it (check_secret)."""
+    # not needed here (receiver=False): an unset variable is an Unset, read by check_secret
+    auth = References(file, environ, receiver=False).auth(raw.get("auth", {}),
+                                                          "engine.operator.auth")
+    if raw.get("enabled", False) and auth.type == "none":
+        raise ConfigError(f"{file}: engine.operator.auth: the operator listener needs "
+                          "credentials of its own: basic or api_key")
+    return OperatorSettings(raw.get("enabled", False), raw.get("host", "127.0.0.1"),
+                            raw.get("port", 8361), auth, file)
 
 
 def _check_retention(settings: Settings) -> None:

@@ -20,6 +20,7 @@ from s360bridge.core.pipeline import leases
 from s360bridge.core.storage.db import make_engine, write
 
 from .helpers.postgres import schemas
+from .helpers.processes import wait_until
 
 LEASED = Table("leased", MetaData(), Column("id", Integer, primary_key=True),
                Column("lease_owner", String(40)), Column("lease_until", Float))
@@ -65,3 +66,27 @@ def test_holding_a_lease_for_a_block(rows):
             assert not again  # another holder
         assert unheld(rows) == [2]  # the refused one released nothing
     assert unheld(rows) == [1, 2]
+
+
+def test_a_lease_taken_over_or_not_renewed_turns_false(rows, monkeypatch):
+    """A holder whose lease another process took over (after it ended unrenewed: the
+    database was unreachable, the process stalled) stops: ``held`` turns false."""
+    with leases.holding(rows, LEASED, 1, 0.3) as held:
+        assert held
+        with write(rows) as conn:  # the lease ended, and another process took the row
+            conn.execute(update(LEASED).where(LEASED.c.id == 1).values(
+                lease_owner="other", lease_until=1e12))
+        wait_until(lambda: not held, 5, "the keeper to find the lease taken over")
+        assert held.lost
+    assert unheld(rows) == [2]  # the other's lease is left alone
+    failing = [0]
+
+    def unreachable(*args):
+        failing[0] += 1
+        raise OSError("the database is unreachable")
+    with leases.holding(rows, LEASED, 2, 0.3) as held:
+        monkeypatch.setattr(leases, "take", unreachable)
+        wait_until(lambda: failing[0] >= 1, 5, "a renewal to fail")
+        assert not held.lost  # still held until its time is up ...
+        wait_until(lambda: not held, 5, "the unrenewed lease to end")  # ... then not
+        assert failing[0] >= 2  # the keeper kept trying

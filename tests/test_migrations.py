@@ -46,10 +46,10 @@ from .helpers.plugins import registered
 from .helpers.postgres import needs_pg, schemas
 
 FIRST_REVISIONS = ("engine_0001", "crm_0001", "offers_0001", "contacts_0001")
-HEADS = ("engine_0010", "crm_0001", "offers_0003", "contacts_0001")
+HEADS = ("engine_0011", "crm_0001", "offers_0004", "contacts_0001")
 EVERY_REVISION = (*FIRST_REVISIONS, "engine_0002", "engine_0004", "engine_0005", "engine_0006",
-                  "engine_0007", "engine_0008", "engine_0009", "engine_0010", "offers_0002",
-                  "offers_0003")
+                  "engine_0007", "engine_0008", "engine_0009", "engine_0010", "engine_0011",
+                  "offers_0002", "offers_0003", "offers_0004")
 # the models of every table in the engine database: the engine's and the built-in plugins'
 MODELS = [INBOX.metadata, MONTH_CALLS.metadata, CALL_LOG.metadata, PROGRESS.metadata,
           OFFERS.metadata, LINKS.metadata, WATERMARKS.metadata, MARKS.metadata, AUDIT.metadata]

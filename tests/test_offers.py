@@ -252,8 +252,8 @@ def test_killed_while_s360_sets_the_holders_the_offer_is_completed_on_restart(sh
     assert store.row(shop.bridge.engine, offer_id)["state"] == "open"
     row = restart(shop, offer_id)
     assert row["state"] == "done", row
-    assert (shop.calls("createOrUpdateOrder"), shop.calls("createPaymentsAndCloseOrder")) == \
-        (1, 1)
+    assert (shop.calls("createOrUpdateOrder"), shop.calls("createPaymentsAndCloseOrder"),
+            shop.calls("setMovementContactData")) == (1, 1, 2)  # the holders set again
     order = shop.api.order_stores["testvenue"].get(row["order_id"])["orderDetailsData"]
     assert order["orderState"] == "CLOSED"
     assert [m["contactNumber"] for m in order["movementDatas"]] == ["0001234", "0005678"]

@@ -48,6 +48,7 @@ def test_wheel_installs_nothing_generic_at_the_top_level(wheels):
                    "s360bridge/plugins/contacts/schema.json",
                    "s360bridge/plugins/ticketchecks/__init__.py",
                    "s360bridge/core/storage/migrations/engine_0001_schema_of_b60f5fd.py",
+                   "s360bridge/core/operator/app.py", "s360bridge/core/instruments.py",
                    "s360bridge/plugins/offers/migrations/offers_0001_schema_of_b60f5fd.py",
                    "s360bridge/core/storage/migrations/crm_0001_schema_of_b60f5fd.py",
                    "s360bridge/plugins/contacts/migrations/contacts_0001_schema_of_b60f5fd.py"):

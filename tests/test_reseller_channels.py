@@ -5,6 +5,8 @@ institution's)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import requests
 from click.testing import CliRunner
@@ -63,6 +65,51 @@ def test_the_scheduled_jobs_warm_every_channel(shop):
         1]["pos"]["posId"]
 
 
+def test_a_channel_s360_refuses_leaves_the_others_warm_and_tells_no_secret(shop):
+    """The institution's operator withdrawn in S-360: its channel cannot be read, eventim's
+    still is; then eventim's withdrawn too: its API says so in words that name nothing of the
+    venue's set-up, and an offer fails with nothing ordered."""
+    jobs = {name: run for name, _, run in shop.bridge.hooks.services["offers"].jobs(
+        shop.bridge, shop.inst, shop.inst.services["offers"])}
+    access = shop.api.access["testvenue"]
+    access.operators = frozenset()  # TEST_OP: 401 unknown operator
+    with pytest.raises(Exception, match="refused the credentials"):
+        jobs["catalog"]()
+    assert cache.catalog_of(shop.bridge, shop.inst, "TEST_EVENTIM")[1]["pos"]["posId"] == \
+        EVENTIM_CHANNEL.pos_id  # warmed although the channel before it failed
+    del access.channels["TEST_EVENTIM"]
+    r = shop.reseller("eventim", "POST", "/orders", json={"idempotency_key": "k",
+                                                          "lines": [LINES["open pass"]]})
+    assert r.status_code == 503 and "refused the bridge's credentials" in r.json()["error"]
+    assert "TEST_S360_SECRET" not in r.text and "TEST_EVENTIM" not in r.text
+    assert r.json()["state"] == "failed" and shop.calls("createOrUpdateOrder") == 0
+    fresh = shop.reseller("eventim", "GET", "/availability")
+    assert fresh.status_code == 503 and "TEST_EVENTIM" not in fresh.text
+
+
+def test_a_follow_up_is_made_on_the_channel_its_offer_was_made_on(shop):
+    r = shop.reseller("eventim", "POST", "/orders", json={
+        "idempotency_key": "r", "type": "reservation", "lines": [LINES["event"]]})
+    assert r.status_code == 201, r.text
+    shop.inst.services["offers"].callers["eventim"].options.pop("operator")  # moved since
+    confirm = shop.reseller("eventim", "POST", f"/orders/{r.json()['id']}/confirm")
+    assert confirm.status_code == 201, confirm.text
+    sale = shop.sales.orders[confirm.json()["order_id"]]
+    assert (sale.type, sale.state, sale.channel) == ("SALE", "CLOSED", "EVENTIM")
+
+
+def test_a_refused_season_ticket_leaves_the_other_availabilities(shop, monkeypatch):
+    from s360bridge.simulator import catalog as sim_catalog
+    from s360bridge.simulator.contacts import BusinessError
+
+    def refused(*args):
+        raise BusinessError("failed", "error.parameter.invalid: composedProductId")
+    monkeypatch.setattr(sim_catalog, "_composed_availability", refused)
+    assert cache.refresh_availability(shop.bridge, shop.inst, 3600, force=True)
+    left = cache.availability_of(shop.bridge, shop.inst)["data"]
+    assert left[SEASON_ITEM] is None and left["seats:10228231109243:302"] == 40
+
+
 def test_season_ticket_availability_comes_from_its_performances(shop):
     r = shop.offer("season", LINES["season ticket"])
     assert r.status_code == 201, r.text
@@ -78,7 +125,8 @@ def test_a_season_ticket_without_its_performances_has_no_known_availability(shop
     for item in shop.api.catalogs["testvenue"].products()[3]["items"]:
         item.pop("lines")
     assert cache.refresh_availability(shop.bridge, shop.inst, 3600, force=True)
-    assert cache.left_for(shop.bridge, shop.inst, ("item", 10228231108513)) is None
+    left = cache.availability_of(shop.bridge, shop.inst)["data"]
+    assert SEASON_ITEM in left and left[SEASON_ITEM] is None  # said unknown, not left out
     assert shop.calls("getEventAvailability") == 1  # the play's, not the season ticket's
 
 
@@ -104,3 +152,17 @@ def test_the_crm_operator_has_settings_of_its_own(crm_shop):
     third = crm_shop.offer("three", LINES["open pass"])
     assert third.status_code == 429 and third.headers["Retry-After"] == "60"
     assert crm_shop.calls("createOrUpdateOrder") == 2
+    catalog = requests.get(f"{crm_shop.proc.url}/crm/catalog/testvenue", headers=CRM_KEY,
+                           timeout=10)
+    assert products(catalog.json()) == {"MUSPASS", "VISIT10", "SEASON26"}  # its families
+
+
+def test_the_offers_create_command_applies_the_crm_operators_settings(crm_shop, tmp_path):
+    request = tmp_path / "offer.json"
+    request.write_text(json.dumps({"idempotency_key": "cli", "lines": [LINES["event"]]}))
+    Hooks().add_commands(cli)
+    refused = CliRunner().invoke(cli, ["offers", "create", "-c", str(crm_shop.config),
+                                       "--institution", "testvenue", str(request)])
+    assert refused.exit_code == 2
+    assert "may not sell product family SINGLE_ENTRY" in refused.output
+    assert crm_shop.calls("createOrUpdateOrder") == 0

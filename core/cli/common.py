@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import traceback
 
 import click
@@ -18,7 +19,8 @@ CONFIG_HELP = "Institution YAML file, or a folder of them (repeatable)."
 
 class CLIGroup(click.Group):
     """Turns our own errors, and a database that fails a command, into one clear line and
-    exit status 2; the traceback only with ``--debug``."""
+    exit status 2 (a JSON object with ``--log-format json``); the traceback only with
+    ``--debug``."""
 
     def invoke(self, ctx):
         try:
@@ -26,7 +28,10 @@ class CLIGroup(click.Group):
         except (S360BridgeError, DBAPIError, PoolTimeout) as exc:
             if ctx.params.get("debug"):
                 traceback.print_exc()
-            click.echo(f"error: {user_error(exc)}", err=True)
+            if ctx.params.get("log_format") == "json":  # the log's format: one object a line
+                logging.getLogger("s360bridge.cli").error("error: %s", user_error(exc))
+            else:
+                click.echo(f"error: {user_error(exc)}", err=True)
             ctx.exit(2)
 
 
@@ -35,10 +40,12 @@ def config_option(func):
                         type=click.Path(exists=True), help=CONFIG_HELP)(func)
 
 
-def open_bridge(configs, receiving: bool = False, schema: str = "require") -> Bridge:
-    """The Bridge of the given files; only receiving processes need the webhook credentials.
-    ``schema``: see Bridge (only ``run`` upgrades by itself)."""
-    return Bridge(load_settings(configs, receiver_secrets=receiving), schema=schema)
+def open_bridge(configs, receiving: bool = False, schema: str = "require",
+                lazy: bool = False) -> Bridge:
+    """The Bridge of the given files; only receiving processes need the webhook credentials,
+    and a ``lazy`` command (status, replay…) needs a stream's or a target's only where it
+    uses it. ``schema``: see Bridge (only ``run`` upgrades by itself)."""
+    return Bridge(load_settings(configs, receiver_secrets=receiving, lazy=lazy), schema=schema)
 
 
 def institution_of(bridge: Bridge, code: str) -> Institution:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import sys
 
 import click
 
-from s360bridge.core import __version__
+from s360bridge.core import __version__, instruments, logs
 from s360bridge.core.cli.common import CLIGroup, config_option, open_bridge
 from s360bridge.core.cli.db import db
 from s360bridge.core.cli.history import import_records, reconcile
@@ -28,11 +29,12 @@ from s360bridge.core.plugin.manager import Hooks
 @click.version_option(__version__, prog_name="s360bridge")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option("--log-format", default="text", show_default=True, type=click.Choice(logs.FORMATS),
+              help="json: one JSON object per line.")
 @click.option("--debug", is_flag=True, help="Print the traceback of an error, too.")
-def cli(log_level, debug):
+def cli(log_level, log_format, debug):
     """Connect S-360 (SecuTix 360) to CRM, analytics and reseller systems."""
-    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(log_level, log_format)
 
 
 def _serve_options(func):
@@ -54,20 +56,28 @@ def _serve_options(func):
 @_serve_options
 def run(configs, host, port, threads, connection_limit, idle_timeout, read_timeout):
     """Receiver, workers and scheduler: the receiver in one process and the workers with the
-    scheduler in another, under this one (the embedded default); upgrades the engine
-    database's schema first."""
+    scheduler in another, under this one (the embedded default), and the operator listener in
+    a third when engine.operator enables it; upgrades the engine database's schema first."""
     bridge = open_bridge(configs, receiving=True, schema="upgrade")
-    workers = bridge.settings.engine.workers
+    workers, operator = bridge.settings.engine.workers, bridge.settings.engine.operator
     bridge.close()
     sock = listen(host, port)
     limits = Limits(connection_limit, idle_timeout, read_timeout)
-    status = Supervisor({
+    roles = {
         "receiver": Role(lambda: Process(open_bridge(configs, receiving=True), receiver=True,
                                          workers=0, scheduler=False, threads=threads,
                                          limits=limits, sock=sock)),
         # acknowledgements first: the worker catches up after a burst, S-360 cannot wait
         "worker": Role(lambda: Process(open_bridge(configs), receiver=False, workers=workers,
-                                       scheduler=True), niceness=5)}).serve_forever()
+                                       scheduler=True), niceness=5)}
+    if operator.enabled:
+        operator.check_secret()
+        operator_sock = listen(operator.host, operator.port)
+        roles["operator"] = Role(lambda: Process(open_bridge(configs), receiver=False,
+                                                 workers=0, scheduler=False,
+                                                 operator=operator_sock), niceness=5)
+    with instruments.multiprocess_dir():  # every child counts there, the operator adds up
+        status = Supervisor(roles).serve_forever()
     sys.exit(status)
 
 
@@ -76,6 +86,7 @@ def run(configs, host, port, threads, connection_limit, idle_timeout, read_timeo
 @_serve_options
 def serve(configs, host, port, threads, connection_limit, idle_timeout, read_timeout):
     """The receiver only (run workers elsewhere, with `s360bridge worker`)."""
+    instruments.check_dir()
     Process(open_bridge(configs, receiving=True), receiver=True, workers=0, scheduler=False,
             host=host, port=port, threads=threads,
             limits=Limits(connection_limit, idle_timeout, read_timeout)).serve_forever()
@@ -87,6 +98,7 @@ def serve(configs, host, port, threads, connection_limit, idle_timeout, read_tim
 @click.option("--no-scheduler", is_flag=True, help="Leave the periodic jobs to another process.")
 def worker(configs, workers, no_scheduler):
     """Workers and the scheduler, without the receiver."""
+    instruments.check_dir()
     bridge = open_bridge(configs)
     Process(bridge, receiver=False, workers=workers or bridge.settings.engine.workers,
             scheduler=not no_scheduler).serve_forever()
@@ -94,10 +106,29 @@ def worker(configs, workers, no_scheduler):
 
 @cli.command()
 @config_option
+def operator(configs):
+    """The operator listener alone (`engine.operator`: GET /metrics), for processes started
+    apart (gunicorn, `s360bridge worker`) that share its PROMETHEUS_MULTIPROC_DIR."""
+    instruments.check_dir()
+    bridge = open_bridge(configs)
+    settings = bridge.settings.engine.operator
+    if not settings.enabled:
+        raise S360BridgeError("the operator listener is off: set engine.operator.enabled: true "
+                              "and its auth")
+    if not os.environ.get(instruments.MULTIPROC_ENV):
+        logging.getLogger("s360bridge.operator").warning(
+            "%s is not set: /metrics shows the database's gauges, not what other processes "
+            "counted", instruments.MULTIPROC_ENV)
+    Process(bridge, receiver=False, workers=0, scheduler=False,
+            operator=listen(settings.host, settings.port)).serve_forever()
+
+
+@cli.command()
+@config_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(configs, as_json):
     """Record counts per institution, stream and state."""
-    report = admin.status(open_bridge(configs))
+    report = admin.status(open_bridge(configs, lazy=True))
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
@@ -134,8 +165,8 @@ def status(configs, as_json):
 @click.option("--dry-run", is_flag=True, help="Only say how many it would re-queue.")
 def replay(configs, institution, stream, key, target, since, dry_run):
     """Re-queue dead letters for delivery."""
-    n = admin.replay(open_bridge(configs), institution, stream, key, target=target, since=since,
-                     dry_run=dry_run, actor=Actor.of_this_process())
+    n = admin.replay(open_bridge(configs, lazy=True), institution, stream, key, target=target,
+                     since=since, dry_run=dry_run, actor=Actor.of_this_process())
     click.echo(f"would re-queue {n} dead letter(s)" if dry_run else
                f"re-queued {n} dead letter(s)")
 
@@ -152,7 +183,7 @@ def quarantine():
 @click.option("--limit", default=100, show_default=True)
 def quarantine_list(configs, institution, stream, limit):
     """The held records, one line each: id, where, how many times it came, the reason."""
-    for e in admin.quarantined(open_bridge(configs), institution, stream, limit):
+    for e in admin.quarantined(open_bridge(configs, lazy=True), institution, stream, limit):
         click.echo(f"{e['id']:>6}  {e['institution']}/{e['stream']}  x{e['count']}  "
                    f"{e['reason']}")
 
@@ -161,7 +192,7 @@ def quarantine_list(configs, institution, stream, limit):
 @config_option
 @click.argument("entry_id", type=int)
 def quarantine_show(configs, entry_id):
-    e = admin.quarantine_entry(open_bridge(configs), entry_id)
+    e = admin.quarantine_entry(open_bridge(configs, lazy=True), entry_id)
     if e is None:
         raise click.ClickException(f"no quarantined record with id {entry_id}")
     """One quarantined record: its reason, how often it came, and its text as received."""
@@ -184,7 +215,7 @@ def _when(epoch: float) -> str:
 @click.option("--dry-run", is_flag=True, help="Only say what it would do.")
 def quarantine_reprocess(configs, institution, stream, ids, since, dry_run):
     """Validate held records again, e.g. after a schema or config fix."""
-    bridge = open_bridge(configs)
+    bridge = open_bridge(configs, lazy=True)
     entries = [e for e in admin.quarantined(bridge, institution, stream, 10**9, since)
                if not ids or e["id"] in ids]
     totals = admin.reprocess(bridge, entries, actor=Actor.of_this_process(), dry_run=dry_run)

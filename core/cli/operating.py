@@ -58,7 +58,7 @@ def utc(epoch: float | None) -> str:
 def search(configs, institution, stream, as_json, key):
     """One record by its key (contact number, order id, ticket check key or barcode): its
     versions and, per target, its delivery with every attempt; and its quarantined copies."""
-    found = search_key(open_bridge(configs), institution, key, stream)
+    found = search_key(open_bridge(configs, lazy=True), institution, key, stream)
     if as_json:
         click.echo(json.dumps(found, indent=2))
         return
@@ -91,7 +91,7 @@ def _target_options(func):
 @_target_options
 def pause(configs, institution, target):
     """Stop delivering to a target: its records wait, held, until `s360bridge resume`."""
-    bridge = open_bridge(configs)
+    bridge = open_bridge(configs, lazy=True)
     if pausing.pause(bridge, institution, target, actor=Actor.of_this_process()):
         click.echo(f"paused {institution}/{target}: its records wait for the resume")
     else:
@@ -102,7 +102,7 @@ def pause(configs, institution, target):
 @_target_options
 def resume(configs, institution, target):
     """Deliver to a paused target again, starting with the records held for it."""
-    n = pausing.resume(open_bridge(configs), institution, target,
+    n = pausing.resume(open_bridge(configs, lazy=True), institution, target,
                        actor=Actor.of_this_process())
     if n is None:
         click.echo(f"{institution}/{target} was not paused")
@@ -120,7 +120,7 @@ def resume(configs, institution, target):
 def audit_trail(configs, institution, action, since, limit, as_json):
     """What operators did (replay, reprocess, pause, resume, forget), who and when, the
     latest first."""
-    found = audit.entries(open_bridge(configs), institution, action, since, limit)
+    found = audit.entries(open_bridge(configs, lazy=True), institution, action, since, limit)
     if as_json:
         click.echo(json.dumps(found, indent=2))
         return

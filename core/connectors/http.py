@@ -14,7 +14,7 @@ from email.utils import parsedate_to_datetime
 
 import requests
 
-from s360bridge.core.config import reveal
+from s360bridge.core.config_secrets import reveal
 from s360bridge.core.errors import S360BridgeError, ServerError, TargetUnavailable
 
 AUTH_SCHEMA = {

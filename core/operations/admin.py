@@ -60,7 +60,7 @@ def status(bridge) -> dict:
             "streams": {name: {"enabled": cfg.enabled, "auth": cfg.auth.type,
                                "targets": list(cfg.targets), "states": {}, "quarantined": 0}
                         for name, cfg in inst.streams.items()},
-            "targets": {name: bridge.target(inst, name).describe() for name in inst.targets},
+            "targets": {name: bridge.describe(inst, name) for name in inst.targets},
         }
         if inst.s360_api is not None and inst.s360_api.monthly_calls:
             report[inst.code]["s360_calls_left_this_month"] = quota.left(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import orjson
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, insert, select
 
-METADATA = MetaData()  # made by core/storage/migrations (engine_0010): change both
+METADATA = MetaData()  # made by core/storage/migrations (engine_0011): change both
 AUDIT = Table(
     "audit", METADATA,
     Column("id", Integer, primary_key=True),

@@ -8,6 +8,7 @@ itself, after which another process may take the row (``unheld`` finds such rows
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -17,6 +18,8 @@ from contextlib import contextmanager
 from sqlalchemy import Table, or_, update
 
 from s360bridge.core.storage.db import write
+
+log = logging.getLogger("s360bridge.leases")
 
 
 def _id(table: Table):
@@ -47,25 +50,49 @@ def unheld(table: Table, now: float | None = None):
     return or_(table.c.lease_until.is_(None), table.c.lease_until < now)
 
 
+class Held:
+    """A lease held for a block: true while this process may go on working on the row; false
+    once a renewal found it taken over, or once it ended without a renewal (the database
+    unreachable meanwhile): another process may be working on the row by then."""
+
+    def __init__(self, until: float):
+        self.until = until
+        self.lost = False
+
+    def __bool__(self) -> bool:
+        return not self.lost and time.time() < self.until
+
+
 @contextmanager
-def holding(engine, table: Table, row_id, seconds: float) -> Iterator[bool]:
+def holding(engine, table: Table, row_id, seconds: float) -> Iterator[Held | bool]:
     """Hold the row's lease for the block, renewed in the background (a call may outlast
-    ``seconds``), released at its end. Yields False, holding nothing, when another process
-    holds the row."""
+    ``seconds``), released at its end. Yields a ``Held`` that turns false when the lease is
+    lost; yields False, holding nothing, when another process holds the row."""
     owner = uuid.uuid4().hex
+    start = time.time()
     if not take(engine, table, row_id, owner, seconds):
         yield False
         return
-    done = threading.Event()
+    held, done = Held(start + seconds), threading.Event()
 
     def keep() -> None:
         while not done.wait(seconds / 3):
-            take(engine, table, row_id, owner, seconds)
+            now = time.time()
+            try:
+                if not take(engine, table, row_id, owner, seconds):
+                    held.lost = True
+                    log.error("%s %s: the lease was taken over by another process: this one "
+                              "stops working on it", table.name, row_id)
+                    return
+                held.until = now + seconds
+            except Exception as exc:  # noqa: BLE001 - the next round tries again
+                log.warning("%s %s: the lease could not be renewed (it ends in %.1f s): %s",
+                            table.name, row_id, held.until - time.time(), exc)
 
     keeper = threading.Thread(target=keep, daemon=True, name=f"{table.name}-{row_id}-lease")
     keeper.start()
     try:
-        yield True
+        yield held
     finally:
         done.set()
         keeper.join()

@@ -1,6 +1,7 @@
-"""Process roles: receiver (waitress), workers and the scheduler, with a clean SIGTERM; and the
-supervisor of ``s360bridge run``, which runs the receiver and the workers as processes of their
-own (a server and a busy worker sharing one interpreter's GIL delay every acknowledgement)."""
+"""Process roles: receiver (waitress), workers, the scheduler and the operator listener, with a
+clean SIGTERM; ``s360bridge run`` runs each as a process of its own under its supervisor
+(core/pipeline/supervisor.py: a server and a busy worker sharing one interpreter's GIL delay
+every acknowledgement)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import threading
 
 import schedule
 
+from s360bridge.core import instruments
 from s360bridge.core.bridge import Bridge
+from s360bridge.core.operator.app import create_operator_app
 from s360bridge.core.pipeline.receiver import create_app
 from s360bridge.core.pipeline.server import (
     GuardedServer,
@@ -23,6 +26,7 @@ from s360bridge.core.pipeline.server import (
 from s360bridge.core.pipeline.worker import Worker
 
 log = logging.getLogger("s360bridge.runner")
+OPERATOR_THREADS = 4  # an operator, Prometheus: a few requests at a time
 
 
 def run_scheduler(bridge: Bridge, stop: threading.Event) -> None:
@@ -31,6 +35,7 @@ def run_scheduler(bridge: Bridge, stop: threading.Event) -> None:
     scheduler = schedule.Scheduler()
     for name, every, func in bridge.hooks.jobs(bridge):
         scheduler.every(every).seconds.do(_guarded, name, func)
+        instruments.job_scheduled(name, every)
         log.info("job %s every %gs", name, every)
     scheduler.run_all()
     while not stop.is_set():
@@ -44,23 +49,32 @@ def _guarded(name, func) -> None:
         func()
     except Exception:
         log.exception("job %s failed", name)
+    else:
+        instruments.job_succeeded(name)
 
 
 class Process:
-    """One s360bridge process: any mix of receiver, workers and scheduler. The receiver listens
-    on ``sock`` when given (a socket the supervisor opened), else on ``host``:``port``."""
+    """One s360bridge process: any mix of receiver, workers, scheduler and operator listener.
+    The receiver listens on ``sock`` when given (a socket the supervisor opened), else on
+    ``host``:``port``; the operator listener on ``operator``, when given."""
 
     def __init__(self, bridge: Bridge, receiver: bool, workers: int, scheduler: bool,
                  host: str = "127.0.0.1", port: int = 8360, threads: int = 8,
-                 limits: Limits | None = None, sock: socket.socket | None = None):
+                 limits: Limits | None = None, sock: socket.socket | None = None,
+                 operator: socket.socket | None = None):
         self.bridge = bridge
         self.stop = threading.Event()
         self.threads: list[threading.Thread] = []
         self.server = None
-        self._loop: threading.Thread | None = None  # the receiver's I/O loop
+        self.servers: dict[str, GuardedServer] = {}  # by role: receiver, operator
+        self._loops: dict[str, threading.Thread] = {}  # their I/O loops
         if receiver:
-            self.server = GuardedServer(create_app(bridge), sock or listen(host, port), threads,
-                                        limits or Limits(), allowed_networks(bridge))
+            self.server = self.servers["receiver"] = GuardedServer(
+                create_app(bridge), sock or listen(host, port), threads, limits or Limits(),
+                allowed_networks(bridge))
+        if operator is not None:  # localhost by default: no institution's allowed_sources
+            self.servers["operator"] = GuardedServer(create_operator_app(bridge), operator,
+                                                     OPERATOR_THREADS, Limits(), None)
         for i in range(workers):
             self.threads.append(threading.Thread(target=Worker(bridge).run, args=(self.stop,),
                                                  name=f"worker-{i}"))
@@ -70,23 +84,26 @@ class Process:
 
     @property
     def url(self) -> str:
-        host, port = self.server.socket.getsockname()[:2]
+        return self.url_of("receiver")
+
+    def url_of(self, role: str) -> str:
+        host, port = self.servers[role].socket.getsockname()[:2]
         return f"http://{host}:{port}"
 
     def start(self) -> None:
         for t in self.threads:
             t.start()
-        if self.server is not None:
-            self._loop = threading.Thread(target=self.server.run, name="receiver", daemon=True)
-            self._loop.start()
-            log.info("receiver listening on %s", self.url)
+        for role, server in self.servers.items():
+            self._loops[role] = threading.Thread(target=server.run, name=role, daemon=True)
+            self._loops[role].start()
+            log.info("%s listening on %s", role, self.url_of(role))
 
     def shutdown(self) -> None:
         """Finish in-flight requests and the batches in hand, then release the databases."""
         log.info("stopping: finishing in-flight work")
         self.stop.set()
-        if self._loop is not None:
-            stop_serving(self.server, self._loop, timeout=10)
+        for role, loop in self._loops.items():
+            stop_serving(self.servers[role], loop, timeout=10)
         for t in self.threads:
             t.join()
         self.bridge.close()

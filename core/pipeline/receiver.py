@@ -14,11 +14,12 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import orjson
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, current_app, g, request
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
+from s360bridge.core import instruments, logs
 from s360bridge.core.bridge import Bridge
 from s360bridge.core.config import Auth, Caller, Institution, ServiceConfig
 from s360bridge.core.errors import PluginError, StoreUnavailable
@@ -191,9 +192,23 @@ def create_app(bridge: Bridge) -> Flask:
     app.extensions["s360bridge"] = bridge
 
     refusals = RefusalLog(log)
+    routes = {s.url_path: s for s in bridge.hooks.streams.values()}
+
+    def _count_refused() -> None:
+        """A webhook refused as a whole: its records are counted refused (one, when they were
+        not read), for a configured institution and stream only: a stranger's URL makes no
+        label."""
+        args = request.view_args or {}
+        if request.endpoint != "receive":
+            return
+        inst = bridge.institution(args["code"])
+        stream = routes.get(f"{args['source']}/{args['path']}")
+        if inst is not None and stream is not None and stream.name in inst.streams:
+            instruments.refused(inst.code, stream.name, g.get("records", 1))
 
     @app.errorhandler(RequestRefused)
     def _refused(exc: RequestRefused):
+        _count_refused()
         # S-360 will retry what it was refused: the operator needs to see why
         refusals.refused(exc.kind, "%s %s from %s refused with %d: %s", request.method,
                          request.path, request.remote_addr, exc.status, exc)
@@ -202,6 +217,7 @@ def create_app(bridge: Bridge) -> Flask:
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
+        _count_refused()
         message = {405: "method not allowed: S-360 webhooks use POST",
                    413: f"body larger than {bridge.settings.engine.max_body_bytes} bytes"}
         return json_response({"error": message.get(exc.code, exc.description),
@@ -211,6 +227,7 @@ def create_app(bridge: Bridge) -> Flask:
     @app.errorhandler(OperationalError)
     @app.errorhandler(PoolTimeout)
     def _store_unavailable(exc: Exception):
+        _count_refused()
         reason = exc if isinstance(exc, StoreUnavailable) else unavailable(exc)
         log.error("%s %s: not stored, answering 503: %s", request.method, request.path, reason)
         return json_response({"error": "the engine database is unavailable: nothing was "
@@ -231,8 +248,6 @@ def create_app(bridge: Bridge) -> Flask:
             return json_response({"status": "unavailable", "reason": problem}, 503)
         return json_response({"status": "ok"})
 
-    routes = {s.url_path: s for s in bridge.hooks.streams.values()}
-
     @app.post("/<source>/<path>/<code>")
     def receive(source: str, path: str, code: str):
         inst = bridge.institution(code)
@@ -246,20 +261,27 @@ def create_app(bridge: Bridge) -> Flask:
         stream_name = stream.name
         admit(inst, stream_cfg.auth)
         payload = parse_records(request.get_data(cache=False))
-        try:
-            result = ingest(bridge, inst, stream, payload.records,
-                            originals=payload.originals, unreadable=payload.unreadable)
-        except StoreUnavailable as exc:
-            return _store_unavailable(exc)
-        if result.quarantined:
-            log.warning("%s/%s: %d record(s) quarantined (see `s360bridge quarantine list`)",
-                        code, stream_name, result.quarantined)
+        g.records = len(payload.records) + len(payload.unreadable)
+        with logs.context(institution=code, stream=stream_name):
+            try:
+                result = ingest(bridge, inst, stream, payload.records,
+                                originals=payload.originals, unreadable=payload.unreadable)
+            except StoreUnavailable as exc:
+                return _store_unavailable(exc)
+            instruments.received(code, stream_name, result)
+            if result.quarantined:
+                log.warning("%s/%s: %d record(s) quarantined (see `s360bridge quarantine "
+                            "list`)", code, stream_name, result.quarantined)
+            log.debug("%s/%s: accepted %d, duplicates %d, quarantined %d, before the cut-off %d",
+                      code, stream_name, result.accepted, result.duplicates,
+                      result.quarantined, result.before_cutoff)
         return json_response(result.as_dict())
 
     for blueprint in bridge.hooks.blueprints():
         app.register_blueprint(blueprint)
     _serve_services(app, bridge.hooks.services)
-    app.wsgi_app = _bounded(app.wsgi_app, bridge.settings.engine.request_timeout_seconds)
+    app.wsgi_app = instruments.counted(
+        _bounded(app.wsgi_app, bridge.settings.engine.request_timeout_seconds))
     return app
 
 

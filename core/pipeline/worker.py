@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.exc import DBAPIError
 
+from s360bridge.core import logs
 from s360bridge.core.bridge import Bridge
 from s360bridge.core.connectors.http import Refused
 from s360bridge.core.errors import (
@@ -21,6 +22,7 @@ from s360bridge.core.errors import (
     TargetUnavailable,
     Undeliverable,
 )
+from s360bridge.core.instruments import Tally
 from s360bridge.core.pipeline import attempts as history
 from s360bridge.core.pipeline.queue import (
     TIDY_EVERY,
@@ -107,22 +109,24 @@ class Worker:
         outcomes: list[Outcome] = []
         tried: list[history.Group] = []  # the attempts, for the history
         unprocessed: list[int] = []
+        tally = Tally()
         pushes_left = [self._pushes(c)]  # the last push of a claim needs no progress record
         with self._lease_kept(c.token, c.seqs):
             for (inst_code, stream_name), records in c.groups.items():
                 if stop is not None and stop.is_set():
                     unprocessed += [r.seq for r in records]
                     continue
-                self._deliver_group(c, inst_code, stream_name, records, delivered, outcomes,
-                                    pushes_left, tried)
+                with logs.context(institution=inst_code, stream=stream_name):
+                    self._deliver_group(c, inst_code, stream_name, records, delivered,
+                                        outcomes, pushes_left, tally, tried)
         done = (self.bridge.engine, c.token, delivered, outcomes, self.cfg.max_attempts,
                 self.cfg.backoff_base_seconds, self.cfg.backoff_max_seconds, self.clock(),
                 tried)
         self.settle()
         if ahead and self._background is not None:
-            self._completed = self._background.submit(self._complete, done)
+            self._completed = self._background.submit(self._complete, done, tally)
         else:
-            self._complete(done)
+            self._complete(done, tally)
         release(self.bridge.engine, c.token, unprocessed)
         log.debug("claimed %d record(s) in %.2f ms; handled %d, released %d", len(c),
                   claimed_ms, len(delivered) + len(outcomes), len(unprocessed))
@@ -166,12 +170,12 @@ class Worker:
 
     def _deliver_group(self, c: Claim, inst_code: str, stream_name: str,
                        records: list[StoredRecord], delivered: list[int],
-                       outcomes: list[Outcome], pushes_left: list[int],
+                       outcomes: list[Outcome], pushes_left: list[int], tally: Tally,
                        tried: list[history.Group]) -> None:
         """Push the records to every target of their stream that is not paused, adding each
         attempt to ``tried``. A record delivered everywhere goes to ``delivered``; one that
         failed somewhere, was held for a paused target, or has delivery rows, gets an Outcome
-        with the result per target."""
+        with the result per target. ``tally`` counts what each push did."""
         inst = self.bridge.institution(inst_code)
         stream = self.bridge.stream(stream_name)
         if stream is None or stream_name not in inst.streams:
@@ -181,6 +185,9 @@ class Worker:
             seqs = [r.seq for r in records]
             tried += history.pushed("(config)", self.clock(), seqs,
                                     dict.fromkeys(seqs, Failure(why)))
+            for r in records:
+                tally.failed(inst_code, stream_name, (),
+                             c.attempts.get(r.seq, 0) + 1 >= self.cfg.max_attempts)
             return
         paused = [t for t in inst.streams[stream_name].targets if (inst_code, t) in c.paused]
         targets = [t for t in inst.streams[stream_name].targets if t not in paused]
@@ -210,13 +217,16 @@ class Worker:
                     tried += history.pushed(name, at, [r.seq for r in chunk], chunk_failed)
             for seq, failure in failed.items():
                 failures.setdefault(seq, {})[name] = failure
+            tally.delivered(inst_code, stream_name, name,
+                            [r for r in todo if r.seq not in failed])
             if failed:  # one line per target and batch, even when a whole target is down
                 seq, failure = next(iter(failed.items()))
                 key = next(r.key for r in todo if r.seq == seq)
                 rejected = sum(f.rejected for f in failed.values())
                 log.warning("%s/%s -> %s: %d of %d record(s) failed (%d rejected, the others "
                             "will retry); first (key %s): %s", inst_code, stream_name, name,
-                            len(failed), len(todo), rejected, key, failure.error)
+                            len(failed), len(todo), rejected, key, failure.error,
+                            extra={"target": name, "key": key})
         for r in records:
             held = frozenset(t for t in paused if t not in c.done_targets.get(r.seq, ())) \
                 if paused else frozenset()
@@ -229,6 +239,9 @@ class Worker:
             results: dict[str, str | None] = {t: None for t in targets if t not in done_before}
             mine = failures.get(r.seq, {})
             results.update({t: f.error for t, f in mine.items()})
+            if mine:  # as ``complete`` decides: rejected, or out of attempts
+                tally.failed(inst_code, stream_name, mine, any(f.rejected for f in mine.values())
+                             or c.attempts.get(r.seq, 0) + 1 >= self.cfg.max_attempts)
             outcomes.append(Outcome(r.seq, c.attempts.get(r.seq, 0), results,
                                     max((f.wait for f in mine.values()), default=0.0), tracked,
                                     any(f.rejected for f in mine.values()), inst_code, held))
@@ -284,8 +297,9 @@ class Worker:
                      for i, reason in result.rejected.items()}
         return failures
 
-    def _complete(self, done: tuple) -> None:
+    def _complete(self, done: tuple, tally: Tally) -> None:
         complete(*done)
+        tally.count(time.time())
         self._since_tidy += len(done[2]) + len(done[3])
         if self._since_tidy >= TIDY_EVERY:
             self._since_tidy = 0.0

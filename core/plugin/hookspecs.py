@@ -67,6 +67,13 @@ def register_jobs(register: Callable[[str, float, Callable[[], Any]], None], bri
     """Register periodic jobs as ``register(name, every_seconds, function)``."""
 
 
+@hookspec
+def register_gauges(register: Callable[[str, str, Sequence[str], Callable[[], Any]], None],
+                    bridge: Any) -> None:
+    """Register gauges ``/metrics`` reads once per scrape, as ``register(name, help, labels,
+    read)``; ``read()`` answers ``(label values, value)`` pairs."""
+
+
 @hookspec(firstresult=True)
 def receive(
     institution: Institution, stream: Stream, records: Sequence[Any]

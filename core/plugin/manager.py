@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
+import re
 import threading
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -40,6 +41,7 @@ DEFAULT_PLUGINS = (
     "s360bridge.plugins.offers",
 )
 ENTRY_POINT_GROUP = "s360bridge"
+GAUGE_NAME = re.compile(r"s360bridge_[a-z0-9_]+")
 LOAD_PLUGINS_ENV = "S360BRIDGE_LOAD_PLUGINS"
 
 _lock = threading.Lock()
@@ -195,6 +197,20 @@ class Hooks:
                     found += [(f"{job} of {inst.code}", every, func)
                               for job, every, func in service.jobs(bridge, inst, cfg)]
         return found
+
+    def gauges(self, bridge) -> list[tuple[str, str, tuple[str, ...], Any]]:
+        """The gauges of register_gauges: (name, help, labels, read), each name once and by
+        Prometheus's rules."""
+        found: dict[str, tuple] = {}
+
+        def register(name, help_, labels, read):
+            if not isinstance(name, str) or not GAUGE_NAME.fullmatch(name) or name in found:
+                raise PluginError(f"register_gauges: {name!r} is not a new gauge name of the "
+                                  "form s360bridge_[a-z0-9_]+")
+            found[name] = (name, help_, tuple(labels), read)
+
+        self.pm.hook.register_gauges(register=register, bridge=bridge)
+        return list(found.values())
 
     def receive(self, institution, stream: Stream, records) -> ReceivedBatch:
         owner = self._stream_owner(stream.name)

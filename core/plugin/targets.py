@@ -6,7 +6,7 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from s360bridge.core.config import Secret
+from s360bridge.core.config_secrets import Secret, reveal
 from s360bridge.core.errors import ConfigError
 from s360bridge.core.plugin.hookspecs import hookimpl
 from s360bridge.core.redact import redact
@@ -48,6 +48,9 @@ class Target:
     # option paths ("secret", "auth.password") that only take {$env: NAME}; their values
     # reach the target as Secret objects (``.value``), which never print
     SECRETS: ClassVar[frozenset[str]] = frozenset()
+    # the option holding the URL of the SQL database it writes into (the sql target's "url"):
+    # `s360bridge db backup` copies that database after the engine's
+    DATABASE_OPTION: ClassVar[str | None] = None
     takes_contact_numbers: bool = False  # see write_contact_numbers
     # a push the engine must not repeat after a crash once it succeeded (a remote system):
     # the engine records it before the next push of the same claim; False for a store whose
@@ -108,19 +111,21 @@ def target_hooks(target_type: type[Target]):
 
 def bind_options(options: dict, secrets: frozenset[str], path: str = "") -> dict:
     """Options as a target receives them: its declared secrets as ``Secret`` objects (written
-    in clear text they are refused), every other ``$env`` reference as its plain value."""
+    in clear text they are refused), every other ``$env`` reference as its plain value (a
+    variable not set raises its error here: the target needs it)."""
     bound = {}
     for key, value in options.items():
         where = f"{path}{key}"
         if isinstance(value, dict):
             bound[key] = bind_options(value, secrets, where + ".")
         elif where in secrets:
+            reveal(value)  # an Unset raises
             if not isinstance(value, Secret):
                 raise ConfigError(f"{where}: a secret is written as {{$env: VARIABLE_NAME}}, "
                                   "never as a value")
             bound[key] = value
         elif isinstance(value, list):
-            bound[key] = [v.value if isinstance(v, Secret) else v for v in value]
+            bound[key] = [reveal(v) for v in value]
         else:
-            bound[key] = value.value if isinstance(value, Secret) else value
+            bound[key] = reveal(value)
     return bound

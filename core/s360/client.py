@@ -29,6 +29,7 @@ import requests
 import urllib3
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
+from s360bridge.core import instruments
 from s360bridge.core.config import S360ApiSettings
 from s360bridge.core.errors import S360BridgeError
 
@@ -214,11 +215,13 @@ class S360Client:
                                      allow_redirects=False)  # a 307 would post it again
         except requests.RequestException as exc:
             self.stats[method, "unreachable"] += 1
+            instruments.s360_call(self.institution, method, "unreachable")
             kind = S360Unreachable if _never_sent(exc) else S360Unavailable
             if kind is S360Unreachable:
                 self._count_in_month(key, service, back=True)  # it never left
             raise kind(f"S-360 {method}: {type(exc).__name__}: {exc}") from None
         self.stats[method, str(resp.status_code)] += 1
+        instruments.s360_call(self.institution, method, str(resp.status_code))
         return self._result(method, resp)
 
     def _count_in_month(self, key: str, service: str, back: bool = False) -> None:

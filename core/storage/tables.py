@@ -41,6 +41,8 @@ class InboxRecord(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("institution", "stream", "record_key", "content_hash",
                          name="uq_inbox_version"),
+        Index("ix_inbox_dead", "institution", "stream", sqlite_where=text("state = 'dead'"),
+              postgresql_where=text("state = 'dead'")),
     )
     id: int | None = Field(default=None, sa_column=Column(
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True))
@@ -71,7 +73,7 @@ class QueueEntry(SQLModel, table=True):
 
 class Delivery(SQLModel, table=True):
     """The state of one inbox record towards one target. ``held``: the target is paused, and
-    the record waits out of the queue for its resume (migrations/engine_0009_paused_targets.py)."""
+    the record waits out of the queue for its resume (migrations/engine_0010_paused_targets.py)."""
 
     __tablename__ = "delivery"
     __table_args__ = (

@@ -10,6 +10,9 @@ an institution enables it under ``services: offers:``.
 
 from __future__ import annotations
 
+import logging
+import time
+
 from jsonschema import Draft202012Validator
 
 from s360bridge.core.api import ConfigError, Service, hookimpl, schema_error
@@ -18,6 +21,7 @@ from . import catalog, migrations, pdf, reseller_api, resellers, sequence, store
 from .cli import catalog_command, offers_command, resellers_command
 from .web import bp
 
+log = logging.getLogger("s360bridge.offers")
 bp.register_blueprint(reseller_api.bp)  # /resellers/v1: the same service, its callers
 
 OPTIONS = Draft202012Validator({
@@ -59,19 +63,29 @@ def jobs(bridge, inst, cfg):
     """Per institution: refresh the catalog and the availabilities of every sales channel its
     callers sell on, carry on the offers."""
     every = cfg.options.get("availability_every_seconds", 3600)
-
-    def each_channel(refresh):
-        for channel in resellers.channels(inst):
-            refresh(channel)
-
     return [
-        ("catalog", 3600, lambda: each_channel(
-            lambda channel: catalog.refresh_catalog(bridge, inst, channel))),
-        ("availabilities", every, lambda: each_channel(
-            lambda channel: catalog.refresh_availability(bridge, inst, every, channel))),
+        ("catalog", 3600, lambda: _each_channel(
+            inst, lambda channel: catalog.refresh_catalog(bridge, inst, channel))),
+        ("availabilities", every, lambda: _each_channel(
+            inst, lambda channel: catalog.refresh_availability(bridge, inst, every, channel))),
         ("offers", cfg.options.get("recovery_every_seconds", 10),
          lambda: recover(bridge, inst)),
     ]
+
+
+def _each_channel(inst, refresh) -> None:
+    """Refresh every channel, each whatever the others do (an operator S-360 refuses must not
+    leave the other channels cold); raise the first failure at the end, for the job's log."""
+    failed = None
+    for channel in resellers.channels(inst):
+        try:
+            refresh(channel)
+        except Exception as exc:  # noqa: BLE001 - the next channel is another operator
+            log.warning("%s: the cache of sales channel %s could not be refreshed: %s",
+                        inst.code, channel or inst.s360_api.operator, exc)
+            failed = failed or exc
+    if failed is not None:
+        raise failed
 
 
 SERVICE = Service("offers", "Offers created in S-360 (sales, reservations, options)", bp,
@@ -82,6 +96,22 @@ SERVICE = Service("offers", "Offers created in S-360 (sales, reservations, optio
 @hookimpl
 def register_services(register):
     register(SERVICE)
+
+
+@hookimpl
+def register_gauges(register, bridge):
+    """Offers not finished yet, per institution, caller (``crm`` or the reseller) and state,
+    and how old the oldest is: an offer ``uncertain`` or ``ordering`` for long needs a look."""
+    def rows():
+        return [(inst, caller or "crm", state, n, oldest)
+                for inst, caller, state, n, oldest in store.unfinished_by_state(bridge.engine)]
+
+    labels = ("institution", "caller", "state")
+    register("s360bridge_offers_unfinished", "Offers not finished yet, by state", labels,
+             lambda: [(r[:3], r[3]) for r in rows()])
+    register("s360bridge_offers_oldest_unfinished_age_seconds",
+             "Age of the oldest offer not finished yet, by state", labels,
+             lambda: [(r[:3], max(0.0, time.time() - r[4])) for r in rows()])
 
 
 @hookimpl

@@ -15,11 +15,15 @@ has no known availability.
 
 from __future__ import annotations
 
+import logging
 import time
+
+from s360bridge.core.api import S360BusinessError
 
 from . import store
 from .families import COMPOSED
 
+log = logging.getLogger("s360bridge.offers")
 MIN_INTERVAL = 60.0  # seconds: no refresh of either, ever, more often than this
 CATALOG_MAX_AGE = 24 * 3600.0
 
@@ -86,20 +90,25 @@ def refresh_availability(bridge, inst, every: float, channel: str | None = None,
 
 def _season_ticket_left(client, pos_id, product: dict) -> dict[str, int | None]:
     """What is left of each item of a season ticket: the least its contingent has for any of
-    its performances (§g.3; the answer's fields are INFERRED)."""
-    perfs = sorted({perf for item in product.get("items") or []
-                    for line in item.get("lines") or [] for perf in line.get("performanceIds")
-                    or []})
+    its performances (§g.3; the answer's fields are INFERRED); None where it is not known."""
+    items = product.get("items") or []
+    unknown = {f"item:{item['id']}": None for item in items}
+    perfs = sorted({perf for item in items for line in item.get("lines") or []
+                    for perf in line.get("performanceIds") or []})
     if not perfs:  # performanceIds are mandatory: without them, S-360 cannot be asked
-        return {}
-    answer = client.call("availabilityService", "getEventAvailability", {
-        "pointOfSalesId": pos_id, "performanceIds": perfs, "composedProductId": product["id"]})
-    least: dict[str, int | None] = {}
+        return unknown
+    try:
+        answer = client.call("availabilityService", "getEventAvailability", {
+            "pointOfSalesId": pos_id, "performanceIds": perfs,
+            "composedProductId": product["id"]})
+    except S360BusinessError as exc:  # this product's shape is INFERRED: the others stand
+        log.warning("the availability of %s could not be read: %s", product.get("code"), exc)
+        return unknown
+    seen: dict[str, list[int]] = {}
     for a in answer.get("eventAvailabilityData", []):
-        key, n = f"item:{a.get('itemId')}", a.get("available")
-        least[key] = n if key not in least or least[key] is None or n is None \
-            else min(least[key], n)
-    return least
+        if a.get("available") is not None:
+            seen.setdefault(f"item:{a.get('itemId')}", []).append(a["available"])
+    return {**unknown, **{key: min(counts) for key, counts in seen.items()}}
 
 
 def catalog_of(bridge, inst, channel: str | None = None) -> tuple[dict, dict]:

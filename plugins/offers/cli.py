@@ -158,8 +158,9 @@ def catalog_command(configs, institution, search, refresh, reseller, as_json):
         cache.refresh_catalog(bridge, inst, channel, force=True)
         cache.refresh_availability(bridge, inst, 3600, channel, force=True)
     data, pos = cache.catalog_of(bridge, inst, channel)
-    if reseller is not None:
-        data = resellers.catalog_for(data, set(resellers.options_of(inst, reseller)["families"]))
+    sells = resellers.options_of(inst, reseller or "").get("families")
+    if sells:  # the reseller's families, or the CRM operator's if it has some
+        data = resellers.catalog_for(data, set(sells))
     left = (cache.availability_of(bridge, inst, channel) or {}).get("data", {})
     products = [p for s in data.get("seasons", []) for p in s.get("products", [])]
     if search:

@@ -42,7 +42,8 @@ CANCEL_REQUEST = Draft202012Validator(CANCEL)
 FOLLOW_UPS = {"confirm": ("reservation", "option"), "release": ("reservation", "option"),
               "cancel": ("sale",)}
 DONE = {"confirm": "confirmed", "release": "released", "cancel": "cancelled"}
-HIDDEN = ("plan", "movements", "before", "uncertain_since", "state", "cancel_tickets")
+HIDDEN = ("plan", "movements", "before", "uncertain_since", "state", "cancel_tickets",
+          "channel")
 
 
 def view(row: dict, base: str) -> dict:

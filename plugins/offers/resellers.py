@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 
+import orjson
 from jsonschema import Draft202012Validator
 from sqlalchemy import func, select
 
@@ -63,20 +64,37 @@ def options_of(inst, caller: str) -> dict:
 def channel_of(inst, caller: str) -> str | None:
     """The S-360 operator whose sales channel the caller sells on (None: the institution's
     own operator's channel)."""
-    return options_of(inst, caller).get("operator")
+    operator = options_of(inst, caller).get("operator")
+    api = inst.s360_api
+    return None if api is not None and operator == api.operator else operator
 
 
 def channels(inst) -> list[str | None]:
-    """The sales channels the institution's callers sell on: its own operator's (None), and
-    each operator of its own a caller has."""
+    """The sales channels the institution's callers (the CRM operator among them) sell on."""
     service = inst.services["offers"]
-    named = {channel_of(inst, name) for name in ("", *service.callers)} - {None}
-    return [None, *sorted(named)]
+    used = {channel_of(inst, name) for name in ("", *service.callers)}
+    return sorted(used, key=lambda channel: channel or "")
 
 
 def client_of(bridge, inst, caller: str):
     """The S-360 client that calls for this caller: as its channel's operator."""
     return bridge.s360(inst, channel_of(inst, caller))
+
+
+def offer_channel(inst, row: dict) -> str | None:
+    """The channel an offer was made on (kept in its result when it was planned: a venue that
+    changes a caller's ``operator`` later does not move the offers made before), else the
+    caller's."""
+    result = orjson.loads(row["result"]) if row.get("result") else {}
+    for kept in (result, result.get("plan") or {}):
+        if "channel" in kept:
+            return kept["channel"]
+    return channel_of(inst, row["caller"])
+
+
+def offer_client(bridge, inst, row: dict):
+    """The S-360 client for an offer's calls: as the operator of the channel it was made on."""
+    return bridge.s360(inst, offer_channel(inst, row))
 
 
 def check_offer(bridge, inst, caller: str, body: dict) -> None:

@@ -95,7 +95,7 @@ def _on_file(bridge, inst, row: dict, result: dict) -> None:
 
     since = result["asked_at"] - CLOCK_SKEW_SECONDS  # when this step's call was sent
     try:
-        file = resellers.client_of(bridge, inst, row["caller"]).call(
+        file = resellers.offer_client(bridge, inst, row).call(
             SERVICE, "getFileDetails", {"fileId": row["file_id"]})
     except S360BusinessError as exc:
         raise NotYet(f"file {row['file_id']} could not be read: {exc}") from None
@@ -150,7 +150,7 @@ def _give_back(bridge, inst, row: dict, result: dict) -> None:
     """Abandon the movements of the offer's open order now, rather than at its expiry."""
     moves = result.get("movements") or []
     try:
-        resellers.client_of(bridge, inst, row["caller"]).call(SERVICE, "abandonMovements", {
+        resellers.offer_client(bridge, inst, row).call(SERVICE, "abandonMovements", {
             "orderId": row["order_id"], "movementIds": moves})
     except S360ApiError as exc:
         log.warning("%s: offer %s: its open order %s could not be abandoned, S-360 frees its "

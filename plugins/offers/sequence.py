@@ -27,6 +27,7 @@ from s360bridge.core.api import CONTACT_SERVICE as CONTACTS
 from s360bridge.core.api import (
     SEARCH_RESULTS,
     S360ApiError,
+    S360AuthError,
     S360BusinessError,
     S360QuotaSpent,
     S360Uncertain,
@@ -40,6 +41,9 @@ from . import families, resellers, resolve, store, tickets
 log = logging.getLogger("s360bridge.offers")
 FACADE, SERVICE = "externalOrderFacade", "externalOrderService"
 TYPES = {"sale": "SALE", "reservation": "RESERVATION", "option": "OPTION"}
+CREDENTIALS_REFUSED = ("S-360 refused the bridge's credentials for this sales channel: nothing "
+                       "was ordered; the venue must correct its S-360 set-up (the bridge's log "
+                       "says what was refused)")
 
 
 class Failed(Exception):
@@ -63,7 +67,8 @@ def _plan(bridge, inst, row: dict) -> dict:
     read it needs (catalog, purchaser, payment method) is done here, before any order."""
     request = _json(row["request"])
     kind = TYPES[request.get("type", "sale")]
-    catalog, pos = cache.catalog_of(bridge, inst, resellers.channel_of(inst, row["caller"]))
+    channel = resellers.offer_channel(inst, row)
+    catalog, pos = cache.catalog_of(bridge, inst, channel)
     reseller = resellers.options_of(inst, row["caller"])
     caller = f"{row['caller']}:" if row["caller"] else ""
     base = {"pointOfSalesId": reseller.get("point_of_sales_id") or pos["pos"].get("posId"),
@@ -72,7 +77,7 @@ def _plan(bridge, inst, row: dict) -> dict:
     purchaser = previous.get("purchaser") or _purchaser(bridge, inst, row, request)
     if purchaser:
         base["purchasersInfo"] = [{"contactReference": purchaser}]
-    common = {"purchaser": purchaser, "asked_at": time.time()}
+    common = {"purchaser": purchaser, "asked_at": time.time(), "channel": channel}
     if row["action"] == "confirm":
         option = f"RESUME_ALL_{kind}_OPERATIONS"
         return {**common, "close_as": "SALE", "type": "sale",
@@ -111,8 +116,8 @@ def _pending_method(pos: dict) -> int:
 
 
 def _client(bridge, inst, row: dict):
-    """The S-360 client of the offer's caller (its sales channel's operator)."""
-    return resellers.client_of(bridge, inst, row["caller"])
+    """The S-360 client of the offer (as the operator of the channel it is made on)."""
+    return resellers.offer_client(bridge, inst, row)
 
 
 def _purchaser(bridge, inst, row: dict, request: dict) -> str | None:
@@ -138,7 +143,7 @@ def _purchaser(bridge, inst, row: dict, request: dict) -> str | None:
 
 def _left(bridge, inst, row: dict, plan: dict) -> list[dict]:
     """What is left of each quota the offer asked for (a fresh read, within the limits)."""
-    channel = resellers.channel_of(inst, row["caller"])
+    channel = resellers.offer_channel(inst, row)
     try:
         cache.refresh_availability(bridge, inst, 3600, channel, force=True)
     except S360ApiError:
@@ -166,7 +171,7 @@ def step(bridge, inst, row: dict) -> None:
         plan = _plan(bridge, inst, row)
         store.save(engine, oid, state="ordering", expires_at=_expiry(inst),
                    result={**(_json(row["result"]) or {}), "plan": plan,
-                           "asked_at": plan["asked_at"]})
+                           "asked_at": plan["asked_at"], "channel": plan["channel"]})
         try:
             answer = _sent(bridge, row, lambda: _client(bridge, inst, row).call(
                 FACADE, "createOrUpdateOrder", plan["body"]))
@@ -332,6 +337,11 @@ def run(bridge, inst, offer_id: int, lease_seconds: float | None = None) -> dict
                 resolve.failed(bridge, inst, offer_id, 422, {"error": str(exc)})
             except S360QuotaSpent as exc:  # nothing sent, and nothing will be this month
                 resolve.failed(bridge, inst, offer_id, 429, {"error": str(exc)})
+            except S360AuthError as exc:  # S-360 did nothing; the venue must fix its set-up
+                log.error("%s: offer %s: %s", inst.code, offer_id, exc)
+                if store.row(bridge.engine, offer_id)["state"] != "new":
+                    break  # an order exists: carried on once the credentials are right
+                resolve.failed(bridge, inst, offer_id, 503, {"error": CREDENTIALS_REFUSED})
             except S360Uncertain:  # the offer is uncertain now: the next round reads
                 continue
             except (S360ApiError, resolve.NotYet) as exc:  # the next round goes on

@@ -5,12 +5,14 @@ service's own ``auth``; a reseller's credentials are for its own API (reseller_a
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
-from flask import Blueprint
+from flask import Blueprint, request
 
 from s360bridge.core.api import (
     RequestRefused,
     S360ApiError,
+    S360AuthError,
     S360BusinessError,
     S360QuotaSpent,
     json_response,
@@ -19,13 +21,19 @@ from s360bridge.core.api import (
 
 from . import catalog as cache
 from . import offering, resellers
+from .sequence import CREDENTIALS_REFUSED
 
+log = logging.getLogger("s360bridge.offers")
 bp = Blueprint("offers", __name__)
 
 
 @bp.errorhandler(S360ApiError)
 def _s360_unavailable(exc: S360ApiError):
     """S-360 could not be read (the catalog, a contact): nothing was ordered, ask again."""
+    if isinstance(exc, S360AuthError):  # the details name the venue's set-up: the log only
+        log.error("%s %s: %s", request.method, request.path, exc)
+        return json_response({"error": CREDENTIALS_REFUSED, "status": 503}, 503,
+                             {"Retry-After": "300"})
     if isinstance(exc, S360BusinessError):
         return json_response({"error": str(exc), "status": 422}, 422)
     if isinstance(exc, S360QuotaSpent):
@@ -34,8 +42,9 @@ def _s360_unavailable(exc: S360ApiError):
                  + dt.timedelta(days=32)).replace(day=1)
         return json_response({"error": str(exc), "status": 429}, 429, {
             "Retry-After": str(int((month - now).total_seconds()) + 1)})
-    return json_response({"error": f"S-360 is unavailable, nothing was ordered: {exc}",
-                          "status": 503}, 503, {"Retry-After": "30"})
+    done = ", nothing was ordered" if request.method == "POST" else ""
+    return json_response({"error": f"S-360 is unavailable{done}: {exc}", "status": 503}, 503,
+                         {"Retry-After": "30"})
 
 
 def admitted(code: str):
@@ -76,6 +85,8 @@ def catalog(code: str):
     req = admitted(code)
     channel = resellers.channel_of(req.institution, "")
     data, pos = cache.catalog_of(req.bridge, req.institution, channel)
+    if req.config.options.get("families"):  # the CRM operator's own, if it has some
+        data = resellers.catalog_for(data, set(req.config.options["families"]))
     left = (cache.availability_of(req.bridge, req.institution, channel) or {}).get("data", {})
     return json_response({"catalog": data, "audiences": pos["audiences"],
                           "availability": left})

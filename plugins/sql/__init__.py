@@ -34,6 +34,7 @@ class SqlTarget(Target):
     kind = "sql"
     records_progress = False  # a versioned upsert: pushing a batch again only rewrites it
     OPTIONS = frozenset({"url", "sqlite_synchronous"})
+    DATABASE_OPTION = "url"  # `s360bridge db backup` copies the warehouse
 
     def __init__(self, name, options, ctx):
         super().__init__(name, options, ctx)

@@ -24,7 +24,7 @@ LINES = {
 # two resellers beside the CRM operator: one sells events and passes on a sales channel of its
 # own (EVENTIM_CHANNEL: the venue put the play and the open pass on it, not the guided visit),
 # one passes only on the institution's channel
-EVENTIM_CHANNEL = Channel(pos_id=101053522399, code="EVENTIM",
+EVENTIM_CHANNEL = Channel(pos_id=101053522399, code="EVENTIM", pending_account=16371,
                           products=frozenset({"HAMLET", "MUSPASS"}))
 RESELLERS = {"eventim": {"families": ["SINGLE_ENTRY", "PASS"], "contacts": "attach",
                          "max_tickets_per_order": 6, "operator": "TEST_EVENTIM"},

@@ -109,10 +109,18 @@ class Sales:
         o.state = "ABANDONED"
         self._save(o, finished=True)
 
+    @staticmethod
+    def _mine(o: Order) -> None:
+        """[INFERRED] an operator changes the orders of its own sales channel only."""
+        if o.channel != current().code:
+            raise BusinessError("failed", f"error.order.otherSalesChannel: {o.id} was made on "
+                                          f"{o.channel}")
+
     def open_order(self, order_id) -> Order:
         o = self.orders.get(order_id)
         if o is None:
             raise BusinessError("failed", f"error.order.notFound: {order_id}")
+        self._mine(o)
         if o.state != "OPEN":
             raise BusinessError("failed", f"error.order.notOpen: {order_id} is {o.state}")
         return o
@@ -197,6 +205,7 @@ class Sales:
         for o in self.orders.values():
             if o.file_id == file_id and o.type in wanted and o.state == "CLOSED" \
                     and not o.resumed:
+                self._mine(o)
                 o.resumed = True
                 return o
         raise BusinessError("failed", f"error.file.nothingToResume: {file_id}")
@@ -230,6 +239,7 @@ class Sales:
             o = self.orders.get(body.get("orderId"))
             if o is None:
                 raise BusinessError("failed", f"error.order.notFound: {body.get('orderId')}")
+            self._mine(o)
             by_id = {m["movementId"]: m for m in o.movements}
             for item in body.get("movementContactDatas") or []:
                 movement = by_id.get(item.get("movementId"))
@@ -291,6 +301,7 @@ class Sales:
             if o is None or o.state != "CLOSED" or o.type != "SALE":
                 raise BusinessError("failed", f"error.order.notCancellable: "
                                               f"{body.get('orderId')}")
+            self._mine(o)
             # [FOUND-CODE h.4 K3] operationIds and movementIds choose what is cancelled: the
             # movements named and those of the operations named; none named: all of them
             movement_ids = _id_list(body, "movementIds")

@@ -12,8 +12,8 @@ The view ``inbox_state`` counts a held record as pending: it is not delivered ev
 import sqlalchemy as sa
 from alembic import op
 
-revision = "engine_0009"
-down_revision = "engine_0008"
+revision = "engine_0010"
+down_revision = "engine_0009"
 branch_labels = None
 
 HELD = "state = 'held'"

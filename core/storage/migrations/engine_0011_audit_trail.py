@@ -4,8 +4,8 @@ what, and when (core/operations/audit.py). Kept until someone deletes it: no ret
 import sqlalchemy as sa
 from alembic import op
 
-revision = "engine_0010"
-down_revision = "engine_0009"
+revision = "engine_0011"
+down_revision = "engine_0010"
 branch_labels = None
 
 

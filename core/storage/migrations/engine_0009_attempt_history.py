@@ -10,8 +10,8 @@ the record: the retention purge and the erasure of a contact delete them.
 import sqlalchemy as sa
 from alembic import op
 
-revision = "engine_0008"
-down_revision = "engine_0007"
+revision = "engine_0009"
+down_revision = "engine_0008"
 branch_labels = None
 
 
