@@ -20,6 +20,7 @@ from s360bridge.core.operations import admin, pause, retention
 from s360bridge.core.operations.audit import Actor, entries
 from s360bridge.core.pipeline.receiver import create_app
 from s360bridge.core.pipeline.worker import Worker
+from s360bridge.core.storage.rawsql import index_plans_only, run
 from s360bridge.simulator.crm import ReferenceCrm
 from s360bridge.simulator.serving import Served
 
@@ -247,3 +248,31 @@ def test_pause_names_what_it_cannot_pause(invoke):
         "testvenue/datx was paused already\n"
     assert "target datx: sql sqlite:///" in invoke("status").output
     assert "PAUSED since" in invoke("status").output
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_held_records_are_read_from_their_partial_index(tmp_path, secrets_env, backend,
+                                                           request):
+    """What waits for paused targets (the status, and /metrics beside the queue) and the view's
+    probe per record read the partial index of held deliveries, never all of them; on
+    PostgreSQL without statistics too."""
+    bridge = request.getfixturevalue("pg_bridge") if backend == "postgresql" \
+        else bridge_of(write_config(tmp_path, base_config(tmp_path)))
+    post(create_app(bridge).test_client(), "orders", fixture("order_sale.json"))
+    assert pause.pause(bridge, "testvenue", "journal", actor=ME)
+    drain(bridge)
+    with bridge.engine.connect() as conn:
+        index_plans_only(conn)
+        assert pause.held(conn)[("testvenue", "journal")][0] == 2
+        if backend == "sqlite":
+            held = [r[-1] for r in run(conn, "EXPLAIN QUERY PLAN " + pause.HELD["sqlite"])]
+            view = [r[-1] for r in run(conn, "EXPLAIN QUERY PLAN SELECT state FROM inbox_state")]
+            assert held[:2] == ["SCAN d USING INDEX ix_delivery_held",
+                                "SEARCH i USING INTEGER PRIMARY KEY (rowid=?)"], held
+            assert any("ix_delivery_held (inbox_id=?)" in step for step in view), view
+        else:
+            plan = json.dumps(run(conn, "EXPLAIN (FORMAT JSON) " + pause.HELD["postgresql"]))
+            assert '"Index Name": "ix_delivery_held"' in plan and "inbox_pkey" in plan, plan
+            assert "Seq Scan" not in plan, plan
+        conn.rollback()
+    bridge.close()

@@ -11,16 +11,31 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import delete, func, literal, select, text
+from sqlalchemy import delete, literal, select, text
 
 from s360bridge.core.errors import S360BridgeError
 from s360bridge.core.operations import audit
 from s360bridge.core.operations.audit import Actor
 from s360bridge.core.storage.db import write
+from s360bridge.core.storage.rawsql import index_plans_only, run
 from s360bridge.core.storage.tables import DELIVERY, INBOX, PAUSED, QUEUE, dialect_insert
 
 _HELD = text("delivery.state = 'held'")  # as written, so the partial index ix_delivery_held is used
 _CHUNK = 500
+# The records waiting for paused targets, per institution and target: how many, and the oldest
+# one's arrival. It walks the partial index of held deliveries (they alone are in it) and probes
+# the inbox by its primary key, so it costs nothing while no target is paused: for /metrics, a
+# paused target's backlog beside the queue's (core/operator/gauges.py reads the queue only).
+HELD = {
+    "sqlite": """SELECT i.institution, d.target, count(*), min(i.received_at)
+        FROM delivery d CROSS JOIN inbox i
+        WHERE d.state = 'held' AND i.id = d.inbox_id AND i.state = 'accepted'
+        GROUP BY i.institution, d.target""",
+    "postgresql": """SELECT i.institution, d.target, count(*), min(i.received_at)
+        FROM delivery d, LATERAL (SELECT institution, received_at FROM inbox
+            WHERE id = d.inbox_id AND state = 'accepted' OFFSET 0) AS i
+        WHERE d.state = 'held' GROUP BY i.institution, d.target""",
+}
 
 
 def pause(bridge, institution: str, target: str, *, actor: Actor,
@@ -72,19 +87,22 @@ def resume(bridge, institution: str, target: str, *, actor: Actor,
     return len(waiting)
 
 
+def held(conn) -> dict[tuple[str, str], tuple[int, float]]:
+    """(institution, target) -> how many records wait for that paused target (held, and
+    neither superseded nor dead since) and the oldest one's arrival (epoch seconds)."""
+    return {(inst, target): (n, oldest)
+            for inst, target, n, oldest in run(conn, HELD[conn.dialect.name])}
+
+
 def paused(bridge, institution: str | None = None) -> list[dict]:
     """The paused targets: institution, target, since when, by whom, and how many records
-    wait for them (held, and neither superseded nor dead)."""
+    wait for them (``held``)."""
     query = select(PAUSED).order_by(PAUSED.c.institution, PAUSED.c.target)
     if institution:
         query = query.where(PAUSED.c.institution == institution)
     with bridge.engine.connect() as conn:
         found = [dict(r._mapping) for r in conn.execute(query)]
-        if not found:
-            return []
-        counts = dict(((inst, t), n) for inst, t, n in conn.execute(
-            select(INBOX.c.institution, DELIVERY.c.target, func.count())
-            .join(DELIVERY, DELIVERY.c.inbox_id == INBOX.c.id)
-            .where(_HELD, INBOX.c.state == "accepted")
-            .group_by(INBOX.c.institution, DELIVERY.c.target)))
-    return [p | {"held": counts.get((p["institution"], p["target"]), 0)} for p in found]
+        index_plans_only(conn)
+        waiting = held(conn) if found else {}
+    return [p | {"held": waiting.get((p["institution"], p["target"]), (0, None))[0]}
+            for p in found]
