@@ -112,17 +112,18 @@ def test_search_finds_each_version_with_its_deliveries_attempts_and_answers(
                    ("--since", "2099-01-01"): "would re-queue 0 dead letter(s)\n"}
     assert entries(bridge) == []  # a dry run changes nothing, so it is not in the trail
     crm.poison.clear()
-    assert cli_run("replay", "--institution", "testvenue", "--target", "crm") == \
-        "re-queued 1 dead letter(s)\n"
+    assert cli_run("replay", "--institution", "testvenue", "--target", "crm", "--since",
+                   "2020-01-01") == "re-queued 1 dead letter(s)\n"
     clock.now += 60
     assert worker.run_once() == 1
     assert outcomes(search.search(bridge, "testvenue", ORDER)["versions"][1])["crm"] == \
         ("done", [("refused", "Refused:"), ("delivered", "")])
     trail = cli_run("audit").splitlines()
     assert len(trail) == 1 and trail[0].endswith(
-        f"  {getpass.getuser()} (cli)  replay  testvenue  replayed 1, target crm")
+        f"  {getpass.getuser()} (cli)  replay  testvenue  replayed 1, since 2020-01-01 "
+        "00:00:00 UTC, target crm")
     [entry] = json.loads(cli_run("audit", "--json", "--action", "replay", "--since", "1h"))
-    assert entry["detail"] == {"replayed": 1, "target": "crm"}
+    assert entry["detail"] == {"replayed": 1, "target": "crm", "since": 1577836800.0}
     assert cli_run("audit", "--action", "pause") == ""
     bad = runner.invoke(cli, ["replay", "-c", str(crm_path), "--since", "yesterday"])
     assert bad.exit_code == 2 and "'yesterday' is neither a duration ago" in bad.output

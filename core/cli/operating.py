@@ -125,6 +125,6 @@ def audit_trail(configs, institution, action, since, limit, as_json):
         click.echo(json.dumps(found, indent=2))
         return
     for e in found:
-        detail = ", ".join(f"{k} {v}" for k, v in e["detail"].items())
+        detail = ", ".join(f"{k} {utc(v) if k == 'since' else v}" for k, v in e["detail"].items())
         click.echo(f"{utc(e['at'])}  {e['actor']} ({e['via']})  {e['action']}  "
                    f"{e['institution'] or '-'}  {detail}")
