@@ -135,7 +135,11 @@ def test_an_unreachable_database_under_gunicorn_is_one_line_and_gunicorn_stops(t
         [str(Path(S360BRIDGE).with_name("gunicorn")), "-w", "2", "-b", f"127.0.0.1:{free_port()}",
          "s360bridge.core.wsgi:app_from_env()"], timeout=60, capture_output=True, text=True,
         env={**os.environ, **SECRETS_ENV, "S360BRIDGE_CONFIG": str(config)})
-    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    assert done.returncode != 0, done.stderr
+    # none of our code in a traceback; gunicorn (27) prints its own when two workers fail
+    # together (its arbiter raises HaltServer again while it halts): not ours to hide
+    frames = [line for line in done.stderr.splitlines() if line.startswith('  File "')]
+    assert all("/gunicorn/" in line for line in frames), done.stderr
     ours = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert ours and all(line.startswith("error: cannot open the engine database ")
                         and f"port {port} failed: Connection refused" in line for line in ours)
