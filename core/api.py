@@ -70,8 +70,8 @@ from s360bridge.core.storage.tables import dialect_insert
 
 # 2: routing by declaration; 3: per-item push outcomes; 4: leases, and services beside
 # streams (the register_services hook, Service, service_request, ServiceRequest); 5: the
-# register_gauges hook
-API_VERSION = 6
+# register_gauges hook; 6: Stream.search_fields; 7: the register_operator_pages hook
+API_VERSION = 7
 
 
 def require(version: int, plugin: str = "this plugin") -> None:

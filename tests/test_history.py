@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from s360bridge.core.cli.main import cli
+from s360bridge.core.operations import reconcile_runs
 from s360bridge.core.operations.reconcile import differences
 from s360bridge.simulator.data import Generator
 from s360bridge.simulator.export import write_csv, write_jsonl
@@ -159,7 +160,7 @@ def test_a_synchronised_stream_is_in_sync(tmp_path, invoke):
     assert "in sync" in out
 
 
-def test_seeded_differences_are_each_found_and_nothing_else(tmp_path, invoke):
+def test_seeded_differences_are_each_found_and_nothing_else(tmp_path, invoke, bridge):
     orders = generated("orders", 300)
     s360 = copy.deepcopy(orders)
     kept = orders[:290] + orders[295:]  # 5 never reached the warehouse
@@ -184,6 +185,10 @@ def test_seeded_differences_are_each_found_and_nothing_else(tmp_path, invoke):
     amount = next(d for d in found if d["field"] == "sale_amount")
     assert float(amount["s360_value"]) * 1000 == int(amount["target_value"]) + 1000
     assert "missing in the target: 5; missing in S-360: 3; different: 2" in out
+    (kept_run,) = reconcile_runs.runs(bridge)  # for the operator's console
+    assert (kept_run["stream"], kept_run["target"], kept_run["summary"]["counts"]) == (
+        "orders", "datx", {"missing_in_target": 5, "missing_in_s360": 3, "different": 2})
+    assert len(reconcile_runs.run(bridge, kept_run["id"])["differences"]) == len(found)
 
 
 def test_contacts_email_case_and_spaces_are_not_differences(tmp_path, invoke):

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from s360bridge.core.api import ANY_STREAM, PushResult, Target, hookimpl
+from s360bridge.core.api import hookimpl
 from s360bridge.core.errors import PluginError
 from s360bridge.core.operator import gauges
 from s360bridge.core.operator.app import create_operator_app
@@ -21,44 +21,10 @@ from s360bridge.simulator.api import ApiAccess, S360Api
 from s360bridge.simulator.serving import Served
 
 from .conftest import base_config, bridge_of, drain, fixture, post, write_config
+from .helpers.gate import GatePlugin
 from .helpers.metrics import OPERATOR_AUTH, OPERATOR_ENV, Scrape, operator_settings
 from .helpers.plugins import registered
 from .helpers.processes import checks
-
-
-class GateTarget(Target):
-    """A target that takes nothing: each record is retried later, or refused for good."""
-
-    kind = "gate"
-    OPTIONS = frozenset({"mode"})
-
-    def __init__(self, name, options, ctx):
-        super().__init__(name, options, ctx)
-        self.mode = options.get("mode", "retry")
-
-
-class GatePlugin:
-    @hookimpl
-    def register_targets(self, register):
-        register(GateTarget.kind, GateTarget)
-
-    @hookimpl
-    def register_transforms(self, register):
-        register(ANY_STREAM, GateTarget.kind)
-
-    @hookimpl
-    def transform(self, institution, stream, target, records):
-        return list(records)
-
-    @hookimpl
-    def push(self, institution, stream, target, items):
-        result = PushResult()
-        for i in range(len(items)):
-            if target.mode == "reject":
-                result.reject(i, "the gate refuses it")
-            else:
-                result.retry_later(i, "the gate is closed")
-        return result
 
 
 @pytest.fixture

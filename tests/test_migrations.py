@@ -28,6 +28,7 @@ from s360bridge.core.connectors.crm_links import LINKS
 from s360bridge.core.errors import OutdatedSchema, PluginError, UnknownSchema
 from s360bridge.core.operations.audit import AUDIT
 from s360bridge.core.operations.history_import import PROGRESS
+from s360bridge.core.operations.reconcile_runs import RUNS
 from s360bridge.core.pipeline.quarantine import content_hash
 from s360bridge.core.pipeline.versions import MARKS
 from s360bridge.core.plugin.hookspecs import hookimpl
@@ -46,13 +47,15 @@ from .helpers.plugins import registered
 from .helpers.postgres import needs_pg, schemas
 
 FIRST_REVISIONS = ("engine_0001", "crm_0001", "offers_0001", "contacts_0001")
-HEADS = ("engine_0011", "crm_0001", "offers_0004", "contacts_0001")
+HEADS = ("engine_0012", "crm_0001", "offers_0004", "contacts_0001")
 EVERY_REVISION = (*FIRST_REVISIONS, "engine_0002", "engine_0004", "engine_0005", "engine_0006",
                   "engine_0007", "engine_0008", "engine_0009", "engine_0010", "engine_0011",
+                  "engine_0012",
                   "offers_0002", "offers_0003", "offers_0004")
 # the models of every table in the engine database: the engine's and the built-in plugins'
 MODELS = [INBOX.metadata, MONTH_CALLS.metadata, CALL_LOG.metadata, PROGRESS.metadata,
-          OFFERS.metadata, LINKS.metadata, WATERMARKS.metadata, MARKS.metadata, AUDIT.metadata]
+          OFFERS.metadata, LINKS.metadata, WATERMARKS.metadata, MARKS.metadata, AUDIT.metadata,
+          RUNS.metadata]
 # one row for every table of b60f5fd, as that version wrote them
 ROWS = {
     "inbox": {"id": 7, "institution": "v", "stream": "orders", "record_key": "10", "content_hash":

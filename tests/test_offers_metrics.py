@@ -3,6 +3,7 @@ state, and the oldest one's age, read from the partial index of unfinished offer
 
 from __future__ import annotations
 
+import re
 import time
 
 from sqlalchemy import select, text
@@ -43,6 +44,12 @@ def test_unfinished_offers_by_caller_and_state(tmp_path, monkeypatch, secrets_en
     age = seen("s360bridge_offers_oldest_unfinished_age_seconds", institution="testvenue",
                caller="crm", state="new")
     assert 0 <= age < time.time() - store.row(engine, ids["a"])["created_at"] + 5
+    page = ops.get("/offers?caller=shop", auth=OPERATOR_AUTH).text  # the plugin's page
+    assert '<a href="/offers">Offers</a>' in page or 'href="/offers" class="here">Offers' in page
+    rows = re.findall(r"<tr><td class=\"num\">(\d+)</td><td>testvenue</td><td>(\w+)</td>", page)
+    assert rows == [(str(ids["d"]), "shop"), (str(ids["c"]), "shop")]  # newest first
+    assert "<td>c</td><td>create</td>\n    <td class=\"\">new</td>" in page
+    assert ops.get("/offers", auth=None).status_code == 401
     with engine.connect() as conn:  # the index, not every offer ever made
         query = select(store.OFFERS.c.id).where(store.UNFINISHED)
         plan = conn.execute(text(f"EXPLAIN QUERY PLAN {query.compile(engine)}")).all()

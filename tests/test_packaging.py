@@ -56,6 +56,16 @@ def test_wheel_installs_nothing_generic_at_the_top_level(wheels):
     assert "s360bridge = s360bridge.core.cli.main:main" in wheel.read("entry_points.txt")
 
 
+def test_the_product_wheel_ships_every_module_schema_and_template(wheels):
+    """A folder missing from setup.cfg's package list is not in the wheel, and neither are
+    its templates: the console would only work from a checkout."""
+    sources = {f"s360bridge/{p.relative_to(ROOT).as_posix()}"
+               for folder in ("core", "plugins") for p in (ROOT / folder).rglob("*")
+               if p.suffix in (".py", ".json", ".html") and "__pycache__" not in p.parts}
+    missing = sources - set(wheels["s360bridge"].names)
+    assert not missing, sorted(missing)
+
+
 def test_the_product_wheel_has_no_simulator(wheels):
     wheel = wheels["s360bridge"]
     assert not [n for n in wheel.names if n.startswith("s360bridge/simulator")]

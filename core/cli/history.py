@@ -9,6 +9,7 @@ import click
 
 from s360bridge.core.cli.common import config_option, institution_of, open_bridge
 from s360bridge.core.errors import S360BridgeError
+from s360bridge.core.operations import reconcile_runs
 from s360bridge.core.operations.history_import import run_import
 from s360bridge.core.operations.reconcile import (
     DIFFERENT,
@@ -123,6 +124,7 @@ def reconcile(ctx, configs, institution, stream_name, s360_file, target_name, ta
             bar.label = label
             bar.update(1)
         summary = compare(spec, s360_side, s360_file, target_file, report, fmt, step)
+    reconcile_runs.kept(bridge, inst.code, stream_name, target_name, summary, report, fmt)
     c = summary.counts
     fields = ", ".join(f"{k} {v}" for k, v in summary.field_counts.items())
     click.echo(f"S-360 export: {summary.s360_records} records; target {target_name}: "

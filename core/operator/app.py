@@ -3,8 +3,8 @@ of its own, bound to localhost by default, apart from the public receiver S-360 
 
 Every request, to any path, needs the listener's credentials (``engine.operator.auth``, from
 ``$env``); without them the answer is a 401 with an empty body and nothing else. The pages are
-blueprints, each made for the bridge by a function of ``BLUEPRINTS``: ``/metrics`` now, an
-operator's console beside it later.
+blueprints, each made for the bridge by a function of ``BLUEPRINTS``: ``/metrics`` and the
+operator's console (core/operator/console/).
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ from flask import Flask, Response, request
 
 from s360bridge.core.bridge import Bridge
 from s360bridge.core.errors import ConfigError
+from s360bridge.core.operator.console import console_blueprint
 from s360bridge.core.operator.metrics import metrics_blueprint
 from s360bridge.core.pipeline.receiver import presented
 from s360bridge.core.pipeline.refusals import RefusalLog
 
 log = logging.getLogger("s360bridge.operator")
 
-BLUEPRINTS = (metrics_blueprint,)  # each (bridge) -> flask.Blueprint
+BLUEPRINTS = (metrics_blueprint, console_blueprint)  # each (bridge) -> flask.Blueprint
 
 
 def create_operator_app(bridge: Bridge) -> Flask:

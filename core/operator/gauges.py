@@ -4,7 +4,8 @@ age of its oldest record per target, dead letters and held quarantine per stream
 of the S-360 call budget, and the gauges plugins register (``register_gauges``).
 
 Each statement reads an index, never the whole inbox: the backlog walks the queue (what is
-pending, nothing else) and probes the inbox and the deliveries by their primary keys; dead
+pending, nothing else), probes the inbox and the deliveries by their primary keys, and adds
+what waits for a paused target (the partial index of held deliveries, operations/pause.py); dead
 letters read the partial index of dead versions (migration engine_0008), the quarantine its
 index of (institution, stream, state), the call log its index of (bucket, time).
 tests/test_metrics_gauges.py checks the plans on SQLite and PostgreSQL.
@@ -20,6 +21,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from s360bridge.core.errors import PluginError, StoreUnavailable
+from s360bridge.core.operations import pause
 from s360bridge.core.s360 import quota
 from s360bridge.core.storage import deadline
 from s360bridge.core.storage.rawsql import index_plans_only, run
@@ -107,6 +109,7 @@ class DatabaseGauges:
                     ("held", HELD))}
             streams = {(inst, stream): (n, oldest) for inst, stream, n, oldest in sql["backlog"]}
             done = {(inst, stream, target): n for inst, stream, target, n in sql["done"]}
+            held = pause.held(conn)  # out of the queue while their target is paused
             for inst in settings.institutions.values():
                 for target in inst.targets:
                     fed = sorted(name for name, cfg in inst.streams.items()
@@ -114,6 +117,10 @@ class DatabaseGauges:
                     count = sum(streams.get((inst.code, s), (0, 0))[0]
                                 - done.get((inst.code, s, target), 0) for s in fed)
                     oldest = _oldest(conn, inst.code, target, fed, streams, done)
+                    waiting, since = held.get((inst.code, target), (0, None))
+                    count += waiting
+                    if since is not None:
+                        oldest = since if oldest is None else min(oldest, since)
                     families["backlog"].add_metric([inst.code, target], count)
                     families["age"].add_metric(
                         [inst.code, target], 0 if oldest is None else max(0.0, now - oldest))

@@ -17,9 +17,10 @@ from flask import Blueprint, Response, request
 from s360bridge.core.instruments import MULTIPROC_ENV
 
 
-def metrics_blueprint(bridge) -> Blueprint:
+def registry_for(bridge):
+    """What ``/metrics`` shows: every process's instruments and the database's gauges (the
+    console reads its overview from the same)."""
     from prometheus_client import REGISTRY, CollectorRegistry
-    from prometheus_client.exposition import choose_encoder
     from prometheus_client.multiprocess import MultiProcessCollector
 
     from s360bridge.core.operator.gauges import DatabaseGauges
@@ -30,6 +31,13 @@ def metrics_blueprint(bridge) -> Blueprint:
     else:
         registry.register(REGISTRY)  # this process's instruments, and its own figures
     registry.register(DatabaseGauges(bridge))
+    return registry
+
+
+def metrics_blueprint(bridge) -> Blueprint:
+    from prometheus_client.exposition import choose_encoder
+
+    registry = registry_for(bridge)
     blueprint = Blueprint("metrics", __name__)
 
     @blueprint.get("/metrics")

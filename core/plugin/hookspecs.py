@@ -74,6 +74,11 @@ def register_gauges(register: Callable[[str, str, Sequence[str], Callable[[], An
     read)``; ``read()`` answers ``(label values, value)`` pairs."""
 
 
+@hookspec
+def register_operator_pages(register: Callable[[Any, str, str], None], bridge: Any) -> None:
+    """Add pages to the operator's console: ``register(blueprint, title, endpoint)``."""
+
+
 @hookspec(firstresult=True)
 def receive(
     institution: Institution, stream: Stream, records: Sequence[Any]

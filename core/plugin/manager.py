@@ -212,6 +212,20 @@ class Hooks:
         self.pm.hook.register_gauges(register=register, bridge=bridge)
         return list(found.values())
 
+    def operator_pages(self, bridge) -> list[tuple[Any, str, str]]:
+        """The console pages of register_operator_pages: (blueprint, title, endpoint), each
+        blueprint's name once."""
+        found: dict[str, tuple] = {}
+
+        def register(blueprint, title, endpoint):
+            if getattr(blueprint, "name", None) in (None, *found) or not title:
+                raise PluginError(f"register_operator_pages: {blueprint!r} is not a new "
+                                  "blueprint with a title")
+            found[blueprint.name] = (blueprint, title, endpoint)
+
+        self.pm.hook.register_operator_pages(register=register, bridge=bridge)
+        return list(found.values())
+
     def receive(self, institution, stream: Stream, records) -> ReceivedBatch:
         owner = self._stream_owner(stream.name)
         batch = self._only("receive", owner)(institution=institution, stream=stream,

@@ -17,7 +17,7 @@ from jsonschema import Draft202012Validator
 
 from s360bridge.core.api import ConfigError, Service, hookimpl, schema_error
 
-from . import catalog, migrations, pdf, reseller_api, resellers, sequence, store
+from . import catalog, console, migrations, pdf, reseller_api, resellers, sequence, store
 from .cli import catalog_command, offers_command, resellers_command
 from .web import bp
 
@@ -96,6 +96,12 @@ SERVICE = Service("offers", "Offers created in S-360 (sales, reservations, optio
 @hookimpl
 def register_services(register):
     register(SERVICE)
+
+
+@hookimpl
+def register_operator_pages(register, bridge):
+    """The offers of the CRM operator and of the resellers, in the operator's console."""
+    register(console.offers_page(bridge), "Offers", "offers")
 
 
 @hookimpl
