@@ -6,6 +6,7 @@ every record once. Screenshots go to the test's temporary folder."""
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 import threading
 
@@ -68,6 +69,12 @@ def test_an_operator_walks_the_console_in_chromium(tmp_path, monkeypatch, secret
 
     proc = run()
     try:
+        # a body bigger than the console's forms is refused before it is read, credentials
+        # or not (waitress's 413, not 100 MB read first)
+        with socket.create_connection(("127.0.0.1", ops_port), timeout=10) as raw:
+            raw.sendall(b"POST /replay HTTP/1.1\r\nHost: console\r\n"
+                        b"Content-Length: 100000000\r\n\r\n")
+            assert raw.recv(64).startswith(b"HTTP/1.1 413")
         with chromium(screenshots=shots) as visitor:  # no credentials: nothing at all
             visitor.get(f"{console}/")
             assert text(visitor) == "" and not visitor.find_elements(By.TAG_NAME, "nav")

@@ -11,6 +11,8 @@ import pytest
 
 from s360bridge.core.api import hookimpl
 from s360bridge.core.errors import PluginError
+from s360bridge.core.operations import pause
+from s360bridge.core.operations.audit import Actor
 from s360bridge.core.operator import gauges
 from s360bridge.core.operator.app import create_operator_app
 from s360bridge.core.pipeline.ingest import ingest
@@ -242,3 +244,21 @@ def test_the_gauges_read_indexes_on_postgres_without_statistics(pg_bridge):
     assert '"Index Name": "ix_inbox_dead"' in plans["dead"]
     assert '"Index Name": "ix_quarantine_where"' in plans["held"]
     assert '"Index Name": "ix_s360_call_log"' in plans["calls"]
+
+
+def test_a_record_held_for_a_paused_target_and_retried_at_another_counts_once(
+        tmp_path, operator_env):
+    cfg = base_config(tmp_path)
+    cfg["targets"]["gate"] = {"type": "gate", "mode": "retry"}
+    cfg["streams"]["orders"]["targets"] = ["datx", "gate"]
+    cfg["engine"]["operator"] = operator_settings()
+    with registered(GatePlugin(), "gate-plugin"):
+        bridge = bridge_of(write_config(tmp_path, cfg))
+        pause.pause(bridge, "testvenue", "datx", actor=Actor("tester"))
+        assert post(create_app(bridge).test_client(), "orders",
+                    fixture("order_sale.json")).json["accepted"] == 2
+        Worker(bridge).run_once()  # held for datx, queued again for the gate's retry
+        seen = scrape(create_operator_app(bridge).test_client())
+        assert seen("s360bridge_backlog_records", institution="testvenue", target="datx") == 2
+        assert seen("s360bridge_backlog_records", institution="testvenue", target="gate") == 2
+        bridge.close()

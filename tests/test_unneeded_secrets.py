@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import requests
 from flask import Flask
 
 from s360bridge.core.bridge import Bridge
@@ -24,7 +25,7 @@ from s360bridge.core.pipeline.ingest import ingest
 from s360bridge.simulator.serving import Served
 
 from .conftest import drain, fixture
-from .helpers.processes import S360BRIDGE
+from .helpers.processes import S360BRIDGE, free_port, start, stop, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = "config/myvenue.yaml"  # as the README writes it, from the folder the test runs in
@@ -127,3 +128,40 @@ def test_a_lazy_bridge_fails_clearly_where_it_needs_a_missing_variable(venue):
         bridge.target(inst, "crm")
     assert bridge.target(inst, "datx").describe() == "sql sqlite:///var/myvenue-warehouse.db"
     bridge.close()
+
+
+def test_the_console_runs_without_the_streams_and_targets_secrets(venue, monkeypatch):
+    """The operator listener (`s360bridge operator`, or the one `run` starts) reads only its
+    own credentials: its console shows the dead letter and replays it (dry run)."""
+    import yaml
+
+    from s360bridge.core.operator.app import create_operator_app
+
+    data = yaml.safe_load((venue / EXAMPLE).read_text("utf-8"))
+    data["engine"] = {"operator": {"enabled": True, "auth": {
+        "type": "basic", "username": "ops", "password": {"$env": "OPS_PASSWORD"}}}}
+    (venue / EXAMPLE).write_text(yaml.safe_dump(data), "utf-8")
+    monkeypatch.setenv("OPS_PASSWORD", "the-operators-password-0123")
+    ops = create_operator_app(open_bridge([EXAMPLE], lazy=True)).test_client()
+    auth = ("ops", "the-operators-password-0123")
+    assert ops.get("/", auth=auth).status_code == 200
+    page = ops.get("/problems", auth=auth).text
+    assert "unknown product" in page and "10000815533" in page
+    assert ops.get("/metrics", auth=auth).status_code == 200
+    port = free_port()
+    data["engine"]["operator"]["port"] = port
+    data["engine"]["database_url"] = os.environ["S360BRIDGE_DATABASE_URL"]  # start() drops it
+    (venue / EXAMPLE).write_text(yaml.safe_dump(data), "utf-8")
+    proc = start(["operator", "-c", EXAMPLE], venue / "operator.log")  # the command itself
+    try:
+        wait_until(lambda: _answers(f"http://127.0.0.1:{port}/", auth), 30,
+                   "s360bridge operator to serve the console", proc)
+    finally:
+        stop(proc)
+
+
+def _answers(url: str, auth) -> bool:
+    try:
+        return requests.get(url, auth=auth, timeout=1).status_code == 200
+    except requests.RequestException:
+        return False

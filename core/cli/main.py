@@ -73,7 +73,8 @@ def run(configs, host, port, threads, connection_limit, idle_timeout, read_timeo
     if operator.enabled:
         operator.check_secret()
         operator_sock = listen(operator.host, operator.port)
-        roles["operator"] = Role(lambda: Process(open_bridge(configs), receiver=False,
+        # the console and /metrics need no stream's or target's secret (lazy)
+        roles["operator"] = Role(lambda: Process(open_bridge(configs, lazy=True), receiver=False,
                                                  workers=0, scheduler=False,
                                                  operator=operator_sock), niceness=5)
     with instruments.multiprocess_dir():  # every child counts there, the operator adds up
@@ -107,10 +108,11 @@ def worker(configs, workers, no_scheduler):
 @cli.command()
 @config_option
 def operator(configs):
-    """The operator listener alone (`engine.operator`: GET /metrics), for processes started
-    apart (gunicorn, `s360bridge worker`) that share its PROMETHEUS_MULTIPROC_DIR."""
+    """The operator listener alone (`engine.operator`: GET /metrics and the console), for
+    processes started apart (gunicorn, `s360bridge worker`) that share its
+    PROMETHEUS_MULTIPROC_DIR; it needs no stream's or target's secret."""
     instruments.check_dir()
-    bridge = open_bridge(configs)
+    bridge = open_bridge(configs, lazy=True)
     settings = bridge.settings.engine.operator
     if not settings.enabled:
         raise S360BridgeError("the operator listener is off: set engine.operator.enabled: true "

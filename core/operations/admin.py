@@ -92,11 +92,13 @@ def _stream_entry(report: dict, code: str, stream: str) -> dict:
 
 def replay(bridge, institution: str | None = None, stream: str | None = None,
            key: str | None = None, *, actor: Actor, target: str | None = None,
-           since: float | None = None, dry_run: bool = False) -> int:
+           since: float | None = None, through: int | None = None,
+           dry_run: bool = False) -> int:
     """Re-queue dead letters (all, or those matching the filters) for immediate delivery, and
     answer how many; with ``dry_run``, only count them. ``target``: those that target failed
     for good (the record goes again to every target that lacks it); ``since``: received at or
-    after that time (epoch seconds)."""
+    after that time (epoch seconds); ``through``: records up to that id only (what a dry run
+    counted, not what died since)."""
     cond = [INBOX.c.state == "dead"]
     if institution:
         cond.append(INBOX.c.institution == institution)
@@ -110,6 +112,8 @@ def replay(bridge, institution: str | None = None, stream: str | None = None,
             DELIVERY.c.state == "dead").exists())
     if since is not None:
         cond.append(INBOX.c.received_at >= since)
+    if through is not None:
+        cond.append(INBOX.c.id <= through)
     if dry_run:
         with bridge.engine.connect() as conn:
             return conn.execute(select(func.count()).select_from(INBOX).where(*cond)).scalar()

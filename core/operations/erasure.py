@@ -8,7 +8,7 @@ import orjson
 from sqlalchemy import delete, select
 
 from s360bridge.core.errors import S360BridgeError
-from s360bridge.core.operations import audit
+from s360bridge.core.operations import audit, reconcile_runs
 from s360bridge.core.operations.audit import Actor
 from s360bridge.core.plugin.hookspecs import hookimpl
 from s360bridge.core.storage.db import write
@@ -55,7 +55,9 @@ def forget(bridge, institution, contact_number):
             QUARANTINE.c.payload.contains(f'"{contact_number}"', autoescape=True))).all()
         ids = [i for i, text in found if _names(text, contact_number)]
         n_quar = conn.execute(delete(QUARANTINE).where(QUARANTINE.c.id.in_(ids))).rowcount
-    return [f"engine inbox: {n_inbox} version(s)", f"engine quarantine: {n_quar} record(s)"]
+        n_runs = reconcile_runs.forget(conn, institution.code, personal, contact_number)
+    return [f"engine inbox: {n_inbox} version(s)", f"engine quarantine: {n_quar} record(s)",
+            f"reconcile runs: {n_runs} difference(s)"]
 
 
 def _names(text: str, contact_number: str) -> bool:

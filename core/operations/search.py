@@ -4,7 +4,8 @@ an institution (a contact number, an order id, a ticket check's key or barcode).
 Its versions from the inbox, each with its state and, per target, its delivery (done, failed,
 dead, held for a paused target, pending) with every attempt, its time, outcome and the target's
 answer; and the quarantined records that hold the key. Keys are found through the inbox's
-index; a stream's ``search_fields`` (a barcode) and the quarantine by their stored text.
+index; a stream's ``search_fields`` (a barcode), only when no record has the key, and the
+quarantine by their stored text.
 Answers and errors are redacted again as they are read (stored by an older version, maybe).
 """
 
@@ -36,7 +37,7 @@ def search(bridge, institution: str, key: str, stream: str | None = None) -> dic
             select(STATES).where(STATES.c.institution == inst.code,
                                  STATES.c.stream.in_(streams), STATES.c.record_key == key)
             .order_by(STATES.c.id.desc()).limit(LIMIT))}
-        for name in streams:
+        for name in streams if not found else ():  # a key found needs no scan
             fields = _search_fields(bridge, inst, name)
             if fields:
                 found |= {r.id: r for r in conn.execute(

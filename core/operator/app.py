@@ -33,6 +33,7 @@ def create_operator_app(bridge: Bridge) -> Flask:
                           "operator listener needs credentials of its own: basic or api_key")
     settings.check_secret()
     app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024  # its forms are small (server.py also says so)
     app.extensions["s360bridge"] = bridge
     refusals = RefusalLog(log)
     challenge = {"WWW-Authenticate": 'Basic realm="s360bridge operator"'} \

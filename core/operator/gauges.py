@@ -29,11 +29,13 @@ from s360bridge.core.storage.rawsql import index_plans_only, run
 log = logging.getLogger("s360bridge.operator")
 
 # Per stream: queued records and the arrival of the oldest. Per stream and target: queued
-# records a target has already (those delivered to some targets only). The arrival of the first
-# queued record of some streams that a target does not have yet. Each walks the queue and
-# probes the inbox and the deliveries by primary key: on SQLite a CROSS JOIN keeps that order,
-# on PostgreSQL a LATERAL (and a NOT EXISTS) that is not flattened (OFFSET 0), else a merge
-# join walks the inbox's whole primary key, or the deliveries of every record that ever failed.
+# records a target has already, or holds apart (those delivered to some targets only, or held
+# for a paused target while another retries: counted with the held, never twice). The
+# arrival of the first queued record of some streams that a target does not have yet. Each
+# walks the queue and probes the inbox and the deliveries by primary key: on SQLite a CROSS
+# JOIN keeps that order, on PostgreSQL a LATERAL (and a NOT EXISTS) that is not flattened
+# (OFFSET 0), else a merge join walks the inbox's whole primary key, or the deliveries of
+# every record that ever failed.
 BACKLOG = {
     "sqlite": """SELECT i.institution, i.stream, count(*), min(i.received_at)
         FROM queue q CROSS JOIN inbox i WHERE i.id = q.id GROUP BY i.institution, i.stream""",
@@ -44,16 +46,16 @@ BACKLOG = {
 DONE = {
     "sqlite": """SELECT i.institution, i.stream, d.target, count(*)
         FROM queue q CROSS JOIN delivery d CROSS JOIN inbox i
-        WHERE d.inbox_id = q.id AND d.state = 'done' AND i.id = q.id
+        WHERE d.inbox_id = q.id AND d.state IN ('done', 'held') AND i.id = q.id
         GROUP BY i.institution, i.stream, d.target""",
     "postgresql": """SELECT i.institution, i.stream, d.target, count(*) FROM queue q,
-        LATERAL (SELECT target FROM delivery WHERE inbox_id = q.id AND state = 'done'
-                 OFFSET 0) AS d,
+        LATERAL (SELECT target FROM delivery WHERE inbox_id = q.id
+                 AND state IN ('done', 'held') OFFSET 0) AS d,
         LATERAL (SELECT institution, stream FROM inbox WHERE id = q.id OFFSET 0) AS i
         GROUP BY i.institution, i.stream, d.target""",
 }
-_NOT_DONE = """NOT EXISTS (SELECT 1 FROM delivery d
-    WHERE d.inbox_id = q.id AND d.target = ? AND d.state = 'done'{}) ORDER BY q.id LIMIT 1"""
+_NOT_DONE = """NOT EXISTS (SELECT 1 FROM delivery d WHERE d.inbox_id = q.id AND d.target = ?
+    AND d.state IN ('done', 'held'){}) ORDER BY q.id LIMIT 1"""
 OLDEST_FOR = {
     "sqlite": f"""SELECT i.received_at FROM queue q CROSS JOIN inbox i
         WHERE i.id = q.id AND q.institution = ? AND i.stream IN ?texts

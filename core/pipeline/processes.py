@@ -5,15 +5,18 @@ every acknowledgement)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import socket
 import threading
 
 import schedule
+from sqlalchemy.exc import DBAPIError
 
 from s360bridge.core import instruments
 from s360bridge.core.bridge import Bridge
+from s360bridge.core.errors import S360BridgeError
 from s360bridge.core.operator.app import create_operator_app
 from s360bridge.core.pipeline.receiver import create_app
 from s360bridge.core.pipeline.server import (
@@ -27,6 +30,8 @@ from s360bridge.core.pipeline.worker import Worker
 
 log = logging.getLogger("s360bridge.runner")
 OPERATOR_THREADS = 4  # an operator, Prometheus: a few requests at a time
+# its forms are small: a body of more is refused (413) before it is read, whoever sends it
+OPERATOR_LIMITS = Limits(connection_limit=100, max_body_bytes=64 * 1024)
 
 
 def run_scheduler(bridge: Bridge, stop: threading.Event) -> None:
@@ -47,7 +52,9 @@ def run_scheduler(bridge: Bridge, stop: threading.Event) -> None:
 def _guarded(name, func) -> None:
     try:
         func()
-    except Exception:
+    except (S360BridgeError, DBAPIError) as exc:  # said in words: S-360 or a database down
+        log.error("job %s failed: %s", name, exc)
+    except Exception:  # a bug: its traceback
         log.exception("job %s failed", name)
     else:
         instruments.job_succeeded(name)
@@ -68,13 +75,15 @@ class Process:
         self.server = None
         self.servers: dict[str, GuardedServer] = {}  # by role: receiver, operator
         self._loops: dict[str, threading.Thread] = {}  # their I/O loops
-        if receiver:
+        if receiver:  # waitress reads no more of a body than the receiver would take
+            limits = dataclasses.replace(limits or Limits(),
+                                         max_body_bytes=bridge.settings.engine.max_body_bytes)
             self.server = self.servers["receiver"] = GuardedServer(
-                create_app(bridge), sock or listen(host, port), threads, limits or Limits(),
+                create_app(bridge), sock or listen(host, port), threads, limits,
                 allowed_networks(bridge))
         if operator is not None:  # localhost by default: no institution's allowed_sources
             self.servers["operator"] = GuardedServer(create_operator_app(bridge), operator,
-                                                     OPERATOR_THREADS, Limits(), None)
+                                                     OPERATOR_THREADS, OPERATOR_LIMITS, None)
         for i in range(workers):
             self.threads.append(threading.Thread(target=Worker(bridge).run, args=(self.stop,),
                                                  name=f"worker-{i}"))

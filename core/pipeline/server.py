@@ -38,6 +38,8 @@ class Limits:
     connection_limit: int = 1000
     idle_timeout: int = 10
     read_timeout: int = 30
+    # bytes of a request body waitress reads at most (beyond: 413, the rest never read)
+    max_body_bytes: int = 1024 ** 3  # waitress's own default
 
 
 def listen(host: str, port: int, backlog: int = 1024) -> socket.socket:
@@ -73,6 +75,7 @@ class GuardedServer(TcpWSGIServer):
         self.read_timeout = limits.read_timeout
         self.refusals = RefusalLog(log)
         adj = Adjustments(threads=threads, connection_limit=limits.connection_limit,
+                          max_request_body_size=limits.max_body_bytes,
                           channel_timeout=limits.idle_timeout, cleanup_interval=1,
                           asyncore_use_poll=True, clear_untrusted_proxy_headers=True)
         dispatcher = ThreadedTaskDispatcher()

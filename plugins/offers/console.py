@@ -9,6 +9,9 @@ from flask import Blueprint, render_template, request
 
 from . import offering, store
 
+LIMIT = 200
+SHOWN_DONE = ("closed", "released", "cancelled")
+
 
 def offers_page(bridge) -> Blueprint:
     blueprint = Blueprint("offers_console", __name__, template_folder="templates")
@@ -16,13 +19,15 @@ def offers_page(bridge) -> Blueprint:
     @blueprint.get("/offers")
     def offers():
         code = request.args.get("institution") or None
-        caller = request.args.get("caller")
-        state = request.args.get("state") or None
-        rows = store.listing(bridge.engine, code, limit=500)
+        caller = (request.args.get("caller") or "").strip() or None
+        state = (request.args.get("state") or "").strip() or None
+        # a finished offer shows how it ended (closed, released, cancelled): stored as done
+        stored = "done" if state in SHOWN_DONE else state
+        rows = store.listing(bridge.engine, code, LIMIT,
+                             None if caller is None else "" if caller == "crm" else caller,
+                             stored)
         shown = []
         for row in rows:
-            if caller is not None and caller != "" and row["caller"] != _caller_of(caller):
-                continue
             view = offering.view(row, "")
             if state and view["state"] != state:
                 continue
@@ -30,12 +35,8 @@ def offers_page(bridge) -> Blueprint:
             shown.append({**view, "caller": row["caller"] or "crm",
                           "updated_at": row["updated_at"],
                           "amount": (result.get("amounts") or {}).get("saleAmount")})
-        return render_template("offers/console.html", offers=shown[:200],
+        return render_template("offers/console.html", offers=shown, limit=LIMIT,
                                institutions=sorted(bridge.settings.institutions),
                                filters={"institution": code, "caller": caller, "state": state})
 
     return blueprint
-
-
-def _caller_of(shown: str) -> str:
-    return "" if shown == "crm" else shown

@@ -134,10 +134,16 @@ def unfinished_by_state(engine) -> list[tuple]:
             .group_by(OFFERS.c.institution, OFFERS.c.caller, OFFERS.c.state)))
 
 
-def listing(engine, institution: str | None = None, limit: int = 100) -> list[dict]:
+def listing(engine, institution: str | None = None, limit: int = 100,
+            caller: str | None = None, state: str | None = None) -> list[dict]:
+    """The latest offers, newest first; ``caller``: ``''`` for the CRM operator's."""
     query = select(OFFERS).order_by(OFFERS.c.id.desc()).limit(limit)
     if institution:
         query = query.where(OFFERS.c.institution == institution)
+    if caller is not None:
+        query = query.where(OFFERS.c.caller == caller)
+    if state is not None:
+        query = query.where(OFFERS.c.state == state)
     with engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(query)]
 

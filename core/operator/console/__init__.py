@@ -30,5 +30,14 @@ def console_blueprint(bridge) -> Blueprint:
         app.config.setdefault("WTF_CSRF_TIME_LIMIT", 8 * 3600)
         CSRFProtect(app)
 
+    @blueprint.after_request
+    def _headers(response):
+        # never framed (a framed console would let another page click its forms), never kept
+        # by a cache (its pages name contacts and orders)
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
     register_views(blueprint, bridge)
     return blueprint

@@ -22,7 +22,7 @@ def figures(bridge, registry) -> dict:
         for sample in family.samples:
             _take(found, jobs, sample.name, sample.labels, sample.value)
     now = time.time()
-    out: dict = {"institutions": {}, "jobs": {}}
+    out: dict = {"institutions": {}, "jobs": {}, "database_up": bool(found[None].get("up"))}
     for code, inst in sorted(bridge.settings.institutions.items()):
         seen = found[code]
         out["institutions"][code] = {
@@ -48,7 +48,9 @@ def figures(bridge, registry) -> dict:
 
 def _take(found, jobs, name: str, labels: dict, value: float) -> None:
     inst = labels.get("institution")
-    if name == "s360bridge_records_received_total":
+    if name == "s360bridge_engine_database_up":
+        found[None]["up"] = value  # (no institution is None)
+    elif name == "s360bridge_records_received_total":
         found[inst]["received"][labels["stream"]][labels["outcome"]] = value
     elif name == "s360bridge_deliveries_total":
         by = found[inst]["delivered"][labels["target"]]

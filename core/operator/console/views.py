@@ -4,14 +4,16 @@ listing."""
 
 from __future__ import annotations
 
-import datetime as dt
-
+import click
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from sqlalchemy import func, select
 
+from s360bridge.core.cli.operating import Since, utc
 from s360bridge.core.errors import S360BridgeError
 from s360bridge.core.operations import admin, audit, pause, reconcile_runs, search
 from s360bridge.core.operations.audit import Actor
 from s360bridge.core.redact import redact
+from s360bridge.core.storage.tables import INBOX
 
 from . import figures, problems
 
@@ -23,12 +25,23 @@ def actor() -> Actor:
 
 
 def _since(text: str | None) -> float | None:
+    """As the CLI reads --since: 30m, 12h, 7d ago, or an ISO 8601 date (UTC unless it says)."""
     if not text:
         return None
     try:
-        return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC).timestamp()
-    except ValueError:
-        abort(400, f"since: {text!r} is not a date and time (YYYY-MM-DD or YYYY-MM-DDTHH:MM)")
+        return Since().convert(text, None, None)
+    except click.BadParameter as exc:
+        abort(400, f"since: {exc.message}")
+
+
+QUARANTINE_SHOWN = 200
+
+
+def _newest(bridge) -> int:
+    """The newest record's id: a replay confirmed replays what its dry run counted, not what
+    died since."""
+    with bridge.engine.connect() as conn:
+        return conn.execute(select(func.max(INBOX.c.id))).scalar() or 0
 
 
 def register_views(bp: Blueprint, bridge) -> None:
@@ -47,11 +60,7 @@ def register_views(bp: Blueprint, bridge) -> None:
                 ("console.problems", "Dead letters & quarantine"),
                 ("console.runs", "Reconcile"), ("console.trail", "Audit trail"), *pages]
 
-    @bp.app_template_filter("when")
-    def when(seconds: float | None) -> str:
-        if seconds is None:
-            return "-"
-        return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    bp.add_app_template_filter(utc, "when")  # as the CLI prints a time
 
     @bp.get("/")
     def overview():
@@ -89,25 +98,31 @@ def register_views(bp: Blueprint, bridge) -> None:
 
     @bp.get("/problems", endpoint="problems")
     def problems_page():
-        f = {k: request.args.get(k) or None for k in ("institution", "stream", "target")}
+        f = {k: request.args.get(k) or None for k in ("institution", "stream", "target", "key")}
         return render_template(
             "console/problems.html", institutions=institutions, filters=f,
-            dead=problems.dead_letters(bridge, **f),
+            dead=problems.dead_letters(bridge, **f), shown=problems.LIMIT,
             held=[dict(q, reason=redact(q["reason"])) for q in admin.quarantined(
-                bridge, f["institution"], f["stream"])])
+                bridge, f["institution"], f["stream"], QUARANTINE_SHOWN)],
+            held_shown=QUARANTINE_SHOWN)
 
     @bp.post("/replay")
     def replay():
-        f = {k: request.form.get(k) or None for k in ("institution", "stream", "target")}
+        f = {k: request.form.get(k) or None for k in ("institution", "stream", "target", "key")}
         since = _since(request.form.get("since"))
         if request.form.get("confirm") != "yes":  # a dry run first: how many
-            n = admin.replay(bridge, f["institution"], f["stream"], actor=actor(),
+            n = admin.replay(bridge, f["institution"], f["stream"], f["key"], actor=actor(),
                              target=f["target"], since=since, dry_run=True)
             return render_template("console/confirm.html", what="dead letter(s)", count=n,
                                    action=url_for("console.replay"),
-                                   fields={**f, "since": request.form.get("since") or ""})
-        n = admin.replay(bridge, f["institution"], f["stream"], actor=actor(),
-                         target=f["target"], since=since)
+                                   fields={**f, "since": request.form.get("since") or "",
+                                           "through": _newest(bridge)})
+        through = request.form.get("through", "")
+        if not through.isdigit():
+            abort(400, "a replay is confirmed from its dry run (through: the newest record "
+                       "it counted)")
+        n = admin.replay(bridge, f["institution"], f["stream"], f["key"], actor=actor(),
+                         target=f["target"], since=since, through=int(through))
         flash(f"{n} dead letter(s) queued again for delivery")
         return redirect(url_for("console.problems", **{k: v for k, v in f.items() if v}))
 
@@ -140,6 +155,8 @@ def register_views(bp: Blueprint, bridge) -> None:
 
     @bp.get("/audit")
     def trail():
-        return render_template("console/audit.html", entries=audit.entries(
-            bridge, request.args.get("institution") or None,
-            request.args.get("action") or None))
+        f = {k: request.args.get(k) or None for k in ("institution", "action")}
+        return render_template("console/audit.html", institutions=institutions,
+                               actions=audit.ACTIONS, filters=f, entries=audit.entries(
+                                   bridge, f["institution"], f["action"],
+                                   _since(request.args.get("since")), limit=200))

@@ -109,6 +109,8 @@ def demo(config, records, seed, every, timeout):
         click.echo(f"demo: generated secrets for {', '.join(filled)} (this process only)")
     settings = load_settings([config])
     bridge = Bridge(settings, schema="upgrade")
+    for inst in settings.institutions.values():
+        side.open_api(inst)  # the scheduler reads the catalog at once
     proc = Process(bridge, receiver=True, workers=settings.engine.workers, scheduler=True, port=0)
     proc.start()
     made: dict[tuple[str, str], list[dict]] = {}

@@ -35,6 +35,14 @@ class SideSystems:
             env[f"{code.upper()}_CRM_URL"] = self.crm_served.url
         return env
 
+    def open_api(self, inst: Institution) -> None:
+        """S-360's API opened to the institution's partner (its secret, operator and partner),
+        before the bridge's scheduler first calls it."""
+        api = inst.s360_api
+        if api is not None:
+            self.api.add(inst.code, ApiAccess(api.secret.value, frozenset({api.operator}),
+                                              partners=frozenset({api.partner})))
+
     def connect(self, bridge, inst: Institution, contacts: list[dict], orders: list[dict],
                 webhook: WebhookQueue) -> bool:
         """Give S-360 the institution's partner access, contacts and orders; its contact
@@ -43,9 +51,7 @@ class SideSystems:
                     if t.kind == "http_crm"), None)
         if inst.s360_api is None or crm is None or "crm_contacts" not in inst.streams:
             return False
-        api = inst.s360_api
-        self.api.add(inst.code, ApiAccess(api.secret.value, frozenset({api.operator}),
-                                          partners=frozenset({api.partner})))
+        self.open_api(inst)
         store = self.api.stores[inst.code]
         store.add(contacts)
         self.api.order_stores[inst.code].add(orders)
