@@ -108,6 +108,18 @@ def bridge(config_path):
 
 
 @pytest.fixture
+def crm():
+    """The simulator's reference CRM, served on loopback (``crm.url``)."""
+    from s360bridge.simulator.crm import ReferenceCrm
+    from s360bridge.simulator.serving import Served
+
+    c = ReferenceCrm()
+    with Served(c.app()) as served:
+        c.url = served.url
+        yield c
+
+
+@pytest.fixture
 def sim():
     """S-360's simulated sales API for one institution, ``venue`` (tests/helpers/sales_api.py)."""
     from .helpers.sales_api import served_sim

@@ -9,30 +9,19 @@ import sqlite3
 import threading
 import types
 
-import pytest
 from flask import Flask, redirect, request
 
 from s360bridge.core.pipeline.receiver import create_app
-from s360bridge.simulator.crm import ReferenceCrm
 from s360bridge.simulator.serving import Served
 
-from .conftest import Journal, base_config, bridge_of, drain, fixture, post, write_config
+from .conftest import Journal, base_config, bridge_of, drain, post, write_config
 from .helpers import ledger
 from .helpers.processes import start, wait_until
+from .helpers.records import numbered_orders
 
 
 def orders(n: int) -> list[dict]:
-    sale = fixture("order_sale.json")[0]
-    return [{"orderDetailsData": {**sale["orderDetailsData"], "orderId": 20_000_000 + i}}
-            for i in range(n)]
-
-
-@pytest.fixture
-def crm():
-    c = ReferenceCrm()
-    with Served(c.app()) as served:
-        c.url = served.url
-        yield c
+    return numbered_orders(20_000_000, n)
 
 
 def config(tmp_path, crm, batch_size=10, targets=("crm",)) -> object:

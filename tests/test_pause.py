@@ -21,8 +21,6 @@ from s360bridge.core.operations.audit import Actor, entries
 from s360bridge.core.pipeline.receiver import create_app
 from s360bridge.core.pipeline.worker import Worker
 from s360bridge.core.storage.rawsql import index_plans_only, run
-from s360bridge.simulator.crm import ReferenceCrm
-from s360bridge.simulator.serving import Served
 
 from .conftest import (
     SECRETS_ENV,
@@ -36,22 +34,9 @@ from .conftest import (
 )
 from .helpers import ledger
 from .helpers.processes import S360BRIDGE, free_port, healthy, start, wait_until
+from .helpers.records import numbered_orders
 
 ME = Actor("tester")
-
-
-def orders(first: int, n: int) -> list[dict]:
-    sale = fixture("order_sale.json")[0]
-    return [{"orderDetailsData": {**sale["orderDetailsData"], "orderId": first + i}}
-            for i in range(n)]
-
-
-@pytest.fixture
-def crm():
-    c = ReferenceCrm()
-    with Served(c.app()) as served:
-        c.url = served.url
-        yield c
 
 
 def crm_config(tmp_path, crm, others=("datx",), **engine) -> object:
@@ -96,7 +81,7 @@ def test_a_target_paused_during_a_burst_gets_nothing_until_resumed_then_all_once
         for batch in range(1000):
             if stop.is_set():
                 return
-            body = orders(50_000_000 + thread_no * 100_000 + batch * 10, 10)
+            body = numbered_orders(50_000_000 + thread_no * 100_000 + batch * 10, 10)
             book.answer(10, session.post(f"{url}/s360/orders/testvenue", json=body, timeout=10))
 
     threads = [threading.Thread(target=post_orders, args=(i,)) for i in range(2)]
@@ -207,7 +192,7 @@ def test_held_records_outlast_retention_and_a_dead_letter_waits_for_its_replay(
     crm.poison["60000001"] = 422
     bridge = bridge_of(crm_config(tmp_path, crm, others=("journal",)))
     journal = Journal(tmp_path / "journal.jsonl")
-    post(create_app(bridge).test_client(), "orders", orders(60_000_000, 4))
+    post(create_app(bridge).test_client(), "orders", numbered_orders(60_000_000, 4))
     assert pause.pause(bridge, "testvenue", "journal", actor=ME)
     assert not pause.pause(bridge, "testvenue", "journal", actor=ME)  # paused already
     assert drain(bridge) == 4

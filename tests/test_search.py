@@ -18,8 +18,6 @@ from s360bridge.core.operations.retention import purge
 from s360bridge.core.pipeline.receiver import create_app
 from s360bridge.core.pipeline.worker import Worker
 from s360bridge.core.storage.tables import ATTEMPT
-from s360bridge.simulator.crm import ReferenceCrm
-from s360bridge.simulator.serving import Served
 
 from .conftest import base_config, bridge_of, drain, fixture, post, write_config
 from .helpers.clock import Clock
@@ -27,14 +25,6 @@ from .helpers.records import sale_version
 
 ORDER = "10000815533"
 ME = Actor("tester")
-
-
-@pytest.fixture
-def crm():
-    c = ReferenceCrm()
-    with Served(c.app()) as served:
-        c.url = served.url
-        yield c
 
 
 @pytest.fixture
