@@ -216,3 +216,27 @@ def test_console_pages_are_never_framed_nor_cached(venue):
     r = console(bridge).get("/", auth=OPERATOR_AUTH)
     assert (r.headers["X-Frame-Options"], r.headers["Cache-Control"]) == ("DENY", "no-store")
     assert r.headers["Content-Security-Policy"] == "frame-ancestors 'none'"
+
+
+def test_forget_a_contact_after_a_confirmation(venue):
+    bridge, receiver, *_ = venue
+    people = fixture("contacts_person.json")
+    number = people[0]["contactNumber"]
+    assert post(receiver, "contacts", people).json["accepted"] == 2
+    drain(bridge)
+    ops = console(bridge)
+    page = ops.get("/forget", auth=OPERATOR_AUTH)
+    form = {"csrf_token": token(page), "institution": "testvenue", "contact": number}
+    asked = ops.post("/forget", data=form, auth=OPERATOR_AUTH)
+    assert f"Forget contact <strong>{number}</strong>" in asked.text
+    assert "1 version" in ops.get(f"/search?institution=testvenue&key={number}",
+                                  auth=OPERATOR_AUTH).text  # nothing erased yet
+    done = ops.post("/forget", data={**form, "confirm": "yes"}, auth=OPERATOR_AUTH,
+                    follow_redirects=True)
+    assert f"contact {number} of testvenue forgotten: " in done.text
+    assert "engine inbox: 1 version(s)" in done.text
+    assert "Nothing found" in ops.get(f"/search?institution=testvenue&key={number}",
+                                      auth=OPERATOR_AUTH).text
+    (entry,) = entries(bridge, action="forget")
+    assert (entry["actor"], entry["via"], entry["detail"]["contact"]) == ("ops", "console",
+                                                                         number)

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from s360bridge.core.cli.operating import Since, utc
 from s360bridge.core.errors import S360BridgeError
-from s360bridge.core.operations import admin, audit, pause, reconcile_runs, search
+from s360bridge.core.operations import admin, audit, erasure, pause, reconcile_runs, search
 from s360bridge.core.operations.audit import Actor
 from s360bridge.core.redact import redact
 from s360bridge.core.storage.tables import INBOX
@@ -58,7 +58,8 @@ def register_views(bp: Blueprint, bridge) -> None:
     def console_nav():
         return [("console.overview", "Overview"), ("console.search_page", "Search"),
                 ("console.problems", "Dead letters & quarantine"),
-                ("console.runs", "Reconcile"), ("console.trail", "Audit trail"), *pages]
+                ("console.runs", "Reconcile"), ("console.forget_page", "Forget a contact"),
+                ("console.trail", "Audit trail"), *pages]
 
     bp.add_app_template_filter(utc, "when")  # as the CLI prints a time
 
@@ -141,6 +142,25 @@ def register_views(bp: Blueprint, bridge) -> None:
               f"accepted, {totals['duplicates']} already there, {totals['still_invalid']} "
               "still invalid")
         return redirect(url_for("console.problems"))
+
+    @bp.route("/forget", methods=["GET", "POST"])
+    def forget_page():
+        """A contact erased from every local store (a GDPR request), after a confirmation."""
+        code = request.values.get("institution")
+        number = (request.values.get("contact") or "").strip()
+        if request.method == "GET" or not (code and number):
+            return render_template("console/forget.html", institutions=institutions,
+                                   code=code, number=number, asked=request.method == "POST")
+        if request.form.get("confirm") != "yes":
+            return render_template("console/forget.html", institutions=institutions,
+                                   code=code, number=number, confirming=True)
+        try:
+            removed = erasure.forget_contact(bridge, code, number, actor=actor())
+        except S360BridgeError as exc:
+            flash(str(exc), "error")
+            return redirect(url_for("console.forget_page"))
+        flash(f"contact {number} of {code} forgotten: {'; '.join(removed)}")
+        return redirect(url_for("console.trail"))
 
     @bp.get("/reconcile")
     def runs():
