@@ -133,14 +133,14 @@ def test_kill_9_between_push_and_commit_pushes_only_the_batch_in_flight_again(tm
     crm.answer_gate, crm.hold = threading.Event(), {"20000015"}
     log = tmp_path / "worker.log"
     worker = start(["worker", "-c", str(path)], log)
-    wait_until(lambda: len(crm.received) == 20, 30, "the CRM to store the second batch", worker)
+    wait_until(lambda: len(crm.pushes()) == 20, 30, "the CRM to store the second batch", worker)
     os.killpg(worker.pid, signal.SIGKILL)
     worker.wait(10)
     crm.answer_gate.set()
     with sqlite3.connect(tmp_path / "engine.db") as conn:  # the lease must run out first
         conn.execute("UPDATE queue SET lease_until = 0")
     worker = start(["worker", "-c", str(path)], log)
-    wait_until(lambda: len(crm.received) == 30, 60, "every order in the CRM", worker)
+    wait_until(lambda: len(crm.pushes()) == 30, 60, "every order in the CRM", worker)
     wait_until(lambda: {s for s, _ in states(tmp_path).values()} == {"done"}, 30,
                "every order done", worker)
     os.killpg(worker.pid, signal.SIGTERM)

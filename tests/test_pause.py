@@ -89,7 +89,7 @@ def test_a_target_paused_during_a_burst_gets_nothing_until_resumed_then_all_once
         t.start()
 
     def at_crm() -> set[str]:
-        return {str(k) for (s, k) in list(crm.received) if s == "orders"}
+        return {str(k) for (s, k) in crm.pushes() if s == "orders"}
 
     def inbox() -> dict[str, int]:
         with sqlite3.connect(engine_db) as conn:

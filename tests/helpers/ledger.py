@@ -62,7 +62,7 @@ def sqlite_rows(path: Path, table: str, key_column: str, name: str = "datx") -> 
 def crm(reference_crm, stream: str, name: str = "crm") -> Delivered:
     """The reference CRM's stored pushes of ``stream`` per key (it drops a repeated
     idempotency key, which it counts in ``repeated``)."""
-    return Delivered(name, Counter({str(k): n for (s, k), n in reference_crm.received.items()
+    return Delivered(name, Counter({str(k): n for (s, k), n in reference_crm.pushes().items()
                                     if s == stream}), "key")
 
 

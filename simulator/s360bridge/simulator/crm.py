@@ -83,6 +83,11 @@ class ReferenceCrm:
         snapshot["updated_at"] = len(self.changes) + 1  # the feed position is the version
         self.changes.append(snapshot)
 
+    def pushes(self) -> Counter:
+        """``received`` as it is now (a copy: the server's threads go on counting)."""
+        with self._lock:
+            return Counter(self.received)
+
     # -- what the bridge calls --------------------------------------------------------------
     def _upsert_contacts(self, items: list[dict]) -> list[dict]:
         answer = []
