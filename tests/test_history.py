@@ -360,3 +360,31 @@ def test_export_columns_compared_fields_and_zone_come_from_the_config(
     write_config(tmp_path, cfg)
     code, out, _ = reconcile(invoke, tmp_path, "orders", export)
     assert code == 2 and "unknown time zone 'Mars/Olympus'" in out
+
+
+def test_a_bad_row_past_what_the_sniffer_reads_names_its_file(tmp_path):
+    """The sides are read as the comparison joins them: a row that is not CSV after all
+    (here invalid UTF-8, past the rows DuckDB samples for the dialect) still fails with the
+    file's name and the line, not a database error, and without the row's data."""
+    from s360bridge.core.operations.reconcile import (
+        Field,
+        ReconcileError,
+        Reconciliation,
+        Side,
+        compare,
+    )
+    key, amount = Field("id", "text", "ID"), Field("amount", "amount", "AMOUNT")
+    good, bad = tmp_path / "target.csv", tmp_path / "s360.csv"
+    rows = [f"{i},{i}.5".encode() for i in range(30_000)]
+    good.write_bytes(b"id,amount\n" + b"\n".join(rows) + b"\n")
+    rows[25_000] += b"\xff"
+    bad.write_bytes(b"ID,AMOUNT\n" + b"\n".join(rows) + b"\n")
+    spec = Reconciliation(key, [amount], Side({"id": "id", "amount": "amount"}))
+    with pytest.raises(ReconcileError, match=f"{bad}: cannot read as CSV: .*Line: 25002 "
+                                             ".*Invalid unicode") as failed:
+        compare(spec, Side({"id": "ID", "amount": "AMOUNT"}), bad, good,
+                tmp_path / "report.csv")
+    assert "25000.5" not in str(failed.value)  # the row's data is not repeated
+    same = compare(spec, Side({"id": "id", "amount": "amount"}), good, good,
+                   tmp_path / "report.csv")
+    assert same.in_sync and same.s360_records == same.target_records == 30_000

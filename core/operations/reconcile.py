@@ -146,17 +146,20 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _read(con, table: str, path: Path, spec: Reconciliation, side: Side) -> int:
-    """Load one side in one pass: its key, and per field the raw and the normalised value;
-    answer how many rows it has."""
+SOURCE = "read_csv(?, all_varchar=true, header=true)"
+
+
+def _view(con, view: str, path: Path, spec: Reconciliation, side: Side) -> None:
+    """Check one side's columns and make it a view: its key, and per field the normalised
+    value and, where the report shows it, the raw one. A view, not a table: the comparison
+    reads the file as it joins, in one pass, instead of holding both sides in memory."""
     import duckdb
 
-    source = "read_csv(?, all_varchar=true, header=true)"
     try:
-        have = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {source}",
+        have = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {SOURCE}",
                                           [str(path)]).fetchall()]
     except duckdb.Error as exc:
-        raise ReconcileError(f"{path}: cannot read as CSV: {exc}") from None
+        raise ReconcileError(f"{path}: cannot read as CSV: {_reason(exc)}") from None
     wanted = [spec.key, *spec.fields]
     lacking = [side.columns[f.name] for f in wanted if side.columns[f.name] not in have]
     if lacking:
@@ -168,12 +171,26 @@ def _read(con, table: str, path: Path, spec: Reconciliation, side: Side) -> int:
         cols.append(f"{_norm(f.kind, raw, side)} AS {_q('n_' + f.name)}")
         if f.kind not in PLAIN:  # text is reported as compared: trimmed
             cols.append(f"{raw} AS {_q('raw_' + f.name)}")
+    literal = "'" + str(path).replace("'", "''") + "'"  # a view takes no parameters
+    con.execute(f"CREATE TEMP VIEW {view} AS SELECT {', '.join(cols)} FROM "
+                f"{SOURCE.replace('?', literal)}")
+
+
+def _reason(exc: Exception) -> str:
+    """DuckDB's reason, without the row it quotes (a contact's data) or its own options."""
+    lines = str(exc).split("\n")
+    return " ".join(x for x in lines[:lines.index("") if "" in lines else None]
+                    if not x.startswith("Original Line"))
+
+
+def _count(con, path: Path) -> int:
+    """A side's rows; a file that is not CSV after all says so here."""
+    import duckdb
+
     try:
-        con.execute(f"CREATE TABLE {table} AS SELECT {', '.join(cols)} FROM {source}",
-                    [str(path)])
+        return con.execute(f"SELECT count(*) FROM {SOURCE}", [str(path)]).fetchone()[0]
     except duckdb.Error as exc:
-        raise ReconcileError(f"{path}: cannot read as CSV: {exc}") from None
-    return con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        raise ReconcileError(f"{path}: cannot read as CSV: {_reason(exc)}") from None
 
 
 def _dump_rows(rows: Iterable[tuple], spec: Reconciliation, folder: str) -> Path:
@@ -205,17 +222,25 @@ def compare(spec: Reconciliation, s360_side: Side, s360_file: Path, target_file:
                                      "temp_directory": tmp})
         try:
             con.execute("SET TimeZone = 'UTC'")  # zones are explicit in every conversion
-            step("reading the S-360 export")
-            summary.s360_records = _read(con, "s", s360_file, spec, s360_side)
+            step("reading the S-360 export's columns")
+            _view(con, "s", s360_file, spec, s360_side)
             step("reading the target's side")
             if target_file is None:
                 if spec.target_rows is None:
                     raise ReconcileError("this target has no rows to read: give its export "
                                          "file (--target-export)")
                 target_file = _dump_rows(spec.target_rows(spec.fields), spec, tmp)
-            summary.target_records = _read(con, "t", target_file, spec, spec.target_side)
+            _view(con, "t", target_file, spec, spec.target_side)
             step("comparing")
-            _diff(con, spec, summary)
+            try:
+                _diff(con, spec, summary)
+            except duckdb.Error as exc:  # a row past those sampled for the dialect
+                which = [str(p) for p in (s360_file, target_file) if str(p) in str(exc)]
+                raise ReconcileError(f"{' or '.join(which or ['a side'])}: cannot read as "
+                                     f"CSV: {_reason(exc)}") from None
+            # counted after the join, whose memory the scans then reuse (not before: higher peak)
+            summary.s360_records = _count(con, s360_file)
+            summary.target_records = _count(con, target_file)
             step("writing the report")
             _write(con, spec, report, fmt)
         finally:
