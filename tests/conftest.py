@@ -107,6 +107,15 @@ def bridge(config_path):
     b.close()
 
 
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test():
+    """A test that fails before stopping an `s360bridge` it started leaves none behind."""
+    yield
+    from .helpers.processes import kill_leftovers
+
+    kill_leftovers()
+
+
 @pytest.fixture
 def crm():
     """The simulator's reference CRM, served on loopback (``crm.url``)."""

@@ -24,12 +24,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+STARTED: list[subprocess.Popen] = []  # killed, with their groups, when the test ends
+
+
 def start(args: list[str], log: Path) -> subprocess.Popen:
     env = {**os.environ, **SECRETS_ENV}
     env.pop("S360BRIDGE_DATABASE_URL", None)
-    return subprocess.Popen([S360BRIDGE, "--log-level", "DEBUG", *args], env=env,
+    proc = subprocess.Popen([S360BRIDGE, "--log-level", "DEBUG", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=log.open("ab"),
                             start_new_session=True)  # its own process group
+    STARTED.append(proc)
+    return proc
+
+
+def kill_leftovers() -> None:
+    """What a test started and left running (it failed before its own stop): killed."""
+    while STARTED:
+        proc = STARTED.pop()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+        proc.wait(30)
 
 
 def wait_until(condition, timeout: float, what: str, proc: subprocess.Popen | None = None):
