@@ -83,6 +83,15 @@ def peak_kib(pid: int) -> int:
     return int(found.group(1)) if found else 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system time of a running process so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def sizes(work: Path) -> dict[str, int]:
     """Bytes of each database, its write-ahead log included."""
     return {name: sum(p.stat().st_size for p in work.glob(f"{name}.db*"))
@@ -97,19 +106,22 @@ def timed_import(cmd: list[str], env: dict, work: Path, profile: Path | None) ->
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    stored_at, store_peak, store_sizes, out = None, 0, {}, []
+    stored_at, store_peak, store_cpu, store_sizes, out = None, 0, 0.0, {}, []
     for line in proc.stdout:
         out.append(line)
         if stored_at is None and re.match(r"\d+ lines: ", line):
             stored_at = time.perf_counter()
             store_peak = max(peak_kib(p) for p in _tree(proc.pid))
+            store_cpu = sum(cpu_seconds(p) for p in _tree(proc.pid))
             store_sizes = sizes(work)
     _, status, usage = os.wait4(proc.pid, 0)
     ended = time.perf_counter()
     err = proc.stderr.read()
     if status != 0 or stored_at is None:
         sys.exit(f"the import failed ({status}):\n{''.join(out)}{err}")
+    cpu = usage.ru_utime + usage.ru_stime  # py-spy's own, when profiling
     return {"store_s": stored_at - started, "deliver_s": ended - stored_at,
+            "store_cpu": store_cpu, "deliver_cpu": cpu - store_cpu,
             "store_peak_mib": store_peak / 1024, "peak_mib": usage.ru_maxrss / 1024,
             "store_sizes": store_sizes, "sizes": sizes(work), "output": "".join(out)}
 
@@ -172,11 +184,12 @@ def measure(args, env: dict) -> None:
         n, total = args.records, r["store_s"] + r["deliver_s"]
         grew = {db: r["sizes"][db] - before[db] for db in before}
         stored = r["store_sizes"]["engine"] - before["engine"]
-        print(f"  store    {r['store_s']:7.1f} s  {n / r['store_s']:9,.0f} records/s  peak "
-              f"RSS {r['store_peak_mib']:5.0f} MiB  engine +{stored / n:,.0f} bytes/record")
-        print(f"  delivery {r['deliver_s']:7.1f} s  {n / r['deliver_s']:9,.0f} records/s  "
-              f"engine {grew['engine'] / n:+,.0f}, warehouse +{grew['warehouse'] / n:,.0f} "
-              f"bytes/record at the end")
+        print(f"  store    {r['store_s']:7.1f} s  {n / r['store_s']:9,.0f} records/s  CPU "
+              f"{r['store_cpu'] / n * 1e6:4.0f} µs/record  peak RSS {r['store_peak_mib']:4.0f} "
+              f"MiB  engine +{stored / n:,.0f} bytes/record")
+        print(f"  delivery {r['deliver_s']:7.1f} s  {n / r['deliver_s']:9,.0f} records/s  CPU "
+              f"{r['deliver_cpu'] / n * 1e6:4.0f} µs/record  engine {grew['engine'] / n:+,.0f}, "
+              f"warehouse +{grew['warehouse'] / n:,.0f} bytes/record at the end")
         print(f"  together {total:7.1f} s  {n / total:9,.0f} records/s  peak RSS "
               f"{r['peak_mib']:5.0f} MiB; every record stored once and delivered: {found}",
               flush=True)
