@@ -39,14 +39,14 @@ STREAMS = {"contacts": ("contacts", {}), "orders": ("orders", {"order_operations
 CLI = "from s360bridge.core.cli.main import main; main()"
 
 
-def config(work: Path) -> Path:
+def config(work: Path, batch_size: int = 500) -> Path:
     path = work / "bench.yaml"
     auth = {"type": "api_key", "header": "x-api-key", "key": {"$env": "BENCH_API_KEY"}}
     path.write_bytes(orjson.dumps({
         "institution": "bench", "timezone": "Europe/Zurich", "history_cutoff": "2019-01-01",
         "targets": {"datx": {"type": "sql", "url": f"sqlite:///{work}/warehouse.db"}},
         "streams": {s: {"auth": auth, "targets": ["datx"]} for s in STREAMS},
-        "engine": {"database_url": f"sqlite:///{work}/engine.db"}}))
+        "engine": {"database_url": f"sqlite:///{work}/engine.db", "batch_size": batch_size}}))
     return path
 
 
@@ -102,6 +102,7 @@ def timed_import(cmd: list[str], env: dict, work: Path, profile: Path | None) ->
     """Run one import; the store ends at its summary line, the delivery at its exit."""
     if profile is not None:
         cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "-r", "200", "-f", "raw",
+               "--subprocesses",
                "-o", str(profile), "--", *cmd]
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -165,7 +166,7 @@ def where_bytes_go(work: Path) -> list[tuple[str, str, int]]:
 
 def measure(args, env: dict) -> None:
     work = Path(tempfile.mkdtemp(prefix="s360import-", dir=args.work))
-    cfg = config(work)
+    cfg = config(work, args.batch_size)
     upgrade(cfg, env)
     print(f"commit {commit(args.source)}; {args.records:,} records a stream; work {work}",
           flush=True)
@@ -210,7 +211,8 @@ def interrupted(args, env: dict) -> None:
     where the first run's last commit stopped."""
     n, stream = args.resume_records, "orders"
     work = Path(tempfile.mkdtemp(prefix="s360import-", dir=args.work))
-    cfg, path, engine_db = config(work), work / "orders.jsonl", work / "engine.db"
+    cfg, path, engine_db = config(work, args.batch_size), work / "orders.jsonl", \
+        work / "engine.db"
     upgrade(cfg, env)
     write_records(stream, n, path)
     cmd = command(cfg, stream, path, *args.extra)
@@ -285,6 +287,8 @@ def main() -> None:
     ap.add_argument("--streams", default="contacts,orders")
     ap.add_argument("--resume-records", type=int, default=None,
                     help="orders of the interruption check [min(--records, 50000)]; 0: none")
+    ap.add_argument("--batch-size", type=int, default=500, help="engine.batch_size: the "
+                    "worker's claims")
     ap.add_argument("--profile", action="store_true", help="run each import under py-spy")
     ap.add_argument("--top", type=int, default=15, help="lines of each profile and size list")
     ap.add_argument("--source", type=Path, help="another checkout of s360bridge to measure")
