@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
@@ -46,7 +47,9 @@ def config(work: Path, batch_size: int = 500) -> Path:
         "institution": "bench", "timezone": "Europe/Zurich", "history_cutoff": "2019-01-01",
         "targets": {"datx": {"type": "sql", "url": f"sqlite:///{work}/warehouse.db"}},
         "streams": {s: {"auth": auth, "targets": ["datx"]} for s in STREAMS},
-        "engine": {"database_url": f"sqlite:///{work}/engine.db", "batch_size": batch_size}}))
+        # the interruption check holds the warehouse's lock while the store ends
+        "engine": {"database_url": f"sqlite:///{work}/engine.db", "batch_size": batch_size,
+                   "sqlite_busy_timeout_seconds": 600}}))
     return path
 
 
@@ -211,42 +214,51 @@ def interrupted(args, env: dict) -> None:
     where the first run's last commit stopped."""
     n, stream = args.resume_records, "orders"
     work = Path(tempfile.mkdtemp(prefix="s360import-", dir=args.work))
-    cfg, path, engine_db = config(work, args.batch_size), work / "orders.jsonl", \
-        work / "engine.db"
+    cfg, path = config(work, args.batch_size), work / "orders.jsonl"
+    engine_db, warehouse_db = work / "engine.db", work / "warehouse.db"
     upgrade(cfg, env)
     write_records(stream, n, path)
     cmd = command(cfg, stream, path, *args.extra)
 
     def progress() -> int:
-        with sqlite3.connect(engine_db, timeout=30) as conn:
+        with sqlite3.connect(engine_db, timeout=60) as conn:
             row = conn.execute("SELECT lines FROM import_progress").fetchone()
         return row[0] if row else 0
 
     def warehouse_rows() -> int:
         try:
-            with sqlite3.connect(work / "warehouse.db", timeout=30) as conn:
+            with sqlite3.connect(warehouse_db, timeout=60) as conn:
                 return conn.execute("SELECT count(*) FROM orders").fetchone()[0]
         except sqlite3.OperationalError:  # the target has not made its tables yet
             return 0
 
     first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
-    stopped_at = kill_when(first, engine_db, lambda: 0 < progress(), progress)
+    wait_for(first, lambda: 0 < progress())
+    with locked(engine_db):  # the import waits at its next commit
+        stopped_at = progress()
+        left = kill(first)
+    wait_gone(left)
     with sqlite3.connect(engine_db) as conn:
         kept = conn.execute("SELECT count(*) FROM inbox").fetchone()[0]
     if not 0 < stopped_at < n or kept != stopped_at:
         sys.exit(f"killed mid-store at line {stopped_at} of {n} with {kept} records stored: "
                  "not half-way, or the checkpoint and the inbox disagree")
     second = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
-    delivered = kill_when(second, engine_db, lambda: 0 < warehouse_rows(), warehouse_rows)
-    resumed = second.stdout.read()
+    wait_for(second, lambda: 0 < warehouse_rows())
+    with locked(warehouse_db):  # no more deliveries; the store goes on to its end
+        resumed = "".join(_until_summary(second))
+        delivered = warehouse_rows()
+        left = kill(second)
+    wait_gone(left)
     third = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
     found = counts(work, stream)
     print(f"interrupted: killed at line {stopped_at:,} of {n:,} (stored), then with "
           f"{delivered:,} of {n:,} in the warehouse; resumed with: {resumed.strip()!r}; "
           f"last run: {third.stdout.strip()!r}; {found}")
     if f"resumed after line {stopped_at}" not in resumed or \
-            f"{n - stopped_at} stored, 0 already there" not in resumed:
-        sys.exit(f"the second run did not resume at line {stopped_at}")
+            f"{n - stopped_at} stored, 0 already there" not in resumed or delivered >= n:
+        sys.exit(f"the second run did not resume at line {stopped_at}, or was not stopped "
+                 "while it delivered")
     if third.returncode != 0 or found != expected(stream, n):
         sys.exit(f"after the interruptions: {found}, expected {expected(stream, n)}; "
                  f"{third.stderr}")
@@ -255,24 +267,53 @@ def interrupted(args, env: dict) -> None:
         shutil.rmtree(work)
 
 
-def kill_when(proc: subprocess.Popen, engine_db: Path, ready, reading) -> int:
-    """Once ``ready()``, take the engine database's write lock (the import waits at its next
-    commit), read where it is, SIGKILL it, and give the lock back."""
+def _until_summary(proc: subprocess.Popen):
+    for line in proc.stdout:
+        yield line
+        if re.match(r"\d+ lines: ", line):
+            return
+
+
+def wait_for(proc: subprocess.Popen, ready) -> None:
     deadline = time.monotonic() + 600
     while not ready():
         if proc.poll() is not None or time.monotonic() > deadline:
             sys.exit(f"the import ended ({proc.returncode}) before it could be interrupted")
         time.sleep(0.002)
-    lock = sqlite3.connect(engine_db, timeout=60, isolation_level=None)
+
+
+@contextmanager
+def locked(db: Path):
+    """Hold a database's write lock for the block: the import's writes to it wait."""
+    lock = sqlite3.connect(db, timeout=60, isolation_level=None)
     try:
         lock.execute("BEGIN IMMEDIATE")
-        at = reading()
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        yield
         lock.execute("ROLLBACK")
     finally:
         lock.close()
-    return at
+
+
+def kill(proc: subprocess.Popen) -> list[int]:
+    """SIGKILL the import; answer its delivery process, if any, which notices and ends after
+    its batch in hand (``wait_gone``, outside the lock, before the next run)."""
+    children = _tree(proc.pid)[1:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return children
+
+
+def wait_gone(pids: list[int]) -> None:
+    deadline = time.monotonic() + 600
+    while any(_running(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def commit(source: Path | None) -> str:

@@ -70,6 +70,20 @@ def test_import_loads_history_through_the_webhook_path(tmp_path, invoke, journal
     assert sum(journal.pushes("orders").values()) == 120
 
 
+def test_an_imported_file_run_again_delivers_what_is_still_queued(tmp_path, invoke):
+    """An import stopped while it delivered (or run with --no-deliver) is finished by running
+    it again: the file is not read again, its records still queued are delivered."""
+    path = tmp_path / "orders.jsonl"
+    write_jsonl(generated("orders", 40), path)
+    args = ("import", "--institution", "testvenue", "--stream", "orders")
+    code, out = run(invoke, *args, "--no-deliver", str(path))
+    assert code == 0 and "40 stored" in out and "delivered" not in out
+    code, out = run(invoke, *args, str(path))
+    assert code == 0, out
+    assert "already imported (40 lines)" in out and "delivered 40 record(s)" in out
+    assert warehouse_count(tmp_path, "orders") == 40
+
+
 def test_import_of_a_csv_data_export(tmp_path, invoke):
     checks = generated("ticketchecks", 50)
     path = tmp_path / "checks.csv"

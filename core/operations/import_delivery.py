@@ -27,11 +27,11 @@ _POLL_SECONDS = 0.05
 
 @contextmanager
 def fewer_collections():
-    """Collect the young generation every 50,000 allocations instead of 700, and leave the
+    """Collect the young generation when 250,000 objects more are alive, not 700, and leave the
     objects made so far (modules, settings) out of every collection, for the block."""
     before = gc.get_threshold()
     gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    gc.set_threshold(250_000, 50, 100)
     try:
         yield
     finally:
@@ -44,50 +44,57 @@ class Beside:
 
     def __init__(self, configs):
         ctx = multiprocessing.get_context("spawn")  # nothing of this process's databases
-        self.stored = ctx.Event()
-        self.delivered = ctx.Value("q", 0)
+        # a pipe, not an Event: no semaphore for the resource tracker to find left after a
+        # kill -9
+        self.pipe, self._theirs = ctx.Pipe()
         self.process = ctx.Process(target=_deliver, name="s360bridge-import-delivery",
-                                   args=(list(configs), os.getpid(), self.stored,
-                                         self.delivered), daemon=True)
+                                   args=(list(configs), os.getpid(), self._theirs),
+                                   daemon=True)
 
     def start(self) -> Beside:
         self.process.start()
+        self._theirs.close()  # so that its end of the pipe closes with the process
         return self
 
     def finish(self) -> int:
         """Say that everything is stored, wait for the process, and answer how many records
         it delivered; a process that failed is logged (its records stay queued)."""
-        self.stored.set()
+        try:
+            self.pipe.send("stored")
+            delivered = self.pipe.recv()
+        except (EOFError, OSError):  # it ended before: its count is lost, not its work
+            delivered = 0
         self.process.join()
         if self.process.exitcode != 0:
             log.warning("the import's delivery process ended with %s; what it left is "
                         "delivered now", self.process.exitcode)
-        return self.delivered.value
+        return delivered
 
     def stop(self) -> None:
-        """The import failed: the process ends after its batch in hand."""
+        """The import failed: the process is stopped (SIGTERM); a batch it had in hand is
+        delivered again once its lease ends, by a worker or the next import."""
         if self.process.is_alive():
             self.process.terminate()
             self.process.join()
 
 
-def _deliver(configs, parent: int, stored, delivered) -> None:
+def _deliver(configs, parent: int, pipe) -> None:
     from s360bridge.core.cli.common import open_bridge
     from s360bridge.core.pipeline.worker import Worker
 
     bridge = open_bridge(configs)
-    worker = Worker(bridge)
+    worker, delivered, stored = Worker(bridge), 0, False
     try:
         with fewer_collections():
             while os.getppid() == parent:
-                done = stored.is_set()  # read before the claim: an empty claim after it ends
+                stored = stored or pipe.poll()  # before the claim: an empty one after it ends
                 n = worker.run_once()
-                with delivered.get_lock():
-                    delivered.value += n
+                delivered += n
                 if n == 0:
-                    if done:
+                    if stored:
+                        pipe.send(delivered)
                         break
-                    stored.wait(_POLL_SECONDS)
+                    pipe.poll(_POLL_SECONDS)
     finally:
         worker.finish()
         bridge.close()
