@@ -15,14 +15,14 @@ import hashlib
 import io
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, event, select
+from sqlalchemy import Column, Float, Integer, MetaData, String, Table, select
 
 from s360bridge.core.errors import S360BridgeError
+from s360bridge.core.operations.import_delivery import commits_unflushed
 from s360bridge.core.pipeline import rawjson
 from s360bridge.core.pipeline.ingest import IngestResult, ingest
 from s360bridge.core.storage.db import write
@@ -78,25 +78,6 @@ def _save_checkpoint(inst: str, stream: str, fid: str, lines: int, done: bool):
     return save
 
 
-@contextmanager
-def _commits_unflushed(engine):
-    """SQLite: the connections this block takes commit without an fsync (see the module);
-    afterwards the pool is emptied, so that later transactions have the configured level."""
-    if engine.dialect.name != "sqlite":
-        yield
-        return
-
-    def normal(dbapi_conn, _record, _proxy):
-        dbapi_conn.execute("PRAGMA synchronous=NORMAL")
-
-    event.listen(engine, "checkout", normal)
-    try:
-        yield
-    finally:
-        event.remove(engine, "checkout", normal)
-        engine.dispose()
-
-
 def _lines(path: Path, fmt: str) -> Iterator[tuple[int, bytes | dict]]:
     """(bytes read, raw line or CSV row) for every non-blank line or row of the file."""
     with path.open("rb") as f:
@@ -143,7 +124,7 @@ def run_import(bridge, inst, stream, path: Path, fmt: str, batch: int = 500,
         raw.clear()
         unreadable.clear()
 
-    with _commits_unflushed(bridge.engine):
+    with commits_unflushed(bridge.engine):
         for size, item in _lines(path, fmt):
             n += 1
             read[0] += size

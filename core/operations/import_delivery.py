@@ -19,6 +19,8 @@ import multiprocessing
 import os
 from contextlib import contextmanager
 
+from sqlalchemy import event
+
 log = logging.getLogger("s360bridge.import")
 
 BESIDE_BYTES = 16 << 20  # smaller files are delivered after their store, in the import itself
@@ -37,6 +39,30 @@ def fewer_collections():
     finally:
         gc.set_threshold(*before)
         gc.unfreeze()
+
+
+@contextmanager
+def commits_unflushed(engine):
+    """SQLite: the engine database's transactions of the block commit without an fsync
+    (``synchronous=NORMAL``; afterwards the pool is emptied, so that later ones have the
+    configured level). The import's store and its delivery's claims and completions need no
+    more: nothing answers S-360 on them; a crash loses none; a power cut may lose the last
+    ones, and then the lines are read again (the checkpoint goes with the records) or the
+    records delivered again (versioned upserts, idempotency keys), never lost. The targets'
+    own commits (the warehouse) keep their level."""
+    if engine.dialect.name != "sqlite":
+        yield
+        return
+
+    def normal(dbapi_conn, _record, _proxy):
+        dbapi_conn.execute("PRAGMA synchronous=NORMAL")
+
+    event.listen(engine, "checkout", normal)
+    try:
+        yield
+    finally:
+        event.remove(engine, "checkout", normal)
+        engine.dispose()
 
 
 class Beside:
@@ -85,7 +111,7 @@ def _deliver(configs, parent: int, pipe) -> None:
     bridge = open_bridge(configs)
     worker, delivered, stored = Worker(bridge), 0, False
     try:
-        with fewer_collections():
+        with fewer_collections(), commits_unflushed(bridge.engine):
             while os.getppid() == parent:
                 stored = stored or pipe.poll()  # before the claim: an empty one after it ends
                 n = worker.run_once()
