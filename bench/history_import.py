@@ -18,6 +18,7 @@ went; ``--source DIR`` measures another checkout's core/ and plugins/ with the s
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import re
 import shutil
@@ -58,6 +59,7 @@ def environment(source: Path | None) -> dict:
            "S360BRIDGE_LOAD_PLUGINS": "contacts,orders,sql"}
     if source is not None:  # a package of the other checkout's folders, first on the path
         pkg = Path(tempfile.mkdtemp(prefix="s360import-")) / "s360bridge"
+        atexit.register(shutil.rmtree, pkg.parent, True)
         pkg.mkdir()
         (pkg / "__init__.py").write_text("")
         for name in ("core", "plugins"):
