@@ -45,6 +45,15 @@ def test_worker_parts():
     assert "commits (fsync)" in out
 
 
+def test_history_import():
+    """The import's figures, and an import killed mid-store then mid-delivery that resumes
+    (8,000 orders: a file large enough to be delivered beside its store)."""
+    out = bench("history_import.py", "--records", "1000", "--resume-records", "8000")
+    assert out.count("every record stored once and delivered") == 2
+    assert "killed at line " in out
+    assert "interrupted import: resumed where it stopped, every record once: OK" in out
+
+
 def test_crm_to_s360():
     out = bench("crm_to_s360.py", "--changes", "20", "--limit", "600")
     assert "20 CRM changes accepted" in out

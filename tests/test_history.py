@@ -14,6 +14,7 @@ from s360bridge.simulator.export import write_csv, write_jsonl
 
 from .conftest import SECRETS_ENV
 from .helpers.history import ZURICH, generated, run, warehouse_count
+from .helpers.postgres import needs_pg, warehouse
 from .helpers.processes import S360BRIDGE
 
 
@@ -40,6 +41,36 @@ def test_import_loads_history_through_the_webhook_path(tmp_path, invoke, journal
                     "--again", str(path))
     assert "0 stored, 120 already there" in out
     assert sum(journal.pushes("orders").values()) == 120
+
+
+def test_an_imported_file_run_again_delivers_what_is_still_queued(tmp_path, invoke):
+    """An import stopped while it delivered (or run with --no-deliver) is finished by running
+    it again: the file is not read again, its records still queued are delivered."""
+    path = tmp_path / "orders.jsonl"
+    write_jsonl(generated("orders", 40), path)
+    args = ("import", "--institution", "testvenue", "--stream", "orders")
+    code, out = run(invoke, *args, "--no-deliver", str(path))
+    assert code == 0 and "40 stored" in out and "delivered" not in out
+    code, out = run(invoke, *args, str(path))
+    assert code == 0, out
+    assert "already imported (40 lines)" in out and "delivered 40 record(s)" in out
+    assert warehouse_count(tmp_path, "orders") == 40
+
+
+@needs_pg
+def test_an_import_on_postgresql_stores_and_delivers_each_record_once(tmp_path, pg_bridge):
+    """The batches commit with ``synchronous_commit = off``, set in their own transaction."""
+    from s360bridge.core.operations.history_import import run_import
+    from s360bridge.core.operations.repair import deliver
+
+    path = tmp_path / "orders.jsonl"
+    write_jsonl(generated("orders", 60), path)
+    inst, stream = pg_bridge.institution("testvenue"), pg_bridge.stream("orders")
+    assert run_import(pg_bridge, inst, stream, path, "jsonl", batch=25).totals.accepted == 60
+    assert deliver(pg_bridge) == 60
+    assert warehouse(pg_bridge, "SELECT count(*) FROM orders") == [(60,)]
+    with pg_bridge.engine.connect() as conn:  # the setting did not outlive its transactions
+        assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
 
 
 def test_import_of_a_csv_data_export(tmp_path, invoke):

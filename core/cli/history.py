@@ -11,6 +11,12 @@ from s360bridge.core.cli.common import config_option, institution_of, open_bridg
 from s360bridge.core.errors import S360BridgeError
 from s360bridge.core.operations import reconcile_runs
 from s360bridge.core.operations.history_import import run_import
+from s360bridge.core.operations.import_delivery import (
+    BESIDE_BYTES,
+    Beside,
+    commits_unflushed,
+    fewer_collections,
+)
 from s360bridge.core.operations.reconcile import (
     DIFFERENT,
     MISSING_IN_S360,
@@ -56,19 +62,30 @@ def import_records(configs, institution, stream_name, fmt, batch, again, no_deli
     inst = institution_of(bridge, institution)
     stream = _stream(bridge, inst, stream_name)
     fmt = fmt or ("csv" if file.suffix.lower() == ".csv" else "jsonl")
-    with click.progressbar(length=file.stat().st_size, label=f"importing {file.name}") as bar:
-        report = run_import(bridge, inst, stream, file, fmt, batch, again, bar.update)
+    # a large file is delivered while it is stored, by a process of its own
+    beside = Beside(configs).start() if not no_deliver and \
+        file.stat().st_size >= BESIDE_BYTES else None
+    try:
+        with click.progressbar(length=file.stat().st_size, label=f"importing {file.name}") \
+                as bar, fewer_collections():
+            report = run_import(bridge, inst, stream, file, fmt, batch, again, bar.update)
+    except BaseException:
+        if beside is not None:
+            beside.stop()
+        raise
     t = report.totals
     if report.resumed_at and report.resumed_at == report.lines and not t.accepted:
         click.echo(f"{file}: already imported ({report.lines} lines); --again imports it anew")
-        return
-    if report.resumed_at:
-        click.echo(f"resumed after line {report.resumed_at}")
-    click.echo(f"{report.lines} lines: {t.accepted} stored, {t.duplicates} already there, "
-               f"{t.before_cutoff} older than the history cut-off {inst.history_cutoff} (left "
-               f"out), {t.quarantined} quarantined")
-    if not no_deliver:
-        n = _deliver_with_progress(bridge, "delivering to the targets")
+    else:
+        if report.resumed_at:
+            click.echo(f"resumed after line {report.resumed_at}")
+        click.echo(f"{report.lines} lines: {t.accepted} stored, {t.duplicates} already there, "
+                   f"{t.before_cutoff} older than the history cut-off {inst.history_cutoff} "
+                   f"(left out), {t.quarantined} quarantined")
+    if not no_deliver:  # what is still queued too: an import stopped while it delivered
+        n = beside.finish() if beside is not None else 0
+        with fewer_collections(), commits_unflushed(bridge.engine):
+            n += _deliver_with_progress(bridge, "delivering to the targets")
         click.echo(f"delivered {n} record(s); see `s360bridge status`")
 
 

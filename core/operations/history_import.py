@@ -22,6 +22,7 @@ import orjson
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, select
 
 from s360bridge.core.errors import S360BridgeError
+from s360bridge.core.operations.import_delivery import commits_unflushed
 from s360bridge.core.pipeline import rawjson
 from s360bridge.core.pipeline.ingest import IngestResult, ingest
 from s360bridge.core.storage.db import write
@@ -65,6 +66,8 @@ def _checkpoint(engine, inst: str, stream: str, fid: str) -> tuple[int, bool]:
 
 def _save_checkpoint(inst: str, stream: str, fid: str, lines: int, done: bool):
     def save(conn):
+        if conn.dialect.name == "postgresql":  # this transaction's commit: see the module
+            conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
         ins = dialect_insert(conn, PROGRESS).values(
             institution=inst, stream=stream, file_id=fid, lines=lines, done=int(done),
             updated_at=time.time())
@@ -105,10 +108,12 @@ def run_import(bridge, inst, stream, path: Path, fmt: str, batch: int = 500,
         return report
     start = 0 if again else start
     report.resumed_at = start
-    records, raw, unreadable, n = [], [], [], 0
+    records, raw, unreadable, n, read = [], [], [], 0, [0]
 
     def flush():
         """Store the records read so far, the unreadable lines and the checkpoint, at once."""
+        progress(read[0])  # the progress bar moves by batch: per line it cost more than a parse
+        read[0] = 0
         save = _save_checkpoint(inst.code, stream.name, fid, n, False)
         lines = list(raw)  # decoded only for a record to quarantine
         report.totals.add(ingest(bridge, inst, stream, records, also=save,
@@ -119,29 +124,30 @@ def run_import(bridge, inst, stream, path: Path, fmt: str, batch: int = 500,
         raw.clear()
         unreadable.clear()
 
-    for size, item in _lines(path, fmt):
-        n += 1
-        progress(size)
-        if n <= start:
-            continue
-        if fmt == "csv":
-            records.append(stream.from_csv(inst, item))
-        elif item.strip():
-            try:
-                record = orjson.loads(item)
-            except orjson.JSONDecodeError as exc:
-                unreadable.append((rawjson.storable(item), f"line {n}: not JSON: {exc}"))
-            else:
-                if isinstance(record, dict):
-                    records.append(record)
-                    raw.append(item)
+    with commits_unflushed(bridge.engine):
+        for size, item in _lines(path, fmt):
+            n += 1
+            read[0] += size
+            if n <= start:
+                continue
+            if fmt == "csv":
+                records.append(stream.from_csv(inst, item))
+            elif item.strip():
+                try:
+                    record = orjson.loads(item)
+                except orjson.JSONDecodeError as exc:
+                    unreadable.append((rawjson.storable(item), f"line {n}: not JSON: {exc}"))
                 else:
-                    unreadable.append((rawjson.storable(item), f"line {n}: not a JSON object"))
-        if len(records) + len(unreadable) >= batch:
-            flush()
-    flush()
+                    if isinstance(record, dict):
+                        records.append(record)
+                        raw.append(item)
+                    else:
+                        unreadable.append((rawjson.storable(item),
+                                           f"line {n}: not a JSON object"))
+            if len(records) + len(unreadable) >= batch:
+                flush()
+        flush()
     with write(bridge.engine) as conn:
         _save_checkpoint(inst.code, stream.name, fid, n, True)(conn)
     report.lines = n
     return report
-

@@ -10,10 +10,11 @@ outranked even after the final one is gone from the inbox.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 
-from sqlalchemy import BigInteger, Column, MetaData, String, Table
+from sqlalchemy import BigInteger, Column, MetaData, String, Table, bindparam
 
-from s360bridge.core.storage.rawsql import run
+from s360bridge.core.storage.rawsql import executemany, run
 from s360bridge.core.storage.tables import dialect_insert
 
 MARKS = Table(
@@ -54,6 +55,17 @@ def newest(rows: list[tuple], decoded: dict[int, dict], ranker: Ranker | None
     return best, ranks
 
 
+_MARK_COLUMNS = ("institution", "stream", "record_key", "rank")
+
+
+@cache
+def _raise_marks(dialect: str):
+    ins = dialect_insert(dialect, MARKS).values({c: bindparam(c) for c in _MARK_COLUMNS})
+    return ins.on_conflict_do_update(index_elements=["institution", "stream", "record_key"],
+                                     set_={"rank": ins.excluded.rank},
+                                     where=MARKS.c.rank < ins.excluded.rank)
+
+
 def outranks(a: tuple[int, int], b: tuple[int, int]) -> bool:
     """Whether version ``a`` (rank, seq) is to be delivered rather than ``b``."""
     return a > b
@@ -74,11 +86,8 @@ def outranked_by_marks(conn, best: dict[Key, int], ranks: dict[int, int]) -> lis
             if marked.get(key, 0) > ranks[seq]:
                 lost.append(seq)
             elif ranks[seq] > marked.get(key, 0):
-                raised.append({"institution": inst, "stream": stream, "record_key": key,
-                               "rank": ranks[seq]})
-    if raised:
-        ins = dialect_insert(conn, MARKS)
-        conn.execute(ins.on_conflict_do_update(
-            index_elements=["institution", "stream", "record_key"],
-            set_={"rank": ins.excluded.rank}, where=MARKS.c.rank < ins.excluded.rank), raised)
+                raised.append((inst, stream, key, ranks[seq]))
+    if raised:  # on the driver, plain tuples: one mark per record of a ranked stream
+        executemany(conn, _raise_marks(conn.dialect.name), _MARK_COLUMNS, raised,
+                    "version-marks")
     return lost

@@ -17,6 +17,8 @@ def _snake(name: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
 
 
+AMOUNT_COLUMNS = tuple((a, _snake(a)) for a in AMOUNTS)  # once, not for every order
+
 ORDERS = warehouse_table(
     "orders",
     Column("order_id", BigInteger, primary_key=True),
@@ -28,7 +30,7 @@ ORDERS = warehouse_table(
     Column("contact_reference", String(20)),
     Column("sales_channel_code", String(40)),
     Column("currency_code", String(3)),
-    *(Column(_snake(a), BigInteger) for a in AMOUNTS),
+    *(Column(column, BigInteger) for _, column in AMOUNT_COLUMNS),
 )
 
 OPERATIONS = warehouse_table(
@@ -84,7 +86,7 @@ def order_row(institution, stored: StoredRecord) -> WarehouseRow:
         "contact_reference": o.get("contactReference"),
         "sales_channel_code": o.get("salesChannelCode"),
         "currency_code": (o.get("catalogCurrency") or {}).get("currencyCode"),
-        **{_snake(a): _int(o.get(a)) for a in AMOUNTS},
+        **{column: _int(o.get(a)) for a, column in AMOUNT_COLUMNS},
         "source_seq": stored.seq, "received_at": stored.received_at, "raw": stored.payload,
     }
     operations = [{

@@ -13,7 +13,7 @@ from functools import cache, lru_cache
 
 from sqlalchemy import Date, DateTime, Table, Time, and_, bindparam, select, tuple_
 
-from s360bridge.core.api import copy_insert, dialect_insert, executemany
+from s360bridge.core.api import copy_insert, dialect_insert, executemany, run
 
 
 @cache
@@ -21,14 +21,30 @@ def primary_key(table: Table) -> tuple[str, ...]:
     return tuple(c.name for c in table.primary_key.columns)
 
 
+def _one_institution(columns: list, keys: list[tuple]) -> str | None:
+    """The institution of every key, when the keys are (institution, one more column) and
+    that column holds plain numbers or text."""
+    institutions = {k[0] for k in keys}
+    if len(institutions) != 1 or len(columns) != 2 or \
+            not all(isinstance(k[1], int | str) for k in keys):
+        return None
+    return next(iter(institutions))
+
+
+def _key_list(names: list[str]) -> str:
+    """SQLite: ``names`` (institution, one more column) matching an institution and a list,
+    read through the primary key (``run``'s list parameter: one JSON array)."""
+    return f'"{names[0]}" = ? AND "{names[1]}" IN ?texts'
+
+
 def having_keys(columns: list, keys: list[tuple]):
     """``columns`` IN ``keys``, written so that every database uses the primary key index:
     the institution (first column) as an equality, the rest as a plain IN where it is one
     column."""
-    institutions = {k[0] for k in keys}
-    if len(institutions) != 1 or len(columns) != 2:
+    institution = _one_institution(columns, keys)
+    if institution is None:
         return tuple_(*columns).in_(keys)
-    return and_(columns[0] == institutions.pop(), columns[1].in_([k[1] for k in keys]))
+    return and_(columns[0] == institution, columns[1].in_([k[1] for k in keys]))
 
 
 @cache
@@ -93,9 +109,21 @@ def write(conn, table: Table, values: list[dict], want_winners: bool) -> set[tup
         return None
     pk = list(table.primary_key.columns)
     keys = [tuple(v[c.name] for c in pk) for v in values]
-    stored = dict((tuple(row[:-1]), row[-1]) for row in conn.execute(
-        select(*pk, table.c.source_seq).where(having_keys(pk, keys))))
+    institution = _one_institution(pk, keys)
+    if institution is None:
+        found = conn.execute(select(*pk, table.c.source_seq).where(having_keys(pk, keys)))
+    else:  # on the driver, the list as one parameter: no SQLAlchemy parameter per key
+        found = run(conn, f'SELECT "{pk[0].name}", "{pk[1].name}", source_seq FROM '
+                          f'"{table.name}" WHERE {_key_list([c.name for c in pk])}',
+                    (institution, [k[1] for k in keys]))
+    stored = {tuple(row[:-1]): row[-1] for row in found}
     return {k for k, v in zip(keys, values, strict=True) if stored.get(k) == v["source_seq"]}
+
+
+@cache
+def _plain_insert(table: Table, dialect: str):
+    return dialect_insert(dialect, table).values({c.name: bindparam(c.name)
+                                                  for c in table.columns})
 
 
 @cache
@@ -135,12 +163,22 @@ def _children_delete(child: Table, key_columns: tuple[str, ...], dialect) -> str
 
 def replace_children(conn, child: Table, key_columns: tuple[str, ...], keys: list[tuple],
                      rows: list[dict]) -> None:
-    """Delete the rows of ``child`` under the parents ``keys`` and insert ``rows``."""
+    """Delete the rows of ``child`` under the parents ``keys`` and insert ``rows``. On SQLite
+    both on the driver (the keys as one list parameter, the rows as plain tuples through a
+    statement compiled once): through SQLAlchemy, an order's five child rows cost more than
+    the rest of its delivery (bench/README.md, the initial import)."""
     if conn.dialect.name != "postgresql":
-        conn.execute(child.delete().where(having_keys([child.c[c] for c in key_columns],
-                                                      keys)))
+        institution = _one_institution(list(key_columns), keys)
+        if institution is None:
+            conn.execute(child.delete().where(having_keys([child.c[c] for c in key_columns],
+                                                          keys)))
+        else:
+            run(conn, f'DELETE FROM "{child.name}" WHERE {_key_list(list(key_columns))}',
+                (institution, [k[1] for k in keys]))
         if rows:
-            conn.execute(child.insert(), rows)
+            columns, tuples = _tuples(child, conn.dialect, rows)
+            executemany(conn, _plain_insert(child, conn.dialect.name), columns, tuples,
+                        f"warehouse-insert-{child.name}")
         return
     cursor = conn.connection.driver_connection.cursor()
     try:
