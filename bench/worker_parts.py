@@ -104,7 +104,8 @@ def measure(args) -> None:
         if args.backend == "sqlite":
             backend = Backend.sqlite(work)
         else:
-            cluster = None if args.postgres else stack.enter_context(PrivateCluster())
+            cluster = None if args.postgres else stack.enter_context(PrivateCluster(
+                STATEMENTS if args.statements else None))
             backend = Backend.postgresql(work, cluster, args.postgres)
         drain(backend, args, config(backend, args.synchronous, args.batch_size, args.journal))
     if not args.keep:
@@ -141,10 +142,18 @@ def drain(backend, args, cfg: Path) -> None:
     DefaultDialect.do_commit = t.wrap("commits (fsync)", DefaultDialect.do_commit)
     worker = worker_module.Worker(bridge)
     run_once = t.wrap("worker loop, leases, other", worker.run_once)
+    if args.statements:
+        for url in (backend.engine_url, backend.warehouse_url):
+            backend._pg(url, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        backend._pg(backend.engine_url, "SELECT pg_stat_statements_reset()")
+    server_cpu, cpu = backend.cpu_seconds(), time.process_time()
     started = time.perf_counter()
-    while run_once():
+    while run_once(None, args.ahead):
         pass
+    worker.finish()
     seconds = time.perf_counter() - started
+    cpu = time.process_time() - cpu
+    server_cpu = None if server_cpu is None else backend.cpu_seconds() - server_cpu
     bridge.close()
     pending = backend.scalar("engine", "SELECT count(*) FROM inbox_state WHERE state = 'pending'"
                              if "engine_0002" in _revisions(backend) else  # before: no queue
@@ -161,6 +170,30 @@ def drain(backend, args, cfg: Path) -> None:
         us = t.own[part] / stored * 1e6
         print(f"{part:30} {us:10.2f} {t.own[part] / seconds:7.1%}")
     print(f"{'total':30} {seconds / stored * 1e6:10.2f}")
+    if args.statements:
+        statements(backend, stored)
+    server = "" if server_cpu is None else \
+        f", the PostgreSQL server {server_cpu / stored * 1e6:.2f} µs"
+    print(f"CPU per record: this process {cpu / stored * 1e6:.2f} µs{server}")
+
+
+STATEMENTS = {"shared_preload_libraries": "pg_stat_statements",
+              "pg_stat_statements.track": "all"}
+_TOP = """SELECT d.datname, s.calls, s.total_exec_time * 1000 / %(n)s, s.wal_bytes / %(n)s,
+    left(regexp_replace(s.query, '\\s+', ' ', 'g'), 90)
+    FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+    ORDER BY s.total_exec_time DESC LIMIT 12"""
+
+
+def statements(backend, records: int) -> None:
+    """The server's time and WAL per record drained, per statement (pg_stat_statements)."""
+    import psycopg
+
+    url = backend.engine_url.replace("postgresql+psycopg://", "postgresql://")
+    print(f"{'database':16} {'calls':>6} {'µs/record':>10} {'WAL B/record':>13}  statement")
+    with psycopg.connect(url) as conn:
+        for db, calls, us, wal, query in conn.execute(_TOP, {"n": records}):
+            print(f"{db:16} {calls:6} {us:10.2f} {float(wal):13.1f}  {query}")
 
 
 def main() -> None:
@@ -173,6 +206,12 @@ def main() -> None:
                                                        "of a private cluster")
     ap.add_argument("--journal", action="store_true",
                     help="also deliver to a jsonl journal, before the warehouse")
+    ap.add_argument("--ahead", action="store_true",
+                    help="claim and complete in the background, as the worker does on "
+                         "PostgreSQL (the parts then overlap: their sum exceeds the total)")
+    ap.add_argument("--statements", action="store_true",
+                    help="a private cluster: also print the server's time and WAL per record "
+                         "for each statement (pg_stat_statements)")
     ap.add_argument("--source", type=Path, help="another checkout of s360bridge to measure")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     args = ap.parse_args()
