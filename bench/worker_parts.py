@@ -148,7 +148,7 @@ def drain(backend, args, cfg: Path) -> None:
         backend._pg(backend.engine_url, "SELECT pg_stat_statements_reset()")
     server_cpu, cpu = backend.cpu_seconds(), time.process_time()
     started = time.perf_counter()
-    while run_once(None, args.ahead):
+    while run_once(None, args.ahead and worker.ahead):
         pass
     worker.finish()
     seconds = time.perf_counter() - started

@@ -142,14 +142,8 @@ def test_hot_statements_use_their_indexes_without_statistics(pg_bridge):
     """Filled after creation and never analyzed (autovacuum off for the test), the tables look
     empty to the planner; the claim, the version look-up, the completion and the warehouse
     upsert must still read their indexes, not scan, bitmap or sort what grows with history."""
-    from s360bridge.core.pipeline.queue import (
-        _DELIVERED,
-        _DONE,
-        _OTHERS_BEFORE,
-        _QUEUED,
-        _VERSIONS,
-        claim_statement,
-    )
+    from s360bridge.core.pipeline.queue import _DELIVERED, _DONE, claim_statement
+    from s360bridge.core.pipeline.supersede import _OTHERS_BEFORE, _QUEUED, _VERSIONS
     from s360bridge.core.pipeline.versions import _MARKED
     from s360bridge.core.storage.rawsql import _copy_statements, index_plans_only
     from s360bridge.plugins.sql.upsert import _conflict

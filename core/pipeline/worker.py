@@ -9,21 +9,16 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 from sqlalchemy.exc import DBAPIError
 
 from s360bridge.core import logs
 from s360bridge.core.bridge import Bridge
-from s360bridge.core.connectors.http import Refused
-from s360bridge.core.errors import (
-    ServerError,
-    StoreUnavailable,
-    TargetUnavailable,
-    Undeliverable,
-)
+from s360bridge.core.errors import StoreUnavailable
 from s360bridge.core.instruments import Tally
 from s360bridge.core.pipeline import attempts as history
+from s360bridge.core.pipeline import pushes
+from s360bridge.core.pipeline.pushes import Failure
 from s360bridge.core.pipeline.queue import (
     TIDY_EVERY,
     Claim,
@@ -38,16 +33,6 @@ from s360bridge.core.pipeline.queue import (
 from s360bridge.core.plugin.streams import StoredRecord
 
 log = logging.getLogger("s360bridge.worker")
-
-
-@dataclass
-class Failure:
-    """Why one record did not reach one target: retried later (after ``wait`` seconds at
-    least), or ``rejected`` for good (a dead letter at once)."""
-
-    error: str
-    wait: float = 0.0
-    rejected: bool = False
 
 
 class Worker:
@@ -203,7 +188,7 @@ class Worker:
             failed: dict[int, Failure] = {}
             for i in range(0, len(todo), size):
                 chunk = todo[i:i + size]
-                chunk_failed = self._push(inst, stream, target, chunk)
+                chunk_failed = pushes.push(self.bridge.hooks, inst, stream, target, chunk)
                 at = self.clock()
                 failed |= chunk_failed
                 pushes_left[0] -= 1
@@ -245,57 +230,6 @@ class Worker:
             outcomes.append(Outcome(r.seq, c.attempts.get(r.seq, 0), results,
                                     max((f.wait for f in mine.values()), default=0.0), tracked,
                                     any(f.rejected for f in mine.values()), inst_code, held))
-
-    def _push(self, inst, stream, target, records: list[StoredRecord]) -> dict[int, Failure]:
-        """Push a batch; answers seq -> Failure for the records that did not get through.
-        A 500 to the whole batch halves it (see _halve); another unexpected error splits it
-        to isolate the record at fault."""
-        outcome = self._attempt(inst, stream, target, records)
-        if isinstance(outcome, ServerError):
-            return self._halve(inst, stream, target, records, outcome)
-        return outcome
-
-    def _halve(self, inst, stream, target, records, exc: ServerError) -> dict[int, Failure]:
-        """Push each half of a batch the target answered 500 to; when both halves get a 500
-        too, the target is down (retried whole, later), else the half that fails is halved."""
-        if len(records) == 1:
-            return {records[0].seq: Failure(str(exc), exc.retry_after or 0.0)}
-        half = len(records) // 2
-        parts = (records[:half], records[half:])
-        results = [self._attempt(inst, stream, target, part) for part in parts]
-        if all(isinstance(r, ServerError) for r in results):
-            why = f"{exc} (both halves of the batch too: the target is treated as unavailable)"
-            return {r.seq: Failure(why, exc.retry_after or 0.0) for r in records}
-        failures: dict[int, Failure] = {}
-        for part, result in zip(parts, results, strict=True):
-            failures |= (self._halve(inst, stream, target, part, result)
-                         if isinstance(result, ServerError) else result)
-        return failures
-
-    def _attempt(self, inst, stream, target,
-                 records: list[StoredRecord]) -> dict[int, Failure] | ServerError:
-        hooks = self.bridge.hooks
-        try:
-            items = hooks.transform(inst, stream, target, records)
-            result = hooks.push(inst, stream, target, items)
-        except ServerError as exc:
-            return exc
-        except TargetUnavailable as exc:  # the whole target is down: no point in splitting
-            return {r.seq: Failure(str(exc), exc.retry_after or 0.0) for r in records}
-        except Undeliverable as exc:  # nothing can deliver them: waiting will not help
-            return {r.seq: Failure(str(exc), rejected=True) for r in records}
-        except Exception as exc:
-            if len(records) == 1:
-                return {records[0].seq: Failure(f"{type(exc).__name__}: {exc}",
-                                                rejected=isinstance(exc, Refused))}
-            half = len(records) // 2
-            return (self._push(inst, stream, target, records[:half])
-                    | self._push(inst, stream, target, records[half:]))
-        failures = {records[i].seq: Failure(reason, result.wait.get(i, 0.0))
-                    for i, reason in result.retry.items()}
-        failures |= {records[i].seq: Failure(reason, rejected=True)
-                     for i, reason in result.rejected.items()}
-        return failures
 
     def _complete(self, done: tuple, tally: Tally) -> None:
         complete(*done)
