@@ -75,7 +75,8 @@ def config(backend, synchronous: str, batch_size: int, journal: bool) -> Path:
     import yaml
     path = backend.write_config(synchronous)
     cfg = yaml.safe_load(path.read_text())
-    cfg["engine"]["batch_size"] = batch_size
+    if batch_size:
+        cfg["engine"]["batch_size"] = batch_size
     if journal:  # a journal before the warehouse: its pushes are recorded as progress
         cfg["targets"]["journal"] = {"type": "jsonl", "path": str(path.parent / "j.jsonl")}
         cfg["streams"]["ticketchecks"]["targets"].insert(0, "journal")
@@ -130,8 +131,9 @@ def drain(backend, args, cfg: Path) -> None:
     bridge = Bridge(load_settings([cfg]), schema="upgrade")
     started = time.perf_counter()
     fill(bridge, args.records)
+    size = bridge.settings.engine.claim_size(backend.name)
     print(f"{args.records} records stored in {time.perf_counter() - started:.1f} s; "
-          f"draining with one worker (batch size {args.batch_size}) ...", flush=True)
+          f"draining with one worker (claims of {size}) ...", flush=True)
 
     t = Timers()
     worker_module.claim = t.wrap("claim (SQL)", worker_module.claim)
@@ -199,7 +201,8 @@ def statements(backend, records: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--records", type=int, default=200_000)
-    ap.add_argument("--batch-size", type=int, default=500, help="engine.batch_size")
+    ap.add_argument("--batch-size", type=int, help="engine.batch_size (default: the "
+                                                     "backend's, 500 or 2,000)")
     ap.add_argument("--synchronous", default="FULL", help="SQLite synchronous, both databases")
     ap.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
     ap.add_argument("--postgres", metavar="URL", help="a PostgreSQL database to use instead "

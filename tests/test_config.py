@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from s360bridge.core.cli.main import cli
-from s360bridge.core.config import load_settings
+from s360bridge.core.config import EngineSettings, load_settings
 from s360bridge.core.errors import ConfigError
 
 from .conftest import base_config, bridge_of, write_config
@@ -159,3 +159,11 @@ def test_check_config_exits_2_with_the_message(tmp_path, secrets_env, runner):
     result = runner.invoke(cli, ["check-config", "-c", str(path)])
     assert result.exit_code == 2
     assert f"error: {path}: timezone: unknown time zone 'Nowhere/Land'" in result.output
+
+
+def test_claims_are_sized_for_the_backend_unless_set():
+    """500 records per claim on SQLite, 2,000 on PostgreSQL (docs/configuration.md), unless
+    ``engine.batch_size`` says otherwise."""
+    assert EngineSettings().claim_size("sqlite") == 500
+    assert EngineSettings().claim_size("postgresql") == 2000
+    assert EngineSettings(batch_size=7).claim_size("postgresql") == 7

@@ -49,12 +49,13 @@ class Worker:
         # needs: claiming ahead made a drain slower there (17,400 records/s against 26,300)
         self.ahead = bridge.engine.dialect.name != "sqlite"
         self._since_tidy = 0.0  # records completed since the queue was last vacuumed
+        self.batch_size = self.cfg.claim_size(bridge.engine.dialect.name)
 
     def _claim(self, in_hand: Claim | None = None) -> tuple[Claim, float, float]:
         """A claim, how long it took (ms), and when it was made (the lease's clock)."""
         started, at = time.perf_counter(), self.clock()
         c = claim(self.bridge.engine, list(self.bridge.settings.institutions),
-                  self.cfg.batch_size, self.cfg.lease_seconds, at, in_hand, self._ranker)
+                  self.batch_size, self.cfg.lease_seconds, at, in_hand, self._ranker)
         return c, (time.perf_counter() - started) * 1000, at
 
     def _ranker(self, inst_code: str, stream_name: str):
@@ -86,7 +87,7 @@ class Worker:
         if not c.groups:
             self.settle()
             return 0
-        if ahead and len(c) >= self.cfg.batch_size:
+        if ahead and len(c) >= self.batch_size:
             if self._background is None:
                 self._background = ThreadPoolExecutor(1, thread_name_prefix="worker-db")
             self._next = self._background.submit(self._claim, c)
