@@ -88,9 +88,11 @@ class PrivateCluster:
     def memory_mib(self) -> dict[str, float]:
         """The server's resident memory, its processes summed: ``rss`` counts the shared
         buffers a process touched once per process; ``pss`` shares each page between the
-        processes that map it, so its sum is what the server holds."""
+        processes that map it, so its sum is what the server holds. And how many processes
+        it has: one per client connection, and its own (checkpointer, WAL writer…)."""
         total = {"rss": 0, "pss": 0}
-        for pid in self.pids():
+        pids = self.pids()
+        for pid in pids:
             try:
                 text = Path(f"/proc/{pid}/smaps_rollup").read_text()
             except OSError:
@@ -98,7 +100,8 @@ class PrivateCluster:
             for name in total:
                 found = re.search(rf"^{name.capitalize()}:\s+(\d+) kB", text, re.M)
                 total[name] += int(found.group(1)) if found else 0
-        return {name: round(kib / 1024) for name, kib in total.items()}
+        return {**{name: round(kib / 1024) for name, kib in total.items()},
+                "processes": len(pids)}
 
     def cpu_seconds(self) -> float:
         """CPU time of the server so far: the postmaster, its finished children (counted in

@@ -127,11 +127,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def busy_seconds() -> float:
-    """CPU time the whole machine has spent busy since boot, all cores and processes (ours
-    and the neighbours'): /proc/stat's first line without idle and iowait."""
+def machine_seconds() -> dict[str, float]:
+    """Time the whole machine's cores have spent since boot, all processes (ours and the
+    neighbours'): ``busy`` running, ``iowait`` idle with a disk write or read outstanding
+    (/proc/stat's first line)."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
-    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return {"busy": (sum(fields) - fields[3] - fields[4]) / tick, "iowait": fields[4] / tick}
 
 
 class Peak:

@@ -22,12 +22,14 @@ def _usage(u: dict) -> list[str]:
         ours += pg["cpu_s"]
         lines.append(f"PostgreSQL: CPU {pg['cpu_s']} s ({pg['cpu_s'] / seconds:.2f} cores, "
                      f"{pg['cpu_ms_per_1000']} ms per 1,000 records), peak {pg['peak_pss_mib']}"
-                     f" MiB summed PSS ({pg['peak_rss_mib']} MiB summed RSS)")
+                     f" MiB summed PSS ({pg['peak_rss_mib']} MiB summed RSS) in at most "
+                     f"{pg['peak_processes']} processes")
     if "wrk_cpu_s" in u:
         ours += u["wrk_cpu_s"]
         lines.append(f"wrk: CPU {u['wrk_cpu_s']} s")
     lines.append(f"these {ours / seconds:.2f} cores of the {u['machine_busy_cores']} the "
-                 "machine kept busy")
+                 f"machine kept busy ({u['machine_iowait_cores']} more idle, waiting for the "
+                 "disk)")
     return lines
 
 
