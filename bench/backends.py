@@ -92,5 +92,9 @@ class Backend:
     def settings(self) -> dict[str, str]:
         return {n: self.scalar("engine", f"SHOW {n}") for n in SETTINGS}
 
+    def wal_bytes(self) -> int:
+        """Where PostgreSQL's write-ahead log is, in bytes since its start."""
+        return int(self.scalar("engine", "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"))
+
     def cpu_seconds(self) -> float | None:
         return self.cluster.cpu_seconds() if self.cluster is not None else None

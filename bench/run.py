@@ -83,23 +83,35 @@ def server_memory(b: Backend | None):
         else nullcontext()
 
 
+def snapshot(b: Backend | None) -> dict:
+    """The machine's and PostgreSQL's counters at the start of a phase."""
+    snap = {"at": time.monotonic(), "machine": machine_seconds()}
+    if b is not None and b.name == "postgresql":
+        snap["wal"] = b.wal_bytes()
+        snap["cpu"] = b.cpu_seconds()  # None for a server on another machine
+    return snap
+
+
 def used(b: Backend | None, processes: dict[str, list[int]], cpu_before: dict[int, float],
-         pg_before: float | None, machine_before: dict, seconds: float, records: int,
-         memory) -> dict:
-    """What each process used over a phase of ``seconds`` that handled ``records``."""
+         snap: dict, records: int, memory) -> dict:
+    """What each process used since ``snap``, over a phase that handled ``records``."""
+    seconds = time.monotonic() - snap["at"]
     out = {name: [{"cpu_s": round(cpu_seconds(p) - cpu_before.get(p, 0.0), 2),
                    "peak_rss_mib": round(rss_kib(p, "VmHWM") / 1024)} for p in pids]
            for name, pids in processes.items()}
     out["seconds"] = round(seconds, 2)
     for name, value in machine_seconds().items():
-        out[f"machine_{name}_cores"] = round((value - machine_before[name]) / seconds, 2)
-    if b is not None and b.cluster is not None:
-        cpu = b.cpu_seconds() - pg_before
-        out["postgresql"] = {"cpu_s": round(cpu, 2),
-                             "cpu_ms_per_1000": round(cpu / max(records, 1) * 1e6, 1),
-                             "peak_pss_mib": memory.value.get("pss"),
-                             "peak_rss_mib": memory.value.get("rss"),
-                             "peak_processes": memory.value.get("processes")}
+        out[f"machine_{name}_cores"] = round((value - snap["machine"][name]) / seconds, 2)
+    if "wal" in snap:
+        pg = out["postgresql"] = {
+            "wal_bytes_per_record": round((b.wal_bytes() - snap["wal"]) / max(records, 1))}
+        if snap["cpu"] is not None:
+            cpu = b.cpu_seconds() - snap["cpu"]
+            pg.update({"cpu_s": round(cpu, 2),
+                       "cpu_ms_per_1000": round(cpu / max(records, 1) * 1e6, 1),
+                       "peak_pss_mib": memory.value.get("pss"),
+                       "peak_rss_mib": memory.value.get("rss"),
+                       "peak_processes": memory.value.get("processes")})
     return out
 
 
@@ -111,13 +123,11 @@ def ingest(app: str, env: dict, cwd: Path, log: Path, workers: int, args, run: i
     server = gunicorn(app, port, workers, env, cwd, log)
     pids = server.worker_pids  # the master only forks and watches
     before = {p: cpu_seconds(p) for p in pids}  # the application's import left out
-    pg = b.cpu_seconds() if b is not None else None
-    machine, started = machine_seconds(), time.monotonic()
+    snap = snapshot(b)
     with server_memory(b) as memory:
         result = wrk(port, args.seconds, args, run)
     result["workers"] = workers
-    result["used"] = used(b, {"gunicorn": pids}, before, pg, machine,
-                          time.monotonic() - started, result["records"], memory)
+    result["used"] = used(b, {"gunicorn": pids}, before, snap, result["records"], memory)
     stop(server)
     return result
 
@@ -176,7 +186,7 @@ def deliver(b: Backend, expected: int, workers: int = 1) -> dict:
     last = b.scalar("engine", "SELECT record_key FROM inbox ORDER BY id DESC LIMIT 1")
     age = oldest_age(b)
     ages = [age]
-    pg, machine = b.cpu_seconds(), machine_seconds()
+    snap = snapshot(b)
     logs = [b.folder / f"worker-{workers}-{n}.log" for n in range(workers)]
     with server_memory(b) as memory:
         procs = [start([str(BIN / "s360bridge"), "--log-level", "DEBUG", "worker", "-c",
@@ -196,7 +206,7 @@ def deliver(b: Backend, expected: int, workers: int = 1) -> dict:
             time.sleep(0.1)
         seconds = time.monotonic() - started
         n = b.scalar("warehouse", "SELECT count(*) FROM ticket_checks")
-        usage = used(b, {"workers": [p.pid for p in procs]}, {}, pg, machine, seconds, n,
+        usage = used(b, {"workers": [p.pid for p in procs]}, {}, snap, n,
                      memory)  # the workers' CPU counts their start-up (about a second each)
     for p in procs:
         stop(p)

@@ -19,11 +19,15 @@ def _usage(u: dict) -> list[str]:
                          f"peak RSS MiB {_each(u[name], 'peak_rss_mib')}")
     if "postgresql" in u:
         pg = u["postgresql"]
-        ours += pg["cpu_s"]
-        lines.append(f"PostgreSQL: CPU {pg['cpu_s']} s ({pg['cpu_s'] / seconds:.2f} cores, "
-                     f"{pg['cpu_ms_per_1000']} ms per 1,000 records), peak {pg['peak_pss_mib']}"
-                     f" MiB summed PSS ({pg['peak_rss_mib']} MiB summed RSS) in at most "
-                     f"{pg['peak_processes']} processes")
+        wal = f"WAL {pg['wal_bytes_per_record']} bytes per record"
+        if "cpu_s" in pg:
+            ours += pg["cpu_s"]
+            lines.append(f"PostgreSQL: CPU {pg['cpu_s']} s ({pg['cpu_s'] / seconds:.2f} cores, "
+                         f"{pg['cpu_ms_per_1000']} ms per 1,000 records), {wal}; peak "
+                         f"{pg['peak_pss_mib']} MiB summed PSS ({pg['peak_rss_mib']} MiB "
+                         f"summed RSS) in at most {pg['peak_processes']} processes")
+        else:
+            lines.append(f"PostgreSQL: {wal}")
     if "wrk_cpu_s" in u:
         ours += u["wrk_cpu_s"]
         lines.append(f"wrk: CPU {u['wrk_cpu_s']} s")
