@@ -310,9 +310,15 @@ def measure(backs: list[Backend], work: Path, args) -> dict:
         b = next(b for b in backs if b.name == "sqlite")
         for f in b.folder.glob("*.db*"):
             f.unlink()
+        upgrade(b)  # the schema, in the new database
         print(f"flow: {args.flow} records through receiver and worker ...", flush=True)
         result["flow"] = flow(b, args.flow, args)
     return result
+
+
+def upgrade(b: Backend) -> None:
+    subprocess.run([str(BIN / "s360bridge"), "db", "upgrade", "-c", str(b.config)],
+                   env={**os.environ, **b.env()}, check=True, capture_output=True)
 
 
 def counts(text: str) -> list[int]:
@@ -370,8 +376,7 @@ def main() -> None:
                  Backend.postgresql(work, cluster, args.postgres) for n in names]
         for b in backs:
             b.write_config(args.synchronous)
-            subprocess.run([str(BIN / "s360bridge"), "db", "upgrade", "-c", str(b.config)],
-                           env={**os.environ, **b.env()}, check=True, capture_output=True)
+            upgrade(b)
         result = measure(backs, work, args)
     finally:
         if cluster is not None:
