@@ -11,6 +11,11 @@ import yaml
 from pgcluster import PrivateCluster
 
 API_KEY = "bench-key"
+# what PostgreSQL ran with, printed beside its figures
+SETTINGS = ("server_version", "shared_buffers", "work_mem", "effective_cache_size",
+            "max_connections", "fsync", "synchronous_commit", "full_page_writes", "wal_level",
+            "wal_compression", "max_wal_size", "checkpoint_timeout", "autovacuum",
+            "autovacuum_naptime", "jit")
 
 
 @dataclass
@@ -83,6 +88,13 @@ class Backend:
         with psycopg.connect(plain, autocommit=True, **kwargs) as conn:
             cur = conn.execute(sql)
             return cur.fetchone() if cur.description else None
+
+    def settings(self) -> dict[str, str]:
+        return {n: self.scalar("engine", f"SHOW {n}") for n in SETTINGS}
+
+    def wal_bytes(self) -> int:
+        """Where PostgreSQL's write-ahead log is, in bytes since its start."""
+        return int(self.scalar("engine", "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"))
 
     def cpu_seconds(self) -> float | None:
         return self.cluster.cpu_seconds() if self.cluster is not None else None

@@ -5,6 +5,7 @@ machine's shared cluster). As root, the server runs as the ``postgres`` user."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -76,28 +77,47 @@ class PrivateCluster:
             self.sql(f'CREATE DATABASE "{database}"')
         return f"postgresql+psycopg://{USER}@127.0.0.1:{self.port}/{database}"
 
-    def settings_in_force(self) -> dict[str, str]:
-        names = ("shared_buffers", "fsync", "synchronous_commit", "wal_level", "max_wal_size",
-                 "autovacuum", "work_mem", "server_version")
-        return {n: self.sql(f"SHOW {n}") for n in names}
+    def pids(self) -> list[int]:
+        """The postmaster's and its children's (backends, checkpointer, WAL writer,
+        autovacuum…)."""
+        pid = int((self.data / "postmaster.pid").read_text().split()[0])
+        children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)],
+                                  capture_output=True, text=True).stdout.split()
+        return [pid, *map(int, children)]
+
+    def memory_mib(self) -> dict[str, float]:
+        """The server's resident memory, its processes summed: ``rss`` counts the shared
+        buffers a process touched once per process; ``pss`` shares each page between the
+        processes that map it, so its sum is what the server holds. And how many processes
+        it has: one per client connection, and its own (checkpointer, WAL writer…)."""
+        total = {"rss": 0, "pss": 0}
+        pids = self.pids()
+        for pid in pids:
+            try:
+                text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+            except OSError:
+                continue  # ended between the listing and the read
+            for name in total:
+                found = re.search(rf"^{name.capitalize()}:\s+(\d+) kB", text, re.M)
+                total[name] += int(found.group(1)) if found else 0
+        return {**{name: round(kib / 1024) for name, kib in total.items()},
+                "processes": len(pids)}
 
     def cpu_seconds(self) -> float:
         """CPU time of the server so far: the postmaster, its finished children (counted in
         its own figures once reaped) and its live ones."""
-        pid = int((self.data / "postmaster.pid").read_text().split()[0])
         tick = os.sysconf("SC_CLK_TCK")
 
         def stat(p: int) -> list[str]:
             text = Path(f"/proc/{p}/stat").read_text()
             return text[text.rindex(")") + 2:].split()
 
-        fields = stat(pid)  # utime, stime, cutime, cstime are fields 14-17 (index 11-14 here)
+        postmaster, *children = self.pids()
+        fields = stat(postmaster)  # utime, stime, cutime, cstime: fields 14-17 (index 11-14)
         total = sum(int(x) for x in fields[11:15])
-        children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)],
-                                  capture_output=True, text=True).stdout.split()
         for child in children:
             try:
-                total += sum(int(x) for x in stat(int(child))[11:13])
+                total += sum(int(x) for x in stat(child)[11:13])
             except (OSError, ValueError):
                 pass  # ended between the listing and the read: its time is the parent's now
         return total / tick

@@ -2,11 +2,16 @@
 
 1. ceiling: a bare Flask endpoint (parse JSON, insert raw rows with stdlib sqlite3) under wrk;
 2. receiver: the s360bridge receiver under the same wrk and server stack, on each backend
-   (SQLite, and PostgreSQL: a private cluster this script starts, or --postgres URL);
-3. end to end: on each backend, one `s360bridge worker` started right after the fill (no
-   ANALYZE) delivers what the receiver stored into the warehouse of the same backend;
+   (SQLite, and PostgreSQL: a private cluster this script starts, or --postgres URL), with
+   each count of gunicorn workers of --gunicorn-workers;
+3. end to end: on each backend, `s360bridge worker` processes (each count of --drain-workers)
+   started right after a fill (no ANALYZE) deliver what the receiver stored into the warehouse
+   of the same backend;
 4. flow (--flow N, SQLite): receiver and worker together until N records reached the
    warehouse, with the resident memory of every process sampled on the way.
+
+Each phase also records what every process used (CPU time, peak resident memory; PostgreSQL's
+processes summed) and how busy the whole machine was.
 
 Needs wrk (Debian: apt-get install wrk), gunicorn (pip install -e '.[gunicorn]') and, for the
 PostgreSQL backend, PostgreSQL's server binaries (apt-get install postgresql) and psycopg.
@@ -25,11 +30,27 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from backends import Backend
 from pgcluster import PrivateCluster, binaries
-from processes import BENCH, BIN, free_port, gunicorn, rss_kib, start, stop, tree, wrk, wrk_load
+from processes import (
+    BENCH,
+    BIN,
+    Peak,
+    cpu_seconds,
+    free_port,
+    gunicorn,
+    machine_seconds,
+    rss_kib,
+    start,
+    stop,
+    tree,
+    wrk,
+    wrk_load,
+)
+from run_report import report
 
 RECEIVER = "s360bridge.core.wsgi:app_from_env()"
 
@@ -48,63 +69,157 @@ def stored(b: Backend) -> int:
     return b.scalar("engine", "SELECT count(*) FROM inbox")
 
 
-def fill(b: Backend, records: int, args) -> int:
+def oldest_age(b: Backend) -> float:
+    """Seconds the oldest record still to deliver has waited (0: none)."""
+    at = b.scalar("engine", "SELECT received_at FROM inbox WHERE id = "
+                            "(SELECT min(id) FROM queue)")
+    return 0.0 if at is None else round(time.time() - at, 1)
+
+
+def server_memory(b: Backend | None):
+    """A sampler of PostgreSQL's summed memory while a block runs (nothing for a server not
+    on this machine, or SQLite)."""
+    return Peak(b.cluster.memory_mib) if b is not None and b.cluster is not None \
+        else nullcontext()
+
+
+def snapshot(b: Backend | None) -> dict:
+    """The machine's and PostgreSQL's counters at the start of a phase."""
+    snap = {"at": time.monotonic(), "machine": machine_seconds()}
+    if b is not None and b.name == "postgresql":
+        snap["wal"] = b.wal_bytes()
+        snap["cpu"] = b.cpu_seconds()  # None for a server on another machine
+    return snap
+
+
+def used(b: Backend | None, processes: dict[str, list[int]], cpu_before: dict[int, float],
+         snap: dict, records: int, memory) -> dict:
+    """What each process used since ``snap``, over a phase that handled ``records``."""
+    seconds = time.monotonic() - snap["at"]
+    out = {name: [{"cpu_s": round(cpu_seconds(p) - cpu_before.get(p, 0.0), 2),
+                   "peak_rss_mib": round(rss_kib(p, "VmHWM") / 1024)} for p in pids]
+           for name, pids in processes.items()}
+    out["seconds"] = round(seconds, 2)
+    for name, value in machine_seconds().items():
+        out[f"machine_{name}_cores"] = round((value - snap["machine"][name]) / seconds, 2)
+    if "wal" in snap:
+        pg = out["postgresql"] = {
+            "wal_bytes_per_record": round((b.wal_bytes() - snap["wal"]) / max(records, 1))}
+        if snap["cpu"] is not None:
+            cpu = b.cpu_seconds() - snap["cpu"]
+            pg.update({"cpu_s": round(cpu, 2),
+                       "cpu_ms_per_1000": round(cpu / max(records, 1) * 1e6, 1),
+                       "peak_pss_mib": memory.value.get("pss"),
+                       "peak_rss_mib": memory.value.get("rss"),
+                       "peak_processes": memory.value.get("processes")})
+    return out
+
+
+def ingest(app: str, env: dict, cwd: Path, log: Path, workers: int, args, run: int,
+           b: Backend | None = None) -> dict:
+    """wrk for --seconds on ``app`` under ``workers`` gunicorn workers: its figures, and what
+    each gunicorn worker, wrk and (for ``b`` on PostgreSQL) the server used meanwhile."""
+    port = free_port()
+    server = gunicorn(app, port, workers, env, cwd, log)
+    pids = server.worker_pids  # the master only forks and watches
+    before = {p: cpu_seconds(p) for p in pids}  # the application's import left out
+    snap = snapshot(b)
+    with server_memory(b) as memory:
+        result = wrk(port, args.seconds, args, run)
+    result["workers"] = workers
+    result["used"] = used(b, {"gunicorn": pids}, before, snap, result["records"], memory)
+    stop(server)
+    return result
+
+
+def fill(b: Backend, records: int, args) -> dict:
     """Keep wrk on the receiver until the inbox holds ``records`` records."""
     port = free_port()
     server = gunicorn(RECEIVER, port, args.workers, b.env(), b.folder, b.folder / "fill.log")
+    started = moved = time.monotonic()
     load = wrk_load(port, 3600, args, 8)
-    while stored(b) < records:
+    n = progress = 0
+    while n < records:
         time.sleep(1)
+        if (n := stored(b)) > progress:
+            progress, moved = n, time.monotonic()
+        elif time.monotonic() - moved > 30:
+            break
+    seconds = time.monotonic() - started
     load.terminate()
     load.wait(30)
     stop(server)
-    return stored(b)
+    if n < records:
+        sys.exit(f"{b.name}: the receiver stored nothing for 30 s ({n} of {records} "
+                 f"records): see {b.folder / 'fill.log'}")
+    return {"records": n, "seconds": round(seconds, 1), "records_per_s": round(n / seconds)}
 
 
 def empty(b: Backend) -> None:
-    for which, table in (("engine", "delivery"), ("engine", "inbox"),
-                         ("warehouse", "ticket_checks")):
-        b.scalar(which, f"{'TRUNCATE' if b.name == 'postgresql' else 'DELETE FROM'} {table}")
+    """No record in the engine's tables (the queue's included: it may hold what the rounds
+    stored) nor in the warehouse."""
+    truncate = "TRUNCATE" if b.name == "postgresql" else "DELETE FROM"
+    for table in ("queue", "attempt", "delivery", "inbox"):
+        b.scalar("engine", f"{truncate} {table}")
+    if _warehouse_made(b):
+        b.scalar("warehouse", f"{truncate} ticket_checks")
+
+
+def _warehouse_made(b: Backend) -> bool:
+    """The worker makes the warehouse's table when it first delivers."""
+    return bool(b.scalar("warehouse", "SELECT to_regclass('ticket_checks') IS NOT NULL"
+                         if b.name == "postgresql" else
+                         "SELECT count(*) FROM sqlite_master WHERE name = 'ticket_checks'"))
 
 
 def _delivered(b: Backend, key: str) -> bool:
-    try:
-        return bool(b.scalar("warehouse", "SELECT 1 FROM ticket_checks WHERE institution = "
-                                          f"'bench' AND check_key = '{key}'"))
-    except Exception:  # the worker has not created the table yet
-        return False
+    return _warehouse_made(b) and bool(b.scalar(
+        "warehouse", f"SELECT 1 FROM ticket_checks WHERE institution = 'bench' AND "
+                     f"check_key = '{key}'"))
 
 
 def deliver(b: Backend, expected: int, workers: int = 1) -> dict:
     """Start ``workers`` worker processes right after the fill and time them until the newest
     record is in the warehouse and nothing is pending (records are claimed in arrival order,
-    so polling the newest key costs the databases nothing)."""
+    so polling the newest key costs the databases nothing); sample the oldest waiting record's
+    age once a second on the way."""
     last = b.scalar("engine", "SELECT record_key FROM inbox ORDER BY id DESC LIMIT 1")
-    cpu = b.cpu_seconds()
+    age = oldest_age(b)
+    ages = [age]
+    snap = snapshot(b)
     logs = [b.folder / f"worker-{workers}-{n}.log" for n in range(workers)]
-    procs = [start([str(BIN / "s360bridge"), "--log-level", "DEBUG", "worker", "-c",
-                    str(b.config), "--no-scheduler"], b.env(), b.folder, log) for log in logs]
-    started = time.monotonic()
-    while not _delivered(b, last):
-        time.sleep(0.1)
-    while b.scalar("engine", "SELECT count(*) FROM queue"):
-        time.sleep(0.1)
-    seconds = time.monotonic() - started
-    cpu = None if cpu is None else b.cpu_seconds() - cpu
-    peak = max(rss_kib(p.pid, "VmHWM") for p in procs)
+    with server_memory(b) as memory:
+        procs = [start([str(BIN / "s360bridge"), "--log-level", "DEBUG", "worker", "-c",
+                        str(b.config), "--no-scheduler"], b.env(), b.folder, log)
+                 for log in logs]
+        started = sampled = time.monotonic()
+        while not _delivered(b, last):
+            time.sleep(0.1)
+            if any(p.poll() is not None for p in procs):
+                for p in procs:
+                    stop(p)
+                sys.exit(f"{b.name}: a worker exited: see {logs}")
+            if time.monotonic() - sampled >= 1:
+                ages.append(oldest_age(b))
+                sampled = time.monotonic()
+        while b.scalar("engine", "SELECT count(*) FROM queue"):
+            time.sleep(0.1)
+        seconds = time.monotonic() - started
+        n = b.scalar("warehouse", "SELECT count(*) FROM ticket_checks")
+        usage = used(b, {"workers": [p.pid for p in procs]}, {}, snap, n,
+                     memory)  # the workers' CPU counts their start-up (about a second each)
     for p in procs:
         stop(p)
-    n = b.scalar("warehouse", "SELECT count(*) FROM ticket_checks")
     claims = [float(m) for log in logs for m in re.findall(
         r"claimed \d+ record\(s\) in ([\d.]+) ms", log.read_text())]
     tenth = max(1, len(claims) // 10)
     return {"workers": workers, "records": n, "expected": expected,
-            "seconds": round(seconds, 2),
-            "records_per_s": round(n / seconds), "worker_peak_rss_mib": round(peak / 1024),
+            "seconds": round(seconds, 2), "records_per_s": round(n / seconds),
+            "oldest_age_at_start_s": age, "oldest_age_max_s": max(ages),
             "claims": len(claims),
             "claim_ms_first_tenth": round(statistics.mean(claims[:tenth]), 2),
             "claim_ms_last_tenth": round(statistics.mean(claims[-tenth:]), 2),
-            "server_cpu_s_per_1000": None if cpu is None else round(cpu / n * 1000, 4)}
+            "used": usage}
 
 
 def flow(b: Backend, target: int, args) -> dict:
@@ -150,109 +265,87 @@ def measure(backs: list[Backend], work: Path, args) -> dict:
     # shared machine weighs on all; the ratio quoted is the median of the rounds' ratios.
     rounds = []
     for n in range(args.rounds):
-        port = free_port()
-        bare = gunicorn("bare_app:app", port, args.workers, bare_env, BENCH, work / "bare.log")
-        print(f"round {n + 1}: ceiling (bare Flask + stdlib sqlite3) ...", flush=True)
-        entry = {"ceiling": wrk(port, args.seconds, args, 10 + n)}
-        stop(bare)
-        for b in backs:
-            port = free_port()
-            server = gunicorn(RECEIVER, port, args.workers, b.env(), b.folder,
-                              b.folder / "receiver.log")
-            print(f"round {n + 1}: receiver (s360bridge on {b.name}) ...", flush=True)
-            ours = entry[b.name] = wrk(port, args.seconds, args, 20 + n)
-            ours["server_rss_mib"] = round(sum(map(rss_kib, tree(server.pid))) / 1024)
-            ours["ratio"] = round(ours["records_per_s"] / entry["ceiling"]["records_per_s"], 3)
-            stop(server)
+        entry = {}
+        for i, g in enumerate(args.gunicorn_workers):
+            run = 10 * n + i  # the records' ids of every wrk run apart
+            print(f"round {n + 1}, {g} gunicorn worker(s): ceiling (bare Flask + stdlib "
+                  "sqlite3) ...", flush=True)
+            ceiling = entry[("ceiling", g)] = ingest("bare_app:app", bare_env, BENCH,
+                                                     work / "bare.log", g, args, 100 + run)
+            for b in backs:
+                print(f"round {n + 1}, {g} gunicorn worker(s): receiver (s360bridge on "
+                      f"{b.name}) ...", flush=True)
+                ours = entry[(b.name, g)] = ingest(RECEIVER, b.env(), b.folder,
+                                                   b.folder / "receiver.log", g, args,
+                                                   200 + run, b)
+                ours["ratio"] = round(ours["records_per_s"] / ceiling["records_per_s"], 3)
         rounds.append(entry)
-    result["rounds"] = rounds
-    result["ceiling"] = median_by_rate([r["ceiling"] for r in rounds])
+    counts = args.gunicorn_workers
+    result["rounds"] = [{f"{name}, {g}": x for (name, g), x in e.items()} for e in rounds]
+    result["ceiling"] = [median_by_rate([e[("ceiling", g)] for e in rounds]) for g in counts]
     for b in backs:
-        r = result["backends"][b.name] = {
-            "receiver": median_by_rate([x[b.name] for x in rounds]),
-            "ingest_ratio": statistics.median(x[b.name]["ratio"] for x in rounds)}
-        sent = sum(x[b.name]["records"] for x in rounds)
+        r = result["backends"][b.name] = {"ingest": [
+            {**median_by_rate([e[(b.name, g)] for e in rounds]),
+             "ratio_median": statistics.median(e[(b.name, g)]["ratio"] for e in rounds)}
+            for g in counts]}
+        sent = sum(e[(b.name, g)]["records"] for e in rounds for g in counts)
         r["stored"] = stored(b)
         if r["stored"] < sent:  # more is fine: wrk does not count the requests in flight
             print(f"WARNING: {b.name}: {sent} records answered, only {r['stored']} stored")
-        if r["stored"] < args.fill:
-            print(f"{b.name}: loading the receiver until {args.fill} records are stored ...",
-                  flush=True)
-            r["stored"] = fill(b, args.fill, args)
+        size = args.fill or r["stored"]
         r["drains"] = []
         for k, workers in enumerate(args.drain_workers):
-            if k:  # the same number of records again, from an empty inbox and warehouse
+            fill_figures = None
+            if k or args.fill:  # every count drains as many, from an empty inbox filled anew
                 empty(b)
-                fill(b, r["stored"], args)
-            print(f"{b.name}: {workers} worker(s) deliver {r['stored']} records ...",
+                print(f"{b.name}: loading the receiver until {size} records are stored ...",
+                      flush=True)
+                fill_figures = fill(b, size, args)
+            print(f"{b.name}: {workers} worker(s) deliver {stored(b)} records ...",
                   flush=True)
-            r["drains"].append(deliver(b, stored(b), workers))
-        r["end_to_end"] = r["drains"][0]
-        if b.cluster is not None:
-            r["settings"] = b.cluster.settings_in_force()
+            r["drains"].append({**deliver(b, stored(b), workers), "fill": fill_figures})
+        if b.name == "postgresql":
+            r["settings"] = b.settings()
     if args.flow:
         b = next(b for b in backs if b.name == "sqlite")
         for f in b.folder.glob("*.db*"):
             f.unlink()
+        upgrade(b)  # the schema, in the new database
         print(f"flow: {args.flow} records through receiver and worker ...", flush=True)
         result["flow"] = flow(b, args.flow, args)
     return result
 
 
-def report(result: dict) -> int:
-    """Print the figures; answer how many stored records never reached a warehouse."""
-    c = result["ceiling"]
-    print(f"\ncommit {result['commit']}, {result['date']}, {result['cpus']} cores; every "
-          f"figure is beside the ceiling measured in this run ({c['records_per_s']} records/s)")
-    print(f"ceiling   {c['records_per_s']:>8} records/s  p50 {c['p50_ms']} ms  "
-          f"p99 {c['p99_ms']} ms  non-2xx {c['non_2xx']}")
-    lost = 0
-    for name, r in result["backends"].items():
-        i = r["receiver"]
-        print(f"{name}:\n  receiver {i['records_per_s']:>8} records/s  p50 {i['p50_ms']} ms  "
-              f"p99 {i['p99_ms']} ms  non-2xx {i['non_2xx']}; ratio to the ceiling "
-              f"{r['ingest_ratio']} (median of rounds; goal >= 0.6 on sqlite)")
-        for e in r["drains"]:
-            cpu = e["server_cpu_s_per_1000"]
-            print(f"  drain    {e['records_per_s']:>8} records/s  ({e['records']} records in "
-                  f"{e['seconds']} s, {e['workers']} worker(s), peak RSS "
-                  f"{e['worker_peak_rss_mib']} MiB; "
-                  f"{e['records_per_s'] / c['records_per_s']:.2f} of the ceiling)")
-            print(f"  claims   {e['claims']}: mean {e['claim_ms_first_tenth']} ms over the "
-                  f"first tenth, {e['claim_ms_last_tenth']} ms over the last"
-                  + (f"; server CPU {cpu * 1000:.1f} ms per 1,000 records" if cpu else ""))
-            lost += e["expected"] - e["records"]
-        if "settings" in r:
-            print(f"  settings {r['settings']}")
-    if {"sqlite", "postgresql"} <= result["backends"].keys():
-        s, p = result["backends"]["sqlite"], result["backends"]["postgresql"]
-        print(f"postgresql / sqlite: ingest {p['receiver']['records_per_s'] / s['receiver']['records_per_s']:.2f}, "  # noqa: E501
-              f"drain {p['end_to_end']['records_per_s'] / s['end_to_end']['records_per_s']:.2f}"
-              " (goal >= 0.8 for both)")
-    if "flow" in result:
-        f = result["flow"]
-        print(f"flow      {f['records']} records in {f['seconds']} s; RSS first/last sample: "
-              f"{f['samples'][0]} / {f['samples'][-1]}")
-    if lost:
-        print(f"ERROR: {lost} stored records never reached the warehouse")
-    return lost
+def upgrade(b: Backend) -> None:
+    subprocess.run([str(BIN / "s360bridge"), "db", "upgrade", "-c", str(b.config)],
+                   env={**os.environ, **b.env()}, check=True, capture_output=True)
+
+
+def counts(text: str) -> list[int]:
+    return [int(n) for n in text.split(",")]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=int, default=15, help="wrk duration per phase")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn sync workers")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="gunicorn sync workers of the fill and the flow, and of the "
+                             "ingest phases unless --gunicorn-workers")
+    parser.add_argument("--gunicorn-workers", type=counts,
+                        help="gunicorn worker counts of the ingest phases, e.g. 1,2,4: each "
+                             "count is measured in every round, with its own ceiling "
+                             "(default: --workers)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--connections", type=int, default=8, help="wrk connections")
     parser.add_argument("--synchronous", default="FULL", help="SQLite synchronous, both sides")
     parser.add_argument("--rounds", type=int, default=3, help="ceiling/receiver alternations")
     parser.add_argument("--fill", type=int, default=0,
-                        help="before the drain, keep loading the receiver until the inbox "
-                             "holds at least N records (a round stores ~35,000 records a "
-                             "second of --seconds on SQLite)")
-    parser.add_argument("--drain-workers", default="1", type=lambda t: [int(n) for n in
-                                                                         t.split(",")],
-                        help="worker processes for the drain; several counts (1,2) each "
+                        help="before each drain, empty the inbox and load the receiver until "
+                             "it holds at least N records (a round stores ~35,000 records a "
+                             "second of --seconds on SQLite); without it, the first drain "
+                             "takes what the rounds stored")
+    parser.add_argument("--drain-workers", default="1", type=counts,
+                        help="worker processes for the drain; several counts (1,2,4) each "
                              "drain the same number of records, filled again from empty")
     parser.add_argument("--backends", default=None,
                         help="sqlite, postgresql or both, comma-separated (default: both when "
@@ -260,10 +353,14 @@ def main() -> None:
     parser.add_argument("--postgres", metavar="URL",
                         help="a PostgreSQL database (postgresql+psycopg://…) to use instead of "
                              "a private cluster; two schemas s360bench_* are made in it")
+    parser.add_argument("--pg-setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting of the private cluster (repeatable), e.g. "
+                             "shared_buffers=512MB; the default is PostgreSQL's own")
     parser.add_argument("--flow", type=int, default=0, help="also run N records through")
     parser.add_argument("--keep", action="store_true",
                         help="keep the work folder (databases and logs, ~1 GB per million)")
     args = parser.parse_args()
+    args.gunicorn_workers = args.gunicorn_workers or [args.workers]
     if not shutil.which("wrk"):
         sys.exit("wrk is needed: apt-get install wrk")
     if not (BIN / "gunicorn").exists():
@@ -273,14 +370,13 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="s360bench-"))
     cluster = None
     if "postgresql" in names and not args.postgres:
-        cluster = PrivateCluster().__enter__()
+        cluster = PrivateCluster(dict(s.split("=", 1) for s in args.pg_setting)).__enter__()
     try:
         backs = [Backend.sqlite(work) if n == "sqlite" else
                  Backend.postgresql(work, cluster, args.postgres) for n in names]
         for b in backs:
             b.write_config(args.synchronous)
-            subprocess.run([str(BIN / "s360bridge"), "db", "upgrade", "-c", str(b.config)],
-                           env={**os.environ, **b.env()}, check=True, capture_output=True)
+            upgrade(b)
         result = measure(backs, work, args)
     finally:
         if cluster is not None:

@@ -31,12 +31,19 @@ def bench(script: str, *args: str, timeout: float = 180) -> str:
 
 
 def test_ingest_and_end_to_end_on_both_backends():
+    """Ingest with one and two gunicorn workers, drains with one and two worker processes,
+    on both backends, with what each process used."""
     needs("wrk", shutil.which("wrk") is not None)
     needs("PostgreSQL", Path("/usr/lib/postgresql").exists())
-    out = bench("run.py", "--seconds", "1", "--rounds", "1", "--fill", "60000")
+    out = bench("run.py", "--seconds", "1", "--rounds", "1", "--fill", "10000",
+                "--gunicorn-workers", "1,2", "--drain-workers", "1,2")
     assert "ERROR" not in out
-    assert "sqlite: loading the receiver until 60000" in out
-    assert out.count("  drain ") == 2 and "postgresql / sqlite: ingest" in out
+    assert out.count("sqlite: loading the receiver until 10000") == 2
+    assert out.count("ingest, ") == 2 and "gunicorn: CPU s " in out
+    assert out.count("  drain ") == 4 and out.count("  backlog  the oldest record") == 4
+    assert out.count("PostgreSQL: CPU ") == 2 + 2  # two ingest phases, two drains
+    assert "'max_connections': '100'" in out and "sqlite scale-out: ingest" in out
+    assert "postgresql / sqlite: ingest" in out
 
 
 def test_worker_parts():
