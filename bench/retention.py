@@ -31,6 +31,7 @@ import argparse
 import contextlib
 import http.client
 import json
+import logging
 import multiprocessing
 import os
 import queue
@@ -268,13 +269,19 @@ class Steady:
 
 def run_purge(config: str, now: float, answer) -> None:
     """The scheduler's job, in a process of its own, with each of its write transactions
-    timed (the time a transaction holds SQLite's write lock is what a receiver waits)."""
+    timed (the time a transaction holds SQLite's write lock is what a receiver waits) and its
+    log lines marked with the time they came (its deletions end with "purged N rows")."""
     sys.path.insert(0, str(BENCH))
     from s360bridge.core.bridge import Bridge
     from s360bridge.core.config import load_settings
     from s360bridge.core.operations import retention
 
     held: list[float] = []
+    said: list[tuple[float, str]] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: said.append((time.perf_counter(), record.getMessage()))
+    logging.getLogger("s360bridge.retention").addHandler(handler)
+    logging.getLogger("s360bridge.retention").setLevel(logging.INFO)
     write = retention.write
 
     @contextlib.contextmanager
@@ -291,7 +298,9 @@ def run_purge(config: str, now: float, answer) -> None:
     started = time.perf_counter()  # the same clock as the parent's (CLOCK_MONOTONIC)
     n = retention.purge(bridge, now=now)
     ended = time.perf_counter()
-    answer.put({"purged": n, "started": started, "ended": ended, "seconds": ended - started,
+    deleted = next((at for at, line in said if "purged" in line), ended)
+    answer.put({"purged": n, "started": started, "ended": ended, "deleted": deleted,
+                "seconds": deleted - started, "after_s": ended - deleted, "log": said,
                 "transactions": len(held), "longest_ms": max(held, default=0) * 1000})
 
 
@@ -324,7 +333,8 @@ def measure(b: Backend, args) -> dict:
         load.stop()
         stop(server)
     r["baseline"] = load.between(base_start, base_start + args.baseline)
-    r["during"] = load.between(r["purge"]["started"], r["purge"]["ended"])
+    r["during"] = load.between(r["purge"]["started"], r["purge"]["deleted"])
+    r["vacuum"] = load.between(r["purge"]["deleted"], r["purge"]["ended"])
     r["after"] = counts(b, horizon)
     r["purge_inbox"] = r["purge"]["purged"] - (r["before"]["quarantine"]
                                                - r["after"]["quarantine"])
@@ -338,12 +348,13 @@ def report(results: dict, args) -> bool:
           f"({args.rate * args.records:,.0f} records/s), open loop; commit {commit()}")
 
     def row(label: str, fmt) -> None:
-        print(f"{label:38}" + "".join(f"{fmt(results[n]):>26}" for n in names))
+        print(f"{label:44}" + "".join(f"{fmt(results[n]):>26}" for n in names))
 
     row("", lambda r: r["name"])
     row("fill (SQL)", lambda r: f"{r['fill_s']:.0f} s")
-    for period in ("baseline", "during"):
-        label = "ingest, no purge" if period == "baseline" else "ingest during the purge"
+    labels = {"baseline": "ingest, no purge", "during": "ingest during the deletes",
+              "vacuum": "ingest after them (vacuum)"}
+    for period, label in labels.items():
         row(f"{label}: POSTs (not 200)",
             lambda r, p=period: f"{r[p]['posts']} ({r[p]['not_200']})")
         row("  p50 / p99 / max ms", lambda r, p=period: "{:.1f} / {:.1f} / {:.0f}".format(
@@ -351,6 +362,7 @@ def report(results: dict, args) -> bool:
     row("purge: inbox rows", lambda r: f"{r['purge_inbox']:,}")
     row("  time, rate", lambda r: f"{r['purge']['seconds']:.1f} s, "
                                   f"{r['purge_inbox'] / r['purge']['seconds']:,.0f}/s")
+    row("  then (vacuum)", lambda r: f"{r['purge']['after_s']:.1f} s")
     row("  attempt / delivery / quarantine rows", lambda r: "{:,} / {:,} / {:,}".format(
         *(r["before"][t] - r["after"][t] for t in ("attempt", "delivery", "quarantine"))))
     row("  transactions, longest", lambda r: f"{r['purge']['transactions']:,}, "
@@ -368,6 +380,8 @@ def report(results: dict, args) -> bool:
         else:
             print(f"{r['name']}: nothing purgeable left; kept as they were: "
                   + ", ".join(f"{k} {v[0]:,}" for k, v in kept.items()))
+        for at, line in r["purge"]["log"]:
+            print(f"  {r['name']} purge, {at - r['purge']['started']:.1f} s: {line}")
         if r["during"]["not_200"] or r["baseline"]["not_200"]:
             print(f"WARNING: {r['name']}: POSTs not answered 200 (503: the database did not "
                   "answer within the request's deadline)")
