@@ -137,6 +137,26 @@ def test_steps_are_sized_by_their_time_and_spaced_on_sqlite(any_bridge, monkeypa
     assert all(s > 0 for s in slept)
 
 
+def test_the_first_step_is_small_and_fast_ones_double(bridge, monkeypatch):
+    monkeypatch.setattr(retention, "PURGE_CHUNK", 8)
+    monkeypatch.setattr(retention, "FIRST_STEP", 2)
+    monkeypatch.setattr(retention, "PURGE_STEP_SECONDS", 1e9)  # every step is fast
+    monkeypatch.setattr(retention.time, "sleep", lambda _: None)
+    sizes = []
+    real_run = retention.run
+
+    def watched(conn, sql, params=()):
+        if sql == retention._WINDOW:
+            sizes.append(params[1])
+        return real_run(conn, sql, params)
+
+    monkeypatch.setattr(retention, "run", watched)
+    store(bridge, [(i, horizon(bridge) + 60, "accepted") for i in range(1, 4)]  # kept
+          + [(i, horizon(bridge) - HOUR, "accepted") for i in range(4, 24)])
+    assert retention.purge(bridge, now=NOW) == 20
+    assert sizes == [2, 4, 8, 8, 8, 8]  # doubled after a window with nothing to delete too
+
+
 @pytest.mark.parametrize("size, took, expected", [
     (5000, 0.5, 500),  # ten times too slow: a tenth
     (100, 0.001, 200),  # fast: twice as many at most

@@ -32,6 +32,7 @@ log = logging.getLogger("s360bridge.retention")
 PURGE_EVERY_SECONDS = 3600
 PURGE_CHUNK = 5000  # ids a step looks at, at most
 PURGE_STEP_SECONDS = 0.05  # what a step's write transaction aims to take
+FIRST_STEP = 100  # ids the first step looks at: its pace is not known yet
 # A version's arrival time is taken before its transaction waits for the database, so the order
 # of ids differs from the order of arrival by that wait at most (seconds: it is bounded by the
 # busy and statement timeouts). The walk ends at a window received wholly this long after the
@@ -57,7 +58,7 @@ def purge(bridge, now: float | None = None) -> int:
     still queued."""
     now = time.time() if now is None else now
     horizon = now - bridge.settings.engine.retention_hours * 3600
-    engine, n, after, size = bridge.engine, 0, 0, PURGE_CHUNK
+    engine, n, after, size = bridge.engine, 0, 0, min(PURGE_CHUNK, FIRST_STEP)
     while True:
         with engine.connect() as conn, conn.begin():
             index_plans_only(conn)
@@ -67,6 +68,7 @@ def purge(bridge, now: float | None = None) -> int:
         after = window[-1][0]
         old = [seq for seq, at, state in window if at < horizon and state in _PURGED]
         if not old:
+            size = min(PURGE_CHUNK, 2 * size)
             continue
         started = time.monotonic()
         with write(engine) as conn:
@@ -91,7 +93,8 @@ def purge(bridge, now: float | None = None) -> int:
 
 def _next_size(size: int, took: float) -> int:
     """How many ids the next step looks at: as many as this step's pace deletes in
-    PURGE_STEP_SECONDS, twice as many as this one at most, PURGE_CHUNK at most."""
+    PURGE_STEP_SECONDS, twice as many as this one at most (a window with nothing to delete
+    doubles it too), PURGE_CHUNK at most."""
     pace = size * PURGE_STEP_SECONDS / took if took > 0 else math.inf
     return int(max(1, min(PURGE_CHUNK, 2 * size, pace)))
 
