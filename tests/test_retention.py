@@ -183,8 +183,9 @@ def test_the_purge_vacuums_what_it_purged_on_postgresql(pg_bridge):
     store(pg_bridge, [(2, horizon(pg_bridge) - 60, "accepted")])
     assert retention.purge(pg_bridge, now=NOW) == 1
     assert vacuums() == {"inbox": 1, "attempt": 1, "delivery": 1, "quarantine": 1}
-    with pg_bridge.engine.connect() as conn:  # the pooled connection's timeout is back
+    with pg_bridge.engine.connect() as conn:  # the pooled connection's settings are back
         assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "1min"
+        assert conn.exec_driver_sql("SHOW vacuum_cost_delay").scalar() == "0"
 
 
 @needs_pg

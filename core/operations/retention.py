@@ -33,6 +33,7 @@ PURGE_EVERY_SECONDS = 3600
 PURGE_CHUNK = 5000  # ids a step looks at, at most
 PURGE_STEP_SECONDS = 0.05  # what a step's write transaction aims to take
 FIRST_STEP = 100  # ids the first step looks at: its pace is not known yet
+VACUUM_COST_DELAY_MS = 2  # autovacuum's own (autovacuum_vacuum_cost_delay)
 # A version's arrival time is taken before its transaction waits for the database, so the order
 # of ids differs from the order of arrival by that wait at most (seconds: it is bounded by the
 # busy and statement timeouts). The walk ends at a window received wholly this long after the
@@ -102,8 +103,10 @@ def _next_size(size: int, took: float) -> int:
 def _vacuum(engine) -> None:
     """PostgreSQL: vacuum the tables purged, so that their space is used again (autovacuum
     waits for a fifth of a table to be dead) and the next purge's first window does not walk
-    this one's dead index entries. It takes no lock that ingest or delivery waits for. Its
-    time is not bounded by the statement timeout, nor the connection by its deadline."""
+    this one's dead index entries. It takes no lock that ingest or delivery waits for, and goes
+    at autovacuum's pace (a pause every so many pages), not a manual vacuum's full speed,
+    whose reads and writes slow the receiver's commits. Its time is not bounded by the
+    statement timeout, nor the connection by its deadline."""
     if engine.dialect.name != "postgresql":
         return
     started = time.monotonic()
@@ -111,11 +114,12 @@ def _vacuum(engine) -> None:
         with deadline.within(math.inf), \
                 engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.exec_driver_sql("SET statement_timeout = 0")
+            conn.exec_driver_sql(f"SET vacuum_cost_delay = {VACUUM_COST_DELAY_MS}")
             try:
                 conn.exec_driver_sql("VACUUM (SKIP_LOCKED) inbox, attempt, delivery, "
                                      "quarantine")
             finally:
-                conn.exec_driver_sql("RESET statement_timeout")
+                conn.exec_driver_sql("RESET statement_timeout; RESET vacuum_cost_delay")
     except DBAPIError as exc:  # e.g. not the tables' owner: autovacuum will do
         log.warning("retention: could not vacuum the purged tables, left to autovacuum: %s",
                     exc.orig)
