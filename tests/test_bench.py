@@ -83,4 +83,4 @@ def test_retention():
     needs("PostgreSQL", Path("/usr/lib/postgresql").exists())
     out = bench("retention.py", "--rows", "20000", "--baseline", "1", "--rate", "20")
     assert out.count("nothing purgeable left; kept as they were: dead letters 13") == 2
-    assert "ERROR" not in out and "ingest during the purge" in out
+    assert "ERROR" not in out and "ingest during the deletes" in out
