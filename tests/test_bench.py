@@ -82,3 +82,12 @@ def test_open_loop():
     out = bench("open_loop.py", "--rate", "20", "--seconds", "2")
     assert "40 POSTs, 0 not answered 200" in out
     assert "accepted 2,000 records" in out and "delivered 2,000 (2,000 distinct), 0 left" in out
+
+
+def test_retention():
+    """The purge beside a steady ingest on both backends: what must stay stays, nothing
+    purgeable is left."""
+    needs("PostgreSQL", Path("/usr/lib/postgresql").exists())
+    out = bench("retention.py", "--rows", "20000", "--baseline", "1", "--rate", "20")
+    assert out.count("nothing purgeable left; kept as they were: dead letters 13") == 2
+    assert "ERROR" not in out and "ingest during the deletes" in out
