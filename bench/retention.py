@@ -397,14 +397,16 @@ def commit() -> str:
 def reexec_with(source: Path) -> None:
     """Run this script again with ``source``'s packages first on the path (the receiver and
     the purge process inherit it)."""
-    pkg = Path(tempfile.mkdtemp(prefix="s360retention-")) / "s360bridge"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text("")
-    for name in ("core", "plugins"):
-        (pkg / name).symlink_to(source.resolve() / name)
-    argv = [a for a in sys.argv[1:] if a not in ("--source", str(source))]
-    env = {**os.environ, "PYTHONPATH": str(pkg.parent), "S360RETENTION_SOURCE": str(source)}
-    sys.exit(subprocess.call([sys.executable, __file__, *argv], env=env))
+    with tempfile.TemporaryDirectory(prefix="s360retention-source-") as folder:
+        pkg = Path(folder) / "s360bridge"
+        pkg.mkdir()
+        (pkg / "__init__.py").write_text("")
+        for name in ("core", "plugins"):
+            (pkg / name).symlink_to(source.resolve() / name)
+        argv = [a for a in sys.argv[1:] if a not in ("--source", str(source))]
+        env = {**os.environ, "PYTHONPATH": folder, "S360RETENTION_SOURCE": str(source)}
+        code = subprocess.call([sys.executable, __file__, *argv], env=env)
+    sys.exit(code)
 
 
 def main() -> None:
