@@ -107,9 +107,10 @@ def _text(c: str) -> str:
 
 def _epoch(c: str, zone: str) -> str:
     v = f"trim({c})"
+    local = f"try_cast({v} AS TIMESTAMP)"  # a UTC side needs no zone conversion
     return (f"floor(epoch(CASE WHEN right({v}, 1) = 'Z' OR substr({v}, -6, 1) IN ('+', '-') OR "
             f"substr({v}, -5, 1) IN ('+', '-') THEN try_cast({v} AS TIMESTAMPTZ) ELSE "
-            f"timezone('{zone}', try_cast({v} AS TIMESTAMP)) END))")
+            f"{local if zone == 'UTC' else f'timezone({zone!r}, {local})'} END))")
 
 
 PLAIN_QUERY = f"""
