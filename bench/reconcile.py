@@ -14,6 +14,7 @@ RSS is the whole process's.
 
     python bench/reconcile.py                 # 1,000,000 a side (needs pandas: .[bench])
     python bench/reconcile.py --records 100000
+    python bench/reconcile.py --files /var/tmp/reconcile   # written once, reused after
 """
 
 from __future__ import annotations
@@ -106,9 +107,10 @@ def _text(c: str) -> str:
 
 def _epoch(c: str, zone: str) -> str:
     v = f"trim({c})"
+    local = f"try_cast({v} AS TIMESTAMP)"  # a UTC side needs no zone conversion
     return (f"floor(epoch(CASE WHEN right({v}, 1) = 'Z' OR substr({v}, -6, 1) IN ('+', '-') OR "
             f"substr({v}, -5, 1) IN ('+', '-') THEN try_cast({v} AS TIMESTAMPTZ) ELSE "
-            f"timezone('{zone}', try_cast({v} AS TIMESTAMP)) END))")
+            f"{local if zone == 'UTC' else f'timezone({zone!r}, {local})'} END))")
 
 
 PLAIN_QUERY = f"""
@@ -254,6 +256,26 @@ PREPARE = {"s360bridge (DuckDB)": prepare_s360bridge, "one DuckDB query": prepar
            "pandas merge": prepare_pandas}
 
 
+def files(folder: Path, n: int) -> tuple[Path, Path, dict]:
+    """The two files of ``n`` records a side in ``folder``: written, or those written there
+    before for ``n`` (their expected differences kept beside them)."""
+    kept = folder / f"expected-{n}.json"
+    if kept.exists():
+        expected = json.loads(kept.read_text())
+        print(f"{n:,} records a side from {folder}; expected differences {expected}",
+              flush=True)
+        return folder / "s360.csv", folder / "target.csv", expected
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("expected-*.json"):  # the files are about to be another size
+        old.unlink()
+    started = time.perf_counter()
+    s360, target, expected = make_files(folder, n)
+    kept.write_text(json.dumps(expected))
+    print(f"{n:,} records a side written in {time.perf_counter() - started:.1f} s; "
+          f"expected differences {expected}", flush=True)
+    return s360, target, expected
+
+
 def child(name: str, s360: str, target: str, report: str, spec: str) -> None:
     PREPARE.get(name, lambda: None)()  # imports are not timed, for any contender
     started = time.perf_counter()
@@ -276,14 +298,14 @@ def main() -> int:
                     help="runs of each contender, in turn; the fastest counts [1]")
     ap.add_argument("--skip", action="append", default=[], choices=list(CONTENDERS),
                     help="leave a contender out (e.g. the dict diff at ten million)")
+    ap.add_argument("--files", type=Path,
+                    help="keep the files in this folder and use them again when they are "
+                         "there for --records (ten million take minutes to write)")
     args = ap.parse_args()
     names = [n for n in CONTENDERS if n not in args.skip]
     spec = json.dumps(s360bridge_spec())
     with tempfile.TemporaryDirectory() as tmp:
-        started = time.perf_counter()
-        s360, target, expected = make_files(Path(tmp), args.records)
-        print(f"{args.records:,} records a side written in {time.perf_counter() - started:.1f}"
-              f" s; expected differences {expected}", flush=True)
+        s360, target, expected = files(args.files or Path(tmp), args.records)
         results: dict[str, dict] = {}
         for _ in range(args.runs):
             for i, name in enumerate(names):

@@ -278,3 +278,25 @@ def test_a_bad_row_past_what_the_sniffer_reads_names_its_file(tmp_path):
     same = compare(spec, Side({"id": "id", "amount": "amount"}), good, good,
                    tmp_path / "report.csv")
     assert same.in_sync and same.s360_records == same.target_records == 30_000
+
+
+def test_a_key_written_twice_is_counted_and_reported_as_written(tmp_path):
+    """Each side's records are its file's rows, a key written twice counted twice; each pair
+    the join makes of it is compared (a difference reported once per pair); a row without a
+    key is missing on the other side, whichever side has it."""
+    from s360bridge.core.operations.reconcile import Field, Reconciliation, Side, compare
+    s360, target = tmp_path / "s360.csv", tmp_path / "target.csv"
+    s360.write_text("ID,AMOUNT\n1,1.5\n2,2.5\n2,2.5\n3,3.5\n3,3.5\n4,4\n,9\n5,5\n", "utf-8")
+    target.write_text("id,amount\n1,1500\n2,2500\n3,3500\n3,3600\n4,4000\n4,4000\n,7\n6,6000\n",
+                      "utf-8")
+    spec = Reconciliation(Field("id", "text", "ID"), [Field("amount", "amount", "AMOUNT")],
+                          Side({"id": "id", "amount": "amount"}, "thousandths"))
+    report = tmp_path / "report.csv"
+    summary = compare(spec, Side({"id": "ID", "amount": "AMOUNT"}), s360, target, report)
+    assert (summary.s360_records, summary.target_records) == (8, 8)
+    assert summary.counts == {"missing_in_target": 2, "missing_in_s360": 2, "different": 2}
+    assert sorted((d["key"], d["status"], d["s360_value"], d["target_value"])
+                  for d in differences(report, "csv")) == [
+        ("", "missing_in_s360", "", ""), ("", "missing_in_target", "", ""),
+        ("3", "different", "3.5", "3600"), ("3", "different", "3.5", "3600"),
+        ("5", "missing_in_target", "", ""), ("6", "missing_in_s360", "", "")]
