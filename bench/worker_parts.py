@@ -38,14 +38,16 @@ PARTS = ("claim (SQL)", "decode JSON", "transform", "warehouse write", "completi
 
 def reexec_with(source: Path) -> None:
     """Run this script again with ``source``'s packages first on the path."""
-    pkg = Path(tempfile.mkdtemp(prefix="s360parts-")) / "s360bridge"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text("")
-    for name in ("core", "plugins"):
-        (pkg / name).symlink_to(source.resolve() / name)
-    argv = [a for a in sys.argv[1:] if a != "--source" and a != str(source)]
-    env = {**os.environ, "PYTHONPATH": str(pkg.parent), "S360PARTS_SOURCE": str(source)}
-    sys.exit(subprocess.call([sys.executable, __file__, *argv], env=env))
+    with tempfile.TemporaryDirectory(prefix="s360parts-source-") as folder:
+        pkg = Path(folder) / "s360bridge"
+        pkg.mkdir()
+        (pkg / "__init__.py").write_text("")
+        for name in ("core", "plugins"):
+            (pkg / name).symlink_to(source.resolve() / name)
+        argv = [a for a in sys.argv[1:] if a != "--source" and a != str(source)]
+        env = {**os.environ, "PYTHONPATH": folder, "S360PARTS_SOURCE": str(source)}
+        code = subprocess.call([sys.executable, __file__, *argv], env=env)
+    sys.exit(code)
 
 
 class Timers:
