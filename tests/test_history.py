@@ -131,3 +131,35 @@ def test_an_import_killed_half_way_resumes_and_loads_every_record_once(
                             "WHERE state = 'done'").fetchone() == (30_000, 30_000)
     assert warehouse_count(tmp_path, "orders") == 30_000
     assert set(journal.pushes("orders").values()) == {1}
+
+
+def test_the_delivery_of_an_import_claims_at_the_configured_level(tmp_path, monkeypatch,
+                                                                  runner, secrets_env):
+    """The import's batches commit without an fsync, but no target may get a record before it
+    is on disk: each claim of its delivery commits at the configured level (FULL here), which
+    flushes the log with the batches before it."""
+    from s360bridge.core.cli.main import cli
+    from s360bridge.core.pipeline import worker
+
+    from .conftest import base_config, bridge_of, write_config
+
+    data = base_config(tmp_path)
+    data["engine"]["sqlite_synchronous"] = "FULL"
+    config = write_config(tmp_path, data)
+    bridge_of(config).close()  # upgraded, as `s360bridge db upgrade`
+    levels, claim = [], worker.claim
+
+    def claim_noting_the_level(engine, *args, **kwargs):
+        with engine.connect() as conn:
+            levels.append(conn.exec_driver_sql("PRAGMA synchronous").scalar())
+        return claim(engine, *args, **kwargs)
+
+    monkeypatch.setattr(worker, "claim", claim_noting_the_level)
+    path = tmp_path / "orders.jsonl"
+    write_jsonl(generated("orders", 30), path)
+    result = runner.invoke(cli, ["import", "--institution", "testvenue", "--stream", "orders",
+                                 str(path), "-c", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "delivered 30 record(s)" in result.output
+    assert levels and set(levels) == {2}  # FULL
+    assert warehouse_count(tmp_path, "orders") == 30

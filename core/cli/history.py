@@ -14,7 +14,6 @@ from s360bridge.core.operations.history_import import run_import
 from s360bridge.core.operations.import_delivery import (
     BESIDE_BYTES,
     Beside,
-    commits_unflushed,
     fewer_collections,
 )
 from s360bridge.core.operations.reconcile import (
@@ -84,7 +83,7 @@ def import_records(configs, institution, stream_name, fmt, batch, again, no_deli
                    f"(left out), {t.quarantined} quarantined")
     if not no_deliver:  # what is still queued too: an import stopped while it delivered
         n = beside.finish() if beside is not None else 0
-        with fewer_collections(), commits_unflushed(bridge.engine):
+        with fewer_collections():  # its claims flush what the store left unflushed
             n += _deliver_with_progress(bridge, "delivering to the targets")
         click.echo(f"delivered {n} record(s); see `s360bridge status`")
 

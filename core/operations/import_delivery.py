@@ -45,11 +45,12 @@ def fewer_collections():
 def commits_unflushed(engine):
     """SQLite: the engine database's transactions of the block commit without an fsync
     (``synchronous=NORMAL``; afterwards the pool is emptied, so that later ones have the
-    configured level). The import's store and its delivery's claims and completions need no
-    more: nothing answers S-360 on them; a crash loses none; a power cut may lose the last
-    ones, and then the lines are read again (the checkpoint goes with the records) or the
-    records delivered again (versioned upserts, idempotency keys), never lost. The targets'
-    own commits (the warehouse) keep their level."""
+    configured level). The import's store needs no more: nothing answers S-360 on it, a crash
+    loses none of it, and a power cut may lose the last batches with their checkpoint, which
+    the next run reads again. Its delivery does not run in such a block: each claim commits
+    at the configured level, and that commit flushes the log with everything written before
+    it, so no target gets a record that is not on disk (a warehouse holding a version whose
+    inbox row a power cut took would refuse the next version given that id as older)."""
     if engine.dialect.name != "sqlite":
         yield
         return
@@ -111,7 +112,7 @@ def _deliver(configs, parent: int, pipe) -> None:
     bridge = open_bridge(configs)
     worker, delivered, stored = Worker(bridge), 0, False
     try:
-        with fewer_collections(), commits_unflushed(bridge.engine):
+        with fewer_collections():
             while os.getppid() == parent:
                 stored = stored or pipe.poll()  # before the claim: an empty one after it ends
                 n = worker.run_once()
