@@ -33,6 +33,7 @@ from pathlib import Path
 
 import orjson
 from history_data import EXAMPLES, write_records
+from processes import cpu_seconds, rss_kib, tree
 from profiles import print_profile
 
 BENCH = Path(__file__).resolve().parent
@@ -79,24 +80,6 @@ def command(cfg: Path, stream: str, path: Path, *extra: str) -> list[str]:
             "--stream", stream, *extra, str(path)]
 
 
-def peak_kib(pid: int) -> int:
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0
-    found = re.search(r"^VmHWM:\s+(\d+)", text, re.M)
-    return int(found.group(1)) if found else 0
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system time of a running process so far."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def sizes(work: Path) -> dict[str, int]:
     """Bytes of each database, its write-ahead log included."""
     return {name: sum(p.stat().st_size for p in work.glob(f"{name}.db*"))
@@ -117,8 +100,8 @@ def timed_import(cmd: list[str], env: dict, work: Path, profile: Path | None) ->
         out.append(line)
         if stored_at is None and re.match(r"\d+ lines: ", line):
             stored_at = time.perf_counter()
-            store_peak = max(peak_kib(p) for p in _tree(proc.pid))
-            store_cpu = sum(cpu_seconds(p) for p in _tree(proc.pid))
+            store_peak = max(rss_kib(p, "VmHWM") for p in tree(proc.pid))
+            store_cpu = sum(cpu_seconds(p) for p in tree(proc.pid))
             store_sizes = sizes(work)
     _, status, usage = os.wait4(proc.pid, 0)
     ended = time.perf_counter()
@@ -130,13 +113,6 @@ def timed_import(cmd: list[str], env: dict, work: Path, profile: Path | None) ->
             "store_cpu": store_cpu, "deliver_cpu": cpu - store_cpu,
             "store_peak_mib": store_peak / 1024, "peak_mib": usage.ru_maxrss / 1024,
             "store_sizes": store_sizes, "sizes": sizes(work), "output": "".join(out)}
-
-
-def _tree(pid: int) -> list[int]:
-    """The process and its children (py-spy's child is the import)."""
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
-                         text=True).stdout
-    return [pid, *map(int, out.split())]
 
 
 def counts(work: Path, stream: str) -> dict[str, int]:
@@ -299,7 +275,7 @@ def locked(db: Path):
 def kill(proc: subprocess.Popen) -> list[int]:
     """SIGKILL the import; answer its delivery process, if any, which notices and ends after
     its batch in hand (``wait_gone``, outside the lock, before the next run)."""
-    children = _tree(proc.pid)[1:]
+    children = tree(proc.pid)[1:]
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     return children

@@ -22,6 +22,23 @@ BENCH = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 
 
+def reexec_with(script: str, source: Path, marker: str) -> None:
+    """Run ``script`` again with ``source``'s packages (its core/ and plugins/) first on the
+    path, and ``marker`` naming ``source`` in the environment, then exit with its code: a
+    change is measured before and after with the same harness. The processes it starts
+    inherit the path."""
+    with tempfile.TemporaryDirectory(prefix="s360bench-source-") as folder:
+        pkg = Path(folder) / "s360bridge"
+        pkg.mkdir()
+        (pkg / "__init__.py").write_text("")
+        for name in ("core", "plugins"):
+            (pkg / name).symlink_to(source.resolve() / name)
+        argv = [a for a in sys.argv[1:] if a not in ("--source", str(source))]
+        env = {**os.environ, "PYTHONPATH": folder, marker: str(source)}
+        code = subprocess.call([sys.executable, script, *argv], env=env)
+    sys.exit(code)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

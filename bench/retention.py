@@ -46,7 +46,7 @@ from pathlib import Path
 import orjson
 from backends import API_KEY, Backend
 from pgcluster import PrivateCluster, binaries
-from processes import BENCH, BIN, free_port, gunicorn, stop
+from processes import BENCH, BIN, free_port, gunicorn, reexec_with, stop
 from retention_rows import KEPT, RETENTION_HOURS, counts, fill
 
 RECEIVER = "s360bridge.core.wsgi:app_from_env()"
@@ -252,21 +252,6 @@ def commit() -> str:
                           capture_output=True, text=True).stdout.strip() or source
 
 
-def reexec_with(source: Path) -> None:
-    """Run this script again with ``source``'s packages first on the path (the receiver and
-    the purge process inherit it)."""
-    with tempfile.TemporaryDirectory(prefix="s360retention-source-") as folder:
-        pkg = Path(folder) / "s360bridge"
-        pkg.mkdir()
-        (pkg / "__init__.py").write_text("")
-        for name in ("core", "plugins"):
-            (pkg / name).symlink_to(source.resolve() / name)
-        argv = [a for a in sys.argv[1:] if a not in ("--source", str(source))]
-        env = {**os.environ, "PYTHONPATH": folder, "S360RETENTION_SOURCE": str(source)}
-        code = subprocess.call([sys.executable, __file__, *argv], env=env)
-    sys.exit(code)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=10_000_000, help="inbox rows")
@@ -284,7 +269,7 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     args = ap.parse_args()
     if args.source and "S360RETENTION_SOURCE" not in os.environ:
-        reexec_with(args.source)
+        reexec_with(__file__, args.source, "S360RETENTION_SOURCE")
     if args.rows < 10_000:
         sys.exit("--rows: at least 10,000")
     if not (BIN / "gunicorn").exists():

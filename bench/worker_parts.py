@@ -23,31 +23,18 @@ import contextlib
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections import defaultdict
 from pathlib import Path
 
+from processes import reexec_with
+
 ROW = {"access_time": "2024-03-14 19:21:07", "check_flow": "IN", "result": "OK",
        "failure_reason": "NO_FAIL"}
 PARTS = ("claim (SQL)", "decode JSON", "transform", "warehouse write", "completion",
          "commits (fsync)", "worker loop, leases, other")
-
-
-def reexec_with(source: Path) -> None:
-    """Run this script again with ``source``'s packages first on the path."""
-    with tempfile.TemporaryDirectory(prefix="s360parts-source-") as folder:
-        pkg = Path(folder) / "s360bridge"
-        pkg.mkdir()
-        (pkg / "__init__.py").write_text("")
-        for name in ("core", "plugins"):
-            (pkg / name).symlink_to(source.resolve() / name)
-        argv = [a for a in sys.argv[1:] if a != "--source" and a != str(source)]
-        env = {**os.environ, "PYTHONPATH": folder, "S360PARTS_SOURCE": str(source)}
-        code = subprocess.call([sys.executable, __file__, *argv], env=env)
-    sys.exit(code)
 
 
 class Timers:
@@ -221,7 +208,7 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     args = ap.parse_args()
     if args.source and "S360PARTS_SOURCE" not in os.environ:
-        reexec_with(args.source)
+        reexec_with(__file__, args.source, "S360PARTS_SOURCE")
     measure(args)
 
 
