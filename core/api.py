@@ -65,7 +65,13 @@ from s360bridge.core.s360.client import (
 from s360bridge.core.s360.contacts import CONTACT_SERVICE, SEARCH_RESULTS, best_match
 from s360bridge.core.s360.times import parse_s360_time, utc_of, utc_or_none
 from s360bridge.core.storage.db import make_engine, write
-from s360bridge.core.storage.rawsql import copy_insert, executemany, index_plans_only, run
+from s360bridge.core.storage.rawsql import (
+    copy_insert,
+    copy_new,
+    executemany,
+    index_plans_only,
+    run,
+)
 from s360bridge.core.storage.tables import dialect_insert
 
 # 2: routing by declaration; 3: per-item push outcomes; 4: leases, and services beside
@@ -109,6 +115,6 @@ __all__ = [
     # services beside streams
     "Service", "service_request", "ServiceRequest",
     # the engine database and SQL on the driver
-    "dialect_insert", "make_engine", "write", "copy_insert", "executemany",
+    "dialect_insert", "make_engine", "write", "copy_insert", "copy_new", "executemany",
     "index_plans_only", "run", "erase_versions", "received",
 ]

@@ -106,3 +106,43 @@ def test_workers_making_the_warehouse_tables_at_once_all_succeed(pg_bridge):
         t.join(60)
     assert errors == []
     assert warehouse(pg_bridge, "SELECT sale_amount FROM orders") == [(2000 + workers - 1,)]
+
+
+def test_new_keys_are_copied_straight_in_and_a_known_key_falls_back_to_the_upsert(
+        pg_bridge, monkeypatch):
+    """A batch of new keys goes straight into the table; a batch with a key already there is
+    upserted instead (the newest version wins, an older one never does), and so are the next
+    1, then 2 … batches before a direct copy is tried again."""
+    from s360bridge.core.plugin.streams import StoredRecord
+    from s360bridge.plugins.sql import upsert
+    from s360bridge.plugins.ticketchecks import Columns
+    from s360bridge.plugins.ticketchecks.warehouse import check_row
+
+    tried = []
+
+    def copy_new(*args):
+        tried.append(real(*args))
+        return tried[-1]
+
+    real = upsert.copy_new
+    monkeypatch.setattr(upsert, "copy_new", copy_new)
+    inst = pg_bridge.institution("testvenue")
+    target, cols = pg_bridge.target(inst, "datx"), Columns.from_options({})
+
+    def batch(seq, *keys, flow="IN"):
+        record = {"access_time": "2024-03-14 19:21:07", "check_flow": flow, "ticket_id": 7}
+        target.upsert([check_row(inst, cols, StoredRecord(seq + n, k, record, "{}", 0.0))
+                       for n, k in enumerate(keys)])
+
+    batch(10, "a", "b")
+    batch(20, "b", "c", flow="OUT")  # b is there: upserted, the newer version wins
+    batch(1, "a", flow="OUT")  # not tried (one batch skipped); older: it does not win
+    batch(30, "a", flow="OUT")  # tried again, refused: the next two are upserted
+    batch(40, "d")
+    batch(41, "e")
+    batch(50, "f")  # tried again: new, copied
+    assert tried == [True, False, False, True]
+    assert warehouse(pg_bridge, "SELECT check_key, check_flow, source_seq FROM ticket_checks "
+                                "ORDER BY check_key") == [
+        ("a", "OUT", 30), ("b", "OUT", 20), ("c", "OUT", 21), ("d", "IN", 40), ("e", "IN", 41),
+        ("f", "IN", 50)]
