@@ -46,6 +46,29 @@ def test_duplicates_versions_and_children_on_postgres(pg_bridge, journal):
 
 
 
+def test_new_versions_are_copied_straight_in_and_queued_on_postgres(pg_bridge):
+    """A batch of new versions goes straight into the inbox, numbered from its sequence, and
+    into the queue; a batch with a version there already stores only the others, and so do
+    the batches left to that path after it."""
+    inst, stream = pg_bridge.institution("testvenue"), pg_bridge.stream("ticketchecks")
+
+    def batch(*ids):
+        check = fixture("ticketchecks.json")[0]
+        r = ingest(pg_bridge, inst, stream, [{**check, "ticket_check_id": i} for i in ids])
+        assert r.quarantined == 0
+        return r.accepted, r.duplicates
+
+    assert batch(1, 2) == (2, 0)
+    assert batch(2, 3) == (1, 1)  # 2 is there: only 3 is stored
+    assert batch(4, 4) == (1, 1)  # a version twice in one batch is a duplicate too
+    assert batch(5) == (1, 0)
+    with pg_bridge.engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT i.record_key, q.id IS NOT NULL FROM inbox i LEFT JOIN queue q "
+            "ON q.id = i.id ORDER BY i.id").all()
+    assert rows == [("1", True), ("2", True), ("3", True), ("4", True), ("5", True)]
+
+
 def test_two_workers_share_claims_on_postgres(pg_bridge, tmp_path):
     inst, stream = pg_bridge.institution("testvenue"), pg_bridge.stream("ticketchecks")
     for i in range(20):

@@ -108,24 +108,13 @@ def test_workers_making_the_warehouse_tables_at_once_all_succeed(pg_bridge):
     assert warehouse(pg_bridge, "SELECT sale_amount FROM orders") == [(2000 + workers - 1,)]
 
 
-def test_new_keys_are_copied_straight_in_and_a_known_key_falls_back_to_the_upsert(
-        pg_bridge, monkeypatch):
-    """A batch of new keys goes straight into the table; a batch with a key already there is
-    upserted instead (the newest version wins, an older one never does), and so are the next
-    1, then 2 … batches before a direct copy is tried again."""
+def test_a_batch_with_a_known_key_falls_back_to_the_upsert(pg_bridge):
+    """New keys are copied straight into the table; a batch with a key already there is
+    upserted instead: the newest version wins, an older one never does."""
     from s360bridge.core.plugin.streams import StoredRecord
-    from s360bridge.plugins.sql import upsert
     from s360bridge.plugins.ticketchecks import Columns
     from s360bridge.plugins.ticketchecks.warehouse import check_row
 
-    tried = []
-
-    def copy_new(*args):
-        tried.append(real(*args))
-        return tried[-1]
-
-    real = upsert.copy_new
-    monkeypatch.setattr(upsert, "copy_new", copy_new)
     inst = pg_bridge.institution("testvenue")
     target, cols = pg_bridge.target(inst, "datx"), Columns.from_options({})
 
@@ -136,13 +125,40 @@ def test_new_keys_are_copied_straight_in_and_a_known_key_falls_back_to_the_upser
 
     batch(10, "a", "b")
     batch(20, "b", "c", flow="OUT")  # b is there: upserted, the newer version wins
-    batch(1, "a", flow="OUT")  # not tried (one batch skipped); older: it does not win
-    batch(30, "a", flow="OUT")  # tried again, refused: the next two are upserted
+    batch(1, "a", flow="OUT")  # older: it does not win
+    batch(30, "a", flow="OUT")
     batch(40, "d")
     batch(41, "e")
-    batch(50, "f")  # tried again: new, copied
-    assert tried == [True, False, False, True]
+    batch(50, "f")
     assert warehouse(pg_bridge, "SELECT check_key, check_flow, source_seq FROM ticket_checks "
                                 "ORDER BY check_key") == [
         ("a", "OUT", 30), ("b", "OUT", 20), ("c", "OUT", 21), ("d", "IN", 40), ("e", "IN", 41),
         ("f", "IN", 50)]
+
+
+def test_after_a_refused_copy_the_next_batches_are_left_to_the_upsert(pg_bridge):
+    """``copy_new`` answers the ids it drew for new keys; refused (a key is there), it writes
+    nothing and leaves the next batch to the caller without a try, then the next two after
+    another refusal. A try draws ids from the sequence even when refused; a skip draws none."""
+    from s360bridge.core.storage.rawsql import copy_new
+
+    with pg_bridge.engine.connect() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (id bigserial PRIMARY KEY, k text UNIQUE)")
+        conn.commit()
+
+        def copy(*keys):
+            with conn.begin():
+                ids = copy_new(conn, "t", ("k",), [(k,) for k in keys], numbered="id")
+            with conn.begin():
+                return ids, conn.exec_driver_sql("SELECT last_value FROM t_id_seq").scalar()
+
+        assert copy("a", "b") == ([1, 2], 2)
+        assert copy("b", "c") == (None, 4)  # refused: c is not written either
+        assert copy("d") == (None, 4)  # left to the caller
+        assert copy("a") == (None, 5)  # tried, refused again
+        assert copy("e") == (None, 5)
+        assert copy("e") == (None, 5)
+        assert copy("e", "f") == ([6, 7], 7)
+        assert copy("g") == ([8], 8)
+        assert conn.exec_driver_sql("SELECT id, k FROM t ORDER BY id").all() == [
+            (1, "a"), (2, "b"), (6, "e"), (7, "f"), (8, "g")]

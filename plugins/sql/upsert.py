@@ -137,28 +137,13 @@ def _conflict(table: Table, same_wins: bool = False) -> str:
             f'WHERE "{table.name}".source_seq {"<=" if same_wins else "<"} excluded.source_seq')
 
 
-# in a pooled connection's info, per table: batches still to upsert before copying directly
-# is tried again, and how many the last refusal set
-_SKIP = "s360_direct_skip"
-_MOST_SKIPPED = 64
-
-
 def _copy_upsert(conn, table: Table, values: list[dict], want_winners: bool):
-    """Copy the batch straight into the table while its keys are new (a backlog, a first
-    import); once a key of a batch is there, upsert the batch, and the next 1, 2, 4 … 64
-    batches too before trying again (a stream of updates wastes one copy in 64 batches)."""
+    """Copy the batch straight into the table while its keys are new (``copy_new``), else
+    upsert it from the staging table."""
     columns, rows = _tuples(table, conn.dialect, values)
-    skip = conn.connection.info.setdefault(_SKIP, {})
-    left, last = skip.get(table.name, (0, 0))
-    if left == 0:
-        if copy_new(conn, table.name, columns, rows):
-            skip[table.name] = (0, 0)
-            return {tuple(v[c] for c in primary_key(table)) for v in values} \
-                if want_winners else None
-        last = min(max(1, 2 * last), _MOST_SKIPPED)
-        skip[table.name] = (last, last)
-    else:
-        skip[table.name] = (left - 1, last)
+    if copy_new(conn, table.name, columns, rows) is not None:
+        return {tuple(v[c] for c in primary_key(table)) for v in values} \
+            if want_winners else None
     tail = _conflict(table, same_wins=want_winners)
     if want_winners:
         tail += " RETURNING " + ", ".join(f'"{c}"' for c in primary_key(table))
