@@ -116,3 +116,38 @@ def test_a_version_in_hand_is_superseded_by_a_newer_one_claimed_ahead(small_batc
     with bridge.engine.connect() as conn:
         assert conn.execute(select(STATES.c.state).where(STATES.c.id == older)).scalar_one() \
             == "superseded"
+
+
+def attempts_recorded(bridge) -> int:
+    from s360bridge.core.storage.tables import ATTEMPT
+
+    with bridge.engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(ATTEMPT)).scalar()
+
+
+@pytest.mark.parametrize("committed", [False, True], ids=["refused", "answer-lost"])
+def test_a_completion_the_database_failed_is_made_again_once(small_batches, monkeypatch,
+                                                              committed):
+    """The engine database fails a batch's completion (before its commit, or after it with
+    the answer lost): the worker tries again, so the batch leaves the queue now rather than
+    being delivered again once its lease ends, and a completion that went through is not
+    recorded twice."""
+    from s360bridge.core.errors import StoreUnavailable
+
+    bridge, journal = small_batches
+    calls = []
+
+    def failing_once(*args):
+        calls.append(len(args[2]))
+        if len(calls) == 1:
+            if committed:
+                complete(*args)
+            raise StoreUnavailable("the engine database failed: connection lost")
+        complete(*args)
+
+    monkeypatch.setattr(worker_module, "complete", failing_once)
+    assert Worker(bridge).run_once() == BATCH
+    assert calls == ([BATCH] if committed else [BATCH, BATCH])
+    assert queue(bridge) == (3 * BATCH, 0)
+    assert attempts_recorded(bridge) == BATCH
+    assert sorted(journal.pushes().values()) == [1] * BATCH

@@ -278,6 +278,13 @@ def record_progress(engine, target: str, seqs: list[int], now: float | None = No
               "last_error": None, "updated_at": now} for s in seqs])
 
 
+def held(engine, claim_token: str, seqs: list[int]) -> bool:
+    """Does the claim still hold any of these records (not completed, not taken over)?"""
+    with write(engine) as conn:
+        index_plans_only(conn)
+        return bool(run(conn, _STILL_HELD + " LIMIT 1", (seqs, claim_token)))
+
+
 def extend(engine, claim_token: str, seqs: list[int], lease_seconds: float,
            now: float | None = None) -> None:
     """Keep a claim's lease while its holder is still working on it (slow, rate-limited

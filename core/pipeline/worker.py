@@ -26,6 +26,7 @@ from s360bridge.core.pipeline.queue import (
     claim,
     complete,
     extend,
+    held,
     record_progress,
     release,
     tidy,
@@ -33,6 +34,7 @@ from s360bridge.core.pipeline.queue import (
 from s360bridge.core.plugin.streams import StoredRecord
 
 log = logging.getLogger("s360bridge.worker")
+COMPLETION_RETRY = 30.0  # seconds, at most half a lease
 
 
 class Worker:
@@ -233,7 +235,7 @@ class Worker:
                                     any(f.rejected for f in mine.values()), inst_code, held))
 
     def _complete(self, done: tuple, tally: Tally) -> None:
-        complete(*done)
+        self._complete_once(done)
         tally.count(time.time())
         self._since_tidy += len(done[2]) + len(done[3])
         if self._since_tidy >= TIDY_EVERY:
@@ -243,6 +245,27 @@ class Worker:
             except DBAPIError as exc:  # e.g. not the table's owner: autovacuum will do
                 self._since_tidy = -math.inf
                 log.warning("could not vacuum the queue, left to autovacuum: %s", exc.orig)
+
+    def _complete_once(self, done: tuple) -> None:
+        """Complete a delivered batch; while the engine database is unavailable, try again
+        for up to half a lease (its records would be delivered again once their lease ends,
+        as after a crash). A completion whose commit went through but whose answer was lost
+        is not made twice: completed, no record of it is held by the claim any more."""
+        engine, token, seqs = done[0], done[1], done[2] + [o.seq for o in done[3]]
+        deadline = time.monotonic() + min(self.cfg.lease_seconds / 2, COMPLETION_RETRY)
+        delay, tried = 0.25, False
+        while True:
+            try:
+                if not tried or held(engine, token, seqs):
+                    complete(*done)
+                return
+            except StoreUnavailable as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("could not complete a batch of %d record(s), trying again: %s",
+                            len(seqs), exc)
+                time.sleep(delay)
+                delay, tried = min(2 * delay, 4.0), True
 
     def settle(self) -> None:
         """Wait for the completion of the batch before; its error is raised here (its records
