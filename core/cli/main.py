@@ -19,6 +19,7 @@ from s360bridge.core.errors import S360BridgeError
 from s360bridge.core.operations import admin
 from s360bridge.core.operations.audit import Actor
 from s360bridge.core.operations.erasure import forget_contact
+from s360bridge.core.pipeline import election
 from s360bridge.core.pipeline.processes import Process
 from s360bridge.core.pipeline.server import Limits, listen
 from s360bridge.core.pipeline.supervisor import Role, Supervisor
@@ -130,7 +131,8 @@ def operator(configs):
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(configs, as_json):
     """Record counts per institution, stream and state."""
-    report = admin.status(open_bridge(configs, lazy=True))
+    bridge = open_bridge(configs, lazy=True)
+    report = admin.status(bridge)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
@@ -155,6 +157,9 @@ def status(configs, as_json):
             click.echo(f"  target {name}: {desc}" + (
                 f"  PAUSED since {_when(p['since'])} by {p['by']}, {p['held']} record(s) held"
                 if p else ""))
+    leader = election.holder(bridge)
+    click.echo(f"scheduler: {leader}" if leader else "scheduler: none: no process runs the "
+               "periodic jobs (every one started with --no-scheduler, or none running)")
 
 
 @cli.command()
