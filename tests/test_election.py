@@ -18,6 +18,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from s360bridge.core.cli.main import cli
 from s360bridge.core.instruments import MULTIPROC_ENV
+from s360bridge.core.operator.gauges import DatabaseGauges
 from s360bridge.core.pipeline.election import Election, lock_for
 
 from .conftest import base_config, bridge_of, write_config
@@ -123,4 +124,24 @@ def test_a_lost_lock_stops_the_jobs_until_taken_again(config, caplog):
         assert said[1].startswith(f"standing by: {socket.gethostname()} pid {os.getpid()}")
     finally:
         first.release(), second.release()
+        bridge.close()
+
+
+def test_metrics_say_whether_a_process_is_the_scheduler(config):
+    bridge = bridge_of(config)
+    gauges = DatabaseGauges(bridge)
+
+    def elected() -> float:
+        return next(s.value for family in gauges.collect() for s in family.samples
+                    if s.name == "s360bridge_scheduler_elected")
+
+    scheduler = Election(lock_for(bridge), 0)
+    try:
+        assert elected() == 0
+        assert scheduler.leads()
+        assert elected() == 1
+        scheduler.release()
+        assert elected() == 0
+    finally:
+        scheduler.release()
         bridge.close()

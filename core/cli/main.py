@@ -97,7 +97,8 @@ def serve(configs, host, port, threads, connection_limit, idle_timeout, read_tim
 @cli.command()
 @config_option
 @click.option("--workers", type=int, help="Worker threads (default: engine.workers).")
-@click.option("--no-scheduler", is_flag=True, help="Leave the periodic jobs to another process.")
+@click.option("--no-scheduler", is_flag=True,
+              help="Never run the periodic jobs (else the process elected among all runs them).")
 def worker(configs, workers, no_scheduler):
     """Workers and the scheduler, without the receiver."""
     instruments.check_dir()
