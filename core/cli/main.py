@@ -158,9 +158,12 @@ def status(configs, as_json):
             click.echo(f"  target {name}: {desc}" + (
                 f"  PAUSED since {_when(p['since'])} by {p['by']}, {p['held']} record(s) held"
                 if p else ""))
-    leader = election.holder(bridge)
-    click.echo(f"scheduler: {leader}" if leader else "scheduler: none: no process runs the "
-               "periodic jobs (every one started with --no-scheduler, or none running)")
+    try:
+        leader = election.holder(bridge) or "none: no process runs the periodic jobs (every " \
+            "one started with --no-scheduler, or none running)"
+    except election.Unknown as exc:
+        leader = str(exc)
+    click.echo(f"scheduler: {leader}")
 
 
 @cli.command()

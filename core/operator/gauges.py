@@ -130,7 +130,10 @@ class DatabaseGauges:
                         [inst.code, target], 0 if oldest is None else max(0.0, now - oldest))
                 if inst.s360_api is not None:
                     self._budget(conn, inst, now, families)
-        families["scheduler"].add_metric([], 0 if election.holder(self.bridge) is None else 1)
+        try:
+            families["scheduler"].add_metric([], 0 if election.holder(self.bridge) is None else 1)
+        except election.Unknown:  # a standby: the primary's operator listener says it
+            pass
         for key, rows in (("dead", sql["dead"]), ("held", sql["held"])):
             found = {(inst, stream): n for inst, stream, n in rows}
             for inst in settings.institutions.values():

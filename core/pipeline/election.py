@@ -44,6 +44,10 @@ def _codes(bridge) -> str:
     return ",".join(sorted(bridge.settings.institutions))
 
 
+class Unknown(Exception):
+    """Who is the scheduler cannot be seen from here: a hot standby sees its own locks only."""
+
+
 def identity() -> str:
     """Who holds the lock, as ``status`` says it."""
     return f"{socket.gethostname()} pid {os.getpid()}"
@@ -163,7 +167,10 @@ class AdvisoryLock:
 
     def holder(self) -> str | None:
         with self.engine.connect() as conn:
-            schema = conn.exec_driver_sql("SELECT current_schema()").scalar_one()
+            schema, standby = conn.exec_driver_sql(
+                "SELECT current_schema(), pg_is_in_recovery()").one()
+            if standby:
+                raise Unknown("unknown here: a hot standby does not see the primary's locks")
             row = conn.exec_driver_sql(_HOLDER, self._params(self.key(schema))).first()
         if row is None:
             return None
@@ -195,7 +202,8 @@ class Unelected:
 
 
 def holder(bridge) -> str | None:
-    """Who is the scheduler of this bridge's configuration now (None: no process)."""
+    """Who is the scheduler of this bridge's configuration now (None: no process); raises
+    Unknown on a hot standby."""
     return lock_for(bridge).holder()
 
 
