@@ -11,15 +11,17 @@ import signal
 import socket
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from s360bridge.core.cli.main import cli
+from s360bridge.core.config import load_settings
 from s360bridge.core.instruments import MULTIPROC_ENV
 from s360bridge.core.operator.gauges import DatabaseGauges
-from s360bridge.core.pipeline.election import Election, lock_for
+from s360bridge.core.pipeline.election import Election, Unelected, lock_for
 
 from .conftest import base_config, bridge_of, write_config
 from .helpers.postgres import schemas
@@ -82,7 +84,7 @@ def test_one_worker_runs_the_jobs_and_another_takes_over_when_it_is_killed(confi
                and a.ran_purge() + b.ran_purge() == 1, 60, "one scheduler, one standing by")
     leader, standby = (a, b) if a.ran_purge() else (b, a)
     assert leader.said("this process is the scheduler") == 1
-    assert f"standing by: {socket.gethostname()} pid {leader.proc.pid}" in standby.log.read_text()
+    assert standby.said(" is the scheduler; trying again every 0.2s") == 1
     wait_until(lambda: never.said("worker started"), 60, "the worker without a scheduler")
     assert scheduler_line(runner, config).startswith(
         f"scheduler: {socket.gethostname()} pid {leader.proc.pid}")
@@ -145,3 +147,13 @@ def test_metrics_say_whether_a_process_is_the_scheduler(config):
     finally:
         scheduler.release()
         bridge.close()
+
+
+def test_an_in_memory_database_has_one_process_and_no_election(tmp_path, secrets_env):
+    cfg = base_config(tmp_path)
+    cfg["engine"]["database_url"] = "sqlite://"
+    bridge = SimpleNamespace(settings=load_settings([write_config(tmp_path, cfg)]))
+    lock = lock_for(bridge)
+    assert isinstance(lock, Unelected) and lock.holder() is None
+    assert Election(lock, 0).leads() and Election(lock, 0).leads()
+    assert list(tmp_path.glob("*.lock")) == []
