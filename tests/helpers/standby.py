@@ -11,6 +11,8 @@ from contextlib import contextmanager
 import pytest
 from sqlalchemy import create_engine
 
+PASSWORD = "standby-test-password"
+
 
 @contextmanager
 def primary_and_standby(database: str) -> Iterator[tuple[str, str, Callable[[], None]]]:
@@ -21,7 +23,10 @@ def primary_and_standby(database: str) -> Iterator[tuple[str, str, Callable[[], 
     if binaries() is None:
         pytest.skip("PostgreSQL's server binaries are not installed")
     with PrivateCluster() as primary:
-        url = primary.url(database)
+        # a role with a password: a URL with a user alone makes the user name a secret that
+        # this test process would mask everywhere after (core/redact.py), "postgres" included
+        primary.sql(f"CREATE ROLE bridge LOGIN SUPERUSER PASSWORD '{PASSWORD}'")
+        url = primary.url(database).replace(f"//{USER}@", f"//bridge:{PASSWORD}@")
         data, port = primary.folder / "standby", _free_port()
         primary._run(str(primary.bin / "pg_basebackup"), "-D", str(data), "-R", "-X", "stream",
                      "-c", "fast", "-h", "127.0.0.1", "-p", str(primary.port), "-U", USER)
