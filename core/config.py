@@ -148,6 +148,7 @@ class EngineSettings(DatabaseLimits):
     backoff_base_seconds: float = 5.0
     backoff_max_seconds: float = 3600.0
     poll_interval_seconds: float = 0.5
+    scheduler_retry_seconds: float = 5.0
     workers: int = 1
     operator: OperatorSettings = OperatorSettings()
 

@@ -19,6 +19,7 @@ from s360bridge.core.errors import S360BridgeError
 from s360bridge.core.operations import admin
 from s360bridge.core.operations.audit import Actor
 from s360bridge.core.operations.erasure import forget_contact
+from s360bridge.core.pipeline import election
 from s360bridge.core.pipeline.processes import Process
 from s360bridge.core.pipeline.server import Limits, listen
 from s360bridge.core.pipeline.supervisor import Role, Supervisor
@@ -96,7 +97,8 @@ def serve(configs, host, port, threads, connection_limit, idle_timeout, read_tim
 @cli.command()
 @config_option
 @click.option("--workers", type=int, help="Worker threads (default: engine.workers).")
-@click.option("--no-scheduler", is_flag=True, help="Leave the periodic jobs to another process.")
+@click.option("--no-scheduler", is_flag=True,
+              help="Never run the periodic jobs (else the process elected among all runs them).")
 def worker(configs, workers, no_scheduler):
     """Workers and the scheduler, without the receiver."""
     instruments.check_dir()
@@ -130,7 +132,8 @@ def operator(configs):
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(configs, as_json):
     """Record counts per institution, stream and state."""
-    report = admin.status(open_bridge(configs, lazy=True))
+    bridge = open_bridge(configs, lazy=True)
+    report = admin.status(bridge)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
@@ -155,6 +158,12 @@ def status(configs, as_json):
             click.echo(f"  target {name}: {desc}" + (
                 f"  PAUSED since {_when(p['since'])} by {p['by']}, {p['held']} record(s) held"
                 if p else ""))
+    try:
+        leader = election.holder(bridge) or "none: no process runs the periodic jobs (every " \
+            "one started with --no-scheduler, or none running)"
+    except election.Unknown as exc:
+        leader = str(exc)
+    click.echo(f"scheduler: {leader}")
 
 
 @cli.command()

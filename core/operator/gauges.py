@@ -1,7 +1,8 @@
 """The gauges of the engine database, read once per scrape of ``/metrics`` by the process that
 serves it (never kept per process, so never added up across processes): the backlog and the
 age of its oldest record per target, dead letters and held quarantine per stream, what is left
-of the S-360 call budget, and the gauges plugins register (``register_gauges``).
+of the S-360 call budget, whether a process is the scheduler (core/pipeline/election.py), and
+the gauges plugins register (``register_gauges``).
 
 Each statement reads an index, never the whole inbox: the backlog walks the queue (what is
 pending, nothing else), probes the inbox and the deliveries by their primary keys, and adds
@@ -22,6 +23,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from s360bridge.core.errors import PluginError, StoreUnavailable
 from s360bridge.core.operations import pause
+from s360bridge.core.pipeline import election
 from s360bridge.core.s360 import quota
 from s360bridge.core.storage import deadline
 from s360bridge.core.storage.rawsql import index_plans_only, run
@@ -128,6 +130,10 @@ class DatabaseGauges:
                         [inst.code, target], 0 if oldest is None else max(0.0, now - oldest))
                 if inst.s360_api is not None:
                     self._budget(conn, inst, now, families)
+        try:
+            families["scheduler"].add_metric([], 0 if election.holder(self.bridge) is None else 1)
+        except election.Unknown:  # a standby: the primary's operator listener says it
+            pass
         for key, rows in (("dead", sql["dead"]), ("held", sql["held"])):
             found = {(inst, stream): n for inst, stream, n in rows}
             for inst in settings.institutions.values():
@@ -189,4 +195,7 @@ def _families() -> dict[str, GaugeMetricFamily]:
         "month_left": GaugeMetricFamily(
             "s360bridge_s360_api_month_calls_left", "Calls left this month in the plan's "
             "S-360 quota (s360_api.monthly_calls)", labels=("institution",)),
+        "scheduler": GaugeMetricFamily(
+            "s360bridge_scheduler_elected", "Whether a process is the scheduler and runs the "
+            "periodic jobs (1), or none (0)"),
     }

@@ -18,6 +18,7 @@ from s360bridge.core import instruments
 from s360bridge.core.bridge import Bridge
 from s360bridge.core.errors import S360BridgeError
 from s360bridge.core.operator.app import create_operator_app
+from s360bridge.core.pipeline.election import Election
 from s360bridge.core.pipeline.receiver import create_app
 from s360bridge.core.pipeline.server import (
     GuardedServer,
@@ -34,19 +35,35 @@ OPERATOR_THREADS = 4  # an operator, Prometheus: a few requests at a time
 OPERATOR_LIMITS = Limits(connection_limit=100, max_body_bytes=64 * 1024)
 
 
-def run_scheduler(bridge: Bridge, stop: threading.Event) -> None:
-    """Run the plugins' periodic jobs until ``stop``: each once at start (a cache is warm, a
+def run_scheduler(bridge: Bridge, stop: threading.Event, election: Election | None = None) -> None:
+    """Run the plugins' periodic jobs until ``stop``, while this process is the scheduler
+    (core/pipeline/election.py): each once when it becomes the scheduler (a cache is warm, a
     failing job shows at once), then at its interval; a failing job is logged, not fatal."""
+    election = election or Election.of(bridge)
+    scheduler = None
+    try:
+        while not stop.is_set():
+            if not election.leads():
+                scheduler = None
+                stop.wait(election.retry)
+                continue
+            if scheduler is None:
+                scheduler = _scheduled(bridge)
+                scheduler.run_all()
+            scheduler.run_pending()
+            idle = scheduler.idle_seconds
+            stop.wait(1.0 if idle is None else min(max(idle, 0.05), 1.0))
+    finally:
+        election.release()
+
+
+def _scheduled(bridge: Bridge) -> schedule.Scheduler:
     scheduler = schedule.Scheduler()
     for name, every, func in bridge.hooks.jobs(bridge):
         scheduler.every(every).seconds.do(_guarded, name, func)
         instruments.job_scheduled(name, every)
         log.info("job %s every %gs", name, every)
-    scheduler.run_all()
-    while not stop.is_set():
-        scheduler.run_pending()
-        idle = scheduler.idle_seconds
-        stop.wait(1.0 if idle is None else min(max(idle, 0.05), 1.0))
+    return scheduler
 
 
 def _guarded(name, func) -> None:

@@ -27,8 +27,9 @@ def free_port() -> int:
 STARTED: list[subprocess.Popen] = []  # killed, with their groups, when the test ends
 
 
-def start(args: list[str], log: Path) -> subprocess.Popen:
-    env = {**os.environ, **SECRETS_ENV}
+def start(args: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
+    """``s360bridge args`` logging to ``log``, with the test secrets and ``env`` set."""
+    env = {**os.environ, **SECRETS_ENV, **(env or {})}
     env.pop("S360BRIDGE_DATABASE_URL", None)
     proc = subprocess.Popen([S360BRIDGE, "--log-level", "DEBUG", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=log.open("ab"),

@@ -1,6 +1,6 @@
 """The console's routes (core/operator/console/__init__.py): each reads or acts through the
 operations the CLI uses (core/operations/), never by SQL of its own but the dead letters'
-listing."""
+listing; an action first checks that the engine database takes writes (writes.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from s360bridge.core.redact import redact
 from s360bridge.core.storage.tables import INBOX
 
 from . import figures, problems
+from .writes import check_writable, register_handlers
 
 
 def actor() -> Actor:
@@ -53,6 +54,7 @@ def register_views(bp: Blueprint, bridge) -> None:
     for page, title, endpoint in bridge.hooks.operator_pages(bridge):
         bp.register_blueprint(page)
         pages.append((f"console.{page.name}.{endpoint}", title))
+    register_handlers(bp)
 
     @bp.app_template_global()
     def console_nav():
@@ -71,6 +73,7 @@ def register_views(bp: Blueprint, bridge) -> None:
 
     @bp.post("/targets/<code>/<target>/<action>")
     def target_action(code: str, target: str, action: str):
+        check_writable(bridge)
         try:
             if action == "pause":
                 done = pause.pause(bridge, code, target, actor=actor())
@@ -122,6 +125,7 @@ def register_views(bp: Blueprint, bridge) -> None:
         if not through.isdigit():
             abort(400, "a replay is confirmed from its dry run (through: the newest record "
                        "it counted)")
+        check_writable(bridge)
         n = admin.replay(bridge, f["institution"], f["stream"], f["key"], actor=actor(),
                          target=f["target"], since=since, through=int(through))
         flash(f"{n} dead letter(s) queued again for delivery")
@@ -137,6 +141,7 @@ def register_views(bp: Blueprint, bridge) -> None:
             return render_template("console/confirm.html", what="quarantined record(s)",
                                    count=len(entries), totals=totals,
                                    action=url_for("console.reprocess"), entries=ids)
+        check_writable(bridge)
         totals = admin.reprocess(bridge, entries, actor=actor())
         flash(f"{len(entries)} quarantined record(s) reprocessed: {totals['accepted']} "
               f"accepted, {totals['duplicates']} already there, {totals['still_invalid']} "
@@ -154,6 +159,7 @@ def register_views(bp: Blueprint, bridge) -> None:
         if request.form.get("confirm") != "yes":
             return render_template("console/forget.html", institutions=institutions,
                                    code=code, number=number, confirming=True)
+        check_writable(bridge)
         try:
             removed = erasure.forget_contact(bridge, code, number, actor=actor())
         except S360BridgeError as exc:

@@ -1,0 +1,277 @@
+"""Which process runs the periodic jobs: one at a time among every ``s360bridge run`` and
+``worker`` that may (not ``--no-scheduler``), on any number of hosts, elected by a lock that
+is released when its process dies, even by ``kill -9``:
+
+* PostgreSQL: a session-level advisory lock (``pg_try_advisory_lock``), held on a connection
+  of its own, outside the pool, for as long as the process runs the jobs; the server drops it
+  with the session. The connection asks the server for keepalives too (the settings of
+  ``postgres_keepalives_idle_seconds``): the session of a host that vanished without a word
+  ends, and its lock with it, within about twice that.
+* SQLite (every process on one host): ``flock`` on a file beside the database, held open;
+  the kernel drops it with the process. An in-memory database has one process: no election.
+
+The lock's key is the engine database's schema and the institutions of the configuration:
+worker hosts given a folder of their own institutions (docs/production.md) elect their own
+scheduler, which runs those institutions' jobs. A process standing by tries again every
+``engine.scheduler_retry_seconds``, and the scheduler checks that often that it still holds
+the lock: a lost connection means a lost lock, and the jobs stop until it is taken again.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import math
+import os
+import socket
+import time
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+from s360bridge.core.redact import redact
+
+log = logging.getLogger("s360bridge.scheduler")
+SCOPE = "s360bridge scheduler"
+
+
+def _digest(*parts: str) -> bytes:
+    return hashlib.blake2b(" ".join((SCOPE, *parts)).encode(), digest_size=8).digest()
+
+
+def _codes(bridge) -> str:
+    return ",".join(sorted(bridge.settings.institutions))
+
+
+class Unknown(Exception):
+    """Who is the scheduler cannot be seen from here: a hot standby sees its own locks only."""
+
+
+def identity() -> str:
+    """Who holds the lock, as ``status`` says it."""
+    return f"{socket.gethostname()} pid {os.getpid()}"
+
+
+class FileLock:
+    """SQLite: an exclusive ``flock`` on ``path``, which holds the holder's identity."""
+
+    errors = (OSError,)  # what trying it may raise: the folder not writable
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._file = None
+
+    def describe(self) -> str:
+        return f"lock file {self.path}"
+
+    def acquire(self) -> bool:
+        file = open(self.path, "a+")  # noqa: SIM115 - held open while this process leads
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.close()
+            return False
+        file.truncate(0)
+        file.write(identity() + "\n")
+        file.flush()
+        self._file = file
+        return True
+
+    def alive(self) -> bool:
+        """Held: the file is still the one at ``path`` (not removed or replaced)."""
+        try:
+            return os.stat(self.path).st_ino == os.fstat(self._file.fileno()).st_ino
+        except OSError:
+            return False
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # the lock goes with the last descriptor of this open
+            self._file = None
+
+    def holder(self) -> str | None:
+        try:
+            file = open(self.path)  # noqa: SIM115
+        except FileNotFoundError:
+            return None
+        with file:
+            try:
+                fcntl.flock(file, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return file.read().strip() or "a process"
+            return None  # nobody holds it: ours goes when the file closes
+
+
+# the lock of ``key`` granted to some session of this database (a bigint key is the pair of
+# its high and low 32 bits, with objsubid 1), and who that session is
+_HOLDER = """SELECT coalesce(a.application_name, ''), host(a.client_addr) FROM pg_locks l
+    LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+    AND l.classid = %(high)s::bigint::oid AND l.objid = %(low)s::bigint::oid
+    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"""
+_MINE = _HOLDER + " AND l.pid = pg_backend_pid()"
+
+
+class AdvisoryLock:
+    """PostgreSQL: ``pg_try_advisory_lock`` on a connection of this lock's own."""
+
+    def __init__(self, bridge):
+        self.engine, self.limits, self.codes = bridge.engine, bridge.settings.engine, _codes(bridge)
+        self.errors = (self.engine.dialect.loaded_dbapi.Error,)  # the server down, …
+        self._conn = None
+        self._key: int | None = None
+
+    def describe(self) -> str:
+        return f"advisory lock {self._key} of the engine database" if self._key is not None \
+            else "advisory lock of the engine database"
+
+    def key(self, schema: str) -> int:
+        return int.from_bytes(_digest(schema, self.codes), "big", signed=True)
+
+    def _params(self, key: int) -> dict:
+        return {"high": (key >> 32) & 0xFFFFFFFF, "low": key & 0xFFFFFFFF}
+
+    def _connect(self):
+        cargs, cparams = self.engine.dialect.create_connect_args(self.engine.url)
+        libpq = self.limits.libpq(cparams.get("options"))
+        idle = max(1, round(self.limits.postgres_keepalives_idle_seconds))
+        libpq["options"] += (f" -c tcp_keepalives_idle={idle} -c tcp_keepalives_interval="
+                             f"{max(1, idle // 3)} -c tcp_keepalives_count=3")
+        conn = self.engine.dialect.loaded_dbapi.connect(
+            *cargs, **{**cparams, **libpq, "autocommit": True,
+                       "application_name": f"s360bridge scheduler {identity()}"[:63]})
+        self._key = self.key(conn.execute("SELECT current_schema()").fetchone()[0])
+        return conn
+
+    def acquire(self) -> bool:
+        if self._conn is None or self._conn.closed:
+            self._conn = self._connect()
+        try:
+            return self._conn.execute("SELECT pg_try_advisory_lock(%s)",
+                                      (self._key,)).fetchone()[0]
+        except self.engine.dialect.loaded_dbapi.Error:
+            self.release()
+            raise
+
+    def alive(self) -> bool:
+        try:
+            return self._conn.execute(_MINE, self._params(self._key)).fetchone() is not None
+        except self.engine.dialect.loaded_dbapi.Error:
+            return False
+
+    def release(self) -> None:
+        if self._conn is not None:
+            self._conn.close()  # the session ends: the server drops its lock
+            self._conn = None
+
+    def holder(self) -> str | None:
+        with self.engine.connect() as conn:
+            schema, standby = conn.exec_driver_sql(
+                "SELECT current_schema(), pg_is_in_recovery()").one()
+            if standby:
+                raise Unknown("unknown here: a hot standby does not see the primary's locks")
+            row = conn.exec_driver_sql(_HOLDER, self._params(self.key(schema))).first()
+        if row is None:
+            return None
+        name, addr = row
+        prefix = "s360bridge scheduler "
+        who = name[len(prefix):] if name.startswith(prefix) else name or "a session"
+        return f"{who} (connected from {addr})" if addr else who
+
+
+class Unelected:
+    """An in-memory SQLite database: one process, which leads."""
+
+    errors = ()
+
+    def describe(self) -> str:
+        return "no election (in-memory database)"
+
+    def acquire(self) -> bool:
+        return True
+
+    def alive(self) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
+
+    def holder(self) -> str | None:
+        return None
+
+
+def holder(bridge) -> str | None:
+    """Who is the scheduler of this bridge's configuration now (None: no process); raises
+    Unknown on a hot standby."""
+    return lock_for(bridge).holder()
+
+
+def lock_for(bridge):
+    """The lock that elects the scheduler of this bridge's engine database."""
+    url = make_url(bridge.settings.engine.database_url)
+    if url.get_backend_name() == "postgresql":
+        return AdvisoryLock(bridge)
+    if not url.database or url.database == ":memory:":
+        return Unelected()
+    name = f"{Path(url.database).name}.scheduler-{_digest(_codes(bridge)).hex()[:8]}.lock"
+    return FileLock(Path(url.database).with_name(name))
+
+
+class Election:
+    """Whether this process runs the jobs now (``leads``), asked as often as the scheduler
+    loops: the lock is tried, or checked, once per ``retry`` seconds at most."""
+
+    def __init__(self, lock, retry: float):
+        self.lock, self.retry = lock, retry
+        self.leading = False
+        self._asked = -math.inf
+        self._said = ""  # what was last logged: each change once, not every retry
+
+    @classmethod
+    def of(cls, bridge) -> Election:
+        return cls(lock_for(bridge), bridge.settings.engine.scheduler_retry_seconds)
+
+    def leads(self) -> bool:
+        now = time.monotonic()
+        if now - self._asked < self.retry:
+            return self.leading
+        self._asked = now
+        if self.leading:
+            if self.lock.alive():
+                return True
+            self.lock.release()
+            self.leading = False
+            self._say(logging.WARNING, "lost", "lost the scheduler's %s: the periodic jobs stop "
+                      "until this process takes it again", self.lock.describe())
+        try:
+            self.leading = self.lock.acquire()
+        except self.lock.errors as exc:  # the database down: said once, tried again
+            self._say(logging.WARNING, "failed", "cannot try the scheduler's lock (%s), again "
+                      "every %gs: %s", self.lock.describe(), self.retry, _one_line(exc))
+            return False
+        if self.leading:
+            self._say(logging.INFO, "leads", "this process is the scheduler (it holds the %s)",
+                      self.lock.describe())
+        elif self._said != "stands by":
+            try:
+                holder = self.lock.holder() or "another process"
+            except self.lock.errors:
+                holder = "another process"
+            self._say(logging.INFO, "stands by", "standing by: %s is the scheduler; trying "
+                      "again every %gs", holder, self.retry)
+        return self.leading
+
+    def _say(self, level: int, what: str, message: str, *args) -> None:
+        if self._said != what:
+            self._said = what
+            log.log(level, message, *args)
+
+    def release(self) -> None:
+        self.lock.release()
+        self.leading = False
+
+
+def _one_line(exc: Exception) -> str:
+    text = redact(str(exc)).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,159 @@
+"""One scheduler among many processes (core/pipeline/election.py), on SQLite and PostgreSQL:
+real `s360bridge worker` processes on one engine database elect one to run the periodic jobs,
+`kill -9` of it hands them to another, `--no-scheduler` never runs them. Each process counts its
+metrics in a folder of its own, so a job that ran in it leaves its success there."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from s360bridge.core.cli.main import cli
+from s360bridge.core.config import load_settings
+from s360bridge.core.instruments import MULTIPROC_ENV
+from s360bridge.core.operator.gauges import DatabaseGauges
+from s360bridge.core.pipeline.election import Election, Unelected, lock_for
+
+from .conftest import base_config, bridge_of, write_config
+from .helpers.postgres import schemas
+from .helpers.processes import start, stop, wait_until
+
+RETRY = 0.2  # engine.scheduler_retry_seconds of these tests
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def config(request, tmp_path, secrets_env):
+    """The test configuration, retrying every RETRY seconds, its engine database upgraded."""
+    cfg = base_config(tmp_path)
+    cfg["engine"]["scheduler_retry_seconds"] = RETRY
+    if request.param == "sqlite":
+        yield _upgraded(tmp_path, cfg)
+        return
+    with schemas() as made:
+        cfg["engine"]["database_url"] = made.new("engine")
+        yield _upgraded(tmp_path, cfg)
+
+
+def _upgraded(tmp_path: Path, cfg: dict) -> Path:
+    path = write_config(tmp_path, cfg)
+    bridge_of(path).close()
+    return path
+
+
+class Worker:
+    """`s360bridge worker` counting its metrics in a folder of its own."""
+
+    def __init__(self, config: Path, name: str, *options: str):
+        self.metrics = config.parent / f"metrics-{name}"
+        self.metrics.mkdir()
+        self.log = config.parent / f"{name}.log"
+        self.proc = start(["worker", "-c", str(config), *options], self.log,
+                          env={MULTIPROC_ENV: str(self.metrics)})
+
+    def said(self, text: str) -> int:
+        return self.log.read_text().count(text) if self.log.exists() else 0
+
+    def ran_purge(self) -> bool:
+        """Whether the retention purge, a job every scheduler runs when it starts, succeeded
+        in this process."""
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(self.metrics))
+        return registry.get_sample_value("s360bridge_job_last_success_timestamp_seconds",
+                                         {"name": "purge"}) is not None
+
+
+def scheduler_line(runner, config: Path) -> str:
+    out = runner.invoke(cli, ["status", "-c", str(config)])
+    assert out.exit_code == 0, out.output
+    return out.output.splitlines()[-1]
+
+
+def test_one_worker_runs_the_jobs_and_another_takes_over_when_it_is_killed(config, runner):
+    a, b = Worker(config, "a"), Worker(config, "b")
+    never = Worker(config, "never", "--no-scheduler")
+    wait_until(lambda: a.said("standing by") + b.said("standing by") == 1
+               and a.ran_purge() + b.ran_purge() == 1, 60, "one scheduler, one standing by")
+    leader, standby = (a, b) if a.ran_purge() else (b, a)
+    assert leader.said("this process is the scheduler") == 1
+    assert standby.said(" is the scheduler; trying again every 0.2s") == 1
+    wait_until(lambda: never.said("worker started"), 60, "the worker without a scheduler")
+    assert scheduler_line(runner, config).startswith(
+        f"scheduler: {socket.gethostname()} pid {leader.proc.pid}")
+
+    os.kill(leader.proc.pid, signal.SIGKILL)
+    killed = time.monotonic()
+    assert leader.proc.wait(30) == -signal.SIGKILL
+    wait_until(standby.ran_purge, 30, "the other worker to run the jobs", standby.proc)
+    print(f"taken over {time.monotonic() - killed:.2f} s after the kill (retry every {RETRY} s)")
+    assert standby.said("this process is the scheduler") == 1
+    assert standby.said("standing by") == 1  # said once, however many times it tried
+    assert scheduler_line(runner, config).startswith(
+        f"scheduler: {socket.gethostname()} pid {standby.proc.pid}")
+
+    assert not never.ran_purge() and not never.said("scheduler")
+    assert [stop(w.proc) for w in (standby, never)] == [0, 0]
+    assert scheduler_line(runner, config).startswith("scheduler: none: no process runs")
+
+
+def test_a_lost_lock_stops_the_jobs_until_taken_again(config, caplog):
+    """The scheduler's lock taken from it (PostgreSQL: its session ended by the server; SQLite:
+    its file removed): the next check says so, and another process that took it meanwhile
+    keeps it."""
+    bridge = bridge_of(config)
+    first, second = Election(lock_for(bridge), 0), Election(lock_for(bridge), 0)
+    try:
+        assert first.leads() and not second.leads() and not second.leads()
+        if bridge.engine.dialect.name == "postgresql":
+            with bridge.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT pg_terminate_backend(%(pid)s)",
+                                     {"pid": first.lock._conn.info.backend_pid})
+        else:
+            first.lock.path.unlink()
+        wait_until(second.leads, 30, "the lock to be free")
+        with caplog.at_level(logging.INFO, "s360bridge.scheduler"):
+            assert not first.leads() and not first.leads()
+        said = [r.getMessage() for r in caplog.records]
+        assert said[0].startswith("lost the scheduler's ") and len(said) == 2, said
+        assert said[1].startswith(f"standing by: {socket.gethostname()} pid {os.getpid()}")
+    finally:
+        first.release(), second.release()
+        bridge.close()
+
+
+def test_metrics_say_whether_a_process_is_the_scheduler(config):
+    bridge = bridge_of(config)
+    gauges = DatabaseGauges(bridge)
+
+    def elected() -> float:
+        return next(s.value for family in gauges.collect() for s in family.samples
+                    if s.name == "s360bridge_scheduler_elected")
+
+    scheduler = Election(lock_for(bridge), 0)
+    try:
+        assert elected() == 0
+        assert scheduler.leads()
+        assert elected() == 1
+        scheduler.release()
+        assert elected() == 0
+    finally:
+        scheduler.release()
+        bridge.close()
+
+
+def test_an_in_memory_database_has_one_process_and_no_election(tmp_path, secrets_env):
+    cfg = base_config(tmp_path)
+    cfg["engine"]["database_url"] = "sqlite://"
+    bridge = SimpleNamespace(settings=load_settings([write_config(tmp_path, cfg)]))
+    lock = lock_for(bridge)
+    assert isinstance(lock, Unelected) and lock.holder() is None
+    assert Election(lock, 0).leads() and Election(lock, 0).leads()
+    assert list(tmp_path.glob("*.lock")) == []
