@@ -14,7 +14,7 @@ against 2.7 for an executemany of the rows (bench/README.md).
 from __future__ import annotations
 
 from s360bridge.core.redact import redact
-from s360bridge.core.storage.rawsql import run
+from s360bridge.core.storage.rawsql import run_all
 
 DELIVERED, FAILED, REFUSED = "delivered", "failed", "refused"
 ANSWER_CHARS = 500
@@ -43,6 +43,11 @@ def pushed(target: str, at: float, seqs: list[int], failures: dict | None = None
 
 def record(conn, groups: list[Group]) -> None:
     """Add the attempts of these groups, in the connection's transaction."""
+    run_all(conn, statements(conn, groups))
+
+
+def statements(conn, groups: list[Group]) -> list[tuple[str, tuple]]:
+    """What ``record`` runs, to go in a ``run_all`` with other statements."""
     sql = _INSERT[conn.dialect.name]
-    for target, at, outcome, answer, seqs in groups:
-        run(conn, sql, (target, at, outcome, answer, seqs))
+    return [(sql, (target, at, outcome, answer, seqs))
+            for target, at, outcome, answer, seqs in groups]

@@ -29,7 +29,7 @@ from s360bridge.core.pipeline.versions import Ranker
 from s360bridge.core.plugin.streams import StoredRecord
 from s360bridge.core.redact import redact
 from s360bridge.core.storage.db import write
-from s360bridge.core.storage.rawsql import index_plans_only, run
+from s360bridge.core.storage.rawsql import index_plans, index_plans_only, run, run_all
 from s360bridge.core.storage.tables import DELIVERY, INBOX, QUEUE, dialect_insert
 
 
@@ -96,30 +96,36 @@ def claim(engine, institutions: list[str], batch_size: int, lease_seconds: float
     now = time.time() if now is None else now
     token = uuid.uuid4().hex
     with write(engine) as conn:
-        index_plans_only(conn)
-        rows = run(conn, claim_statement(conn.dialect.name),
-                   (token, now + lease_seconds, now, now, institutions, batch_size))
+        rows = run_all(conn, [*index_plans(conn), (claim_statement(conn.dialect.name), (
+            token, now + lease_seconds, now, now, institutions, batch_size))])[-1]
         if rows and conn.dialect.name == "sqlite":
             rows = run(conn, _READ, ([r[0] for r in rows],))
         if not rows:
             return Claim(token, {})
-        paused = frozenset(map(tuple, run(conn, _PAUSED)))  # a handful of rows, if any
         rows.sort()  # arrival order
+        mine = [token] if in_hand is None else [token, in_hand.token]
+        # the paused targets (a handful of rows, if any), whether anything is queued before
+        # the claim outside it, and the delivery rows of its records: one round trip
+        paused, others, delivered = run_all(conn, [
+            (_PAUSED, ()), supersede.others_before(rows, mine),
+            (_DELIVERED, ([r[0] for r in rows],))])
+        paused = frozenset(map(tuple, paused))
         loads = orjson.loads
         decoded = {r[0]: loads(r[4]) for r in rows}
-        mine = [token] if in_hand is None else [token, in_hand.token]
-        best, gone = supersede.losers(conn, rows, decoded, in_hand and in_hand.groups, mine,
-                                      ranker)
+        best, gone = supersede.losers(conn, rows, decoded, in_hand and in_hand.groups,
+                                      bool(others), ranker)
         if gone:
-            run(conn, _DEQUEUE, (sorted(gone),))
-            run(conn, _SUPERSEDE, (sorted(gone),))
+            run_all(conn, [(_DEQUEUE, (sorted(gone),)), (_SUPERSEDE, (sorted(gone),))])
         kept = [r for r in rows if best[r[1:4]] == r[0] and r[0] not in gone]
         done: dict[int, set[str]] = {}
         tracked: set[int] = set()
-        for seq, target, state in run(conn, _DELIVERED, ([r[0] for r in kept],)):
-            tracked.add(seq)
-            if state == "done":
-                done.setdefault(seq, set()).add(target)
+        if delivered:
+            ids = {r[0] for r in kept}
+            for seq, target, state in delivered:
+                if seq in ids:
+                    tracked.add(seq)
+                    if state == "done":
+                        done.setdefault(seq, set()).add(target)
     groups: dict[tuple[str, str], list[StoredRecord]] = {}
     attempts: dict[int, int] = {}
     for seq, inst, stream, key, payload, received_at, tries in kept:
@@ -197,9 +203,15 @@ def complete(engine, claim_token: str, delivered: list[int], outcomes: list[Outc
         failed[o.seq] = {"sid": o.seq, "st": "dead" if dead else "accepted",
                          "att": o.attempts + 1, "nxt": now + delay, "err": last[:4000]}
     with write(engine) as conn:
-        index_plans_only(conn)
-        due = _resumed_meanwhile(conn, outcomes, held, done_ids) if held else []
-        history.record(conn, attempts)
+        statements = index_plans(conn)
+        due = []
+        if held:
+            run_all(conn, statements)
+            statements, due = [], _resumed_meanwhile(conn, outcomes, held, done_ids)
+        statements += history.statements(conn, attempts)
+        if deliveries or held:
+            run_all(conn, statements)
+            statements = []
         if deliveries:
             ins = dialect_insert(conn, DELIVERY)
             conn.execute(ins.on_conflict_do_update(
@@ -214,9 +226,10 @@ def complete(engine, claim_token: str, delivered: list[int], outcomes: list[Outc
                 set_={"state": ins.excluded.state, "updated_at": ins.excluded.updated_at}),
                 held)
         if done_ids:
-            run(conn, _DONE, (done_ids, claim_token))
+            statements.append((_DONE, (done_ids, claim_token)))
         if due:
-            run(conn, _DUE_NOW, (now, due, claim_token))
+            statements.append((_DUE_NOW, (now, due, claim_token)))
+        run_all(conn, statements)  # a batch delivered everywhere: all in one round trip
         if failed:
             _failed(conn, claim_token, failed)
 

@@ -35,16 +35,24 @@ _VERSIONS = {
 _QUEUED = "SELECT id FROM queue WHERE id IN ?ints"
 
 
+def others_before(rows: list[tuple], tokens: list[str]) -> tuple[str, tuple]:
+    """The statement that answers a row when something is queued before the claimed ``rows``
+    (in arrival order) outside the leases of ``tokens``: only then is ``losers`` to look
+    further than the claim and the batch in hand (its ``others``)."""
+    return _OTHERS_BEFORE, (rows[-1][0], tokens)
+
+
 def losers(conn, rows: list[tuple], decoded: dict[int, dict], in_hand: Groups | None,
-           tokens: list[str], ranker: Ranker | None) -> tuple[dict, set[int]]:
+           others: bool, ranker: Ranker | None) -> tuple[dict, set[int]]:
     """For the claimed ``rows`` (inbox rows in arrival order) and their ``decoded`` payloads:
     the version to deliver per (institution, stream, key), and the ids of the versions it
-    supersedes, in the claim, in ``in_hand``, or queued outside the leases of ``tokens``."""
+    supersedes, in the claim, in ``in_hand``, or, when ``others`` are queued before them
+    (``others_before``), queued outside the claim's leases."""
     best, ranks = versions.newest(rows, decoded, ranker)
     older = [r[0] for r in rows if best[r[1:4]] != r[0]]
     if in_hand is not None:
         older += _outranked_in_hand(in_hand, best, ranks, ranker)
-    if run(conn, _OTHERS_BEFORE, (rows[-1][0], tokens)):
+    if others:
         older += _queued_versions(conn, best, ranks, {r[0] for r in rows}, ranker)
     if ranks:
         older += versions.outranked_by_marks(conn, best, ranks)

@@ -225,6 +225,11 @@ def index_plans_only(conn: Connection) -> None:
         run(conn, _INDEX_PLANS)
 
 
+def index_plans(conn: Connection) -> list[tuple[str, tuple]]:
+    """``index_plans_only`` as statements to go first in a ``run_all``."""
+    return [(_INDEX_PLANS, ())] if conn.dialect.name == "postgresql" else []
+
+
 def _ints(values: list):
     """PostgreSQL: a list of integers as the text of an array, which the statement casts
     (``?::bigint[]``): a quarter of the client's CPU of psycopg's list dumper, which a claim,
@@ -239,12 +244,7 @@ def run(conn: Connection, sql: str, params: tuple = ()) -> list[tuple]:
     transaction, and answer the rows it returns (SELECT or RETURNING). ``sql`` is written
     once for both databases: ``?`` marks a value, ``IN ?ints`` / ``IN ?texts`` a list
     parameter (given as a Python list)."""
-    dialect = conn.dialect.name
-    sql = _for_dialect(sql, dialect)
-    if dialect == "sqlite":
-        params = tuple(orjson.dumps(p).decode() if isinstance(p, list) else p for p in params)
-    elif any(isinstance(p, list) for p in params):
-        params = tuple(_ints(p) if isinstance(p, list) else p for p in params)
+    sql, params = _driver_form(conn.dialect.name, sql, params)
     cursor = conn.connection.driver_connection.cursor()
     try:
         with _driver_errors(conn, sql):
@@ -252,3 +252,32 @@ def run(conn: Connection, sql: str, params: tuple = ()) -> list[tuple]:
             return cursor.fetchall() if cursor.description else []
     finally:
         cursor.close()
+
+
+def run_all(conn: Connection, statements: list[tuple[str, tuple]]) -> list[list[tuple]]:
+    """``run`` each of ``statements`` in turn, answering the rows of each. On PostgreSQL they
+    go in one round trip (psycopg's pipeline mode): a worker that claims and completes in a
+    thread of its own waits for the interpreter lock after every answer from the server, so
+    fewer answers are less waiting as well as less latency."""
+    if conn.dialect.name != "postgresql" or len(statements) < 2:
+        return [run(conn, sql, params) for sql, params in statements]
+    driver = conn.connection.driver_connection
+    cursors = []
+    try:
+        with _driver_errors(conn, statements[0][0]), driver.pipeline():
+            for sql, params in statements:
+                cursors.append(driver.cursor())
+                cursors[-1].execute(*_driver_form("postgresql", sql, params))
+        return [c.fetchall() if c.description else [] for c in cursors]
+    finally:
+        for c in cursors:
+            c.close()
+
+
+def _driver_form(dialect: str, sql: str, params: tuple) -> tuple[str, tuple]:
+    sql = _for_dialect(sql, dialect)
+    if dialect == "sqlite":
+        params = tuple(orjson.dumps(p).decode() if isinstance(p, list) else p for p in params)
+    elif any(isinstance(p, list) for p in params):
+        params = tuple(_ints(p) if isinstance(p, list) else p for p in params)
+    return sql, params
