@@ -137,17 +137,43 @@ def test_a_completion_the_database_failed_is_made_again_once(small_batches, monk
     bridge, journal = small_batches
     calls = []
 
-    def failing_once(*args):
+    def failing_once(*args, again):
         calls.append(len(args[2]))
         if len(calls) == 1:
             if committed:
                 complete(*args)
             raise StoreUnavailable("the engine database failed: connection lost")
-        complete(*args)
+        complete(*args, again=again)
 
     monkeypatch.setattr(worker_module, "complete", failing_once)
     assert Worker(bridge).run_once() == BATCH
-    assert calls == ([BATCH] if committed else [BATCH, BATCH])
+    assert calls == [BATCH, BATCH]
     assert queue(bridge) == (3 * BATCH, 0)
     assert attempts_recorded(bridge) == BATCH
     assert sorted(journal.pushes().values()) == [1] * BATCH
+
+
+def test_a_batch_is_completed_even_when_the_one_before_could_not_be(small_batches,
+                                                                    monkeypatch):
+    """The completion of a batch fails for good (the database stays away longer than the
+    worker tries): the next batch, delivered meanwhile, is still completed; only the first
+    one's records stay leased, to go out again when their lease ends."""
+    from s360bridge.core.errors import StoreUnavailable
+
+    bridge, journal = small_batches
+    monkeypatch.setattr(worker_module, "COMPLETION_RETRY", 0.3)
+    first = []
+
+    def failing_for_the_first(*args, again):
+        first.append(first[0] if first else args[1])
+        if args[1] == first[0]:
+            raise StoreUnavailable("the engine database failed: connection lost")
+        complete(*args, again=again)
+
+    monkeypatch.setattr(worker_module, "complete", failing_for_the_first)
+    worker = Worker(bridge)
+    assert worker.run_once(ahead=True) == BATCH
+    assert worker.run_once(ahead=True) == BATCH
+    worker.finish()
+    assert queue(bridge) == (3 * BATCH, BATCH)  # the first batch, still leased; the second done
+    assert sorted(journal.pushes().values()) == [1] * 2 * BATCH

@@ -174,7 +174,7 @@ class Outcome:
 
 def complete(engine, claim_token: str, delivered: list[int], outcomes: list[Outcome],
              max_attempts: int, base: float, cap: float, now: float | None = None,
-             attempts: list[history.Group] = ()) -> None:
+             attempts: list[history.Group] = (), again: bool = False) -> None:
     """Take the ``delivered`` records out of the queue; record deliveries per target of the
     others (a target failed for them, they were held for a paused target, or they have
     delivery rows already) and take each out (done, held or dead) or queue it for a later
@@ -182,7 +182,12 @@ def complete(engine, claim_token: str, delivered: list[int], outcomes: list[Outc
     holds (superseded meanwhile, or taken over after the lease ended) are left as they are.
 
     A record delivered everywhere at its first attempt needs no delivery rows: that it left
-    the queue says it for every target. Rows are kept once a target has failed for it."""
+    the queue says it for every target. Rows are kept once a target has failed for it.
+
+    ``again``: a completion tried before failed, and its commit may have gone through all the
+    same (the answer lost). It is made only if the claim still holds one of its records,
+    read under a lock: on PostgreSQL that waits for the earlier transaction, should it still
+    be committing. Made, it holds none of them any more."""
     now = time.time() if now is None else now
     deliveries, held, done_ids, failed = [], [], list(delivered), {}
     for o in outcomes:
@@ -204,6 +209,11 @@ def complete(engine, claim_token: str, delivered: list[int], outcomes: list[Outc
                          "att": o.attempts + 1, "nxt": now + delay, "err": last[:4000]}
     with write(engine) as conn:
         statements = index_plans(conn)
+        if again:
+            seqs = [*delivered, *(o.seq for o in outcomes)]
+            if not run_all(conn, [*statements, _holds(conn, claim_token, seqs)])[-1]:
+                return
+            statements = []
         due = []
         if held:
             run_all(conn, statements)
@@ -234,6 +244,11 @@ def complete(engine, claim_token: str, delivered: list[int], outcomes: list[Outc
             _failed(conn, claim_token, failed)
 
 
+def _holds(conn, claim_token: str, seqs: list[int]) -> tuple[str, tuple]:
+    lock = " FOR UPDATE" if conn.dialect.name == "postgresql" else ""
+    return _STILL_HELD + lock, (seqs, claim_token)
+
+
 def _resumed_meanwhile(conn, outcomes: list[Outcome], held: list[dict],
                        done_ids: list[int]) -> list[int]:
     """A target resumed between the claim and now must not have records held for it: the
@@ -257,8 +272,7 @@ def _resumed_meanwhile(conn, outcomes: list[Outcome], held: list[dict],
 def _failed(conn, claim_token: str, failed: dict[int, dict]) -> None:
     """The inbox rows of records a target failed for get the attempt and its error; the dead
     ones leave the queue, the others wait there for their retry time."""
-    lock = " FOR UPDATE" if conn.dialect.name == "postgresql" else ""
-    held = [failed[r[0]] for r in run(conn, _STILL_HELD + lock, (list(failed), claim_token))]
+    held = [failed[r[0]] for r in run(conn, *_holds(conn, claim_token, list(failed)))]
     if not held:
         return
     dead = [f["sid"] for f in held if f["st"] == "dead"]
@@ -289,13 +303,6 @@ def record_progress(engine, target: str, seqs: list[int], now: float | None = No
                   "updated_at": ins.excluded.updated_at}),
             [{"inbox_id": s, "target": target, "state": "done", "attempts": 1,
               "last_error": None, "updated_at": now} for s in seqs])
-
-
-def held(engine, claim_token: str, seqs: list[int]) -> bool:
-    """Does the claim still hold any of these records (not completed, not taken over)?"""
-    with write(engine) as conn:
-        index_plans_only(conn)
-        return bool(run(conn, _STILL_HELD + " LIMIT 1", (seqs, claim_token)))
 
 
 def extend(engine, claim_token: str, seqs: list[int], lease_seconds: float,

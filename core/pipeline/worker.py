@@ -26,7 +26,6 @@ from s360bridge.core.pipeline.queue import (
     claim,
     complete,
     extend,
-    held,
     record_progress,
     release,
     tidy,
@@ -110,7 +109,11 @@ class Worker:
         done = (self.bridge.engine, c.token, delivered, outcomes, self.cfg.max_attempts,
                 self.cfg.backoff_base_seconds, self.cfg.backoff_max_seconds, self.clock(),
                 tried)
-        self.settle()
+        try:
+            self.settle()
+        except Exception as exc:  # this batch is completed all the same
+            log.error("could not complete the batch before (its records go out again when "
+                      "their lease ends): %s", exc, exc_info=not isinstance(exc, StoreUnavailable))
         if ahead and self._background is not None:
             self._completed = self._background.submit(self._complete, done, tally)
         else:
@@ -250,20 +253,18 @@ class Worker:
         """Complete a delivered batch; while the engine database is unavailable, try again
         for up to half a lease (its records would be delivered again once their lease ends,
         as after a crash). A completion whose commit went through but whose answer was lost
-        is not made twice: completed, no record of it is held by the claim any more."""
-        engine, token, seqs = done[0], done[1], done[2] + [o.seq for o in done[3]]
+        is not made twice (``complete``'s ``again``)."""
         deadline = time.monotonic() + min(self.cfg.lease_seconds / 2, COMPLETION_RETRY)
         delay, tried = 0.25, False
         while True:
             try:
-                if not tried or held(engine, token, seqs):
-                    complete(*done)
+                complete(*done, again=tried)
                 return
             except StoreUnavailable as exc:
                 if time.monotonic() + delay > deadline:
                     raise
                 log.warning("could not complete a batch of %d record(s), trying again: %s",
-                            len(seqs), exc)
+                            len(done[2]) + len(done[3]), exc)
                 time.sleep(delay)
                 delay, tried = min(2 * delay, 4.0), True
 
