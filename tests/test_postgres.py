@@ -69,6 +69,71 @@ def test_new_versions_are_copied_straight_in_and_queued_on_postgres(pg_bridge):
     assert rows == [("1", True), ("2", True), ("3", True), ("4", True), ("5", True)]
 
 
+def test_a_completion_tried_again_waits_for_the_first_one_still_committing(pg_bridge):
+    """A completion's first try is still committing when the worker, its answer lost, tries
+    again: the second try waits for it and, seeing the claim hold nothing any more, records
+    nothing a second time."""
+    from s360bridge.core.pipeline import attempts
+    from s360bridge.core.pipeline.queue import _DONE, claim, complete
+    from s360bridge.core.storage.rawsql import run
+
+    inst, stream = pg_bridge.institution("testvenue"), pg_bridge.stream("ticketchecks")
+    ingest(pg_bridge, inst, stream, checks(60_000_000_000, 3))
+    c = claim(pg_bridge.engine, ["testvenue"], 10, 60)
+    with pg_bridge.engine.connect() as first:
+        tx = first.begin()  # the first try, as complete() makes it, not committed yet
+        run(first, _DONE, (c.seqs, c.token))
+        attempts.record(first, attempts.pushed("journal", 0.0, c.seqs))
+        pid = run(first, "SELECT pg_backend_pid()")[0][0]
+        again = threading.Thread(target=complete, kwargs={"again": True}, args=(
+            pg_bridge.engine, c.token, c.seqs, [], 5, 1.0, 10.0, None,
+            attempts.pushed("journal", 0.0, c.seqs)))
+        again.start()
+        wait_until(lambda: waits_for(pg_bridge, pid), 10, "the second try waits")
+        tx.commit()
+    again.join(10)
+    with pg_bridge.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM queue").scalar() == 0
+        assert conn.exec_driver_sql("SELECT count(*) FROM attempt").scalar() == 3
+
+
+def waits_for(bridge, pid: int) -> bool:
+    """Does a session wait for a lock that the session ``pid`` holds?"""
+    with bridge.engine.connect() as conn:
+        return bool(conn.exec_driver_sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+            (pid,)).scalar())
+
+
+def test_a_list_of_integers_is_a_typed_array_for_the_statement(pg_bridge):
+    """``run`` gives PostgreSQL a list of integers as a bigint[], so that a plugin's statement
+    needs no cast to read it; other lists go as psycopg makes them."""
+    from s360bridge.core.storage.rawsql import run
+
+    with pg_bridge.engine.connect() as conn:
+        assert run(conn, "SELECT cardinality(?), (SELECT sum(x) FROM unnest(?) AS x), "
+                         "pg_typeof(?)::text", ([1, 2, 3], [10**15, 5], [7])) == [
+            (3, 10**15 + 5, "bigint[]")]
+        assert run(conn, "SELECT array_length(?, 1), ?::text[]", ([], ["a", "b"])) == [
+            (None, ["a", "b"])]
+
+
+def test_an_id_given_twice_by_the_sequence_is_an_error_not_a_duplicate(pg_bridge):
+    """A restore that left the inbox's sequence behind gives ids in use again: the batch is
+    refused with an error answer, stored nowhere (S-360 sends it again), never counted as a
+    duplicate; once the sequence is past the ids in use, it is stored."""
+    client = create_app(pg_bridge).test_client()
+    checks = fixture("ticketchecks.json")
+    assert post(client, "ticketchecks", checks[:2]).json["accepted"] == 2
+    with pg_bridge.engine.connect() as conn:
+        conn.exec_driver_sql("SELECT setval(pg_get_serial_sequence('inbox', 'id'), 1, false)")
+        conn.commit()
+    assert post(client, "ticketchecks", checks[2:3]).status_code == 500
+    assert post(client, "ticketchecks", checks[2:3]).json["accepted"] == 1
+    with pg_bridge.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM inbox").scalar() == 3
+
+
 def test_two_workers_share_claims_on_postgres(pg_bridge, tmp_path):
     inst, stream = pg_bridge.institution("testvenue"), pg_bridge.stream("ticketchecks")
     for i in range(20):

@@ -27,6 +27,10 @@ _COLUMNS = ("institution", "stream", "record_key", "content_hash", "payload", "r
 # each new version is queued for delivery in the same statement (PostgreSQL) or transaction
 _QUEUE_NEW = "INSERT INTO queue (id, institution, next_attempt_at) SELECT id, institution, 0 FROM"
 _QUEUED = ("id", "institution", "next_attempt_at")
+# a version there already is skipped; any other conflict (an id the sequence gave twice, after
+# a restore that did not set it) fails the batch, which S-360 sends again, rather than passing
+# for a duplicate
+_SKIP_KNOWN = "ON CONFLICT ON CONSTRAINT uq_inbox_version DO NOTHING RETURNING id, institution"
 
 
 @dataclass
@@ -73,9 +77,7 @@ def _insert_new(conn, rows: list[tuple]) -> int:
     if conn.dialect.name == "postgresql":
         ids = copy_new(conn, "inbox", _COLUMNS, rows, numbered="id")
         if ids is None:  # a version of the batch is there already: the ones that are not
-            return copy_insert(conn, "inbox", _COLUMNS, rows,
-                               "ON CONFLICT DO NOTHING RETURNING id, institution",
-                               f"{_QUEUE_NEW} new")[0]
+            return copy_insert(conn, "inbox", _COLUMNS, rows, _SKIP_KNOWN, f"{_QUEUE_NEW} new")[0]
         copy_rows(conn, "queue", _QUEUED, [(i, r[0], 0.0) for i, r in zip(ids, rows, strict=True)])
         return len(ids)
     before = run(conn, "SELECT coalesce(max(id), 0) FROM inbox")[0][0]
