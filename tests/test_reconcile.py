@@ -300,3 +300,23 @@ def test_a_key_written_twice_is_counted_and_reported_as_written(tmp_path):
         ("", "missing_in_s360", "", ""), ("", "missing_in_target", "", ""),
         ("3", "different", "3.5", "3600"), ("3", "different", "3.5", "3600"),
         ("5", "missing_in_target", "", ""), ("6", "missing_in_s360", "", "")]
+
+
+def test_quotes_in_a_file_name_or_column_and_a_sniffed_dialect(tmp_path):
+    """Each file is read with the dialect DuckDB sniffed (here semicolons, a quoted amount
+    with a comma, a folder and a column named with quotes), and its records are counted."""
+    from s360bridge.core.operations.reconcile import Field, Reconciliation, Side, compare
+    folder = tmp_path / "O'Brien's exports"
+    folder.mkdir()
+    s360, target = folder / "s360 'orders'.csv", folder / "target.csv"
+    s360.write_text('ID;"the ""amount"""\n1;"1,000.5"\n2;2\n3;3\n', "utf-8")
+    target.write_text("id,amount\n1,1000500\n2,2001\n", "utf-8")
+    spec = Reconciliation(Field("id", "text", "ID"), [Field("amount", "amount", "AMOUNT")],
+                          Side({"id": "id", "amount": "amount"}, "thousandths"))
+    report = tmp_path / "report.csv"
+    summary = compare(spec, Side({"id": "ID", "amount": 'the "amount"'}), s360, target, report)
+    assert (summary.s360_records, summary.target_records) == (3, 2)
+    assert summary.counts == {"missing_in_target": 1, "missing_in_s360": 0, "different": 1}
+    assert sorted((d["key"], d["status"], d["s360_value"], d["target_value"])
+                  for d in differences(report, "csv")) == [
+        ("2", "different", "2", "2001"), ("3", "missing_in_target", "", "")]

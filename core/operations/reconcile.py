@@ -149,21 +149,30 @@ def _q(name: str) -> str:
 def _view(con, view: str, path: Path, spec: Reconciliation, side: Side) -> None:
     """One side as a view over its file: its key, a mark that the side has the row, and per
     field the normalised value and, where the report shows it, the raw one. The file's
-    dialect is sniffed once, here: the view is bound to it. A view, not a table: the
-    comparison reads the file as it joins, in one pass, instead of holding both sides."""
+    dialect is sniffed once, here, and the view reads the file with what was found, so that
+    binding it costs nothing more. A view, not a table: the comparison reads the file as it
+    joins, in one pass, instead of holding both sides."""
     import duckdb
 
     try:
-        rel = con.read_csv(str(path), all_varchar=True, header=True)
+        ((delim, quote, escape, new_line, comment, skip, found),) = con.execute(
+            "SELECT Delimiter, Quote, Escape, NewLineDelimiter, Comment, SkipRows, Columns "
+            "FROM sniff_csv(?, all_varchar = true, header = true)", [str(path)]).fetchall()
     except duckdb.Error as exc:
         raise ReconcileError(f"{path}: cannot read as CSV: {_reason(exc)}") from None
+    names = [c["name"] for c in found]
     wanted = [spec.key, *spec.fields]
-    lacking = [side.columns[f.name] for f in wanted if side.columns[f.name] not in rel.columns]
+    lacking = [side.columns[f.name] for f in wanted if side.columns[f.name] not in names]
     if lacking:
         raise ReconcileError(f"{path}: no column {', '.join(lacking)} (columns: "
-                             f"{', '.join(rel.columns)}); set the names under "
-                             "reconcile.<stream>")
-    rel.create_view(f"{view}_file")
+                             f"{', '.join(names)}); set the names under reconcile.<stream>")
+    dialect = {"delim": delim, "quote": quote, "escape": escape, "new_line": new_line,
+               "comment": comment}  # sniff_csv writes an empty option as "(empty)"
+    options = ", ".join(f"{k} = {_lit('' if v == '(empty)' else v)}" for k, v in dialect.items())
+    columns = ", ".join(f"{_lit(n)}: 'VARCHAR'" for n in names)
+    con.execute(f"CREATE TEMP VIEW {view}_file AS SELECT * FROM read_csv({_lit(str(path))}, "
+                f"auto_detect = false, header = true, skip = {int(skip)}, {options}, "
+                f"columns = {{{columns}}})")
     cols = [f"trim({_q(side.columns[spec.key.name])}) AS k", "true AS p"]
     for f in spec.fields:
         raw = _q(side.columns[f.name])
@@ -171,6 +180,10 @@ def _view(con, view: str, path: Path, spec: Reconciliation, side: Side) -> None:
         if f.kind not in PLAIN:  # text is reported as compared: trimmed
             cols.append(f"{raw} AS {_q('raw_' + f.name)}")
     con.execute(f"CREATE TEMP VIEW {view} AS SELECT {', '.join(cols)} FROM {view}_file")
+
+
+def _lit(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _reason(exc: Exception) -> str:
@@ -220,7 +233,7 @@ def compare(spec: Reconciliation, s360_side: Side, s360_file: Path, target_file:
             _view(con, "t", target_file, spec, spec.target_side)
             step("comparing")
             try:
-                _diff(con, spec, summary)
+                _diff(con, spec, summary, s360_file, target_file)
             except duckdb.Error as exc:  # a row past those sampled for the dialect
                 which = [str(p) for p in (s360_file, target_file) if str(p) in str(exc)]
                 raise ReconcileError(f"{' or '.join(which or ['a side'])}: cannot read as "
@@ -236,11 +249,17 @@ def _shown(f: Field) -> str:
     return ("n_" if f.kind in PLAIN else "raw_") + f.name
 
 
-def _diff(con, spec: Reconciliation, summary: Summary) -> None:
+def _diff(con, spec: Reconciliation, summary: Summary, s360_file: Path,
+          target_file: Path) -> None:
     differs = " OR ".join(f"s.{_q('n_' + f.name)} IS DISTINCT FROM t.{_q('n_' + f.name)}"
                           for f in spec.fields) or "false"
     flags = ", ".join(f"s.{_q('n_' + f.name)} IS DISTINCT FROM t.{_q('n_' + f.name)} AS "
                       f"{_q('d_' + f.name)}" for f in spec.fields)
+    # each side's records are the rows its file's scan gave the join (a full join: no filter
+    # reaches a scan), as DuckDB's profile of the join counts them: no pass of their own, and
+    # exact where a key is written twice, which the join's pairs are not
+    con.execute("SET enable_profiling = 'no_output'")
+    con.execute("SET tracked_metrics = ['operator.extra_info', 'operator.rows_scanned']")
     con.execute(f"""
         CREATE TABLE d AS
         SELECT coalesce(s.k, t.k) AS k,
@@ -252,6 +271,10 @@ def _diff(con, spec: Reconciliation, summary: Summary) -> None:
                           for f in spec.fields) or 'NULL AS none'}
         FROM s FULL OUTER JOIN t ON s.k = t.k
         WHERE s.p IS NULL OR t.p IS NULL OR {differs}""")
+    scanned = _scanned(orjson.loads(con.get_profiling_information(format="json")))
+    con.execute("RESET enable_profiling")
+    summary.s360_records, summary.target_records = (scanned[str(s360_file)],
+                                                    scanned[str(target_file)])
     summary.counts = {MISSING_IN_TARGET: 0, MISSING_IN_S360: 0, DIFFERENT: 0} | dict(
         con.execute("SELECT status, count(*) FROM d GROUP BY status").fetchall())
     if spec.fields:
@@ -260,10 +283,17 @@ def _diff(con, spec: Reconciliation, summary: Summary) -> None:
             f" FROM d WHERE status = '{DIFFERENT}'").fetchone()
         summary.field_counts = {f.name: n for f, n in zip(spec.fields, counts, strict=True)
                                 if n}
-    # each side's records, by a scan of their own: after the join, whose memory they reuse,
-    # and exact where a key is written twice (the join's pairs are not, see bench/README.md)
-    summary.s360_records, summary.target_records = (
-        con.execute(f"SELECT count(*) FROM {view}_file").fetchone()[0] for view in "st")
+
+
+def _scanned(profile: dict) -> dict[str, int]:
+    """The rows each file's scan gave, by file name, from DuckDB's profile of a query."""
+    rows, nodes = {}, list(profile["operator"])
+    while nodes:
+        node = nodes.pop()
+        nodes += node.get("children", [])
+        if node["extra_info"].get("Function") == "READ_CSV":
+            rows[node["extra_info"]["Filename(s)"]] = node["rows_scanned"]
+    return rows
 
 
 def _write(con, spec: Reconciliation, report: Path, fmt: str) -> None:
