@@ -48,18 +48,22 @@ class _Watchdog:
         self._armed: dict[object, tuple[float, int, int, float, tuple]] = {}
         self._cut: dict[int, float] = {}  # thread -> the limit its connection overran
         self._thread: threading.Thread | None = None
+        self._wakes_at = math.inf  # when the watchdog looks next, by itself
 
     def arm(self, entry, limit: float, fd: int) -> None:
         thread = threading.get_ident()
         identity = _identity(fd)
+        deadline = time.monotonic() + limit
         with self._cond:
             self._cut.pop(thread, None)
-            self._armed[entry] = (time.monotonic() + limit, fd, thread, limit, identity)
+            self._armed[entry] = (deadline, fd, thread, limit, identity)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="db-deadlines",
                                                  daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if deadline < self._wakes_at:  # else it looks in time anyway: no thread switch
+                self._wakes_at = deadline
+                self._cond.notify()
 
     def disarm(self, entry) -> None:
         """After this, the entry's socket is never touched: cutting happens under the lock."""
@@ -83,6 +87,7 @@ class _Watchdog:
                             log.warning("cut a database connection held past %g s", limit)
                             _cut(fd)
                 soonest = min((a[0] for a in self._armed.values()), default=math.inf)
+                self._wakes_at = soonest
                 self._cond.wait(None if soonest == math.inf else soonest - now)
 
 
