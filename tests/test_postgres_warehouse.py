@@ -148,7 +148,8 @@ def test_after_a_refused_copy_the_next_batches_are_left_to_the_upsert(pg_bridge)
 
         def copy(*keys):
             with conn.begin():
-                ids = copy_new(conn, "t", ("k",), [(k,) for k in keys], numbered="id")
+                ids = copy_new(conn, "t", ("k",), [(k,) for k in keys], numbered=(
+                    "id", "SELECT nextval('t_id_seq') FROM generate_series(1, ?)", (len(keys),)))
             with conn.begin():
                 return ids, conn.exec_driver_sql("SELECT last_value FROM t_id_seq").scalar()
 

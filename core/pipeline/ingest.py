@@ -19,14 +19,17 @@ from s360bridge.core.pipeline.quarantine import encoded, hold
 from s360bridge.core.plugin.streams import ReceivedBatch, Stream
 from s360bridge.core.s360.times import utc_or_none
 from s360bridge.core.storage.db import write
-from s360bridge.core.storage.rawsql import copy_insert, copy_new, copy_rows, executemany, run
+from s360bridge.core.storage.rawsql import copy_insert, copy_new, executemany, run
 from s360bridge.core.storage.tables import INBOX, SKIPPED, dialect_insert
 
 _COLUMNS = ("institution", "stream", "record_key", "content_hash", "payload", "received_at",
             "state", "attempts")
 # each new version is queued for delivery in the same statement (PostgreSQL) or transaction
 _QUEUE_NEW = "INSERT INTO queue (id, institution, next_attempt_at) SELECT id, institution, 0 FROM"
-_QUEUED = ("id", "institution", "next_attempt_at")
+# PostgreSQL: the ids of a batch of new versions (of one institution), queued as they are drawn
+_NUMBERED_AND_QUEUED = """INSERT INTO queue (id, institution, next_attempt_at)
+    SELECT nextval(pg_get_serial_sequence('inbox', 'id')), ?, 0 FROM generate_series(1, ?)
+    RETURNING id"""
 # a version there already is skipped; any other conflict (an id the sequence gave twice, after
 # a restore that did not set it) fails the batch, which S-360 sends again, rather than passing
 # for a duplicate
@@ -66,19 +69,19 @@ def _insert_new(conn, rows: list[tuple]) -> int:
     and queue them; the driver's row count says how many were new. On SQLite, which has the
     database to itself for the transaction (``BEGIN IMMEDIATE``), the new rows are those after
     the largest id before the insert. On PostgreSQL a batch of new versions is copied straight
-    into the inbox, numbered from its sequence, and into the queue (``copy_new``); a batch
-    with a version there already goes through COPY, a temporary table and an insert that skips
-    those: through gunicorn, 0.76 and 0.82 of SQLite's ingest in two runs, against 0.63 and
-    0.72 for psycopg's pipelined executemany, interleaved (one thread alone favours the
-    pipeline, 43 against 52 µs a record: its fewer round trips, while COPY leaves the server
-    less work per row)."""
+    into the inbox, numbered from its sequence by the statement that queues them
+    (``copy_new``); a batch with a version there already goes through COPY, a temporary table
+    and an insert that skips those: through gunicorn, 0.76 and 0.82 of SQLite's ingest in two
+    runs, against 0.63 and 0.72 for psycopg's pipelined executemany, interleaved (one thread
+    alone favours the pipeline, 43 against 52 µs a record: its fewer round trips, while COPY
+    leaves the server less work per row)."""
     if not rows:
         return 0
     if conn.dialect.name == "postgresql":
-        ids = copy_new(conn, "inbox", _COLUMNS, rows, numbered="id")
+        ids = copy_new(conn, "inbox", _COLUMNS, rows,
+                       numbered=("id", _NUMBERED_AND_QUEUED, (rows[0][0], len(rows))))
         if ids is None:  # a version of the batch is there already: the ones that are not
             return copy_insert(conn, "inbox", _COLUMNS, rows, _SKIP_KNOWN, f"{_QUEUE_NEW} new")[0]
-        copy_rows(conn, "queue", _QUEUED, [(i, r[0], 0.0) for i, r in zip(ids, rows, strict=True)])
         return len(ids)
     before = run(conn, "SELECT coalesce(max(id), 0) FROM inbox")[0][0]
     new = executemany(conn, _insert_statement(conn.dialect.name), _COLUMNS, rows,

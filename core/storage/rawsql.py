@@ -127,12 +127,14 @@ _MOST_SKIPPED = 64
 
 
 def copy_new(conn: Connection, table: str, columns: tuple[str, ...], rows: list[tuple],
-             numbered: str | None = None) -> list[int] | None:
+             numbered: tuple[str, str, tuple] | None = None) -> list[int] | None:
     """PostgreSQL: COPY ``rows`` straight into ``table``, in a savepoint, when none of their
     keys is there yet. Answers None, with nothing written, when one is: the caller then upserts
     the batch (and the next 1, 2, 4 … 64 batches are its to upsert at once, without a try: a
-    stream of updates costs one wasted copy in 64 batches). Else the ids ``numbered`` was given
-    from the table's sequence, one per row in order (none when not ``numbered``).
+    stream of updates costs one wasted copy in 64 batches). Else the ids of the rows, in order,
+    when ``numbered``: the id column, and a statement (with its parameters) that answers one
+    id per row, run in the savepoint in the same round trip (e.g. ``nextval`` of the column's
+    sequence; the inbox's also queues them).
 
     Test the answer with ``is None``: a batch copied without ``numbered`` answers ``[]``. Call
     it once per table and transaction: its savepoint is left for the commit to release.
@@ -145,20 +147,18 @@ def copy_new(conn: Connection, table: str, columns: tuple[str, ...], rows: list[
     if left:
         skip[table] = (left - 1, last)
         return None
-    names = ((numbered,) if numbered else ()) + columns
+    ids, names = [], columns
+    if numbered:
+        column, numbering, params = numbered
+        ids = sorted(i for (i,) in run_all(conn, [("SAVEPOINT s360_copy_new", ()),
+                                                  (numbering, params)])[1])
+        rows = [(i, *row) for i, row in zip(ids, rows, strict=True)]
+        names = (column, *columns)
+    else:
+        run(conn, "SAVEPOINT s360_copy_new")
     cursor = conn.connection.driver_connection.cursor()
     try:
-        with _driver_errors(conn, "SAVEPOINT s360_copy_new"):
-            ids = []
-            if numbered:  # with the savepoint, in one round trip
-                sequence = f"pg_get_serial_sequence('\"{table}\"', '{numbered}')"
-                cursor.execute(f"SAVEPOINT s360_copy_new; SELECT nextval({sequence}) "
-                               f"FROM generate_series(1, {len(rows)})")
-                cursor.nextset()
-                ids = [i for (i,) in cursor.fetchall()]
-                rows = [(i, *row) for i, row in zip(ids, rows, strict=True)]
-            else:
-                cursor.execute("SAVEPOINT s360_copy_new")
+        with _driver_errors(conn, f"COPY {table}"):
             try:
                 _copy(conn, cursor, table, names, rows)
             except conn.dialect.loaded_dbapi.errors.UniqueViolation:
@@ -168,16 +168,6 @@ def copy_new(conn: Connection, table: str, columns: tuple[str, ...], rows: list[
                 return None
             skip[table] = (0, 0)
             return ids
-    finally:
-        cursor.close()
-
-
-def copy_rows(conn: Connection, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
-    """PostgreSQL: COPY ``rows`` into ``table`` as they are (rows that cannot conflict)."""
-    cursor = conn.connection.driver_connection.cursor()
-    try:
-        with _driver_errors(conn, f"COPY {table}"):
-            _copy(conn, cursor, table, columns, rows)
     finally:
         cursor.close()
 
