@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,6 +23,7 @@ from s360bridge.core.config import load_settings
 from s360bridge.core.instruments import MULTIPROC_ENV
 from s360bridge.core.operator.gauges import DatabaseGauges
 from s360bridge.core.pipeline.election import Election, Unelected, lock_for
+from s360bridge.core.pipeline.processes import run_scheduler
 
 from .conftest import base_config, bridge_of, write_config
 from .helpers.postgres import schemas
@@ -126,6 +128,87 @@ def test_a_lost_lock_stops_the_jobs_until_taken_again(config, caplog):
         assert said[1].startswith(f"standing by: {socket.gethostname()} pid {os.getpid()}")
     finally:
         first.release(), second.release()
+        bridge.close()
+
+
+class Scheduler:
+    """``run_scheduler`` in a thread of this process, with ``election``."""
+
+    def __init__(self, bridge, election: Election):
+        self.election, self.stop = election, threading.Event()
+        self.thread = threading.Thread(target=run_scheduler, args=(bridge, self.stop, election))
+        self.thread.start()
+
+    def elected(self) -> bool:
+        return self.thread.is_alive() and self.election.leading
+
+    def end(self) -> None:
+        self.stop.set()
+        self.thread.join(30)
+        assert not self.thread.is_alive()
+
+
+def said(caplog, text: str) -> int:
+    return sum(text in r.getMessage() for r in caplog.records)
+
+
+def test_a_busy_pool_while_standing_by_does_not_end_the_scheduler(tmp_path, secrets_env,
+                                                                  caplog):
+    """PostgreSQL: who holds the lock is read through the pool, and every pooled connection
+    busy (SQLAlchemy's pool timeout) is no reason to stop standing for election."""
+    cfg = base_config(tmp_path)
+    cfg["engine"].update(scheduler_retry_seconds=RETRY, pool_size=1, pool_max_overflow=0,
+                         pool_timeout_seconds=0.1)
+    with schemas() as made:
+        cfg["engine"]["database_url"] = made.new("engine")
+        bridge = bridge_of(write_config(tmp_path, cfg))
+        other = Election(lock_for(bridge), 0)
+        scheduler = None
+        try:
+            assert other.leads()
+            with bridge.engine.connect() as busy, caplog.at_level(logging.INFO):
+                busy.exec_driver_sql("SELECT 1")
+                scheduler = Scheduler(bridge, Election(lock_for(bridge), RETRY))
+                wait_until(lambda: said(caplog, "standing by: another process is the "), 30,
+                           "the scheduler to stand by")
+            other.release()
+            wait_until(scheduler.elected, 30, "the scheduler to be elected")
+        finally:
+            other.release()
+            if scheduler is not None:
+                scheduler.end()
+            bridge.close()
+
+
+class FailingTwice:
+    """A lock whose first two tries fail as a bug would."""
+
+    def __init__(self, lock):
+        self.lock, self.failures = lock, 2
+
+    def __getattr__(self, name: str):
+        return getattr(self.lock, name)
+
+    def acquire(self) -> bool:
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("a bug in the election")
+        return self.lock.acquire()
+
+
+def test_a_failing_round_of_the_election_is_said_once_and_tried_again(config, caplog):
+    bridge = bridge_of(config)
+    lock = FailingTwice(lock_for(bridge))
+    try:
+        with caplog.at_level(logging.INFO):
+            scheduler = Scheduler(bridge, Election(lock, RETRY))
+            wait_until(scheduler.elected, 30, "the scheduler to be elected")
+            scheduler.end()
+        assert lock.failures == 0
+        assert said(caplog, "the scheduler failed, lets its lock go and tries again every 0.2s: "
+                            "RuntimeError: a bug in the election") == 1
+    finally:
+        lock.release()
         bridge.close()
 
 

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from s360bridge.core.redact import redact
 
@@ -118,7 +119,9 @@ class AdvisoryLock:
 
     def __init__(self, bridge):
         self.engine, self.limits, self.codes = bridge.engine, bridge.settings.engine, _codes(bridge)
-        self.errors = (self.engine.dialect.loaded_dbapi.Error,)  # the server down, …
+        # the server down, …: psycopg's on the lock's connection, SQLAlchemy's through the
+        # pool (``holder``: its connection refused, or every pooled connection busy)
+        self.errors = (self.engine.dialect.loaded_dbapi.Error, SQLAlchemyError)
         self._conn = None
         self._key: int | None = None
 
@@ -248,7 +251,7 @@ class Election:
             self.leading = self.lock.acquire()
         except self.lock.errors as exc:  # the database down: said once, tried again
             self._say(logging.WARNING, "failed", "cannot try the scheduler's lock (%s), again "
-                      "every %gs: %s", self.lock.describe(), self.retry, _one_line(exc))
+                      "every %gs: %s", self.lock.describe(), self.retry, one_line(exc))
             return False
         if self.leading:
             self._say(logging.INFO, "leads", "this process is the scheduler (it holds the %s)",
@@ -256,7 +259,7 @@ class Election:
         elif self._said != "stands by":
             try:
                 holder = self.lock.holder() or "another process"
-            except self.lock.errors:
+            except (*self.lock.errors, Unknown):
                 holder = "another process"
             self._say(logging.INFO, "stands by", "standing by: %s is the scheduler; trying "
                       "again every %gs", holder, self.retry)
@@ -272,6 +275,7 @@ class Election:
         self.leading = False
 
 
-def _one_line(exc: Exception) -> str:
+def one_line(exc: Exception) -> str:
+    """What went wrong, in one line with no secret."""
     text = redact(str(exc)).strip()
     return text.splitlines()[0] if text else type(exc).__name__

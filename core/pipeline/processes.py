@@ -18,7 +18,7 @@ from s360bridge.core import instruments
 from s360bridge.core.bridge import Bridge
 from s360bridge.core.errors import S360BridgeError
 from s360bridge.core.operator.app import create_operator_app
-from s360bridge.core.pipeline.election import Election
+from s360bridge.core.pipeline.election import Election, one_line
 from s360bridge.core.pipeline.receiver import create_app
 from s360bridge.core.pipeline.server import (
     GuardedServer,
@@ -38,19 +38,31 @@ OPERATOR_LIMITS = Limits(connection_limit=100, max_body_bytes=64 * 1024)
 def run_scheduler(bridge: Bridge, stop: threading.Event, election: Election | None = None) -> None:
     """Run the plugins' periodic jobs until ``stop``, while this process is the scheduler
     (core/pipeline/election.py): each once when it becomes the scheduler (a cache is warm, a
-    failing job shows at once), then at its interval; a failing job is logged, not fatal."""
+    failing job shows at once), then at its interval; a failing job is logged, not fatal, and
+    so is a failing round of the election: the lock is let go and tried again."""
     election = election or Election.of(bridge)
     scheduler = None
+    failures: set[str] = set()  # the kinds of failure logged: each once
     try:
         while not stop.is_set():
-            if not election.leads():
+            try:
+                if not election.leads():
+                    scheduler = None
+                    stop.wait(election.retry)
+                    continue
+                if scheduler is None:
+                    scheduler = _scheduled(bridge)
+                    scheduler.run_all()
+                scheduler.run_pending()
+            except Exception as exc:  # the election's database, a bug: never the end of it
+                if type(exc).__name__ not in failures:
+                    failures.add(type(exc).__name__)
+                    log.error("the scheduler failed, lets its lock go and tries again every "
+                              "%gs: %s: %s", election.retry, type(exc).__name__, one_line(exc))
+                election.release()
                 scheduler = None
                 stop.wait(election.retry)
                 continue
-            if scheduler is None:
-                scheduler = _scheduled(bridge)
-                scheduler.run_all()
-            scheduler.run_pending()
             idle = scheduler.idle_seconds
             stop.wait(1.0 if idle is None else min(max(idle, 0.05), 1.0))
     finally:
