@@ -232,6 +232,24 @@ def test_metrics_say_whether_a_process_is_the_scheduler(config):
         bridge.close()
 
 
+def test_an_unreadable_lock_file_leaves_the_scheduler_unknown(tmp_path, secrets_env, runner):
+    """SQLite: a lock file that cannot be read (here a folder in its place) leaves the gauge out
+    of /metrics, as on a standby, and `status` says it: neither fails."""
+    path = _upgraded(tmp_path, base_config(tmp_path))
+    bridge = bridge_of(path)
+    try:
+        lock_for(bridge).path.mkdir()
+        names = {s.name: s.value for family in DatabaseGauges(bridge).collect()
+                 for s in family.samples}
+        assert names["s360bridge_engine_database_up"] == 1
+        assert "s360bridge_backlog_records" in names
+        assert "s360bridge_scheduler_elected" not in names
+        assert scheduler_line(runner, path) == (
+            f"scheduler: unknown: {lock_for(bridge).path} cannot be read (Is a directory)")
+    finally:
+        bridge.close()
+
+
 def test_an_in_memory_database_has_one_process_and_no_election(tmp_path, secrets_env):
     cfg = base_config(tmp_path)
     cfg["engine"]["database_url"] = "sqlite://"

@@ -93,15 +93,16 @@ class FileLock:
 
     def holder(self) -> str | None:
         try:
-            file = open(self.path)  # noqa: SIM115
+            with open(self.path) as file:
+                try:
+                    fcntl.flock(file, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return file.read().strip() or "a process"
+                return None  # nobody holds it: ours goes when the file closes
         except FileNotFoundError:
             return None
-        with file:
-            try:
-                fcntl.flock(file, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return file.read().strip() or "a process"
-            return None  # nobody holds it: ours goes when the file closes
+        except OSError as exc:  # not readable: unknown, as on a standby
+            raise Unknown(f"unknown: {self.path} cannot be read ({exc.strerror})") from exc
 
 
 # the lock of ``key`` granted to some session of this database (a bigint key is the pair of
