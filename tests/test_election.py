@@ -15,6 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import yaml
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -22,7 +23,7 @@ from s360bridge.core.cli.main import cli
 from s360bridge.core.config import load_settings
 from s360bridge.core.instruments import MULTIPROC_ENV
 from s360bridge.core.operator.gauges import DatabaseGauges
-from s360bridge.core.pipeline.election import Election, Unelected, lock_for
+from s360bridge.core.pipeline.election import OTHER_INSTITUTIONS, Election, Unelected, lock_for
 from s360bridge.core.pipeline.processes import run_scheduler
 
 from .conftest import base_config, bridge_of, write_config
@@ -212,24 +213,51 @@ def test_a_failing_round_of_the_election_is_said_once_and_tried_again(config, ca
         bridge.close()
 
 
+def elected(bridge) -> float:
+    """The gauge s360bridge_scheduler_elected, as /metrics reads it with ``bridge``."""
+    return next(s.value for family in DatabaseGauges(bridge).collect() for s in family.samples
+                if s.name == "s360bridge_scheduler_elected")
+
+
 def test_metrics_say_whether_a_process_is_the_scheduler(config):
     bridge = bridge_of(config)
-    gauges = DatabaseGauges(bridge)
-
-    def elected() -> float:
-        return next(s.value for family in gauges.collect() for s in family.samples
-                    if s.name == "s360bridge_scheduler_elected")
-
     scheduler = Election(lock_for(bridge), 0)
     try:
-        assert elected() == 0
+        assert elected(bridge) == 0
         assert scheduler.leads()
-        assert elected() == 1
+        assert elected(bridge) == 1
         scheduler.release()
-        assert elected() == 0
+        assert elected(bridge) == 0
     finally:
         scheduler.release()
         bridge.close()
+
+
+def test_one_scheduler_per_engine_database_whatever_the_institutions(config, runner, caplog):
+    """A process configured with every institution and one with a part of them elect one
+    scheduler between them (else both would run the part's jobs); `status` and the gauge of
+    either configuration see it, and the one with other institutions than the scheduler's
+    says so."""
+    everything = config.parent / "everything"
+    everything.mkdir()
+    cfg = yaml.safe_load(config.read_text())
+    write_config(everything, cfg)
+    write_config(everything, {**cfg, "institution": "othervenue"}, "othervenue.yaml")
+    whole, part = bridge_of(everything), bridge_of(config)
+    scheduler, standby = Election(lock_for(whole), 0), Election(lock_for(part), 0)
+    try:
+        with caplog.at_level(logging.INFO, "s360bridge.scheduler"):
+            assert scheduler.leads() and not standby.leads()
+        assert said(caplog, OTHER_INSTITUTIONS) == 1
+        assert elected(whole) == elected(part) == 1
+        me = f"scheduler: {socket.gethostname()} pid {os.getpid()}"
+        assert scheduler_line(runner, everything).startswith(me)
+        assert OTHER_INSTITUTIONS not in scheduler_line(runner, everything)
+        line = scheduler_line(runner, config)
+        assert line.startswith(me) and line.endswith(OTHER_INSTITUTIONS), line
+    finally:
+        scheduler.release(), standby.release()
+        whole.close(), part.close()
 
 
 def test_an_unreadable_lock_file_leaves_the_scheduler_unknown(tmp_path, secrets_env, runner):

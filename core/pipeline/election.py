@@ -10,11 +10,14 @@ is released when its process dies, even by ``kill -9``:
 * SQLite (every process on one host): ``flock`` on a file beside the database, held open;
   the kernel drops it with the process. An in-memory database has one process: no election.
 
-The lock's key is the engine database's schema and the institutions of the configuration:
-worker hosts given a folder of their own institutions (docs/production.md) elect their own
-scheduler, which runs those institutions' jobs. A process standing by tries again every
-``engine.scheduler_retry_seconds``, and the scheduler checks that often that it still holds
-the lock: a lost connection means a lost lock, and the jobs stop until it is taken again.
+The lock's key is the engine database's schema: one scheduler per engine database, which runs
+the jobs of the institutions of its own configuration. So every process that may be elected
+must have every institution (hosts given a folder of some, docs/production.md, run with
+``--no-scheduler``): the scheduler names itself with a digest of its institutions, and a
+process (or ``status``) that sees other institutions there says so. A process standing by tries
+again every ``engine.scheduler_retry_seconds``, and the scheduler checks that often that it
+still holds the lock: a lost connection means a lost lock, and the jobs stop until it is taken
+again.
 """
 
 from __future__ import annotations
@@ -41,8 +44,27 @@ def _digest(*parts: str) -> bytes:
     return hashlib.blake2b(" ".join((SCOPE, *parts)).encode(), digest_size=8).digest()
 
 
-def _codes(bridge) -> str:
-    return ",".join(sorted(bridge.settings.institutions))
+def _institutions(bridge) -> str:
+    """The digest of the configuration's institutions, which the scheduler names itself with."""
+    return _digest(",".join(sorted(bridge.settings.institutions))).hex()[:8]
+
+
+def _label(institutions: str) -> str:
+    return f"{institutions} {identity()}"
+
+
+OTHER_INSTITUTIONS = ("; warning: its configuration has other institutions than this one, and "
+                      "it runs the jobs of its own: every process that may be the scheduler "
+                      "must have every institution (docs/production.md)")
+
+
+def _who(label: str, institutions: str, where: str = "") -> str:
+    """Who the scheduler's ``label`` names (and ``where`` from), with a warning when its
+    institutions are others."""
+    digest, _, who = label.partition(" ")
+    if not who or len(digest) != 8:  # not a label: what a session calls itself
+        return label + where
+    return who + where + ("" if digest == institutions else OTHER_INSTITUTIONS)
 
 
 class Unknown(Exception):
@@ -59,8 +81,8 @@ class FileLock:
 
     errors = (OSError,)  # what trying it may raise: the folder not writable
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, institutions: str):
+        self.path, self.institutions = path, institutions
         self._file = None
 
     def describe(self) -> str:
@@ -74,7 +96,7 @@ class FileLock:
             file.close()
             return False
         file.truncate(0)
-        file.write(identity() + "\n")
+        file.write(_label(self.institutions) + "\n")
         file.flush()
         self._file = file
         return True
@@ -97,7 +119,7 @@ class FileLock:
                 try:
                     fcntl.flock(file, fcntl.LOCK_SH | fcntl.LOCK_NB)
                 except BlockingIOError:
-                    return file.read().strip() or "a process"
+                    return _who(file.read().strip() or "a process", self.institutions)
                 return None  # nobody holds it: ours goes when the file closes
         except FileNotFoundError:
             return None
@@ -113,13 +135,15 @@ _HOLDER = """SELECT coalesce(a.application_name, ''), host(a.client_addr) FROM p
     AND l.classid = %(high)s::bigint::oid AND l.objid = %(low)s::bigint::oid
     AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"""
 _MINE = _HOLDER + " AND l.pid = pg_backend_pid()"
+PREFIX = "s360bridge scheduler "  # of the lock's session's application_name
 
 
 class AdvisoryLock:
     """PostgreSQL: ``pg_try_advisory_lock`` on a connection of this lock's own."""
 
     def __init__(self, bridge):
-        self.engine, self.limits, self.codes = bridge.engine, bridge.settings.engine, _codes(bridge)
+        self.engine, self.limits = bridge.engine, bridge.settings.engine
+        self.institutions = _institutions(bridge)
         # the server down, …: psycopg's on the lock's connection, SQLAlchemy's through the
         # pool (``holder``: its connection refused, or every pooled connection busy)
         self.errors = (self.engine.dialect.loaded_dbapi.Error, SQLAlchemyError)
@@ -131,7 +155,7 @@ class AdvisoryLock:
             else "advisory lock of the engine database"
 
     def key(self, schema: str) -> int:
-        return int.from_bytes(_digest(schema, self.codes), "big", signed=True)
+        return int.from_bytes(_digest(schema), "big", signed=True)
 
     def _params(self, key: int) -> dict:
         return {"high": (key >> 32) & 0xFFFFFFFF, "low": key & 0xFFFFFFFF}
@@ -144,7 +168,7 @@ class AdvisoryLock:
                              f"{max(1, idle // 3)} -c tcp_keepalives_count=3")
         conn = self.engine.dialect.loaded_dbapi.connect(
             *cargs, **{**cparams, **libpq, "autocommit": True,
-                       "application_name": f"s360bridge scheduler {identity()}"[:63]})
+                       "application_name": f"{PREFIX}{_label(self.institutions)}"[:63]})
         self._key = self.key(conn.execute("SELECT current_schema()").fetchone()[0])
         return conn
 
@@ -179,9 +203,9 @@ class AdvisoryLock:
         if row is None:
             return None
         name, addr = row
-        prefix = "s360bridge scheduler "
-        who = name[len(prefix):] if name.startswith(prefix) else name or "a session"
-        return f"{who} (connected from {addr})" if addr else who
+        where = f" (connected from {addr})" if addr else ""
+        return _who(name[len(PREFIX):], self.institutions, where) if name.startswith(PREFIX) \
+            else (name or "a session") + where
 
 
 class Unelected:
@@ -218,8 +242,8 @@ def lock_for(bridge):
         return AdvisoryLock(bridge)
     if not url.database or url.database == ":memory:":
         return Unelected()
-    name = f"{Path(url.database).name}.scheduler-{_digest(_codes(bridge)).hex()[:8]}.lock"
-    return FileLock(Path(url.database).with_name(name))
+    path = Path(url.database)
+    return FileLock(path.with_name(f"{path.name}.scheduler.lock"), _institutions(bridge))
 
 
 class Election:
