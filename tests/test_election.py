@@ -25,8 +25,10 @@ from s360bridge.core.instruments import MULTIPROC_ENV
 from s360bridge.core.operator.gauges import DatabaseGauges
 from s360bridge.core.pipeline.election import OTHER_INSTITUTIONS, Election, Unelected, lock_for
 from s360bridge.core.pipeline.processes import run_scheduler
+from s360bridge.core.plugin.hookspecs import hookimpl
 
 from .conftest import base_config, bridge_of, write_config
+from .helpers.plugins import registered
 from .helpers.postgres import schemas
 from .helpers.processes import start, stop, wait_until
 
@@ -107,6 +109,17 @@ def test_one_worker_runs_the_jobs_and_another_takes_over_when_it_is_killed(confi
     assert scheduler_line(runner, config).startswith("scheduler: none: no process runs")
 
 
+def take_away(bridge, election: Election) -> None:
+    """The lock of ``election`` lost: its session ended by the server (PostgreSQL), its file
+    removed (SQLite)."""
+    if bridge.engine.dialect.name == "postgresql":
+        with bridge.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT pg_terminate_backend(%(pid)s)",
+                                 {"pid": election.lock._conn.info.backend_pid})
+    else:
+        election.lock.path.unlink()
+
+
 def test_a_lost_lock_stops_the_jobs_until_taken_again(config, caplog):
     """The scheduler's lock taken from it (PostgreSQL: its session ended by the server; SQLite:
     its file removed): the next check says so, and another process that took it meanwhile
@@ -115,12 +128,7 @@ def test_a_lost_lock_stops_the_jobs_until_taken_again(config, caplog):
     first, second = Election(lock_for(bridge), 0), Election(lock_for(bridge), 0)
     try:
         assert first.leads() and not second.leads() and not second.leads()
-        if bridge.engine.dialect.name == "postgresql":
-            with bridge.engine.connect() as conn:
-                conn.exec_driver_sql("SELECT pg_terminate_backend(%(pid)s)",
-                                     {"pid": first.lock._conn.info.backend_pid})
-        else:
-            first.lock.path.unlink()
+        take_away(bridge, first)
         wait_until(second.leads, 30, "the lock to be free")
         with caplog.at_level(logging.INFO, "s360bridge.scheduler"):
             assert not first.leads() and not first.leads()
@@ -217,6 +225,60 @@ def elected(bridge) -> float:
     """The gauge s360bridge_scheduler_elected, as /metrics reads it with ``bridge``."""
     return next(s.value for family in DatabaseGauges(bridge).collect() for s in family.samples
                 if s.name == "s360bridge_scheduler_elected")
+
+
+class Jobs:
+    """A plugin's jobs, counting their runs: ``tick`` every 0.01 s, ``hourly`` every hour."""
+
+    def __init__(self):
+        self.runs = {"tick": 0, "hourly": 0}
+
+    @hookimpl
+    def register_jobs(self, register, bridge):
+        for name, every in (("tick", 0.01), ("hourly", 3600)):
+            register(name, every, lambda name=name: self.runs.update({name: self.runs[name] + 1}))
+
+
+def test_no_job_starts_once_the_lock_is_lost(config):
+    """Before each job the scheduler checks that it holds the lock: here it would check it
+    only once an hour otherwise, and the tick would go on running beside another scheduler."""
+    bridge, jobs = bridge_of(config), Jobs()
+    other = Election(lock_for(bridge), 0)
+    with registered(jobs, "jobs"):
+        scheduler = Scheduler(bridge, Election(lock_for(bridge), 3600))
+        try:
+            wait_until(lambda: jobs.runs["tick"] >= 3, 30, "the tick to run")
+            take_away(bridge, scheduler.election)
+            wait_until(other.leads, 30, "another process to take the lock")
+            wait_until(lambda: not scheduler.election.leading, 30, "the loss to be seen")
+            ran = jobs.runs["tick"]
+        finally:
+            scheduler.end()
+            other.release()
+            bridge.close()
+    assert jobs.runs["tick"] == ran and jobs.runs["hourly"] == 1
+
+
+def test_elected_again_a_process_runs_only_the_jobs_that_are_due(config):
+    """Not every job at once: the lock lost and taken again, the hourly job waits its hour."""
+    bridge, jobs = bridge_of(config), Jobs()
+    other = Election(lock_for(bridge), 0)
+    with registered(jobs, "jobs"):
+        scheduler = Scheduler(bridge, Election(lock_for(bridge), RETRY))
+        try:
+            wait_until(lambda: jobs.runs["tick"] >= 3, 30, "the tick to run")
+            take_away(bridge, scheduler.election)
+            wait_until(other.leads, 30, "another process to take the lock")
+            wait_until(lambda: not scheduler.election.leading, 30, "the loss to be seen")
+            other.release()
+            ran = jobs.runs["tick"]
+            wait_until(lambda: scheduler.elected() and jobs.runs["tick"] > ran, 30,
+                       "the scheduler to be elected again and run the tick")
+        finally:
+            scheduler.end()
+            other.release()
+            bridge.close()
+    assert jobs.runs["hourly"] == 1
 
 
 def test_metrics_say_whether_a_process_is_the_scheduler(config):

@@ -248,7 +248,8 @@ def lock_for(bridge):
 
 class Election:
     """Whether this process runs the jobs now (``leads``), asked as often as the scheduler
-    loops: the lock is tried, or checked, once per ``retry`` seconds at most."""
+    loops: the lock is tried, or checked, once per ``retry`` seconds at most; and whether it
+    still holds the lock right now (``holds``), asked before each job starts."""
 
     def __init__(self, lock, retry: float):
         self.lock, self.retry = lock, retry
@@ -265,13 +266,8 @@ class Election:
         if now - self._asked < self.retry:
             return self.leading
         self._asked = now
-        if self.leading:
-            if self.lock.alive():
-                return True
-            self.lock.release()
-            self.leading = False
-            self._say(logging.WARNING, "lost", "lost the scheduler's %s: the periodic jobs stop "
-                      "until this process takes it again", self.lock.describe())
+        if self.holds():
+            return True
         try:
             self.leading = self.lock.acquire()
         except self.lock.errors as exc:  # the database down: said once, tried again
@@ -288,6 +284,16 @@ class Election:
                 holder = "another process"
             self._say(logging.INFO, "stands by", "standing by: %s is the scheduler; trying "
                       "again every %gs", holder, self.retry)
+        return self.leading
+
+    def holds(self) -> bool:
+        """Whether this process holds the lock now: checked, not remembered (on PostgreSQL a
+        statement on the lock's connection, on SQLite a ``stat``)."""
+        if self.leading and not self.lock.alive():
+            self.lock.release()
+            self.leading = False
+            self._say(logging.WARNING, "lost", "lost the scheduler's %s: the periodic jobs stop "
+                      "until this process takes it again", self.lock.describe())
         return self.leading
 
     def _say(self, level: int, what: str, message: str, *args) -> None:

@@ -37,9 +37,11 @@ OPERATOR_LIMITS = Limits(connection_limit=100, max_body_bytes=64 * 1024)
 
 def run_scheduler(bridge: Bridge, stop: threading.Event, election: Election | None = None) -> None:
     """Run the plugins' periodic jobs until ``stop``, while this process is the scheduler
-    (core/pipeline/election.py): each once when it becomes the scheduler (a cache is warm, a
-    failing job shows at once), then at its interval; a failing job is logged, not fatal, and
-    so is a failing round of the election: the lock is let go and tried again."""
+    (core/pipeline/election.py): each once when it first becomes the scheduler (a cache is
+    warm, a failing job shows at once), then at its interval, counted on when this process
+    last ran it (elected again, it runs those that are due); none starts unless the lock is
+    still held right then. A failing job is logged, not fatal, and so is a failing round of the
+    election: the lock is let go and tried again."""
     election = election or Election.of(bridge)
     scheduler = None
     failures: set[str] = set()  # the kinds of failure logged: each once
@@ -47,11 +49,10 @@ def run_scheduler(bridge: Bridge, stop: threading.Event, election: Election | No
         while not stop.is_set():
             try:
                 if not election.leads():
-                    scheduler = None
                     stop.wait(election.retry)
                     continue
                 if scheduler is None:
-                    scheduler = _scheduled(bridge)
+                    scheduler = _scheduled(bridge, election)
                     scheduler.run_all()
                 scheduler.run_pending()
             except Exception as exc:  # the election's database, a bug: never the end of it
@@ -60,7 +61,6 @@ def run_scheduler(bridge: Bridge, stop: threading.Event, election: Election | No
                     log.error("the scheduler failed, lets its lock go and tries again every "
                               "%gs: %s: %s", election.retry, type(exc).__name__, one_line(exc))
                 election.release()
-                scheduler = None
                 stop.wait(election.retry)
                 continue
             idle = scheduler.idle_seconds
@@ -69,16 +69,18 @@ def run_scheduler(bridge: Bridge, stop: threading.Event, election: Election | No
         election.release()
 
 
-def _scheduled(bridge: Bridge) -> schedule.Scheduler:
+def _scheduled(bridge: Bridge, election: Election) -> schedule.Scheduler:
     scheduler = schedule.Scheduler()
     for name, every, func in bridge.hooks.jobs(bridge):
-        scheduler.every(every).seconds.do(_guarded, name, func)
+        scheduler.every(every).seconds.do(_guarded, name, func, election)
         instruments.job_scheduled(name, every)
         log.info("job %s every %gs", name, every)
     return scheduler
 
 
-def _guarded(name, func) -> None:
+def _guarded(name, func, election: Election) -> None:
+    if not election.holds():  # lost since the last check: another process may run it now
+        return
     try:
         func()
     except (S360BridgeError, DBAPIError) as exc:  # said in words: S-360 or a database down
