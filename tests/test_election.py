@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import socket
+import struct
 import threading
 import time
 from pathlib import Path
@@ -72,8 +73,11 @@ class Worker:
         in this process."""
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=str(self.metrics))
-        return registry.get_sample_value("s360bridge_job_last_success_timestamp_seconds",
-                                         {"name": "purge"}) is not None
+        try:
+            return registry.get_sample_value("s360bridge_job_last_success_timestamp_seconds",
+                                             {"name": "purge"}) is not None
+        except struct.error:  # a file of the process read as it was created, still empty
+            return False
 
 
 def scheduler_line(runner, config: Path) -> str:
