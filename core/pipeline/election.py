@@ -190,7 +190,11 @@ class AdvisoryLock:
 
     def release(self) -> None:
         if self._conn is not None:
-            self._conn.close()  # the session ends: the server drops its lock
+            try:  # at once: the session's end, below, is the server's to finish in its time
+                self._conn.execute("SELECT pg_advisory_unlock_all()")
+            except self.engine.dialect.loaded_dbapi.Error:
+                pass  # the connection is broken: the server ends its session
+            self._conn.close()
             self._conn = None
 
     def holder(self) -> str | None:
