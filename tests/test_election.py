@@ -9,11 +9,14 @@ import logging
 import os
 import signal
 import socket
+import struct
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import yaml
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -21,9 +24,12 @@ from s360bridge.core.cli.main import cli
 from s360bridge.core.config import load_settings
 from s360bridge.core.instruments import MULTIPROC_ENV
 from s360bridge.core.operator.gauges import DatabaseGauges
-from s360bridge.core.pipeline.election import Election, Unelected, lock_for
+from s360bridge.core.pipeline.election import OTHER_INSTITUTIONS, Election, Unelected, lock_for
+from s360bridge.core.pipeline.processes import run_scheduler
+from s360bridge.core.plugin.hookspecs import hookimpl
 
 from .conftest import base_config, bridge_of, write_config
+from .helpers.plugins import registered
 from .helpers.postgres import schemas
 from .helpers.processes import start, stop, wait_until
 
@@ -67,8 +73,11 @@ class Worker:
         in this process."""
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=str(self.metrics))
-        return registry.get_sample_value("s360bridge_job_last_success_timestamp_seconds",
-                                         {"name": "purge"}) is not None
+        try:
+            return registry.get_sample_value("s360bridge_job_last_success_timestamp_seconds",
+                                             {"name": "purge"}) is not None
+        except struct.error:  # a file of the process read as it was created, still empty
+            return False
 
 
 def scheduler_line(runner, config: Path) -> str:
@@ -104,6 +113,17 @@ def test_one_worker_runs_the_jobs_and_another_takes_over_when_it_is_killed(confi
     assert scheduler_line(runner, config).startswith("scheduler: none: no process runs")
 
 
+def take_away(bridge, election: Election) -> None:
+    """The lock of ``election`` lost: its session ended by the server (PostgreSQL), its file
+    removed (SQLite)."""
+    if bridge.engine.dialect.name == "postgresql":
+        with bridge.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT pg_terminate_backend(%(pid)s)",
+                                 {"pid": election.lock._conn.info.backend_pid})
+    else:
+        election.lock.path.unlink()
+
+
 def test_a_lost_lock_stops_the_jobs_until_taken_again(config, caplog):
     """The scheduler's lock taken from it (PostgreSQL: its session ended by the server; SQLite:
     its file removed): the next check says so, and another process that took it meanwhile
@@ -112,12 +132,7 @@ def test_a_lost_lock_stops_the_jobs_until_taken_again(config, caplog):
     first, second = Election(lock_for(bridge), 0), Election(lock_for(bridge), 0)
     try:
         assert first.leads() and not second.leads() and not second.leads()
-        if bridge.engine.dialect.name == "postgresql":
-            with bridge.engine.connect() as conn:
-                conn.exec_driver_sql("SELECT pg_terminate_backend(%(pid)s)",
-                                     {"pid": first.lock._conn.info.backend_pid})
-        else:
-            first.lock.path.unlink()
+        take_away(bridge, first)
         wait_until(second.leads, 30, "the lock to be free")
         with caplog.at_level(logging.INFO, "s360bridge.scheduler"):
             assert not first.leads() and not first.leads()
@@ -129,23 +144,203 @@ def test_a_lost_lock_stops_the_jobs_until_taken_again(config, caplog):
         bridge.close()
 
 
+class Scheduler:
+    """``run_scheduler`` in a thread of this process, with ``election``."""
+
+    def __init__(self, bridge, election: Election):
+        self.election, self.stop = election, threading.Event()
+        self.thread = threading.Thread(target=run_scheduler, args=(bridge, self.stop, election))
+        self.thread.start()
+
+    def elected(self) -> bool:
+        return self.thread.is_alive() and self.election.leading
+
+    def end(self) -> None:
+        self.stop.set()
+        self.thread.join(30)
+        assert not self.thread.is_alive()
+
+
+def said(caplog, text: str) -> int:
+    return sum(text in r.getMessage() for r in caplog.records)
+
+
+def test_a_busy_pool_while_standing_by_does_not_end_the_scheduler(tmp_path, secrets_env,
+                                                                  caplog):
+    """PostgreSQL: who holds the lock is read through the pool, and every pooled connection
+    busy (SQLAlchemy's pool timeout) is no reason to stop standing for election."""
+    cfg = base_config(tmp_path)
+    cfg["engine"].update(scheduler_retry_seconds=RETRY, pool_size=1, pool_max_overflow=0,
+                         pool_timeout_seconds=0.1)
+    with schemas() as made:
+        cfg["engine"]["database_url"] = made.new("engine")
+        bridge = bridge_of(write_config(tmp_path, cfg))
+        other = Election(lock_for(bridge), 0)
+        scheduler = None
+        try:
+            assert other.leads()
+            with bridge.engine.connect() as busy, caplog.at_level(logging.INFO):
+                busy.exec_driver_sql("SELECT 1")
+                scheduler = Scheduler(bridge, Election(lock_for(bridge), RETRY))
+                wait_until(lambda: said(caplog, "standing by: another process is the "), 30,
+                           "the scheduler to stand by")
+            other.release()
+            wait_until(scheduler.elected, 30, "the scheduler to be elected")
+        finally:
+            other.release()
+            if scheduler is not None:
+                scheduler.end()
+            bridge.close()
+
+
+class FailingTwice:
+    """A lock whose first two tries fail as a bug would."""
+
+    def __init__(self, lock):
+        self.lock, self.failures = lock, 2
+
+    def __getattr__(self, name: str):
+        return getattr(self.lock, name)
+
+    def acquire(self) -> bool:
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("a bug in the election")
+        return self.lock.acquire()
+
+
+def test_a_failing_round_of_the_election_is_said_once_and_tried_again(config, caplog):
+    bridge = bridge_of(config)
+    lock = FailingTwice(lock_for(bridge))
+    try:
+        with caplog.at_level(logging.INFO):
+            scheduler = Scheduler(bridge, Election(lock, RETRY))
+            wait_until(scheduler.elected, 30, "the scheduler to be elected")
+            scheduler.end()
+        assert lock.failures == 0
+        assert said(caplog, "the scheduler failed, lets its lock go and tries again every 0.2s: "
+                            "RuntimeError: a bug in the election") == 1
+    finally:
+        lock.release()
+        bridge.close()
+
+
+def elected(bridge) -> float:
+    """The gauge s360bridge_scheduler_elected, as /metrics reads it with ``bridge``."""
+    return next(s.value for family in DatabaseGauges(bridge).collect() for s in family.samples
+                if s.name == "s360bridge_scheduler_elected")
+
+
+class Jobs:
+    """A plugin's jobs, counting their runs: ``tick`` every 0.01 s, ``hourly`` every hour."""
+
+    def __init__(self):
+        self.runs = {"tick": 0, "hourly": 0}
+
+    @hookimpl
+    def register_jobs(self, register, bridge):
+        for name, every in (("tick", 0.01), ("hourly", 3600)):
+            register(name, every, lambda name=name: self.runs.update({name: self.runs[name] + 1}))
+
+
+def test_no_job_starts_once_the_lock_is_lost(config):
+    """Before each job the scheduler checks that it holds the lock: here it would check it
+    only once an hour otherwise, and the tick would go on running beside another scheduler."""
+    bridge, jobs = bridge_of(config), Jobs()
+    other = Election(lock_for(bridge), 0)
+    with registered(jobs, "jobs"):
+        scheduler = Scheduler(bridge, Election(lock_for(bridge), 3600))
+        try:
+            wait_until(lambda: jobs.runs["tick"] >= 3, 30, "the tick to run")
+            take_away(bridge, scheduler.election)
+            wait_until(other.leads, 30, "another process to take the lock")
+            wait_until(lambda: not scheduler.election.leading, 30, "the loss to be seen")
+            ran = jobs.runs["tick"]
+        finally:
+            scheduler.end()
+            other.release()
+            bridge.close()
+    assert jobs.runs["tick"] == ran and jobs.runs["hourly"] == 1
+
+
+def test_elected_again_a_process_runs_only_the_jobs_that_are_due(config):
+    """Not every job at once: the lock lost and taken again, the hourly job waits its hour."""
+    bridge, jobs = bridge_of(config), Jobs()
+    other = Election(lock_for(bridge), 0)
+    with registered(jobs, "jobs"):
+        scheduler = Scheduler(bridge, Election(lock_for(bridge), RETRY))
+        try:
+            wait_until(lambda: jobs.runs["tick"] >= 3, 30, "the tick to run")
+            take_away(bridge, scheduler.election)
+            wait_until(other.leads, 30, "another process to take the lock")
+            wait_until(lambda: not scheduler.election.leading, 30, "the loss to be seen")
+            other.release()
+            ran = jobs.runs["tick"]
+            wait_until(lambda: scheduler.elected() and jobs.runs["tick"] > ran, 30,
+                       "the scheduler to be elected again and run the tick")
+        finally:
+            scheduler.end()
+            other.release()
+            bridge.close()
+    assert jobs.runs["hourly"] == 1
+
+
 def test_metrics_say_whether_a_process_is_the_scheduler(config):
     bridge = bridge_of(config)
-    gauges = DatabaseGauges(bridge)
-
-    def elected() -> float:
-        return next(s.value for family in gauges.collect() for s in family.samples
-                    if s.name == "s360bridge_scheduler_elected")
-
     scheduler = Election(lock_for(bridge), 0)
     try:
-        assert elected() == 0
+        assert elected(bridge) == 0
         assert scheduler.leads()
-        assert elected() == 1
+        assert elected(bridge) == 1
         scheduler.release()
-        assert elected() == 0
+        assert elected(bridge) == 0
     finally:
         scheduler.release()
+        bridge.close()
+
+
+def test_one_scheduler_per_engine_database_whatever_the_institutions(config, runner, caplog):
+    """A process configured with every institution and one with a part of them elect one
+    scheduler between them (else both would run the part's jobs); `status` and the gauge of
+    either configuration see it, and the one with other institutions than the scheduler's
+    says so."""
+    everything = config.parent / "everything"
+    everything.mkdir()
+    cfg = yaml.safe_load(config.read_text())
+    write_config(everything, cfg)
+    write_config(everything, {**cfg, "institution": "othervenue"}, "othervenue.yaml")
+    whole, part = bridge_of(everything), bridge_of(config)
+    scheduler, standby = Election(lock_for(whole), 0), Election(lock_for(part), 0)
+    try:
+        with caplog.at_level(logging.INFO, "s360bridge.scheduler"):
+            assert scheduler.leads() and not standby.leads()
+        assert said(caplog, OTHER_INSTITUTIONS) == 1
+        assert elected(whole) == elected(part) == 1
+        me = f"scheduler: {socket.gethostname()} pid {os.getpid()}"
+        assert scheduler_line(runner, everything).startswith(me)
+        assert OTHER_INSTITUTIONS not in scheduler_line(runner, everything)
+        line = scheduler_line(runner, config)
+        assert line.startswith(me) and line.endswith(OTHER_INSTITUTIONS), line
+    finally:
+        scheduler.release(), standby.release()
+        whole.close(), part.close()
+
+
+def test_an_unreadable_lock_file_leaves_the_scheduler_unknown(tmp_path, secrets_env, runner):
+    """SQLite: a lock file that cannot be read (here a folder in its place) leaves the gauge out
+    of /metrics, as on a standby, and `status` says it: neither fails."""
+    path = _upgraded(tmp_path, base_config(tmp_path))
+    bridge = bridge_of(path)
+    try:
+        lock_for(bridge).path.mkdir()
+        names = {s.name: s.value for family in DatabaseGauges(bridge).collect()
+                 for s in family.samples}
+        assert names["s360bridge_engine_database_up"] == 1
+        assert "s360bridge_backlog_records" in names
+        assert "s360bridge_scheduler_elected" not in names
+        assert scheduler_line(runner, path) == (
+            f"scheduler: unknown: {lock_for(bridge).path} cannot be read (Is a directory)")
+    finally:
         bridge.close()
 
 

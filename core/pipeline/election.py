@@ -10,11 +10,14 @@ is released when its process dies, even by ``kill -9``:
 * SQLite (every process on one host): ``flock`` on a file beside the database, held open;
   the kernel drops it with the process. An in-memory database has one process: no election.
 
-The lock's key is the engine database's schema and the institutions of the configuration:
-worker hosts given a folder of their own institutions (docs/production.md) elect their own
-scheduler, which runs those institutions' jobs. A process standing by tries again every
-``engine.scheduler_retry_seconds``, and the scheduler checks that often that it still holds
-the lock: a lost connection means a lost lock, and the jobs stop until it is taken again.
+The lock's key is the engine database's schema: one scheduler per engine database, which runs
+the jobs of the institutions of its own configuration. So every process that may be elected
+must have every institution (hosts given a folder of some, docs/production.md, run with
+``--no-scheduler``): the scheduler names itself with a digest of its institutions, and a
+process (or ``status``) that sees other institutions there says so. A process standing by tries
+again every ``engine.scheduler_retry_seconds``, and the scheduler checks that often that it
+still holds the lock: a lost connection means a lost lock, and the jobs stop until it is taken
+again.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import time
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from s360bridge.core.redact import redact
 
@@ -40,8 +44,27 @@ def _digest(*parts: str) -> bytes:
     return hashlib.blake2b(" ".join((SCOPE, *parts)).encode(), digest_size=8).digest()
 
 
-def _codes(bridge) -> str:
-    return ",".join(sorted(bridge.settings.institutions))
+def _institutions(bridge) -> str:
+    """The digest of the configuration's institutions, which the scheduler names itself with."""
+    return _digest(",".join(sorted(bridge.settings.institutions))).hex()[:8]
+
+
+def _label(institutions: str) -> str:
+    return f"{institutions} {identity()}"
+
+
+OTHER_INSTITUTIONS = ("; warning: its configuration has other institutions than this one, and "
+                      "it runs the jobs of its own: every process that may be the scheduler "
+                      "must have every institution (docs/production.md)")
+
+
+def _who(label: str, institutions: str, where: str = "") -> str:
+    """Who the scheduler's ``label`` names (and ``where`` from), with a warning when its
+    institutions are others."""
+    digest, _, who = label.partition(" ")
+    if not who or len(digest) != 8:  # not a label: what a session calls itself
+        return label + where
+    return who + where + ("" if digest == institutions else OTHER_INSTITUTIONS)
 
 
 class Unknown(Exception):
@@ -58,8 +81,8 @@ class FileLock:
 
     errors = (OSError,)  # what trying it may raise: the folder not writable
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, institutions: str):
+        self.path, self.institutions = path, institutions
         self._file = None
 
     def describe(self) -> str:
@@ -73,7 +96,7 @@ class FileLock:
             file.close()
             return False
         file.truncate(0)
-        file.write(identity() + "\n")
+        file.write(_label(self.institutions) + "\n")
         file.flush()
         self._file = file
         return True
@@ -92,15 +115,16 @@ class FileLock:
 
     def holder(self) -> str | None:
         try:
-            file = open(self.path)  # noqa: SIM115
+            with open(self.path) as file:
+                try:
+                    fcntl.flock(file, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return _who(file.read().strip() or "a process", self.institutions)
+                return None  # nobody holds it: ours goes when the file closes
         except FileNotFoundError:
             return None
-        with file:
-            try:
-                fcntl.flock(file, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return file.read().strip() or "a process"
-            return None  # nobody holds it: ours goes when the file closes
+        except OSError as exc:  # not readable: unknown, as on a standby
+            raise Unknown(f"unknown: {self.path} cannot be read ({exc.strerror})") from exc
 
 
 # the lock of ``key`` granted to some session of this database (a bigint key is the pair of
@@ -111,14 +135,18 @@ _HOLDER = """SELECT coalesce(a.application_name, ''), host(a.client_addr) FROM p
     AND l.classid = %(high)s::bigint::oid AND l.objid = %(low)s::bigint::oid
     AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"""
 _MINE = _HOLDER + " AND l.pid = pg_backend_pid()"
+PREFIX = "s360bridge scheduler "  # of the lock's session's application_name
 
 
 class AdvisoryLock:
     """PostgreSQL: ``pg_try_advisory_lock`` on a connection of this lock's own."""
 
     def __init__(self, bridge):
-        self.engine, self.limits, self.codes = bridge.engine, bridge.settings.engine, _codes(bridge)
-        self.errors = (self.engine.dialect.loaded_dbapi.Error,)  # the server down, …
+        self.engine, self.limits = bridge.engine, bridge.settings.engine
+        self.institutions = _institutions(bridge)
+        # the server down, …: psycopg's on the lock's connection, SQLAlchemy's through the
+        # pool (``holder``: its connection refused, or every pooled connection busy)
+        self.errors = (self.engine.dialect.loaded_dbapi.Error, SQLAlchemyError)
         self._conn = None
         self._key: int | None = None
 
@@ -127,7 +155,7 @@ class AdvisoryLock:
             else "advisory lock of the engine database"
 
     def key(self, schema: str) -> int:
-        return int.from_bytes(_digest(schema, self.codes), "big", signed=True)
+        return int.from_bytes(_digest(schema), "big", signed=True)
 
     def _params(self, key: int) -> dict:
         return {"high": (key >> 32) & 0xFFFFFFFF, "low": key & 0xFFFFFFFF}
@@ -140,7 +168,7 @@ class AdvisoryLock:
                              f"{max(1, idle // 3)} -c tcp_keepalives_count=3")
         conn = self.engine.dialect.loaded_dbapi.connect(
             *cargs, **{**cparams, **libpq, "autocommit": True,
-                       "application_name": f"s360bridge scheduler {identity()}"[:63]})
+                       "application_name": f"{PREFIX}{_label(self.institutions)}"[:63]})
         self._key = self.key(conn.execute("SELECT current_schema()").fetchone()[0])
         return conn
 
@@ -162,7 +190,11 @@ class AdvisoryLock:
 
     def release(self) -> None:
         if self._conn is not None:
-            self._conn.close()  # the session ends: the server drops its lock
+            try:  # at once: the session's end, below, is the server's to finish in its time
+                self._conn.execute("SELECT pg_advisory_unlock_all()")
+            except self.engine.dialect.loaded_dbapi.Error:
+                pass  # the connection is broken: the server ends its session
+            self._conn.close()
             self._conn = None
 
     def holder(self) -> str | None:
@@ -175,9 +207,9 @@ class AdvisoryLock:
         if row is None:
             return None
         name, addr = row
-        prefix = "s360bridge scheduler "
-        who = name[len(prefix):] if name.startswith(prefix) else name or "a session"
-        return f"{who} (connected from {addr})" if addr else who
+        where = f" (connected from {addr})" if addr else ""
+        return _who(name[len(PREFIX):], self.institutions, where) if name.startswith(PREFIX) \
+            else (name or "a session") + where
 
 
 class Unelected:
@@ -214,13 +246,14 @@ def lock_for(bridge):
         return AdvisoryLock(bridge)
     if not url.database or url.database == ":memory:":
         return Unelected()
-    name = f"{Path(url.database).name}.scheduler-{_digest(_codes(bridge)).hex()[:8]}.lock"
-    return FileLock(Path(url.database).with_name(name))
+    path = Path(url.database)
+    return FileLock(path.with_name(f"{path.name}.scheduler.lock"), _institutions(bridge))
 
 
 class Election:
     """Whether this process runs the jobs now (``leads``), asked as often as the scheduler
-    loops: the lock is tried, or checked, once per ``retry`` seconds at most."""
+    loops: the lock is tried, or checked, once per ``retry`` seconds at most; and whether it
+    still holds the lock right now (``holds``), asked before each job starts."""
 
     def __init__(self, lock, retry: float):
         self.lock, self.retry = lock, retry
@@ -237,18 +270,13 @@ class Election:
         if now - self._asked < self.retry:
             return self.leading
         self._asked = now
-        if self.leading:
-            if self.lock.alive():
-                return True
-            self.lock.release()
-            self.leading = False
-            self._say(logging.WARNING, "lost", "lost the scheduler's %s: the periodic jobs stop "
-                      "until this process takes it again", self.lock.describe())
+        if self.holds():
+            return True
         try:
             self.leading = self.lock.acquire()
         except self.lock.errors as exc:  # the database down: said once, tried again
             self._say(logging.WARNING, "failed", "cannot try the scheduler's lock (%s), again "
-                      "every %gs: %s", self.lock.describe(), self.retry, _one_line(exc))
+                      "every %gs: %s", self.lock.describe(), self.retry, one_line(exc))
             return False
         if self.leading:
             self._say(logging.INFO, "leads", "this process is the scheduler (it holds the %s)",
@@ -256,10 +284,20 @@ class Election:
         elif self._said != "stands by":
             try:
                 holder = self.lock.holder() or "another process"
-            except self.lock.errors:
+            except (*self.lock.errors, Unknown):
                 holder = "another process"
             self._say(logging.INFO, "stands by", "standing by: %s is the scheduler; trying "
                       "again every %gs", holder, self.retry)
+        return self.leading
+
+    def holds(self) -> bool:
+        """Whether this process holds the lock now: checked, not remembered (on PostgreSQL a
+        statement on the lock's connection, on SQLite a ``stat``)."""
+        if self.leading and not self.lock.alive():
+            self.lock.release()
+            self.leading = False
+            self._say(logging.WARNING, "lost", "lost the scheduler's %s: the periodic jobs stop "
+                      "until this process takes it again", self.lock.describe())
         return self.leading
 
     def _say(self, level: int, what: str, message: str, *args) -> None:
@@ -272,6 +310,7 @@ class Election:
         self.leading = False
 
 
-def _one_line(exc: Exception) -> str:
+def one_line(exc: Exception) -> str:
+    """What went wrong, in one line with no secret."""
     text = redact(str(exc)).strip()
     return text.splitlines()[0] if text else type(exc).__name__

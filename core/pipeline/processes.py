@@ -18,7 +18,7 @@ from s360bridge.core import instruments
 from s360bridge.core.bridge import Bridge
 from s360bridge.core.errors import S360BridgeError
 from s360bridge.core.operator.app import create_operator_app
-from s360bridge.core.pipeline.election import Election
+from s360bridge.core.pipeline.election import Election, one_line
 from s360bridge.core.pipeline.receiver import create_app
 from s360bridge.core.pipeline.server import (
     GuardedServer,
@@ -37,36 +37,50 @@ OPERATOR_LIMITS = Limits(connection_limit=100, max_body_bytes=64 * 1024)
 
 def run_scheduler(bridge: Bridge, stop: threading.Event, election: Election | None = None) -> None:
     """Run the plugins' periodic jobs until ``stop``, while this process is the scheduler
-    (core/pipeline/election.py): each once when it becomes the scheduler (a cache is warm, a
-    failing job shows at once), then at its interval; a failing job is logged, not fatal."""
+    (core/pipeline/election.py): each once when it first becomes the scheduler (a cache is
+    warm, a failing job shows at once), then at its interval, counted on when this process
+    last ran it (elected again, it runs those that are due); none starts unless the lock is
+    still held right then. A failing job is logged, not fatal, and so is a failing round of the
+    election: the lock is let go and tried again."""
     election = election or Election.of(bridge)
     scheduler = None
+    failures: set[str] = set()  # the kinds of failure logged: each once
     try:
         while not stop.is_set():
-            if not election.leads():
-                scheduler = None
+            try:
+                if not election.leads():
+                    stop.wait(election.retry)
+                    continue
+                if scheduler is None:
+                    scheduler = _scheduled(bridge, election)
+                    scheduler.run_all()
+                scheduler.run_pending()
+            except Exception as exc:  # the election's database, a bug: never the end of it
+                if type(exc).__name__ not in failures:
+                    failures.add(type(exc).__name__)
+                    log.error("the scheduler failed, lets its lock go and tries again every "
+                              "%gs: %s: %s", election.retry, type(exc).__name__, one_line(exc))
+                election.release()
                 stop.wait(election.retry)
                 continue
-            if scheduler is None:
-                scheduler = _scheduled(bridge)
-                scheduler.run_all()
-            scheduler.run_pending()
             idle = scheduler.idle_seconds
             stop.wait(1.0 if idle is None else min(max(idle, 0.05), 1.0))
     finally:
         election.release()
 
 
-def _scheduled(bridge: Bridge) -> schedule.Scheduler:
+def _scheduled(bridge: Bridge, election: Election) -> schedule.Scheduler:
     scheduler = schedule.Scheduler()
     for name, every, func in bridge.hooks.jobs(bridge):
-        scheduler.every(every).seconds.do(_guarded, name, func)
+        scheduler.every(every).seconds.do(_guarded, name, func, election)
         instruments.job_scheduled(name, every)
         log.info("job %s every %gs", name, every)
     return scheduler
 
 
-def _guarded(name, func) -> None:
+def _guarded(name, func, election: Election) -> None:
+    if not election.holds():  # lost since the last check: another process may run it now
+        return
     try:
         func()
     except (S360BridgeError, DBAPIError) as exc:  # said in words: S-360 or a database down
