@@ -19,9 +19,9 @@ from s360bridge.core.operator.console import problems
 from s360bridge.core.pipeline.receiver import create_app
 from s360bridge.core.storage.tables import INBOX
 
-from .conftest import base_config, bridge_of, drain, fixture, post, write_config
+from .conftest import bridge_of, drain, fixture, post, write_config
 from .helpers.gate import GatePlugin
-from .helpers.metrics import OPERATOR_AUTH, OPERATOR_ENV, operator_settings
+from .helpers.metrics import OPERATOR_AUTH, gate_console_config
 from .helpers.plugins import registered
 
 CHECK_ID = "10228845124401"
@@ -30,12 +30,7 @@ CHECK_ID = "10228845124401"
 @pytest.fixture
 def venue(tmp_path, monkeypatch, secrets_env):
     """Orders to the warehouse and to a gate that refuses them (dead letters); the console."""
-    for k, v in OPERATOR_ENV.items():
-        monkeypatch.setenv(k, v)
-    cfg = base_config(tmp_path)
-    cfg["targets"]["gate"] = {"type": "gate", "mode": "reject"}
-    cfg["streams"]["orders"]["targets"] = ["datx", "gate"]
-    cfg["engine"]["operator"] = operator_settings()
+    cfg = gate_console_config(tmp_path, monkeypatch)
     with registered(GatePlugin(), "gate-plugin"):
         path = write_config(tmp_path, cfg)
         bridge = bridge_of(path)

@@ -22,7 +22,13 @@ from s360bridge.core.pipeline.receiver import create_app
 
 from .conftest import Journal, base_config, bridge_of, drain, fixture, post, write_config
 from .helpers.gate import GatePlugin
-from .helpers.metrics import OPERATOR_AUTH, OPERATOR_ENV, Scrape, operator_settings
+from .helpers.metrics import (
+    OPERATOR_AUTH,
+    OPERATOR_ENV,
+    Scrape,
+    gate_console_config,
+    operator_settings,
+)
 from .helpers.plugins import registered
 from .helpers.postgres import needs_pg, warehouse
 from .helpers.standby import primary_and_standby
@@ -39,12 +45,7 @@ def venue(tmp_path, monkeypatch, secrets_env, pg_schemas):
     quarantined ticket check and two contacts delivered; the journal target paused. Answers
     the configuration and the primary's Bridge; ``replica(cfg)`` makes the Bridge of a console
     whose sessions are read-only."""
-    for k, v in OPERATOR_ENV.items():
-        monkeypatch.setenv(k, v)
-    cfg = base_config(tmp_path)
-    cfg["targets"]["gate"] = {"type": "gate", "mode": "reject"}
-    cfg["streams"]["orders"]["targets"] = ["datx", "gate"]
-    cfg["engine"]["operator"] = operator_settings()
+    cfg = gate_console_config(tmp_path, monkeypatch)
     cfg["engine"]["database_url"] = pg_schemas.new("engine")
     with registered(GatePlugin(), "gate-plugin"):
         primary = bridge_of(write_config(tmp_path, cfg))

@@ -35,3 +35,17 @@ class Scrape:
     def __call__(self, metric: str, /, **labels) -> float:
         """The sample's value; 0 when it is not there (a counter never incremented)."""
         return self.get(metric, **labels) or 0.0
+
+
+def gate_console_config(tmp_path, monkeypatch) -> dict:
+    """The test configuration with the console: orders go to the warehouse and to a gate
+    that refuses them (dead letters); the operator's password in the environment."""
+    from ..conftest import base_config
+
+    for k, v in OPERATOR_ENV.items():
+        monkeypatch.setenv(k, v)
+    cfg = base_config(tmp_path)
+    cfg["targets"]["gate"] = {"type": "gate", "mode": "reject"}
+    cfg["streams"]["orders"]["targets"] = ["datx", "gate"]
+    cfg["engine"]["operator"] = operator_settings()
+    return cfg
