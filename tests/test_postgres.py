@@ -62,11 +62,11 @@ def test_new_versions_are_copied_straight_in_and_queued_on_postgres(pg_bridge):
     assert batch(2, 3) == (1, 1)  # 2 is there: only 3 is stored
     assert batch(4, 4) == (1, 1)  # a version twice in one batch is a duplicate too
     assert batch(5) == (1, 0)
-    with pg_bridge.engine.connect() as conn:
+    with pg_bridge.engine.connect() as conn:  # every version queued, and nothing else
         rows = conn.exec_driver_sql(
-            "SELECT i.record_key, q.id IS NOT NULL FROM inbox i LEFT JOIN queue q "
+            "SELECT i.record_key, q.institution FROM inbox i FULL JOIN queue q "
             "ON q.id = i.id ORDER BY i.id").all()
-    assert rows == [("1", True), ("2", True), ("3", True), ("4", True), ("5", True)]
+    assert rows == [(str(n), "testvenue") for n in range(1, 6)]
 
 
 def test_a_completion_tried_again_waits_for_the_first_one_still_committing(pg_bridge):

@@ -27,8 +27,10 @@ _COLUMNS = ("institution", "stream", "record_key", "content_hash", "payload", "r
 # each new version is queued for delivery in the same statement (PostgreSQL) or transaction
 _QUEUE_NEW = "INSERT INTO queue (id, institution, next_attempt_at) SELECT id, institution, 0 FROM"
 # PostgreSQL: the ids of a batch of new versions (of one institution), queued as they are drawn
+# (the sequence looked up once, in a sub-select, rather than for every row)
 _NUMBERED_AND_QUEUED = """INSERT INTO queue (id, institution, next_attempt_at)
-    SELECT nextval(pg_get_serial_sequence('inbox', 'id')), ?, 0 FROM generate_series(1, ?)
+    SELECT nextval((SELECT pg_get_serial_sequence('inbox', 'id'))), ?, 0
+    FROM generate_series(1, ?)
     RETURNING id"""
 # a version there already is skipped; any other conflict (an id the sequence gave twice, after
 # a restore that did not set it) fails the batch, which S-360 sends again, rather than passing

@@ -41,10 +41,10 @@ def run_scheduler(bridge: Bridge, stop: threading.Event, election: Election | No
     warm, a failing job shows at once), then at its interval, counted on when this process
     last ran it (elected again, it runs those that are due); none starts unless the lock is
     still held right then. A failing job is logged, not fatal, and so is a failing round of the
-    election: the lock is let go and tried again."""
+    election: the lock is let go and tried again (logged once until a round goes well)."""
     election = election or Election.of(bridge)
     scheduler = None
-    failures: set[str] = set()  # the kinds of failure logged: each once
+    failures: set[str] = set()  # the kinds of failure logged since the last good round
     try:
         while not stop.is_set():
             try:
@@ -55,6 +55,7 @@ def run_scheduler(bridge: Bridge, stop: threading.Event, election: Election | No
                     scheduler = _scheduled(bridge, election)
                     scheduler.run_all()
                 scheduler.run_pending()
+                failures.clear()  # a later failure is news again
             except Exception as exc:  # the election's database, a bug: never the end of it
                 if type(exc).__name__ not in failures:
                     failures.add(type(exc).__name__)
