@@ -173,3 +173,24 @@ def test_counters_add_up_across_processes_and_gauges_do_not(tmp_path, metrics_co
     assert seen("s360bridge_job_interval_seconds", name="purge") == 3600
     assert seen("s360bridge_engine_database_up") == 1
     assert seen("s360bridge_quarantined_records", **WHERE) == 0
+
+
+def test_a_process_file_caught_before_its_first_write_does_not_fail_the_scrape(
+        tmp_path, monkeypatch, bridge):
+    """A process creating its metrics file as ``/metrics`` reads the folder leaves it empty
+    for a moment: the scrape goes on without it, and with every other process's figures."""
+    from prometheus_client import generate_latest
+    from prometheus_client.values import MultiProcessValue
+
+    from s360bridge.core.operator.metrics import registry_for
+
+    folder = tmp_path / "metrics"
+    folder.mkdir()
+    monkeypatch.setenv(MULTIPROC_ENV, str(folder))
+    value = MultiProcessValue(lambda: 4241)("counter", "s360bridge_probe_total",
+                                            "s360bridge_probe_total", (), (), "A probe.")
+    value.inc(3)
+    (folder / "counter_4242.db").touch()  # another process's, just created
+    text = generate_latest(registry_for(bridge)).decode()
+    assert "s360bridge_probe_total 3.0" in text
+    assert "s360bridge_engine_database_up 1.0" in text

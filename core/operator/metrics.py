@@ -10,6 +10,7 @@ after that variable is set (``s360bridge run``, core/instruments.py).
 
 from __future__ import annotations
 
+import glob
 import os
 
 from flask import Blueprint, Response, request
@@ -25,13 +26,28 @@ def registry_for(bridge):
 
     from s360bridge.core.operator.gauges import DatabaseGauges
 
+    class WrittenFiles(MultiProcessCollector):
+        """Every process's file but one caught between its creation and its first write:
+        empty, prometheus_client would fail the whole scrape on it (struct.error)."""
+
+        def collect(self):
+            return self.merge([f for f in glob.glob(os.path.join(self._path, "*.db"))
+                               if _size(f) >= 8], accumulate=True)
+
     registry = CollectorRegistry()
     if os.environ.get(MULTIPROC_ENV):
-        MultiProcessCollector(registry)
+        WrittenFiles(registry)
     else:
         registry.register(REGISTRY)  # this process's instruments, and its own figures
     registry.register(DatabaseGauges(bridge))
     return registry
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:  # the file of a process that ended, removed meanwhile
+        return 0
 
 
 def metrics_blueprint(bridge) -> Blueprint:
