@@ -9,7 +9,6 @@ import logging
 import os
 import signal
 import socket
-import struct
 import threading
 import time
 from pathlib import Path
@@ -17,21 +16,19 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry
-from prometheus_client.multiprocess import MultiProcessCollector
 
 from s360bridge.core.cli.main import cli
 from s360bridge.core.config import load_settings
-from s360bridge.core.instruments import MULTIPROC_ENV
 from s360bridge.core.operator.gauges import DatabaseGauges
 from s360bridge.core.pipeline.election import OTHER_INSTITUTIONS, Election, Unelected, lock_for
 from s360bridge.core.pipeline.processes import run_scheduler
 from s360bridge.core.plugin.hookspecs import hookimpl
 
 from .conftest import base_config, bridge_of, write_config
+from .helpers.election import Worker
 from .helpers.plugins import registered
 from .helpers.postgres import schemas
-from .helpers.processes import start, stop, wait_until
+from .helpers.processes import stop, wait_until
 
 RETRY = 0.2  # engine.scheduler_retry_seconds of these tests
 
@@ -53,31 +50,6 @@ def _upgraded(tmp_path: Path, cfg: dict) -> Path:
     path = write_config(tmp_path, cfg)
     bridge_of(path).close()
     return path
-
-
-class Worker:
-    """`s360bridge worker` counting its metrics in a folder of its own."""
-
-    def __init__(self, config: Path, name: str, *options: str):
-        self.metrics = config.parent / f"metrics-{name}"
-        self.metrics.mkdir()
-        self.log = config.parent / f"{name}.log"
-        self.proc = start(["worker", "-c", str(config), *options], self.log,
-                          env={MULTIPROC_ENV: str(self.metrics)})
-
-    def said(self, text: str) -> int:
-        return self.log.read_text().count(text) if self.log.exists() else 0
-
-    def ran_purge(self) -> bool:
-        """Whether the retention purge, a job every scheduler runs when it starts, succeeded
-        in this process."""
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=str(self.metrics))
-        try:
-            return registry.get_sample_value("s360bridge_job_last_success_timestamp_seconds",
-                                             {"name": "purge"}) is not None
-        except struct.error:  # a file of the process read as it was created, still empty
-            return False
 
 
 def scheduler_line(runner, config: Path) -> str:

@@ -284,19 +284,14 @@ def test_a_key_written_twice_is_counted_and_reported_as_written(tmp_path):
     """Each side's records are its file's rows, a key written twice counted twice; each pair
     the join makes of it is compared (a difference reported once per pair); a row without a
     key is missing on the other side, whichever side has it."""
-    from s360bridge.core.operations.reconcile import Field, Reconciliation, Side, compare
     s360, target = tmp_path / "s360.csv", tmp_path / "target.csv"
     s360.write_text("ID,AMOUNT\n1,1.5\n2,2.5\n2,2.5\n3,3.5\n3,3.5\n4,4\n,9\n5,5\n", "utf-8")
     target.write_text("id,amount\n1,1500\n2,2500\n3,3500\n3,3600\n4,4000\n4,4000\n,7\n6,6000\n",
                       "utf-8")
-    spec = Reconciliation(Field("id", "text", "ID"), [Field("amount", "amount", "AMOUNT")],
-                          Side({"id": "id", "amount": "amount"}, "thousandths"))
-    report = tmp_path / "report.csv"
-    summary = compare(spec, Side({"id": "ID", "amount": "AMOUNT"}), s360, target, report)
+    summary, rows = amounts_compared(tmp_path, s360, target, "AMOUNT")
     assert (summary.s360_records, summary.target_records) == (8, 8)
     assert summary.counts == {"missing_in_target": 2, "missing_in_s360": 2, "different": 2}
-    assert sorted((d["key"], d["status"], d["s360_value"], d["target_value"])
-                  for d in differences(report, "csv")) == [
+    assert rows == [
         ("", "missing_in_s360", "", ""), ("", "missing_in_target", "", ""),
         ("3", "different", "3.5", "3600"), ("3", "different", "3.5", "3600"),
         ("5", "missing_in_target", "", ""), ("6", "missing_in_s360", "", "")]
@@ -305,18 +300,26 @@ def test_a_key_written_twice_is_counted_and_reported_as_written(tmp_path):
 def test_quotes_in_a_file_name_or_column_and_a_sniffed_dialect(tmp_path):
     """Each file is read with the dialect DuckDB sniffed (here semicolons, a quoted amount
     with a comma, a folder and a column named with quotes), and its records are counted."""
-    from s360bridge.core.operations.reconcile import Field, Reconciliation, Side, compare
     folder = tmp_path / "O'Brien's exports"
     folder.mkdir()
     s360, target = folder / "s360 'orders'.csv", folder / "target.csv"
     s360.write_text('ID;"the ""amount"""\n1;"1,000.5"\n2;2\n3;3\n', "utf-8")
     target.write_text("id,amount\n1,1000500\n2,2001\n", "utf-8")
+    summary, rows = amounts_compared(tmp_path, s360, target, 'the "amount"')
+    assert (summary.s360_records, summary.target_records) == (3, 2)
+    assert summary.counts == {"missing_in_target": 1, "missing_in_s360": 0, "different": 1}
+    assert rows == [
+        ("2", "different", "2", "2001"), ("3", "missing_in_target", "", "")]
+
+
+def amounts_compared(tmp_path, s360, target, amount_column: str):
+    """S-360's file (``ID`` and ``amount_column``, in currency units) compared with the
+    target's (``id``, ``amount`` in thousandths): the summary and the report's rows, sorted."""
+    from s360bridge.core.operations.reconcile import Field, Reconciliation, Side, compare
+
     spec = Reconciliation(Field("id", "text", "ID"), [Field("amount", "amount", "AMOUNT")],
                           Side({"id": "id", "amount": "amount"}, "thousandths"))
     report = tmp_path / "report.csv"
-    summary = compare(spec, Side({"id": "ID", "amount": 'the "amount"'}), s360, target, report)
-    assert (summary.s360_records, summary.target_records) == (3, 2)
-    assert summary.counts == {"missing_in_target": 1, "missing_in_s360": 0, "different": 1}
-    assert sorted((d["key"], d["status"], d["s360_value"], d["target_value"])
-                  for d in differences(report, "csv")) == [
-        ("2", "different", "2", "2001"), ("3", "missing_in_target", "", "")]
+    summary = compare(spec, Side({"id": "ID", "amount": amount_column}), s360, target, report)
+    return summary, sorted((d["key"], d["status"], d["s360_value"], d["target_value"])
+                           for d in differences(report, "csv"))

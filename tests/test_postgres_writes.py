@@ -1,0 +1,113 @@
+"""The engine's writes on PostgreSQL: new versions copied straight into the inbox and queued,
+ids the sequence gives twice, a completion tried again while the first is committing, lists of
+ids as typed arrays (tests/helpers/postgres.py: the server and schemas)."""
+
+from __future__ import annotations
+
+import threading
+
+from s360bridge.core.pipeline.ingest import ingest
+from s360bridge.core.pipeline.receiver import create_app
+
+from .conftest import drain, fixture, post
+from .helpers.postgres import needs_pg
+from .helpers.processes import checks, wait_until
+
+pytestmark = needs_pg
+
+
+def test_new_versions_are_copied_straight_in_and_queued_on_postgres(pg_bridge):
+    """A batch of new versions goes straight into the inbox, numbered from its sequence, and
+    into the queue; a batch with a version there already stores only the others, and so do
+    the batches left to that path after it."""
+    inst, stream = pg_bridge.institution("testvenue"), pg_bridge.stream("ticketchecks")
+
+    def batch(*ids):
+        check = fixture("ticketchecks.json")[0]
+        r = ingest(pg_bridge, inst, stream, [{**check, "ticket_check_id": i} for i in ids])
+        assert r.quarantined == 0
+        return r.accepted, r.duplicates
+
+    assert batch(1, 2) == (2, 0)
+    assert batch(2, 3) == (1, 1)  # 2 is there: only 3 is stored
+    assert batch(4, 4) == (1, 1)  # a version twice in one batch is a duplicate too
+    assert batch(5) == (1, 0)
+    with pg_bridge.engine.connect() as conn:  # every version queued, and nothing else
+        rows = conn.exec_driver_sql(
+            "SELECT i.record_key, q.institution FROM inbox i FULL JOIN queue q "
+            "ON q.id = i.id ORDER BY i.id").all()
+    assert rows == [(str(n), "testvenue") for n in range(1, 6)]
+
+
+def test_a_completion_tried_again_waits_for_the_first_one_still_committing(pg_bridge):
+    """A completion's first try is still committing when the worker, its answer lost, tries
+    again: the second try waits for it and, seeing the claim hold nothing any more, records
+    nothing a second time."""
+    from s360bridge.core.pipeline import attempts
+    from s360bridge.core.pipeline.queue import _DONE, claim, complete
+    from s360bridge.core.storage.rawsql import run
+
+    inst, stream = pg_bridge.institution("testvenue"), pg_bridge.stream("ticketchecks")
+    ingest(pg_bridge, inst, stream, checks(60_000_000_000, 3))
+    c = claim(pg_bridge.engine, ["testvenue"], 10, 60)
+    with pg_bridge.engine.connect() as first:
+        tx = first.begin()  # the first try, as complete() makes it, not committed yet
+        run(first, _DONE, (c.seqs, c.token))
+        attempts.record(first, attempts.pushed("journal", 0.0, c.seqs))
+        pid = run(first, "SELECT pg_backend_pid()")[0][0]
+        again = threading.Thread(target=complete, kwargs={"again": True}, args=(
+            pg_bridge.engine, c.token, c.seqs, [], 5, 1.0, 10.0, None,
+            attempts.pushed("journal", 0.0, c.seqs)))
+        again.start()
+        wait_until(lambda: waits_for(pg_bridge, pid), 10, "the second try waits")
+        tx.commit()
+    again.join(10)
+    with pg_bridge.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM queue").scalar() == 0
+        assert conn.exec_driver_sql("SELECT count(*) FROM attempt").scalar() == 3
+
+
+def waits_for(bridge, pid: int) -> bool:
+    """Does a session wait for a lock that the session ``pid`` holds?"""
+    with bridge.engine.connect() as conn:
+        return bool(conn.exec_driver_sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+            (pid,)).scalar())
+
+
+def test_a_list_of_integers_is_a_typed_array_for_the_statement(pg_bridge):
+    """``run`` gives PostgreSQL a list of integers as a bigint[], so that a plugin's statement
+    needs no cast to read it; other lists go as psycopg makes them."""
+    from s360bridge.core.storage.rawsql import run
+
+    with pg_bridge.engine.connect() as conn:
+        assert run(conn, "SELECT cardinality(?), (SELECT sum(x) FROM unnest(?) AS x), "
+                         "pg_typeof(?)::text", ([1, 2, 3], [10**15, 5], [7])) == [
+            (3, 10**15 + 5, "bigint[]")]
+        assert run(conn, "SELECT array_length(?, 1), ?::text[]", ([], ["a", "b"])) == [
+            (None, ["a", "b"])]
+
+
+def test_an_id_given_twice_by_the_sequence_is_an_error_not_a_duplicate(pg_bridge):
+    """A restore that left the inbox's sequence behind gives ids in use again: the batch is
+    refused with an error answer, stored nowhere (S-360 sends it again), never counted as a
+    duplicate, whichever way it is written; once the sequence is set past the ids in use, it
+    is stored."""
+    client = create_app(pg_bridge).test_client()
+    checks = fixture("ticketchecks.json")
+    assert post(client, "ticketchecks", checks[:2]).json["accepted"] == 2
+
+    def set_sequence(sql):
+        with pg_bridge.engine.connect() as conn:
+            conn.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('inbox', 'id'), {sql})")
+            conn.commit()
+
+    for queued in (True, False):  # the ids in use still queued, then delivered
+        if not queued:
+            drain(pg_bridge)
+        set_sequence("1, false")
+        assert post(client, "ticketchecks", checks[2:3]).status_code == 500
+    set_sequence("(SELECT max(id) FROM inbox)")
+    assert post(client, "ticketchecks", checks[2:3]).json["accepted"] == 1
+    with pg_bridge.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM inbox").scalar() == 3
