@@ -142,8 +142,8 @@ def test_hot_statements_use_their_indexes_without_statistics(pg_bridge):
     """Filled after creation and never analyzed (autovacuum off for the test), the tables look
     empty to the planner; the claim, the version look-up, the completion and the warehouse
     upsert must still read their indexes, not scan, bitmap or sort what grows with history."""
-    from s360bridge.core.pipeline.queue import _DELIVERED, _DONE, claim_statement
-    from s360bridge.core.pipeline.supersede import _OTHERS_BEFORE, _QUEUED, _VERSIONS
+    from s360bridge.core.pipeline.queue import _DONE, claim_statement
+    from s360bridge.core.pipeline.supersede import _QUEUED, _VERSIONS
     from s360bridge.core.pipeline.versions import _MARKED
     from s360bridge.core.storage.rawsql import _copy_statements, index_plans_only
     from s360bridge.plugins.sql.upsert import _conflict
@@ -164,24 +164,27 @@ def test_hot_statements_use_their_indexes_without_statistics(pg_bridge):
         index_plans_only(conn)  # as the claim and the completion do, in the same transaction
         plans = {
             "claim": _plan(conn, claim_statement("postgresql"),
-                           ("t", 1e12, 1e12, 1e12, ["testvenue"], 500)),
-            "others before": _plan(conn, _OTHERS_BEFORE, (ids[-1], ["t", "u"])),
+                           ("t", 1e12, 1e12, 1e12, ["testvenue"], 500, ["t", "u"])),
             "versions": _plan(conn, _VERSIONS["postgresql"].format(payload=""),
                               ("testvenue", "ticketchecks", keys)),
             "queued": _plan(conn, _QUEUED, (ids,)),
             "marks": _plan(conn, _MARKED, ("testvenue", "orders", keys)),
             "done": _plan(conn, _DONE, (ids, "t")),
-            "delivered": _plan(conn, _DELIVERED, (ids,)),
         }
         conn.rollback()
     for name, plan in plans.items():
         for bad in ("Seq Scan", "Bitmap", '"Sort"', "Materialize"):
             assert bad not in plan, f"{name}: {bad} in {plan}"
-    for name in ("claim", "others before", "queued", "done"):
+    for name in ("claim", "queued", "done"):
         assert '"Index Name": "queue_pkey"' in plans[name], name
     assert '"Node Type": "Tid Scan"' in plans["claim"]
     assert '"Index Name": "version_mark_pkey"' in plans["marks"]
     assert '"Index Name": "inbox_pkey"' in plans["claim"]
+    # within the claim: its records' delivery rows by their index, and whether others are
+    # queued before them, with its own records left out by a hash, not a scan per row
+    assert '"Index Cond": "(inbox_id = ANY ($8))"' in plans["claim"]
+    assert '"Index Cond": "(id < $4)"' in plans["claim"]
+    assert "(NOT (hashed SubPlan" in plans["claim"]
     assert "record_key)::text = k.key" in plans["versions"]
     assert '"Index Name": "uq_inbox_version"' in plans["versions"]
     # the warehouse upsert (from the batch's staging table) needs no read: its arbiter is the

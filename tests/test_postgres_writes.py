@@ -111,3 +111,38 @@ def test_an_id_given_twice_by_the_sequence_is_an_error_not_a_duplicate(pg_bridge
     assert post(client, "ticketchecks", checks[2:3]).json["accepted"] == 1
     with pg_bridge.engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM inbox").scalar() == 3
+
+
+def test_a_transaction_begun_with_its_first_statements_is_still_one(pg_bridge):
+    """``run`` and ``run_all`` send the BEGIN of a transaction they start with its statements
+    (psycopg would wait for its answer first): the transaction is still one, which a rollback
+    undoes whole, and the connection's next transaction, on statements outside them, is
+    psycopg's again, not a statement autocommitted at a time; so is a pooled one's."""
+    from s360bridge.core.storage.rawsql import run, run_all
+
+    def count(conn) -> int:
+        return run(conn, "SELECT count(*) FROM begun")[0][0]
+
+    with pg_bridge.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE begun (n int)")
+    with pg_bridge.engine.connect() as conn:
+        tx = conn.begin()
+        assert run_all(conn, [("INSERT INTO begun VALUES (1)", ()),
+                              ("SELECT count(*) FROM begun", ())]) == [[], [(1,)]]
+        tx.rollback()
+        tx = conn.begin()
+        assert count(conn) == 0
+        conn.exec_driver_sql("INSERT INTO begun VALUES (2)")
+        tx.rollback()
+        with conn.begin():
+            assert count(conn) == 0
+            run(conn, "INSERT INTO begun VALUES (3)")
+            run(conn, "INSERT INTO begun VALUES (4)")
+        with conn.begin():
+            assert count(conn) == 2
+    with pg_bridge.engine.connect() as conn:  # the pool's connection, begun by ``run``
+        assert conn.connection.driver_connection.autocommit is False
+        with conn.begin():
+            conn.exec_driver_sql("INSERT INTO begun VALUES (5)")
+            conn.rollback()
+        assert conn.exec_driver_sql("SELECT count(*) FROM begun").scalar() == 2

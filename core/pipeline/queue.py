@@ -51,37 +51,55 @@ class Claim:
 
 
 # The oldest due records in arrival order, read through the queue's primary key and leased in
-# the same statement; then their inbox rows, one primary-key probe each. On PostgreSQL both in
-# one statement: the rows locked are updated by their address (a TID scan, not a second probe
-# of the primary key per row), and a LATERAL that is not flattened makes each inbox read a
-# probe, whatever the statistics.
+# the same statement; then their inbox rows, one primary-key probe each. On PostgreSQL the rows
+# locked are updated by their address (a TID scan, not a second probe of the primary key per
+# row), and a LATERAL that is not flattened makes each inbox read a probe, whatever the
+# statistics.
 _DUE = """SELECT {what} FROM queue WHERE next_attempt_at <= ?
     AND (lease_until IS NULL OR lease_until < ?) AND institution IN ?texts
     ORDER BY id LIMIT ?"""
 _LEASE = "UPDATE queue SET lease_owner = ?, lease_until = ? WHERE {which} RETURNING id"
 _INBOX_COLUMNS = "id, institution, stream, record_key, payload, received_at, attempts"
 _READ = f"SELECT {_INBOX_COLUMNS} FROM inbox WHERE id IN ?ints"
+_PAUSED = "SELECT institution, target FROM paused_target"
+_DELIVERED = "SELECT inbox_id, target, state FROM delivery WHERE inbox_id IN ?ints"
+# On PostgreSQL the claim is one statement that also answers the paused targets, the delivery
+# rows of its records, and whether anything is queued before them outside the leases of the
+# tokens given (supersede.py's "others before": the rows it leases still look unleased within
+# the statement, so they are left out by id). It answers one row of arrays, a column each, in
+# the binary format: a worker claims in a thread of its own, which waits for the interpreter
+# lock each time the driver waits for the network, and the rows of 2,000 records, read 16 KiB
+# at a time, were 30 such waits; one large value is read at once.
+_CLAIMED = f"""WITH leased AS ({_LEASE.format(
+    which=f"ctid = ANY(ARRAY({_DUE.format(what='ctid')} FOR UPDATE SKIP LOCKED))")}),
+claimed AS (SELECT i.* FROM leased,
+    LATERAL (SELECT {_INBOX_COLUMNS} FROM inbox WHERE id = leased.id OFFSET 0) AS i),
+paused AS ({_PAUSED}),
+delivered AS ({_DELIVERED.replace("IN ?ints", "= ANY(ARRAY(SELECT id FROM leased))")})
+SELECT c.*, p.*, d.*, EXISTS (SELECT FROM queue WHERE id < (SELECT max(id) FROM leased)
+        AND (lease_owner IS NULL OR NOT (lease_owner IN ?texts))
+        AND id NOT IN (SELECT id FROM leased)) AS others
+    FROM (SELECT {", ".join(f"array_agg({c})" for c in _INBOX_COLUMNS.split(", "))}
+          FROM claimed) AS c,
+        (SELECT array_agg(institution), array_agg(target) FROM paused) AS p,
+        (SELECT array_agg(inbox_id), array_agg(target), array_agg(state) FROM delivered) AS d"""
 _CLAIM = {
     "sqlite": _LEASE.format(which=f"id IN ({_DUE.format(what='id')})"),
-    "postgresql": "WITH leased AS ({}) SELECT i.* FROM leased, LATERAL (SELECT {} FROM inbox "
-                  "WHERE id = leased.id OFFSET 0) AS i".format(_LEASE.format(
-                      which=f"ctid = ANY(ARRAY({_DUE.format(what='ctid')} "
-                            "FOR UPDATE SKIP LOCKED))"), _INBOX_COLUMNS),
+    "postgresql": _CLAIMED,
 }
 _DEQUEUE = "DELETE FROM queue WHERE id IN ?ints"
 _SUPERSEDE = "UPDATE inbox SET state = 'superseded' WHERE id IN ?ints"
-_DELIVERED = "SELECT inbox_id, target, state FROM delivery WHERE inbox_id IN ?ints"
 _DONE = "DELETE FROM queue WHERE id IN ?ints AND lease_owner = ?"
 _DUE_NOW = """UPDATE queue SET next_attempt_at = ?, lease_owner = NULL, lease_until = NULL
     WHERE id IN ?ints AND lease_owner = ?"""
-_PAUSED = "SELECT institution, target FROM paused_target"
 _STILL_HELD = "SELECT id FROM queue WHERE id IN ?ints AND lease_owner = ?"
 
 
 def claim_statement(dialect: str) -> str:
-    """The claim: parameters token, lease end, now, now, institutions, batch size. It answers
-    the inbox rows of the leased records on PostgreSQL, their ids on SQLite (read by
-    ``_READ``: SQLite has no UPDATE in a WITH)."""
+    """The claim: parameters token, lease end, now, now, institutions, batch size, and on
+    PostgreSQL the tokens whose leases are not "others" (``_CLAIMED``). It answers the ids of
+    the records leased on SQLite (their inbox rows are read by ``_READ``: SQLite has no UPDATE
+    in a WITH)."""
     return _CLAIM[dialect]
 
 
@@ -95,21 +113,13 @@ def claim(engine, institutions: list[str], batch_size: int, lease_seconds: float
     meanwhile (a version of it that fails is not retried after the newer one went out)."""
     now = time.time() if now is None else now
     token = uuid.uuid4().hex
+    mine = [token] if in_hand is None else [token, in_hand.token]
+    params = (token, now + lease_seconds, now, now, institutions, batch_size)
     with write(engine) as conn:
-        rows = run_all(conn, [*index_plans(conn), (claim_statement(conn.dialect.name), (
-            token, now + lease_seconds, now, now, institutions, batch_size))])[-1]
-        if rows and conn.dialect.name == "sqlite":
-            rows = run(conn, _READ, ([r[0] for r in rows],))
+        read = _claimed if conn.dialect.name == "postgresql" else _claimed_apart
+        rows, paused, others, delivered = read(conn, params, mine)
         if not rows:
             return Claim(token, {})
-        rows.sort()  # arrival order
-        mine = [token] if in_hand is None else [token, in_hand.token]
-        # the paused targets (a handful of rows, if any), whether anything is queued before
-        # the claim outside it, and the delivery rows of its records: one round trip
-        paused, others, delivered = run_all(conn, [
-            (_PAUSED, ()), supersede.others_before(rows, mine),
-            (_DELIVERED, ([r[0] for r in rows],))])
-        paused = frozenset(map(tuple, paused))
         loads = orjson.loads
         decoded = {r[0]: loads(r[4]) for r in rows}
         best, gone = supersede.losers(conn, rows, decoded, in_hand and in_hand.groups,
@@ -136,6 +146,30 @@ def claim(engine, institutions: list[str], batch_size: int, lease_seconds: float
         if tries:
             attempts[seq] = tries
     return Claim(token, groups, attempts, done, tracked, paused)
+
+
+def _claimed(conn, params: tuple, mine: list[str]) -> tuple[list, frozenset, bool, list]:
+    """PostgreSQL: the claimed inbox rows in arrival order, the paused targets, whether others
+    are queued before them, and their delivery rows, from the one statement of ``_CLAIMED``."""
+    (row,) = run_all(conn, [*index_plans(conn), (_CLAIMED, (*params, mine))], binary=True)[-1]
+    ids, *columns = row[:7]
+    if ids is None:
+        return [], frozenset(), False, []
+    paused = frozenset(zip(row[7] or (), row[8] or (), strict=True))
+    rows = sorted(zip(ids, *columns, strict=True))  # arrival order
+    return rows, paused, row[12], list(zip(*(c or () for c in row[9:12]), strict=True))
+
+
+def _claimed_apart(conn, params: tuple, mine: list[str]) -> tuple[list, frozenset, bool, list]:
+    """SQLite: ``_claimed``'s answers, by a statement each."""
+    rows = run(conn, _CLAIM["sqlite"], params)
+    if not rows:
+        return [], frozenset(), False, []
+    rows = sorted(run(conn, _READ, ([r[0] for r in rows],)))  # arrival order
+    paused, others, delivered = run_all(conn, [
+        (_PAUSED, ()), supersede.others_before(rows, mine),
+        (_DELIVERED, ([r[0] for r in rows],))])
+    return rows, frozenset(map(tuple, paused)), bool(others), delivered
 
 
 def tidy(engine) -> None:

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 
 _compiled: dict[tuple[int, str], tuple[str, bool]] = {}
+_IDLE = 0  # psycopg.pq.TransactionStatus.IDLE (psycopg is imported on PostgreSQL only)
 
 
 @contextmanager
@@ -263,6 +264,8 @@ def run(conn: Connection, sql: str, params: tuple = ()) -> list[tuple]:
     transaction, and answer the rows it returns (SELECT or RETURNING). ``sql`` is written
     once for both databases: ``?`` marks a value, ``IN ?ints`` / ``IN ?texts`` a list
     parameter (given as a Python list)."""
+    if _begins(conn):
+        return run_all(conn, [(sql, params)])[0]
     sql, params = _driver_form(conn, sql, params)
     cursor = conn.connection.driver_connection.cursor()
     try:
@@ -273,24 +276,61 @@ def run(conn: Connection, sql: str, params: tuple = ()) -> list[tuple]:
         cursor.close()
 
 
-def run_all(conn: Connection, statements: list[tuple[str, tuple]]) -> list[list[tuple]]:
+def run_all(conn: Connection, statements: list[tuple[str, tuple]],
+            binary: bool = False) -> list[list[tuple]]:
     """``run`` each of ``statements`` in turn, answering the rows of each. On PostgreSQL they
-    go in one round trip (psycopg's pipeline mode): a worker that claims and completes in a
-    thread of its own waits for the interpreter lock after every answer from the server, so
-    fewer answers are less waiting as well as less latency."""
-    if conn.dialect.name != "postgresql" or len(statements) < 2:
+    go in one round trip (psycopg's pipeline mode), with the BEGIN of the transaction when
+    they start it (``_begins``): a worker that claims and completes in a thread of its own
+    waits for the interpreter lock after every answer from the server, so fewer answers are
+    less waiting as well as less latency. ``binary``: PostgreSQL sends the rows in its binary
+    format (less work on both sides for large values and numbers)."""
+    begins = _begins(conn)
+    if not begins and (conn.dialect.name != "postgresql" or (len(statements) < 2
+                                                            and not binary)):
         return [run(conn, sql, params) for sql, params in statements]
     driver = conn.connection.driver_connection
+    if begins:  # psycopg would send its BEGIN alone and wait for the answer
+        driver.autocommit = True
+        conn.connection.info[_OWN_BEGIN] = True
+        statements = [("BEGIN", ()), *statements]
     cursors = []
     try:
         with _driver_errors(conn, statements[0][0]), driver.pipeline():
             for sql, params in statements:
-                cursors.append(driver.cursor())
-                cursors[-1].execute(*_driver_form(conn, sql, params))
-        return [c.fetchall() if c.description else [] for c in cursors]
+                statement = _driver_form(conn, sql, params)  # before the cursor copies the
+                cursors.append(driver.cursor(binary=binary))  # connection's adapters
+                cursors[-1].execute(*statement)
+        rows = [c.fetchall() if c.description else [] for c in cursors]
+        return rows[1:] if begins else rows
     finally:
         for c in cursors:
             c.close()
+
+
+# in a pooled connection's info: run_all sent the BEGIN of its transaction itself, with
+# psycopg in autocommit mode meanwhile (it then sends no BEGIN of its own, and commits and
+# rolls back as usual); ``begin_as_usual`` ends that
+_OWN_BEGIN = "s360_own_begin"
+
+
+def _begins(conn: Connection) -> bool:
+    """Does the next statement start the connection's transaction (PostgreSQL)? psycopg then
+    sends a BEGIN first and, in a pipeline, waits for its answer: a round trip of its own."""
+    if conn.dialect.name != "postgresql":
+        return False
+    driver = conn.connection.driver_connection
+    return not driver.autocommit and driver.info.transaction_status == _IDLE
+
+
+def begin_as_usual(dbapi_conn, info: dict) -> None:
+    """Hand the transactions of a connection back to psycopg once the one ``run_all`` began
+    is over (at the next transaction's start, and when the connection goes back to the
+    pool): statements outside ``run_all`` must not run in autocommit mode. (A connection the
+    pool invalidated has none: ``dbapi_conn`` None.)"""
+    if dbapi_conn is not None and info.get(_OWN_BEGIN) \
+            and dbapi_conn.info.transaction_status == _IDLE:
+        dbapi_conn.autocommit = False
+        del info[_OWN_BEGIN]
 
 
 def _driver_form(conn: Connection, sql: str, params: tuple) -> tuple[str, tuple]:
