@@ -64,14 +64,9 @@ from s360bridge.core.s360.client import (
 )
 from s360bridge.core.s360.contacts import CONTACT_SERVICE, SEARCH_RESULTS, best_match
 from s360bridge.core.s360.times import parse_s360_time, utc_of, utc_or_none
+from s360bridge.core.storage.copies import copy_insert, copy_new
 from s360bridge.core.storage.db import make_engine, write
-from s360bridge.core.storage.rawsql import (
-    copy_insert,
-    copy_new,
-    executemany,
-    index_plans_only,
-    run,
-)
+from s360bridge.core.storage.rawsql import executemany, index_plans_only, run
 from s360bridge.core.storage.tables import dialect_insert
 
 # 2: routing by declaration; 3: per-item push outcomes; 4: leases, and services beside

@@ -11,8 +11,9 @@ import pytest
 from sqlalchemy import func, select, update
 
 from s360bridge.core.pipeline import worker as worker_module
+from s360bridge.core.pipeline.claims import claim
 from s360bridge.core.pipeline.ingest import ingest
-from s360bridge.core.pipeline.queue import Outcome, claim, complete
+from s360bridge.core.pipeline.queue import Outcome, complete
 from s360bridge.core.pipeline.worker import Worker
 from s360bridge.core.storage.tables import QUEUE, STATES
 

@@ -9,7 +9,7 @@ import threading
 from sqlalchemy import select
 
 from s360bridge.core.cli.main import cli
-from s360bridge.core.pipeline.queue import claim, claim_statement
+from s360bridge.core.pipeline.claims import claim, claim_statement
 from s360bridge.core.pipeline.receiver import create_app
 from s360bridge.core.pipeline.worker import Worker
 from s360bridge.core.plugin.streams import StoredRecord

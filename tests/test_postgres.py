@@ -142,10 +142,12 @@ def test_hot_statements_use_their_indexes_without_statistics(pg_bridge):
     """Filled after creation and never analyzed (autovacuum off for the test), the tables look
     empty to the planner; the claim, the version look-up, the completion and the warehouse
     upsert must still read their indexes, not scan, bitmap or sort what grows with history."""
-    from s360bridge.core.pipeline.queue import _DONE, claim_statement
+    from s360bridge.core.pipeline.claims import claim_statement
+    from s360bridge.core.pipeline.queue import _DONE
     from s360bridge.core.pipeline.supersede import _QUEUED, _VERSIONS
     from s360bridge.core.pipeline.versions import _MARKED
-    from s360bridge.core.storage.rawsql import _copy_statements, index_plans_only
+    from s360bridge.core.storage.copies import _copy_statements
+    from s360bridge.core.storage.rawsql import index_plans_only
     from s360bridge.plugins.sql.upsert import _conflict
     from s360bridge.plugins.ticketchecks.warehouse import TICKET_CHECKS
 
@@ -237,6 +239,20 @@ def test_a_pooled_connection_idle_for_a_while_is_checked_before_use(idle_ping, m
         assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar() != pid
     engine.dispose()
     admin.dispose()
+
+
+def test_a_pinged_connection_is_left_in_no_transaction(monkeypatch):
+    """The ping at checkout leaves no transaction open on the connection, which can then be
+    put in autocommit mode (the worker's vacuum of the queue, retention's)."""
+    from s360bridge.core.storage import db
+
+    monkeypatch.setattr(db, "IDLE_PING_SECONDS", 0.0)
+    engine = db.make_engine(PG)
+    with engine.connect() as conn:
+        conn.exec_driver_sql("SELECT 1")
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        assert conn.exec_driver_sql("SELECT 1").scalar() == 1
+    engine.dispose()
 
 
 def test_the_worker_vacuums_the_queue_it_completed(pg_bridge, monkeypatch):

@@ -38,7 +38,7 @@ def test_a_rolled_back_batch_leaves_the_staging_usable(pg_bridge):
     """The temporary table a batch is copied into is made once per connection; a transaction
     rolled back after making it takes it away, and the next batch makes it again."""
     from s360bridge.core.pipeline.ingest import _COLUMNS
-    from s360bridge.core.storage.rawsql import copy_insert
+    from s360bridge.core.storage.copies import copy_insert
 
     row = ("testvenue", "ticketchecks", "k1", "h1", "{}", 0.0, "accepted", 0)
     with pg_bridge.engine.connect() as conn:
@@ -140,7 +140,7 @@ def test_after_a_refused_copy_the_next_batches_are_left_to_the_upsert(pg_bridge)
     """``copy_new`` answers the ids it drew for new keys; refused (a key is there), it writes
     nothing and leaves the next batch to the caller without a try, then the next two after
     another refusal. A try draws ids from the sequence even when refused; a skip draws none."""
-    from s360bridge.core.storage.rawsql import copy_new
+    from s360bridge.core.storage.copies import copy_new
 
     with pg_bridge.engine.connect() as conn:
         conn.exec_driver_sql("CREATE TABLE t (id bigserial PRIMARY KEY, k text UNIQUE)")

@@ -44,7 +44,8 @@ def test_a_completion_tried_again_waits_for_the_first_one_still_committing(pg_br
     again: the second try waits for it and, seeing the claim hold nothing any more, records
     nothing a second time."""
     from s360bridge.core.pipeline import attempts
-    from s360bridge.core.pipeline.queue import _DONE, claim, complete
+    from s360bridge.core.pipeline.claims import claim
+    from s360bridge.core.pipeline.queue import _DONE, complete
     from s360bridge.core.storage.rawsql import run
 
     inst, stream = pg_bridge.institution("testvenue"), pg_bridge.stream("ticketchecks")
@@ -146,3 +147,57 @@ def test_a_transaction_begun_with_its_first_statements_is_still_one(pg_bridge):
             conn.exec_driver_sql("INSERT INTO begun VALUES (5)")
             conn.rollback()
         assert conn.exec_driver_sql("SELECT count(*) FROM begun").scalar() == 2
+
+
+def test_statements_on_the_driver_after_a_begun_transaction_are_in_one_again(pg_bridge):
+    """Once the transaction ``run`` began is over, a statement on the driver in the same
+    checkout (a COPY, a plugin's cursor) is in a transaction of psycopg's again, and so is
+    ``run``'s next; on an engine that ``make_engine`` did not make, psycopg begins them all."""
+    from sqlalchemy import create_engine
+
+    from s360bridge.core.storage.rawsql import driver, run
+
+    with pg_bridge.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE begun (n int)")
+    url = pg_bridge.engine.url
+    with pg_bridge.engine.connect() as conn:
+        run(conn, "INSERT INTO begun VALUES (1)")
+        conn.connection.driver_connection.commit()
+        driver(conn).cursor().execute("INSERT INTO begun VALUES (2)")
+    with pg_bridge.engine.connect() as conn:  # the pool rolled the second back
+        assert run(conn, "SELECT n FROM begun") == [(1,)]
+        conn.connection.driver_connection.commit()
+        run(conn, "INSERT INTO begun VALUES (3)")
+    plain = create_engine(url)
+    with plain.connect() as conn:
+        assert run(conn, "SELECT n FROM begun") == [(1,)]
+        assert conn.connection.driver_connection.autocommit is False
+        run(conn, "INSERT INTO begun VALUES (4)")
+    with plain.connect() as conn:
+        assert run(conn, "SELECT n FROM begun") == [(1,)]
+    plain.dispose()
+
+
+def test_a_claim_too_large_for_one_value_is_made_again_at_half_the_size(pg_bridge,
+                                                                        monkeypatch):
+    """PostgreSQL refuses a value over 1 GB (SQLSTATE 54000): a claim whose payloads would make
+    one is made again with half as many records, until it passes; the refused ones leased
+    nothing."""
+    from s360bridge.core.pipeline import claims
+    from s360bridge.core.storage.rawsql import run
+
+    inst, stream = pg_bridge.institution("testvenue"), pg_bridge.stream("ticketchecks")
+    ingest(pg_bridge, inst, stream, checks(70_000_000_000, 10))
+    sizes, real = [], claims._claimed
+
+    def claimed(conn, params, mine):
+        sizes.append(params[5])
+        if params[5] > 2:  # a real refusal of the server's, over its limit of a value
+            run(conn, "SELECT repeat('x', 1073741824)")
+        return real(conn, params, mine)
+
+    monkeypatch.setattr(claims, "_claimed", claimed)
+    c = claims.claim(pg_bridge.engine, ["testvenue"], 8, 60)
+    assert sizes == [8, 4, 2] and len(c) == 2
+    with pg_bridge.engine.connect() as conn:
+        assert run(conn, "SELECT count(*) FROM queue WHERE lease_owner IS NOT NULL") == [(2,)]

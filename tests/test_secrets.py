@@ -14,7 +14,8 @@ from sqlalchemy import select
 
 from s360bridge.core.cli.main import cli
 from s360bridge.core.errors import S360BridgeError, TargetUnavailable
-from s360bridge.core.pipeline.queue import Outcome, claim, complete
+from s360bridge.core.pipeline.claims import claim
+from s360bridge.core.pipeline.queue import Outcome, complete
 from s360bridge.core.pipeline.receiver import create_app
 from s360bridge.core.redact import MASK, redact, remember
 from s360bridge.core.storage.tables import DELIVERY, INBOX

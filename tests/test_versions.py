@@ -9,7 +9,7 @@ import time
 from sqlalchemy import select
 
 from s360bridge.core.operations.retention import purge
-from s360bridge.core.pipeline.queue import claim
+from s360bridge.core.pipeline.claims import claim
 from s360bridge.core.pipeline.worker import Worker
 from s360bridge.core.storage.tables import STATES
 

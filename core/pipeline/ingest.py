@@ -18,8 +18,9 @@ from s360bridge.core.errors import PluginError
 from s360bridge.core.pipeline.quarantine import encoded, hold
 from s360bridge.core.plugin.streams import ReceivedBatch, Stream
 from s360bridge.core.s360.times import utc_or_none
+from s360bridge.core.storage.copies import copy_insert, copy_new
 from s360bridge.core.storage.db import write
-from s360bridge.core.storage.rawsql import copy_insert, copy_new, executemany, run
+from s360bridge.core.storage.rawsql import executemany, run
 from s360bridge.core.storage.tables import INBOX, SKIPPED, dialect_insert
 
 _COLUMNS = ("institution", "stream", "record_key", "content_hash", "payload", "received_at",

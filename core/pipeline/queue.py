@@ -1,11 +1,8 @@
-"""Claims with expiring leases, and recording what a delivery attempt did.
+"""Recording what a delivery attempt did, and keeping or giving back a claim's lease.
 
-What is still to deliver is in the queue, one narrow row per inbox record (the inbox row itself
-is written at arrival and only touched again when something unusual happens). A claim leases
-the queued records of some institutions whose retry time has come and whose lease is free or
-expired, with a token of its own, and reads their inbox rows. Only the holder of the token
-completes them, so two workers never deliver the same claim, and a dead worker's batch is taken
-over when its lease ends. A delivered record leaves the queue, and that is all it costs.
+Only the holder of a claim's token (claims.py) completes its records, so two workers never
+deliver the same claim, and a dead worker's batch is taken over when its lease ends. A
+delivered record leaves the queue, and that is all it costs.
 
 A target an operator paused gets nothing: its records are delivered to the stream's other
 targets and held for it, out of the queue (a delivery row ``held``), until the resume queues
@@ -17,159 +14,21 @@ from __future__ import annotations
 
 import random
 import time
-import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import orjson
 from sqlalchemy import bindparam, update
 
 from s360bridge.core.pipeline import attempts as history
-from s360bridge.core.pipeline import supersede
-from s360bridge.core.pipeline.versions import Ranker
-from s360bridge.core.plugin.streams import StoredRecord
+from s360bridge.core.pipeline.claims import DEQUEUE, PAUSED
 from s360bridge.core.redact import redact
 from s360bridge.core.storage.db import write
 from s360bridge.core.storage.rawsql import index_plans, index_plans_only, run, run_all
 from s360bridge.core.storage.tables import DELIVERY, INBOX, QUEUE, dialect_insert
 
-
-@dataclass
-class Claim:
-    token: str
-    groups: dict[tuple[str, str], list[StoredRecord]]  # (institution, stream) -> records
-    attempts: dict[int, int] = field(default_factory=dict)  # seq -> tries so far, when any
-    done_targets: dict[int, set[str]] = field(default_factory=dict)  # seq -> delivered targets
-    tracked: set[int] = field(default_factory=set)  # seqs that already have delivery rows
-    paused: frozenset[tuple[str, str]] = frozenset()  # (institution, target) paused at the claim
-
-    @property
-    def seqs(self) -> list[int]:
-        return [r.seq for records in self.groups.values() for r in records]
-
-    def __len__(self) -> int:
-        return sum(map(len, self.groups.values()))
-
-
-# The oldest due records in arrival order, read through the queue's primary key and leased in
-# the same statement; then their inbox rows, one primary-key probe each. On PostgreSQL the rows
-# locked are updated by their address (a TID scan, not a second probe of the primary key per
-# row), and a LATERAL that is not flattened makes each inbox read a probe, whatever the
-# statistics.
-_DUE = """SELECT {what} FROM queue WHERE next_attempt_at <= ?
-    AND (lease_until IS NULL OR lease_until < ?) AND institution IN ?texts
-    ORDER BY id LIMIT ?"""
-_LEASE = "UPDATE queue SET lease_owner = ?, lease_until = ? WHERE {which} RETURNING id"
-_INBOX_COLUMNS = "id, institution, stream, record_key, payload, received_at, attempts"
-_READ = f"SELECT {_INBOX_COLUMNS} FROM inbox WHERE id IN ?ints"
-_PAUSED = "SELECT institution, target FROM paused_target"
-_DELIVERED = "SELECT inbox_id, target, state FROM delivery WHERE inbox_id IN ?ints"
-# On PostgreSQL the claim is one statement that also answers the paused targets, the delivery
-# rows of its records, and whether anything is queued before them outside the leases of the
-# tokens given (supersede.py's "others before": the rows it leases still look unleased within
-# the statement, so they are left out by id). It answers one row of arrays, a column each, in
-# the binary format: a worker claims in a thread of its own, which waits for the interpreter
-# lock each time the driver waits for the network, and the rows of 2,000 records, read 16 KiB
-# at a time, were 30 such waits; one large value is read at once.
-_CLAIMED = f"""WITH leased AS ({_LEASE.format(
-    which=f"ctid = ANY(ARRAY({_DUE.format(what='ctid')} FOR UPDATE SKIP LOCKED))")}),
-claimed AS (SELECT i.* FROM leased,
-    LATERAL (SELECT {_INBOX_COLUMNS} FROM inbox WHERE id = leased.id OFFSET 0) AS i),
-paused AS ({_PAUSED}),
-delivered AS ({_DELIVERED.replace("IN ?ints", "= ANY(ARRAY(SELECT id FROM leased))")})
-SELECT c.*, p.*, d.*, EXISTS (SELECT FROM queue WHERE id < (SELECT max(id) FROM leased)
-        AND (lease_owner IS NULL OR NOT (lease_owner IN ?texts))
-        AND id NOT IN (SELECT id FROM leased)) AS others
-    FROM (SELECT {", ".join(f"array_agg({c})" for c in _INBOX_COLUMNS.split(", "))}
-          FROM claimed) AS c,
-        (SELECT array_agg(institution), array_agg(target) FROM paused) AS p,
-        (SELECT array_agg(inbox_id), array_agg(target), array_agg(state) FROM delivered) AS d"""
-_CLAIM = {
-    "sqlite": _LEASE.format(which=f"id IN ({_DUE.format(what='id')})"),
-    "postgresql": _CLAIMED,
-}
-_DEQUEUE = "DELETE FROM queue WHERE id IN ?ints"
-_SUPERSEDE = "UPDATE inbox SET state = 'superseded' WHERE id IN ?ints"
 _DONE = "DELETE FROM queue WHERE id IN ?ints AND lease_owner = ?"
 _DUE_NOW = """UPDATE queue SET next_attempt_at = ?, lease_owner = NULL, lease_until = NULL
     WHERE id IN ?ints AND lease_owner = ?"""
 _STILL_HELD = "SELECT id FROM queue WHERE id IN ?ints AND lease_owner = ?"
-
-
-def claim_statement(dialect: str) -> str:
-    """The claim: parameters token, lease end, now, now, institutions, batch size, and on
-    PostgreSQL the tokens whose leases are not "others" (``_CLAIMED``). It answers the ids of
-    the records leased on SQLite (their inbox rows are read by ``_READ``: SQLite has no UPDATE
-    in a WITH)."""
-    return _CLAIM[dialect]
-
-
-def claim(engine, institutions: list[str], batch_size: int, lease_seconds: float,
-          now: float | None = None, in_hand: Claim | None = None,
-          ranker: Ranker | None = None) -> Claim:
-    """Lease up to ``batch_size`` due records of the given institutions (a process only takes
-    what its configuration can deliver). Only one version of a key is delivered (the newest,
-    or for streams that ``ranker`` knows, the highest rank first: versions.py); the others
-    queued are marked superseded: those of ``in_hand`` too, the batch the caller is delivering
-    meanwhile (a version of it that fails is not retried after the newer one went out)."""
-    now = time.time() if now is None else now
-    token = uuid.uuid4().hex
-    mine = [token] if in_hand is None else [token, in_hand.token]
-    params = (token, now + lease_seconds, now, now, institutions, batch_size)
-    with write(engine) as conn:
-        read = _claimed if conn.dialect.name == "postgresql" else _claimed_apart
-        rows, paused, others, delivered = read(conn, params, mine)
-        if not rows:
-            return Claim(token, {})
-        loads = orjson.loads
-        decoded = {r[0]: loads(r[4]) for r in rows}
-        best, gone = supersede.losers(conn, rows, decoded, in_hand and in_hand.groups,
-                                      bool(others), ranker)
-        if gone:
-            run_all(conn, [(_DEQUEUE, (sorted(gone),)), (_SUPERSEDE, (sorted(gone),))])
-        kept = [r for r in rows if best[r[1:4]] == r[0] and r[0] not in gone]
-        done: dict[int, set[str]] = {}
-        tracked: set[int] = set()
-        if delivered:
-            ids = {r[0] for r in kept}
-            for seq, target, state in delivered:
-                if seq in ids:
-                    tracked.add(seq)
-                    if state == "done":
-                        done.setdefault(seq, set()).add(target)
-    groups: dict[tuple[str, str], list[StoredRecord]] = {}
-    attempts: dict[int, int] = {}
-    for seq, inst, stream, key, payload, received_at, tries in kept:
-        group = groups.get((inst, stream))
-        if group is None:
-            group = groups[(inst, stream)] = []
-        group.append(StoredRecord(seq, key, decoded[seq], payload, received_at, inst, stream))
-        if tries:
-            attempts[seq] = tries
-    return Claim(token, groups, attempts, done, tracked, paused)
-
-
-def _claimed(conn, params: tuple, mine: list[str]) -> tuple[list, frozenset, bool, list]:
-    """PostgreSQL: the claimed inbox rows in arrival order, the paused targets, whether others
-    are queued before them, and their delivery rows, from the one statement of ``_CLAIMED``."""
-    (row,) = run_all(conn, [*index_plans(conn), (_CLAIMED, (*params, mine))], binary=True)[-1]
-    ids, *columns = row[:7]
-    if ids is None:
-        return [], frozenset(), False, []
-    paused = frozenset(zip(row[7] or (), row[8] or (), strict=True))
-    rows = sorted(zip(ids, *columns, strict=True))  # arrival order
-    return rows, paused, row[12], list(zip(*(c or () for c in row[9:12]), strict=True))
-
-
-def _claimed_apart(conn, params: tuple, mine: list[str]) -> tuple[list, frozenset, bool, list]:
-    """SQLite: ``_claimed``'s answers, by a statement each."""
-    rows = run(conn, _CLAIM["sqlite"], params)
-    if not rows:
-        return [], frozenset(), False, []
-    rows = sorted(run(conn, _READ, ([r[0] for r in rows],)))  # arrival order
-    paused, others, delivered = run_all(conn, [
-        (_PAUSED, ()), supersede.others_before(rows, mine),
-        (_DELIVERED, ([r[0] for r in rows],))])
-    return rows, frozenset(map(tuple, paused)), bool(others), delivered
 
 
 def tidy(engine) -> None:
@@ -291,7 +150,7 @@ def _resumed_meanwhile(conn, outcomes: list[Outcome], held: list[dict],
     PostgreSQL the pauses read are locked until the commit, so a resume waits for this
     completion and then finds its held rows, or went first and is seen here."""
     lock = " FOR SHARE" if conn.dialect.name == "postgresql" else ""
-    paused = set(map(tuple, run(conn, _PAUSED + lock)))
+    paused = set(map(tuple, run(conn, PAUSED + lock)))
     institution = {o.seq: o.institution for o in outcomes if o.held}
     resumed = {h["inbox_id"] for h in held
                if (institution[h["inbox_id"]], h["target"]) not in paused}
@@ -311,7 +170,7 @@ def _failed(conn, claim_token: str, failed: dict[int, dict]) -> None:
         return
     dead = [f["sid"] for f in held if f["st"] == "dead"]
     if dead:
-        run(conn, _DEQUEUE, (dead,))
+        run(conn, DEQUEUE, (dead,))
     retry = [f for f in held if f["st"] != "dead"]
     if retry:
         conn.execute(update(QUEUE).where(QUEUE.c.id == bindparam("sid")).values(

@@ -18,12 +18,11 @@ from s360bridge.core.errors import StoreUnavailable
 from s360bridge.core.instruments import Tally
 from s360bridge.core.pipeline import attempts as history
 from s360bridge.core.pipeline import pushes
+from s360bridge.core.pipeline.claims import Claim, claim
 from s360bridge.core.pipeline.pushes import Failure
 from s360bridge.core.pipeline.queue import (
     TIDY_EVERY,
-    Claim,
     Outcome,
-    claim,
     complete,
     extend,
     record_progress,

@@ -22,8 +22,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import create_engine
 
 from s360bridge.core.errors import ConfigError, S360BridgeError, StoreUnavailable
+from s360bridge.core.storage.copies import forget_staging
 from s360bridge.core.storage.deadline import WATCHDOG, watch
-from s360bridge.core.storage.rawsql import begin_as_usual, forget_staging
+from s360bridge.core.storage.rawsql import begin_with_first_statements
 
 
 @dataclass(frozen=True)
@@ -74,11 +75,7 @@ def make_engine(url: str, synchronous: str = "FULL", busy_timeout: float = 10.0,
         engine = create_engine(url, connect_args=limits.libpq(
             options if isinstance(options, str) else None), **pool)
         event.listen(engine, "rollback", forget_staging)
-        event.listen(engine, "begin",
-                     lambda conn: begin_as_usual(conn.connection.driver_connection,
-                                                 conn.connection.info))
-        event.listen(engine, "checkin",
-                     lambda dbapi_conn, record: begin_as_usual(dbapi_conn, record.info))
+        begin_with_first_statements(engine)
         watch(engine, 2 * limits.postgres_statement_timeout_seconds)  # before the idle ping
         _ping_when_idle(engine)
         _commits[engine] = Commits()
@@ -157,6 +154,7 @@ def _ping_when_idle(engine: Engine) -> None:
             return
         try:
             dbapi_conn.cursor().execute("SELECT 1")
+            dbapi_conn.rollback()  # psycopg began a transaction for it: none is left open
         except engine.dialect.loaded_dbapi.Error as exc:
             raise DisconnectionError(str(exc)) from exc  # the pool takes a new connection
 

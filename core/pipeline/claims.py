@@ -1,0 +1,187 @@
+"""Claims with expiring leases: what is still to deliver is in the queue, one narrow row per
+inbox record (the inbox row itself is written at arrival and only touched again when something
+unusual happens). A claim leases the queued records of some institutions whose retry time has
+come and whose lease is free or expired, with a token of its own, and reads their inbox rows;
+of each key it keeps one version to deliver (supersede.py). Completing them is queue.py's.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import orjson
+
+from s360bridge.core.errors import StoreUnavailable
+from s360bridge.core.pipeline import supersede
+from s360bridge.core.pipeline.versions import Ranker
+from s360bridge.core.plugin.streams import StoredRecord
+from s360bridge.core.storage.db import write
+from s360bridge.core.storage.rawsql import index_plans, run, run_all
+
+log = logging.getLogger("s360bridge.worker")
+
+
+@dataclass
+class Claim:
+    token: str
+    groups: dict[tuple[str, str], list[StoredRecord]]  # (institution, stream) -> records
+    attempts: dict[int, int] = field(default_factory=dict)  # seq -> tries so far, when any
+    done_targets: dict[int, set[str]] = field(default_factory=dict)  # seq -> delivered targets
+    tracked: set[int] = field(default_factory=set)  # seqs that already have delivery rows
+    paused: frozenset[tuple[str, str]] = frozenset()  # (institution, target) paused at the claim
+
+    @property
+    def seqs(self) -> list[int]:
+        return [r.seq for records in self.groups.values() for r in records]
+
+    def __len__(self) -> int:
+        return sum(map(len, self.groups.values()))
+
+
+# The oldest due records in arrival order, read through the queue's primary key and leased in
+# the same statement; then their inbox rows, one primary-key probe each. On PostgreSQL the rows
+# locked are updated by their address (a TID scan, not a second probe of the primary key per
+# row), and a LATERAL that is not flattened makes each inbox read a probe, whatever the
+# statistics.
+_DUE = """SELECT {what} FROM queue WHERE next_attempt_at <= ?
+    AND (lease_until IS NULL OR lease_until < ?) AND institution IN ?texts
+    ORDER BY id LIMIT ?"""
+_LEASE = "UPDATE queue SET lease_owner = ?, lease_until = ? WHERE {which} RETURNING id"
+_INBOX_COLUMNS = "id, institution, stream, record_key, payload, received_at, attempts"
+_READ = f"SELECT {_INBOX_COLUMNS} FROM inbox WHERE id IN ?ints"
+PAUSED = "SELECT institution, target FROM paused_target"
+_DELIVERED = "SELECT inbox_id, target, state FROM delivery WHERE inbox_id IN ?ints"
+# On PostgreSQL the claim is one statement that also answers the paused targets, the delivery
+# rows of its records, and whether anything is queued before them outside the leases of the
+# tokens given (supersede.py's "others before": the rows it leases still look unleased within
+# the statement, so they are left out by id). It answers one row of arrays, a column each, in
+# the binary format: a worker claims in a thread of its own, which waits for the interpreter
+# lock each time the driver waits for the network, and the rows of 2,000 records, read 16 KiB
+# at a time, were 30 such waits; one large value is read at once.
+_CLAIMED = f"""WITH leased AS ({_LEASE.format(
+    which=f"ctid = ANY(ARRAY({_DUE.format(what='ctid')} FOR UPDATE SKIP LOCKED))")}),
+claimed AS (SELECT i.* FROM leased,
+    LATERAL (SELECT {_INBOX_COLUMNS} FROM inbox WHERE id = leased.id OFFSET 0) AS i),
+paused AS ({PAUSED}),
+delivered AS ({_DELIVERED.replace("IN ?ints", "= ANY(ARRAY(SELECT id FROM leased))")})
+SELECT c.*, p.*, d.*, EXISTS (SELECT FROM queue WHERE id < (SELECT max(id) FROM leased)
+        AND (lease_owner IS NULL OR NOT (lease_owner IN ?texts))
+        AND id NOT IN (SELECT id FROM leased)) AS others
+    FROM (SELECT {", ".join(f"array_agg({c})" for c in _INBOX_COLUMNS.split(", "))}
+          FROM claimed) AS c,
+        (SELECT array_agg(institution), array_agg(target) FROM paused) AS p,
+        (SELECT array_agg(inbox_id), array_agg(target), array_agg(state) FROM delivered) AS d"""
+_CLAIM = {
+    "sqlite": _LEASE.format(which=f"id IN ({_DUE.format(what='id')})"),
+    "postgresql": _CLAIMED,
+}
+DEQUEUE = "DELETE FROM queue WHERE id IN ?ints"
+_SUPERSEDE = "UPDATE inbox SET state = 'superseded' WHERE id IN ?ints"
+
+
+def claim_statement(dialect: str) -> str:
+    """The claim: parameters token, lease end, now, now, institutions, batch size, and on
+    PostgreSQL the tokens whose leases are not "others" (``_CLAIMED``). It answers the ids of
+    the records leased on SQLite (their inbox rows are read by ``_READ``: SQLite has no UPDATE
+    in a WITH)."""
+    return _CLAIM[dialect]
+
+
+def claim(engine, institutions: list[str], batch_size: int, lease_seconds: float,
+          now: float | None = None, in_hand: Claim | None = None,
+          ranker: Ranker | None = None) -> Claim:
+    """Lease up to ``batch_size`` due records of the given institutions (a process only takes
+    what its configuration can deliver). Only one version of a key is delivered (the newest,
+    or for streams that ``ranker`` knows, the highest rank first: versions.py); the others
+    queued are marked superseded: those of ``in_hand`` too, the batch the caller is delivering
+    meanwhile (a version of it that fails is not retried after the newer one went out).
+
+    On PostgreSQL the claim's payloads travel as one value, of 1 GB at most: a batch whose
+    payloads are larger (2,000 records of 500 KB) is claimed again at half the size, as many
+    times as it takes."""
+    while True:
+        try:
+            return _claim(engine, institutions, batch_size, lease_seconds, now, in_hand, ranker)
+        except StoreUnavailable as exc:
+            if batch_size == 1 or not _too_large(exc):
+                raise
+            log.warning("a claim of %d records is too large for one value of PostgreSQL's; "
+                        "claiming %d", batch_size, batch_size // 2)
+            batch_size //= 2
+
+
+def _too_large(exc: BaseException | None) -> bool:
+    """Did PostgreSQL refuse a value over its size limit (SQLSTATE 54000)?"""
+    while exc is not None:
+        if getattr(getattr(exc, "orig", exc), "sqlstate", None) == "54000":
+            return True
+        exc = exc.__cause__
+    return False
+
+
+def _claim(engine, institutions: list[str], batch_size: int, lease_seconds: float,
+           now: float | None, in_hand: Claim | None, ranker: Ranker | None) -> Claim:
+    now = time.time() if now is None else now
+    token = uuid.uuid4().hex
+    mine = [token] if in_hand is None else [token, in_hand.token]
+    params = (token, now + lease_seconds, now, now, institutions, batch_size)
+    with write(engine) as conn:
+        read = _claimed if conn.dialect.name == "postgresql" else _claimed_apart
+        rows, paused, others, delivered = read(conn, params, mine)
+        if not rows:
+            return Claim(token, {})
+        loads = orjson.loads
+        decoded = {r[0]: loads(r[4]) for r in rows}
+        best, gone = supersede.losers(conn, rows, decoded, in_hand and in_hand.groups,
+                                      bool(others), ranker)
+        if gone:
+            run_all(conn, [(DEQUEUE, (sorted(gone),)), (_SUPERSEDE, (sorted(gone),))])
+        kept = [r for r in rows if best[r[1:4]] == r[0] and r[0] not in gone]
+        done: dict[int, set[str]] = {}
+        tracked: set[int] = set()
+        if delivered:
+            ids = {r[0] for r in kept}
+            for seq, target, state in delivered:
+                if seq in ids:
+                    tracked.add(seq)
+                    if state == "done":
+                        done.setdefault(seq, set()).add(target)
+    groups: dict[tuple[str, str], list[StoredRecord]] = {}
+    attempts: dict[int, int] = {}
+    for seq, inst, stream, key, payload, received_at, tries in kept:
+        group = groups.get((inst, stream))
+        if group is None:
+            group = groups[(inst, stream)] = []
+        group.append(StoredRecord(seq, key, decoded[seq], payload, received_at, inst, stream))
+        if tries:
+            attempts[seq] = tries
+    return Claim(token, groups, attempts, done, tracked, paused)
+
+
+def _claimed(conn, params: tuple, mine: list[str]) -> tuple[list, frozenset, bool, list]:
+    """PostgreSQL: the claimed inbox rows in arrival order, the paused targets, whether others
+    are queued before them, and their delivery rows, from the one statement of ``_CLAIMED``."""
+    (row,) = run_all(conn, [*index_plans(conn), (_CLAIMED, (*params, mine))], binary=True)[-1]
+    ids, *columns = row[:7]
+    if ids is None:
+        return [], frozenset(), False, []
+    paused = frozenset(zip(row[7] or (), row[8] or (), strict=True))
+    rows = sorted(zip(ids, *columns, strict=True))  # arrival order
+    return rows, paused, row[12], list(zip(*(c or () for c in row[9:12]), strict=True))
+
+
+def _claimed_apart(conn, params: tuple, mine: list[str]) -> tuple[list, frozenset, bool, list]:
+    """SQLite: ``_claimed``'s answers, by a statement each."""
+    rows = run(conn, _CLAIM["sqlite"], params)
+    if not rows:
+        return [], frozenset(), False, []
+    rows = sorted(run(conn, _READ, ([r[0] for r in rows],)))  # arrival order
+    if not rows:
+        return [], frozenset(), False, []
+    paused, others, delivered = run_all(conn, [
+        (PAUSED, ()), supersede.others_before(rows, mine),
+        (_DELIVERED, ([r[0] for r in rows],))])
+    return rows, frozenset(map(tuple, paused)), bool(others), delivered
