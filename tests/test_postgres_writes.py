@@ -201,3 +201,23 @@ def test_a_claim_too_large_for_one_value_is_made_again_at_half_the_size(pg_bridg
     assert sizes == [8, 4, 2] and len(c) == 2
     with pg_bridge.engine.connect() as conn:
         assert run(conn, "SELECT count(*) FROM queue WHERE lease_owner IS NOT NULL") == [(2,)]
+
+
+def test_the_begin_sent_with_the_first_statement_keeps_the_isolation_level(pg_bridge):
+    """The BEGIN ``run`` sends is psycopg's: with the isolation level SQLAlchemy gives a
+    connection back from AUTOCOMMIT (read committed, as the queue's vacuum leaves them), or
+    the one a caller asked for."""
+    from s360bridge.core.storage.rawsql import run
+
+    def level(conn) -> tuple:
+        with conn.begin():
+            return run(conn, "SHOW transaction_isolation")[0][0], \
+                conn.connection.info.get("s360_own_begin")
+
+    with pg_bridge.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("SELECT 1")
+    with pg_bridge.engine.connect() as conn:
+        assert conn.connection.driver_connection.isolation_level is not None
+        assert level(conn) == ("read committed", True)
+    with pg_bridge.engine.connect().execution_options(isolation_level="SERIALIZABLE") as conn:
+        assert level(conn) == ("serializable", True)

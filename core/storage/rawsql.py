@@ -158,7 +158,7 @@ def run_all(conn: Connection, statements: list[tuple[str, tuple]],
     if begins:  # psycopg would send its BEGIN alone, and wait for the answer
         pg.autocommit = True  # it then sends none: ours goes first in the pipeline
         conn.connection.info[_OWN_BEGIN] = True
-        statements = [("BEGIN", ()), *statements]
+        statements = [(_begin_statement(pg), ()), *statements]
     cursors = []
     try:
         with driver_errors(conn, label), pg.pipeline():
@@ -198,15 +198,30 @@ def begin_with_first_statements(engine) -> None:
 
 def _begins(conn: Connection) -> bool:
     """Is the next statement the first of the connection's transaction, on an engine whose
-    transactions begin here, with psycopg's plain BEGIN (no isolation level, read-only or
-    deferrable setting of the connection that ours would leave out)?"""
+    transactions begin here?"""
     if conn.engine not in _BEGIN_HERE or conn.get_execution_options().get(
             "isolation_level") == "AUTOCOMMIT":
         return False
     pg = conn.connection.driver_connection
     return pg.info.transaction_status == _IDLE and (
-        not pg.autocommit or conn.connection.info.get(_OWN_BEGIN, False)) and (
-        pg.isolation_level is None and pg.read_only is None and pg.deferrable is None)
+        not pg.autocommit or conn.connection.info.get(_OWN_BEGIN, False))
+
+
+def _begin_statement(pg) -> str:
+    """The BEGIN psycopg would send, with the connection's isolation level (SQLAlchemy sets
+    READ COMMITTED on every connection it has reset from AUTOCOMMIT), read-only and deferrable
+    settings (psycopg's ``_get_tx_start_command``)."""
+    from psycopg import IsolationLevel
+
+    words = ["BEGIN"]
+    if pg.isolation_level is not None:
+        level = IsolationLevel(pg.isolation_level).name
+        words.append("ISOLATION LEVEL " + level.replace("_", " "))
+    if pg.read_only is not None:
+        words.append("READ ONLY" if pg.read_only else "READ WRITE")
+    if pg.deferrable is not None:
+        words.append("DEFERRABLE" if pg.deferrable else "NOT DEFERRABLE")
+    return " ".join(words)
 
 
 def driver(conn: Connection):
