@@ -69,3 +69,14 @@ def lines_of(catalog: Catalog, body: dict,
                       "quantity": qty, "unitPrice": price, "totalAmount": qty * price})
     return lines, wanted
 
+
+def as_body(lines: list[dict]) -> dict:
+    """An order's lines as the body of a createOrUpdateOrder that would make them."""
+    simple = [{"itemId": x["itemId"], "audienceSubCategoryId": x["audienceSubCategoryId"],
+               "quantity": x["quantity"], "timeslotId": x.get("timeslotId")}
+              for x in lines if "itemId" in x]
+    entry = [{"performanceId": x["performanceId"], "seatCategoryId": x["seatCategoryId"],
+              "audienceSubCategoryId": x["audienceSubCategoryId"], "quantity": x["quantity"]}
+             for x in lines if "performanceId" in x]
+    return {"simpleProductOperations": simple,
+            "singleEntryAttributionOperations": {"operationAttributions": entry}}

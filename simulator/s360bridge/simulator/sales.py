@@ -1,8 +1,8 @@
 """S-360's sales side (ExternalOrderFacade, ExternalOrderService v1_33): open orders that hold
 places and expire, closing with or without a pending-account payment, reservations and options
-resumed as sales or released, movements abandoned, refunds (once each), files read back,
-barcodes, and ticket holders (REFERENCE §h). What S-360 refuses is refused with a business
-error; each such rule is tagged with its REFERENCE fact.
+resumed as sales or released, files read back, barcodes, and ticket holders (REFERENCE §h);
+movements abandoned and refunds (once each) are removals.py's. What S-360 refuses is refused
+with a business error; each such rule is tagged with its REFERENCE fact.
 
 Closed and abandoned orders go to ``on_close``, which the simulator wires to its order webhook.
 INFERRED shapes kept here: the open order state ``OPEN``, ``timeslotId`` on a simple-product
@@ -18,43 +18,21 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from . import order_lines
 from .catalog import CURRENCY, Catalog, _iso
 from .channels import Channel, current
 from .contacts import BusinessError
+from .order import Order
 from .orders import OrderStore, get_file_details, get_order_details
+from .removals import Removals
 
 KINDS = ("SALE", "RESERVATION", "OPTION", "RESERVATION_FREEING", "OPTION_FREEING")
 AMOUNT_FIELD = {"SALE": "saleAmount", "RESERVATION": "reservationAmount",
                 "OPTION": "optionAmount"}
 
 
-@dataclass
-class Order:
-    id: int
-    file_id: int
-    type: str
-    purchaser: str | None
-    created: float
-    expires: float
-    state: str = "OPEN"  # INFERRED for an order not closed yet
-    lines: list[dict] = field(default_factory=list)
-    held: Counter = field(default_factory=Counter)  # quota key -> places
-    movements: list[dict] = field(default_factory=list)
-    release_from: int | None = None  # a *_FREEING order: the order whose places it frees
-    resumed: bool = False  # a reservation or option already turned into a sale or freed
-    resumes: int | None = None  # a sale resuming a reservation or option: that order
-    refunded: set = field(default_factory=set)  # movement ids a cancelOperations refunded
-    channel: str = "RESAPI"  # the code of the sales channel it was made on
-
-    @property
-    def total(self) -> int:
-        return sum(line["totalAmount"] for line in self.lines)
-
-
-class Sales:
+class Sales(Removals):
     def __init__(self, catalog: Catalog, orders: OrderStore, open_seconds: float = 1200,
                  clock: Callable[[], float] = time.time):
         self.catalog, self.orders_store = catalog, orders
@@ -191,7 +169,7 @@ class Sales:
             "generatedContactQualities": []}}
 
     def _lines_quota(self, o: Order) -> Counter:
-        _, wanted = self._lines(_as_body(o.lines))
+        _, wanted = self._lines(order_lines.as_body(o.lines))
         return wanted
 
     def _file_order(self, file_id, options: set, kind: str) -> Order | None:
@@ -255,123 +233,6 @@ class Sales:
         first, as S-360 would show them."""
         self.expire()
         return get_file_details(self.orders_store, body)
-
-    def _unit_quota(self, o: Order, movement: dict) -> Counter:
-        """The places one movement holds: one unit of its line's quotas, as far as ``o``
-        still holds them (an option holds none)."""
-        line = next(x for x in o.lines if x["operationId"] == movement["operationId"])
-        _, wanted = self._lines(_as_body([{**line, "quantity": 1}]))
-        return wanted & o.held
-
-    def _release(self, o: Order, movements: list[dict]) -> None:
-        """Give back the places of ``movements`` of ``o``."""
-        for m in movements:
-            places = self._unit_quota(o, m)
-            self.catalog.give_back(places)
-            o.held -= places
-
-    def abandon(self, body: dict) -> dict:
-        """Some movements leave an open order and give back their places; an order left with
-        none is abandoned (REFERENCE h.4: ``abandonMovements(orderId, movementIds)`` "removes
-        items from an open order")."""
-        with self._lock:
-            o = self.open_order(body.get("orderId"))
-            # [FOUND h.4] the movements to remove are named: without them nothing is removed
-            ids = _id_list(body, "movementIds", required=True)
-            gone = _pick(o.movements, ids, "movementId", "error.movement.notFound")
-            if len(gone) == len(o.movements):
-                self._abandon(o)  # nothing left: the order is abandoned as a whole
-                return {}
-            self._release(o, gone)
-            o.movements = [m for m in o.movements if m["movementId"] not in ids]
-            left = Counter(m["operationId"] for m in o.movements)
-            # the lines keep as many units as they have movements left (REFERENCE c.2)
-            o.lines = [{**x, "quantity": left[x["operationId"]],
-                        "totalAmount": left[x["operationId"]] * x["unitPrice"]}
-                       for x in o.lines if left[x["operationId"]]]
-            self._save(o)
-        return {}
-
-    def cancel(self, body: dict) -> dict:
-        """A closed sale, or some of its movements, refunded once: a REFUND_CLIENT order on its
-        file holds their lines and gives their places back (REFERENCE h.4 K3:
-        ``cancelOperations {orderId, operationIds, movementIds}``)."""
-        with self._lock:
-            o = self.orders.get(body.get("orderId"))
-            if o is None or o.state != "CLOSED" or o.type != "SALE":
-                raise BusinessError("failed", f"error.order.notCancellable: "
-                                              f"{body.get('orderId')}")
-            self._mine(o)
-            # [FOUND-CODE h.4 K3] operationIds and movementIds choose what is cancelled: the
-            # movements named and those of the operations named; none named: all of them
-            movement_ids = _id_list(body, "movementIds")
-            operation_ids = _id_list(body, "operationIds")
-            if movement_ids is None and operation_ids is None:
-                chosen = [m for m in o.movements if m["movementId"] not in o.refunded]
-                if not chosen:
-                    raise BusinessError("failed", f"error.order.alreadyRefunded: {o.id}")
-            else:
-                chosen = _pick(o.movements, movement_ids or [], "movementId",
-                               "error.movement.notFound")
-                ops = _pick(o.lines, operation_ids or [], "operationId",
-                            "error.operation.notFound")
-                of_ops = {x["operationId"] for x in ops}
-                named = {m["movementId"] for m in chosen}
-                chosen += [m for m in o.movements
-                           if m["operationId"] in of_ops and m["movementId"] not in named]
-                # the project's rule: a movement is refunded once; a repeat is refused
-                again = [m["movementId"] for m in chosen if m["movementId"] in o.refunded]
-                if again:
-                    raise BusinessError("failed", "error.movement.alreadyRefunded: "
-                                                  + ", ".join(map(str, again)))
-            now = self.clock()
-            refund = Order(next(self._ids), o.file_id, "REFUND_CLIENT", o.purchaser, now, now,
-                           "CLOSED")
-            units = Counter(m["operationId"] for m in chosen)
-            refund.lines = [{**line, "operationId": next(self._ids),
-                             "quantity": -units[line["operationId"]],
-                             "totalAmount": -units[line["operationId"]] * line["unitPrice"]}
-                            for line in o.lines if units[line["operationId"]]]
-            self._release(o, chosen)
-            o.refunded.update(m["movementId"] for m in chosen)
-            self.orders[refund.id] = refund
-            self._save(refund, finished=True)
-        return {"orderUpdateData": {"orderId": refund.id, "totalAmount": refund.total}}
-
-
-def _id_list(body: dict, key: str, required: bool = False) -> list[int] | None:
-    """The ids of ``body[key]``, without repeats: None when absent (and not ``required``); an
-    empty list or one of non-integers is refused."""
-    ids = body.get(key)
-    if ids is None:
-        if required:
-            raise BusinessError("failed", f"error.parameter.missing: {key}")
-        return None
-    if not isinstance(ids, list) or not ids or \
-            any(isinstance(x, bool) or not isinstance(x, int) for x in ids):
-        raise BusinessError("failed", f"error.parameter.invalid: {key}")
-    return list(dict.fromkeys(ids))
-
-
-def _pick(items: list[dict], ids: list[int], key: str, missing: str) -> list[dict]:
-    """The items whose ``key`` is one of ``ids``, in the order of ``ids``; an id none has is
-    refused with ``missing``."""
-    by_id = {x[key]: x for x in items}
-    unknown = [i for i in ids if i not in by_id]
-    if unknown:
-        raise BusinessError("failed", f"{missing}: " + ", ".join(map(str, unknown)))
-    return [by_id[i] for i in ids]
-
-
-def _as_body(lines: list[dict]) -> dict:
-    simple = [{"itemId": x["itemId"], "audienceSubCategoryId": x["audienceSubCategoryId"],
-               "quantity": x["quantity"], "timeslotId": x.get("timeslotId")}
-              for x in lines if "itemId" in x]
-    entry = [{"performanceId": x["performanceId"], "seatCategoryId": x["seatCategoryId"],
-              "audienceSubCategoryId": x["audienceSubCategoryId"], "quantity": x["quantity"]}
-             for x in lines if "performanceId" in x]
-    return {"simpleProductOperations": simple,
-            "singleEntryAttributionOperations": {"operationAttributions": entry}}
 
 
 FACADE = {"createOrUpdateOrder": lambda s, b: s.create_or_update(b)}
