@@ -2,7 +2,8 @@
 
 ``POST /crm/offers/{institution}`` (and ``s360bridge offers create``), or a reseller's ``POST
 /resellers/v1/{institution}/orders`` (resellers.py, reseller_api.py), runs the S-360 sales
-sequence of each product family, durably and idempotently (sequence.py); the catalog and
+sequence of each product family, durably and idempotently (sequence.py, from the order that
+plan.py makes of the offer); the catalog and
 availabilities are cached by scheduled jobs within S-360's advice (catalog.py). Orders S-360
 closes come back through its order webhook, to the CRM like any order. A service, not a stream:
 an institution enables it under ``services: offers:``.

@@ -16,146 +16,27 @@ offer's open order held; a failed follow-up leaves the offer as it was (still re
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from contextlib import nullcontext
 
-import orjson
-
-from s360bridge.core.api import CONTACT_SERVICE as CONTACTS
 from s360bridge.core.api import (
-    SEARCH_RESULTS,
     S360ApiError,
     S360AuthError,
     S360BusinessError,
     S360QuotaSpent,
     S360Uncertain,
-    best_match,
     leases,
 )
 
-from . import catalog as cache
 from . import families, resellers, resolve, store, tickets
+from .plan import Failed, client_of, expiry, left_of, loaded, order_plan, settings
 
 log = logging.getLogger("s360bridge.offers")
 FACADE, SERVICE = "externalOrderFacade", "externalOrderService"
-TYPES = {"sale": "SALE", "reservation": "RESERVATION", "option": "OPTION"}
 CREDENTIALS_REFUSED = ("S-360 refused the bridge's credentials for this sales channel: nothing "
                        "was ordered; the venue must correct its S-360 set-up (the bridge's log "
                        "says what was refused)")
-
-
-class Failed(Exception):
-    """The offer cannot go on: answered with ``status`` and ``body``."""
-
-    def __init__(self, status: int, body: dict):
-        super().__init__(body.get("error"))
-        self.status, self.body = status, body
-
-
-def _options(inst) -> dict:
-    return inst.services["offers"].options
-
-
-def _json(text):
-    return orjson.loads(text) if text else None
-
-
-def _plan(bridge, inst, row: dict) -> dict:
-    """The createOrUpdateOrder body (and what goes with it) for the offer's action; every
-    read it needs (catalog, purchaser, payment method) is done here, before any order."""
-    request = _json(row["request"])
-    kind = TYPES[request.get("type", "sale")]
-    channel = resellers.offer_channel(inst, row)
-    catalog, pos = cache.catalog_of(bridge, inst, channel)
-    reseller = resellers.options_of(inst, row["caller"])
-    caller = f"{row['caller']}:" if row["caller"] else ""
-    base = {"pointOfSalesId": reseller.get("point_of_sales_id") or pos["pos"].get("posId"),
-            "externalReference": f"s360bridge:{inst.code}:{caller}{row['idempotency_key']}"}
-    previous = _json(row["result"]) or {}
-    purchaser = previous.get("purchaser") or _purchaser(bridge, inst, row, request)
-    if purchaser:
-        base["purchasersInfo"] = [{"contactReference": purchaser}]
-    common = {"purchaser": purchaser, "asked_at": time.time(), "channel": channel}
-    if row["action"] == "confirm":
-        option = f"RESUME_ALL_{kind}_OPERATIONS"
-        return {**common, "close_as": "SALE", "type": "sale",
-                "pay": _payment(pos, inst, request, reseller),
-                "body": {**base, "orderType": "SALE", "fileId": row["file_id"],
-                         "orderCreationOptions": [option]}}
-    if row["action"] == "release":
-        return {**common, "close_as": f"{kind}_FREEING", "type": previous.get("type"),
-                "body": {**base, "orderType": f"{kind}_FREEING", "fileId": row["file_id"]}}
-    try:
-        lines = [families.build(catalog, pos["audiences"], line) for line in request["lines"]]
-    except families.UnknownInCatalog as exc:
-        raise Failed(422, {"error": str(exc)}) from None
-    return {**common, "close_as": kind, "type": request.get("type", "sale"),
-            "pay": _payment(pos, inst, request, reseller) if kind == "SALE" else None,
-            "body": {**base, "orderType": kind, **families.order_body(lines)},
-            "asked": [{"line": i, "quota": ":".join(map(str, x.quota)),
-                       "quantity": x.operation["quantity"]} for i, x in enumerate(lines)]}
-
-
-def _payment(pos: dict, inst, request: dict, reseller: dict) -> int | None:
-    """The pending-account payment method of a sale to be paid (None: closed unpaid): the
-    reseller's, else the service's, else the point of sales' PENDING_ACCOUNT method."""
-    if not request.get("pay", True):
-        return None
-    return reseller.get("payment_method_id") or _options(inst).get("payment_method_id") \
-        or _pending_method(pos)
-
-
-def _pending_method(pos: dict) -> int:
-    for m in pos["pos"].get("paymentMethods", []):
-        if m.get("code") == "PENDING_ACCOUNT":
-            return m["id"]
-    raise Failed(422, {"error": "S-360's point of sales has no pending-account payment "
-                                "method: set services.offers.options.payment_method_id"})
-
-
-def _client(bridge, inst, row: dict):
-    """The S-360 client of the offer (as the operator of the channel it is made on)."""
-    return resellers.offer_client(bridge, inst, row)
-
-
-def _purchaser(bridge, inst, row: dict, request: dict) -> str | None:
-    """The purchaser's contact number: given, or found by e-mail, or created (by e-mail or
-    by name alone)."""
-    who = request.get("purchaser") or {}
-    if who.get("contact_number"):
-        return who["contact_number"]
-    if not (who.get("email") or who.get("first_name") or who.get("last_name")):
-        return None
-    client = _client(bridge, inst, row)
-    if who.get("email"):
-        found = best_match(client.call(CONTACTS, "searchContact", {"email": who["email"]}).get(
-            SEARCH_RESULTS) or [])
-        if found:
-            return found
-    made = client.call(CONTACTS, "createCulturalContact", {"contactDataList": [
-        {"identifier": 1, "createLogin": False, **{k: v for k, v in (
-            ("email", who.get("email")), ("firstName", who.get("first_name")),
-            ("lastName", who.get("last_name"))) if v}}]})
-    return (made.get("identifierContactMap") or {}).get("1")
-
-
-def _left(bridge, inst, row: dict, plan: dict) -> list[dict]:
-    """What is left of each quota the offer asked for (a fresh read, within the limits)."""
-    channel = resellers.offer_channel(inst, row)
-    try:
-        cache.refresh_availability(bridge, inst, 3600, channel, force=True)
-    except S360ApiError:
-        pass
-    return [{**a, "left": cache.left_for(bridge, inst, tuple(a["quota"].split(":")), channel)}
-            for a in plan.get("asked", [])]
-
-
-def _expiry(inst) -> str:
-    """When an order opened now expires at the latest (S-360's open-order lifetime)."""
-    seconds = _options(inst).get("open_order_seconds", 1200)
-    return dt.datetime.fromtimestamp(time.time() + seconds, dt.UTC).isoformat()
 
 
 def step(bridge, inst, row: dict) -> None:
@@ -163,36 +44,36 @@ def step(bridge, inst, row: dict) -> None:
     engine, oid, state = bridge.engine, row["id"], row["state"]
     if state == "new" and row["action"] == "cancel":  # a closed sale: nothing to plan
         store.save(engine, oid, state="ordering", result={
-            **(_json(row["result"]) or {}), "asked_at": time.time()})
-        answer = _sent(bridge, row, lambda: _client(bridge, inst, row).call(
+            **(loaded(row["result"]) or {}), "asked_at": time.time()})
+        answer = _sent(bridge, row, lambda: client_of(bridge, inst, row).call(
             SERVICE, "cancelOperations", {"orderId": row["order_id"], **_movements(row)}))
         cancelled(bridge, row, (answer.get("orderUpdateData") or {}).get("orderId"))
     elif state == "new":
-        plan = _plan(bridge, inst, row)
-        store.save(engine, oid, state="ordering", expires_at=_expiry(inst),
-                   result={**(_json(row["result"]) or {}), "plan": plan,
+        plan = order_plan(bridge, inst, row)
+        store.save(engine, oid, state="ordering", expires_at=expiry(inst),
+                   result={**(loaded(row["result"]) or {}), "plan": plan,
                            "asked_at": plan["asked_at"], "channel": plan["channel"]})
         try:
-            answer = _sent(bridge, row, lambda: _client(bridge, inst, row).call(
+            answer = _sent(bridge, row, lambda: client_of(bridge, inst, row).call(
                 FACADE, "createOrUpdateOrder", plan["body"]))
         except S360BusinessError as exc:
             if "availability" in f"{exc.detail} {exc.expected_exception}":
                 raise Failed(409, {"error": "not enough places left",
-                                   "asked": _left(bridge, inst, row, plan)}) from None
+                                   "asked": left_of(bridge, inst, row, plan)}) from None
             raise
         opened(bridge, inst, row, plan, answer.get("orderUpdateData") or {})
     elif state == "open":
-        result = _json(row["result"])
-        holders = (_json(row["request"]) or {}).get("holders") or []
+        result = loaded(row["result"])
+        holders = (loaded(row["request"]) or {}).get("holders") or []
         if holders and row["action"] in ("create", "confirm"):
-            _client(bridge, inst, row).call(SERVICE, "setMovementContactData",
+            client_of(bridge, inst, row).call(SERVICE, "setMovementContactData",
                                             families.holders_body(row["order_id"],
                                                                   result["movements"], holders))
         store.save(engine, oid, state="closing")
         _close(bridge, inst, row, result)
     elif state == "closing":  # a close may have been sent: read the order first
-        resolve.settling(inst, _json(row["result"]) or {}, "close_uncertain_since")
-        details = _client(bridge, inst, row).call(SERVICE, "getOrderDetails",
+        resolve.settling(inst, loaded(row["result"]) or {}, "close_uncertain_since")
+        details = client_of(bridge, inst, row).call(SERVICE, "getOrderDetails",
                                                   {"orderId": row["order_id"]})
         order_state = (details.get("orderDetailsData") or {}).get("orderState")
         if order_state == "CLOSED":
@@ -200,7 +81,7 @@ def step(bridge, inst, row: dict) -> None:
         elif order_state == "ABANDONED":
             raise Failed(410, {"error": "S-360 abandoned the open order (it expired)"})
         else:
-            _close(bridge, inst, row, _json(row["result"]))
+            _close(bridge, inst, row, loaded(row["result"]))
     elif state in ("ordering", "uncertain"):  # the call may have been made: read first
         resolve.uncertain(bridge, inst, row)
 
@@ -225,8 +106,8 @@ def opened(bridge, inst, row: dict, plan: dict, data: dict) -> None:
     updates = data.get("operationDataUpdates") or [{}]
     store.save(bridge.engine, row["id"], state="open", order_id=data.get("orderId"),
                file_id=updates[0].get("fileId") or row["file_id"],
-               expires_at=data.get("expirationDate") or _expiry(inst),
-               result={**(_json(row["result"]) or {}), "plan": plan,
+               expires_at=data.get("expirationDate") or expiry(inst),
+               result={**(loaded(row["result"]) or {}), "plan": plan,
                        "purchaser": plan["purchaser"], "type": plan["type"],
                        "movements": [m["movementId"] for m in
                                      data.get("movementDataUpdates") or []],
@@ -235,7 +116,7 @@ def opened(bridge, inst, row: dict, plan: dict, data: dict) -> None:
 
 def _movements(row: dict) -> dict:
     """The movements a cancel names: the tickets asked, else those not cancelled yet."""
-    result = _json(row["result"]) or {}
+    result = loaded(row["result"]) or {}
     moves = result.get("cancel_tickets") or [
         m for m in result.get("movements") or [] if m not in result.get("cancelled", [])]
     return {"movementIds": moves} if moves else {}
@@ -244,7 +125,7 @@ def _movements(row: dict) -> dict:
 def cancelled(bridge, row: dict, refund: int | None) -> None:
     """A cancel done (``refund``: the order S-360 made for it): its tickets are cancelled; the
     offer too once none is left."""
-    result = _json(store.row(bridge.engine, row["id"])["result"]) or {}
+    result = loaded(store.row(bridge.engine, row["id"])["result"]) or {}
     now = set(_movements(row).get("movementIds", [])) - set(result.get("cancelled", []))
     gone = sorted({*result.get("cancelled", []), *now})
     left = [m for m in result.get("movements") or [] if m not in gone]
@@ -262,7 +143,7 @@ def cancelled(bridge, row: dict, refund: int | None) -> None:
 
 
 def _close(bridge, inst, row: dict, result: dict) -> None:
-    client, plan = _client(bridge, inst, row), result["plan"]
+    client, plan = client_of(bridge, inst, row), result["plan"]
     purchaser, kind, method = plan.get("purchaser"), plan["close_as"], plan.get("pay")
     who = {"purchasersInfo": [{"contactReference": purchaser}]} if purchaser else {}
     order = {"orderId": row["order_id"]}
@@ -280,7 +161,7 @@ def _close(bridge, inst, row: dict, result: dict) -> None:
                 **order, "orderType": kind, "generateBarCodes": True,
                 **({"purchaserInfo": who["purchasersInfo"][0]} if who else {})})
     except S360Uncertain:  # read once S-360 can no longer be working on it
-        now = _json(store.row(bridge.engine, row["id"])["result"]) or {}
+        now = loaded(store.row(bridge.engine, row["id"])["result"]) or {}
         store.save(bridge.engine, row["id"], result={**now, "close_uncertain_since": time.time()})
         raise
     except S360BusinessError:  # a close before, with no clear answer, may have closed it
@@ -294,9 +175,9 @@ def _close(bridge, inst, row: dict, result: dict) -> None:
 
 def _finish(bridge, row: dict, details: dict) -> None:
     d = details.get("orderDetailsData") or {}
-    result = _json(store.row(bridge.engine, row["id"])["result"]) or {}
+    result = loaded(store.row(bridge.engine, row["id"])["result"]) or {}
     state = {"release": "released"}.get(row["action"], "closed")
-    made = tickets.tickets(details, _options(bridge.institution(row["institution"])).get(
+    made = tickets.tickets(details, settings(bridge.institution(row["institution"])).get(
         "ticket_fields"))
     store.save(bridge.engine, row["id"], state="done", http_status=201, error=None, result={
         **result, "state": state, "order_id": d.get("orderId"), "order_type": d.get("orderType"),
@@ -316,7 +197,7 @@ def _share(bridge, inst, caller: str):
 
 def lease_of(inst) -> float:
     """How long a process may work on an offer before another may take it over."""
-    return _options(inst).get("lease_seconds", 60.0)
+    return settings(inst).get("lease_seconds", 60.0)
 
 
 def run(bridge, inst, offer_id: int, lease_seconds: float | None = None) -> dict:
