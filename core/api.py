@@ -66,13 +66,13 @@ from s360bridge.core.s360.contacts import CONTACT_SERVICE, SEARCH_RESULTS, best_
 from s360bridge.core.s360.times import parse_s360_time, utc_of, utc_or_none
 from s360bridge.core.storage.copies import copy_insert, copy_new
 from s360bridge.core.storage.db import make_engine, write
-from s360bridge.core.storage.rawsql import executemany, index_plans_only, run
+from s360bridge.core.storage.rawsql import driver, executemany, index_plans_only, run
 from s360bridge.core.storage.tables import dialect_insert
 
 # 2: routing by declaration; 3: per-item push outcomes; 4: leases, and services beside
 # streams (the register_services hook, Service, service_request, ServiceRequest); 5: the
-# register_gauges hook; 6: Stream.search_fields; 7: the register_operator_pages hook
-API_VERSION = 7
+# register_gauges hook; 6: Stream.search_fields; 7: the register_operator_pages hook; 8: driver
+API_VERSION = 8
 
 
 def require(version: int, plugin: str = "this plugin") -> None:
@@ -110,6 +110,6 @@ __all__ = [
     # services beside streams
     "Service", "service_request", "ServiceRequest",
     # the engine database and SQL on the driver
-    "dialect_insert", "make_engine", "write", "copy_insert", "copy_new", "executemany",
+    "dialect_insert", "make_engine", "write", "copy_insert", "copy_new", "driver", "executemany",
     "index_plans_only", "run", "erase_versions", "received",
 ]

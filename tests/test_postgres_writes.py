@@ -168,6 +168,11 @@ def test_statements_on_the_driver_after_a_begun_transaction_are_in_one_again(pg_
         assert run(conn, "SELECT n FROM begun") == [(1,)]
         conn.connection.driver_connection.commit()
         run(conn, "INSERT INTO begun VALUES (3)")
+        conn.connection.driver_connection.rollback()
+        tx = conn.begin_twophase()  # psycopg refuses two-phase ones in autocommit mode
+        conn.exec_driver_sql("INSERT INTO begun VALUES (3)")
+        tx.rollback()
+        run(conn, "INSERT INTO begun VALUES (3)")
     plain = create_engine(url)
     with plain.connect() as conn:
         assert run(conn, "SELECT n FROM begun") == [(1,)]
@@ -182,7 +187,7 @@ def test_a_claim_too_large_for_one_value_is_made_again_at_half_the_size(pg_bridg
                                                                         monkeypatch):
     """PostgreSQL refuses a value over 1 GB (SQLSTATE 54000): a claim whose payloads would make
     one is made again with half as many records, until it passes; the refused ones leased
-    nothing."""
+    nothing; the next claim starts from the size that passed, doubled."""
     from s360bridge.core.pipeline import claims
     from s360bridge.core.storage.rawsql import run
 
@@ -199,8 +204,10 @@ def test_a_claim_too_large_for_one_value_is_made_again_at_half_the_size(pg_bridg
     monkeypatch.setattr(claims, "_claimed", claimed)
     c = claims.claim(pg_bridge.engine, ["testvenue"], 8, 60)
     assert sizes == [8, 4, 2] and len(c) == 2
+    assert len(claims.claim(pg_bridge.engine, ["testvenue"], 8, 60)) == 2
+    assert sizes == [8, 4, 2, 4, 2]
     with pg_bridge.engine.connect() as conn:
-        assert run(conn, "SELECT count(*) FROM queue WHERE lease_owner IS NOT NULL") == [(2,)]
+        assert run(conn, "SELECT count(*) FROM queue WHERE lease_owner IS NOT NULL") == [(4,)]
 
 
 def test_the_begin_sent_with_the_first_statement_keeps_the_isolation_level(pg_bridge):

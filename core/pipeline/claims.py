@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+import weakref
 from dataclasses import dataclass, field
 
 import orjson
@@ -101,16 +102,25 @@ def claim(engine, institutions: list[str], batch_size: int, lease_seconds: float
 
     On PostgreSQL the claim's payloads travel as one value, of 1 GB at most: a batch whose
     payloads are larger (2,000 records of 500 KB) is claimed again at half the size, as many
-    times as it takes."""
+    times as it takes, and the next claims start from the size that passed, doubling back to
+    ``batch_size`` one claim at a time."""
+    size = min(batch_size, _FITS.get(engine, batch_size))
     while True:
         try:
-            return _claim(engine, institutions, batch_size, lease_seconds, now, in_hand, ranker)
+            made = _claim(engine, institutions, size, lease_seconds, now, in_hand, ranker)
         except StoreUnavailable as exc:
-            if batch_size == 1 or not _too_large(exc):
+            if size == 1 or not _too_large(exc):
                 raise
             log.warning("a claim of %d records is too large for one value of PostgreSQL's; "
-                        "claiming %d", batch_size, batch_size // 2)
-            batch_size //= 2
+                        "claiming %d", size, size // 2)
+            size = _FITS[engine] = size // 2
+            continue
+        if size < batch_size:
+            _FITS[engine] = min(batch_size, 2 * size)
+        return made
+
+
+_FITS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # engine -> claim size to try
 
 
 def _too_large(exc: BaseException | None) -> bool:

@@ -152,9 +152,10 @@ def _ping_when_idle(engine: Engine) -> None:
     def _checkout(dbapi_conn, record, _proxy):
         if time.monotonic() - record.info.get("checked_in", math.inf) <= IDLE_PING_SECONDS:
             return
-        try:
+        try:  # in autocommit mode: one round trip, and no transaction left open
+            was, dbapi_conn.autocommit = dbapi_conn.autocommit, True
             dbapi_conn.cursor().execute("SELECT 1")
-            dbapi_conn.rollback()  # psycopg began a transaction for it: none is left open
+            dbapi_conn.autocommit = was
         except engine.dialect.loaded_dbapi.Error as exc:
             raise DisconnectionError(str(exc)) from exc  # the pool takes a new connection
 

@@ -153,7 +153,7 @@ def run_all(conn: Connection, statements: list[tuple[str, tuple]],
     if not begins and (conn.dialect.name != "postgresql" or (len(statements) < 2
                                                             and not binary)):
         return [run(conn, sql, params) for sql, params in statements]
-    pg = conn.connection.driver_connection
+    pg = conn.connection.driver_connection if begins else driver(conn)
     label = statements[0][0] if statements else "BEGIN"
     if begins:  # psycopg would send its BEGIN alone, and wait for the answer
         pg.autocommit = True  # it then sends none: ours goes first in the pipeline
@@ -173,8 +173,9 @@ def run_all(conn: Connection, statements: list[tuple[str, tuple]],
             c.close()
 
 
-# The engines whose transactions ``run`` and ``run_all`` may begin themselves (``make_engine``
-# marks them, and hooks ``begin_as_usual``); in a pooled connection's info, that they did:
+# The engines whose transactions ``run`` and ``run_all`` may begin themselves, by their dialect
+# (``make_engine`` marks them, and hooks ``driver``; a dialect outlives the engine's dispose()
+# and is shared by its execution_options() copies); in a pooled connection's info, that they did:
 # psycopg is then in autocommit mode (it commits and rolls back as usual, and sends no BEGIN)
 # until the transaction is over
 _BEGIN_HERE: weakref.WeakSet = weakref.WeakSet()
@@ -190,8 +191,9 @@ def begin_with_first_statements(engine) -> None:
     to the pool."""
     from sqlalchemy import event
 
-    _BEGIN_HERE.add(engine)
+    _BEGIN_HERE.add(engine.dialect)
     event.listen(engine, "begin", lambda conn: driver(conn))
+    event.listen(engine, "begin_twophase", lambda conn, _xid: driver(conn))
     event.listen(engine, "checkin",
                  lambda dbapi_conn, record: _as_usual(dbapi_conn, record.info))
 
@@ -199,7 +201,7 @@ def begin_with_first_statements(engine) -> None:
 def _begins(conn: Connection) -> bool:
     """Is the next statement the first of the connection's transaction, on an engine whose
     transactions begin here?"""
-    if conn.engine not in _BEGIN_HERE or conn.get_execution_options().get(
+    if conn.dialect not in _BEGIN_HERE or conn.get_execution_options().get(
             "isolation_level") == "AUTOCOMMIT":
         return False
     pg = conn.connection.driver_connection

@@ -13,7 +13,14 @@ from functools import cache, lru_cache
 
 from sqlalchemy import Date, DateTime, Table, Time, and_, bindparam, select, tuple_
 
-from s360bridge.core.api import copy_insert, copy_new, dialect_insert, executemany, run
+from s360bridge.core.api import (
+    copy_insert,
+    copy_new,
+    dialect_insert,
+    driver,
+    executemany,
+    run,
+)
 
 
 @cache
@@ -185,7 +192,7 @@ def replace_children(conn, child: Table, key_columns: tuple[str, ...], keys: lis
             executemany(conn, _plain_insert(child, conn.dialect.name), columns, tuples,
                         f"warehouse-insert-{child.name}")
         return
-    cursor = conn.connection.driver_connection.cursor()
+    cursor = driver(conn).cursor()
     try:
         cursor.execute(_children_delete(child, key_columns, conn.dialect),
                        [list(column) for column in zip(*keys, strict=True)])
