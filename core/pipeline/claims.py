@@ -146,7 +146,7 @@ def _claim(engine, institutions: list[str], batch_size: int, lease_seconds: floa
         loads = orjson.loads
         decoded = {r[0]: loads(r[4]) for r in rows}
         best, gone = supersede.losers(conn, rows, decoded, in_hand and in_hand.groups,
-                                      bool(others), ranker)
+                                      others, ranker)
         if gone:
             run_all(conn, [(DEQUEUE, (sorted(gone),)), (_SUPERSEDE, (sorted(gone),))])
         kept = [r for r in rows if best[r[1:4]] == r[0] and r[0] not in gone]
@@ -175,12 +175,14 @@ def _claimed(conn, params: tuple, mine: list[str]) -> tuple[list, frozenset, boo
     """PostgreSQL: the claimed inbox rows in arrival order, the paused targets, whether others
     are queued before them, and their delivery rows, from the one statement of ``_CLAIMED``."""
     (row,) = run_all(conn, [*index_plans(conn), (_CLAIMED, (*params, mine))], binary=True)[-1]
-    ids, *columns = row[:7]
+    ids, *columns = row[:7]  # an inbox column each
     if ids is None:
         return [], frozenset(), False, []
-    paused = frozenset(zip(row[7] or (), row[8] or (), strict=True))
+    paused_institutions, paused_targets, delivered_ids, targets, states, others = row[7:]
     rows = sorted(zip(ids, *columns, strict=True))  # arrival order
-    return rows, paused, row[12], list(zip(*(c or () for c in row[9:12]), strict=True))
+    paused = frozenset(zip(paused_institutions or (), paused_targets or (), strict=True))
+    delivered = list(zip(delivered_ids or (), targets or (), states or (), strict=True))
+    return rows, paused, others, delivered
 
 
 def _claimed_apart(conn, params: tuple, mine: list[str]) -> tuple[list, frozenset, bool, list]:

@@ -130,7 +130,7 @@ def run(conn: Connection, sql: str, params: tuple = ()) -> list[tuple]:
     once for both databases: ``?`` marks a value, ``IN ?ints`` / ``IN ?texts`` a list
     parameter (given as a Python list)."""
     if _begins(conn):
-        return run_all(conn, [(sql, params)])[0]
+        return _pipelined(conn, [(sql, params)], False, True)[0]
     sql, params = _driver_form(conn, sql, params)
     cursor = driver(conn).cursor()
     try:
@@ -153,6 +153,12 @@ def run_all(conn: Connection, statements: list[tuple[str, tuple]],
     if not begins and (conn.dialect.name != "postgresql" or (len(statements) < 2
                                                             and not binary)):
         return [run(conn, sql, params) for sql, params in statements]
+    return _pipelined(conn, statements, binary, begins)
+
+
+def _pipelined(conn: Connection, statements: list[tuple[str, tuple]], binary: bool,
+               begins: bool) -> list[list[tuple]]:
+    """PostgreSQL: ``statements`` in psycopg's pipeline mode, after our BEGIN if ``begins``."""
     pg = conn.connection.driver_connection if begins else driver(conn)
     label = statements[0][0] if statements else "BEGIN"
     if begins:  # psycopg would send its BEGIN alone, and wait for the answer
@@ -236,7 +242,8 @@ def driver(conn: Connection):
 
 
 def _as_usual(dbapi_conn, info: dict) -> None:
-    """(A connection the pool invalidated has none: ``dbapi_conn`` None.)"""
+    """Once the transaction ``run_all`` began is over, psycopg begins the connection's next
+    ones again. (A connection the pool invalidated has none: ``dbapi_conn`` None.)"""
     if dbapi_conn is not None and info.get(_OWN_BEGIN) \
             and dbapi_conn.info.transaction_status == _IDLE:
         dbapi_conn.autocommit = False

@@ -27,10 +27,12 @@ class Failed(Exception):
 
 
 def settings(inst) -> dict:
+    """The institution's ``services.offers.options``."""
     return inst.services["offers"].options
 
 
 def loaded(text):
+    """A JSON column of the offer's row, None when empty."""
     return orjson.loads(text) if text else None
 
 
