@@ -60,6 +60,37 @@ class Timers:
         return timed
 
 
+class Background:
+    """Wall and CPU time of the claims and completions made off the main thread (``--ahead``):
+    the background thread is the drain's critical path when the delivering thread waits for
+    it, and its CPU against its wall says whether it computes or waits (for the server, the
+    interpreter lock or a core)."""
+
+    def __init__(self):
+        self.wall: dict[str, float] = defaultdict(float)
+        self.cpu: dict[str, float] = defaultdict(float)
+
+    def wrap(self, part: str, method):
+        def timed(*args, **kwargs):
+            if threading.current_thread() is threading.main_thread():
+                return method(*args, **kwargs)
+            wall, cpu = time.perf_counter(), time.thread_time()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.wall[part] += time.perf_counter() - wall
+                self.cpu[part] += time.thread_time() - cpu
+        return timed
+
+    def report(self, records: int, seconds: float) -> None:
+        if not self.wall:
+            return
+        print(f"background thread: busy {sum(self.wall.values()) / seconds:.0%} of the drain")
+        for part in self.wall:
+            print(f"  {part:28} {self.wall[part] / records * 1e6:10.2f} µs/record wall, "
+                  f"{self.cpu[part] / records * 1e6:.2f} of them CPU")
+
+
 def config(backend, synchronous: str, batch_size: int, journal: bool) -> Path:
     import yaml
     path = backend.write_config(synchronous)
@@ -131,7 +162,12 @@ def drain(backend, args, cfg: Path) -> None:
     Hooks.transform = t.wrap("transform", Hooks.transform)
     Hooks.push = t.wrap("warehouse write", Hooks.push)
     DefaultDialect.do_commit = t.wrap("commits (fsync)", DefaultDialect.do_commit)
-    worker = worker_module.Worker(bridge)
+    background = Background()
+    Worker = worker_module.Worker
+    for method, part in (("_claim", "claims"), ("_complete", "completions")):
+        if hasattr(Worker, method):  # a checkout measured with --source may have neither
+            setattr(Worker, method, background.wrap(part, getattr(Worker, method)))
+    worker = Worker(bridge)
     run_once = t.wrap("worker loop, leases, other", worker.run_once)
     if args.statements:
         for url in (backend.engine_url, backend.warehouse_url):
@@ -161,6 +197,7 @@ def drain(backend, args, cfg: Path) -> None:
         us = t.own[part] / stored * 1e6
         print(f"{part:30} {us:10.2f} {t.own[part] / seconds:7.1%}")
     print(f"{'total':30} {seconds / stored * 1e6:10.2f}")
+    background.report(stored, seconds)
     if args.statements:
         statements(backend, stored)
     server = "" if server_cpu is None else \

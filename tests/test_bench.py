@@ -52,6 +52,16 @@ def test_worker_parts():
     assert "commits (fsync)" in out
 
 
+def test_worker_parts_on_postgresql_ahead():
+    """On PostgreSQL with the claims and completions in the background, as the worker runs
+    there: their thread's wall and CPU time are printed beside the parts."""
+    needs("PostgreSQL", Path("/usr/lib/postgresql").exists())
+    out = bench("worker_parts.py", "--records", "3000", "--backend", "postgresql", "--ahead")
+    assert "3000 records in" in out and "; 0 left pending" in out
+    assert "background thread: busy " in out
+    assert "  claims " in out and "  completions " in out
+
+
 def test_history_import():
     """The import's figures, and an import killed mid-store then mid-delivery that resumes
     (8,000 orders: a file large enough to be delivered beside its store)."""
