@@ -61,34 +61,60 @@ class Timers:
 
 
 class Background:
-    """Wall and CPU time of the claims and completions made off the main thread (``--ahead``):
-    the background thread is the drain's critical path when the delivering thread waits for
-    it, and its CPU against its wall says whether it computes or waits (for the server, the
-    interpreter lock or a core)."""
+    """What the worker's background thread did (``--ahead``): every call the worker submits to
+    its executor (claims and completions), timed in that thread: wall time, CPU time, and on
+    Linux the time it was ready to run but waiting for a core (``/proc/thread-self/schedstat``).
+    That thread is the drain's critical path when the delivering thread waits for it; wall
+    time beyond the other two is waiting for the server or the interpreter lock."""
+
+    PARTS = {"_claim": "claims", "_complete": "completions", "complete": "completions"}
 
     def __init__(self):
-        self.wall: dict[str, float] = defaultdict(float)
-        self.cpu: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+        self.times: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
 
-    def wrap(self, part: str, method):
-        def timed(*args, **kwargs):
-            if threading.current_thread() is threading.main_thread():
-                return method(*args, **kwargs)
-            wall, cpu = time.perf_counter(), time.thread_time()
+    def executor(self, base):
+        """``base`` (ThreadPoolExecutor) with every submitted call timed."""
+        timed = self.timed
+
+        class Timed(base):
+            def submit(self, fn, /, *args, **kwargs):
+                return super().submit(timed(fn), *args, **kwargs)
+        return Timed
+
+    def timed(self, fn):
+        name = getattr(fn, "__name__", "other")
+        part = self.PARTS.get(name, name)
+
+        def run(*args, **kwargs):
+            before = (time.perf_counter(), time.thread_time(), _run_queue())
             try:
-                return method(*args, **kwargs)
+                return fn(*args, **kwargs)
             finally:
-                self.wall[part] += time.perf_counter() - wall
-                self.cpu[part] += time.thread_time() - cpu
-        return timed
+                after = (time.perf_counter(), time.thread_time(), _run_queue())
+                self.calls[part] += 1
+                for i, (a, b) in enumerate(zip(after, before, strict=True)):
+                    self.times[part][i] += a - b
+        return run
 
-    def report(self, records: int, seconds: float) -> None:
-        if not self.wall:
+    def report(self, seconds: float) -> None:
+        if not self.calls:
             return
-        print(f"background thread: busy {sum(self.wall.values()) / seconds:.0%} of the drain")
-        for part in self.wall:
-            print(f"  {part:28} {self.wall[part] / records * 1e6:10.2f} µs/record wall, "
-                  f"{self.cpu[part] / records * 1e6:.2f} of them CPU")
+        busy = sum(t[0] for t in self.times.values()) / seconds
+        print(f"background thread: busy {busy:.0%} of the drain; per call, ms:")
+        for part, calls in self.calls.items():
+            wall, cpu, queued = (t / calls * 1000 for t in self.times[part])
+            waiting = f", {queued:.2f} ready but waiting for a core" if _run_queue() else ""
+            print(f"  {part:14} {calls:6} calls  {wall:7.2f} wall, {cpu:.2f} CPU{waiting}")
+
+
+def _run_queue() -> float:
+    """Seconds this thread has spent ready to run, waiting for a core (Linux; else 0)."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def config(backend, synchronous: str, batch_size: int, journal: bool) -> Path:
@@ -163,11 +189,9 @@ def drain(backend, args, cfg: Path) -> None:
     Hooks.push = t.wrap("warehouse write", Hooks.push)
     DefaultDialect.do_commit = t.wrap("commits (fsync)", DefaultDialect.do_commit)
     background = Background()
-    Worker = worker_module.Worker
-    for method, part in (("_claim", "claims"), ("_complete", "completions")):
-        if hasattr(Worker, method):  # a checkout measured with --source may have neither
-            setattr(Worker, method, background.wrap(part, getattr(Worker, method)))
-    worker = Worker(bridge)
+    if hasattr(worker_module, "ThreadPoolExecutor"):  # older checkouts (--source): none
+        worker_module.ThreadPoolExecutor = background.executor(worker_module.ThreadPoolExecutor)
+    worker = worker_module.Worker(bridge)
     run_once = t.wrap("worker loop, leases, other", worker.run_once)
     if args.statements:
         for url in (backend.engine_url, backend.warehouse_url):
@@ -197,7 +221,7 @@ def drain(backend, args, cfg: Path) -> None:
         us = t.own[part] / stored * 1e6
         print(f"{part:30} {us:10.2f} {t.own[part] / seconds:7.1%}")
     print(f"{'total':30} {seconds / stored * 1e6:10.2f}")
-    background.report(stored, seconds)
+    background.report(seconds)
     if args.statements:
         statements(backend, stored)
     server = "" if server_cpu is None else \

@@ -56,10 +56,11 @@ def test_worker_parts_on_postgresql_ahead():
     """On PostgreSQL with the claims and completions in the background, as the worker runs
     there: their thread's wall and CPU time are printed beside the parts."""
     needs("PostgreSQL", Path("/usr/lib/postgresql").exists())
-    out = bench("worker_parts.py", "--records", "3000", "--backend", "postgresql", "--ahead")
+    out = bench("worker_parts.py", "--records", "3000", "--backend", "postgresql", "--ahead",
+                "--batch-size", "1000")  # a full claim, so the next ones go to the background
     assert "3000 records in" in out and "; 0 left pending" in out
     assert "background thread: busy " in out
-    assert "  claims " in out and "  completions " in out
+    assert "  claims " in out and "  completions " in out and "waiting for a core" in out
 
 
 def test_history_import():
