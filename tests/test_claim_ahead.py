@@ -178,3 +178,31 @@ def test_a_batch_is_completed_even_when_the_one_before_could_not_be(small_batche
     worker.finish()
     assert queue(bridge) == (3 * BATCH, BATCH)  # the first batch, still leased; the second done
     assert sorted(journal.pushes().values()) == [1] * 2 * BATCH
+
+
+def test_a_claim_ahead_that_failed_is_made_again_once_the_database_is_back(small_batches,
+                                                                           monkeypatch):
+    """The engine database fails while the batch ahead is claimed: the next round raises it
+    (the worker waits and tries again), and the one after claims afresh and delivers; the
+    failure is not kept and raised again for ever."""
+    from s360bridge.core.errors import StoreUnavailable
+
+    bridge, journal = small_batches
+    real_claim, calls = worker_module.claim, []
+
+    def failing_once_ahead(*args, **kwargs):
+        calls.append(kwargs)
+        if len(calls) == 2:  # the first claim made ahead, in the background
+            raise StoreUnavailable("the engine database could not commit: connection lost")
+        return real_claim(*args, **kwargs)
+
+    monkeypatch.setattr(worker_module, "claim", failing_once_ahead)
+    worker = Worker(bridge)
+    assert worker.run_once(ahead=True) == BATCH
+    with pytest.raises(StoreUnavailable, match="connection lost"):
+        worker.run_once(ahead=True)
+    while worker.run_once(ahead=True):
+        pass
+    worker.finish()
+    assert queue(bridge) == (0, 0)
+    assert sorted(journal.pushes().values()) == [1] * 4 * BATCH

@@ -68,9 +68,9 @@ class Worker:
     def _claimed_ahead(self) -> tuple[Claim, float] | None:
         """The batch claimed ahead; None (given back) when half its lease has gone by while
         the previous batch was delivered: only a lease renewed in time keeps other workers
-        off it."""
-        c, ms, at = self._next.result()
-        self._next = None
+        off it. A claim that failed raises here, once: the next round claims afresh."""
+        future, self._next = self._next, None
+        c, ms, at = future.result()
         if self.clock() - at <= self.cfg.lease_seconds / 2:
             return c, ms
         release(self.bridge.engine, c.token, c.seqs)
