@@ -146,20 +146,21 @@ def test_postgresql_stopped_while_the_worker_claims_ahead(tmp_path, secrets_env,
     cfg["streams"]["ticketchecks"]["targets"] = ["journal"]
     config = write_config(tmp_path, cfg)
     bridge = bridge_of(config)
-    records = 3000
-    for first in range(0, records, 500):
+    records = 30_000  # minutes of claims of 50: the outage comes mid-drain
+    for first in range(0, records, 1000):
         ingest(bridge, bridge.institution("testvenue"), bridge.stream("ticketchecks"),
-               checks(80_000_000_000 + first, 500))
+               checks(80_000_000_000 + first, 1000))
     bridge.close()
     journal, log = Journal(tmp_path / "journal.jsonl"), tmp_path / "worker.log"
     proc = start(["worker", "-c", str(config)], log)
     wait_until(lambda: len(journal.pushes()) >= 500, 60, "500 records delivered", proc)
     pg_ctl(pg, "-m", "fast", "stop")
+    assert len(journal.pushes()) < records
     wait_until(lambda: "engine database unavailable" in log.read_text(), 30,
                "the worker to notice", proc)
     options = f"-p {pg.port} -k {pg.folder} -c listen_addresses=127.0.0.1"
     pg_ctl(pg, "-l", str(pg.folder / "server.log"), "-o", options, "start")
-    wait_until(lambda: len(journal.pushes()) == records, 90, "every record delivered", proc)
+    wait_until(lambda: len(journal.pushes()) == records, 120, "every record delivered", proc)
     assert stop(proc) == 0
     assert sorted(journal.pushes().values()) == [1] * records
 
