@@ -9,7 +9,9 @@ import threading
 
 import pytest
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
+from s360bridge.core.errors import StoreUnavailable
 from s360bridge.core.pipeline import worker as worker_module
 from s360bridge.core.pipeline.claims import claim
 from s360bridge.core.pipeline.ingest import ingest
@@ -133,8 +135,6 @@ def test_a_completion_the_database_failed_is_made_again_once(small_batches, monk
     the answer lost): the worker tries again, so the batch leaves the queue now rather than
     being delivered again once its lease ends, and a completion that went through is not
     recorded twice."""
-    from s360bridge.core.errors import StoreUnavailable
-
     bridge, journal = small_batches
     calls = []
 
@@ -159,8 +159,6 @@ def test_a_batch_is_completed_even_when_the_one_before_could_not_be(small_batche
     """The completion of a batch fails for good (the database stays away longer than the
     worker tries): the next batch, delivered meanwhile, is still completed; only the first
     one's records stay leased, to go out again when their lease ends."""
-    from s360bridge.core.errors import StoreUnavailable
-
     bridge, journal = small_batches
     monkeypatch.setattr(worker_module, "COMPLETION_RETRY", 0.3)
     first = []
@@ -185,8 +183,6 @@ def test_a_claim_ahead_that_failed_is_made_again_once_the_database_is_back(small
     """The engine database fails while the batch ahead is claimed: the next round raises it
     (the worker waits and tries again), and the one after claims afresh and delivers; the
     failure is not kept and raised again for ever."""
-    from s360bridge.core.errors import StoreUnavailable
-
     bridge, journal = small_batches
     real_claim, calls = worker_module.claim, []
 
@@ -206,3 +202,57 @@ def test_a_claim_ahead_that_failed_is_made_again_once_the_database_is_back(small
     worker.finish()
     assert queue(bridge) == (0, 0)
     assert sorted(journal.pushes().values()) == [1] * 4 * BATCH
+
+
+def test_a_completion_that_ran_out_of_retries_is_made_with_the_next_one(small_batches,
+                                                                         monkeypatch):
+    """The database is away for longer than the worker tries to complete a batch, and comes
+    back: the next completion makes that one first, and its records leave the queue instead
+    of going out again when their lease ends."""
+    bridge, journal = small_batches
+    monkeypatch.setattr(worker_module, "COMPLETION_RETRY", 0.3)
+    away = [True]
+
+    def completing_once_back(*args, again):
+        if away[0]:
+            raise StoreUnavailable("the engine database failed: connection lost")
+        complete(*args, again=again)
+
+    monkeypatch.setattr(worker_module, "complete", completing_once_back)
+    worker = Worker(bridge)
+    assert worker.run_once(ahead=True) == BATCH
+    with pytest.raises(StoreUnavailable):
+        worker.settle()  # the first batch's completion ran out of retries
+    away[0] = False  # back
+    assert worker.run_once(ahead=True) == BATCH
+    worker.settle()
+    assert queue(bridge) == (2 * BATCH, BATCH)  # both batches out, the third claimed ahead
+    while worker.run_once(ahead=True):
+        pass
+    worker.finish()
+    assert queue(bridge) == (0, 0)
+    assert sorted(journal.pushes().values()) == [1] * 4 * BATCH
+
+
+@pytest.mark.parametrize("error, vacuums", [(OperationalError, 4), (ProgrammingError, 1)])
+def test_the_queue_vacuum_is_left_to_autovacuum_only_for_a_lasting_error(small_batches,
+                                                                         monkeypatch, error,
+                                                                         vacuums):
+    """The worker vacuums the queue every TIDY_EVERY records. A vacuum cut short (the server
+    away, a timeout) is tried again the next time; one refused (not the table's owner) is left
+    to autovacuum for good."""
+    bridge, _ = small_batches
+    monkeypatch.setattr(worker_module, "TIDY_EVERY", BATCH)
+    tried = []
+
+    def tidy(engine):
+        tried.append(engine)
+        if len(tried) == 1:
+            raise error("VACUUM (SKIP_LOCKED) queue", None, Exception("the first one fails"))
+
+    monkeypatch.setattr(worker_module, "tidy", tidy)
+    worker = Worker(bridge)
+    while worker.run_once():
+        pass
+    assert queue(bridge) == (0, 0)
+    assert len(tried) == vacuums

@@ -10,7 +10,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from s360bridge.core import logs
 from s360bridge.core.bridge import Bridge
@@ -44,6 +44,9 @@ class Worker:
         self.clock = clock
         self._next: Future | None = None  # the next batch, claimed while this one is delivered
         self._completed: Future | None = None  # the batch before, completed meanwhile
+        # completions that ran out of retries, tried again with the next ones: (done, tally,
+        # until when); made only while their claim still holds their records
+        self._unfinished: list[tuple[tuple, Tally, float]] = []
         self._background: ThreadPoolExecutor | None = None  # runs both, in that order
         # On SQLite the claim runs in this process and takes the write lock the completion
         # needs: claiming ahead made a drain slower there (17,400 records/s against 26,300)
@@ -87,7 +90,7 @@ class Worker:
         if not c.groups:
             self.settle()
             return 0
-        if ahead and len(c) >= self.batch_size:
+        if ahead and len(c) >= self.batch_size and not (stop is not None and stop.is_set()):
             if self._background is None:
                 self._background = ThreadPoolExecutor(1, thread_name_prefix="worker-db")
             self._next = self._background.submit(self._claim, c)
@@ -111,13 +114,16 @@ class Worker:
         try:
             self.settle()
         except Exception as exc:  # this batch is completed all the same
-            log.error("could not complete the batch before (its records go out again when "
-                      "their lease ends): %s", exc, exc_info=not isinstance(exc, StoreUnavailable))
-        if ahead and self._background is not None:
-            self._completed = self._background.submit(self._complete, done, tally)
-        else:
-            self._complete(done, tally)
-        release(self.bridge.engine, c.token, unprocessed)
+            log.error("could not complete the batch before (tried again with the next "
+                      "completion, as long as its claim holds its records): %s", exc,
+                      exc_info=not isinstance(exc, StoreUnavailable))
+        try:
+            if ahead and self._background is not None:
+                self._completed = self._background.submit(self._complete, done, tally)
+            else:
+                self._complete(done, tally)
+        finally:
+            release(self.bridge.engine, c.token, unprocessed)
         log.debug("claimed %d record(s) in %.2f ms; handled %d, released %d", len(c),
                   claimed_ms, len(delivered) + len(outcomes), len(unprocessed))
         return len(c)
@@ -237,13 +243,40 @@ class Worker:
                                     any(f.rejected for f in mine.values()), inst_code, held))
 
     def _complete(self, done: tuple, tally: Tally) -> None:
-        self._complete_once(done)
+        """Complete a batch (and those that ran out of retries before, first); count it and
+        vacuum the queue every TIDY_EVERY records. A completion that runs out of retries is
+        kept, and tried again with the next one for as long as a lease lasts: after a short
+        outage its records leave the queue instead of going out again when their lease
+        ends. (It is made only if its claim still holds them: ``complete``'s ``again``.)"""
+        self._complete_unfinished()
+        try:
+            self._complete_once(done)
+        except StoreUnavailable:
+            self._unfinished.append((done, tally, time.monotonic() + self.cfg.lease_seconds))
+            raise
+        self._completed_count(done, tally)
+
+    def _complete_unfinished(self) -> None:
+        kept = []
+        for done, tally, until in self._unfinished:
+            try:
+                complete(*done, again=True)
+            except StoreUnavailable:
+                if time.monotonic() < until:
+                    kept.append((done, tally, until))
+                continue
+            self._completed_count(done, tally)
+        self._unfinished = kept
+
+    def _completed_count(self, done: tuple, tally: Tally) -> None:
         tally.count(time.time())
         self._since_tidy += len(done[2]) + len(done[3])
         if self._since_tidy >= TIDY_EVERY:
             self._since_tidy = 0.0
             try:
                 tidy(self.bridge.engine)
+            except OperationalError as exc:  # the database away or slow: the next time
+                log.warning("could not vacuum the queue: %s", exc.orig)
             except DBAPIError as exc:  # e.g. not the table's owner: autovacuum will do
                 self._since_tidy = -math.inf
                 log.warning("could not vacuum the queue, left to autovacuum: %s", exc.orig)
@@ -279,18 +312,23 @@ class Worker:
         untouched."""
         try:
             self.settle()
-        except StoreUnavailable as exc:
+        except Exception as exc:
             log.warning("could not complete the last batch: %s", exc)
-        if self._next is not None:
-            try:
-                c = self._next.result()[0]
-                release(self.bridge.engine, c.token, c.seqs)
-            except StoreUnavailable as exc:  # its lease ends by itself
-                log.warning("could not give back a batch claimed ahead: %s", exc)
-            self._next = None
-        if self._background is not None:
-            self._background.shutdown()
-            self._background = None
+        try:
+            if self._next is not None:
+                future, self._next = self._next, None
+                if future.exception() is None:  # else it claimed nothing
+                    c = future.result()[0]
+                    release(self.bridge.engine, c.token, c.seqs)
+            if self._unfinished:  # a last try
+                self._complete_unfinished()
+        except Exception as exc:  # a lease ends by itself
+            log.warning("could not give back a batch claimed ahead, or complete one that "
+                        "could not be: %s", exc)
+        finally:
+            if self._background is not None:
+                self._background.shutdown()
+                self._background = None
 
     def run(self, stop: threading.Event) -> None:
         """Work until ``stop`` is set; the batch in hand is finished or released first."""
