@@ -204,36 +204,6 @@ def test_a_claim_ahead_that_failed_is_made_again_once_the_database_is_back(small
     assert sorted(journal.pushes().values()) == [1] * 4 * BATCH
 
 
-def test_a_completion_that_ran_out_of_retries_is_made_with_the_next_one(small_batches,
-                                                                         monkeypatch):
-    """The database is away for longer than the worker tries to complete a batch, and comes
-    back: the next completion makes that one first, and its records leave the queue instead
-    of going out again when their lease ends."""
-    bridge, journal = small_batches
-    monkeypatch.setattr(worker_module, "COMPLETION_RETRY", 0.3)
-    away = [True]
-
-    def completing_once_back(*args, again):
-        if away[0]:
-            raise StoreUnavailable("the engine database failed: connection lost")
-        complete(*args, again=again)
-
-    monkeypatch.setattr(worker_module, "complete", completing_once_back)
-    worker = Worker(bridge)
-    assert worker.run_once(ahead=True) == BATCH
-    with pytest.raises(StoreUnavailable):
-        worker.settle()  # the first batch's completion ran out of retries
-    away[0] = False  # back
-    assert worker.run_once(ahead=True) == BATCH
-    worker.settle()
-    assert queue(bridge) == (2 * BATCH, BATCH)  # both batches out, the third claimed ahead
-    while worker.run_once(ahead=True):
-        pass
-    worker.finish()
-    assert queue(bridge) == (0, 0)
-    assert sorted(journal.pushes().values()) == [1] * 4 * BATCH
-
-
 @pytest.mark.parametrize("error, vacuums", [(OperationalError, 4), (ProgrammingError, 1)])
 def test_the_queue_vacuum_is_left_to_autovacuum_only_for_a_lasting_error(small_batches,
                                                                          monkeypatch, error,

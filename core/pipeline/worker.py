@@ -44,9 +44,6 @@ class Worker:
         self.clock = clock
         self._next: Future | None = None  # the next batch, claimed while this one is delivered
         self._completed: Future | None = None  # the batch before, completed meanwhile
-        # completions that ran out of retries, tried again with the next ones: (done, tally,
-        # until when); made only while their claim still holds their records
-        self._unfinished: list[tuple[tuple, Tally, float]] = []
         self._background: ThreadPoolExecutor | None = None  # runs both, in that order
         # On SQLite the claim runs in this process and takes the write lock the completion
         # needs: claiming ahead made a drain slower there (17,400 records/s against 26,300)
@@ -114,9 +111,8 @@ class Worker:
         try:
             self.settle()
         except Exception as exc:  # this batch is completed all the same
-            log.error("could not complete the batch before (tried again with the next "
-                      "completion, as long as its claim holds its records): %s", exc,
-                      exc_info=not isinstance(exc, StoreUnavailable))
+            log.error("could not complete the batch before (its records go out again when "
+                      "their lease ends): %s", exc, exc_info=not isinstance(exc, StoreUnavailable))
         try:
             if ahead and self._background is not None:
                 self._completed = self._background.submit(self._complete, done, tally)
@@ -243,32 +239,8 @@ class Worker:
                                     any(f.rejected for f in mine.values()), inst_code, held))
 
     def _complete(self, done: tuple, tally: Tally) -> None:
-        """Complete a batch (and those that ran out of retries before, first); count it and
-        vacuum the queue every TIDY_EVERY records. A completion that runs out of retries is
-        kept, and tried again with the next one for as long as a lease lasts: after a short
-        outage its records leave the queue instead of going out again when their lease
-        ends. (It is made only if its claim still holds them: ``complete``'s ``again``.)"""
-        self._complete_unfinished()
-        try:
-            self._complete_once(done)
-        except StoreUnavailable:
-            self._unfinished.append((done, tally, time.monotonic() + self.cfg.lease_seconds))
-            raise
-        self._completed_count(done, tally)
-
-    def _complete_unfinished(self) -> None:
-        kept = []
-        for done, tally, until in self._unfinished:
-            try:
-                complete(*done, again=True)
-            except StoreUnavailable:
-                if time.monotonic() < until:
-                    kept.append((done, tally, until))
-                continue
-            self._completed_count(done, tally)
-        self._unfinished = kept
-
-    def _completed_count(self, done: tuple, tally: Tally) -> None:
+        """Complete a batch, count it, and vacuum the queue every TIDY_EVERY records."""
+        self._complete_once(done)
         tally.count(time.time())
         self._since_tidy += len(done[2]) + len(done[3])
         if self._since_tidy >= TIDY_EVERY:
@@ -320,11 +292,8 @@ class Worker:
                 if future.exception() is None:  # else it claimed nothing
                     c = future.result()[0]
                     release(self.bridge.engine, c.token, c.seqs)
-            if self._unfinished:  # a last try
-                self._complete_unfinished()
-        except Exception as exc:  # a lease ends by itself
-            log.warning("could not give back a batch claimed ahead, or complete one that "
-                        "could not be: %s", exc)
+        except Exception as exc:  # its lease ends by itself
+            log.warning("could not give back a batch claimed ahead: %s", exc)
         finally:
             if self._background is not None:
                 self._background.shutdown()
