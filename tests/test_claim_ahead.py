@@ -226,3 +226,36 @@ def test_the_queue_vacuum_is_left_to_autovacuum_only_for_a_lasting_error(small_b
         pass
     assert queue(bridge) == (0, 0)
     assert len(tried) == vacuums
+
+
+def test_a_stopping_worker_claims_nothing_ahead(small_batches):
+    """Stopped before its batch is delivered: it gives the batch back and leases no other."""
+    bridge, journal = small_batches
+    worker, stop = Worker(bridge), threading.Event()
+    stop.set()
+    assert worker.run_once(stop, ahead=True) == BATCH
+    assert worker._next is None
+    worker.finish()
+    assert queue(bridge) == (4 * BATCH, 0)
+    assert journal.pushes() == {}
+
+
+def test_finish_after_a_claim_ahead_that_failed_for_any_reason(small_batches, monkeypatch):
+    """A claim ahead that failed with an unexpected error: ``finish`` logs it, completes the
+    batch delivered, and shuts the background thread down, instead of raising."""
+    bridge, journal = small_batches
+    real_claim, calls = worker_module.claim, []
+
+    def failing_ahead(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:
+            raise RuntimeError("a bug in a claim")
+        return real_claim(*args, **kwargs)
+
+    monkeypatch.setattr(worker_module, "claim", failing_ahead)
+    worker = Worker(bridge)
+    assert worker.run_once(ahead=True) == BATCH
+    worker.finish()
+    assert worker._background is None
+    assert queue(bridge) == (3 * BATCH, 0)
+    assert sorted(journal.pushes().values()) == [1] * BATCH
