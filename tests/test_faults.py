@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import types
 from pathlib import Path
 
@@ -150,33 +151,22 @@ bridge.close()
 """
 
 
-@needs_pg
-def test_postgresql_stopped_while_the_worker_claims_ahead(tmp_path, secrets_env,
-                                                         private_cluster):
-    """A backlog drained in full claims, each next one claimed in the background as on
-    PostgreSQL, when the server stops, and starts again at the worker's first sign of it: the
-    claim or the completion it cut is made again once the server is back, every record is
-    delivered once and the queue empties. (A claim ahead that failed was once kept and raised
-    again at every round: the worker delivered nothing more until it was restarted. This test
-    catches that when the outage cuts a claim; tests/test_claim_ahead.py always does.)"""
-    pg = private_cluster
+def _draining_worker(tmp_path: Path, pg, records: int):
+    """A worker started on a backlog of ``records`` ticket checks, in claims of 50 (each next
+    one claimed ahead, in the background), once it has delivered 500 of them."""
     cfg = base_config(tmp_path)
     cfg["engine"].update(database_url=pg.url("faults"), batch_size=50, **LIMITS)
     cfg["streams"]["ticketchecks"]["targets"] = ["journal"]
     config = write_config(tmp_path, cfg)
-    records = 30_000  # 600 claims of 50: the outage comes mid-drain
     subprocess.run([sys.executable, "-c", _FILL, str(config), str(records)], check=True,
                    cwd=Path(__file__).resolve().parent.parent, timeout=300)
     journal, log = Journal(tmp_path / "journal.jsonl"), tmp_path / "worker.log"
     proc = start(["worker", "-c", str(config)], log)
     wait_until(lambda: len(journal.pushes()) >= 500, 60, "500 records delivered", proc)
-    pg_ctl(pg, "-m", "fast", "stop")
-    assert len(journal.pushes()) <= records - 2 * 50  # claims were still to be made
-    wait_until(lambda: any(sign in log.read_text() for sign in (
-        "engine database unavailable", "could not complete a batch")), 30,
-        "the worker to notice", proc)
-    options = f"-p {pg.port} -k {pg.folder} -c listen_addresses=127.0.0.1"
-    pg_ctl(pg, "-l", str(pg.folder / "server.log"), "-o", options, "start")
+    return proc, journal, log
+
+
+def _delivered_once_and_queue_empty(pg, proc, journal: Journal, records: int) -> None:
     wait_until(lambda: len(journal.pushes()) == records, 120, "every record delivered", proc)
     queued = create_engine(pg.url("faults"))
     try:
@@ -186,6 +176,48 @@ def test_postgresql_stopped_while_the_worker_claims_ahead(tmp_path, secrets_env,
         queued.dispose()
     assert stop(proc) == 0
     assert sorted(journal.pushes().values()) == [1] * records
+
+
+@needs_pg
+def test_postgresql_stopped_while_the_worker_claims_ahead(tmp_path, secrets_env,
+                                                         private_cluster):
+    """A backlog drained in full claims, each next one claimed in the background as on
+    PostgreSQL, when the server stops, and starts again at the worker's first sign of it: the
+    claim or the completion it cut is made again once the server is back, every record is
+    delivered once and the queue empties."""
+    pg, records = private_cluster, 30_000  # 600 claims of 50: the outage comes mid-drain
+    proc, journal, log = _draining_worker(tmp_path, pg, records)
+    pg_ctl(pg, "-m", "fast", "stop")
+    assert len(journal.pushes()) <= records - 2 * 50  # claims were still to be made
+    wait_until(lambda: any(sign in log.read_text() for sign in (
+        "engine database unavailable", "could not complete a batch")), 30,
+        "the worker to notice", proc)
+    options = f"-p {pg.port} -k {pg.folder} -c listen_addresses=127.0.0.1"
+    pg_ctl(pg, "-l", str(pg.folder / "server.log"), "-o", options, "start")
+    _delivered_once_and_queue_empty(pg, proc, journal, records)
+
+
+@needs_pg
+def test_a_claim_ahead_whose_connection_the_server_ends_is_made_afresh(tmp_path, secrets_env,
+                                                                       private_cluster):
+    """The server ends the connection of a claim running in the background (an operator's
+    ``pg_terminate_backend``, a pooler's restart): the worker claims afresh and delivers every
+    record once. (A claim ahead that failed was once kept and raised again at every round:
+    the worker delivered nothing more until it was restarted.)"""
+    pg, records = private_cluster, 30_000
+    proc, journal, log = _draining_worker(tmp_path, pg, records)
+    admin, deadline = create_engine(pg.url("faults")), time.monotonic() + 30
+    try:  # a claim of 50 runs for a millisecond or so: asked without a pause between
+        while not _scalar(admin, "SELECT count(pg_terminate_backend(pid)) FROM "
+                                 "pg_stat_activity WHERE datname = 'faults' AND "
+                                 "state = 'active' AND query LIKE 'WITH leased AS%%'"):
+            assert time.monotonic() < deadline, "no claim caught running in 30 s"
+            assert proc.poll() is None
+    finally:
+        admin.dispose()
+    assert len(journal.pushes()) <= records - 2 * 50
+    _delivered_once_and_queue_empty(pg, proc, journal, records)
+    assert "engine database unavailable" in log.read_text()
 
 
 def _scalar(engine, sql: str):
