@@ -9,6 +9,7 @@ import sqlite3
 import threading
 import types
 
+import pytest
 from flask import Flask, redirect, request
 
 from s360bridge.core.pipeline.receiver import create_app
@@ -118,6 +119,28 @@ def test_jsonl_lines_carry_the_key_and_dedupe_drops_repeats(tmp_path, secrets_en
     assert again == lines
     assert [line["idempotency_key"] for line in lines] == [
         f"testvenue/orders/{line['key']}@{line['seq']}" for line in lines]
+
+
+@pytest.mark.parametrize("dedupe", [True, False])
+def test_a_journal_line_torn_by_a_kill_is_cut_off_before_the_next_append(tmp_path, secrets_env,
+                                                                          dedupe):
+    """A worker killed in the write of a push leaves half a line: the next append cuts it off
+    (that push never returned: its records go out again) instead of failing on it for ever
+    (dedupe) or gluing the next line to it."""
+    cfg = base_config(tmp_path)
+    cfg["targets"]["journal"]["dedupe"] = dedupe
+    bridge = bridge_of(write_config(tmp_path, cfg))
+    post(create_app(bridge).test_client(), "orders", orders(3))
+    drain(bridge)
+    path = tmp_path / "journal.jsonl"
+    lines = Journal(path).lines()
+    whole = path.read_bytes()
+    path.write_bytes(whole + whole.splitlines(keepends=True)[0][:-40])  # a torn copy
+    journal = bridge.target(bridge.institution("testvenue"), "journal")
+    journal.append(lines[:1])  # the torn one's record, pushed again
+    bridge.close()
+    assert Journal(path).lines() == (lines if dedupe else [*lines, lines[0]])
+    assert path.read_bytes().endswith(b"}\n")
 
 
 def test_kill_9_between_push_and_commit_pushes_only_the_batch_in_flight_again(tmp_path, crm,

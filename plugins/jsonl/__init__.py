@@ -53,6 +53,7 @@ class JsonlTarget(Target):
                 fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX)
+                    _cut_torn_tail(fd)
                     if self.dedupe:
                         items = self._unwritten(fd, items)
                     os.write(fd, b"".join(orjson.dumps(i) + b"\n" for i in items))
@@ -91,6 +92,23 @@ class JsonlTarget(Target):
             f.flush()
             os.fsync(f.fileno())
         return len(lines) - len(kept)
+
+
+def _cut_torn_tail(fd: int) -> None:
+    """A journal that does not end with a newline was cut mid-append (its process killed in
+    the write of a push): the torn line is no delivery (that push never returned, so its
+    records go out again) and would garble the next line appended to it. Cut it off."""
+    end = os.lseek(fd, 0, os.SEEK_END)
+    if end == 0 or os.pread(fd, 1, end - 1) == b"\n":
+        return
+    start = max(0, end - (1 << 16))
+    while True:  # the last newline, read back from the end a block at a time
+        block = os.pread(fd, end - start, start)
+        newline = block.rfind(b"\n")
+        if newline >= 0 or start == 0:
+            break
+        end, start = start, max(0, start - (1 << 16))
+    os.ftruncate(fd, start + newline + 1 if newline >= 0 else 0)
 
 
 register_targets, push = target_hooks(JsonlTarget)
