@@ -143,6 +143,56 @@ def test_a_journal_line_torn_by_a_kill_is_cut_off_before_the_next_append(tmp_pat
     assert path.read_bytes().endswith(b"}\n")
 
 
+@pytest.mark.parametrize("dedupe", [True, False])
+def test_a_journal_write_cut_short_is_undone_and_fails_then_goes_through(tmp_path, secrets_env,
+                                                                         monkeypatch, dedupe):
+    """The disk fills in the middle of a push: the write stops short. The push fails (to be
+    tried again) and leaves the journal as it was, rather than counting as delivered with
+    half of it written; tried again, it writes every line, with dedupe too."""
+    from s360bridge.core.errors import TargetUnavailable
+
+    cfg = base_config(tmp_path)
+    cfg["targets"]["journal"]["dedupe"] = dedupe
+    bridge = bridge_of(write_config(tmp_path, cfg))
+    post(create_app(bridge).test_client(), "orders", orders(3))
+    drain(bridge)
+    path = tmp_path / "journal.jsonl"
+    lines, before = Journal(path).lines(), path.read_bytes()
+    again = [dict(line, idempotency_key=line["idempotency_key"] + "-again") for line in lines]
+    real_write, calls = os.write, []
+
+    def disk_filling(fd, data):
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real_write(fd, bytes(data[:len(data) // 2]))
+        raise OSError(28, "No space left on device")
+
+    journal = bridge.target(bridge.institution("testvenue"), "journal")
+    monkeypatch.setattr(os, "write", disk_filling)
+    with pytest.raises(TargetUnavailable, match="No space left"):
+        journal.append(again)
+    monkeypatch.setattr(os, "write", real_write)
+    assert path.read_bytes() == before
+    journal.append(again)
+    bridge.close()
+    assert Journal(path).lines() == [*lines, *again]
+
+
+def test_forget_drops_lines_of_a_journal_with_a_torn_tail(tmp_path, secrets_env):
+    cfg = base_config(tmp_path)
+    bridge = bridge_of(write_config(tmp_path, cfg))
+    post(create_app(bridge).test_client(), "orders", orders(3))
+    drain(bridge)
+    path = tmp_path / "journal.jsonl"
+    lines = Journal(path).lines()
+    path.write_bytes(path.read_bytes() + b'{"institution":"testven')
+    journal = bridge.target(bridge.institution("testvenue"), "journal")
+    assert journal.drop(lambda line: line["key"] == lines[0]["key"]) == 1
+    bridge.close()
+    assert Journal(path).lines() == lines[1:]
+    assert path.read_bytes().endswith(b"}\n")
+
+
 def test_kill_9_between_push_and_commit_pushes_only_the_batch_in_flight_again(tmp_path, crm,
                                                                             secrets_env):
     """Three batches of 10 for the CRM: it stores the second but its answer waits, and the

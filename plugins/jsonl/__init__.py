@@ -56,8 +56,9 @@ class JsonlTarget(Target):
                     _cut_torn_tail(fd)
                     if self.dedupe:
                         items = self._unwritten(fd, items)
-                    os.write(fd, b"".join(orjson.dumps(i) + b"\n" for i in items))
-                    os.fsync(fd)
+                    _write_all(fd, b"".join(orjson.dumps(i) + b"\n" for i in items))
+                    if self.dedupe:  # in the journal now, not before
+                        self._written.update(i["idempotency_key"] for i in items)
                     self._read_up_to = os.lseek(fd, 0, os.SEEK_END)
                 finally:
                     os.close(fd)
@@ -76,8 +77,12 @@ class JsonlTarget(Target):
         new = os.pread(fd, end - self._read_up_to, self._read_up_to)
         self._written.update(orjson.loads(line).get("idempotency_key")
                              for line in new.splitlines() if line)
-        fresh = [i for i in items if i["idempotency_key"] not in self._written]
-        self._written.update(i["idempotency_key"] for i in fresh)
+        self._read_up_to = end
+        fresh, keys = [], set()
+        for i in items:  # a key twice in one push is written once
+            if i["idempotency_key"] not in self._written and i["idempotency_key"] not in keys:
+                keys.add(i["idempotency_key"])
+                fresh.append(i)
         return fresh
 
     def drop(self, matches) -> int:
@@ -85,6 +90,8 @@ class JsonlTarget(Target):
         with self._lock, open(self.path, "r+b") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             lines = f.read().splitlines(keepends=True)
+            if lines and not lines[-1].endswith(b"\n"):  # torn: no delivery (_cut_torn_tail)
+                lines.pop()
             kept = [line for line in lines if not matches(orjson.loads(line))]
             f.seek(0)
             f.writelines(kept)
@@ -92,6 +99,21 @@ class JsonlTarget(Target):
             f.flush()
             os.fsync(f.fileno())
         return len(lines) - len(kept)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write ``data`` whole and sync it, or leave the journal as it was and raise: a write cut
+    short (the disk full, a quota) must not count as a delivery, and a fragment left at the
+    end would be cut off by the next append (``_cut_torn_tail``) without a word."""
+    start = os.lseek(fd, 0, os.SEEK_END)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    except OSError:
+        os.ftruncate(fd, start)
+        raise
 
 
 def _cut_torn_tail(fd: int) -> None:
