@@ -236,3 +236,15 @@ def post(client, stream: str, body, institution: str = "testvenue", **kwargs):
 def examples_site(tmp_path_factory):
     """The plugins of examples/, installed once into a folder outside the virtualenv."""
     return install(tmp_path_factory.mktemp("examples"))
+
+
+@pytest.fixture
+def private_cluster():
+    """A PostgreSQL cluster of the test's own (bench/pgcluster.py), never the shared one: for
+    the faults that stop it or end its connections."""
+    from bench.pgcluster import PrivateCluster, binaries
+
+    if binaries() is None:
+        pytest.skip("PostgreSQL's server binaries are not installed")
+    with PrivateCluster() as pg:
+        yield pg

@@ -1,5 +1,6 @@
 """Faults a real `s360bridge run` meets, each settled on the ledger (tests/helpers/ledger.py):
-PostgreSQL stopped and restarted mid-burst (a private cluster, never the shared one), the
+PostgreSQL stopped and restarted mid-burst (a private cluster, never the shared one; mid-drain:
+test_faults_drain.py), the
 SQLite engine database's disk full (a size-limited tmpfs), and hostile HTTP (huge headers, path
 tricks, unknown methods, oversized bodies). docs/guarantees.md names what each proves."""
 
@@ -8,19 +9,16 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import threading
-import time
 import types
 from pathlib import Path
 
 import pytest
 import requests
-from sqlalchemy import create_engine
 
-from .conftest import API_KEY, Journal, base_config, bridge_of, write_config
+from .conftest import API_KEY, base_config, bridge_of, write_config
 from .helpers import ledger
-from .helpers.postgres import needs_pg
+from .helpers.postgres import needs_pg, start_cluster, stop_cluster
 from .helpers.processes import checks, free_port, healthy, start, stop, wait_until
 from .helpers.stored import totals
 
@@ -89,20 +87,6 @@ class Sender:
         assert not any(t.is_alive() for t in self.threads)
 
 
-@pytest.fixture
-def private_cluster():
-    from bench.pgcluster import PrivateCluster, binaries
-
-    if binaries() is None:
-        pytest.skip("PostgreSQL's server binaries are not installed")
-    with PrivateCluster() as pg:
-        yield pg
-
-
-def pg_ctl(pg, *args: str) -> None:
-    pg._run(str(pg.bin / "pg_ctl"), "-D", str(pg.data), "-w", *args)
-
-
 @needs_pg
 def test_postgresql_stopped_and_restarted_mid_burst(tmp_path, secrets_env, private_cluster):
     """The engine's PostgreSQL stops (fast shutdown: its connections are cut) while two clients
@@ -115,12 +99,11 @@ def test_postgresql_stopped_and_restarted_mid_burst(tmp_path, secrets_env, priva
     sender = Sender(url, book, 1_000_000)
     try:
         wait_until(lambda: book.accepted >= 200, 30, "200 records acknowledged", proc)
-        pg_ctl(pg, "-m", "fast", "stop")
+        stop_cluster(pg)
         wait_until(lambda: book.refused[503] >= 50, 30, "503s while the database is down", proc)
         assert requests.get(f"{url}/health/ready", timeout=10).status_code == 503
         assert requests.get(f"{url}/health/live", timeout=5).status_code == 200
-        options = f"-p {pg.port} -k {pg.folder} -c listen_addresses=127.0.0.1"
-        pg_ctl(pg, "-l", str(pg.folder / "server.log"), "-o", options, "start")
+        start_cluster(pg)
         taken = book.accepted
         wait_until(lambda: book.accepted >= taken + 200, 60, "200s again", proc)
     finally:
@@ -131,98 +114,6 @@ def test_postgresql_stopped_and_restarted_mid_burst(tmp_path, secrets_env, priva
     assert figures["accepted"] + figures["duplicates"] == sender.batches * 10
     wait_until(lambda: healthy(url), 10, "ready again", proc)
     assert stop(proc) == 0
-
-
-# fills the inbox in a process of its own: a Bridge on the private cluster's URL would make this
-# process remember its user name ("postgres") as a secret, and mask it in every later test
-_FILL = """
-import sys
-from pathlib import Path
-
-from s360bridge.core.pipeline.ingest import ingest
-from tests.conftest import bridge_of
-from tests.helpers.processes import checks
-
-bridge = bridge_of(Path(sys.argv[1]))
-for first in range(0, int(sys.argv[2]), 1000):
-    ingest(bridge, bridge.institution("testvenue"), bridge.stream("ticketchecks"),
-           checks(80_000_000_000 + first, 1000))
-bridge.close()
-"""
-
-
-def _draining_worker(tmp_path: Path, pg, records: int):
-    """A worker started on a backlog of ``records`` ticket checks, in claims of 50 (each next
-    one claimed ahead, in the background), once it has delivered 500 of them."""
-    cfg = base_config(tmp_path)
-    cfg["engine"].update(database_url=pg.url("faults"), batch_size=50, **LIMITS)
-    cfg["streams"]["ticketchecks"]["targets"] = ["journal"]
-    config = write_config(tmp_path, cfg)
-    subprocess.run([sys.executable, "-c", _FILL, str(config), str(records)], check=True,
-                   cwd=Path(__file__).resolve().parent.parent, timeout=300)
-    journal, log = Journal(tmp_path / "journal.jsonl"), tmp_path / "worker.log"
-    proc = start(["worker", "-c", str(config)], log)
-    wait_until(lambda: len(journal.pushes()) >= 500, 60, "500 records delivered", proc)
-    return proc, journal, log
-
-
-def _delivered_once_and_queue_empty(pg, proc, journal: Journal, records: int) -> None:
-    wait_until(lambda: len(journal.pushes()) == records, 120, "every record delivered", proc)
-    queued = create_engine(pg.url("faults"))
-    try:
-        wait_until(lambda: _scalar(queued, "SELECT count(*) FROM queue") == 0, 30,
-                   "every batch completed", proc)
-    finally:
-        queued.dispose()
-    assert stop(proc) == 0
-    assert sorted(journal.pushes().values()) == [1] * records
-
-
-@needs_pg
-def test_postgresql_stopped_while_the_worker_claims_ahead(tmp_path, secrets_env,
-                                                         private_cluster):
-    """A backlog drained in full claims, each next one claimed in the background as on
-    PostgreSQL, when the server stops, and starts again at the worker's first sign of it: the
-    claim or the completion it cut is made again once the server is back, every record is
-    delivered once and the queue empties."""
-    pg, records = private_cluster, 30_000  # 600 claims of 50: the outage comes mid-drain
-    proc, journal, log = _draining_worker(tmp_path, pg, records)
-    pg_ctl(pg, "-m", "fast", "stop")
-    assert len(journal.pushes()) <= records - 2 * 50  # claims were still to be made
-    wait_until(lambda: any(sign in log.read_text() for sign in (
-        "engine database unavailable", "could not complete a batch")), 30,
-        "the worker to notice", proc)
-    options = f"-p {pg.port} -k {pg.folder} -c listen_addresses=127.0.0.1"
-    pg_ctl(pg, "-l", str(pg.folder / "server.log"), "-o", options, "start")
-    _delivered_once_and_queue_empty(pg, proc, journal, records)
-
-
-@needs_pg
-def test_a_claim_ahead_whose_connection_the_server_ends_is_made_afresh(tmp_path, secrets_env,
-                                                                       private_cluster):
-    """The server ends the connection of a claim running in the background (an operator's
-    ``pg_terminate_backend``, a pooler's restart): the worker claims afresh and delivers every
-    record once. (A claim ahead that failed was once kept and raised again at every round:
-    the worker delivered nothing more until it was restarted.)"""
-    pg, records = private_cluster, 30_000
-    proc, journal, log = _draining_worker(tmp_path, pg, records)
-    admin, deadline = create_engine(pg.url("faults")), time.monotonic() + 30
-    try:  # a claim of 50 runs for a millisecond or so: asked without a pause between
-        while not _scalar(admin, "SELECT count(pg_terminate_backend(pid)) FROM "
-                                 "pg_stat_activity WHERE datname = 'faults' AND "
-                                 "state = 'active' AND query LIKE 'WITH leased AS%%'"):
-            assert time.monotonic() < deadline, "no claim caught running in 30 s"
-            assert proc.poll() is None
-    finally:
-        admin.dispose()
-    assert len(journal.pushes()) <= records - 2 * 50
-    _delivered_once_and_queue_empty(pg, proc, journal, records)
-    assert "engine database unavailable" in log.read_text()
-
-
-def _scalar(engine, sql: str):
-    with engine.connect() as conn:
-        return conn.exec_driver_sql(sql).scalar()
 
 
 @pytest.fixture

@@ -121,18 +121,23 @@ def test_jsonl_lines_carry_the_key_and_dedupe_drops_repeats(tmp_path, secrets_en
         f"testvenue/orders/{line['key']}@{line['seq']}" for line in lines]
 
 
+def _three_orders_journaled(tmp_path, dedupe: bool = False):
+    """A bridge whose jsonl journal holds three delivered orders, and the journal's path."""
+    cfg = base_config(tmp_path)
+    cfg["targets"]["journal"]["dedupe"] = dedupe
+    bridge = bridge_of(write_config(tmp_path, cfg))
+    post(create_app(bridge).test_client(), "orders", orders(3))
+    drain(bridge)
+    return bridge, tmp_path / "journal.jsonl"
+
+
 @pytest.mark.parametrize("dedupe", [True, False])
 def test_a_journal_line_torn_by_a_kill_is_cut_off_before_the_next_append(tmp_path, secrets_env,
                                                                           dedupe):
     """A worker killed in the write of a push leaves half a line: the next append cuts it off
     (that push never returned: its records go out again) instead of failing on it for ever
     (dedupe) or gluing the next line to it."""
-    cfg = base_config(tmp_path)
-    cfg["targets"]["journal"]["dedupe"] = dedupe
-    bridge = bridge_of(write_config(tmp_path, cfg))
-    post(create_app(bridge).test_client(), "orders", orders(3))
-    drain(bridge)
-    path = tmp_path / "journal.jsonl"
+    bridge, path = _three_orders_journaled(tmp_path, dedupe)
     lines = Journal(path).lines()
     whole = path.read_bytes()
     path.write_bytes(whole + whole.splitlines(keepends=True)[0][:-40])  # a torn copy
@@ -151,12 +156,7 @@ def test_a_journal_write_cut_short_is_undone_and_fails_then_goes_through(tmp_pat
     half of it written; tried again, it writes every line, with dedupe too."""
     from s360bridge.core.errors import TargetUnavailable
 
-    cfg = base_config(tmp_path)
-    cfg["targets"]["journal"]["dedupe"] = dedupe
-    bridge = bridge_of(write_config(tmp_path, cfg))
-    post(create_app(bridge).test_client(), "orders", orders(3))
-    drain(bridge)
-    path = tmp_path / "journal.jsonl"
+    bridge, path = _three_orders_journaled(tmp_path, dedupe)
     lines, before = Journal(path).lines(), path.read_bytes()
     again = [dict(line, idempotency_key=line["idempotency_key"] + "-again") for line in lines]
     real_write, calls = os.write, []
@@ -179,11 +179,7 @@ def test_a_journal_write_cut_short_is_undone_and_fails_then_goes_through(tmp_pat
 
 
 def test_forget_drops_lines_of_a_journal_with_a_torn_tail(tmp_path, secrets_env):
-    cfg = base_config(tmp_path)
-    bridge = bridge_of(write_config(tmp_path, cfg))
-    post(create_app(bridge).test_client(), "orders", orders(3))
-    drain(bridge)
-    path = tmp_path / "journal.jsonl"
+    bridge, path = _three_orders_journaled(tmp_path)
     lines = Journal(path).lines()
     path.write_bytes(path.read_bytes() + b'{"institution":"testven')
     journal = bridge.target(bridge.institution("testvenue"), "journal")

@@ -54,3 +54,18 @@ def warehouse(bridge, sql: str) -> list[tuple]:
     target = bridge.target(bridge.institution("testvenue"), "datx")
     with target.engine.connect() as conn:
         return [tuple(r) for r in conn.exec_driver_sql(sql)]
+
+
+def stop_cluster(pg) -> None:
+    """A private cluster (bench/pgcluster.py) stopped fast: its connections are cut."""
+    _pg_ctl(pg, "-m", "fast", "stop")
+
+
+def start_cluster(pg) -> None:
+    """A private cluster stopped by ``stop_cluster`` started again, on its port and folder."""
+    options = f"-p {pg.port} -k {pg.folder} -c listen_addresses=127.0.0.1"
+    _pg_ctl(pg, "-l", str(pg.folder / "server.log"), "-o", options, "start")
+
+
+def _pg_ctl(pg, *args: str) -> None:
+    pg._run(str(pg.bin / "pg_ctl"), "-D", str(pg.data), "-w", *args)
