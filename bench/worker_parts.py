@@ -159,6 +159,17 @@ def measure(args) -> None:
         shutil.rmtree(work)
 
 
+def _freeze_startup() -> None:
+    """What `s360bridge worker` does before it serves; nothing for a checkout (--source) from
+    before it did (the editable install would lend it this checkout's module)."""
+    import s360bridge.core
+
+    if (Path(s360bridge.core.__file__).parent / "collector.py").exists():
+        from s360bridge.core.collector import freeze_startup
+
+        freeze_startup()
+
+
 def _revisions(backend) -> str:
     return backend.scalar("engine", "SELECT string_agg(version_num, ',') FROM alembic_version"
                           if backend.name == "postgresql" else
@@ -192,6 +203,7 @@ def drain(backend, args, cfg: Path) -> None:
     if hasattr(worker_module, "ThreadPoolExecutor"):  # older checkouts (--source): none
         worker_module.ThreadPoolExecutor = background.executor(worker_module.ThreadPoolExecutor)
     worker = worker_module.Worker(bridge)
+    _freeze_startup()
     run_once = t.wrap("worker loop, leases, other", worker.run_once)
     if args.statements:
         for url in (backend.engine_url, backend.warehouse_url):

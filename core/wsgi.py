@@ -17,6 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from s360bridge.core.bridge import Bridge
+from s360bridge.core.collector import freeze_startup
 from s360bridge.core.config import load_settings
 from s360bridge.core.errors import ConfigError, S360BridgeError
 from s360bridge.core.pipeline.receiver import create_app
@@ -26,14 +27,18 @@ CONFIG_ENV = "S360BRIDGE_CONFIG"
 
 
 def app_from_env() -> Flask:
-    """The receiver for the files or folders listed in S360BRIDGE_CONFIG (os.pathsep between)."""
+    """The receiver for the files or folders listed in S360BRIDGE_CONFIG (os.pathsep between);
+    what it built is left out of the garbage collector's walks (core/collector.py): the server
+    calls this once in each of its worker processes, before it serves."""
     paths = [p for p in os.environ.get(CONFIG_ENV, "").split(os.pathsep) if p]
     try:
         if not paths:
             raise ConfigError(f"set {CONFIG_ENV} to the configuration file or folder to serve")
-        return create_app(Bridge(load_settings(paths)))
+        app = create_app(Bridge(load_settings(paths)))
     except (S360BridgeError, DBAPIError, PoolTimeout) as exc:
         raise _load_error(user_error(exc)) from None
+    freeze_startup()
+    return app
 
 
 def _load_error(exc: S360BridgeError) -> Exception:

@@ -8,14 +8,11 @@ from pathlib import Path
 import click
 
 from s360bridge.core.cli.common import config_option, institution_of, open_bridge
+from s360bridge.core.collector import fewer_collections
 from s360bridge.core.errors import S360BridgeError
 from s360bridge.core.operations import reconcile_runs
 from s360bridge.core.operations.history_import import run_import
-from s360bridge.core.operations.import_delivery import (
-    BESIDE_BYTES,
-    Beside,
-    fewer_collections,
-)
+from s360bridge.core.operations.import_delivery import BESIDE_BYTES, Beside
 from s360bridge.core.operations.reconcile import (
     DIFFERENT,
     MISSING_IN_S360,

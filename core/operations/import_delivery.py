@@ -13,7 +13,6 @@ otherwise scan over and over.
 
 from __future__ import annotations
 
-import gc
 import logging
 import multiprocessing
 import os
@@ -21,24 +20,12 @@ from contextlib import contextmanager
 
 from sqlalchemy import event
 
+from s360bridge.core.collector import fewer_collections
+
 log = logging.getLogger("s360bridge.import")
 
 BESIDE_BYTES = 16 << 20  # smaller files are delivered after their store, in the import itself
 _POLL_SECONDS = 0.05
-
-
-@contextmanager
-def fewer_collections():
-    """Collect the young generation when 250,000 objects more are alive, not 700, and leave the
-    objects made so far (modules, settings) out of every collection, for the block."""
-    before = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(250_000, 50, 100)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
-        gc.unfreeze()
 
 
 @contextmanager
