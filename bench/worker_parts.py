@@ -164,8 +164,8 @@ def _freeze_startup() -> None:
     before it did (the editable install would lend it this checkout's module)."""
     import s360bridge.core
 
-    if (Path(s360bridge.core.__file__).parent / "collector.py").exists():
-        from s360bridge.core.collector import freeze_startup
+    if (Path(s360bridge.core.__file__).parent / "garbage.py").exists():
+        from s360bridge.core.garbage import freeze_startup
 
         freeze_startup()
 
@@ -186,6 +186,7 @@ def drain(backend, args, cfg: Path) -> None:
     from s360bridge.core.plugin.manager import Hooks
 
     bridge = Bridge(load_settings([cfg]), schema="upgrade")
+    _freeze_startup()  # before the fill, as a worker before its first claim
     started = time.perf_counter()
     fill(bridge, args.records)
     size = bridge.settings.engine.claim_size(backend.name)
@@ -203,7 +204,6 @@ def drain(backend, args, cfg: Path) -> None:
     if hasattr(worker_module, "ThreadPoolExecutor"):  # older checkouts (--source): none
         worker_module.ThreadPoolExecutor = background.executor(worker_module.ThreadPoolExecutor)
     worker = worker_module.Worker(bridge)
-    _freeze_startup()
     run_once = t.wrap("worker loop, leases, other", worker.run_once)
     if args.statements:
         for url in (backend.engine_url, backend.warehouse_url):

@@ -17,9 +17,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from s360bridge.core.bridge import Bridge
-from s360bridge.core.collector import freeze_startup
 from s360bridge.core.config import load_settings
 from s360bridge.core.errors import ConfigError, S360BridgeError
+from s360bridge.core.garbage import freeze_startup
 from s360bridge.core.pipeline.receiver import create_app
 from s360bridge.core.storage.db import user_error
 
@@ -28,8 +28,9 @@ CONFIG_ENV = "S360BRIDGE_CONFIG"
 
 def app_from_env() -> Flask:
     """The receiver for the files or folders listed in S360BRIDGE_CONFIG (os.pathsep between);
-    what it built is left out of the garbage collector's walks (core/collector.py): the server
-    calls this once in each of its worker processes, before it serves."""
+    what it built is left out of the garbage collector's walks (core/garbage.py). gunicorn
+    calls this in each of its worker processes, or once before it forks them (``--preload``):
+    either way, before any request."""
     paths = [p for p in os.environ.get(CONFIG_ENV, "").split(os.pathsep) if p]
     try:
         if not paths:

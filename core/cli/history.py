@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from s360bridge.core.cli.common import config_option, institution_of, open_bridge
-from s360bridge.core.collector import fewer_collections
 from s360bridge.core.errors import S360BridgeError
+from s360bridge.core.garbage import fewer_collections
 from s360bridge.core.operations import reconcile_runs
 from s360bridge.core.operations.history_import import run_import
 from s360bridge.core.operations.import_delivery import BESIDE_BYTES, Beside
@@ -36,7 +36,8 @@ def _stream(bridge, inst, name: str):
 
 
 def _deliver_with_progress(bridge, label: str) -> int:
-    with click.progressbar(length=1, label=label, show_percent=False) as bar:
+    with click.progressbar(length=1, label=label, show_percent=False) as bar, \
+            fewer_collections():
         n = deliver(bridge)
         bar.update(1)
     return n
@@ -80,8 +81,8 @@ def import_records(configs, institution, stream_name, fmt, batch, again, no_deli
                    f"(left out), {t.quarantined} quarantined")
     if not no_deliver:  # what is still queued too: an import stopped while it delivered
         n = beside.finish() if beside is not None else 0
-        with fewer_collections():  # its claims flush what the store left unflushed
-            n += _deliver_with_progress(bridge, "delivering to the targets")
+        # its claims flush what the store left unflushed
+        n += _deliver_with_progress(bridge, "delivering to the targets")
         click.echo(f"delivered {n} record(s); see `s360bridge status`")
 
 

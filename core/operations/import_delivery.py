@@ -20,7 +20,7 @@ from contextlib import contextmanager
 
 from sqlalchemy import event
 
-from s360bridge.core.collector import fewer_collections
+from s360bridge.core.garbage import fewer_collections
 
 log = logging.getLogger("s360bridge.import")
 

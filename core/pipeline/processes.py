@@ -16,8 +16,8 @@ from sqlalchemy.exc import DBAPIError
 
 from s360bridge.core import instruments
 from s360bridge.core.bridge import Bridge
-from s360bridge.core.collector import freeze_startup
 from s360bridge.core.errors import S360BridgeError
+from s360bridge.core.garbage import freeze_startup
 from s360bridge.core.operator.app import create_operator_app
 from s360bridge.core.pipeline.election import Election, one_line
 from s360bridge.core.pipeline.receiver import create_app
@@ -153,7 +153,7 @@ class Process:
 
     def serve_forever(self) -> None:
         """Run until SIGTERM or SIGINT, then shut down cleanly; what the process built to
-        start is left out of the garbage collector's walks (core/collector.py)."""
+        start is left out of the garbage collector's walks (core/garbage.py)."""
         signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
         signal.signal(signal.SIGINT, lambda *_: self.stop.set())
         freeze_startup()

@@ -18,7 +18,9 @@ from contextlib import contextmanager
 def freeze_startup() -> None:
     """Leave every object alive now out of all later collections (``gc.freeze``), once the
     garbage of the start is collected: call it when the process has loaded its plugins and
-    opened its databases, before it serves. Objects made afterwards are collected as before."""
+    opened its databases, before it serves. Objects made afterwards are collected as before.
+    A frozen object that later ends in a reference cycle is never freed, with what it refers
+    to: the start's objects live as long as the process, so that is at most a one-off loss."""
     gc.collect()
     gc.freeze()
 
@@ -26,12 +28,15 @@ def freeze_startup() -> None:
 @contextmanager
 def fewer_collections():
     """Collect the young generation when 250,000 objects more are alive, not 700, and leave the
-    objects made so far (modules, settings) out of every collection, for the block."""
-    before = gc.get_threshold()
-    gc.freeze()
+    objects made so far (modules, settings) out of every collection, for the block; a freeze
+    made before it (``freeze_startup``) stays after it."""
+    before, frozen = gc.get_threshold(), gc.get_freeze_count() > 0
+    if not frozen:
+        gc.freeze()
     gc.set_threshold(250_000, 50, 100)
     try:
         yield
     finally:
         gc.set_threshold(*before)
-        gc.unfreeze()
+        if not frozen:
+            gc.unfreeze()
