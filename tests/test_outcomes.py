@@ -9,13 +9,12 @@ import sqlite3
 import threading
 import types
 
-import pytest
 from flask import Flask, redirect, request
 
 from s360bridge.core.pipeline.receiver import create_app
 from s360bridge.simulator.serving import Served
 
-from .conftest import Journal, base_config, bridge_of, drain, post, write_config
+from .conftest import base_config, bridge_of, drain, post, write_config
 from .helpers import ledger
 from .helpers.processes import start, wait_until
 from .helpers.records import numbered_orders
@@ -103,90 +102,6 @@ def test_a_route_nothing_can_deliver_any_more_is_a_dead_letter_at_once(tmp_path,
                       "declares anything for this stream or this target type; journal: no "
                       "plugin maps stream 'orders' to target type 'jsonl'; no plugin declares "
                       "anything for this stream or this target type"}
-
-
-def test_jsonl_lines_carry_the_key_and_dedupe_drops_repeats(tmp_path, secrets_env):
-    cfg = base_config(tmp_path)
-    cfg["targets"]["journal"]["dedupe"] = True
-    bridge = bridge_of(write_config(tmp_path, cfg))
-    post(create_app(bridge).test_client(), "orders", orders(3))
-    drain(bridge)
-    journal = bridge.target(bridge.institution("testvenue"), "journal")
-    lines = Journal(tmp_path / "journal.jsonl").lines()
-    journal.append(lines)  # all of them again, as after a crash
-    bridge.close()
-    again = Journal(tmp_path / "journal.jsonl").lines()
-    assert again == lines
-    assert [line["idempotency_key"] for line in lines] == [
-        f"testvenue/orders/{line['key']}@{line['seq']}" for line in lines]
-
-
-def _three_orders_journaled(tmp_path, dedupe: bool = False):
-    """A bridge whose jsonl journal holds three delivered orders, and the journal's path."""
-    cfg = base_config(tmp_path)
-    cfg["targets"]["journal"]["dedupe"] = dedupe
-    bridge = bridge_of(write_config(tmp_path, cfg))
-    post(create_app(bridge).test_client(), "orders", orders(3))
-    drain(bridge)
-    return bridge, tmp_path / "journal.jsonl"
-
-
-@pytest.mark.parametrize("dedupe", [True, False])
-def test_a_journal_line_torn_by_a_kill_is_cut_off_before_the_next_append(tmp_path, secrets_env,
-                                                                          dedupe):
-    """A worker killed in the write of a push leaves half a line: the next append cuts it off
-    (that push never returned: its records go out again) instead of failing on it for ever
-    (dedupe) or gluing the next line to it."""
-    bridge, path = _three_orders_journaled(tmp_path, dedupe)
-    lines = Journal(path).lines()
-    whole = path.read_bytes()
-    path.write_bytes(whole + whole.splitlines(keepends=True)[0][:-40])  # a torn copy
-    journal = bridge.target(bridge.institution("testvenue"), "journal")
-    journal.append(lines[:1])  # the torn one's record, pushed again
-    bridge.close()
-    assert Journal(path).lines() == (lines if dedupe else [*lines, lines[0]])
-    assert path.read_bytes().endswith(b"}\n")
-
-
-@pytest.mark.parametrize("dedupe", [True, False])
-def test_a_journal_write_cut_short_is_undone_and_fails_then_goes_through(tmp_path, secrets_env,
-                                                                         monkeypatch, dedupe):
-    """The disk fills in the middle of a push: the write stops short. The push fails (to be
-    tried again) and leaves the journal as it was, rather than counting as delivered with
-    half of it written; tried again, it writes every line, with dedupe too."""
-    from s360bridge.core.errors import TargetUnavailable
-
-    bridge, path = _three_orders_journaled(tmp_path, dedupe)
-    lines, before = Journal(path).lines(), path.read_bytes()
-    again = [dict(line, idempotency_key=line["idempotency_key"] + "-again") for line in lines]
-    real_write, calls = os.write, []
-
-    def disk_filling(fd, data):
-        calls.append(len(data))
-        if len(calls) == 1:
-            return real_write(fd, bytes(data[:len(data) // 2]))
-        raise OSError(28, "No space left on device")
-
-    journal = bridge.target(bridge.institution("testvenue"), "journal")
-    monkeypatch.setattr(os, "write", disk_filling)
-    with pytest.raises(TargetUnavailable, match="No space left"):
-        journal.append(again)
-    monkeypatch.setattr(os, "write", real_write)
-    assert path.read_bytes() == before
-    journal.append(again)
-    bridge.close()
-    assert Journal(path).lines() == [*lines, *again]
-
-
-def test_forget_drops_lines_of_a_journal_with_a_torn_tail(tmp_path, secrets_env):
-    bridge, path = _three_orders_journaled(tmp_path)
-    lines = Journal(path).lines()
-    path.write_bytes(path.read_bytes() + b'{"institution":"testven')
-    journal = bridge.target(bridge.institution("testvenue"), "journal")
-    assert journal.drop(lambda line: line["key"] == lines[0]["key"]) == 1
-    bridge.close()
-    assert Journal(path).lines() == lines[1:]
-    assert path.read_bytes().endswith(b"}\n")
 
 
 def test_kill_9_between_push_and_commit_pushes_only_the_batch_in_flight_again(tmp_path, crm,

@@ -1,0 +1,172 @@
+"""The built-in jsonl target (plugins/jsonl): a journal of every push, keyed by idempotency key;
+with dedupe, a key already there is not written again, whichever process wrote it. A line torn
+by a kill, a write cut short and a rewrite by `forget` in another process each leave it whole."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from s360bridge.core.pipeline.receiver import create_app
+
+from .conftest import Journal, base_config, bridge_of, drain, post, write_config
+from .helpers.records import numbered_orders
+
+
+def orders(n: int) -> list[dict]:
+    return numbered_orders(20_000_000, n)
+
+
+def test_jsonl_lines_carry_the_key_and_dedupe_drops_repeats(tmp_path, secrets_env):
+    cfg = base_config(tmp_path)
+    cfg["targets"]["journal"]["dedupe"] = True
+    bridge = bridge_of(write_config(tmp_path, cfg))
+    post(create_app(bridge).test_client(), "orders", orders(3))
+    drain(bridge)
+    journal = bridge.target(bridge.institution("testvenue"), "journal")
+    lines = Journal(tmp_path / "journal.jsonl").lines()
+    journal.append(lines)  # all of them again, as after a crash
+    bridge.close()
+    again = Journal(tmp_path / "journal.jsonl").lines()
+    assert again == lines
+    assert [line["idempotency_key"] for line in lines] == [
+        f"testvenue/orders/{line['key']}@{line['seq']}" for line in lines]
+
+
+def _three_orders_journaled(tmp_path, dedupe: bool = False):
+    """A bridge whose jsonl journal holds three delivered orders, and the journal's path."""
+    cfg = base_config(tmp_path)
+    cfg["targets"]["journal"]["dedupe"] = dedupe
+    bridge = bridge_of(write_config(tmp_path, cfg))
+    post(create_app(bridge).test_client(), "orders", orders(3))
+    drain(bridge)
+    return bridge, tmp_path / "journal.jsonl"
+
+
+@pytest.mark.parametrize("dedupe", [True, False])
+def test_a_journal_line_torn_by_a_kill_is_cut_off_before_the_next_append(tmp_path, secrets_env,
+                                                                          dedupe):
+    """A worker killed in the write of a push leaves half a line: the next append cuts it off
+    (that push never returned: its records go out again) instead of failing on it for ever
+    (dedupe) or gluing the next line to it."""
+    bridge, path = _three_orders_journaled(tmp_path, dedupe)
+    lines = Journal(path).lines()
+    whole = path.read_bytes()
+    path.write_bytes(whole + whole.splitlines(keepends=True)[0][:-40])  # a torn copy
+    journal = bridge.target(bridge.institution("testvenue"), "journal")
+    journal.append(lines[:1])  # the torn one's record, pushed again
+    bridge.close()
+    assert Journal(path).lines() == (lines if dedupe else [*lines, lines[0]])
+    assert path.read_bytes().endswith(b"}\n")
+
+
+@pytest.mark.parametrize("dedupe", [True, False])
+def test_a_journal_write_cut_short_is_undone_and_fails_then_goes_through(tmp_path, secrets_env,
+                                                                         monkeypatch, dedupe):
+    """The disk fills in the middle of a push: the write stops short. The push fails (to be
+    tried again) and leaves the journal as it was, rather than counting as delivered with
+    half of it written; tried again, it writes every line, with dedupe too."""
+    from s360bridge.core.errors import TargetUnavailable
+
+    bridge, path = _three_orders_journaled(tmp_path, dedupe)
+    lines, before = Journal(path).lines(), path.read_bytes()
+    again = [dict(line, idempotency_key=line["idempotency_key"] + "-again") for line in lines]
+    real_write, calls = os.write, []
+
+    def disk_filling(fd, data):
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real_write(fd, bytes(data[:len(data) // 2]))
+        raise OSError(28, "No space left on device")
+
+    journal = bridge.target(bridge.institution("testvenue"), "journal")
+    monkeypatch.setattr(os, "write", disk_filling)
+    with pytest.raises(TargetUnavailable, match="No space left"):
+        journal.append(again)
+    monkeypatch.setattr(os, "write", real_write)
+    assert path.read_bytes() == before
+    journal.append(again)
+    bridge.close()
+    assert Journal(path).lines() == [*lines, *again]
+
+
+def test_forget_drops_lines_of_a_journal_with_a_torn_tail(tmp_path, secrets_env):
+    bridge, path = _three_orders_journaled(tmp_path)
+    lines = Journal(path).lines()
+    path.write_bytes(path.read_bytes() + b'{"institution":"testven')
+    journal = bridge.target(bridge.institution("testvenue"), "journal")
+    assert journal.drop(lambda line: line["key"] == lines[0]["key"]) == 1
+    bridge.close()
+    assert Journal(path).lines() == lines[1:]
+    assert path.read_bytes().endswith(b"}\n")
+
+
+def _again(lines: list[dict], tag: str = "again") -> list[dict]:
+    """The lines with idempotency keys of their own: new deliveries."""
+    return [dict(line, idempotency_key=f"{line['idempotency_key']}-{tag}") for line in lines]
+
+
+def test_a_deduping_worker_reads_again_a_journal_that_forget_rewrote_elsewhere(tmp_path,
+                                                                               secrets_env):
+    """`forget` in another process rewrites the journal, and more lines are appended there;
+    this worker's next push reads the new file from its start, not from where it had read
+    the old one to (half a line there, or lines it would miss and write twice)."""
+    bridge, path = _three_orders_journaled(tmp_path, dedupe=True)
+    lines = Journal(path).lines()
+    elsewhere = bridge_of(path.parent / "testvenue.yaml")
+    theirs = elsewhere.target(elsewhere.institution("testvenue"), "journal")
+    assert theirs.drop(lambda line: line["key"] == lines[0]["key"]) == 1
+    theirs.append(_again(lines))
+    elsewhere.close()
+    ours = bridge.target(bridge.institution("testvenue"), "journal")
+    ours.append([*lines[1:], *_again(lines), *_again(lines[:1], "new")])  # repeats, and one new
+    bridge.close()
+    assert Journal(path).lines() == [*lines[1:], *_again(lines), *_again(lines[:1], "new")]
+
+
+def test_an_append_that_waited_for_a_rewrite_writes_to_the_new_journal(tmp_path, secrets_env,
+                                                                       monkeypatch):
+    """A push opens the journal just before `forget` elsewhere replaces it: the push, once it
+    has the lock, finds its file gone from the folder and writes to the new one."""
+    bridge, path = _three_orders_journaled(tmp_path)
+    lines = Journal(path).lines()
+    elsewhere = bridge_of(path.parent / "testvenue.yaml")
+    theirs = elsewhere.target(elsewhere.institution("testvenue"), "journal")
+    ours = bridge.target(bridge.institution("testvenue"), "journal")
+    real_open, opened = os.open, []
+
+    def rewritten_once_opened(file, flags, *args):
+        fd = real_open(file, flags, *args)
+        if not opened:
+            opened.append(os.fstat(fd).st_ino)
+            theirs.drop(lambda line: line["key"] == lines[0]["key"])
+        return fd
+
+    monkeypatch.setattr(os, "open", rewritten_once_opened)
+    ours.append(_again(lines[1:2]))
+    monkeypatch.setattr(os, "open", real_open)
+    elsewhere.close()
+    bridge.close()
+    assert os.stat(path).st_ino != opened[0]  # the file the push first opened was replaced
+    assert Journal(path).lines() == [*lines[1:], *_again(lines[1:2])]
+
+
+def test_forget_that_cannot_write_the_journal_again_leaves_it_whole(tmp_path, secrets_env,
+                                                                    monkeypatch):
+    bridge, path = _three_orders_journaled(tmp_path)
+    lines, before = Journal(path).lines(), path.read_bytes()
+    real_write = os.write
+
+    def disk_full(fd, data):
+        real_write(fd, bytes(data[:len(data) // 2]))
+        raise OSError(28, "No space left on device")
+
+    journal = bridge.target(bridge.institution("testvenue"), "journal")
+    monkeypatch.setattr(os, "write", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        journal.drop(lambda line: line["key"] == lines[0]["key"])
+    monkeypatch.setattr(os, "write", real_write)
+    bridge.close()
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.glob("*journal*")) == [path.name]
