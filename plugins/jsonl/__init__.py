@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import stat
 import threading
 from pathlib import Path
 
@@ -41,7 +40,7 @@ class JsonlTarget(Target):
         self._lock = threading.Lock()
         self._written: set[str] = set()  # with dedupe: the idempotency keys in the journal
         self._read_up_to = 0  # ... as read up to this offset (other processes append too)
-        self._journal: tuple[int, int] | None = None  # ... of this file (a rewrite replaces it)
+        self._tail = b""  # ... where the last line read ends it: is it still there?
 
     def describe(self) -> str:
         return f"jsonl {self.path}"
@@ -52,14 +51,17 @@ class JsonlTarget(Target):
         try:
             with self._lock:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                fd = _locked(self.path)
+                fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
                 try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
                     _cut_torn_tail(fd)
                     if self.dedupe:
                         items = self._unwritten(fd, items)
-                    _write_all(fd, b"".join(orjson.dumps(i) + b"\n" for i in items))
-                    if self.dedupe:  # in the journal now, not before
+                    data = b"".join(orjson.dumps(i) + b"\n" for i in items)
+                    _write_all(fd, data)
+                    if self.dedupe and data:  # in the journal now, not before
                         self._written.update(i["idempotency_key"] for i in items)
+                        self._tail = data[data.rfind(b"\n", 0, -1) + 1:]
                     self._read_up_to = os.lseek(fd, 0, os.SEEK_END)
                 finally:
                     os.close(fd)
@@ -71,13 +73,15 @@ class JsonlTarget(Target):
 
     def _unwritten(self, fd: int, items: list[dict]) -> list[dict]:
         """The items not in the journal yet, after reading what others appended since."""
-        end, journal = os.lseek(fd, 0, os.SEEK_END), _identity(os.fstat(fd))
-        if journal != self._journal or end < self._read_up_to:  # rewritten (forget), emptied
+        end = os.lseek(fd, 0, os.SEEK_END)
+        if not self._read_still_there(fd, end):  # rewritten by forget: read it all again
             self._written.clear()
-            self._read_up_to, self._journal = 0, journal
+            self._read_up_to, self._tail = 0, b""
         new = os.pread(fd, end - self._read_up_to, self._read_up_to)
         self._written.update(orjson.loads(line).get("idempotency_key")
                              for line in new.splitlines() if line)
+        if new:
+            self._tail = new[new.rfind(b"\n", 0, -1) + 1:]
         self._read_up_to = end
         fresh, keys = [], set()
         for i in items:  # a key twice in one push is written once
@@ -86,63 +90,28 @@ class JsonlTarget(Target):
                 fresh.append(i)
         return fresh
 
+    def _read_still_there(self, fd: int, end: int) -> bool:
+        """Whether the journal still holds what this process read of it where it was. `forget`
+        (``drop``), in any process, rewrites it without some lines: everything after the first
+        line it drops moves up, so the last line read, unique by its key, is no longer where
+        it ended, or is gone."""
+        start = self._read_up_to - len(self._tail)
+        return end >= self._read_up_to and os.pread(fd, len(self._tail), start) == self._tail
+
     def drop(self, matches) -> int:
-        """Write the journal again without the lines ``matches`` selects, into a new file that
-        then takes its place: a crash or a full disk leaves the old one whole, and the other
-        processes' appends and dedupe reads move to the new one (``_locked``, ``_unwritten``).
-        Answer how many lines went."""
-        with self._lock:
-            fd = _locked(self.path)
-            try:
-                lines = self.path.read_bytes().splitlines(keepends=True)
-                if lines and not lines[-1].endswith(b"\n"):  # torn: no delivery
-                    lines.pop()
-                kept = [line for line in lines if not matches(orjson.loads(line))]
-                _replace(self.path, b"".join(kept), stat.S_IMODE(os.fstat(fd).st_mode))
-            finally:
-                os.close(fd)
+        """Rewrite the journal without the lines ``matches`` selects; answer how many went."""
+        with self._lock, open(self.path, "r+b") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            lines = f.read().splitlines(keepends=True)
+            if lines and not lines[-1].endswith(b"\n"):  # torn: no delivery (_cut_torn_tail)
+                lines.pop()
+            kept = [line for line in lines if not matches(orjson.loads(line))]
+            f.seek(0)
+            f.writelines(kept)
+            f.truncate()
+            f.flush()
+            os.fsync(f.fileno())
         return len(lines) - len(kept)
-
-
-def _identity(st: os.stat_result) -> tuple[int, int]:
-    return st.st_dev, st.st_ino
-
-
-def _locked(path: Path) -> int:
-    """The journal, opened to append and locked. A rewrite (``drop``) that replaced the file
-    while this waited for the lock leaves it holding the old one, gone from the folder: then
-    the new one is opened and locked instead."""
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            if _identity(os.fstat(fd)) == _identity(os.stat(path)):
-                return fd
-        except FileNotFoundError:  # removed meanwhile: made again by the next open
-            pass
-        except BaseException:
-            os.close(fd)
-            raise
-        os.close(fd)
-
-
-def _replace(path: Path, data: bytes, mode: int) -> None:
-    """``path``'s content becomes ``data`` whole, or stays as it was."""
-    tmp = path.with_name(f".{path.name}.rewrite")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        _write_all(fd, data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    finally:
-        os.close(fd)
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)  # the new name survives a power cut
-    finally:
-        os.close(folder)
 
 
 def _write_all(fd: int, data: bytes) -> None:
