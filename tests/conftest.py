@@ -195,10 +195,11 @@ class Journal:
         self.path = path
 
     def lines(self) -> list[dict]:
+        """The lines pushed, but those `forget` blanked."""
         if not self.path.exists():
             return []
         complete = self.path.read_text("utf-8").split("\n")[:-1]  # a line being written waits
-        return [json.loads(line) for line in complete]
+        return [r for r in map(json.loads, complete) if r.keys() - {"forgotten"}]
 
     def pushes(self, stream: str | None = None) -> Counter:
         return Counter(line["key"] for line in self.lines()

@@ -91,15 +91,20 @@ def test_a_journal_write_cut_short_is_undone_and_fails_then_goes_through(tmp_pat
     assert Journal(path).lines() == [*lines, *again]
 
 
-def test_forget_drops_lines_of_a_journal_with_a_torn_tail(tmp_path, secrets_env):
+def test_forget_blanks_lines_where_they_are_and_twice_is_once(tmp_path, secrets_env):
+    """A line `forget` selects becomes ``{"forgotten":true}`` and spaces, at its length: no
+    other line moves. A torn tail is left to the next append to cut off."""
     bridge, path = _three_orders_journaled(tmp_path)
-    lines = Journal(path).lines()
-    path.write_bytes(path.read_bytes() + b'{"institution":"testven')
+    lines, before = Journal(path).lines(), path.read_bytes()
+    path.write_bytes(before + b'{"institution":"testven')
     journal = bridge.target(bridge.institution("testvenue"), "journal")
-    assert journal.drop(lambda line: line["key"] == lines[0]["key"]) == 1
+    assert journal.drop(lambda line: line["key"] == lines[1]["key"]) == 1
+    assert journal.drop(lambda line: line["key"] == lines[1]["key"]) == 0  # blanked already
     bridge.close()
-    assert Journal(path).lines() == lines[1:]
-    assert path.read_bytes().endswith(b"}\n")
+    old, new = before.splitlines(keepends=True), path.read_bytes().splitlines(keepends=True)
+    assert new[1] == b'{"forgotten":true}'.ljust(len(old[1]) - 1) + b"\n"
+    assert [new[0], *new[2:]] == [old[0], old[2], b'{"institution":"testven']
+    assert Journal(path).lines() == [lines[0], lines[2]]
 
 
 def _again(lines: list[dict], tag: str = "again") -> list[dict]:
@@ -108,12 +113,10 @@ def _again(lines: list[dict], tag: str = "again") -> list[dict]:
 
 
 @pytest.mark.parametrize("forgotten", [0, 2], ids=["an-earlier-line", "the-last-line-read"])
-def test_a_deduping_worker_reads_again_a_journal_that_forget_rewrote_elsewhere(tmp_path,
-                                                                               secrets_env,
-                                                                               forgotten):
-    """`forget` in another process rewrites the journal, and more lines are appended there,
-    so that it is longer than before; this worker's next push reads it again from its start,
-    not from where it had read the old one to (half a line there, or lines it would miss)."""
+def test_a_deduping_worker_reads_on_after_forget_elsewhere(tmp_path, secrets_env, forgotten):
+    """`forget` in another process blanks a line this worker has read, and more lines are
+    appended there: this worker's next push reads on from where it was, every line still in
+    its place, and writes only what is new."""
     bridge, path = _three_orders_journaled(tmp_path, dedupe=True)
     lines = Journal(path).lines()
     kept = [line for n, line in enumerate(lines) if n != forgotten]

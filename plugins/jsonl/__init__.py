@@ -3,7 +3,8 @@
 It keeps every delivery, re-deliveries included, which makes it the tool to rehearse and audit
 a flow (and to count pushes in tests); every line carries the delivery's ``idempotency_key``, and
 with ``dedupe: true`` a key already in the journal is not written again. Use the ``sql`` target
-for data that must be upserted.
+for data that must be upserted. `forget` blanks a contact's lines where they are: each becomes
+``{"forgotten":true}`` and spaces, at its length, so that the journal only ever grows.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from s360bridge.core.api import (
     target_hooks,
 )
 
+FORGOTTEN = b'{"forgotten":true}'  # what `forget` leaves of a line, padded to its length
+
 
 class JsonlTarget(Target):
     kind = "jsonl"
@@ -40,7 +43,6 @@ class JsonlTarget(Target):
         self._lock = threading.Lock()
         self._written: set[str] = set()  # with dedupe: the idempotency keys in the journal
         self._read_up_to = 0  # ... as read up to this offset (other processes append too)
-        self._tail = b""  # ... where the last line read ends it: is it still there?
 
     def describe(self) -> str:
         return f"jsonl {self.path}"
@@ -57,11 +59,9 @@ class JsonlTarget(Target):
                     _cut_torn_tail(fd)
                     if self.dedupe:
                         items = self._unwritten(fd, items)
-                    data = b"".join(orjson.dumps(i) + b"\n" for i in items)
-                    _write_all(fd, data)
-                    if self.dedupe and data:  # in the journal now, not before
+                    _write_all(fd, b"".join(orjson.dumps(i) + b"\n" for i in items))
+                    if self.dedupe:  # in the journal now, not before
                         self._written.update(i["idempotency_key"] for i in items)
-                        self._tail = data[data.rfind(b"\n", 0, -1) + 1:]
                     self._read_up_to = os.lseek(fd, 0, os.SEEK_END)
                 finally:
                     os.close(fd)
@@ -74,14 +74,12 @@ class JsonlTarget(Target):
     def _unwritten(self, fd: int, items: list[dict]) -> list[dict]:
         """The items not in the journal yet, after reading what others appended since."""
         end = os.lseek(fd, 0, os.SEEK_END)
-        if not self._read_still_there(fd, end):  # rewritten by forget: read it all again
+        if end < self._read_up_to:  # emptied or replaced by hand: read it all again
             self._written.clear()
-            self._read_up_to, self._tail = 0, b""
+            self._read_up_to = 0
         new = os.pread(fd, end - self._read_up_to, self._read_up_to)
         self._written.update(orjson.loads(line).get("idempotency_key")
                              for line in new.splitlines() if line)
-        if new:
-            self._tail = new[new.rfind(b"\n", 0, -1) + 1:]
         self._read_up_to = end
         fresh, keys = [], set()
         for i in items:  # a key twice in one push is written once
@@ -90,28 +88,32 @@ class JsonlTarget(Target):
                 fresh.append(i)
         return fresh
 
-    def _read_still_there(self, fd: int, end: int) -> bool:
-        """Whether the journal still holds what this process read of it where it was. `forget`
-        (``drop``), in any process, rewrites it without some lines: everything after the first
-        line it drops moves up, so the last line read, unique by its key, is no longer where
-        it ended, or is gone."""
-        start = self._read_up_to - len(self._tail)
-        return end >= self._read_up_to and os.pread(fd, len(self._tail), start) == self._tail
-
     def drop(self, matches) -> int:
-        """Rewrite the journal without the lines ``matches`` selects; answer how many went."""
-        with self._lock, open(self.path, "r+b") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            lines = f.read().splitlines(keepends=True)
-            if lines and not lines[-1].endswith(b"\n"):  # torn: no delivery (_cut_torn_tail)
-                lines.pop()
-            kept = [line for line in lines if not matches(orjson.loads(line))]
-            f.seek(0)
-            f.writelines(kept)
-            f.truncate()
-            f.flush()
-            os.fsync(f.fileno())
-        return len(lines) - len(kept)
+        """Blank the lines ``matches`` selects where they are, at their length (``FORGOTTEN``
+        and spaces): nothing else in the journal moves, so what other processes have read of
+        it stays true, and a crash leaves every line whole. Answer how many lines went."""
+        with self._lock:
+            fd = os.open(self.path, os.O_RDWR)  # not O_APPEND: each line is written in place
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                gone, at = 0, 0
+                for line in os.pread(fd, os.fstat(fd).st_size, 0).splitlines(keepends=True):
+                    record = orjson.loads(line) if line.endswith(b"\n") else None  # torn
+                    if isinstance(record, dict) and record.keys() - {"forgotten"} \
+                            and matches(record):
+                        os.pwrite(fd, _blank(len(line)), at)
+                        gone += 1
+                    at += len(line)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        return gone
+
+
+def _blank(size: int) -> bytes:
+    """A line of ``size`` bytes that says a record was there: JSON, then spaces."""
+    text = FORGOTTEN if size > len(FORGOTTEN) else b"{}"
+    return text.ljust(size - 1) + b"\n"
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -162,7 +164,7 @@ def transform(institution, stream, target, records):
 
 @hookimpl
 def forget(bridge, institution, contact_number):
-    """Rewrite the journals of the institution without the contact's records."""
+    """Blank the contact's lines in the journals of the institution."""
     personal = {name for name, s in bridge.hooks.streams.items() if s.personal_data}
     said = []
     for target in bridge.targets_of(institution, JsonlTarget.kind):
