@@ -91,19 +91,22 @@ class JsonlTarget(Target):
     def drop(self, matches) -> int:
         """Blank the lines ``matches`` selects where they are, at their length (``FORGOTTEN``
         and spaces): nothing else in the journal moves, so what other processes have read of
-        it stays true, and a crash leaves every line whole. Answer how many lines went."""
+        it stays true, and a killed `forget` leaves every line whole. A torn last line is cut
+        off first, as by the next append. Answer how many lines went."""
         with self._lock:
             fd = os.open(self.path, os.O_RDWR)  # not O_APPEND: each line is written in place
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
-                gone, at = 0, 0
-                for line in os.pread(fd, os.fstat(fd).st_size, 0).splitlines(keepends=True):
-                    record = orjson.loads(line) if line.endswith(b"\n") else None  # torn
-                    if isinstance(record, dict) and record.keys() - {"forgotten"} \
-                            and matches(record):
-                        os.pwrite(fd, _blank(len(line)), at)
-                        gone += 1
-                    at += len(line)
+                _cut_torn_tail(fd)
+                gone, at = 0, os.lseek(fd, 0, os.SEEK_SET)
+                with open(fd, "rb", closefd=False) as lines:  # read on, whatever the size
+                    for line in lines:
+                        record = orjson.loads(line) if line.strip() else None
+                        if isinstance(record, dict) and record.keys() - {"forgotten"} \
+                                and matches(record):
+                            _write_at(fd, _blank(len(line)), at)
+                            gone += 1
+                        at += len(line)
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -114,6 +117,13 @@ def _blank(size: int) -> bytes:
     """A line of ``size`` bytes that says a record was there: JSON, then spaces."""
     text = FORGOTTEN if size > len(FORGOTTEN) else b"{}"
     return text.ljust(size - 1) + b"\n"
+
+
+def _write_at(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -169,7 +179,8 @@ def forget(bridge, institution, contact_number):
     said = []
     for target in bridge.targets_of(institution, JsonlTarget.kind):
         if target.path.exists():
-            n = target.drop(lambda line: line["institution"] == institution.code
-                            and line["stream"] in personal and line["key"] == contact_number)
+            n = target.drop(lambda line: line.get("institution") == institution.code
+                            and line.get("stream") in personal
+                            and line.get("key") == contact_number)
             said.append(f"target {target.name}: {n} journal line(s)")
     return said
