@@ -44,6 +44,11 @@ def _three_orders_journaled(tmp_path, dedupe: bool = False):
     return bridge, tmp_path / "journal.jsonl"
 
 
+def _again(lines: list[dict], tag: str = "again") -> list[dict]:
+    """The lines with idempotency keys of their own: new deliveries."""
+    return [dict(line, idempotency_key=f"{line['idempotency_key']}-{tag}") for line in lines]
+
+
 @pytest.mark.parametrize("dedupe", [True, False])
 def test_a_journal_line_torn_by_a_kill_is_cut_off_before_the_next_append(tmp_path, secrets_env,
                                                                           dedupe):
@@ -71,20 +76,20 @@ def test_a_journal_write_cut_short_is_undone_and_fails_then_goes_through(tmp_pat
 
     bridge, path = _three_orders_journaled(tmp_path, dedupe)
     lines, before = Journal(path).lines(), path.read_bytes()
-    again = [dict(line, idempotency_key=line["idempotency_key"] + "-again") for line in lines]
-    real_write, calls = os.write, []
+    again = _again(lines)
+    real_write, calls = os.pwrite, []
 
-    def disk_filling(fd, data):
+    def disk_filling(fd, data, offset):
         calls.append(len(data))
         if len(calls) == 1:
-            return real_write(fd, bytes(data[:len(data) // 2]))
+            return real_write(fd, bytes(data[:len(data) // 2]), offset)
         raise OSError(28, "No space left on device")
 
     journal = bridge.target(bridge.institution("testvenue"), "journal")
-    monkeypatch.setattr(os, "write", disk_filling)
+    monkeypatch.setattr(os, "pwrite", disk_filling)
     with pytest.raises(TargetUnavailable, match="No space left"):
         journal.append(again)
-    monkeypatch.setattr(os, "write", real_write)
+    monkeypatch.setattr(os, "pwrite", real_write)
     assert path.read_bytes() == before
     journal.append(again)
     bridge.close()
@@ -104,11 +109,6 @@ def test_forget_blanks_lines_where_they_are_and_twice_is_once(tmp_path, secrets_
     old, new = before.splitlines(keepends=True), path.read_bytes().splitlines(keepends=True)
     assert new == [old[0], b'{"forgotten":true}'.ljust(len(old[1]) - 1) + b"\n", old[2]]
     assert Journal(path).lines() == [lines[0], lines[2]]
-
-
-def _again(lines: list[dict], tag: str = "again") -> list[dict]:
-    """The lines with idempotency keys of their own: new deliveries."""
-    return [dict(line, idempotency_key=f"{line['idempotency_key']}-{tag}") for line in lines]
 
 
 @pytest.mark.parametrize("forgotten", [0, 2], ids=["an-earlier-line", "the-last-line-read"])

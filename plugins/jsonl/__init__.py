@@ -120,6 +120,7 @@ def _blank(size: int) -> bytes:
 
 
 def _write_at(fd: int, data: bytes, offset: int) -> None:
+    """Write ``data`` whole at ``offset`` (a write may stop short: it goes on from there)."""
     view = memoryview(data)
     while view:
         written = os.pwrite(fd, view, offset)
@@ -132,9 +133,7 @@ def _write_all(fd: int, data: bytes) -> None:
     end would be cut off by the next append (``_cut_torn_tail``) without a word."""
     start = os.lseek(fd, 0, os.SEEK_END)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        _write_at(fd, data, start)  # the end: nobody else writes under the lock
         os.fsync(fd)
     except OSError:
         os.ftruncate(fd, start)
