@@ -14,7 +14,7 @@ import requests
 from selenium.webdriver.common.by import By
 
 from .conftest import SECRETS_ENV, Journal, base_config, write_config
-from .helpers.browser import chromium, shows, snap, wait_for
+from .helpers.browser import chromium, page_text, shows, snap, wait_for
 from .helpers.metrics import OPERATOR_AUTH, OPERATOR_ENV, operator_settings
 from .helpers.processes import checks, free_port, healthy, start, stop, wait_until
 
@@ -48,8 +48,6 @@ def named_as_the_venue_does(first: int, n: int) -> list[dict]:
     return rows
 
 
-def text(browser) -> str:
-    return browser.find_element(By.TAG_NAME, "body").text
 
 
 def test_an_operator_walks_the_console_in_chromium(tmp_path, monkeypatch, secrets_env):
@@ -77,7 +75,7 @@ def test_an_operator_walks_the_console_in_chromium(tmp_path, monkeypatch, secret
             assert raw.recv(64).startswith(b"HTTP/1.1 413")
         with chromium(screenshots=shots) as visitor:  # no credentials: nothing at all
             visitor.get(f"{console}/")
-            assert text(visitor) == "" and not visitor.find_elements(By.TAG_NAME, "nav")
+            assert page_text(visitor) == "" and not visitor.find_elements(By.TAG_NAME, "nav")
         with chromium(OPERATOR_AUTH, shots) as browser:
             # a ticket check the venue's export names differently: quarantined
             held = requests.post(f"{url}/s360/ticketchecks/testvenue",
@@ -107,7 +105,7 @@ def test_an_operator_walks_the_console_in_chromium(tmp_path, monkeypatch, secret
             delivered = [d.text.split()[:2]
                          for d in browser.find_elements(By.CSS_SELECTOR, "tr.delivery")]
             assert delivered == [["datx", "done"], ["journal", "done"]], delivered
-            assert "quarantined (ticketchecks, reprocessed" in text(browser)
+            assert "quarantined (ticketchecks, reprocessed" in page_text(browser)
             snap(browser, "3-delivered")
 
             # the journal paused during a burst, then resumed: nothing lost, nothing twice
@@ -146,7 +144,7 @@ def test_an_operator_walks_the_console_in_chromium(tmp_path, monkeypatch, secret
             pushes = journal.pushes("ticketchecks")
             assert set(pushes) == {str(CHECK_ID), *sent} and set(pushes.values()) == {1}
             browser.get(f"{console}/audit")
-            trail = text(browser)
+            trail = page_text(browser)
             assert all(f"ops console {action}" in trail
                        for action in ("pause", "resume", "reprocess"))
             snap(browser, "5-audit-trail")

@@ -58,16 +58,28 @@ def snap(driver, name: str) -> None:
 
 def wait_for(driver, condition, what: str, timeout: float = 20):
     """Wait until ``condition(driver)`` holds on the page (a page still loading, with its
-    elements not there yet or gone stale, is a no); answer what it answered."""
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    elements not there yet or gone stale, or its script context gone, is a no); answer what
+    it answered."""
+    from selenium.common.exceptions import (
+        JavascriptException,
+        NoSuchElementException,
+        StaleElementReferenceException,
+    )
     from selenium.webdriver.support.ui import WebDriverWait
 
     return WebDriverWait(driver, timeout, ignored_exceptions=(
-        NoSuchElementException, StaleElementReferenceException)).until(condition, what)
+        NoSuchElementException, StaleElementReferenceException, JavascriptException)).until(
+            condition, what)
+
+
+def page_text(driver) -> str:
+    """The text the page shows, as WebDriver's element text gives it (a table's cells apart by
+    a space), read in one step: no element handle that a page replacing itself could leave
+    stale (Chromium then answers an "unknown error", not a stale one)."""
+    shown = driver.execute_script("return document.body ? document.body.innerText : ''")
+    return shown.replace("\t", " ").strip()
 
 
 def shows(text: str):
     """The condition of a page whose text holds ``text``."""
-    from selenium.webdriver.common.by import By
-
-    return lambda driver: text in driver.find_element(By.TAG_NAME, "body").text
+    return lambda driver: text in page_text(driver)
