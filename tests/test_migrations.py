@@ -245,6 +245,35 @@ def test_the_quarantine_keeps_one_row_per_content(new_database):
         (4, "w", '{"a":1}', "another venue", 4.0, 4.0, 1, "held", content_hash('{"a":1}'))]
 
 
+def test_inbox_ids_deleted_are_not_given_again_after_the_upgrade(new_database):
+    """engine_0013 makes SQLite's inbox again with AUTOINCREMENT: its rows, the view over it
+    and its index of dead letters stay; ids go on after the largest, also once the newest row
+    is deleted (PostgreSQL's sequence did so already)."""
+    engine = make_engine(new_database())
+    upgrade_to(engine, ("engine_0012",))
+    add = text("INSERT INTO inbox (institution, stream, record_key, content_hash, payload, "
+               "received_at, state, attempts) VALUES ('v', 'orders', :key, 'h', '{}', 1.0, "
+               ":state, 0)")
+    with engine.begin() as conn:
+        for key, state in (("k1", "dead"), ("k2", "accepted"), ("k3", "accepted")):
+            conn.execute(add, {"key": key, "state": state})
+        conn.execute(text("INSERT INTO queue (id, institution, next_attempt_at) "
+                          "VALUES (2, 'v', 0)"))
+    migrate.upgrade(engine, plugin_locations())
+    with engine.begin() as conn:
+        assert conn.execute(text("SELECT id, record_key, state FROM inbox_state ORDER BY id")
+                            ).all() == [(1, "k1", "dead"), (2, "k2", "pending"),
+                                        (3, "k3", "done")]
+        conn.execute(text("DELETE FROM inbox WHERE id = 3"))
+        conn.execute(add, {"key": "k4", "state": "accepted"})
+        assert conn.execute(text("SELECT max(id) FROM inbox")).scalar() == 4
+        if engine.dialect.name == "sqlite":
+            plan = " ".join(str(r) for r in conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN SELECT count(*) FROM inbox WHERE institution = 'v' "
+                "AND stream = 'orders' AND state = 'dead'"))
+            assert "ix_inbox_dead" in plan
+
+
 def test_the_models_match_the_migrations(new_database):
     """A model changed without a migration, or a migration without its model change, fails
     here, with the migration Alembic would write to make the database match the models."""

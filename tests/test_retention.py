@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from sqlalchemy import insert
 
 from s360bridge.core.operations import retention
 from s360bridge.core.storage.db import write
-from s360bridge.core.storage.tables import enqueue
+from s360bridge.core.storage.tables import INBOX, enqueue
 
 from .helpers.postgres import needs_pg
 
@@ -93,6 +94,23 @@ def test_the_walk_ends_after_the_horizon_and_a_late_straggler_goes_next_time(any
     assert left(any_bridge) == [*range(5, 10), *range(11, 17)]
     assert retention.purge(any_bridge, now=NOW + skew + 120) == 11
     assert left(any_bridge) == []
+
+
+def test_an_id_the_purge_deleted_is_never_given_again(any_bridge):
+    """The purge deletes every version, the newest too: the next version stored is numbered
+    after them all (SQLite's AUTOINCREMENT, PostgreSQL's sequence), as targets compare these
+    numbers to keep the newer version."""
+    def add(at: float) -> int:
+        with write(any_bridge.engine) as conn:
+            return conn.execute(insert(INBOX).values(
+                institution="testvenue", stream="orders", record_key="10", content_hash=str(at),
+                payload="{}", received_at=at, state="accepted", attempts=0,
+            ).returning(INBOX.c.id)).scalar_one()
+
+    purged = [add(horizon(any_bridge) - HOUR - n) for n in range(3)]
+    assert retention.purge(any_bridge, now=NOW) == 3
+    assert left(any_bridge) == []
+    assert add(NOW) > max(purged)
 
 
 def test_a_version_replayed_or_held_since_its_window_was_read_stays(any_bridge, monkeypatch):

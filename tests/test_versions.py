@@ -84,6 +84,23 @@ def test_the_final_mark_survives_the_retention_purge(bridge, client, journal):
     assert states(bridge) == [(500, "superseded")]
 
 
+def test_a_version_after_a_purge_that_emptied_the_inbox_is_newer_everywhere(bridge, client,
+                                                                          journal):
+    """The purge deletes every version, the newest too; the next one gets a number never given
+    (the warehouse would refuse a smaller one as older, and a reused one would repeat an
+    idempotency key)."""
+    post(client, "orders", version(1000))
+    drain(bridge)
+    later = time.time() + bridge.settings.engine.retention_hours * 3600 + 60
+    assert purge(bridge, now=later) == 1
+    post(client, "orders", version(2000))
+    drain(bridge)
+    assert amounts(journal) == [1000, 2000]
+    first, second = (line["idempotency_key"] for line in journal.lines())
+    assert first != second
+    assert warehouse_amount(bridge) == 2000
+
+
 def test_a_final_version_waiting_for_its_retry_outranks_a_later_one(bridge, client, journal):
     """The closed version is claimed and fails; the later, non-final one is superseded when
     claimed, and the closed one is what the retry delivers."""

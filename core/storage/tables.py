@@ -43,6 +43,9 @@ class InboxRecord(SQLModel, table=True):
                          name="uq_inbox_version"),
         Index("ix_inbox_dead", "institution", "stream", sqlite_where=text("state = 'dead'"),
               postgresql_where=text("state = 'dead'")),
+        # an id is never given again, also once the newest rows are deleted
+        # (migrations/engine_0013_inbox_ids_never_reused.py)
+        {"sqlite_autoincrement": True},
     )
     id: int | None = Field(default=None, sa_column=Column(
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True))
