@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 
+import pytest
 from sqlalchemy import func, select
 
-from s360bridge.core.operations import retention
+from s360bridge.core.errors import S360BridgeError
+from s360bridge.core.operations import erasure, retention
+from s360bridge.core.operations.audit import Actor
 from s360bridge.core.operations.retention import purge
+from s360bridge.core.pipeline.claims import claim
+from s360bridge.core.pipeline.receiver import create_app
+from s360bridge.core.pipeline.worker import Worker
 from s360bridge.core.storage.tables import INBOX, QUARANTINE, STATES
+from s360bridge.plugins.sql import SqlTarget
 
 from .conftest import API_KEY, PASSWORD, Journal, base_config, drain, fixture, post, write_config
+from .helpers.postgres import needs_pg
 
 
 def test_status_counts_per_institution_stream_and_state(bridge, client, invoke):
@@ -71,6 +80,68 @@ def test_quarantine_list_show_and_reprocess_after_a_config_fix(bridge, client, i
     assert invoke("quarantine", "list").output == ""
     with bridge.engine.connect() as conn:
         assert conn.execute(select(INBOX.c.record_key)).scalar_one() == "10228845124401"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=needs_pg)])
+def any_bridge(request):
+    return request.getfixturevalue("bridge" if request.param == "sqlite" else "pg_bridge")
+
+
+def test_forget_waits_for_the_contact_s_delivery_in_flight(any_bridge, monkeypatch, tmp_path):
+    """A worker has claimed the contact's version and is about to push it when the erasure
+    starts: the erasure waits until that batch is delivered and completed, and then erases it
+    from the targets too. Erased first, the targets would get the contact back."""
+    post(create_app(any_bridge).test_client(), "contacts", fixture("contacts_person.json"))
+    pushing, go = threading.Event(), threading.Event()
+    real_deliver = SqlTarget.deliver
+
+    def held_back(self, institution, stream, items):
+        pushing.set()
+        assert go.wait(30)
+        return real_deliver(self, institution, stream, items)
+
+    monkeypatch.setattr(SqlTarget, "deliver", held_back)
+    worker = threading.Thread(target=Worker(any_bridge).run_once)
+    worker.start()
+    assert pushing.wait(30)
+    waits = []
+
+    def let_it_deliver(seconds):  # the erasure saw the lease: the worker goes on, and ends
+        waits.append(seconds)
+        go.set()
+        worker.join(30)
+
+    monkeypatch.setattr(erasure, "_pause", let_it_deliver)
+    removed = erasure.forget_contact(any_bridge, "testvenue", "3346662", actor=Actor("dpo"))
+    go.set()
+    worker.join(30)
+    assert not worker.is_alive()
+    assert len(waits) == 1
+    assert "engine inbox: 1 version(s)" in removed
+    assert "target datx: 1 row(s) from table contacts" in removed
+    assert set(Journal(tmp_path / "journal.jsonl").pushes()) == {"0004711"}  # the other one
+    target = any_bridge.target(any_bridge.institution("testvenue"), "datx")
+    with target.engine.connect() as conn:
+        left = [r[0] for r in conn.exec_driver_sql("SELECT contact_number FROM contacts")]
+    assert left == ["0004711"]
+    with any_bridge.engine.connect() as conn:
+        assert [r[0] for r in conn.execute(select(INBOX.c.record_key))] == ["0004711"]
+
+
+def test_forget_gives_up_on_a_delivery_that_outlasts_the_lease(bridge, client, monkeypatch):
+    """A worker still holding the contact's version after ``engine.lease_seconds`` (renewing
+    its lease against a slow target): the erasure stops with a message that says so, and has
+    erased nothing."""
+    post(client, "contacts", fixture("contacts_person.json"))
+    assert claim(bridge.engine, ["testvenue"], 10, 3600).seqs
+    clock = iter(range(0, 10_000, 60))
+    monkeypatch.setattr(erasure.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(erasure, "_pause", lambda seconds: None)
+    with pytest.raises(S360BridgeError, match="still holds it; nothing was erased"):
+        erasure.forget_contact(bridge, "testvenue", "3346662", actor=Actor("dpo"))
+    with bridge.engine.connect() as conn:
+        assert sorted(r[0] for r in conn.execute(select(INBOX.c.record_key))) == [
+            "0004711", "3346662"]
 
 
 def test_forget_erases_a_contact_everywhere_and_says_what(bridge, client, invoke, tmp_path):

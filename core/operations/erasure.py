@@ -4,6 +4,9 @@ trail; and the built-in plugin that erases it from the engine's own stores."""
 
 from __future__ import annotations
 
+import logging
+import time
+
 import orjson
 from sqlalchemy import delete, select
 
@@ -13,6 +16,10 @@ from s360bridge.core.operations.audit import Actor
 from s360bridge.core.plugin.hookspecs import hookimpl
 from s360bridge.core.storage.db import write
 from s360bridge.core.storage.tables import ATTEMPT, DELIVERY, INBOX, QUARANTINE, QUEUE
+
+log = logging.getLogger("s360bridge.erasure")
+_pause = time.sleep  # between two looks at a delivery in flight
+POLL_SECONDS = 0.1
 
 
 def forget_contact(bridge, institution: str, contact_number: str, *,
@@ -33,20 +40,44 @@ def forget_contact(bridge, institution: str, contact_number: str, *,
 
 def erase_versions(bridge, institution, streams: list[str], key: str) -> int:
     """Delete every inbox version of ``key`` in ``streams``, with its deliveries and their
-    attempts (a target's answer may quote the record)."""
-    with write(bridge.engine) as conn:
-        ids = select(INBOX.c.id).where(INBOX.c.institution == institution.code,
-                                       INBOX.c.stream.in_(streams), INBOX.c.record_key == key)
-        conn.execute(delete(ATTEMPT).where(ATTEMPT.c.inbox_id.in_(ids)))
-        conn.execute(delete(DELIVERY).where(DELIVERY.c.inbox_id.in_(ids)))
-        conn.execute(delete(QUEUE).where(QUEUE.c.id.in_(ids)))
-        return conn.execute(delete(INBOX).where(INBOX.c.id.in_(ids))).rowcount
+    attempts (a target's answer may quote the record), once no worker holds one of them: a
+    version claimed before and pushed after the targets' own erasure would be back in them.
+    Waits for such a batch up to ``engine.lease_seconds``, then raises, having erased
+    nothing."""
+    versions = select(INBOX.c.id).where(INBOX.c.institution == institution.code,
+                                        INBOX.c.stream.in_(streams), INBOX.c.record_key == key)
+    leased = select(QUEUE.c.id, QUEUE.c.lease_until).where(
+        QUEUE.c.id.in_(versions), QUEUE.c.lease_owner.is_not(None))
+    patience = bridge.settings.engine.lease_seconds
+    give_up, told = time.monotonic() + patience, False
+    while True:
+        with write(bridge.engine) as conn:
+            now = time.time()
+            held = [seq for seq, until in conn.execute(
+                leased.with_for_update() if conn.dialect.name == "postgresql" else leased)
+                if until is not None and until > now]
+            if not held:
+                conn.execute(delete(ATTEMPT).where(ATTEMPT.c.inbox_id.in_(versions)))
+                conn.execute(delete(DELIVERY).where(DELIVERY.c.inbox_id.in_(versions)))
+                conn.execute(delete(QUEUE).where(QUEUE.c.id.in_(versions)))
+                return conn.execute(delete(INBOX).where(INBOX.c.id.in_(versions))).rowcount
+        if time.monotonic() >= give_up:
+            raise S360BridgeError(
+                f"a worker has been delivering a version of {key!r} ({institution.code}) for "
+                f"{patience:g} s (engine.lease_seconds) and still holds it; nothing was "
+                "erased: run the erasure again once that delivery is over")
+        if not told:
+            log.info("waiting for a worker's delivery of %d version(s) of %r in flight, so "
+                     "that none reaches a target after its erasure", len(held), key)
+            told = True
+        _pause(POLL_SECONDS)
 
 
-@hookimpl
+@hookimpl(tryfirst=True)
 def forget(bridge, institution, contact_number):
     """Inbox versions keyed by the contact in streams holding personal data, and quarantined
-    records of those streams that name the contact."""
+    records of those streams that name the contact. First of the plugins' erasures: a version
+    in flight is delivered before the targets erase (``erase_versions``)."""
     personal = [name for name, s in bridge.hooks.streams.items() if s.personal_data]
     n_inbox = erase_versions(bridge, institution, personal, contact_number)
     with write(bridge.engine) as conn:
