@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 
 from s360bridge.core.cli.main import cli
 from s360bridge.core.pipeline.receiver import create_app
+from s360bridge.core.storage import backup
 
 from .conftest import API_KEY, base_config, bridge_of, drain, fixture, post, write_config
 from .helpers.postgres import PG, needs_pg
@@ -96,6 +97,11 @@ def test_a_backup_taken_while_the_bridge_ingests_is_consistent_and_restores(tmp_
                                             "WHERE state = 'done'")}
     in_warehouse = {k for (k,) in rows(warehouse, "SELECT check_key FROM ticket_checks")}
     assert delivered and delivered <= in_warehouse  # copied after the engine: never behind
+    # and maybe ahead: a restored engine numbers its next versions past the warehouse's
+    [(counted,)] = rows(engine, "SELECT seq FROM sqlite_sequence WHERE name = 'inbox'")
+    [(largest,)] = rows(engine, "SELECT max(id) FROM inbox")
+    [(newest,)] = rows(warehouse, "SELECT max(source_seq) FROM ticket_checks")
+    assert counted >= largest + backup.AHEAD > newest
 
     restored = tmp_path / "restored"
     restored.mkdir()

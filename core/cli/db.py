@@ -91,7 +91,7 @@ def backup_databases(ctx, configs, folder):
             dumps.append(f"{db.label} is on PostgreSQL: back it up with\n"
                          f"  {backup.pg_dump_command(db.url, folder / db.name)}")
             continue
-        backup.copy_sqlite(db.path, folder / db.name, busy_timeout)
+        backup.copy_sqlite(db.path, folder / db.name, busy_timeout, db.engine)
         click.echo(f"{db.label}: {db.path} -> {folder / db.name}")
     for text in dumps:
         click.echo(text, err=True)

@@ -5,8 +5,11 @@ A SQLite database is copied with SQLite's online backup API in one step: one rea
 which in WAL mode blocks no writer, so the copy is the database as of one commit while the
 bridge runs. The engine database is copied first: a warehouse copied after it holds at least
 what the engine's copy says was delivered, and a restored engine delivers again what its
-warehouse lacks (the warehouse's upserts are versioned: a repeat changes nothing). A
-database on PostgreSQL is not copied: the backup names the pg_dump command to run instead.
+warehouse lacks (the warehouse's upserts are versioned: a repeat changes nothing). That
+warehouse may also hold versions stored after the engine's copy, numbered past what the copy
+has given: the copy counts on a billion ids further (``AHEAD``), so that a restored engine
+never numbers a new version below them (the warehouse would refuse it as older). A database on
+PostgreSQL is not copied: the backup names the pg_dump command to run instead.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class Database:
     label: str
     url: URL
     name: str
+    engine: bool = False  # the engine database (its inbox numbers versions)
 
     @property
     def path(self) -> Path | None:
@@ -44,7 +48,7 @@ def databases(bridge) -> list[Database]:
     option holding its URL: ``Target.DATABASE_OPTION``), each once. A URL read from a variable
     that is not set raises its error here, before anything is copied."""
     engine = make_url(bridge.settings.engine.database_url)
-    found = [Database("the engine database", engine, _name(engine, "engine"))]
+    found = [Database("the engine database", engine, _name(engine, "engine"), engine=True)]
     for inst in bridge.settings.institutions.values():
         for name, cfg in inst.targets.items():
             option = getattr(bridge.hooks.target_types.get(cfg.type), "DATABASE_OPTION", None)
@@ -73,9 +77,14 @@ def _name(url: URL, label: str) -> str:
     return f"{label}.dump"
 
 
-def copy_sqlite(source: Path, to: Path, busy_timeout: float = 10.0) -> None:
+AHEAD = 1_000_000_000  # ids a restored engine skips (as engine_0013 does): 64-bit, plenty
+
+
+def copy_sqlite(source: Path, to: Path, busy_timeout: float = 10.0,
+                engine: bool = False) -> None:
     """Copy the SQLite database ``source`` to ``to`` as of one commit, while other processes
-    read and write it; the copy is written beside ``to`` and renamed when complete."""
+    read and write it; the copy is written beside ``to`` and renamed when complete. The copy
+    of the ``engine`` database counts its inbox's ids on by ``AHEAD``."""
     part = to.with_name(f".{to.name}.part")
     src = sqlite3.connect(f"{source.resolve().as_uri()}?mode=rw", uri=True,
                           timeout=busy_timeout)  # never creates the file
@@ -83,6 +92,11 @@ def copy_sqlite(source: Path, to: Path, busy_timeout: float = 10.0) -> None:
         dst = sqlite3.connect(part)
         try:
             src.backup(dst)  # every page in one step: one read transaction, one snapshot
+            if engine and dst.execute("SELECT 1 FROM sqlite_master "
+                                      "WHERE name = 'sqlite_sequence'").fetchone():
+                with dst:  # (before engine_0013, whose upgrade of the copy counts on itself)
+                    dst.execute("UPDATE sqlite_sequence SET seq = seq + ? WHERE name = 'inbox'",
+                                (AHEAD,))
         finally:
             dst.close()
     finally:

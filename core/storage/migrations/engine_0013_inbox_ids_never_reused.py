@@ -9,10 +9,12 @@ PostgreSQL's sequence never goes back; there this revision changes nothing.
 
 SQLite's ``AUTOINCREMENT`` keeps the largest id ever given (in ``sqlite_sequence``) and never
 goes below it; a table takes it only when made, so the inbox is made again and its rows copied:
-about 15 s per GB of inbox, once, with room on disk for a second copy of the table until the
-upgrade commits. The copy starts the count at the largest id in the inbox: ids a purge
-deleted before this revision are not known here (docs/operations.md says how to check a
-warehouse for them).
+about 15 s per GB of inbox, once. Every view and trigger is made again after it as the database
+had it (SQLite checks them all when a table is renamed), and the inbox's indexes.
+
+Which ids a purge deleted before is not known here, and targets may hold larger ones than the
+inbox does now: a database that has held anything counts on a billion past its largest id (a
+jump harms nothing; ids are 64-bit). A new database starts at 1.
 """
 
 import sqlalchemy as sa
@@ -24,18 +26,24 @@ branch_labels = None
 
 COLUMNS = ("id, institution, stream, record_key, content_hash, payload, received_at, state, "
            "attempts, last_error")
+AHEAD = 1_000_000_000
 
 
 def upgrade() -> None:
     conn = op.get_bind()
     if conn.dialect.name != "sqlite":
         return
-    # the view and the indexes on the inbox, as the earlier revisions left them, made again
-    # after the copy (which counts from its largest id: sqlite_sequence)
-    again = [sql for (sql,) in conn.exec_driver_sql(
-        "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND (name = 'inbox_state' OR "
-        "(type = 'index' AND tbl_name = 'inbox')) ORDER BY type = 'view'")]
-    op.execute("DROP VIEW inbox_state")
+    again = conn.exec_driver_sql(
+        "SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL AND (type IN "
+        "('view', 'trigger') OR (type = 'index' AND tbl_name = 'inbox'))").all()
+    tables = [name for (name,) in conn.exec_driver_sql(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+        "AND name != 'alembic_version'")]
+    used = any(conn.exec_driver_sql(f'SELECT EXISTS (SELECT 1 FROM "{t}")').scalar()
+               for t in tables)
+    for kind, name, _ in again:
+        if kind != "index":
+            op.execute(f'DROP {kind.upper()} "{name}"')
     op.create_table(
         "inbox_copy",
         sa.Column("id", sa.Integer(), primary_key=True),
@@ -55,5 +63,9 @@ def upgrade() -> None:
     op.execute(f"INSERT INTO inbox_copy ({COLUMNS}) SELECT {COLUMNS} FROM inbox ORDER BY id")
     op.execute("DROP TABLE inbox")
     op.execute("ALTER TABLE inbox_copy RENAME TO inbox")
-    for sql in again:
-        conn.exec_driver_sql(sql)
+    if used:
+        op.execute("DELETE FROM sqlite_sequence WHERE name = 'inbox'")
+        op.execute(f"INSERT INTO sqlite_sequence (name, seq) "
+                   f"SELECT 'inbox', coalesce(max(id), 0) + {AHEAD} FROM inbox")
+    for _, _, sql in sorted(again, key=lambda found: found[0] == "trigger"):
+        conn.exec_driver_sql(sql)  # indexes and views first: a trigger may use a view
