@@ -11,7 +11,11 @@ import pytest
 import requests
 
 from s360bridge.core.cli.main import cli
-from s360bridge.core.operations import admin
+from s360bridge.core.errors import S360BridgeError
+from s360bridge.core.operations import admin, erasure
+from s360bridge.core.operations.audit import Actor
+from s360bridge.core.pipeline.claims import claim
+from s360bridge.core.pipeline.queue import release
 from s360bridge.core.storage import migrate
 from s360bridge.core.storage.db import make_engine
 from s360bridge.plugins.contacts.crm_changes import poll, watermark
@@ -289,6 +293,39 @@ def test_forget_erases_the_crm_link_and_the_crms_waiting_changes(world, runner):
     assert result.exit_code == 0, result.output
     # the CRM's report of the bridge's write, the applied change and the waiting one
     assert "crm link: 1 row; CRM changes in the inbox: 3" in result.output
+    with world.bridge.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM crm_link").scalar_one() == 0
+        assert conn.exec_driver_sql(
+            "SELECT count(*) FROM inbox WHERE stream = 'crm_contacts'").scalar_one() == 0
+
+
+def test_forget_stopped_by_a_change_on_its_way_to_s360_can_be_run_again(world, monkeypatch):
+    """A CRM change of the contact is leased by a worker that keeps it past
+    ``engine.lease_seconds``: the erasure stops before the link goes (a push to S-360 would
+    write the link again, and only the link knows the CRM's id), and once that delivery is
+    over, the erasure run again takes the link and the change."""
+    person = fixture("contacts_person.json")[0]
+    number = person["contactNumber"]
+    crm_id = world.known_to_both(person)
+    world.crm.change(crm_id, last_name="Applied")
+    world.crm_pushes_changes()  # the link learns the CRM's id
+    world.crm.change(crm_id, last_name="Waiting")
+    items = world.crm.changes_since(world.seen)
+    requests.post(f"{world.proc.url}/crm/contacts/testvenue", json=items,
+                  headers={"x-api-key": CRM_IN_KEY}, timeout=10).raise_for_status()
+    leased = claim(world.bridge.engine, ["testvenue"], 100, 3600)
+    assert [stream for _, stream in leased.groups] == ["crm_contacts"]
+    clock = iter(range(0, 10_000, 60))
+    monkeypatch.setattr(erasure, "_clock", lambda: next(clock))
+    monkeypatch.setattr(erasure, "_pause", lambda seconds: None)
+    with pytest.raises(S360BridgeError, match="still holds it; the erasure stopped there"):
+        erasure.forget_contact(world.bridge, "testvenue", number, actor=Actor("dpo"))
+    with world.bridge.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM crm_link").scalar_one() == 1
+    release(world.bridge.engine, leased.token, leased.seqs)  # that delivery is over
+    removed = erasure.forget_contact(world.bridge, "testvenue", number, actor=Actor("dpo"))
+    # the bridge's write reported back, the applied change and the waiting one
+    assert "crm link: 1 row; CRM changes in the inbox: 3" in removed
     with world.bridge.engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM crm_link").scalar_one() == 0
         assert conn.exec_driver_sql(

@@ -287,6 +287,26 @@ def test_inbox_ids_deleted_are_not_given_again_after_the_upgrade(new_database):
             assert "ix_inbox_dead" in plan
 
 
+def test_an_inbox_the_purge_emptied_counts_on_far_past_what_it_gave(new_database):
+    """Every version deleted before the upgrade (a quiet week's purge): the ids given are not
+    known any more, and the count goes on a billion further."""
+    engine = make_engine(new_database())
+    upgrade_to(engine, ("engine_0012",))
+    with engine.begin() as conn:
+        for n in range(5):
+            conn.execute(text("INSERT INTO inbox (institution, stream, record_key, "
+                              "content_hash, payload, received_at, state, attempts) VALUES "
+                              "('v', 'orders', :k, 'h', '{}', 1.0, 'accepted', 0)"), {"k": n})
+        conn.execute(text("DELETE FROM inbox"))
+    migrate.upgrade(engine, plugin_locations())
+    with engine.begin() as conn:
+        assert conn.execute(text(
+            "INSERT INTO inbox (institution, stream, record_key, content_hash, payload, "
+            "received_at, state, attempts) VALUES ('v', 'orders', 'k', 'h', '{}', 1.0, "
+            "'accepted', 0) RETURNING id")).scalar() == (
+            1_000_000_001 if engine.dialect.name == "sqlite" else 6)
+
+
 def test_a_new_database_numbers_its_inbox_from_one(new_database):
     engine = make_engine(new_database())
     migrate.upgrade(engine, plugin_locations())

@@ -88,10 +88,15 @@ def remember(engine, institution: str, rows: list[tuple[str, str | None, dict]],
                   "crm_id": func.coalesce(ins.excluded.crm_id, LINKS.c.crm_id)}), values)
 
 
-def forget(engine, institution: str, number: str) -> str | None:
-    """Remove a contact's link; answer its CRM id, if one was known."""
-    where = (LINKS.c.institution == institution, LINKS.c.contact_number == number)
+def crm_id(engine, institution: str, number: str) -> str | None:
+    """The CRM's id of a contact, if one is known."""
+    with engine.connect() as conn:
+        return conn.execute(select(LINKS.c.crm_id).where(
+            LINKS.c.institution == institution, LINKS.c.contact_number == number)).scalar()
+
+
+def forget(engine, institution: str, number: str) -> None:
+    """Remove a contact's link."""
     with write(engine) as conn:
-        crm_id = conn.execute(select(LINKS.c.crm_id).where(*where)).scalar()
-        conn.execute(delete(LINKS).where(*where))
-    return crm_id
+        conn.execute(delete(LINKS).where(LINKS.c.institution == institution,
+                                         LINKS.c.contact_number == number))

@@ -19,6 +19,7 @@ from s360bridge.core.storage.tables import ATTEMPT, DELIVERY, INBOX, QUARANTINE,
 
 log = logging.getLogger("s360bridge.erasure")
 _pause = time.sleep  # between two looks at a delivery in flight
+_clock = time.monotonic
 POLL_SECONDS = 0.1
 
 
@@ -31,7 +32,11 @@ def forget_contact(bridge, institution: str, contact_number: str, *,
     if inst is None:
         raise S360BridgeError(f"unknown institution {institution!r} (configured: "
                               f"{', '.join(sorted(bridge.settings.institutions))})")
-    removed = bridge.hooks.forget(bridge, inst, contact_number)
+    # the contact's versions first, before any plugin's erasure: one in flight is delivered
+    # before the targets erase, and none is claimed after
+    n_inbox = erase_versions(bridge, inst, _personal(bridge), contact_number)
+    removed = [f"engine inbox: {n_inbox} version(s)",
+               *bridge.hooks.forget(bridge, inst, contact_number)]
     with write(bridge.engine) as conn:
         audit.record(conn, actor, "forget", inst.code,
                      {"contact": contact_number, "removed": removed})
@@ -42,30 +47,33 @@ def erase_versions(bridge, institution, streams: list[str], key: str) -> int:
     """Delete every inbox version of ``key`` in ``streams``, with its deliveries and their
     attempts (a target's answer may quote the record), once no worker holds one of them: a
     version claimed before and pushed after the targets' own erasure would be back in them.
-    Waits for such a batch up to ``engine.lease_seconds``, then raises, having erased
-    nothing."""
+    Waits for such a batch up to ``engine.lease_seconds``, then raises, having erased none of
+    them."""
     versions = select(INBOX.c.id).where(INBOX.c.institution == institution.code,
                                         INBOX.c.stream.in_(streams), INBOX.c.record_key == key)
-    leased = select(QUEUE.c.id, QUEUE.c.lease_until).where(
-        QUEUE.c.id.in_(versions), QUEUE.c.lease_owner.is_not(None))
+    # every queue row of them, locked on PostgreSQL (SQLite: the write lock): a claim skips
+    # them from here on, and one under way is waited for
+    queued = select(QUEUE.c.id, QUEUE.c.lease_owner, QUEUE.c.lease_until).where(
+        QUEUE.c.id.in_(versions))
     patience = bridge.settings.engine.lease_seconds
-    give_up, told = time.monotonic() + patience, False
+    give_up, told = _clock() + patience, False
     while True:
         with write(bridge.engine) as conn:
             now = time.time()
-            held = [seq for seq, until in conn.execute(
-                leased.with_for_update() if conn.dialect.name == "postgresql" else leased)
-                if until is not None and until > now]
+            held = [seq for seq, owner, until in conn.execute(
+                queued.with_for_update() if conn.dialect.name == "postgresql" else queued)
+                if owner is not None and until is not None and until > now]
             if not held:
                 conn.execute(delete(ATTEMPT).where(ATTEMPT.c.inbox_id.in_(versions)))
                 conn.execute(delete(DELIVERY).where(DELIVERY.c.inbox_id.in_(versions)))
                 conn.execute(delete(QUEUE).where(QUEUE.c.id.in_(versions)))
                 return conn.execute(delete(INBOX).where(INBOX.c.id.in_(versions))).rowcount
-        if time.monotonic() >= give_up:
+        if _clock() >= give_up:
             raise S360BridgeError(
                 f"a worker has been delivering a version of {key!r} ({institution.code}) for "
-                f"{patience:g} s (engine.lease_seconds) and still holds it; nothing was "
-                "erased: run the erasure again once that delivery is over")
+                f"{patience:g} s (engine.lease_seconds) and still holds it; the erasure "
+                "stopped there, before the stores that version would reach: run it again once "
+                "that delivery is over")
         if not told:
             log.info("waiting for a worker's delivery of %d version(s) of %r in flight, so "
                      "that none reaches a target after its erasure", len(held), key)
@@ -73,13 +81,17 @@ def erase_versions(bridge, institution, streams: list[str], key: str) -> int:
         _pause(POLL_SECONDS)
 
 
-@hookimpl(tryfirst=True)
+def _personal(bridge) -> list[str]:
+    """The streams whose records hold personal data."""
+    return [name for name, s in bridge.hooks.streams.items() if s.personal_data]
+
+
+@hookimpl
 def forget(bridge, institution, contact_number):
-    """Inbox versions keyed by the contact in streams holding personal data, and quarantined
-    records of those streams that name the contact. First of the plugins' erasures: a version
-    in flight is delivered before the targets erase (``erase_versions``)."""
-    personal = [name for name, s in bridge.hooks.streams.items() if s.personal_data]
-    n_inbox = erase_versions(bridge, institution, personal, contact_number)
+    """Quarantined records of the streams holding personal data that name the contact, and
+    the reconcile runs' differences of the contact (its inbox versions went before the hooks:
+    ``forget_contact``)."""
+    personal = _personal(bridge)
     with write(bridge.engine) as conn:
         found = conn.execute(select(QUARANTINE.c.id, QUARANTINE.c.payload).where(
             QUARANTINE.c.institution == institution.code, QUARANTINE.c.stream.in_(personal),
@@ -87,8 +99,7 @@ def forget(bridge, institution, contact_number):
         ids = [i for i, text in found if _names(text, contact_number)]
         n_quar = conn.execute(delete(QUARANTINE).where(QUARANTINE.c.id.in_(ids))).rowcount
         n_runs = reconcile_runs.forget(conn, institution.code, personal, contact_number)
-    return [f"engine inbox: {n_inbox} version(s)", f"engine quarantine: {n_quar} record(s)",
-            f"reconcile runs: {n_runs} difference(s)"]
+    return [f"engine quarantine: {n_quar} record(s)", f"reconcile runs: {n_runs} difference(s)"]
 
 
 def _names(text: str, contact_number: str) -> bool:

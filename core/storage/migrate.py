@@ -86,7 +86,11 @@ def upgrade(engine: Engine, locations: Sequence[Path]) -> list[str]:
             conn.execute(text("SET LOCAL statement_timeout = 0"))
             conn.execute(text("SET LOCAL lock_timeout = 0"))
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": UPGRADE_LOCK})
-        at = tuple(b.applied for b in _branches(script, _heads(conn)) if b.applied)
+        found = _branches(script, _heads(conn))
+        at = tuple(b.applied for b in found if b.applied)
+        config = Config()  # what a migration may ask: was the engine's branch there before?
+        config.attributes["engine_revision_before"] = next(
+            (b.applied for b in found if b.label == "engine"), None)
 
         def steps(_heads, _context):
             # as alembic's upgrade command does, from the revisions of the loaded branches only
@@ -94,7 +98,7 @@ def upgrade(engine: Engine, locations: Sequence[Path]) -> list[str]:
             applied.extend(step.revision.revision for step in found)
             return found
 
-        with EnvironmentContext(Config(), script, fn=steps) as env:
+        with EnvironmentContext(config, script, fn=steps) as env:
             env.configure(connection=conn)
             env.run_migrations()
     return applied

@@ -169,9 +169,12 @@ def transform(institution, stream, target, records):
 @hookimpl
 def forget(bridge, institution, contact_number):
     """The contact's link, and the CRM's changes of it waiting in the inbox (keyed by the
-    CRM's id, which only the link knows)."""
+    CRM's id, which only the link knows): the changes first, once none is on its way to S-360
+    (that push would write the link again), the link last, so that an erasure stopped while
+    waiting can be run again."""
     if not bridge.targets_of(institution, HttpCrmTarget.kind):
         return []
-    crm_id = crm_links.forget(bridge.engine, institution.code, contact_number)
+    crm_id = crm_links.crm_id(bridge.engine, institution.code, contact_number)
     n = erase_versions(bridge, institution, ["crm_contacts"], crm_id) if crm_id else 0
+    crm_links.forget(bridge.engine, institution.code, contact_number)
     return [f"crm link: {'1 row' if crm_id else 'none'}; CRM changes in the inbox: {n}"]

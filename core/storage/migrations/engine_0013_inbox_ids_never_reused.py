@@ -13,8 +13,9 @@ about 15 s per GB of inbox, once. Every view and trigger is made again after it 
 had it (SQLite checks them all when a table is renamed), and the inbox's indexes.
 
 Which ids a purge deleted before is not known here, and targets may hold larger ones than the
-inbox does now: a database that has held anything counts on a billion past its largest id (a
-jump harms nothing; ids are 64-bit). A new database starts at 1.
+inbox does now: the count goes on a billion past its largest id (a jump harms nothing; ids are
+64-bit), unless the database is new (no engine revision before this upgrade, no row in any
+table), which starts at 1.
 """
 
 import sqlalchemy as sa
@@ -39,8 +40,10 @@ def upgrade() -> None:
     tables = [name for (name,) in conn.exec_driver_sql(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
         "AND name != 'alembic_version'")]
-    used = any(conn.exec_driver_sql(f'SELECT EXISTS (SELECT 1 FROM "{t}")').scalar()
-               for t in tables)
+    config = op.get_context().config
+    before = config.attributes.get("engine_revision_before", "unknown") if config else "unknown"
+    new = before is None and not any(
+        conn.exec_driver_sql(f'SELECT EXISTS (SELECT 1 FROM "{t}")').scalar() for t in tables)
     for kind, name, _ in again:
         if kind != "index":
             op.execute(f'DROP {kind.upper()} "{name}"')
@@ -63,7 +66,7 @@ def upgrade() -> None:
     op.execute(f"INSERT INTO inbox_copy ({COLUMNS}) SELECT {COLUMNS} FROM inbox ORDER BY id")
     op.execute("DROP TABLE inbox")
     op.execute("ALTER TABLE inbox_copy RENAME TO inbox")
-    if used:
+    if not new:
         op.execute("DELETE FROM sqlite_sequence WHERE name = 'inbox'")
         op.execute(f"INSERT INTO sqlite_sequence (name, seq) "
                    f"SELECT 'inbox', coalesce(max(id), 0) + {AHEAD} FROM inbox")
