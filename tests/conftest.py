@@ -19,7 +19,7 @@ from s360bridge.core.pipeline.worker import Worker
 from s360bridge.core.plugin.manager import plugin_manager
 
 from .helpers.examples import install
-from .helpers.postgres import schemas
+from .helpers.postgres import needs_pg, schemas
 
 FIXTURES = Path(__file__).parent / "fixtures"
 HOOKS_CALLED: set[str] = set()  # hooks the suite called on at least one real plugin
@@ -163,6 +163,12 @@ def pg_bridge(tmp_path, secrets_env, pg_schemas):
     b = bridge_of(write_config(tmp_path, cfg))
     yield b
     b.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=needs_pg)])
+def any_bridge(request):
+    """The test configuration's bridge on SQLite, then on PostgreSQL."""
+    return request.getfixturevalue("bridge" if request.param == "sqlite" else "pg_bridge")
 
 
 @pytest.fixture

@@ -318,7 +318,7 @@ def test_forget_stopped_by_a_change_on_its_way_to_s360_can_be_run_again(world, m
     clock = iter(range(0, 10_000, 60))
     monkeypatch.setattr(erasure, "_clock", lambda: next(clock))
     monkeypatch.setattr(erasure, "_pause", lambda seconds: None)
-    with pytest.raises(S360BridgeError, match="still holds it; the erasure stopped there"):
+    with pytest.raises(S360BridgeError, match="still holds it; the erasure stopped at that step"):
         erasure.forget_contact(world.bridge, "testvenue", number, actor=Actor("dpo"))
     with world.bridge.engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM crm_link").scalar_one() == 1

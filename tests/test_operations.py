@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from s360bridge.core.errors import S360BridgeError
-from s360bridge.core.operations import erasure, retention
+from s360bridge.core.operations import audit, erasure, retention
 from s360bridge.core.operations.audit import Actor
 from s360bridge.core.operations.retention import purge
 from s360bridge.core.pipeline.claims import claim
@@ -21,7 +21,6 @@ from s360bridge.core.storage.tables import INBOX, QUARANTINE, STATES
 from s360bridge.plugins.sql import SqlTarget
 
 from .conftest import API_KEY, PASSWORD, Journal, base_config, drain, fixture, post, write_config
-from .helpers.postgres import needs_pg
 
 
 def test_status_counts_per_institution_stream_and_state(bridge, client, invoke):
@@ -82,11 +81,6 @@ def test_quarantine_list_show_and_reprocess_after_a_config_fix(bridge, client, i
         assert conn.execute(select(INBOX.c.record_key)).scalar_one() == "10228845124401"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=needs_pg)])
-def any_bridge(request):
-    return request.getfixturevalue("bridge" if request.param == "sqlite" else "pg_bridge")
-
-
 def test_forget_waits_for_the_contact_s_delivery_in_flight(any_bridge, monkeypatch, tmp_path):
     """A worker has claimed the contact's version and is about to push it when the erasure
     starts: the erasure waits until that batch is delivered and completed, and then erases it
@@ -137,11 +131,14 @@ def test_forget_gives_up_on_a_delivery_that_outlasts_the_lease(bridge, client, m
     clock = iter(range(0, 10_000, 60))
     monkeypatch.setattr(erasure, "_clock", lambda: next(clock))
     monkeypatch.setattr(erasure, "_pause", lambda seconds: None)
-    with pytest.raises(S360BridgeError, match="still holds it; the erasure stopped there"):
+    with pytest.raises(S360BridgeError, match="still holds it; the erasure stopped at that step"):
         erasure.forget_contact(bridge, "testvenue", "3346662", actor=Actor("dpo"))
     with bridge.engine.connect() as conn:
         assert sorted(r[0] for r in conn.execute(select(INBOX.c.record_key))) == [
             "0004711", "3346662"]
+    [entry] = audit.entries(bridge, action="forget")  # the request, and where it stopped
+    assert entry["detail"]["removed"] == []
+    assert "still holds it" in entry["detail"]["stopped"]
 
 
 def test_forget_erases_a_contact_everywhere_and_says_what(bridge, client, invoke, tmp_path):

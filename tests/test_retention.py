@@ -21,11 +21,6 @@ HOUR = 3600.0
 NOW = 2_000_000_000.0
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_bridge(request):
-    return request.getfixturevalue("bridge" if request.param == "sqlite" else "pg_bridge")
-
-
 def horizon(bridge) -> float:
     return NOW - bridge.settings.engine.retention_hours * HOUR
 

@@ -95,8 +95,10 @@ def crm_id(engine, institution: str, number: str) -> str | None:
             LINKS.c.institution == institution, LINKS.c.contact_number == number)).scalar()
 
 
-def forget(engine, institution: str, number: str) -> None:
-    """Remove a contact's link."""
+def forget(engine, institution: str, number: str) -> str | None:
+    """Remove a contact's link; answer its CRM id, if one was known."""
+    where = (LINKS.c.institution == institution, LINKS.c.contact_number == number)
     with write(engine) as conn:
-        conn.execute(delete(LINKS).where(LINKS.c.institution == institution,
-                                         LINKS.c.contact_number == number))
+        known = conn.execute(select(LINKS.c.crm_id).where(*where)).scalar()
+        conn.execute(delete(LINKS).where(*where))
+    return known

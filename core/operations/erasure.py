@@ -14,6 +14,7 @@ from s360bridge.core.errors import S360BridgeError
 from s360bridge.core.operations import audit, reconcile_runs
 from s360bridge.core.operations.audit import Actor
 from s360bridge.core.plugin.hookspecs import hookimpl
+from s360bridge.core.redact import redact
 from s360bridge.core.storage.db import write
 from s360bridge.core.storage.tables import ATTEMPT, DELIVERY, INBOX, QUARANTINE, QUEUE
 
@@ -27,19 +28,26 @@ def forget_contact(bridge, institution: str, contact_number: str, *,
                    actor: Actor) -> list[str]:
     """Erase the contact from every local store, through each plugin's ``forget`` hook; answer
     what went, as the hooks said it. The audit trail keeps the request: who, when, which
-    contact number and what went (no personal data beyond the number)."""
+    contact number and what went (no personal data beyond the number); an erasure that
+    stopped, with what went before it stopped and why."""
     inst = bridge.institution(institution)
     if inst is None:
         raise S360BridgeError(f"unknown institution {institution!r} (configured: "
                               f"{', '.join(sorted(bridge.settings.institutions))})")
-    # the contact's versions first, before any plugin's erasure: one in flight is delivered
-    # before the targets erase, and none is claimed after
-    n_inbox = erase_versions(bridge, inst, _personal(bridge), contact_number)
-    removed = [f"engine inbox: {n_inbox} version(s)",
-               *bridge.hooks.forget(bridge, inst, contact_number)]
-    with write(bridge.engine) as conn:
-        audit.record(conn, actor, "forget", inst.code,
-                     {"contact": contact_number, "removed": removed})
+    removed: list[str] = []
+    detail: dict = {"contact": contact_number, "removed": removed}
+    try:
+        # the contact's versions first, before any plugin's erasure: one in flight is
+        # delivered before the targets erase, and none is claimed after
+        n_inbox = erase_versions(bridge, inst, _personal(bridge), contact_number)
+        removed.append(f"engine inbox: {n_inbox} version(s)")
+        removed += bridge.hooks.forget(bridge, inst, contact_number)
+    except Exception as exc:
+        detail["stopped"] = redact(str(exc))[:1000]
+        raise
+    finally:
+        with write(bridge.engine) as conn:
+            audit.record(conn, actor, "forget", inst.code, detail)
     return removed
 
 
@@ -51,34 +59,51 @@ def erase_versions(bridge, institution, streams: list[str], key: str) -> int:
     them."""
     versions = select(INBOX.c.id).where(INBOX.c.institution == institution.code,
                                         INBOX.c.stream.in_(streams), INBOX.c.record_key == key)
-    # every queue row of them, locked on PostgreSQL (SQLite: the write lock): a claim skips
-    # them from here on, and one under way is waited for
-    queued = select(QUEUE.c.id, QUEUE.c.lease_owner, QUEUE.c.lease_until).where(
-        QUEUE.c.id.in_(versions))
     patience = bridge.settings.engine.lease_seconds
     give_up, told = _clock() + patience, False
     while True:
         with write(bridge.engine) as conn:
-            now = time.time()
-            held = [seq for seq, owner, until in conn.execute(
-                queued.with_for_update() if conn.dialect.name == "postgresql" else queued)
-                if owner is not None and until is not None and until > now]
-            if not held:
-                conn.execute(delete(ATTEMPT).where(ATTEMPT.c.inbox_id.in_(versions)))
-                conn.execute(delete(DELIVERY).where(DELIVERY.c.inbox_id.in_(versions)))
-                conn.execute(delete(QUEUE).where(QUEUE.c.id.in_(versions)))
-                return conn.execute(delete(INBOX).where(INBOX.c.id.in_(versions))).rowcount
+            ids = [seq for (seq,) in conn.execute(versions)]
+            busy = _in_hand(conn, ids, time.time())
+            if not busy:
+                conn.execute(delete(ATTEMPT).where(ATTEMPT.c.inbox_id.in_(ids)))
+                conn.execute(delete(DELIVERY).where(DELIVERY.c.inbox_id.in_(ids)))
+                conn.execute(delete(QUEUE).where(QUEUE.c.id.in_(ids)))
+                return conn.execute(delete(INBOX).where(INBOX.c.id.in_(ids))).rowcount
         if _clock() >= give_up:
             raise S360BridgeError(
                 f"a worker has been delivering a version of {key!r} ({institution.code}) for "
                 f"{patience:g} s (engine.lease_seconds) and still holds it; the erasure "
-                "stopped there, before the stores that version would reach: run it again once "
-                "that delivery is over")
+                "stopped at that step (the audit trail says what went before it): run it "
+                "again once that delivery is over")
         if not told:
             log.info("waiting for a worker's delivery of %d version(s) of %r in flight, so "
-                     "that none reaches a target after its erasure", len(held), key)
+                     "that none reaches a target after its erasure", busy, key)
             told = True
         _pause(POLL_SECONDS)
+
+
+def _in_hand(conn, ids: list[int], now: float) -> int:
+    """How many of these versions a worker holds (a live lease), or another transaction has
+    locked (a claim under way, a replay). On PostgreSQL their inbox and queue rows are locked
+    here, in the order the writers lock them, skipping those locked already (counted): the
+    erasure never waits for a lock, so it cannot deadlock, and a claim skips the rows it holds.
+    On SQLite the write transaction keeps every writer out."""
+    if not ids:
+        return 0
+    queued = select(QUEUE.c.id, QUEUE.c.lease_owner, QUEUE.c.lease_until).where(
+        QUEUE.c.id.in_(ids))
+    locked = 0
+    if conn.dialect.name == "postgresql":
+        mine = conn.execute(select(INBOX.c.id).where(INBOX.c.id.in_(ids))
+                            .with_for_update(skip_locked=True)).all()
+        everyone = {seq for seq, *_ in conn.execute(queued)}
+        rows = conn.execute(queued.with_for_update(skip_locked=True)).all()
+        locked = len(ids) - len(mine) + len(everyone) - len(rows)
+    else:
+        rows = conn.execute(queued).all()
+    return locked + sum(owner is not None and until is not None and until > now
+                        for _, owner, until in rows)
 
 
 def _personal(bridge) -> list[str]:

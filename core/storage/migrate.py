@@ -25,7 +25,7 @@ from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
 
 from s360bridge.core.errors import OutdatedSchema, UnknownSchema
@@ -86,11 +86,9 @@ def upgrade(engine: Engine, locations: Sequence[Path]) -> list[str]:
             conn.execute(text("SET LOCAL statement_timeout = 0"))
             conn.execute(text("SET LOCAL lock_timeout = 0"))
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": UPGRADE_LOCK})
-        found = _branches(script, _heads(conn))
-        at = tuple(b.applied for b in found if b.applied)
-        config = Config()  # what a migration may ask: was the engine's branch there before?
-        config.attributes["engine_revision_before"] = next(
-            (b.applied for b in found if b.label == "engine"), None)
+        at = tuple(b.applied for b in _branches(script, _heads(conn)) if b.applied)
+        config = Config()  # what a migration may ask: had the database an inbox before?
+        config.attributes["inbox_before"] = inspect(conn).has_table("inbox")
 
         def steps(_heads, _context):
             # as alembic's upgrade command does, from the revisions of the loaded branches only

@@ -14,8 +14,7 @@ had it (SQLite checks them all when a table is renamed), and the inbox's indexes
 
 Which ids a purge deleted before is not known here, and targets may hold larger ones than the
 inbox does now: the count goes on a billion past its largest id (a jump harms nothing; ids are
-64-bit), unless the database is new (no engine revision before this upgrade, no row in any
-table), which starts at 1.
+64-bit), unless this upgrade made the inbox (a new database), which starts at 1.
 """
 
 import sqlalchemy as sa
@@ -37,13 +36,8 @@ def upgrade() -> None:
     again = conn.exec_driver_sql(
         "SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL AND (type IN "
         "('view', 'trigger') OR (type = 'index' AND tbl_name = 'inbox'))").all()
-    tables = [name for (name,) in conn.exec_driver_sql(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
-        "AND name != 'alembic_version'")]
-    config = op.get_context().config
-    before = config.attributes.get("engine_revision_before", "unknown") if config else "unknown"
-    new = before is None and not any(
-        conn.exec_driver_sql(f'SELECT EXISTS (SELECT 1 FROM "{t}")').scalar() for t in tables)
+    told = op.get_context().config.attributes if op.get_context().config else {}
+    new = told.get("inbox_before") is False  # made by this upgrade: no id given yet
     for kind, name, _ in again:
         if kind != "index":
             op.execute(f'DROP {kind.upper()} "{name}"')
