@@ -153,7 +153,10 @@ def test_a_write_refused_by_a_read_only_warehouse_is_said_too(venue, pg_schemas)
     said = " ".join(answer.text.split())
     assert "A database refused to write: cannot execute DELETE in a read-only transaction. " \
            "The action stopped at that write" in said
-    assert [e["action"] for e in entries(primary)] == ["pause"]  # no forget recorded
+    stopped, paused = entries(primary)  # the erasure, where it stopped and what went before
+    assert (stopped["action"], paused["action"]) == ("forget", "pause")
+    assert stopped["detail"]["removed"] == ["engine inbox: 2 version(s)"]  # both versions
+    assert "read-only transaction" in stopped["detail"]["stopped"]
     assert warehouse(writer, "SELECT contact_number FROM contacts") == [(CONTACT,)]
 
 

@@ -15,7 +15,7 @@ from s360bridge.core.operations import audit, reconcile_runs
 from s360bridge.core.operations.audit import Actor
 from s360bridge.core.plugin.hookspecs import hookimpl
 from s360bridge.core.redact import redact
-from s360bridge.core.storage.db import write
+from s360bridge.core.storage.db import unavailable, write
 from s360bridge.core.storage.tables import ATTEMPT, DELIVERY, INBOX, QUARANTINE, QUEUE
 
 log = logging.getLogger("s360bridge.erasure")
@@ -43,12 +43,21 @@ def forget_contact(bridge, institution: str, contact_number: str, *,
         removed.append(f"engine inbox: {n_inbox} version(s)")
         removed += bridge.hooks.forget(bridge, inst, contact_number)
     except Exception as exc:
-        detail["stopped"] = redact(str(exc))[:1000]
+        why = str(exc) if isinstance(exc, S360BridgeError) else unavailable(exc)
+        detail["stopped"] = redact(why)[:1000]
+        try:
+            _record(bridge, actor, inst, detail)
+        except Exception:  # the engine database refuses writes too: the error says it
+            log.warning("the stopped erasure could not be recorded in the audit trail",
+                        exc_info=True)
         raise
-    finally:
-        with write(bridge.engine) as conn:
-            audit.record(conn, actor, "forget", inst.code, detail)
+    _record(bridge, actor, inst, detail)
     return removed
+
+
+def _record(bridge, actor: Actor, inst, detail: dict) -> None:
+    with write(bridge.engine) as conn:
+        audit.record(conn, actor, "forget", inst.code, detail)
 
 
 def erase_versions(bridge, institution, streams: list[str], key: str) -> int:
