@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 
+import pytest
 from sqlalchemy import select
 
 from s360bridge.core.cli.main import cli
+from s360bridge.core.pipeline.batch_lease import LeaseLost, kept
 from s360bridge.core.pipeline.claims import claim, claim_statement
 from s360bridge.core.pipeline.receiver import create_app
 from s360bridge.core.pipeline.worker import Worker
@@ -16,9 +19,11 @@ from s360bridge.core.plugin.streams import StoredRecord
 from s360bridge.core.storage.rawsql import run
 from s360bridge.core.storage.tables import DELIVERY, STATES
 from s360bridge.plugins.orders.warehouse import order_row
+from s360bridge.plugins.sql import SqlTarget
 
 from .conftest import Journal, base_config, bridge_of, drain, fixture, post, write_config
 from .helpers.clock import Clock
+from .helpers.processes import wait_until
 from .helpers.records import sale_version
 
 
@@ -218,9 +223,46 @@ def test_a_slow_push_keeps_its_lease(tmp_path, secrets_env):
     post(create_app(bridge).test_client(), "orders", fixture("order_sale.json"))
     mine = claim(bridge.engine, ["testvenue"], 10, 1)
     assert len(mine) == 2
-    with Worker(bridge)._lease_kept(mine.token, mine.seqs):
+    with kept(bridge.engine, mine.token, mine.seqs, 1, time.time(), time.time):
         threading.Event().wait(2.0)  # twice the lease: the push in hand is slow
         assert len(claim(bridge.engine, ["testvenue"], 10, 1)) == 0
     leases = {r["lease_owner"] for r in inbox_rows(bridge)}
     assert leases == {mine.token}
     bridge.close()
+
+
+def test_a_renewal_that_finds_the_records_taken_over_stops_the_pushes(bridge, client):
+    post(client, "orders", fixture("order_sale.json"))
+    mine = claim(bridge.engine, ["testvenue"], 10, 60)
+    with kept(bridge.engine, mine.token, mine.seqs, 60, time.time(), time.time) as lease:
+        lease.check()  # a minute left
+        with bridge.engine.begin() as conn:  # another worker's now
+            conn.exec_driver_sql("UPDATE queue SET lease_owner = 'another'")
+    with kept(bridge.engine, mine.token, mine.seqs, 0.3, time.time(), time.time) as lease:
+        wait_until(lambda: lease.until < 0, 10, "a renewal that finds none of them")
+        with pytest.raises(LeaseLost):
+            lease.check()
+
+
+def test_a_worker_whose_lease_ran_out_pushes_no_more_of_its_batch(bridge, client, journal,
+                                                                  monkeypatch, caplog):
+    """The renewals failed (the engine database away) while the warehouse's push was slow:
+    with less than a third of the lease left, another worker may take the records over before
+    a next push ends, so the journal's push is not made. The records go back to the queue (or
+    to whoever took them) and are delivered once by the next claim."""
+    post(client, "contacts", fixture("contacts_person.json"))
+    clock = Clock(time.time())
+    real_deliver = SqlTarget.deliver
+
+    def slow(self, institution, stream, items):
+        clock.now += 0.7 * bridge.settings.engine.lease_seconds  # no renewal meanwhile
+        return real_deliver(self, institution, stream, items)
+
+    monkeypatch.setattr(SqlTarget, "deliver", slow)
+    assert Worker(bridge, clock=clock).run_once() == 2
+    assert journal.lines() == []
+    assert "the batch's lease ends" in caplog.text
+    assert [r["state"] for r in inbox_rows(bridge)] == ["pending", "pending"]
+    monkeypatch.setattr(SqlTarget, "deliver", real_deliver)
+    assert drain(bridge) == 2
+    assert journal.pushes() == {"3346662": 1, "0004711": 1}

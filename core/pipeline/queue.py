@@ -199,14 +199,16 @@ def record_progress(engine, target: str, seqs: list[int], now: float | None = No
 
 
 def extend(engine, claim_token: str, seqs: list[int], lease_seconds: float,
-           now: float | None = None) -> None:
+           now: float | None = None) -> int:
     """Keep a claim's lease while its holder is still working on it (slow, rate-limited
-    targets), so that no other worker takes the records over."""
+    targets), so that no other worker takes the records over; answer how many of them the
+    claim still holds."""
     now = time.time() if now is None else now
     with write(engine) as conn:
         index_plans_only(conn)
-        run(conn, "UPDATE queue SET lease_until = ? WHERE id IN ?ints AND lease_owner = ?",
-            (now + lease_seconds, seqs, claim_token))
+        return len(run(conn, "UPDATE queue SET lease_until = ? WHERE id IN ?ints "
+                             "AND lease_owner = ? RETURNING id",
+                       (now + lease_seconds, seqs, claim_token)))
 
 
 def release(engine, claim_token: str, seqs: list[int]) -> None:

@@ -8,7 +8,6 @@ import math
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -18,13 +17,13 @@ from s360bridge.core.errors import StoreUnavailable
 from s360bridge.core.instruments import Tally
 from s360bridge.core.pipeline import attempts as history
 from s360bridge.core.pipeline import pushes
+from s360bridge.core.pipeline.batch_lease import Kept, LeaseLost, kept
 from s360bridge.core.pipeline.claims import Claim, claim
 from s360bridge.core.pipeline.pushes import Failure
 from s360bridge.core.pipeline.queue import (
     TIDY_EVERY,
     Outcome,
     complete,
-    extend,
     record_progress,
     release,
     tidy,
@@ -65,14 +64,14 @@ class Worker:
             return None
         return lambda record: stream.rank(inst, record)
 
-    def _claimed_ahead(self) -> tuple[Claim, float] | None:
+    def _claimed_ahead(self) -> tuple[Claim, float, float] | None:
         """The batch claimed ahead; None (given back) when half its lease has gone by while
         the previous batch was delivered: only a lease renewed in time keeps other workers
         off it. A claim that failed raises here, once: the next round claims afresh."""
         future, self._next = self._next, None
         c, ms, at = future.result()
         if self.clock() - at <= self.cfg.lease_seconds / 2:
-            return c, ms
+            return c, ms, at
         release(self.bridge.engine, c.token, c.seqs)
         return None
 
@@ -83,7 +82,7 @@ class Worker:
         process's (``run`` does this where ``self.ahead``, on PostgreSQL; ``settle`` waits for
         the completion, ``finish`` also gives back a batch claimed ahead)."""
         taken = self._claimed_ahead() if self._next is not None else None
-        c, claimed_ms = taken or self._claim()[:2]
+        c, claimed_ms, claimed_at = taken or self._claim()
         if not c.groups:
             self.settle()
             return 0
@@ -97,14 +96,23 @@ class Worker:
         unprocessed: list[int] = []
         tally = Tally()
         pushes_left = [self._pushes(c)]  # the last push of a claim needs no progress record
-        with self._lease_kept(c.token, c.seqs):
+        lost = None
+        with kept(self.bridge.engine, c.token, c.seqs, self.cfg.lease_seconds, claimed_at,
+                  self.clock) as lease:
             for (inst_code, stream_name), records in c.groups.items():
-                if stop is not None and stop.is_set():
+                if lost or (stop is not None and stop.is_set()):
                     unprocessed += [r.seq for r in records]
                     continue
-                with logs.context(institution=inst_code, stream=stream_name):
-                    self._deliver_group(c, inst_code, stream_name, records, delivered,
-                                        outcomes, pushes_left, tally, tried)
+                try:
+                    with logs.context(institution=inst_code, stream=stream_name):
+                        self._deliver_group(c, inst_code, stream_name, records, delivered,
+                                            outcomes, pushes_left, tally, tried, lease)
+                except LeaseLost as exc:  # its records go to whoever takes them over
+                    lost = exc
+                    unprocessed += [r.seq for r in records]
+        if lost:
+            log.warning("%s: %d record(s) of the batch left undelivered here", lost,
+                        len(unprocessed))
         done = (self.bridge.engine, c.token, delivered, outcomes, self.cfg.max_attempts,
                 self.cfg.backoff_base_seconds, self.cfg.backoff_max_seconds, self.clock(),
                 tried)
@@ -139,35 +147,15 @@ class Worker:
                 n += -(-todo // size)
         return n
 
-    @contextmanager
-    def _lease_kept(self, token: str, seqs: list[int]):
-        """Renew the claim's lease every third of its length until the block ends."""
-        done = threading.Event()
-
-        def renew():
-            while not done.wait(self.cfg.lease_seconds / 3):
-                try:
-                    extend(self.bridge.engine, token, seqs, self.cfg.lease_seconds,
-                           self.clock())
-                except StoreUnavailable as exc:
-                    log.warning("could not renew a lease: %s", exc)
-
-        keeper = threading.Thread(target=renew, name="lease-keeper", daemon=True)
-        keeper.start()
-        try:
-            yield
-        finally:
-            done.set()
-            keeper.join()
-
     def _deliver_group(self, c: Claim, inst_code: str, stream_name: str,
                        records: list[StoredRecord], delivered: list[int],
                        outcomes: list[Outcome], pushes_left: list[int], tally: Tally,
-                       tried: list[history.Group]) -> None:
+                       tried: list[history.Group], lease: Kept) -> None:
         """Push the records to every target of their stream that is not paused, adding each
         attempt to ``tried``. A record delivered everywhere goes to ``delivered``; one that
         failed somewhere, was held for a paused target, or has delivery rows, gets an Outcome
-        with the result per target. ``tally`` counts what each push did."""
+        with the result per target. ``tally`` counts what each push did. Before each push,
+        ``lease`` raises LeaseLost if the claim may be another worker's by its end."""
         inst = self.bridge.institution(inst_code)
         stream = self.bridge.stream(stream_name)
         if stream is None or stream_name not in inst.streams:
@@ -195,6 +183,7 @@ class Worker:
             failed: dict[int, Failure] = {}
             for i in range(0, len(todo), size):
                 chunk = todo[i:i + size]
+                lease.check()
                 chunk_failed = pushes.push(self.bridge.hooks, inst, stream, target, chunk)
                 at = self.clock()
                 failed |= chunk_failed

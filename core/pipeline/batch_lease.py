@@ -1,0 +1,67 @@
+"""A claim's lease kept while its batch is delivered, and the moment it may be lost.
+
+The worker renews the lease of the records in hand every third of its length. A renewal that
+fails (the engine database away) is tried again at the next; once the lease has less than a
+third of its length left, another worker may take the records over before this one's next
+push ends, so this one pushes no more of the batch (``check``): the records go to whoever
+takes them over, pushed again under the same idempotency keys. A renewal that finds none of
+the records still leased to the claim (taken over meanwhile) stops the pushes at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from s360bridge.core.errors import StoreUnavailable
+from s360bridge.core.pipeline.queue import extend
+
+log = logging.getLogger("s360bridge.worker")
+
+
+class LeaseLost(Exception):
+    """The claim's lease ran out or was taken over: push no more of the batch."""
+
+
+class Kept:
+    """What is known of a claim's lease: until when it holds (the claim's clock)."""
+
+    def __init__(self, until: float, seconds: float, clock: Callable[[], float]):
+        self.until, self.seconds, self.clock = until, seconds, clock
+
+    def check(self) -> None:
+        """Raise LeaseLost unless at least a third of the lease is left."""
+        left = self.until - self.clock()
+        if left < self.seconds / 3:
+            raise LeaseLost(f"the batch's lease {'ended' if left <= 0 else 'ends'} "
+                            f"{abs(left):.1f} s {'ago' if left <= 0 else 'from now'}, "
+                            "its renewals having failed")
+
+
+@contextmanager
+def kept(engine, token: str, seqs: list[int], seconds: float, claimed_at: float,
+         clock: Callable[[], float]) -> Iterator[Kept]:
+    """Renew the claim's lease every third of its length until the block ends."""
+    lease, done = Kept(claimed_at + seconds, seconds, clock), threading.Event()
+
+    def renew():
+        while not done.wait(seconds / 3):
+            at = clock()
+            try:
+                if seqs and not extend(engine, token, seqs, seconds, at):
+                    lease.until = -float("inf")  # none is ours any more
+                    return
+                lease.until = at + seconds
+            except StoreUnavailable as exc:
+                log.warning("could not renew a lease (it ends in %.1f s): %s",
+                            lease.until - clock(), exc)
+
+    keeper = threading.Thread(target=renew, name="lease-keeper", daemon=True)
+    keeper.start()
+    try:
+        yield lease
+    finally:
+        done.set()
+        keeper.join()
