@@ -11,7 +11,9 @@ import pytest
 from sqlalchemy import select
 
 from s360bridge.core.cli.main import cli
-from s360bridge.core.pipeline.batch_lease import LeaseLost, kept
+from s360bridge.core.errors import StoreUnavailable
+from s360bridge.core.pipeline import batch_lease
+from s360bridge.core.pipeline.batch_lease import LOST, LeaseLost, kept
 from s360bridge.core.pipeline.claims import claim, claim_statement
 from s360bridge.core.pipeline.receiver import create_app
 from s360bridge.core.pipeline.worker import Worker
@@ -242,6 +244,43 @@ def test_a_renewal_that_finds_the_records_taken_over_stops_the_pushes(bridge, cl
         wait_until(lambda: lease.until < 0, 10, "a renewal that finds none of them")
         with pytest.raises(LeaseLost):
             lease.check()
+
+
+def test_a_claim_made_ahead_is_renewed_at_once_and_one_that_ended_is_lost(bridge, client):
+    """A batch claimed ahead waited half its lease while the one before was delivered: its
+    lease is renewed at once, not a third of a lease later. One whose lease ended before its
+    first renewal may be partly another worker's: lost, whatever the renewal finds."""
+    post(client, "orders", fixture("order_sale.json"))
+    mine = claim(bridge.engine, ["testvenue"], 10, 60)
+    with kept(bridge.engine, mine.token, mine.seqs, 60, time.time() - 30, time.time) as lease:
+        wait_until(lambda: lease.until > time.time() + 50, 10, "the renewal at once")
+        lease.check()
+    with bridge.engine.connect() as conn:
+        assert all(until > time.time() + 50 for (until,) in conn.exec_driver_sql(
+            "SELECT lease_until FROM queue"))
+    with kept(bridge.engine, mine.token, mine.seqs, 60, time.time() - 66, time.time) as lease:
+        wait_until(lambda: lease.until == LOST, 10, "the late renewal")
+        with pytest.raises(LeaseLost, match="renewed only after it had ended"):
+            lease.check()
+
+
+def test_a_failed_renewal_is_tried_again_within_a_second(bridge, client, monkeypatch):
+    post(client, "orders", fixture("order_sale.json"))
+    mine = claim(bridge.engine, ["testvenue"], 10, 60)
+    calls = []
+
+    def away_once(*args):
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise StoreUnavailable("the engine database could not commit: gone")
+        return real_extend(*args)
+
+    real_extend = batch_lease.extend
+    monkeypatch.setattr(batch_lease, "extend", away_once)
+    with kept(bridge.engine, mine.token, mine.seqs, 60, time.time() - 30, time.time) as lease:
+        wait_until(lambda: lease.until > time.time() + 50, 10, "the renewal tried again")
+    assert len(calls) == 2
+    assert calls[1] - calls[0] < 2 * batch_lease.RETRY_SECONDS
 
 
 def test_a_worker_whose_lease_ran_out_pushes_no_more_of_its_batch(bridge, client, journal,

@@ -1,11 +1,14 @@
 """A claim's lease kept while its batch is delivered, and the moment it may be lost.
 
-The worker renews the lease of the records in hand every third of its length. A renewal that
-fails (the engine database away) is tried again at the next; once the lease has less than a
-third of its length left, another worker may take the records over before this one's next
-push ends, so this one pushes no more of the batch (``check``): the records go to whoever
-takes them over, pushed again under the same idempotency keys. A renewal that finds none of
-the records still leased to the claim (taken over meanwhile) stops the pushes at once.
+The worker renews the lease of the records in hand every third of its length, and at once when
+the batch was claimed a while before (claimed ahead, while the batch before was delivered). A
+renewal that fails (the engine database away) is tried again within a second; once the lease
+has less than a third of its length left, another worker may take the records over before this
+one's next push ends, so this one pushes no more of the batch (``check``): the records go to
+whoever takes them over, pushed again under the same idempotency keys. A renewal that finds
+none of the records still leased to the claim (taken over), or that comes after the lease
+ended (some may have been taken over), stops the pushes for good. A push already under way is
+not stopped.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ class Kept:
 
     def check(self) -> None:
         """Raise LeaseLost unless at least a third of the lease is left."""
+        if self.until == LOST:
+            raise LeaseLost("the batch's lease was lost (its records taken over, or renewed "
+                            "only after it had ended)")
         left = self.until - self.clock()
         if left < self.seconds / 3:
             raise LeaseLost(f"the batch's lease {'ended' if left <= 0 else 'ends'} "
@@ -40,21 +46,29 @@ class Kept:
                             "its renewals having failed")
 
 
+LOST = -float("inf")
+RETRY_SECONDS = 1.0  # a failed renewal is tried again this soon (or at the next third)
+
+
 @contextmanager
 def kept(engine, token: str, seqs: list[int], seconds: float, claimed_at: float,
          clock: Callable[[], float]) -> Iterator[Kept]:
     """Renew the claim's lease every third of its length until the block ends."""
     lease, done = Kept(claimed_at + seconds, seconds, clock), threading.Event()
+    # a claim made a third of a lease ago or more is renewed at once
+    wait = 0.0 if lease.until - clock() <= 2 * seconds / 3 else seconds / 3
 
     def renew():
-        while not done.wait(seconds / 3):
+        nonlocal wait
+        while not done.wait(wait):
             at = clock()
             try:
-                if seqs and not extend(engine, token, seqs, seconds, at):
-                    lease.until = -float("inf")  # none is ours any more
+                if at >= lease.until or (seqs and not extend(engine, token, seqs, seconds, at)):
+                    lease.until = LOST  # none is ours any more, or some may not be
                     return
-                lease.until = at + seconds
+                lease.until, wait = at + seconds, seconds / 3
             except StoreUnavailable as exc:
+                wait = min(seconds / 3, RETRY_SECONDS)
                 log.warning("could not renew a lease (it ends in %.1f s): %s",
                             lease.until - clock(), exc)
 
