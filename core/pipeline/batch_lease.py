@@ -1,14 +1,14 @@
 """A claim's lease kept while its batch is delivered, and the moment it may be lost.
 
-The worker renews the lease of the records in hand every third of its length, and at once when
-the batch was claimed a while before (claimed ahead, while the batch before was delivered). A
+The worker renews the lease of the records in hand every third of its length from the claim
+(which may have been made ahead, while the batch before was delivered: then sooner). A
 renewal that fails (the engine database away) is tried again within a second; once the lease
 has less than a third of its length left, another worker may take the records over before this
 one's next push ends, so this one pushes no more of the batch (``check``): the records go to
 whoever takes them over, pushed again under the same idempotency keys. A renewal that finds
-none of the records still leased to the claim (taken over), or that comes after the lease
-ended (some may have been taken over), stops the pushes for good. A push already under way is
-not stopped.
+none of the records still leased to the claim (taken over), or that comes or commits after
+the lease ended (some may have been taken over), stops the pushes for good. A push already
+under way is not stopped.
 """
 
 from __future__ import annotations
@@ -55,15 +55,16 @@ def kept(engine, token: str, seqs: list[int], seconds: float, claimed_at: float,
          clock: Callable[[], float]) -> Iterator[Kept]:
     """Renew the claim's lease every third of its length until the block ends."""
     lease, done = Kept(claimed_at + seconds, seconds, clock), threading.Event()
-    # a claim made a third of a lease ago or more is renewed at once
-    wait = 0.0 if lease.until - clock() <= 2 * seconds / 3 else seconds / 3
+    # the first renewal a third of a lease after the claim, which may have been made ahead
+    wait = max(0.0, claimed_at + seconds / 3 - clock())
 
     def renew():
         nonlocal wait
         while not done.wait(wait):
-            at = clock()
+            at, until = clock(), lease.until
             try:
-                if at >= lease.until or (seqs and not extend(engine, token, seqs, seconds, at)):
+                if at >= until or (seqs and not extend(engine, token, seqs, seconds, at)) \
+                        or clock() >= until:  # ended before the renewal, or while it ran
                     lease.until = LOST  # none is ours any more, or some may not be
                     return
                 lease.until, wait = at + seconds, seconds / 3
