@@ -60,6 +60,7 @@ def kept(engine, token: str, seqs: list[int], seconds: float, claimed_at: float,
 
     def renew():
         nonlocal wait
+        failing = False  # one warning for a run of failed renewals, however many
         while not done.wait(wait):
             at, until = clock(), lease.until
             try:
@@ -68,10 +69,15 @@ def kept(engine, token: str, seqs: list[int], seconds: float, claimed_at: float,
                     lease.until = LOST  # none is ours any more, or some may not be
                     return
                 lease.until, wait = at + seconds, seconds / 3
+                if failing:
+                    log.info("renewed the lease again")
+                failing = False
             except StoreUnavailable as exc:
                 wait = min(seconds / 3, RETRY_SECONDS)
-                log.warning("could not renew a lease (it ends in %.1f s): %s",
-                            lease.until - clock(), exc)
+                (log.debug if failing else log.warning)(
+                    "could not renew a lease (it ends in %.1f s), trying again every %g s: %s",
+                    lease.until - clock(), wait, exc)
+                failing = True
 
     keeper = threading.Thread(target=renew, name="lease-keeper", daemon=True)
     keeper.start()
