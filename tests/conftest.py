@@ -4,6 +4,7 @@ test client, the CLI runner, and a journal (jsonl) target that counts every push
 from __future__ import annotations
 
 import json
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -163,6 +164,16 @@ def pg_bridge(tmp_path, secrets_env, pg_schemas):
     b = bridge_of(write_config(tmp_path, cfg))
     yield b
     b.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=needs_pg)])
+def new_database(request, tmp_path):
+    """A function that answers the URL of a new, empty database of the parameter's kind."""
+    if request.param == "sqlite":
+        yield lambda: f"sqlite:///{tmp_path}/{uuid.uuid4().hex[:8]}.db"
+        return
+    with schemas() as made:
+        yield lambda: made.new("migrations")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=needs_pg)])

@@ -22,6 +22,7 @@ from s360bridge.plugins.contacts.crm_changes import poll, watermark
 
 from .conftest import fixture, post
 from .helpers import ledger
+from .helpers.clock import erasure_gives_up_at_once
 from .helpers.world import API_SECRET, CRM_IN_KEY, World, spend_concurrently
 
 
@@ -278,9 +279,10 @@ def test_retry_after_of_a_busy_crm_is_honoured(world):
         "last_error"]
 
 
-def test_forget_erases_the_crm_link_and_the_crms_waiting_changes(world, runner):
+def a_change_waiting(world) -> str:
+    """A contact both sides know, one CRM change of it applied to S-360 (the link learns the
+    CRM's id) and one waiting in the inbox; answer its contact number."""
     person = fixture("contacts_person.json")[0]
-    number = person["contactNumber"]
     crm_id = world.known_to_both(person)
     world.crm.change(crm_id, last_name="Applied")
     world.crm_pushes_changes()
@@ -288,6 +290,11 @@ def test_forget_erases_the_crm_link_and_the_crms_waiting_changes(world, runner):
     items = world.crm.changes_since(world.seen)
     requests.post(f"{world.proc.url}/crm/contacts/testvenue", json=items,
                   headers={"x-api-key": CRM_IN_KEY}, timeout=10).raise_for_status()
+    return person["contactNumber"]
+
+
+def test_forget_erases_the_crm_link_and_the_crms_waiting_changes(world, runner):
+    number = a_change_waiting(world)
     result = runner.invoke(cli, ["forget", "--institution", "testvenue", "--contact", number,
                                  "-c", str(world.config)])
     assert result.exit_code == 0, result.output
@@ -304,20 +311,10 @@ def test_forget_stopped_by_a_change_on_its_way_to_s360_can_be_run_again(world, m
     ``engine.lease_seconds``: the erasure stops before the link goes (a push to S-360 would
     write the link again, and only the link knows the CRM's id), and once that delivery is
     over, the erasure run again takes the link and the change."""
-    person = fixture("contacts_person.json")[0]
-    number = person["contactNumber"]
-    crm_id = world.known_to_both(person)
-    world.crm.change(crm_id, last_name="Applied")
-    world.crm_pushes_changes()  # the link learns the CRM's id
-    world.crm.change(crm_id, last_name="Waiting")
-    items = world.crm.changes_since(world.seen)
-    requests.post(f"{world.proc.url}/crm/contacts/testvenue", json=items,
-                  headers={"x-api-key": CRM_IN_KEY}, timeout=10).raise_for_status()
+    number = a_change_waiting(world)
     leased = claim(world.bridge.engine, ["testvenue"], 100, 3600)
     assert [stream for _, stream in leased.groups] == ["crm_contacts"]
-    clock = iter(range(0, 10_000, 60))
-    monkeypatch.setattr(erasure, "_clock", lambda: next(clock))
-    monkeypatch.setattr(erasure, "_pause", lambda seconds: None)
+    erasure_gives_up_at_once(monkeypatch)
     with pytest.raises(S360BridgeError, match="still holds it; the erasure stopped at that step"):
         erasure.forget_contact(world.bridge, "testvenue", number, actor=Actor("dpo"))
     with world.bridge.engine.connect() as conn:

@@ -11,13 +11,9 @@ import json
 import sqlite3
 import subprocess
 import sys
-import uuid
-from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata, produce_migrations, render_python_code
-from alembic.config import Config
-from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 
@@ -27,7 +23,6 @@ from s360bridge.core.operations.history_import import PROGRESS
 from s360bridge.core.operations.reconcile_runs import RUNS
 from s360bridge.core.pipeline.quarantine import content_hash
 from s360bridge.core.pipeline.versions import MARKS
-from s360bridge.core.plugin.manager import Hooks
 from s360bridge.core.s360.budget import CALL_LOG
 from s360bridge.core.s360.quota import MONTH_CALLS
 from s360bridge.core.storage import migrate
@@ -37,8 +32,7 @@ from s360bridge.plugins.contacts.crm_changes import WATERMARKS
 from s360bridge.plugins.offers.store import OFFERS
 
 from .conftest import FIXTURES
-from .helpers.postgres import needs_pg, schemas
-from .helpers.schema import EVERY_REVISION, FIRST_REVISIONS
+from .helpers.schema import EVERY_REVISION, FIRST_REVISIONS, plugin_locations, upgrade_to
 
 # the models of every table in the engine database: the engine's and the built-in plugins'
 MODELS = [INBOX.metadata, MONTH_CALLS.metadata, CALL_LOG.metadata, PROGRESS.metadata,
@@ -84,20 +78,6 @@ AT_HEADS = ROWS | {
 }
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=needs_pg)])
-def new_database(request, tmp_path):
-    """A function that answers the URL of a new, empty database of the parameter's kind."""
-    if request.param == "sqlite":
-        yield lambda: f"sqlite:///{tmp_path}/{uuid.uuid4().hex[:8]}.db"
-        return
-    with schemas() as made:
-        yield lambda: made.new("migrations")
-
-
-def plugin_locations() -> list[Path]:
-    return Hooks().migrations()
-
-
 def build_as_b60f5fd(engine, sections: int | None = None) -> None:
     """Run the statements b60f5fd sent to create its tables, or those of its first
     ``sections`` only (each place that created tables is a section, blank lines between)."""
@@ -108,17 +88,6 @@ def build_as_b60f5fd(engine, sections: int | None = None) -> None:
             for statement in body.split(";\n"):
                 if statement.strip():
                     conn.exec_driver_sql(statement)
-
-
-def upgrade_to(engine, revisions) -> None:
-    """Apply the migrations up to ``revisions`` only: the schema as it was at those."""
-    script = migrate.scripts(plugin_locations())
-    with engine.begin() as conn, EnvironmentContext(
-            Config(), script,
-            fn=lambda heads, _ctx: [s for r in revisions for s in script._upgrade_revs(r, heads)]
-    ) as env:
-        env.configure(connection=conn)
-        env.run_migrations()
 
 
 def schema_of(engine) -> dict:
@@ -243,78 +212,6 @@ def test_the_quarantine_keeps_one_row_per_content(new_database):
         (1, "v", '{"a":1}', "newest reason", 1.0, 5.0, 3, "held", content_hash('{"a":1}')),
         (2, "v", '{"b":2}', "other", 2.0, 2.0, 1, "held", content_hash('{"b":2}')),
         (4, "w", '{"a":1}', "another venue", 4.0, 4.0, 1, "held", content_hash('{"a":1}'))]
-
-
-def test_inbox_ids_deleted_are_not_given_again_after_the_upgrade(new_database):
-    """engine_0013 makes SQLite's inbox again with AUTOINCREMENT: its rows, the views, the
-    triggers and its index of dead letters stay; a database that has held anything counts on a
-    billion past its largest id (the ids a purge took before are not known), and never goes
-    back, also once the newest row is deleted (PostgreSQL's sequence did so already)."""
-    engine = make_engine(new_database())
-    sqlite = engine.dialect.name == "sqlite"
-    upgrade_to(engine, ("engine_0012",))
-    add = text("INSERT INTO inbox (institution, stream, record_key, content_hash, payload, "
-               "received_at, state, attempts) VALUES ('v', 'orders', :key, 'h', '{}', 1.0, "
-               ":state, 0)")
-    with engine.begin() as conn:
-        for key, state in (("k1", "dead"), ("k2", "accepted"), ("k3", "accepted")):
-            conn.execute(add, {"key": key, "state": state})
-        conn.execute(text("INSERT INTO queue (id, institution, next_attempt_at) "
-                          "VALUES (2, 'v', 0)"))
-        if sqlite:  # a venue's own view and trigger, which SQLite's rename checks
-            conn.exec_driver_sql("CREATE VIEW my_report AS SELECT count(*) AS n FROM inbox")
-            conn.exec_driver_sql("CREATE TABLE my_log (key TEXT)")
-            conn.exec_driver_sql("CREATE TRIGGER my_copy AFTER INSERT ON inbox BEGIN "
-                                 "INSERT INTO my_log VALUES (new.record_key); END")
-    migrate.upgrade(engine, plugin_locations())
-    with engine.begin() as conn:
-        assert conn.execute(text("SELECT id, record_key, state FROM inbox_state ORDER BY id")
-                            ).all() == [(1, "k1", "dead"), (2, "k2", "pending"),
-                                        (3, "k3", "done")]
-        conn.execute(text("DELETE FROM inbox WHERE id = 3"))
-        conn.execute(add, {"key": "k4", "state": "accepted"})
-        conn.execute(text("DELETE FROM inbox WHERE record_key = 'k4'"))
-        conn.execute(add, {"key": "k5", "state": "accepted"})
-        ahead = 1_000_000_000 if sqlite else 0
-        assert conn.execute(text("SELECT record_key, id FROM inbox WHERE id > 2")).all() == [
-            ("k5", 3 + ahead + 2)]
-        if sqlite:
-            assert conn.exec_driver_sql("SELECT n FROM my_report").scalar() == 3
-            assert conn.exec_driver_sql("SELECT key FROM my_log").all() == [("k4",), ("k5",)]
-            plan = " ".join(str(r) for r in conn.exec_driver_sql(
-                "EXPLAIN QUERY PLAN SELECT count(*) FROM inbox WHERE institution = 'v' "
-                "AND stream = 'orders' AND state = 'dead'"))
-            assert "ix_inbox_dead" in plan
-
-
-def test_an_inbox_the_purge_emptied_counts_on_far_past_what_it_gave(new_database):
-    """Every version deleted before the upgrade (a quiet week's purge): the ids given are not
-    known any more, and the count goes on a billion further."""
-    engine = make_engine(new_database())
-    upgrade_to(engine, ("engine_0012",))
-    with engine.begin() as conn:
-        for n in range(5):
-            conn.execute(text("INSERT INTO inbox (institution, stream, record_key, "
-                              "content_hash, payload, received_at, state, attempts) VALUES "
-                              "('v', 'orders', :k, 'h', '{}', 1.0, 'accepted', 0)"), {"k": n})
-        conn.execute(text("DELETE FROM inbox"))
-    migrate.upgrade(engine, plugin_locations())
-    with engine.begin() as conn:
-        assert conn.execute(text(
-            "INSERT INTO inbox (institution, stream, record_key, content_hash, payload, "
-            "received_at, state, attempts) VALUES ('v', 'orders', 'k', 'h', '{}', 1.0, "
-            "'accepted', 0) RETURNING id")).scalar() == (
-            1_000_000_001 if engine.dialect.name == "sqlite" else 6)
-
-
-def test_a_new_database_numbers_its_inbox_from_one(new_database):
-    engine = make_engine(new_database())
-    migrate.upgrade(engine, plugin_locations())
-    with engine.begin() as conn:
-        assert conn.execute(text(
-            "INSERT INTO inbox (institution, stream, record_key, content_hash, payload, "
-            "received_at, state, attempts) VALUES ('v', 'orders', 'k', 'h', '{}', 1.0, "
-            "'accepted', 0) RETURNING id")).scalar() == 1
 
 
 def test_the_models_match_the_migrations(new_database):

@@ -21,6 +21,7 @@ from s360bridge.core.storage.tables import INBOX, QUARANTINE, STATES
 from s360bridge.plugins.sql import SqlTarget
 
 from .conftest import API_KEY, PASSWORD, Journal, base_config, drain, fixture, post, write_config
+from .helpers.clock import erasure_gives_up_at_once
 
 
 def test_status_counts_per_institution_stream_and_state(bridge, client, invoke):
@@ -128,9 +129,7 @@ def test_forget_gives_up_on_a_delivery_that_outlasts_the_lease(bridge, client, m
     erased nothing."""
     post(client, "contacts", fixture("contacts_person.json"))
     assert claim(bridge.engine, ["testvenue"], 10, 3600).seqs
-    clock = iter(range(0, 10_000, 60))
-    monkeypatch.setattr(erasure, "_clock", lambda: next(clock))
-    monkeypatch.setattr(erasure, "_pause", lambda seconds: None)
+    erasure_gives_up_at_once(monkeypatch)
     with pytest.raises(S360BridgeError, match="still holds it; the erasure stopped at that step"):
         erasure.forget_contact(bridge, "testvenue", "3346662", actor=Actor("dpo"))
     with bridge.engine.connect() as conn:

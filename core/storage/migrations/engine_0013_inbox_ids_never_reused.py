@@ -36,8 +36,8 @@ def upgrade() -> None:
     again = conn.exec_driver_sql(
         "SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL AND (type IN "
         "('view', 'trigger') OR (type = 'index' AND tbl_name = 'inbox'))").all()
-    told = op.get_context().config.attributes if op.get_context().config else {}
-    new = told.get("inbox_before") is False  # made by this upgrade: no id given yet
+    config = op.get_context().config  # migrate.upgrade says whether an inbox was there
+    new = config is not None and config.attributes.get("inbox_before") is False
     for kind, name, _ in again:
         if kind != "index":
             op.execute(f'DROP {kind.upper()} "{name}"')
