@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import delete, literal, select, text
+from sqlalchemy import delete, select, text
 
 from s360bridge.core.errors import S360BridgeError
 from s360bridge.core.operations import audit
 from s360bridge.core.operations.audit import Actor
 from s360bridge.core.storage.db import write
 from s360bridge.core.storage.rawsql import index_plans_only, run
-from s360bridge.core.storage.tables import DELIVERY, INBOX, PAUSED, QUEUE, dialect_insert
+from s360bridge.core.storage.tables import DELIVERY, INBOX, PAUSED, dialect_insert, requeue
 
 _HELD = text("delivery.state = 'held'")  # as written, so the partial index ix_delivery_held is used
 _CHUNK = 500
@@ -77,11 +77,8 @@ def resume(bridge, institution: str, target: str, *, actor: Actor,
                 DELIVERY.c.inbox_id.in_([seq for seq, _ in held[i:i + _CHUNK]]),
                 DELIVERY.c.target == target, _HELD))
         for i in range(0, len(waiting), _CHUNK):
-            due = select(INBOX.c.id, INBOX.c.institution, literal(0.0)).where(
-                INBOX.c.id.in_(waiting[i:i + _CHUNK]))
-            ins = dialect_insert(conn, QUEUE).from_select(
-                ["id", "institution", "next_attempt_at"], due)
-            conn.execute(ins.on_conflict_do_nothing())  # one queued already waits its retry
+            # one queued already waits its retry
+            conn.execute(requeue(conn, waiting[i:i + _CHUNK]).on_conflict_do_nothing())
         audit.record(conn, actor, "resume", institution,
                      {"target": target, "requeued": len(waiting)}, now)
     return len(waiting)

@@ -23,6 +23,7 @@ from s360bridge.core.storage.db import write
 from s360bridge.core.storage.rawsql import index_plans, run, run_all
 
 log = logging.getLogger("s360bridge.worker")
+Others = list[int] | None  # supersede.losers's others
 
 
 @dataclass
@@ -50,33 +51,43 @@ class Claim:
 _DUE = """SELECT {what} FROM queue WHERE next_attempt_at <= ?
     AND (lease_until IS NULL OR lease_until < ?) AND institution IN ?texts
     ORDER BY id LIMIT ?"""
-_LEASE = "UPDATE queue SET lease_owner = ?, lease_until = ? WHERE {which} RETURNING id"
+_LEASE = "UPDATE queue SET lease_owner = ?, lease_until = ? WHERE {which} RETURNING {returned}"
 _INBOX_COLUMNS = "id, institution, stream, record_key, payload, received_at, attempts"
 _READ = f"SELECT {_INBOX_COLUMNS} FROM inbox WHERE id IN ?ints"
 PAUSED = "SELECT institution, target FROM paused_target"
 _DELIVERED = "SELECT inbox_id, target, state FROM delivery WHERE inbox_id IN ?ints"
 # On PostgreSQL the claim is one statement that also answers the paused targets, the delivery
-# rows of its records, and whether anything is queued before them outside the leases of the
-# tokens given (supersede.py's "others before": the rows it leases still look unleased within
-# the statement, so they are left out by id). It answers one row of arrays, a column each, in
-# the binary format: a worker claims in a thread of its own, which waits for the interpreter
-# lock each time the driver waits for the network, and the rows of 2,000 records, read 16 KiB
-# at a time, were 30 such waits; one large value is read at once.
+# rows of its records, and which records are queued before them outside the leases of the
+# tokens given, up to a limit (supersede.py's "others": the rows it leases still look unleased
+# within the statement, so they are left out by id): how many, whether a leased row has no
+# key hash, and the ids of those whose key hash is one of the claim's or unknown (NULL), the
+# only ones that may be other versions of its keys. It answers one row of arrays, a column
+# each, in the binary format: a worker claims in a thread of its own, which waits for the
+# interpreter lock each time the driver waits for the network, and the rows of 2,000 records,
+# read 16 KiB at a time, were 30 such waits; one large value is read at once.
 _CLAIMED = f"""WITH leased AS ({_LEASE.format(
-    which=f"ctid = ANY(ARRAY({_DUE.format(what='ctid')} FOR UPDATE SKIP LOCKED))")}),
+    which=f"ctid = ANY(ARRAY({_DUE.format(what='ctid')} FOR UPDATE SKIP LOCKED))",
+    returned="id, key_hash")}),
 claimed AS (SELECT i.* FROM leased,
     LATERAL (SELECT {_INBOX_COLUMNS} FROM inbox WHERE id = leased.id OFFSET 0) AS i),
 paused AS ({PAUSED}),
-delivered AS ({_DELIVERED.replace("IN ?ints", "= ANY(ARRAY(SELECT id FROM leased))")})
-SELECT c.*, p.*, d.*, EXISTS (SELECT FROM queue WHERE id < (SELECT max(id) FROM leased)
-        AND (lease_owner IS NULL OR NOT (lease_owner IN ?texts))
-        AND id NOT IN (SELECT id FROM leased)) AS others
+delivered AS ({_DELIVERED.replace("IN ?ints", "= ANY(ARRAY(SELECT id FROM leased))")}),
+others AS (SELECT id, key_hash FROM queue WHERE id < (SELECT max(id) FROM leased)
+    AND (lease_owner IS NULL OR NOT (lease_owner IN ?texts))
+    AND id NOT IN (SELECT id FROM leased) LIMIT ?)
+SELECT c.*, p.*, d.*, (SELECT count(*) FROM others),
+        EXISTS (SELECT FROM leased WHERE key_hash IS NULL),
+        ARRAY(SELECT id FROM others WHERE key_hash IS NULL
+              OR key_hash IN (SELECT key_hash FROM leased))
     FROM (SELECT {", ".join(f"array_agg({c})" for c in _INBOX_COLUMNS.split(", "))}
           FROM claimed) AS c,
         (SELECT array_agg(institution), array_agg(target) FROM paused) AS p,
         (SELECT array_agg(inbox_id), array_agg(target), array_agg(state) FROM delivered) AS d"""
+# how many records queued before a claim it reads, per record it claims: more (a backlog
+# waiting for its retry) and its keys are looked up instead
+OTHERS_READ = 8
 _CLAIM = {
-    "sqlite": _LEASE.format(which=f"id IN ({_DUE.format(what='id')})"),
+    "sqlite": _LEASE.format(which=f"id IN ({_DUE.format(what='id')})", returned="id"),
     "postgresql": _CLAIMED,
 }
 DEQUEUE = "DELETE FROM queue WHERE id IN ?ints"
@@ -85,9 +96,9 @@ _SUPERSEDE = "UPDATE inbox SET state = 'superseded' WHERE id IN ?ints"
 
 def claim_statement(dialect: str) -> str:
     """The claim: parameters token, lease end, now, now, institutions, batch size, and on
-    PostgreSQL the tokens whose leases are not "others" (``_CLAIMED``). It answers the ids of
-    the records leased on SQLite (their inbox rows are read by ``_READ``: SQLite has no UPDATE
-    in a WITH)."""
+    PostgreSQL the tokens whose leases are not "others" and how many others to read at most
+    (``_CLAIMED``). It answers the ids of the records leased on SQLite (their inbox rows are
+    read by ``_READ``: SQLite has no UPDATE in a WITH)."""
     return _CLAIM[dialect]
 
 
@@ -171,29 +182,36 @@ def _claim(engine, institutions: list[str], batch_size: int, lease_seconds: floa
     return Claim(token, groups, attempts, done, tracked, paused)
 
 
-def _claimed(conn, params: tuple, mine: list[str]) -> tuple[list, frozenset, bool, list]:
-    """PostgreSQL: the claimed inbox rows in arrival order, the paused targets, whether others
-    are queued before them, and their delivery rows, from the one statement of ``_CLAIMED``."""
-    (row,) = run_all(conn, [*index_plans(conn), (_CLAIMED, (*params, mine))], binary=True)[-1]
+def _claimed(conn, params: tuple, mine: list[str]) -> tuple[list, frozenset, Others, list]:
+    """PostgreSQL: the claimed inbox rows in arrival order, the paused targets, the records
+    queued before them that may be versions of their keys (``supersede.losers``'s ``others``)
+    and their delivery rows, from the one statement of ``_CLAIMED``."""
+    most = OTHERS_READ * params[-1]
+    (row,) = run_all(conn, [*index_plans(conn), (_CLAIMED, (*params, mine, most))],
+                     binary=True)[-1]
     ids, *columns = row[:7]  # an inbox column each
     if ids is None:
-        return [], frozenset(), False, []
-    paused_institutions, paused_targets, delivered_ids, targets, states, others = row[7:]
+        return [], frozenset(), [], []
+    paused_institutions, paused_targets, delivered_ids, targets, states = row[7:12]
+    before, unhashed, alike = row[12:]
     rows = sorted(zip(ids, *columns, strict=True))  # arrival order
     paused = frozenset(zip(paused_institutions or (), paused_targets or (), strict=True))
     delivered = list(zip(delivered_ids or (), targets or (), states or (), strict=True))
+    others = [] if not before else None if unhashed or before >= most else alike
     return rows, paused, others, delivered
 
 
-def _claimed_apart(conn, params: tuple, mine: list[str]) -> tuple[list, frozenset, bool, list]:
-    """SQLite: ``_claimed``'s answers, by a statement each."""
+def _claimed_apart(conn, params: tuple, mine: list[str]) -> tuple[list, frozenset, Others, list]:
+    """SQLite: ``_claimed``'s answers, by a statement each; the others are not known (SQLite
+    keeps no key hashes: its one writer at a time gains nothing by them), only whether any
+    is queued before the claim."""
     rows = run(conn, _CLAIM["sqlite"], params)
     if not rows:
-        return [], frozenset(), False, []
+        return [], frozenset(), [], []
     rows = sorted(run(conn, _READ, ([r[0] for r in rows],)))  # arrival order
     if not rows:
-        return [], frozenset(), False, []
+        return [], frozenset(), [], []
     paused, others, delivered = run_all(conn, [
         (PAUSED, ()), supersede.others_before(rows, mine),
         (_DELIVERED, ([r[0] for r in rows],))])
-    return rows, frozenset(map(tuple, paused)), bool(others), delivered
+    return rows, frozenset(map(tuple, paused)), None if others else [], delivered

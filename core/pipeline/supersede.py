@@ -18,6 +18,8 @@ Groups = dict[tuple[str, str], list[StoredRecord]]  # (institution, stream) -> r
 # Is anything queued before the claim's newest record that is neither the claim's nor the
 # batch its worker still has in hand? If not, no older version of a claimed key can be waiting
 # elsewhere (the usual case of one worker on a backlog), and the versions need not be looked up.
+# (SQLite; PostgreSQL's claim answers which of those rows may be versions of its keys:
+# claims.py.)
 _OTHERS_BEFORE = """SELECT id FROM queue WHERE id < ?
     AND (lease_owner IS NULL OR NOT (lease_owner IN ?texts)) LIMIT 1"""
 # Every version of the listed keys: one probe of the (institution, stream, record_key) index per
@@ -32,6 +34,8 @@ _VERSIONS = {
             FROM inbox WHERE institution = p.inst AND stream = p.stream AND record_key = k.key
             OFFSET 0) AS v""",
 }
+# the queued records that may be versions of the claim's keys, by their ids
+_LISTED = "SELECT id, institution, stream, record_key{payload} FROM inbox WHERE id IN ?ints"
 _QUEUED = "SELECT id FROM queue WHERE id IN ?ints"
 
 
@@ -43,17 +47,20 @@ def others_before(rows: list[tuple], tokens: list[str]) -> tuple[str, tuple]:
 
 
 def losers(conn, rows: list[tuple], decoded: dict[int, dict], in_hand: Groups | None,
-           others: bool, ranker: Ranker | None) -> tuple[dict, set[int]]:
+           others: list[int] | None, ranker: Ranker | None) -> tuple[dict, set[int]]:
     """For the claimed ``rows`` (inbox rows in arrival order) and their ``decoded`` payloads:
     the version to deliver per (institution, stream, key), and the ids of the versions it
-    supersedes, in the claim, in ``in_hand``, or, when ``others`` are queued before them
-    (``others_before``), queued outside the claim's leases."""
+    supersedes, in the claim, in ``in_hand``, or queued outside the claim's leases: among
+    ``others``, the ids of the records queued before the claim that may be versions of its keys
+    (their key's hash is one of the claim's: claims.py), or, when those are not known
+    (``None``: on SQLite, or on PostgreSQL with a claimed row that has no hash or more rows
+    queued before the claim than it reads), among every version of its keys."""
     best, ranks = versions.newest(rows, decoded, ranker)
     older = [r[0] for r in rows if best[r[1:4]] != r[0]]
     if in_hand is not None:
         older += _outranked_in_hand(in_hand, best, ranks, ranker)
-    if others:
-        older += _queued_versions(conn, best, ranks, {r[0] for r in rows}, ranker)
+    if others is None or others:
+        older += _queued_versions(conn, best, ranks, {r[0] for r in rows}, ranker, others)
     if ranks:
         older += versions.outranked_by_marks(conn, best, ranks)
     return best, set(older)
@@ -74,21 +81,22 @@ def _outranked_in_hand(in_hand: Groups, best: dict, ranks: dict[int, int],
 
 
 def _queued_versions(conn, best: dict, ranks: dict[int, int], claimed: set[int],
-                     ranker: Ranker | None) -> list[int]:
+                     ranker: Ranker | None, listed: list[int] | None) -> list[int]:
     """Of the queued versions outside the claim (rare: keys with versions waiting for a retry
-    or leased elsewhere), found by an indexed look-up per (institution, stream), those that
-    the claim's version of their key outranks; and the claim's versions that one of them
-    outranks (a final version waiting for its retry)."""
+    or leased elsewhere), found among the ``listed`` ids or, without them, by an indexed
+    look-up of the keys per (institution, stream), those that the claim's version of their
+    key outranks; and the claim's versions that one of them outranks (a final version waiting
+    for its retry)."""
     by_stream: dict[tuple[str, str], dict[str, int]] = {}
     for (inst, stream, key), seq in best.items():
         by_stream.setdefault((inst, stream), {})[key] = seq
+    rankers = {s: ranker(*s) if ranker else None for s in by_stream}
     candidates: dict[int, tuple[int, int]] = {}  # seq -> (its rank, the claim's seq of its key)
-    for (inst, stream), keys in by_stream.items():
-        rank = ranker(inst, stream) if ranker else None
-        sql = _VERSIONS[conn.dialect.name].format(payload=", payload" if rank else "")
-        for seq, key, *payload in run(conn, sql, (inst, stream, list(keys))):
-            if seq not in claimed and (rank or seq < keys[key]):
-                candidates[seq] = (rank(orjson.loads(payload[0])) if rank else 0, keys[key])
+    for seq, inst, stream, key, *payload in _versions(conn, by_stream, rankers, listed):
+        mine = by_stream.get((inst, stream), {}).get(key)
+        rank = rankers.get((inst, stream))
+        if mine is not None and seq not in claimed and (rank or seq < mine):
+            candidates[seq] = (rank(orjson.loads(payload[0])) if rank else 0, mine)
     if not candidates:
         return []
     lost = []
@@ -97,3 +105,18 @@ def _queued_versions(conn, best: dict, ranks: dict[int, int], claimed: set[int],
         lost.append(mine if versions.outranks((rank, seq), (ranks.get(mine, 0), mine))
                     else seq)
     return lost
+
+
+def _versions(conn, by_stream: dict[tuple[str, str], dict[str, int]], rankers: dict,
+              listed: list[int] | None):
+    """Rows (id, institution, stream, record key[, payload when its stream is ranked]) of the
+    ``listed`` inbox ids, or of every version of the keys of ``by_stream``."""
+    if listed is not None:
+        payload = ", payload" if any(rankers.values()) else ""
+        yield from run(conn, _LISTED.format(payload=payload), (listed,))
+        return
+    for (inst, stream), keys in by_stream.items():
+        payload = ", payload" if rankers[(inst, stream)] else ""
+        sql = _VERSIONS[conn.dialect.name].format(payload=payload)
+        for seq, key, *rest in run(conn, sql, (inst, stream, list(keys))):
+            yield (seq, inst, stream, key, *rest)

@@ -97,7 +97,7 @@ def copy_new(conn: Connection, table: str, columns: tuple[str, ...], rows: list[
     stream of updates costs one wasted copy in 64 batches). Else the ids of the rows, in order,
     when ``numbered``: the id column, and a statement (with its parameters) that answers one
     id per row, run in the savepoint in the same round trip (e.g. ``nextval`` of the column's
-    sequence; the inbox's also queues them).
+    sequence; the inbox's also queues them). The n-th smallest id is the n-th row's.
 
     Test the answer with ``is None``: a batch copied without ``numbered`` answers ``[]``. Call
     it once per table and transaction: its savepoint is left for the commit to release.

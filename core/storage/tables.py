@@ -23,6 +23,8 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     literal,
+    literal_column,
+    null,
     select,
     text,
     update,
@@ -72,6 +74,9 @@ class QueueEntry(SQLModel, table=True):
     next_attempt_at: float = 0.0
     lease_owner: str | None = None
     lease_until: float | None = None
+    # PostgreSQL: ``key_hash`` of the record's key (NULL on SQLite, and on rows queued before
+    # migrations/engine_0014_queued_key_hashes.py)
+    key_hash: int | None = Field(default=None, sa_column=Column(BigInteger))
 
 
 class Delivery(SQLModel, table=True):
@@ -183,12 +188,30 @@ def dialect_insert(conn: Connection | str, table):
     return (postgresql if name == "postgresql" else sqlite).insert(table)
 
 
+def key_hash(institution: str, stream: str, key: str) -> str:
+    """PostgreSQL: the SQL of a record key's 64-bit hash, of the three SQL expressions given.
+    Each queue row carries its record's, written by the server wherever the row is made, so
+    that a claim tells which records queued before it may be other versions of its keys by
+    comparing numbers, not by looking up every key in the inbox (core/pipeline/supersede.py).
+    Two keys may share a hash: a match is only a candidate, read again."""
+    return f"hashtextextended(concat_ws(chr(31), {institution}, {stream}, {key}), 0)"
+
+
+def requeue(conn: Connection, seqs: list[int]):
+    """The INSERT that queues these inbox versions, due now (the caller adds its ON CONFLICT)."""
+    hashed = (literal_column(key_hash("institution", "stream", "record_key"))
+              if conn.dialect.name == "postgresql" else null())
+    rows = select(INBOX.c.id, INBOX.c.institution, literal(0.0), hashed).where(
+        INBOX.c.id.in_(seqs))
+    return dialect_insert(conn, QUEUE).from_select(
+        ["id", "institution", "next_attempt_at", "key_hash"], rows)
+
+
 def enqueue(conn: Connection, seqs: list[int]) -> None:
     """Queue these inbox versions for delivery now, whatever their state was (replay,
     reconcile's repair): accepted again, attempts from zero, any lease dropped."""
     conn.execute(update(INBOX).where(INBOX.c.id.in_(seqs)).values(state="accepted", attempts=0))
-    queued = select(INBOX.c.id, INBOX.c.institution, literal(0.0)).where(INBOX.c.id.in_(seqs))
-    ins = dialect_insert(conn, QUEUE).from_select(["id", "institution", "next_attempt_at"],
-                                                 queued)
+    ins = requeue(conn, seqs)
     conn.execute(ins.on_conflict_do_update(index_elements=[QUEUE.c.id], set_={
-        "next_attempt_at": 0.0, "lease_owner": None, "lease_until": None}))
+        "next_attempt_at": 0.0, "lease_owner": None, "lease_until": None,
+        "key_hash": ins.excluded.key_hash}))
