@@ -63,6 +63,15 @@ def test_worker_parts_on_postgresql_ahead():
     assert "  claims " in out and "  completions " in out and "waiting for a core" in out
 
 
+def test_claims_beside():
+    """A claim beside another worker's batch, and alone, on PostgreSQL."""
+    needs("PostgreSQL", Path("/usr/lib/postgresql").exists())
+    out = bench("claims_beside.py", "--records", "9000", "--claims", "2", "--batch-size",
+                "1000")
+    assert "9000 records stored in " in out and "2 claims of 1000 in each case" in out
+    assert "a claim beside another worker's batch " in out and "beside / alone " in out
+
+
 def test_history_import():
     """The import's figures, and an import killed mid-store then mid-delivery that resumes
     (8,000 orders: a file large enough to be delivered beside its store)."""
