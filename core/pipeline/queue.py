@@ -72,7 +72,9 @@ def complete(engine, claim_token: str, delivered: list[int], outcomes: list[Outc
     others (a target failed for them, they were held for a paused target, or they have
     delivery rows already) and take each out (done, held or dead) or queue it for a later
     retry; add the ``attempts`` to the history. Records whose lease this claim no longer
-    holds (superseded meanwhile, or taken over after the lease ended) are left as they are.
+    holds (superseded meanwhile, or taken over after the lease ended: a push that outlasted
+    it) are left as they are, their delivery rows too: the worker that took them over records
+    its own outcome, which a late one must not overwrite. Their attempts are history, kept.
 
     A record delivered everywhere at its first attempt needs no delivery rows: that it left
     the queue says it for every target. Rows are kept once a target has failed for it.
@@ -102,11 +104,17 @@ def complete(engine, claim_token: str, delivered: list[int], outcomes: list[Outc
                          "att": o.attempts + 1, "nxt": now + delay, "err": last[:4000]}
     with write(engine) as conn:
         statements = index_plans(conn)
-        if again:
-            seqs = [*delivered, *(o.seq for o in outcomes)]
-            if not run_all(conn, [*statements, _holds(conn, claim_token, seqs)])[-1]:
+        if again or deliveries or held:
+            seqs = [*delivered, *(o.seq for o in outcomes)] if again else [
+                o.seq for o in outcomes]
+            mine = {r[0] for r in run_all(conn, [*statements,
+                                                 _holds(conn, claim_token, seqs)])[-1]}
+            if again and not mine:
                 return
             statements = []
+            deliveries = [d for d in deliveries if d["inbox_id"] in mine]
+            held = [h for h in held if h["inbox_id"] in mine]
+            failed = {seq: f for seq, f in failed.items() if seq in mine}
         due = []
         if held:
             run_all(conn, statements)
@@ -134,7 +142,7 @@ def complete(engine, claim_token: str, delivered: list[int], outcomes: list[Outc
             statements.append((_DUE_NOW, (now, due, claim_token)))
         run_all(conn, statements)  # a batch delivered everywhere: all in one round trip
         if failed:
-            _failed(conn, claim_token, failed)
+            _failed(conn, list(failed.values()))
 
 
 def _holds(conn, claim_token: str, seqs: list[int]) -> tuple[str, tuple]:
@@ -162,12 +170,10 @@ def _resumed_meanwhile(conn, outcomes: list[Outcome], held: list[dict],
     return due
 
 
-def _failed(conn, claim_token: str, failed: dict[int, dict]) -> None:
-    """The inbox rows of records a target failed for get the attempt and its error; the dead
-    ones leave the queue, the others wait there for their retry time."""
-    held = [failed[r[0]] for r in run(conn, *_holds(conn, claim_token, list(failed)))]
-    if not held:
-        return
+def _failed(conn, held: list[dict]) -> None:
+    """The inbox rows of records a target failed for, which the claim holds (locked), get the
+    attempt and its error; the dead ones leave the queue, the others wait there for their
+    retry time."""
     dead = [f["sid"] for f in held if f["st"] == "dead"]
     if dead:
         run(conn, DEQUEUE, (dead,))
