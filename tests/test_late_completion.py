@@ -10,6 +10,7 @@ from sqlalchemy import func, select, text
 from s360bridge.core.pipeline import attempts as history
 from s360bridge.core.pipeline.claims import claim
 from s360bridge.core.pipeline.ingest import ingest
+from s360bridge.core.pipeline.pushes import Failure
 from s360bridge.core.pipeline.queue import Outcome, complete
 from s360bridge.core.storage.tables import ATTEMPT
 
@@ -18,19 +19,20 @@ from .helpers.processes import checks
 FAILED = {"datx": "HTTP 503"}
 
 
-def taken_over(bridge):
-    """One check claimed at 0 (its lease ends at 60), then by another worker at 100."""
+def taken_over(bridge, checked: int = 1):
+    """Checks claimed at 0 (the lease ends at 60), then the first of them by another worker at
+    100."""
     ingest(bridge, bridge.institution("testvenue"), bridge.stream("ticketchecks"),
-           checks(81_000_000_000, 1))
+           checks(81_000_000_000, checked))
     late = claim(bridge.engine, ["testvenue"], 10, 60, now=0)
-    other = claim(bridge.engine, ["testvenue"], 10, 60, now=100)
-    assert late.seqs == other.seqs
+    other = claim(bridge.engine, ["testvenue"], 1, 60, now=100)
+    assert late.seqs[:1] == other.seqs
     return late, other, late.seqs[0]
 
 
 def recorded(bridge, seq: int) -> tuple:
-    """The record's delivery rows, its state, attempts and retry time, and its attempts in the
-    history."""
+    """The record's delivery rows, its state, attempts and retry time, and the attempts in the
+    history (of every record)."""
     with bridge.engine.connect() as conn:
         rows = conn.execute(text("SELECT target, state, attempts FROM delivery "
                                  "WHERE inbox_id = :s"), {"s": seq}).all()
@@ -42,13 +44,6 @@ def recorded(bridge, seq: int) -> tuple:
 
 def attempt(seq: int, at: float, error: str | None) -> list[history.Group]:
     return history.pushed("datx", at, [seq], error and {seq: Failure(error)})
-
-
-class Failure:
-    rejected = False
-
-    def __init__(self, error: str):
-        self.error = error
 
 
 @pytest.mark.parametrize("first", ["delivered", "failed"])
@@ -68,3 +63,15 @@ def test_a_late_failure_does_not_overwrite_the_outcome_of_the_worker_that_took_o
     complete(any_bridge.engine, late.token, [], [Outcome(seq, 0, FAILED)], 3, 60, 600,
              now=300, attempts=attempt(seq, 300, "HTTP 503"))
     assert recorded(any_bridge, seq) == expected
+
+
+def test_the_records_a_late_completion_still_holds_get_their_outcome(any_bridge):
+    """Of a batch of two, the other worker took the first over: the late completion records
+    the second's failure and retry, and leaves the first alone."""
+    late, _, first = taken_over(any_bridge, 2)
+    second = late.seqs[1]
+    complete(any_bridge.engine, late.token, [], [Outcome(s, 0, FAILED) for s in late.seqs],
+             3, 60, 600, now=300)
+    assert recorded(any_bridge, first)[:2] == ([], ("pending", 0, 0.0))
+    rows, (state, tries, retry), _ = recorded(any_bridge, second)
+    assert rows == [("datx", "failed", 1)] and (state, tries) == ("pending", 1) and retry > 300

@@ -75,6 +75,8 @@ def complete(engine, claim_token: str, delivered: list[int], outcomes: list[Outc
     holds (superseded meanwhile, or taken over after the lease ended: a push that outlasted
     it) are left as they are, their delivery rows too: the worker that took them over records
     its own outcome, which a late one must not overwrite. Their attempts are history, kept.
+    Reading what the claim holds costs a statement when a record failed, was held, or has
+    delivery rows (a claim pushed to several targets records its progress: every record).
 
     A record delivered everywhere at its first attempt needs no delivery rows: that it left
     the queue says it for every target. Rows are kept once a target has failed for it.
@@ -103,15 +105,17 @@ def complete(engine, claim_token: str, delivered: list[int], outcomes: list[Outc
         failed[o.seq] = {"sid": o.seq, "st": "dead" if dead else "accepted",
                          "att": o.attempts + 1, "nxt": now + delay, "err": last[:4000]}
     with write(engine) as conn:
-        statements = index_plans(conn)
+        statements, tried = index_plans(conn), history.statements(conn, attempts)
         if again or deliveries or held:
-            seqs = [*delivered, *(o.seq for o in outcomes)] if again else [
-                o.seq for o in outcomes]
-            mine = {r[0] for r in run_all(conn, [*statements,
-                                                 _holds(conn, claim_token, seqs)])[-1]}
+            # every record of the claim locked first, in one statement and in id order (as
+            # another claim's DEQUEUE of older versions takes them), so that no two
+            # transactions wait for each other; what it answers is what the claim still holds
+            seqs = [*delivered, *(o.seq for o in outcomes)]
+            first = [*statements, *([] if again else tried), _holds(conn, claim_token, seqs)]
+            mine = {r[0] for r in run_all(conn, first)[-1]}
             if again and not mine:
                 return
-            statements = []
+            statements, tried = [], tried if again else []
             deliveries = [d for d in deliveries if d["inbox_id"] in mine]
             held = [h for h in held if h["inbox_id"] in mine]
             failed = {seq: f for seq, f in failed.items() if seq in mine}
@@ -119,7 +123,7 @@ def complete(engine, claim_token: str, delivered: list[int], outcomes: list[Outc
         if held:
             run_all(conn, statements)
             statements, due = [], _resumed_meanwhile(conn, outcomes, held, done_ids)
-        statements += history.statements(conn, attempts)
+        statements += tried
         if deliveries or held:
             run_all(conn, statements)
             statements = []
@@ -170,19 +174,19 @@ def _resumed_meanwhile(conn, outcomes: list[Outcome], held: list[dict],
     return due
 
 
-def _failed(conn, held: list[dict]) -> None:
+def _failed(conn, mine: list[dict]) -> None:
     """The inbox rows of records a target failed for, which the claim holds (locked), get the
     attempt and its error; the dead ones leave the queue, the others wait there for their
     retry time."""
-    dead = [f["sid"] for f in held if f["st"] == "dead"]
+    dead = [f["sid"] for f in mine if f["st"] == "dead"]
     if dead:
         run(conn, DEQUEUE, (dead,))
-    retry = [f for f in held if f["st"] != "dead"]
+    retry = [f for f in mine if f["st"] != "dead"]
     if retry:
         conn.execute(update(QUEUE).where(QUEUE.c.id == bindparam("sid")).values(
             next_attempt_at=bindparam("nxt"), lease_owner=None, lease_until=None), retry)
     conn.execute(update(INBOX).where(INBOX.c.id == bindparam("sid")).values(
-        state=bindparam("st"), attempts=bindparam("att"), last_error=bindparam("err")), held)
+        state=bindparam("st"), attempts=bindparam("att"), last_error=bindparam("err")), mine)
 
 
 def record_progress(engine, target: str, seqs: list[int], now: float | None = None,
