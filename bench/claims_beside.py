@@ -1,8 +1,10 @@
 """How long a claim takes on PostgreSQL beside another worker: with that worker's batch leased
 before it in the queue, against nothing before it (a lone worker). Only the first must find the
 older versions of its keys queued outside it (core/pipeline/supersede.py). The claims of the two
-cases alternate on one filled inbox, each after the batch before it is completed, in this one
-process: no contention for the cores, only the statements' own work.
+cases alternate on one filled inbox, in this one process: no contention for the cores, only the
+statements' own work. "Beside": the batch claimed before is still leased; "alone": it was
+completed first. The queue is vacuumed every ten claims, untimed, as workers do
+(queue.tidy), so that neither case walks over a growing head of deleted rows.
 
     python bench/claims_beside.py --records 400000
     git worktree add /tmp/before 95e687c && python bench/claims_beside.py --source /tmp/before
@@ -15,6 +17,7 @@ import contextlib
 import os
 import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +39,7 @@ def alternate(bridge, claims: int, size: int) -> dict[str, list[float]]:
     """Claim times in ms, per case: "beside" (another worker's batch leased before the claim)
     and "alone" (nothing before it)."""
     from s360bridge.core.pipeline.claims import claim
+    from s360bridge.core.pipeline.queue import tidy
 
     def complete(c) -> None:
         with bridge.engine.begin() as conn:
@@ -55,6 +59,8 @@ def alternate(bridge, claims: int, size: int) -> dict[str, list[float]]:
         if case == "beside":
             complete(other)
         other = made
+        if n % 10 == 9:
+            tidy(bridge.engine)
     return times
 
 
@@ -69,21 +75,24 @@ def measure(args) -> None:
     os.environ["S360BRIDGE_LOAD_PLUGINS"] = "ticketchecks,sql,jsonl"
     work = Path(tempfile.mkdtemp(prefix="s360beside-"))
     with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, work, True)
         cluster = None if args.postgres else stack.enter_context(PrivateCluster())
         backend = Backend.postgresql(work, cluster, args.postgres)
         bridge = Bridge(load_settings([config(backend, "FULL", args.batch_size, False)]),
                         schema="upgrade")
+        stack.callback(bridge.close)
         size = bridge.settings.engine.claim_size("postgresql")
         started = time.perf_counter()
         fill(bridge, args.records, size)
         print(f"{args.records} records stored in {time.perf_counter() - started:.1f} s; "
               f"{args.claims} claims of {size} in each case ...", flush=True)
         times = alternate(bridge, args.claims, size)
-        bridge.close()
-    shutil.rmtree(work)
     source = os.environ.get("S360BESIDE_SOURCE", "this checkout")
+    commit = subprocess.run(["git", "-C", source if source != "this checkout" else ".",
+                             "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
     beside, alone = (statistics.median(times[c]) for c in ("beside", "alone"))
-    print(f"{source}: a claim beside another worker's batch {beside:.2f} ms, alone "
+    print(f"{source} ({commit}): a claim beside another worker's batch {beside:.2f} ms, alone "
           f"{alone:.2f} ms (medians); beside / alone {beside / alone:.2f}")
 
 
