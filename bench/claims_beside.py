@@ -17,12 +17,11 @@ import contextlib
 import os
 import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from processes import reexec_with
+from processes import commit_of, reexec_with
 from worker_parts import ROW, config
 
 
@@ -88,9 +87,7 @@ def measure(args) -> None:
               f"{args.claims} claims of {size} in each case ...", flush=True)
         times = alternate(bridge, args.claims, size)
     source = os.environ.get("S360BESIDE_SOURCE", "this checkout")
-    commit = subprocess.run(["git", "-C", source if source != "this checkout" else ".",
-                             "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
+    commit = commit_of(source)
     beside, alone = (statistics.median(times[c]) for c in ("beside", "alone"))
     print(f"{source} ({commit}): a claim beside another worker's batch {beside:.2f} ms, alone "
           f"{alone:.2f} ms (medians); beside / alone {beside / alone:.2f}")

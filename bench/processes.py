@@ -39,6 +39,13 @@ def reexec_with(script: str, source: Path, marker: str) -> None:
     sys.exit(code)
 
 
+def commit_of(source: str) -> str:
+    """The short commit of ``source``: a checkout's folder (``--source``), or this checkout."""
+    folder = source if source != "this checkout" else "."
+    return subprocess.run(["git", "-C", folder, "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True).stdout.strip()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -22,14 +22,13 @@ import argparse
 import contextlib
 import os
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
 from collections import defaultdict
 from pathlib import Path
 
-from processes import reexec_with
+from processes import commit_of, reexec_with
 
 ROW = {"access_time": "2024-03-14 19:21:07", "check_flow": "IN", "result": "OK",
        "failure_reason": "NO_FAIL"}
@@ -223,9 +222,7 @@ def drain(backend, args, cfg: Path) -> None:
                              "SELECT count(*) FROM inbox WHERE state = 'pending'")
     stored = backend.scalar("warehouse", "SELECT count(*) FROM ticket_checks")
     source = os.environ.get("S360PARTS_SOURCE", "this checkout")
-    commit = subprocess.run(["git", "-C", source if source != "this checkout" else ".",
-                             "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
+    commit = commit_of(source)
     print(f"{source} ({commit}) on {backend.name}: {stored} records in {seconds:.2f} s, "
           f"{stored / seconds:,.0f} records/s; {pending} left pending")
     print(f"{'part':30} {'µs/record':>10} {'share':>7}")
