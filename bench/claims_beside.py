@@ -4,7 +4,8 @@ older versions of its keys queued outside it (core/pipeline/supersede.py). The c
 cases alternate on one filled inbox, in this one process: no contention for the cores, only the
 statements' own work. "Beside": the batch claimed before is still leased; "alone": it was
 completed first. The queue is vacuumed every ten claims, untimed, as workers do
-(queue.tidy), so that neither case walks over a growing head of deleted rows.
+(queue.tidy), so that neither case walks over a growing head of deleted rows. ``--backlog
+N`` first sets the N oldest records waiting for a retry (a target down), before every claim.
 
     python bench/claims_beside.py --records 400000
     git worktree add /tmp/before 95e687c && python bench/claims_beside.py --source /tmp/before
@@ -34,7 +35,7 @@ def fill(bridge, records: int, batch: int) -> None:
              **ROW} for i in range(10**11 + base, 10**11 + min(base + batch, records))])
 
 
-def alternate(bridge, claims: int, size: int) -> dict[str, list[float]]:
+def alternate(bridge, claims: int, size: int, backlog: int) -> dict[str, list[float]]:
     """Claim times in ms, per case: "beside" (another worker's batch leased before the claim)
     and "alone" (nothing before it)."""
     from s360bridge.core.pipeline.claims import claim
@@ -44,6 +45,10 @@ def alternate(bridge, claims: int, size: int) -> dict[str, list[float]]:
         with bridge.engine.begin() as conn:
             conn.exec_driver_sql("DELETE FROM queue WHERE id = ANY(%s)", (c.seqs,))
 
+    if backlog:
+        with bridge.engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE queue SET next_attempt_at = 1e12 WHERE id IN "
+                                 "(SELECT id FROM queue ORDER BY id LIMIT %s)", (backlog,))
     times: dict[str, list[float]] = {"beside": [], "alone": []}
     other = claim(bridge.engine, ["bench"], size, 600)
     for n in range(2 * claims):
@@ -84,8 +89,10 @@ def measure(args) -> None:
         started = time.perf_counter()
         fill(bridge, args.records, size)
         print(f"{args.records} records stored in {time.perf_counter() - started:.1f} s; "
-              f"{args.claims} claims of {size} in each case ...", flush=True)
-        times = alternate(bridge, args.claims, size)
+              f"{args.claims} claims of {size} in each case"
+              f"{f', {args.backlog} waiting for a retry before them' if args.backlog else ''}"
+              " ...", flush=True)
+        times = alternate(bridge, args.claims, size, args.backlog)
     source = os.environ.get("S360BESIDE_SOURCE", "this checkout")
     commit = commit_of(source)
     beside, alone = (statistics.median(times[c]) for c in ("beside", "alone"))
@@ -98,6 +105,8 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=400_000)
     ap.add_argument("--claims", type=int, default=80, help="claims measured in each case")
     ap.add_argument("--batch-size", type=int, help="engine.batch_size (default 2,000)")
+    ap.add_argument("--backlog", type=int, default=0,
+                    help="records waiting for a retry before every claim (default none)")
     ap.add_argument("--postgres", metavar="URL", help="a PostgreSQL database to use instead "
                                                        "of a private cluster")
     ap.add_argument("--source", type=Path, help="another checkout of s360bridge to measure")

@@ -137,6 +137,37 @@ def test_too_many_rows_queued_before_a_claim_and_its_keys_are_looked_up(any_brid
     assert looked_up == [None]
 
 
+def test_after_a_backlog_the_next_claims_only_ask_whether_anything_is_before(
+        pg_bridge, looked_up, monkeypatch):
+    """Rows before a claim past what it reads (a backlog waiting for its retry): the next
+    claims read one, as many as BACKLOG_CLAIMS, and look their keys up; then one reads them
+    all again."""
+    monkeypatch.setattr(claims, "OTHERS_READ", 1)
+    monkeypatch.setattr(claims, "BACKLOG_CLAIMS", 1)
+    read, real = [], claims.run_all
+
+    def spy(conn, statements, **kwargs):  # how many rows before it each claim reads
+        read.extend(p[-1] for sql, p in statements if sql is claims._CLAIMED)
+        return real(conn, statements, **kwargs)
+
+    monkeypatch.setattr(claims, "run_all", spy)
+    inst, stream = pg_bridge.institution("testvenue"), pg_bridge.stream("ticketchecks")
+    held, _ = leased_elsewhere_then_newer(pg_bridge)  # 3 leased, a newer second one queued
+
+    def newer_then_claim(first: int) -> claims.Claim:
+        ingest(pg_bridge, inst, stream, [dict(checks(first, 1)[0], result="REFUSED")])
+        return claim(pg_bridge.engine, ["testvenue"], 2, 60)
+
+    assert len(newer_then_claim(FIRST + 2)) == 2  # 3 before it, 2 read: a backlog
+    assert len(newer_then_claim(FIRST)) == 1  # reads one, looks up
+    assert [state_of(pg_bridge, s)[0] for s in held.seqs] == ["superseded"] * 3
+    with pg_bridge.engine.begin() as conn:  # the claims completed
+        conn.execute(text("DELETE FROM queue"))
+    assert len(newer_then_claim(FIRST + 5)) == 1  # nothing before it, read in full again
+    assert read == [10, 2, 1, 2]  # the first, the other worker's claim of 10
+    assert looked_up == [None, None]
+
+
 def test_every_way_into_the_queue_writes_the_keys_hash(pg_bridge):
     """Ingest of new keys (straight COPY), of a batch with a version there already (the
     staging table), and a replay's queueing (enqueue, also of rows queued already; the resume

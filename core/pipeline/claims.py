@@ -84,8 +84,12 @@ SELECT c.*, p.*, d.*, (SELECT count(*) FROM others),
         (SELECT array_agg(institution), array_agg(target) FROM paused) AS p,
         (SELECT array_agg(inbox_id), array_agg(target), array_agg(state) FROM delivered) AS d"""
 # how many records queued before a claim it reads, per record it claims: more (a backlog
-# waiting for its retry) and its keys are looked up instead
+# waiting for its retry) and its keys are looked up instead. Reading that many costs about
+# what the look-up does, so the next BACKLOG_CLAIMS claims of the engine read one, only to
+# know whether to look up, before one reads them all again.
 OTHERS_READ = 8
+BACKLOG_CLAIMS = 20
+_BACKLOG: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # engine -> claims left
 _CLAIM = {
     "sqlite": _LEASE.format(which=f"id IN ({_DUE.format(what='id')})", returned="id"),
     "postgresql": _CLAIMED,
@@ -186,7 +190,8 @@ def _claimed(conn, params: tuple, mine: list[str]) -> tuple[list, frozenset, Oth
     """PostgreSQL: the claimed inbox rows in arrival order, the paused targets, the records
     queued before them that may be versions of their keys (``supersede.losers``'s ``others``)
     and their delivery rows, from the one statement of ``_CLAIMED``."""
-    most = OTHERS_READ * params[-1]
+    left = _BACKLOG.get(conn.engine, 0)
+    most = 1 if left else OTHERS_READ * params[-1]
     (row,) = run_all(conn, [*index_plans(conn), (_CLAIMED, (*params, mine, most))],
                      binary=True)[-1]
     ids, *columns = row[:7]  # an inbox column each
@@ -198,6 +203,8 @@ def _claimed(conn, params: tuple, mine: list[str]) -> tuple[list, frozenset, Oth
     paused = frozenset(zip(paused_institutions or (), paused_targets or (), strict=True))
     delivered = list(zip(delivered_ids or (), targets or (), states or (), strict=True))
     others = [] if not before else None if unhashed or before >= most else alike
+    if left or before >= most > 1:
+        _BACKLOG[conn.engine] = left - 1 if left else BACKLOG_CLAIMS
     return rows, paused, others, delivered
 
 
