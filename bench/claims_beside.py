@@ -1,6 +1,7 @@
 """How long a claim takes on PostgreSQL beside another worker: with that worker's batch leased
 before it in the queue, against nothing before it (a lone worker). Only the first must find the
-older versions of its keys queued outside it (core/pipeline/supersede.py). The claims of the two
+older versions of its keys queued outside it (core/pipeline/supersede.py); with ``--backlog``
+both must. The claims of the two
 cases alternate on one filled inbox, in this one process: no contention for the cores, only the
 statements' own work. "Beside": the batch claimed before is still leased; "alone": it was
 completed first. The queue is vacuumed every ten claims, untimed, as workers do

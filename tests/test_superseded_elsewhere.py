@@ -140,10 +140,10 @@ def test_too_many_rows_queued_before_a_claim_and_its_keys_are_looked_up(any_brid
 def test_after_a_backlog_the_next_claims_only_ask_whether_anything_is_before(
         pg_bridge, looked_up, monkeypatch):
     """Rows before a claim past what it reads (a backlog waiting for its retry): the next
-    claims read one, as many as BACKLOG_CLAIMS, and look their keys up; then one reads them
-    all again."""
+    claims read one and look their keys up, up to BACKLOG_CLAIMS of them, or until one finds
+    nothing before it; then one reads them all again."""
     monkeypatch.setattr(claims, "OTHERS_READ", 1)
-    monkeypatch.setattr(claims, "BACKLOG_CLAIMS", 1)
+    monkeypatch.setattr(claims, "BACKLOG_CLAIMS", 5)
     read, real = [], claims.run_all
 
     def spy(conn, statements, **kwargs):  # how many rows before it each claim reads
@@ -163,8 +163,9 @@ def test_after_a_backlog_the_next_claims_only_ask_whether_anything_is_before(
     assert [state_of(pg_bridge, s)[0] for s in held.seqs] == ["superseded"] * 3
     with pg_bridge.engine.begin() as conn:  # the claims completed
         conn.execute(text("DELETE FROM queue"))
-    assert len(newer_then_claim(FIRST + 5)) == 1  # nothing before it, read in full again
-    assert read == [10, 2, 1, 2]  # the first, the other worker's claim of 10
+    assert len(newer_then_claim(FIRST + 5)) == 1  # reads one, finds none: the backlog is gone
+    assert len(newer_then_claim(FIRST + 6)) == 1  # read in full again
+    assert read == [10, 2, 1, 1, 2]  # the first, the other worker's claim of 10
     assert looked_up == [None, None]
 
 

@@ -84,9 +84,9 @@ SELECT c.*, p.*, d.*, (SELECT count(*) FROM others),
         (SELECT array_agg(institution), array_agg(target) FROM paused) AS p,
         (SELECT array_agg(inbox_id), array_agg(target), array_agg(state) FROM delivered) AS d"""
 # how many records queued before a claim it reads, per record it claims: more (a backlog
-# waiting for its retry) and its keys are looked up instead. Reading that many costs about
+# waiting for its retry) and its keys are looked up instead. Reading that many costs half of
 # what the look-up does, so the next BACKLOG_CLAIMS claims of the engine read one, only to
-# know whether to look up, before one reads them all again.
+# know whether to look up, until one finds nothing before it; then one reads them all again.
 OTHERS_READ = 8
 BACKLOG_CLAIMS = 20
 _BACKLOG: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # engine -> claims left
@@ -203,8 +203,10 @@ def _claimed(conn, params: tuple, mine: list[str]) -> tuple[list, frozenset, Oth
     paused = frozenset(zip(paused_institutions or (), paused_targets or (), strict=True))
     delivered = list(zip(delivered_ids or (), targets or (), states or (), strict=True))
     others = [] if not before else None if unhashed or before >= most else alike
-    if left or before >= most > 1:
-        _BACKLOG[conn.engine] = left - 1 if left else BACKLOG_CLAIMS
+    if left:  # one that finds nothing before it ends the backlog's claims
+        _BACKLOG[conn.engine] = left - 1 if before else 0
+    elif before >= most > 1:
+        _BACKLOG[conn.engine] = BACKLOG_CLAIMS
     return rows, paused, others, delivered
 
 
