@@ -25,9 +25,10 @@ from s360bridge.core.storage.tables import INBOX, SKIPPED, dialect_insert, key_h
 
 _COLUMNS = ("institution", "stream", "record_key", "content_hash", "payload", "received_at",
             "state", "attempts")
-# each new version is queued for delivery in the same statement (PostgreSQL) or transaction;
-# on PostgreSQL with its key's hash (tables.key_hash)
-_QUEUE_NEW = "INSERT INTO queue (id, institution, next_attempt_at) SELECT id, institution, 0 FROM"
+# each new version is queued for delivery in the same transaction (SQLite: the rows after the
+# largest id before the insert) or statement (PostgreSQL, with its key's hash: tables.key_hash)
+_QUEUE_AFTER = """INSERT INTO queue (id, institution, next_attempt_at)
+    SELECT id, institution, 0 FROM inbox WHERE id > ?"""
 _QUEUE_RETURNED = """INSERT INTO queue (id, institution, next_attempt_at, key_hash)
     SELECT id, institution, 0, key_hash FROM new"""
 # PostgreSQL: the ids of a batch of new versions (of one institution and stream, their keys
@@ -101,7 +102,7 @@ def _insert_new(conn, rows: list[tuple]) -> int:
     new = executemany(conn, _insert_statement(conn.dialect.name), _COLUMNS, rows,
                       "inbox-insert")
     if new:
-        run(conn, f"{_QUEUE_NEW} inbox WHERE id > ?", (before,))
+        run(conn, _QUEUE_AFTER, (before,))
     return new
 
 

@@ -109,21 +109,23 @@ def complete(engine, claim_token: str, delivered: list[int], outcomes: list[Outc
         if again or deliveries or held:
             # every record of the claim locked first, in one statement and in id order (as
             # another claim's DEQUEUE of older versions takes them), so that no two
-            # transactions wait for each other; what it answers is what the claim still holds
+            # transactions wait for each other; what it answers is what the claim still holds.
+            # The attempts go with it, unless this completion may already have been made.
             seqs = [*delivered, *(o.seq for o in outcomes)]
             first = [*statements, *([] if again else tried), _holds(conn, claim_token, seqs)]
             mine = {r[0] for r in run_all(conn, first)[-1]}
             if again and not mine:
                 return
-            statements, tried = [], tried if again else []
+            statements = tried if again else []
             deliveries = [d for d in deliveries if d["inbox_id"] in mine]
             held = [h for h in held if h["inbox_id"] in mine]
             failed = {seq: f for seq, f in failed.items() if seq in mine}
+        else:
+            statements += tried
         due = []
         if held:
             run_all(conn, statements)
             statements, due = [], _resumed_meanwhile(conn, outcomes, held, done_ids)
-        statements += tried
         if deliveries or held:
             run_all(conn, statements)
             statements = []
