@@ -1,7 +1,8 @@
 """Data-consistency check: an S-360 flat-file export against a target's side, by unique key.
 
 Both sides are read as text into DuckDB (files directly; a warehouse through the project's own
-connection, streamed to a temporary file), normalised per field kind, and joined on the key.
+connection, streamed to a temporary file), normalised per field kind, and joined on the key;
+texts are compared as written first and normalised only where they differ (a few rows).
 What differs is written as CSV or JSON lines, one row per field, with both values as found.
 
 Kinds: ``text`` (whitespace trimmed and collapsed), ``ci_text`` (also case-folded, e.g. e-mail),
@@ -15,6 +16,7 @@ import csv
 import dataclasses
 import tempfile
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,8 +25,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import orjson
 
 from s360bridge.core.errors import S360BridgeError
+from s360bridge.core.operations.reconcile_times import local_us, utc_seconds
 
 KINDS = ("text", "ci_text", "amount", "datetime")
+TEXTS = ("text", "ci_text")  # compared as written first, normalised only where that differs
 PLAIN = ("text",)  # kinds whose compared value is shown in reports instead of the raw one
 MISSING_IN_TARGET, MISSING_IN_S360, DIFFERENT = "missing_in_target", "missing_in_s360", "different"
 
@@ -120,38 +124,36 @@ def configured(spec: Reconciliation, inst, stream: str) -> tuple[Reconciliation,
     return spec, s360
 
 
-def _norm(kind: str, value: str, side: Side) -> str:
-    """The SQL that normalises ``value`` (a text column) for its kind."""
-    if kind in ("text", "ci_text"):
-        text = (f"nullif(trim(CASE WHEN contains({value}, '  ') THEN regexp_replace({value}, "
-                f"'\\s+', ' ', 'g') ELSE {value} END), '')")
-        return text if kind == "text" else f"lower({text})"
-    if kind == "amount":
+def _norm(kind: str, value: str, side: Side, local: str) -> str:
+    """The SQL that normalises ``value`` (a text column) for its kind (texts are normalised in
+    the join: ``_text``); ``local`` names the column of its wall time
+    (``reconcile_times.local_us``), which a date-time reads."""
+    if kind == "amount":  # casts skip spaces; ``trim`` (slower) only for what they refuse
         if side.amount_unit == "thousandths":
-            return f"try_cast(trim({value}) AS BIGINT)"
-        return f"CAST(try_cast(replace(trim({value}), ',', '') AS DECIMAL(18, 3)) * 1000 AS BIGINT)"
-    if kind == "datetime":  # to epoch seconds; a value without an offset is in the side's zone
-        v = f"trim({value})"
-        offset = (f"(right({v}, 1) = 'Z' OR substr({v}, -6, 1) IN ('+', '-') "
-                  f"OR substr({v}, -5, 1) IN ('+', '-'))")
-        local = f"try_cast({v} AS TIMESTAMP)"
-        if side.timezone != "UTC":
-            local = f"timezone('{side.timezone.replace(chr(39), '')}', {local})"
-        return (f"floor(epoch(CASE WHEN {offset} THEN try_cast({v} AS TIMESTAMPTZ) "
-                f"ELSE {local} END))")
+            return f"coalesce(try_cast({value} AS BIGINT), try_cast(trim({value}) AS BIGINT))"
+        plain = f"CASE WHEN contains({value}, ',') THEN replace({value}, ',', '') ELSE {value} END"
+        number = (f"coalesce(try_cast({plain} AS DECIMAL(18, 3)), "
+                  f"try_cast(replace(trim({value}), ',', '') AS DECIMAL(18, 3)))")
+        return f"CAST({number} * 1000 AS BIGINT)"
+    if kind == "datetime":  # to whole UTC seconds; a value without an offset is in the zone
+        return utc_seconds(value, local, side.timezone)
     raise ReconcileError(f"unknown field kind {kind!r} (known: {', '.join(KINDS)})")
+
+
+def _text(kind: str, value: str) -> str:
+    """A text trimmed, its runs of spaces collapsed (and case-folded for ``ci_text``)."""
+    text = (f"nullif(trim(CASE WHEN contains({value}, '  ') THEN regexp_replace({value}, "
+            f"'\\s+', ' ', 'g') ELSE {value} END), '')")
+    return text if kind == "text" else f"lower({text})"
 
 
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _view(con, view: str, path: Path, spec: Reconciliation, side: Side) -> None:
-    """One side as a view over its file: its key, a mark that the side has the row, and per
-    field the normalised value and, where the report shows it, the raw one. The file's
-    dialect is sniffed once, here, and the view reads the file with what was found, so that
-    binding it costs nothing more. A view, not a table: the comparison reads the file as it
-    joins, in one pass, instead of holding both sides."""
+def _sniff(con, path: Path) -> tuple[str, list[str]]:
+    """A file's dialect, as ``read_csv`` options, and its columns: sniffed once, so that
+    binding the view that reads the file with them costs nothing more."""
     import duckdb
 
     try:
@@ -160,26 +162,46 @@ def _view(con, view: str, path: Path, spec: Reconciliation, side: Side) -> None:
             "FROM sniff_csv(?, all_varchar = true, header = true)", [str(path)]).fetchall()
     except duckdb.Error as exc:
         raise ReconcileError(f"{path}: cannot read as CSV: {_reason(exc)}") from None
-    names = [c["name"] for c in found]
+    dialect = {"delim": delim, "quote": quote, "escape": escape, "new_line": new_line,
+               "comment": comment}  # sniff_csv writes an empty option as "(empty)"
+    options = ", ".join(f"{k} = {_lit('' if v == '(empty)' else v)}" for k, v in dialect.items())
+    return f"skip = {int(skip)}, {options}", [c["name"] for c in found]
+
+
+def _view(con, view: str, path: Path, sniffed: tuple[str, list[str]], spec: Reconciliation,
+          side: Side) -> None:
+    """One side as a view over its file (read with what ``_sniff`` found): its key, a mark
+    that the side has the row, and per field the normalised value and, where the report
+    shows it, the raw one. A view, not a table: the comparison reads the file as it joins, in
+    one pass, instead of holding both sides."""
+    options, names = sniffed
     wanted = [spec.key, *spec.fields]
     lacking = [side.columns[f.name] for f in wanted if side.columns[f.name] not in names]
     if lacking:
         raise ReconcileError(f"{path}: no column {', '.join(lacking)} (columns: "
                              f"{', '.join(names)}); set the names under reconcile.<stream>")
-    dialect = {"delim": delim, "quote": quote, "escape": escape, "new_line": new_line,
-               "comment": comment}  # sniff_csv writes an empty option as "(empty)"
-    options = ", ".join(f"{k} = {_lit('' if v == '(empty)' else v)}" for k, v in dialect.items())
     columns = ", ".join(f"{_lit(n)}: 'VARCHAR'" for n in names)
     con.execute(f"CREATE TEMP VIEW {view}_file AS SELECT * FROM read_csv({_lit(str(path))}, "
-                f"auto_detect = false, header = true, skip = {int(skip)}, {options}, "
+                f"auto_detect = false, header = true, {options}, "
                 f"columns = {{{columns}}})")
-    cols = [f"trim({_q(side.columns[spec.key.name])}) AS k", "true AS p"]
-    for f in spec.fields:
-        raw = _q(side.columns[f.name])
-        cols.append(f"{_norm(f.kind, raw, side)} AS {_q('n_' + f.name)}")
-        if f.kind not in PLAIN:  # text is reported as compared: trimmed
-            cols.append(f"{raw} AS {_q('raw_' + f.name)}")
-    con.execute(f"CREATE TEMP VIEW {view} AS SELECT {', '.join(cols)} FROM {view}_file")
+    # the file's columns by position (v0, v1…), and below the normalisation what it reads
+    # many times (a date-time's wall time, l1…), computed once a row
+    inner = [f"{_q(side.columns[spec.key.name])} AS v0"]
+    # a key is trimmed (the join's costliest expression) unless it starts and ends with a
+    # printable ASCII character, which ``trim`` would keep (it removes spaces, Unicode's too)
+    cols = ["CASE WHEN v0[1] BETWEEN '!' AND '~' AND v0[-1] BETWEEN '!' AND '~' THEN v0 "
+            "ELSE trim(v0) END AS k", "true AS p"]
+    for i, f in enumerate(spec.fields, 1):
+        inner.append(f"{_q(side.columns[f.name])} AS v{i}")
+        if f.kind == "datetime":
+            inner.append(f"{local_us(f'v{i}')} AS l{i}")
+        if f.kind in TEXTS:  # normalised in the join, where the texts as written differ
+            cols.append(f"v{i} AS {_q('n_' + f.name)}")
+            continue
+        cols.append(f"{_norm(f.kind, f'v{i}', side, f'l{i}')} AS {_q('n_' + f.name)}")
+        cols.append(f"v{i} AS {_q('raw_' + f.name)}")
+    con.execute(f"CREATE TEMP VIEW {view} AS SELECT {', '.join(cols)} FROM "
+                f"(SELECT {', '.join(inner)} FROM {view}_file)")
 
 
 def _lit(text: str) -> str:
@@ -223,14 +245,18 @@ def compare(spec: Reconciliation, s360_side: Side, s360_file: Path, target_file:
         try:
             con.execute("SET TimeZone = 'UTC'")  # zones are explicit in every conversion
             step("reading the S-360 export's columns")
-            _view(con, "s", s360_file, spec, s360_side)
-            step("reading the target's side")
-            if target_file is None:
-                if spec.target_rows is None:
-                    raise ReconcileError("this target has no rows to read: give its export "
-                                         "file (--target-export)")
-                target_file = _dump_rows(spec.target_rows(spec.fields), spec, tmp)
-            _view(con, "t", target_file, spec, spec.target_side)
+            # S-360's export is sniffed in a thread while the target's side is read and sniffed
+            with con.cursor() as other, ThreadPoolExecutor(1) as pool:
+                s360_sniffed = pool.submit(_sniff, other, s360_file)
+                step("reading the target's side")
+                if target_file is None:
+                    if spec.target_rows is None:
+                        raise ReconcileError("this target has no rows to read: give its "
+                                             "export file (--target-export)")
+                    target_file = _dump_rows(spec.target_rows(spec.fields), spec, tmp)
+                target_sniffed = _sniff(con, target_file)
+                _view(con, "s", s360_file, s360_sniffed.result(), spec, s360_side)
+            _view(con, "t", target_file, target_sniffed, spec, spec.target_side)
             step("comparing")
             try:
                 _diff(con, spec, summary, s360_file, target_file)
@@ -245,16 +271,28 @@ def compare(spec: Reconciliation, s360_side: Side, s360_file: Path, target_file:
     return summary
 
 
-def _shown(f: Field) -> str:
-    return ("n_" if f.kind in PLAIN else "raw_") + f.name
+def _differs(f: Field) -> str:
+    """Whether the sides' values of ``f`` differ once normalised; texts are normalised only
+    where they differ as written (a few rows), the rest was normalised by the views."""
+    s, t = f"s.{_q('n_' + f.name)}", f"t.{_q('n_' + f.name)}"
+    if f.kind in TEXTS:
+        return (f"CASE WHEN {s} IS NOT DISTINCT FROM {t} THEN false ELSE "
+                f"{_text(f.kind, s)} IS DISTINCT FROM {_text(f.kind, t)} END")
+    return f"{s} IS DISTINCT FROM {t}"
+
+
+def _shown(f: Field, side: str) -> str:
+    """What the report shows of a side's value: texts as compared (trimmed; an e-mail with
+    its case), the rest as written."""
+    if f.kind in PLAIN:
+        return _text(f.kind, f"{side}.{_q('n_' + f.name)}")
+    return f"{side}.{_q(('n_' if f.kind in TEXTS else 'raw_') + f.name)}"
 
 
 def _diff(con, spec: Reconciliation, summary: Summary, s360_file: Path,
           target_file: Path) -> None:
-    differs = " OR ".join(f"s.{_q('n_' + f.name)} IS DISTINCT FROM t.{_q('n_' + f.name)}"
-                          for f in spec.fields) or "false"
-    flags = ", ".join(f"s.{_q('n_' + f.name)} IS DISTINCT FROM t.{_q('n_' + f.name)} AS "
-                      f"{_q('d_' + f.name)}" for f in spec.fields)
+    differs = " OR ".join(_differs(f) for f in spec.fields) or "false"
+    flags = ", ".join(f"{_differs(f)} AS {_q('d_' + f.name)}" for f in spec.fields)
     # each side's records are the rows its file's scan gave the join (a full join: no filter
     # reaches a scan), as DuckDB's profile of the join counts them: no pass of their own, and
     # exact where a key is written twice, which the join's pairs are not
@@ -266,8 +304,8 @@ def _diff(con, spec: Reconciliation, summary: Summary, s360_file: Path,
                CASE WHEN t.p IS NULL THEN '{MISSING_IN_TARGET}'
                     WHEN s.p IS NULL THEN '{MISSING_IN_S360}' ELSE '{DIFFERENT}' END AS status
                {', ' + flags if flags else ''},
-               {', '.join(f"s.{_q(_shown(f))} AS {_q('s_' + f.name)}, "
-                          f"t.{_q(_shown(f))} AS {_q('t_' + f.name)}"
+               {', '.join(f"{_shown(f, 's')} AS {_q('s_' + f.name)}, "
+                          f"{_shown(f, 't')} AS {_q('t_' + f.name)}"
                           for f in spec.fields) or 'NULL AS none'}
         FROM s FULL OUTER JOIN t ON s.k = t.k
         WHERE s.p IS NULL OR t.p IS NULL OR {differs}""")

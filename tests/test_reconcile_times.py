@@ -1,0 +1,127 @@
+"""Reconcile's date-times: a zone's offset found among its transitions gives DuckDB's own (ICU)
+answer around every change of zones with and without summer time, in both hemispheres, with
+half-hour and 45-minute offsets; offsets written in a value count; and the comparison's keys
+and amounts are read as ``trim`` would read them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+
+import pytest
+
+from s360bridge.core.operations.reconcile import Field, Reconciliation, Side, compare, differences
+from s360bridge.core.operations.reconcile_times import (
+    FROM,
+    UNTIL,
+    local_us,
+    transitions,
+    utc_seconds,
+)
+
+ZONES = ["Europe/Zurich", "America/New_York", "Australia/Sydney", "Australia/Lord_Howe",
+         "America/St_Johns", "Asia/Kolkata", "Pacific/Chatham", "Europe/Dublin",
+         "America/Sao_Paulo", "Europe/Moscow"]
+
+
+@pytest.fixture(scope="module")
+def duck():
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    yield con
+    con.close()
+
+
+def converted(duck, values: list[str], zone: str) -> list[tuple[str, int, int]]:
+    """Each value with our conversion and ICU's (``timezone()``, as reconcile did before)."""
+    duck.execute("CREATE OR REPLACE TEMP TABLE v AS SELECT unnest(?) AS v", [values])
+    return duck.execute(f"""
+        SELECT v, {utc_seconds('v', 'l', zone)},
+               CAST(floor(epoch(timezone('{zone}', try_cast(trim(v) AS TIMESTAMP)))) AS BIGINT)
+        FROM (SELECT v, {local_us('v')} AS l FROM v)""").fetchall()
+
+
+def text(seconds: int) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@pytest.mark.parametrize("zone", ZONES)
+def test_wall_times_around_every_change_convert_as_icu_does(duck, zone):
+    """Every change until 2037 (ICU's and Python's tz databases may differ on rules announced
+    later), each side of it, inside the skipped or repeated hour, and wall times drawn at
+    random from 1970 to 2100; the range's ends go through ICU itself."""
+    _, changes = transitions(zone)
+    end = dt.datetime(2038, 1, 1, tzinfo=dt.UTC).timestamp()
+    values = [text(at + d) for at, _ in changes if at < end
+              for d in (-7201, -3601, -1800, -1, 0, 1, 1799, 3599, 3600, 7200)]
+    rnd = random.Random(zone)
+    lo, hi = (int(dt.datetime(y, 1, 1, tzinfo=dt.UTC).timestamp()) for y in (FROM, UNTIL))
+    values += [text(rnd.randrange(lo, hi)) for _ in range(2000)]
+    values += [text(lo - 1), text(lo), text(hi - 1), text(hi), "1901-07-01 12:00:00",
+               "2150-07-01 12:00:00"]
+    assert len(changes) > 0 or zone == "Asia/Kolkata"
+    unlike = [(v, ours, icu) for v, ours, icu in converted(duck, values, zone) if ours != icu]
+    assert unlike == []
+
+
+def test_a_skipped_or_repeated_wall_time_takes_the_smaller_offset(duck):
+    """Zurich: 02:30 on 31 March 2024 does not exist (read at +01:00, as ICU does), 02:30 on
+    27 October 2024 happens twice (its second occurrence, +01:00)."""
+    got = {v: ours for v, ours, _ in converted(
+        duck, ["2024-03-31 02:30:00", "2024-10-27 02:30:00", "2024-10-27 01:59:59",
+               "2024-10-27 03:00:00"], "Europe/Zurich")}
+    assert {v: text(s) for v, s in got.items()} == {
+        "2024-03-31 02:30:00": "2024-03-31 01:30:00",
+        "2024-10-27 02:30:00": "2024-10-27 01:30:00",
+        "2024-10-27 01:59:59": "2024-10-26 23:59:59",
+        "2024-10-27 03:00:00": "2024-10-27 02:00:00"}
+
+
+@pytest.mark.parametrize("value, utc", [
+    ("2024-07-01T10:00:00Z", "2024-07-01 10:00:00"),
+    ("2024-07-01 10:00:00+02:00", "2024-07-01 08:00:00"),
+    ("2024-07-01T10:00:00+0200", "2024-07-01 08:00:00"),
+    ("2024-07-01T10:00:00+02", "2024-07-01 08:00:00"),
+    ("2024-07-01T10:00:00-03:30", "2024-07-01 13:30:00"),
+    ("2024-07-01T10:00:00.750+00:00 ", "2024-07-01 10:00:00"),
+    ("  2024-07-01 10:00:00Z\u00a0", "2024-07-01 10:00:00"),
+    ("2024-07-01 10:00:00", "2024-07-01 08:00:00"),  # no offset: Zurich's, summer
+    ("2024-01-15 10:00:59.999", "2024-01-15 09:00:59"),  # winter, cut to the second
+    ("\u00a02024-01-15 10:00:00\u00a0", "2024-01-15 09:00:00"),  # trim's spaces
+    ("2024-07-01", "2024-06-30 22:00:00"),  # a date: local midnight, not an offset
+])
+def test_an_offset_written_in_the_value_counts(duck, value, utc):
+    ((_, ours, _),) = converted(duck, [value], "Europe/Zurich")
+    assert text(ours) == utc
+
+
+def test_a_value_that_is_no_time_stays_empty(duck):
+    assert [ours for _, ours, _ in converted(
+        duck, ["soon", "", "2024-13-01 10:00:00", "10:00:00+02:00"], "Europe/Zurich")] == [
+        None, None, None, None]
+
+
+def test_keys_amounts_and_times_compare_as_trimmed(tmp_path):
+    """Keys with spaces (Unicode's too) meet their trimmed twins; amounts and times with spaces
+    equal their plain writing; a repeated wall time equals its second occurrence in UTC."""
+    s360, target = tmp_path / "s360.csv", tmp_path / "target.csv"
+    s360.write_text("ID,AMOUNT,AT\n"
+                    " 1,\u00a01.5 ,2024-10-27 02:30:00\n"
+                    "2\u00a0,\"1,200.25\",\u00a02024-03-31 02:30:00\n"
+                    "3,3,2024-10-27 02:30:00\n", "utf-8")
+    target.write_text("id,amount,at\n"
+                      "1,1500,2024-10-27 01:30:00\n"
+                      "2,\u00a01200250 ,2024-03-31T01:30:00Z\n"
+                      "3,3000,2024-10-27 00:30:00\n", "utf-8")
+    spec = Reconciliation(Field("id", "text", "ID"),
+                          [Field("amount", "amount", "AMOUNT"), Field("at", "datetime", "AT")],
+                          Side({"id": "id", "amount": "amount", "at": "at"}, "thousandths"))
+    report = tmp_path / "report.csv"
+    summary = compare(spec, Side({"id": "ID", "amount": "AMOUNT", "at": "AT"}, "units",
+                                 "Europe/Zurich"), s360, target, report)
+    assert summary.counts == {"missing_in_target": 0, "missing_in_s360": 0, "different": 1}
+    assert [(d["key"], d["field"], d["s360_value"], d["target_value"])
+            for d in differences(report, "csv")] == [
+        ("3", "at", "2024-10-27 02:30:00", "2024-10-27 00:30:00")]
