@@ -1,7 +1,8 @@
-"""Reconcile's date-times: a zone's offset found among its transitions gives DuckDB's own (ICU)
-answer around every change of zones with and without summer time, in both hemispheres, with
-half-hour and 45-minute offsets; offsets written in a value count; and the comparison's keys
-and amounts are read as ``trim`` would read them."""
+"""Reconcile's normalisation, made cheap: a zone's offset found among its changes gives DuckDB's
+own (ICU) answer around every change of zones with and without summer time, in both
+hemispheres, with half-hour and 45-minute offsets and changes a week apart; offsets written in
+a value count; texts compared as written are normalised where they differ; keys and amounts
+are read as ``trim`` would read them; and errors about S-360's export come first."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ import random
 
 import pytest
 
-from s360bridge.core.operations.reconcile import Field, Reconciliation, Side, compare, differences
+from s360bridge.core.operations.reconcile import (
+    Field,
+    ReconcileError,
+    Reconciliation,
+    Side,
+    compare,
+    differences,
+)
 from s360bridge.core.operations.reconcile_times import (
     FROM,
     UNTIL,
@@ -21,7 +29,8 @@ from s360bridge.core.operations.reconcile_times import (
 
 ZONES = ["Europe/Zurich", "America/New_York", "Australia/Sydney", "Australia/Lord_Howe",
          "America/St_Johns", "Asia/Kolkata", "Pacific/Chatham", "Europe/Dublin",
-         "America/Sao_Paulo", "Europe/Moscow"]
+         "America/Sao_Paulo", "Europe/Moscow", "America/Recife", "America/Cambridge_Bay",
+         "Asia/Gaza", "America/Vancouver", "Africa/Casablanca"]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +47,7 @@ def converted(duck, values: list[str], zone: str) -> list[tuple[str, int, int]]:
     """Each value with our conversion and ICU's (``timezone()``, as reconcile did before)."""
     duck.execute("CREATE OR REPLACE TEMP TABLE v AS SELECT unnest(?) AS v", [values])
     return duck.execute(f"""
-        SELECT v, {utc_seconds('v', 'l', zone)},
+        SELECT v, {utc_seconds(duck, 'v', 'l', zone)},
                CAST(floor(epoch(timezone('{zone}', try_cast(trim(v) AS TIMESTAMP)))) AS BIGINT)
         FROM (SELECT v, {local_us('v')} AS l FROM v)""").fetchall()
 
@@ -49,12 +58,11 @@ def text(seconds: int) -> str:
 
 @pytest.mark.parametrize("zone", ZONES)
 def test_wall_times_around_every_change_convert_as_icu_does(duck, zone):
-    """Every change until 2037 (ICU's and Python's tz databases may differ on rules announced
-    later), each side of it, inside the skipped or repeated hour, and wall times drawn at
-    random from 1970 to 2100; the range's ends go through ICU itself."""
-    _, changes = transitions(zone)
-    end = dt.datetime(2038, 1, 1, tzinfo=dt.UTC).timestamp()
-    values = [text(at + d) for at, _ in changes if at < end
+    """Every change, each side of it, inside the skipped or repeated hour, and wall times drawn
+    at random from 1970 to 2100; the range's ends go through ICU itself. Recife's summer time
+    of one week in 2000 and Gaza's weeks in the 2040s are changes too."""
+    first, changes = transitions(duck, zone)
+    values = [text(at + d) for at, _ in changes
               for d in (-7201, -3601, -1800, -1, 0, 1, 1799, 3599, 3600, 7200)]
     rnd = random.Random(zone)
     lo, hi = (int(dt.datetime(y, 1, 1, tzinfo=dt.UTC).timestamp()) for y in (FROM, UNTIL))
@@ -62,6 +70,9 @@ def test_wall_times_around_every_change_convert_as_icu_does(duck, zone):
     values += [text(lo - 1), text(lo), text(hi - 1), text(hi), "1901-07-01 12:00:00",
                "2150-07-01 12:00:00"]
     assert len(changes) > 0 or zone == "Asia/Kolkata"
+    if zone == "America/Recife":  # summer time from 8 to 15 October 2000, and then no more
+        assert [text(at) for at, _ in changes if at // 86400 * 86400 == 970963200] == [
+            "2000-10-08 01:00:00"]
     unlike = [(v, ours, icu) for v, ours, icu in converted(duck, values, zone) if ours != icu]
     assert unlike == []
 
@@ -103,6 +114,26 @@ def test_a_value_that_is_no_time_stays_empty(duck):
         None, None, None, None]
 
 
+def test_texts_differ_only_once_normalised_and_are_reported_so(tmp_path):
+    """Spaces around or inside a text, and an e-mail's case, are no difference; a real one is
+    reported trimmed (an e-mail as written, case and all)."""
+    s360, target = tmp_path / "s360.csv", tmp_path / "target.csv"
+    s360.write_text("ID,NAME,MAIL\n1, Ada  Lovelace ,ADA@EXAMPLE.ORG\n2,Bob,bob@example.org\n"
+                    "3,,\n4,Eve ,Eve@Example.org\n", "utf-8")
+    target.write_text("id,name,mail\n1,Ada Lovelace,ada@example.org \n2,Bob,bob@example.org\n"
+                      "3, , \n4,  Eva,eve@example.com\n", "utf-8")
+    spec = Reconciliation(Field("id", "text", "ID"),
+                          [Field("name", "text", "NAME"), Field("mail", "ci_text", "MAIL")],
+                          Side({"id": "id", "name": "name", "mail": "mail"}))
+    report = tmp_path / "report.csv"
+    summary = compare(spec, Side({"id": "ID", "name": "NAME", "mail": "MAIL"}), s360, target,
+                      report)
+    assert summary.counts["different"] == 1 and summary.field_counts == {"name": 1, "mail": 1}
+    assert [(d["key"], d["field"], d["s360_value"], d["target_value"])
+            for d in differences(report, "csv")] == [
+        ("4", "mail", "Eve@Example.org", "eve@example.com"), ("4", "name", "Eve", "Eva")]
+
+
 def test_keys_amounts_and_times_compare_as_trimmed(tmp_path):
     """Keys with spaces (Unicode's too) meet their trimmed twins; amounts and times with spaces
     equal their plain writing; a repeated wall time equals its second occurrence in UTC."""
@@ -125,3 +156,30 @@ def test_keys_amounts_and_times_compare_as_trimmed(tmp_path):
     assert [(d["key"], d["field"], d["s360_value"], d["target_value"])
             for d in differences(report, "csv")] == [
         ("3", "at", "2024-10-27 02:30:00", "2024-10-27 00:30:00")]
+
+
+@pytest.mark.parametrize("target_export", [True, False])
+def test_what_is_wrong_with_the_s360_export_is_said_first(tmp_path, target_export):
+    """The two files are sniffed at once, but S-360's export's error comes first, and before
+    a target without an export file has its rows read."""
+    read = []
+    spec = Reconciliation(Field("id", "text", "ID"), [Field("amount", "amount", "AMOUNT")],
+                          Side({"id": "id", "amount": "amount"}, "thousandths"),
+                          target_rows=lambda fields: read.append(fields) or [])
+    s360 = tmp_path / "s360.csv"
+    s360.write_text("ID,SUM\n1,2\n", "utf-8")
+    target = tmp_path / "nowhere.csv" if target_export else None
+    with pytest.raises(ReconcileError, match=f"{s360}: no column AMOUNT"):
+        compare(spec, Side({"id": "ID", "amount": "AMOUNT"}), s360, target,
+                tmp_path / "report.csv")
+    assert read == []
+
+
+def test_a_zone_duckdb_does_not_know_is_refused(tmp_path):
+    s360 = tmp_path / "s360.csv"
+    s360.write_text("ID,AT\n1,2024-01-01 10:00:00\n", "utf-8")
+    spec = Reconciliation(Field("id", "text", "ID"), [Field("at", "datetime", "AT")],
+                          Side({"id": "ID", "at": "AT"}))
+    with pytest.raises(ReconcileError, match="unknown time zone 'posixrules'"):
+        compare(spec, Side({"id": "ID", "at": "AT"}, timezone="posixrules"), s360, s360,
+                tmp_path / "report.csv")

@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import orjson
 
 from s360bridge.core.errors import S360BridgeError
-from s360bridge.core.operations.reconcile_times import local_us, utc_seconds
+from s360bridge.core.operations.reconcile_times import local_us, transitions, utc_seconds
 
 KINDS = ("text", "ci_text", "amount", "datetime")
 TEXTS = ("text", "ci_text")  # compared as written first, normalised only where that differs
@@ -124,7 +124,7 @@ def configured(spec: Reconciliation, inst, stream: str) -> tuple[Reconciliation,
     return spec, s360
 
 
-def _norm(kind: str, value: str, side: Side, local: str) -> str:
+def _norm(con, kind: str, value: str, side: Side, local: str) -> str:
     """The SQL that normalises ``value`` (a text column) for its kind (texts are normalised in
     the join: ``_text``); ``local`` names the column of its wall time
     (``reconcile_times.local_us``), which a date-time reads."""
@@ -136,7 +136,7 @@ def _norm(kind: str, value: str, side: Side, local: str) -> str:
                   f"try_cast(replace(trim({value}), ',', '') AS DECIMAL(18, 3)))")
         return f"CAST({number} * 1000 AS BIGINT)"
     if kind == "datetime":  # to whole UTC seconds; a value without an offset is in the zone
-        return utc_seconds(value, local, side.timezone)
+        return utc_seconds(con, value, local, side.timezone)
     raise ReconcileError(f"unknown field kind {kind!r} (known: {', '.join(KINDS)})")
 
 
@@ -184,8 +184,8 @@ def _view(con, view: str, path: Path, sniffed: tuple[str, list[str]], spec: Reco
     con.execute(f"CREATE TEMP VIEW {view}_file AS SELECT * FROM read_csv({_lit(str(path))}, "
                 f"auto_detect = false, header = true, {options}, "
                 f"columns = {{{columns}}})")
-    # the file's columns by position (v0, v1…), and below the normalisation what it reads
-    # many times (a date-time's wall time, l1…), computed once a row
+    # the key's and the fields' columns numbered (v0, v1… in the fields' order), and below the
+    # normalisation what it reads many times (a date-time's wall time, l1…), once a row
     inner = [f"{_q(side.columns[spec.key.name])} AS v0"]
     # a key is trimmed (the join's costliest expression) unless it starts and ends with a
     # printable ASCII character, which ``trim`` would keep (it removes spaces, Unicode's too)
@@ -198,7 +198,7 @@ def _view(con, view: str, path: Path, sniffed: tuple[str, list[str]], spec: Reco
         if f.kind in TEXTS:  # normalised in the join, where the texts as written differ
             cols.append(f"v{i} AS {_q('n_' + f.name)}")
             continue
-        cols.append(f"{_norm(f.kind, f'v{i}', side, f'l{i}')} AS {_q('n_' + f.name)}")
+        cols.append(f"{_norm(con, f.kind, f'v{i}', side, f'l{i}')} AS {_q('n_' + f.name)}")
         cols.append(f"v{i} AS {_q('raw_' + f.name)}")
     con.execute(f"CREATE TEMP VIEW {view} AS SELECT {', '.join(cols)} FROM "
                 f"(SELECT {', '.join(inner)} FROM {view}_file)")
@@ -245,18 +245,28 @@ def compare(spec: Reconciliation, s360_side: Side, s360_file: Path, target_file:
         try:
             con.execute("SET TimeZone = 'UTC'")  # zones are explicit in every conversion
             step("reading the S-360 export's columns")
-            # S-360's export is sniffed in a thread while the target's side is read and sniffed
-            with con.cursor() as other, ThreadPoolExecutor(1) as pool:
-                s360_sniffed = pool.submit(_sniff, other, s360_file)
+            # both files are sniffed at once, and the zones' changes found meanwhile; what is
+            # wrong with S-360's export is said first, and before a warehouse is read
+            with con.cursor() as one, con.cursor() as other, ThreadPoolExecutor(2) as pool:
+                s360_sniffed = pool.submit(_sniff, one, s360_file)
+                target_sniffed = target_file and pool.submit(_sniff, other, target_file)
+                for zone in {s360_side.timezone, spec.target_side.timezone} - {"UTC"}:
+                    try:
+                        transitions(con, zone)
+                    except duckdb.Error:
+                        raise ReconcileError(f"unknown time zone {zone!r} (DuckDB's ICU does "
+                                             "not know it)") from None
+                _view(con, "s", s360_file, s360_sniffed.result(), spec, s360_side)
                 step("reading the target's side")
                 if target_file is None:
                     if spec.target_rows is None:
                         raise ReconcileError("this target has no rows to read: give its "
                                              "export file (--target-export)")
                     target_file = _dump_rows(spec.target_rows(spec.fields), spec, tmp)
-                target_sniffed = _sniff(con, target_file)
-                _view(con, "s", s360_file, s360_sniffed.result(), spec, s360_side)
-            _view(con, "t", target_file, target_sniffed, spec, spec.target_side)
+                    target = _sniff(con, target_file)
+                else:
+                    target = target_sniffed.result()
+                _view(con, "t", target_file, target, spec, spec.target_side)
             step("comparing")
             try:
                 _diff(con, spec, summary, s360_file, target_file)
