@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 
@@ -138,6 +139,25 @@ def test_forget_gives_up_on_a_delivery_that_outlasts_the_lease(bridge, client, m
     [entry] = audit.entries(bridge, action="forget")  # the request, and where it stopped
     assert entry["detail"]["removed"] == []
     assert "still holds it" in entry["detail"]["stopped"]
+
+
+def test_forget_says_every_ten_seconds_that_it_still_waits(bridge, client, monkeypatch,
+                                                             caplog):
+    """A wait of up to ``engine.lease_seconds`` (four minutes by default) is not silent: a line
+    at once, then one every ten seconds, each with the time waited and the limit."""
+    post(client, "contacts", fixture("contacts_person.json"))
+    assert claim(bridge.engine, ["testvenue"], 10, 3600).seqs
+    seconds = iter(range(0, 10_000, 3))  # each look at the delivery 3 s after the one before
+    monkeypatch.setattr(erasure, "_clock", lambda: next(seconds))
+    monkeypatch.setattr(erasure, "_pause", lambda seconds: None)
+    with caplog.at_level(logging.INFO, "s360bridge.erasure"), \
+            pytest.raises(S360BridgeError, match="still holds it"):
+        erasure.forget_contact(bridge, "testvenue", "3346662", actor=Actor("dpo"))
+    waited = [re.search(r"\((\d+) s of at most (\d+)", r.getMessage()).groups()
+              for r in caplog.records if "in flight" in r.getMessage()]
+    limit = bridge.settings.engine.lease_seconds
+    assert waited == [(str(s), f"{limit:g}") for s in range(3, int(limit), 12)]
+    assert len(waited) > 3
 
 
 def test_forget_erases_a_contact_everywhere_and_says_what(bridge, client, invoke, tmp_path):

@@ -22,6 +22,7 @@ log = logging.getLogger("s360bridge.erasure")
 _pause = time.sleep  # between two looks at a delivery in flight
 _clock = time.monotonic
 POLL_SECONDS = 0.1
+PROGRESS_SECONDS = 10  # between two lines saying that the erasure still waits
 
 
 def forget_contact(bridge, institution: str, contact_number: str, *,
@@ -69,7 +70,8 @@ def erase_versions(bridge, institution, streams: list[str], key: str) -> int:
     versions = select(INBOX.c.id).where(INBOX.c.institution == institution.code,
                                         INBOX.c.stream.in_(streams), INBOX.c.record_key == key)
     patience = bridge.settings.engine.lease_seconds
-    give_up, told = _clock() + patience, False
+    started = _clock()
+    give_up, tell_at = started + patience, started
     while True:
         with write(bridge.engine) as conn:
             ids = [seq for (seq,) in conn.execute(versions)]
@@ -79,16 +81,18 @@ def erase_versions(bridge, institution, streams: list[str], key: str) -> int:
                 conn.execute(delete(DELIVERY).where(DELIVERY.c.inbox_id.in_(ids)))
                 conn.execute(delete(QUEUE).where(QUEUE.c.id.in_(ids)))
                 return conn.execute(delete(INBOX).where(INBOX.c.id.in_(ids))).rowcount
-        if _clock() >= give_up:
+        now = _clock()
+        if now >= give_up:
             raise S360BridgeError(
                 f"a worker has been delivering a version of {key!r} ({institution.code}) for "
                 f"{patience:g} s (engine.lease_seconds) and still holds it; the erasure "
                 "stopped at that step (the audit trail says what went before it): run it "
                 "again once that delivery is over")
-        if not told:
+        if now >= tell_at:  # at once, then every PROGRESS_SECONDS: a wait of minutes is seen
             log.info("waiting for a worker's delivery of %d version(s) of %r in flight, so "
-                     "that none reaches a target after its erasure", busy, key)
-            told = True
+                     "that none reaches a target after its erasure (%d s of at most %g: "
+                     "engine.lease_seconds)", busy, key, now - started, patience)
+            tell_at = now + PROGRESS_SECONDS
         _pause(POLL_SECONDS)
 
 
