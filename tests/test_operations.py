@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import threading
 import time
@@ -143,8 +144,9 @@ def test_forget_gives_up_on_a_delivery_that_outlasts_the_lease(bridge, client, m
 
 def test_forget_says_every_ten_seconds_that_it_still_waits(bridge, client, monkeypatch,
                                                              caplog):
-    """A wait of up to ``engine.lease_seconds`` (four minutes by default) is not silent: a line
-    at once, then one every ten seconds, each with the time waited and the limit."""
+    """A wait of up to ``engine.lease_seconds`` (two minutes by default) is not silent: a line
+    at once, then one every ``PROGRESS_SECONDS`` (ten), each with the time waited and the
+    limit."""
     post(client, "contacts", fixture("contacts_person.json"))
     assert claim(bridge.engine, ["testvenue"], 10, 3600).seqs
     seconds = iter(range(0, 10_000, 3))  # each look at the delivery 3 s after the one before
@@ -156,7 +158,8 @@ def test_forget_says_every_ten_seconds_that_it_still_waits(bridge, client, monke
     waited = [re.search(r"\((\d+) s of at most (\d+)", r.getMessage()).groups()
               for r in caplog.records if "in flight" in r.getMessage()]
     limit = bridge.settings.engine.lease_seconds
-    assert waited == [(str(s), f"{limit:g}") for s in range(3, int(limit), 12)]
+    step = math.ceil(erasure.PROGRESS_SECONDS / 3) * 3  # the first look at or past each mark
+    assert waited == [(str(s), f"{limit:g}") for s in range(3, math.ceil(limit), step)]
     assert len(waited) > 3
 
 

@@ -124,7 +124,7 @@ def configured(spec: Reconciliation, inst, stream: str) -> tuple[Reconciliation,
     return spec, s360
 
 
-def _norm(con, kind: str, value: str, side: Side, local: str) -> str:
+def _norm(kind: str, value: str, side: Side, local: str) -> str:
     """The SQL that normalises ``value`` (a text column) for its kind (texts are normalised in
     the join: ``_text``); ``local`` names the column of its wall time
     (``reconcile_times.local_us``), which a date-time reads."""
@@ -136,7 +136,7 @@ def _norm(con, kind: str, value: str, side: Side, local: str) -> str:
                   f"try_cast(replace(trim({value}), ',', '') AS DECIMAL(18, 3)))")
         return f"CAST({number} * 1000 AS BIGINT)"
     if kind == "datetime":  # to whole UTC seconds; a value without an offset is in the zone
-        return utc_seconds(con, value, local, side.timezone)
+        return utc_seconds(value, local, side.timezone)
     raise ReconcileError(f"unknown field kind {kind!r} (known: {', '.join(KINDS)})")
 
 
@@ -198,7 +198,7 @@ def _view(con, view: str, path: Path, sniffed: tuple[str, list[str]], spec: Reco
         if f.kind in TEXTS:  # normalised in the join, where the texts as written differ
             cols.append(f"v{i} AS {_q('n_' + f.name)}")
             continue
-        cols.append(f"{_norm(con, f.kind, f'v{i}', side, f'l{i}')} AS {_q('n_' + f.name)}")
+        cols.append(f"{_norm(f.kind, f'v{i}', side, f'l{i}')} AS {_q('n_' + f.name)}")
         cols.append(f"v{i} AS {_q('raw_' + f.name)}")
     con.execute(f"CREATE TEMP VIEW {view} AS SELECT {', '.join(cols)} FROM "
                 f"(SELECT {', '.join(inner)} FROM {view}_file)")
@@ -249,13 +249,9 @@ def compare(spec: Reconciliation, s360_side: Side, s360_file: Path, target_file:
             # wrong with S-360's export is said first, and before a warehouse is read
             with con.cursor() as one, con.cursor() as other, ThreadPoolExecutor(2) as pool:
                 s360_sniffed = pool.submit(_sniff, one, s360_file)
-                target_sniffed = target_file and pool.submit(_sniff, other, target_file)
-                for zone in {s360_side.timezone, spec.target_side.timezone} - {"UTC"}:
-                    try:
-                        transitions(con, zone)
-                    except duckdb.Error:
-                        raise ReconcileError(f"unknown time zone {zone!r} (DuckDB's ICU does "
-                                             "not know it)") from None
+                target_sniffed = (pool.submit(_sniff, other, target_file)
+                                  if target_file is not None else None)
+                _zones(con, spec, s360_side)
                 _view(con, "s", s360_file, s360_sniffed.result(), spec, s360_side)
                 step("reading the target's side")
                 if target_file is None:
@@ -279,6 +275,24 @@ def compare(spec: Reconciliation, s360_side: Side, s360_file: Path, target_file:
         finally:
             con.close()
     return summary
+
+
+def _zones(con, spec: Reconciliation, s360_side: Side) -> None:
+    """The changes of each zone that a date-time field is read in (``transitions``, kept for
+    the process), and that DuckDB knows it: its ICU converts the times outside their years."""
+    import duckdb
+
+    if not any(f.kind == "datetime" for f in spec.fields):
+        return
+    for zone in {s360_side.timezone, spec.target_side.timezone} - {"UTC"}:
+        try:
+            con.execute("SELECT timezone(?, TIMESTAMP '2000-01-01')", [zone])
+        except duckdb.Error as exc:
+            if "Unknown TimeZone" not in str(exc):
+                raise
+            raise ReconcileError(f"unknown time zone {zone!r} (DuckDB's ICU does not know "
+                                 "it)") from None
+        transitions(zone)
 
 
 def _differs(f: Field) -> str:

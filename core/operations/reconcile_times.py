@@ -1,62 +1,65 @@
 """Reconcile's date-times as SQL: a value to whole UTC seconds, its zone's offset found among
-the zone's changes instead of through DuckDB's ICU conversion of every value.
+the zone's changes instead of through a conversion of every value.
 
-A zone changes its offset a few times a year at most, so the offset of a wall time is a
-comparison with the changes (a tree of ``CASE``, about eight deep for a zone with summer time):
-at a million values a side this halves the cost of a time column, the most costly part of the
-comparison (bench/README.md). The changes are ICU's own, found by asking ICU for the offset
-every other day from ``FROM`` to ``UNTIL`` and bisecting to the second where it moved, so the
-answers are ICU's: a wall time that a change skips (spring) or repeats (autumn) takes the
-smaller of its two offsets, a repeated time being read as its second occurrence
-(``tests/test_reconcile_times.py`` checks them against ICU around every change). Wall times
-before ``FROM`` or from ``UNTIL`` on are converted by ICU value by value.
+A wall time is read as the bridge reads S-360's (core/s360/times.py: the zone's rules from
+Python's ``zoneinfo``, the first occurrence of a repeated hour), so that S-360's export compares
+equal to what the bridge delivered. A zone changes its offset a few times a year at most, so
+the offset of a wall time is a comparison with the changes (a tree of ``CASE``, about eight
+deep for a zone with summer time): at a million values a side this halves the cost of a time
+column, the most costly part of the comparison (bench/README.md). The changes are found by
+asking ``zoneinfo`` for the offset every ``_STEP`` from ``FROM`` to ``UNTIL`` and bisecting to
+the second where it moved; ``tests/test_reconcile_times.py`` checks the answers against
+``core/s360/times.py`` around every change. Wall times before ``FROM`` or from ``UNTIL`` on are
+converted by DuckDB's ICU value by value (its own zone data, and a repeated hour's second
+occurrence).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from functools import cache
+from zoneinfo import ZoneInfo
 
-FROM, UNTIL = 1990, 2060  # years whose wall times are converted by the changes (ICU: the rest)
-# the grid's step: two changes of a zone are at least 6.9 days apart in the tz database from
-# 1970 (America/Cambridge_Bay, 2000), so a step holds one change at most
-_STEP = 2 * 86400
+FROM, UNTIL = 1970, 2100  # years whose wall times are converted by the changes (ICU: the rest)
+# the scan's step: two changes less than a step apart would be missed; the closest in the tz
+# database from 1970 to 2100 are 6.96 days apart (Recife's summer time of 2000, Gaza's in 2040)
+_STEP = 3 * 86400
 # a value that writes its offset (or Z) after its time; spaces of any kind may follow. A space
 # before the offset is matched too: DuckDB then reads no time (an empty value, a difference
 # the report shows) rather than the wall time without its offset
 OFFSET = r"\d\d:\d\d(:\d\d(\.\d*)?)?\s*(Z|[+-]\d\d(:?\d\d)?)[\s\p{Z}]*$"
 _US = 1_000_000
-_found: dict[str, tuple[int, tuple[tuple[int, int], ...]]] = {}  # ICU's data is the process's
 
 
-def _offset_at(t: str) -> str:
-    """SQL: the zone's (``$zone``) offset in seconds at ``t``, seconds since 1970 UTC."""
-    return f"(epoch(timezone($zone, to_timestamp({t})))::BIGINT - ({t}))"
-
-
-def transitions(con, zone: str) -> tuple[int, tuple[tuple[int, int], ...]]:
+@cache
+def transitions(zone: str) -> tuple[int, tuple[tuple[int, int], ...]]:
     """The zone's offset (seconds) at the start of ``FROM``, and each change until ``UNTIL``
     as (the first wall time, in seconds since 1970 read as UTC, with the new offset; that
-    offset), from ICU through ``con``. From a change's instant T, that wall time is T + the
-    offset after it: the skipped wall times before it keep the old (smaller) offset, the
-    repeated ones from it take the new (smaller) one."""
-    found = _found.get(zone)
-    if found is None:
-        lo, hi = (int(dt.datetime(y, 1, 1, tzinfo=dt.UTC).timestamp()) for y in (FROM, UNTIL))
-        params = {"zone": zone, "lo": lo, "hi": hi, "step": _STEP}
-        # the grid's steps whose offset moved, each halved until its change's first second
-        changes = con.execute(f"""
-            WITH RECURSIVE halves(a, b, before) AS (
-                SELECT t, t + $step, {_offset_at('t')} FROM range($lo, $hi, $step) r(t)
-                WHERE {_offset_at('t')} <> {_offset_at('t + $step')}
-              UNION ALL
-                SELECT CASE WHEN {_offset_at('m')} = before THEN m ELSE a END,
-                       CASE WHEN {_offset_at('m')} = before THEN b ELSE m END, before
-                FROM (SELECT a, b, before, (a + b) // 2 AS m FROM halves WHERE b - a > 1))
-            SELECT b + {_offset_at('b')}, {_offset_at('b')} FROM halves WHERE b - a = 1
-            ORDER BY b""", params).fetchall()
-        first = con.execute(f"SELECT {_offset_at('$lo')}", {"zone": zone, "lo": lo}).fetchone()[0]
-        found = _found[zone] = (first, tuple(map(tuple, changes)))
-    return found
+    offset). From a change's instant T and its offsets before and after, that wall time is
+    T + the larger of the two: a wall time that the change skips (spring) keeps the offset
+    before, and one that it repeats (autumn) is its first occurrence, under the offset before,
+    as ``zoneinfo`` reads a wall time (``fold=0``)."""
+    tz = ZoneInfo(zone)
+
+    def offset(t: int) -> int:
+        return int(dt.datetime.fromtimestamp(t, tz).utcoffset().total_seconds())
+
+    # from a day before FROM: a wall time just after it may be an instant before it
+    start = int(dt.datetime(FROM, 1, 1, tzinfo=dt.UTC).timestamp()) - 86400
+    end = int(dt.datetime(UNTIL, 1, 1, tzinfo=dt.UTC).timestamp()) + 86400
+    first = now = offset(start)
+    changes, t = [], start
+    while t < end:
+        if offset(t + _STEP) == now:
+            t += _STEP
+            continue
+        lo, hi = t, t + _STEP  # the change is in (lo, hi]: bisected to its first second
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if offset(mid) == now else (lo, mid)
+        before, now, t = now, offset(hi), hi
+        changes.append((hi + max(before, now), now))
+    return first, tuple(changes)
 
 
 def local_us(value: str) -> str:
@@ -66,17 +69,16 @@ def local_us(value: str) -> str:
             f"try_cast(trim({value}) AS TIMESTAMP)))")
 
 
-def utc_seconds(con, value: str, local: str, zone: str) -> str:
+def utc_seconds(value: str, local: str, zone: str) -> str:
     """SQL: the time written in ``value`` as whole seconds since 1970 UTC. An offset written in
     the value counts; a value without one is a wall time in ``zone``. ``local`` names a column
-    holding ``local_us(value)``, computed below this expression, which reads it many times;
-    ``con`` (DuckDB) gives the zone's changes."""
+    holding ``local_us(value)``, computed below this expression, which reads it many times."""
     written = (f"epoch_us(coalesce(try_cast({value} AS TIMESTAMPTZ), "
                f"try_cast(trim({value}) AS TIMESTAMPTZ)))")
     if zone == "UTC":
         wall = local
     else:
-        first, changes = transitions(con, zone)
+        first, changes = transitions(zone)
         lo, hi = (int(dt.datetime(y, 1, 1, tzinfo=dt.UTC).timestamp()) * _US
                   for y in (FROM, UNTIL))
         name = zone.replace("'", "''")
