@@ -155,7 +155,7 @@ def test_forget_says_every_ten_seconds_that_it_still_waits(bridge, client, monke
     with caplog.at_level(logging.INFO, "s360bridge.erasure"), \
             pytest.raises(S360BridgeError, match="still holds it"):
         erasure.forget_contact(bridge, "testvenue", "3346662", actor=Actor("dpo"))
-    waited = [re.search(r"\((\d+) s of at most (\d+)", r.getMessage()).groups()
+    waited = [re.search(r"\((\d+) s of at most ([\d.]+)", r.getMessage()).groups()
               for r in caplog.records if "in flight" in r.getMessage()]
     limit = bridge.settings.engine.lease_seconds
     step = math.ceil(erasure.PROGRESS_SECONDS / 3) * 3  # the first look at or past each mark
