@@ -33,12 +33,12 @@ _US = 1_000_000
 
 @cache
 def transitions(zone: str) -> tuple[int, tuple[tuple[int, int], ...]]:
-    """The zone's offset (seconds) at the start of ``FROM``, and each change until ``UNTIL``
-    as (the first wall time, in seconds since 1970 read as UTC, with the new offset; that
-    offset). From a change's instant T and its offsets before and after, that wall time is
-    T + the larger of the two: a wall time that the change skips (spring) keeps the offset
-    before, and one that it repeats (autumn) is its first occurrence, under the offset before,
-    as ``zoneinfo`` reads a wall time (``fold=0``)."""
+    """The zone's offset (seconds) a day before ``FROM``, and each change from then until a
+    day after ``UNTIL`` as (the first wall time, in seconds since 1970 read as UTC, with the
+    new offset; that offset). From a change's instant T and its offsets before and after, that
+    wall time is T + the larger of the two: a wall time that the change skips (spring) keeps
+    the offset before, and one that it repeats (autumn) is its first occurrence, under the
+    offset before, as ``zoneinfo`` reads a wall time (``fold=0``)."""
     tz = ZoneInfo(zone)
 
     def offset(t: int) -> int:
