@@ -179,6 +179,18 @@ def test_texts_differ_only_once_normalised_and_are_reported_so(tmp_path):
         ("4", "mail", "Eve@Example.org", "eve@example.com"), ("4", "name", "Eve", "Eva")]
 
 
+def test_a_field_named_with_a_quote_is_reported_under_its_name(tmp_path):
+    """A third-party plugin's field name goes into the report's SQL as a literal."""
+    s360, target = tmp_path / "s360.csv", tmp_path / "target.csv"
+    s360.write_text("ID,NOTE\n1,a\n", "utf-8")
+    target.write_text("id,note\n1,b\n", "utf-8")
+    spec = Reconciliation(Field("id", "text", "ID"), [Field("o'note", "text", "NOTE")],
+                          Side({"id": "id", "o'note": "note"}))
+    report = tmp_path / "report.csv"
+    compare(spec, Side({"id": "ID", "o'note": "NOTE"}), s360, target, report)
+    assert [(d["key"], d["field"]) for d in differences(report, "csv")] == [("1", "o'note")]
+
+
 def test_keys_amounts_and_times_compare_as_trimmed(tmp_path):
     """Keys with spaces (Unicode's too) meet their trimmed twins; amounts and times with spaces
     equal their plain writing; a repeated wall time equals its first occurrence in UTC."""

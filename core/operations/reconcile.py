@@ -356,7 +356,7 @@ def _scanned(profile: dict) -> dict[str, int]:
 def _write(con, spec: Reconciliation, report: Path, fmt: str) -> None:
     parts = [f"SELECT k AS key, status, NULL AS field, NULL AS s360_value, NULL AS "
              f"target_value FROM d WHERE status <> '{DIFFERENT}'"]
-    parts += [f"SELECT k, status, '{f.name}', {_q('s_' + f.name)}, {_q('t_' + f.name)} FROM d "
+    parts += [f"SELECT k, status, {_lit(f.name)}, {_q('s_' + f.name)}, {_q('t_' + f.name)} FROM d "
               f"WHERE status = '{DIFFERENT}' AND {_q('d_' + f.name)}" for f in spec.fields]
     options = "FORMAT JSON" if fmt == "jsonl" else "FORMAT CSV, HEADER"
     con.execute(f"COPY ({' UNION ALL '.join(parts)} ORDER BY key, field) TO ? ({options})",
