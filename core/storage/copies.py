@@ -135,6 +135,33 @@ def copy_new(conn: Connection, table: str, columns: tuple[str, ...], rows: list[
         cursor.close()
 
 
+def copy_alone(conn: Connection, table: str, columns: tuple[str, ...],
+               rows: list[tuple]) -> int | None:
+    """PostgreSQL, on a connection in autocommit (``db.alone``): COPY ``rows`` into ``table`` as
+    a statement of its own, committed when the server answers: two round trips, where a
+    transaction takes four. Answers how many rows it inserted; None, with nothing written,
+    when one of their keys is there, and then for the next 1, 2, 4 … 64 batches without a try
+    (as ``copy_new``): the caller stores those in a transaction."""
+    skip = conn.connection.info.setdefault(_SKIP, {})
+    left, last = skip.get(table, (0, 0))
+    if left:
+        skip[table] = (left - 1, last)
+        return None
+    cursor = driver(conn).cursor()
+    try:
+        with driver_errors(conn, f"COPY {table}"):
+            try:
+                _copy(conn, cursor, table, columns, rows)
+            except conn.dialect.loaded_dbapi.errors.UniqueViolation:
+                last = min(max(1, 2 * last), _MOST_SKIPPED)
+                skip[table] = (last, last)
+                return None
+        skip[table] = (0, 0)
+        return cursor.rowcount
+    finally:
+        cursor.close()
+
+
 def _copy(conn: Connection, cursor, table: str, columns: tuple[str, ...],
           rows: list[tuple]) -> None:
     """Binary COPY, typed as the table's columns (asked once per connection)."""

@@ -79,6 +79,7 @@ def make_engine(url: str, synchronous: str = "FULL", busy_timeout: float = 10.0,
         watch(engine, 2 * limits.postgres_statement_timeout_seconds)  # before the idle ping
         _ping_when_idle(engine)
         _commits[engine] = Commits()
+        _limits[engine] = limits
         return engine
     engine = create_engine(url, connect_args={"timeout": busy_timeout,
                                               "check_same_thread": False}, **pool)
@@ -184,6 +185,8 @@ class Commits:
 
 
 _commits: weakref.WeakKeyDictionary[Engine, Commits] = weakref.WeakKeyDictionary()
+_limits: weakref.WeakKeyDictionary[Engine, DatabaseLimits] = weakref.WeakKeyDictionary()
+_twins: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
 
 
 def commits(engine: Engine) -> Commits:
@@ -214,6 +217,38 @@ def write(engine: Engine):
     has no free connection) raises StoreUnavailable."""
     try:
         with engine.connect().execution_options(write=True) as conn, conn.begin():
+            yield conn
+    except (OperationalError, PoolTimeout) as exc:
+        log = commits(engine)
+        log.failed_at, log.error = time.monotonic(), unavailable(exc)
+        raise StoreUnavailable(f"the engine database could not commit: {log.error}") from exc
+    commits(engine).ok_at = time.monotonic()
+
+
+def _queueing_twin(engine: Engine) -> Engine:
+    """PostgreSQL: an engine of the same database, with the same limits, whose sessions are in
+    autocommit and have the inbox queue what they insert into it (``s360.queue_inserts``,
+    migrations/engine_0015_inbox_queues_its_copies.py); made once, on first use."""
+    twin = _twins.get(engine)
+    if twin is None:
+        url = engine.url
+        options = url.query.get("options")
+        mine = "-c s360.queue_inserts=on"
+        url = url.update_query_dict({"options": f"{options} {mine}" if options else mine})
+        made = make_engine(url.render_as_string(hide_password=False), limits=_limits[engine])
+        twin = _twins.setdefault(engine, made.execution_options(isolation_level="AUTOCOMMIT"))
+        if twin.engine is made:  # its connections close with the engine's
+            event.listen(engine, "engine_disposed", lambda _engine: made.dispose())
+    return twin
+
+
+@contextmanager
+def alone(engine: Engine):
+    """PostgreSQL: a connection on which each statement is a transaction of its own (the
+    server commits it, and flushes its WAL, before it answers), and an insert into the inbox
+    queues its rows (``_queueing_twin``); errors as ``write`` raises them."""
+    try:
+        with _queueing_twin(engine).connect() as conn:
             yield conn
     except (OperationalError, PoolTimeout) as exc:
         log = commits(engine)

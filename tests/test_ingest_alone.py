@@ -1,0 +1,90 @@
+"""PostgreSQL: a batch of new versions with nothing else to write is copied into the inbox as
+a statement of its own (committed before the server answers) and queued by the server's
+trigger (migrations/engine_0015): two round trips instead of a transaction's four. Any other
+batch takes the transaction, and no other writer of inbox rows has the trigger queue them."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+from s360bridge.core.pipeline import ingest as ingest_module
+from s360bridge.core.pipeline.ingest import ingest
+
+from .helpers.processes import checks
+
+FIRST = 70_000_000_000
+_QUEUED = """SELECT count(*), count(*) FILTER (WHERE q.key_hash IS DISTINCT FROM
+    hashtextextended(concat_ws(chr(31), i.institution, i.stream, i.record_key), 0))
+    FROM queue q JOIN inbox i ON i.id = q.id"""
+
+
+@pytest.fixture
+def ways(monkeypatch):
+    """Which way each batch was stored: copied alone (its count), or in a transaction."""
+    taken = []
+    alone, in_transaction = ingest_module._alone, ingest_module._insert_new
+
+    def spy_alone(bridge, prepared):
+        n = alone(bridge, prepared)
+        if n is not None:
+            taken.append(("alone", n))
+        return n
+
+    def spy_transaction(conn, rows):
+        n = in_transaction(conn, rows)
+        taken.append(("transaction", n))
+        return n
+
+    monkeypatch.setattr(ingest_module, "_alone", spy_alone)
+    monkeypatch.setattr(ingest_module, "_insert_new", spy_transaction)
+    return taken
+
+
+def rows(bridge, sql: str):
+    with bridge.engine.connect() as conn:
+        return conn.execute(text(sql)).all()
+
+
+def test_new_versions_are_copied_alone_and_queued_by_the_server(pg_bridge, ways):
+    inst, stream = pg_bridge.institution("testvenue"), pg_bridge.stream("ticketchecks")
+    assert ingest(pg_bridge, inst, stream, checks(FIRST, 50)).accepted == 50
+    assert ingest(pg_bridge, inst, stream, checks(FIRST + 50, 30)).accepted == 30
+    assert ways == [("alone", 50), ("alone", 30)]
+    assert rows(pg_bridge, _QUEUED) == [(80, 0)]  # every row queued once, with its key's hash
+    keys = [int(k) for (k,) in rows(pg_bridge, "SELECT record_key FROM inbox ORDER BY id")]
+    assert keys == list(range(FIRST, FIRST + 80))  # numbered in the batches' order
+
+
+def test_a_batch_with_a_version_there_already_takes_the_transaction(pg_bridge, ways):
+    """The COPY is refused whole (nothing written) and the batch goes through the staging
+    table; the next batch then goes there without a try, as copy_new's do."""
+    inst, stream = pg_bridge.institution("testvenue"), pg_bridge.stream("ticketchecks")
+    ingest(pg_bridge, inst, stream, checks(FIRST, 10))
+    again = ingest(pg_bridge, inst, stream, checks(FIRST + 5, 10))
+    assert (again.accepted, again.duplicates) == (5, 5)
+    later = ingest(pg_bridge, inst, stream, checks(FIRST + 100, 10))
+    assert later.accepted == 10
+    assert ways == [("alone", 10), ("transaction", 5), ("transaction", 10)]
+    assert rows(pg_bridge, _QUEUED) == [(25, 0)]
+    assert rows(pg_bridge, "SELECT count(*) FROM inbox") == [(25,)]
+
+
+def test_a_batch_with_something_to_quarantine_takes_the_transaction(pg_bridge, ways):
+    inst, stream = pg_bridge.institution("testvenue"), pg_bridge.stream("ticketchecks")
+    batch = checks(FIRST, 3)
+    batch[1] = {"ticket_check_id": "not a number"}
+    result = ingest(pg_bridge, inst, stream, batch)
+    assert (result.accepted, result.quarantined) == (2, 1)
+    assert ways == [("transaction", 2)]
+    assert rows(pg_bridge, _QUEUED) == [(2, 0)]
+
+
+def test_other_writers_of_inbox_rows_are_not_queued_by_the_trigger(pg_bridge, ways):
+    """Only the ingest's own sessions turn the trigger on: a row written otherwise (a test's,
+    a restore's) stays unqueued unless its writer queues it."""
+    with pg_bridge.engine.begin() as conn:
+        conn.execute(text("INSERT INTO inbox (institution, stream, record_key, content_hash, "
+                          "payload, received_at, state, attempts) VALUES ('testvenue', "
+                          "'ticketchecks', 'k', 'h', '{}', 1, 'accepted', 0)"))
+    assert rows(pg_bridge, "SELECT count(*) FROM queue") == [(0,)]
