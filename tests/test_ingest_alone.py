@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from s360bridge.core.pipeline import ingest as ingest_module
 from s360bridge.core.pipeline.ingest import ingest
+from s360bridge.core.storage import db
 
 from .helpers.processes import checks
 
@@ -31,9 +32,9 @@ def ways(monkeypatch):
             taken.append(("alone", n))
         return n
 
-    def spy_transaction(conn, rows):
-        n = in_transaction(conn, rows)
-        taken.append(("transaction", n))
+    def spy_transaction(conn, rows, known=False):
+        n = in_transaction(conn, rows, known)
+        taken.append(("transaction" if not known else "transaction, refused alone", n))
         return n
 
     monkeypatch.setattr(ingest_module, "_alone", spy_alone)
@@ -58,14 +59,16 @@ def test_new_versions_are_copied_alone_and_queued_by_the_server(pg_bridge, ways)
 
 def test_a_batch_with_a_version_there_already_takes_the_transaction(pg_bridge, ways):
     """The COPY is refused whole (nothing written) and the batch goes through the staging
-    table; the next batch then goes there without a try, as copy_new's do."""
+    table, without a second copy; the next batch then goes there without a try, as
+    copy_new's do."""
     inst, stream = pg_bridge.institution("testvenue"), pg_bridge.stream("ticketchecks")
     ingest(pg_bridge, inst, stream, checks(FIRST, 10))
     again = ingest(pg_bridge, inst, stream, checks(FIRST + 5, 10))
     assert (again.accepted, again.duplicates) == (5, 5)
     later = ingest(pg_bridge, inst, stream, checks(FIRST + 100, 10))
     assert later.accepted == 10
-    assert ways == [("alone", 10), ("transaction", 5), ("transaction", 10)]
+    assert ways == [("alone", 10), ("transaction, refused alone", 5),
+                    ("transaction, refused alone", 10)]
     assert rows(pg_bridge, _QUEUED) == [(25, 0)]
     assert rows(pg_bridge, "SELECT count(*) FROM inbox") == [(25,)]
 
@@ -88,3 +91,12 @@ def test_other_writers_of_inbox_rows_are_not_queued_by_the_trigger(pg_bridge, wa
                           "payload, received_at, state, attempts) VALUES ('testvenue', "
                           "'ticketchecks', 'k', 'h', '{}', 1, 'accepted', 0)"))
     assert rows(pg_bridge, "SELECT count(*) FROM queue") == [(0,)]
+
+
+def test_the_autocommit_connections_close_with_the_engine(pg_bridge):
+    inst, stream = pg_bridge.institution("testvenue"), pg_bridge.stream("ticketchecks")
+    ingest(pg_bridge, inst, stream, checks(FIRST, 5))
+    pool = db._twins[pg_bridge.engine]._proxied.pool
+    assert pool.checkedin() == 1
+    pg_bridge.engine.dispose()
+    assert pool.checkedin() == 0

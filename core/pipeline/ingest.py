@@ -78,7 +78,7 @@ def _insert_statement(dialect: str):
         {c: bindparam(c) for c in _COLUMNS}).on_conflict_do_nothing()
 
 
-def _insert_new(conn, rows: list[tuple]) -> int:
+def _insert_new(conn, rows: list[tuple], known: bool = False) -> int:
     """Insert the versions not stored yet, in one statement that skips those already there,
     and queue them; the driver's row count says how many were new. On SQLite, which has the
     database to itself for the transaction (``BEGIN IMMEDIATE``), the new rows are those after
@@ -88,13 +88,14 @@ def _insert_new(conn, rows: list[tuple]) -> int:
     and an insert that skips those: through gunicorn, 0.76 and 0.82 of SQLite's ingest in two
     runs, against 0.63 and 0.72 for psycopg's pipelined executemany, interleaved (one thread
     alone favours the pipeline, 43 against 52 µs a record: its fewer round trips, while COPY
-    leaves the server less work per row)."""
+    leaves the server less work per row). ``known``: the batch's copy was refused already
+    (``store``), so it goes to the temporary table without a second try."""
     if not rows:
         return 0
     if conn.dialect.name == "postgresql":
         numbering = (rows[0][0], rows[0][1], orjson.dumps([r[2] for r in rows]).decode())
-        ids = copy_new(conn, "inbox", _COLUMNS, rows,
-                       numbered=("id", _NUMBERED_AND_QUEUED, numbering))
+        ids = None if known else copy_new(conn, "inbox", _COLUMNS, rows,
+                                          numbered=("id", _NUMBERED_AND_QUEUED, numbering))
         if ids is None:  # a version of the batch is there already: the ones that are not
             return copy_insert(conn, "inbox", _COLUMNS, rows, _SKIP_KNOWN, _QUEUE_RETURNED)[0]
         return len(ids)
@@ -212,15 +213,17 @@ def prepare(bridge, institution: Institution, stream: Stream, records: list,
     return Prepared(rows, held, len(batch.accepted) - len(recent))
 
 
+def _alone_fits(bridge, prepared: Prepared) -> bool:
+    """PostgreSQL, and a batch of new versions with nothing to quarantine or count."""
+    return bridge.engine.dialect.name == "postgresql" and bool(prepared.rows) \
+        and not prepared.held and not prepared.before_cutoff
+
+
 def _alone(bridge, prepared: Prepared) -> int | None:
-    """PostgreSQL: a batch of new versions only, with nothing to quarantine or count, copied
-    into the inbox as a transaction of its own, which the server commits before it answers
-    and whose rows its trigger queues (migrations/engine_0015): two round trips instead of
-    the transaction's four. Answers how many were stored; None when the batch goes through a
-    transaction instead (SQLite, something else to write, or a version there already)."""
-    if bridge.engine.dialect.name != "postgresql" or not prepared.rows or prepared.held \
-            or prepared.before_cutoff:
-        return None
+    """The batch copied into the inbox as a transaction of its own, which the server commits
+    before it answers and whose rows its trigger queues (migrations/engine_0015): two round
+    trips instead of a transaction's four. Answers how many were stored; None when the copy
+    was refused (a version there already) or skipped after one that was (``copy_alone``)."""
     with alone(bridge.engine) as conn:
         return copy_alone(conn, "inbox", _COLUMNS, prepared.rows)
 
@@ -231,12 +234,13 @@ def store(bridge, institution: Institution, stream: Stream, prepared: Prepared,
     PostgreSQL a batch of new versions and nothing else (the webhooks' usual batch) is copied
     alone, the server queueing it (``_alone``)."""
     result = IngestResult(before_cutoff=prepared.before_cutoff)
-    alone_ = _alone(bridge, prepared) if also is None else None
-    if alone_ is not None:
-        result.accepted, result.duplicates = alone_, len(prepared.rows) - alone_
+    tried = also is None and _alone_fits(bridge, prepared)
+    stored = _alone(bridge, prepared) if tried else None
+    if stored is not None:
+        result.accepted, result.duplicates = stored, len(prepared.rows) - stored
         return result
-    with write(bridge.engine) as conn:
-        result.accepted = _insert_new(conn, prepared.rows)
+    with write(bridge.engine) as conn:  # refused alone: a version is there, no second try
+        result.accepted = _insert_new(conn, prepared.rows, known=tried)
         result.quarantined = hold(conn, institution.code, stream.name, prepared.held,
                                   time.time())
         if result.before_cutoff:

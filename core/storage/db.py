@@ -228,16 +228,23 @@ def write(engine: Engine):
 def _queueing_twin(engine: Engine) -> Engine:
     """PostgreSQL: an engine of the same database, with the same limits, whose sessions are in
     autocommit and have the inbox queue what they insert into it (``s360.queue_inserts``,
-    migrations/engine_0015_inbox_queues_its_copies.py); made once, on first use."""
+    set on each new connection: a setting a pooler might drop from the connection's options
+    would leave records stored and never delivered; migrations/engine_0015); made once, on
+    first use, and disposed with ``engine``."""
     twin = _twins.get(engine)
     if twin is None:
-        url = engine.url
-        options = url.query.get("options")
-        mine = "-c s360.queue_inserts=on"
-        url = url.update_query_dict({"options": f"{options} {mine}" if options else mine})
-        made = make_engine(url.render_as_string(hide_password=False), limits=_limits[engine])
-        twin = _twins.setdefault(engine, made.execution_options(isolation_level="AUTOCOMMIT"))
-        if twin.engine is made:  # its connections close with the engine's
+        made = make_engine(engine.url.render_as_string(hide_password=False),
+                           limits=_limits[engine])
+
+        @event.listens_for(made, "connect")
+        def _queue_inserts(dbapi_conn, _record):
+            was, dbapi_conn.autocommit = dbapi_conn.autocommit, True
+            dbapi_conn.execute("SET s360.queue_inserts = on")
+            dbapi_conn.autocommit = was
+
+        mine = made.execution_options(isolation_level="AUTOCOMMIT")
+        twin = _twins.setdefault(engine, mine)
+        if twin is mine:  # its connections close with the engine's
             event.listen(engine, "engine_disposed", lambda _engine: made.dispose())
     return twin
 

@@ -6,8 +6,10 @@ itself, its WAL flushed, before it answers), it is two, which is a quarter less 
 webhook request through gunicorn (bench/README.md). The queue rows are then made on the server,
 by this statement-level trigger, from the rows the COPY inserted (a transition table), with
 their key hashes (engine_0014). Only a session with ``s360.queue_inserts`` on (the ingest's own
-connections, core/storage/db.py ``queueing_twin``) has it act: every other writer of inbox
-rows queues them itself, as before. SQLite is unchanged.
+autocommit connections, which set it when they connect: core/storage/db.py ``_queueing_twin``)
+has it act: every other writer of inbox rows queues them itself, as before. The function keeps
+the search path it was made with, so that it finds the queue beside the inbox. SQLite is
+unchanged.
 """
 
 from alembic import op
@@ -21,7 +23,8 @@ def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
     op.execute("""
-        CREATE FUNCTION s360_queue_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+        CREATE FUNCTION s360_queue_inserted() RETURNS trigger LANGUAGE plpgsql
+        SET search_path FROM CURRENT AS $$
         BEGIN
             IF current_setting('s360.queue_inserts', true) = 'on' THEN
                 INSERT INTO queue (id, institution, next_attempt_at, key_hash)
