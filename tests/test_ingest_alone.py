@@ -12,12 +12,10 @@ from s360bridge.core.pipeline import ingest as ingest_module
 from s360bridge.core.pipeline.ingest import ingest
 from s360bridge.core.storage import db
 
+from .helpers.postgres import QUEUED_AND_WRONG_HASHES
 from .helpers.processes import checks
 
 FIRST = 70_000_000_000
-_QUEUED = """SELECT count(*), count(*) FILTER (WHERE q.key_hash IS DISTINCT FROM
-    hashtextextended(concat_ws(chr(31), i.institution, i.stream, i.record_key), 0))
-    FROM queue q JOIN inbox i ON i.id = q.id"""
 
 
 @pytest.fixture
@@ -52,7 +50,8 @@ def test_new_versions_are_copied_alone_and_queued_by_the_server(pg_bridge, ways)
     assert ingest(pg_bridge, inst, stream, checks(FIRST, 50)).accepted == 50
     assert ingest(pg_bridge, inst, stream, checks(FIRST + 50, 30)).accepted == 30
     assert ways == [("alone", 50), ("alone", 30)]
-    assert rows(pg_bridge, _QUEUED) == [(80, 0)]  # every row queued once, with its key's hash
+    # every row queued once, with its key's hash
+    assert rows(pg_bridge, QUEUED_AND_WRONG_HASHES) == [(80, 0)]
     keys = [int(k) for (k,) in rows(pg_bridge, "SELECT record_key FROM inbox ORDER BY id")]
     assert keys == list(range(FIRST, FIRST + 80))  # numbered in the batches' order
 
@@ -69,7 +68,7 @@ def test_a_batch_with_a_version_there_already_takes_the_transaction(pg_bridge, w
     assert later.accepted == 10
     assert ways == [("alone", 10), ("transaction, refused alone", 5),
                     ("transaction, refused alone", 10)]
-    assert rows(pg_bridge, _QUEUED) == [(25, 0)]
+    assert rows(pg_bridge, QUEUED_AND_WRONG_HASHES) == [(25, 0)]
     assert rows(pg_bridge, "SELECT count(*) FROM inbox") == [(25,)]
 
 
@@ -80,7 +79,7 @@ def test_a_batch_with_something_to_quarantine_takes_the_transaction(pg_bridge, w
     result = ingest(pg_bridge, inst, stream, batch)
     assert (result.accepted, result.quarantined) == (2, 1)
     assert ways == [("transaction", 2)]
-    assert rows(pg_bridge, _QUEUED) == [(2, 0)]
+    assert rows(pg_bridge, QUEUED_AND_WRONG_HASHES) == [(2, 0)]
 
 
 def test_other_writers_of_inbox_rows_are_not_queued_by_the_trigger(pg_bridge, ways):

@@ -17,15 +17,12 @@ from s360bridge.core.storage.db import make_engine
 from s360bridge.core.storage.tables import enqueue
 
 from .conftest import fixture
+from .helpers.postgres import QUEUED_AND_WRONG_HASHES
 from .helpers.processes import checks
 from .helpers.records import sale_version
 from .helpers.schema import plugin_locations, upgrade_to
 
 FIRST = 80_000_000_000
-# the rows whose hash is not the one of their inbox row's key, on PostgreSQL
-_WRONG_HASHES = """SELECT count(*), count(*) FILTER (WHERE q.key_hash IS DISTINCT FROM
-    hashtextextended(concat_ws(chr(31), i.institution, i.stream, i.record_key), 0))
-    FROM queue q JOIN inbox i ON i.id = q.id"""
 
 
 @pytest.fixture
@@ -180,13 +177,13 @@ def test_every_way_into_the_queue_writes_the_keys_hash(pg_bridge):
     ingest(pg_bridge, inst, pg_bridge.stream("contacts"),  # keys that JSON and SQL escape
            [dict(person, contactNumber=n) for n in ('0042', 'é"1\\', "a'b", "{x,y}")])
     with pg_bridge.engine.begin() as conn:
-        assert conn.execute(text(_WRONG_HASHES)).one() == (64, 0)
+        assert conn.execute(text(QUEUED_AND_WRONG_HASHES)).one() == (64, 0)
         assert conn.execute(text("SELECT count(DISTINCT key_hash) FROM queue")).scalar() == 64
         conn.execute(text("DELETE FROM queue WHERE id % 2 = 0"))
         # a hash gone stale (a restore onto another platform): a replay writes it again
         conn.execute(text("UPDATE queue SET key_hash = 0"))
         enqueue(conn, [r[0] for r in conn.execute(text("SELECT id FROM inbox"))])
-        assert conn.execute(text(_WRONG_HASHES)).one() == (64, 0)
+        assert conn.execute(text(QUEUED_AND_WRONG_HASHES)).one() == (64, 0)
 
 
 def test_the_upgrade_gives_rows_already_queued_their_hash(new_database):
@@ -203,7 +200,7 @@ def test_the_upgrade_gives_rows_already_queued_their_hash(new_database):
     migrate.upgrade(engine, plugin_locations())
     with engine.connect() as conn:
         if engine.dialect.name == "postgresql":
-            assert conn.execute(text(_WRONG_HASHES)).one() == (3, 0)
+            assert conn.execute(text(QUEUED_AND_WRONG_HASHES)).one() == (3, 0)
         else:  # SQLite keeps none: its claims look the keys up
             assert conn.execute(text("SELECT count(key_hash) FROM queue")).scalar() == 0
     engine.dispose()

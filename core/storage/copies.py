@@ -89,6 +89,24 @@ _DIRECT, _SKIP = "s360_direct_types", "s360_direct_skip"
 _MOST_SKIPPED = 64
 
 
+def _skipping(conn: Connection, table: str) -> bool:
+    """Whether this batch of ``table`` goes the slower way without a copy tried, the last one
+    having been refused lately (on this connection); counted."""
+    skip = conn.connection.info.setdefault(_SKIP, {})
+    left, last = skip.get(table, (0, 0))
+    if left:
+        skip[table] = (left - 1, last)
+    return bool(left)
+
+
+def _tried(conn: Connection, table: str, refused: bool) -> None:
+    """A copy refused: the next 1, 2, 4 … 64 batches skip it (doubling while refused); copied:
+    none."""
+    skip = conn.connection.info.setdefault(_SKIP, {})
+    last = min(max(1, 2 * skip.get(table, (0, 0))[1]), _MOST_SKIPPED) if refused else 0
+    skip[table] = (last, last)
+
+
 def copy_new(conn: Connection, table: str, columns: tuple[str, ...], rows: list[tuple],
              numbered: tuple[str, str, tuple] | None = None) -> list[int] | None:
     """PostgreSQL: COPY ``rows`` straight into ``table``, in a savepoint, when none of their
@@ -105,10 +123,7 @@ def copy_new(conn: Connection, table: str, columns: tuple[str, ...], rows: list[
     About twice as fast on the server as ``copy_insert``'s staging table and upsert, for
     batches of new keys: a backlog of gate checks, a first import, arrivals. Each refused batch
     leaves a unique-violation error in the server's log, whose detail names the key."""
-    skip = conn.connection.info.setdefault(_SKIP, {})
-    left, last = skip.get(table, (0, 0))
-    if left:
-        skip[table] = (left - 1, last)
+    if _skipping(conn, table):
         return None
     ids, names = [], columns
     if numbered:
@@ -126,10 +141,9 @@ def copy_new(conn: Connection, table: str, columns: tuple[str, ...], rows: list[
                 _copy(conn, cursor, table, names, rows)
             except conn.dialect.loaded_dbapi.errors.UniqueViolation:
                 cursor.execute("ROLLBACK TO SAVEPOINT s360_copy_new")
-                last = min(max(1, 2 * last), _MOST_SKIPPED)
-                skip[table] = (last, last)
+                _tried(conn, table, refused=True)
                 return None
-            skip[table] = (0, 0)
+            _tried(conn, table, refused=False)
             return ids
     finally:
         cursor.close()
@@ -142,10 +156,7 @@ def copy_alone(conn: Connection, table: str, columns: tuple[str, ...],
     transaction takes four. Answers how many rows it inserted; None, with nothing written,
     when one of their keys is there, and then for the next 1, 2, 4 … 64 batches without a try
     (as ``copy_new``): the caller stores those in a transaction."""
-    skip = conn.connection.info.setdefault(_SKIP, {})
-    left, last = skip.get(table, (0, 0))
-    if left:
-        skip[table] = (left - 1, last)
+    if _skipping(conn, table):
         return None
     cursor = driver(conn).cursor()
     try:
@@ -153,10 +164,9 @@ def copy_alone(conn: Connection, table: str, columns: tuple[str, ...],
             try:
                 _copy(conn, cursor, table, columns, rows)
             except conn.dialect.loaded_dbapi.errors.UniqueViolation:
-                last = min(max(1, 2 * last), _MOST_SKIPPED)
-                skip[table] = (last, last)
+                _tried(conn, table, refused=True)
                 return None
-        skip[table] = (0, 0)
+        _tried(conn, table, refused=False)
         return cursor.rowcount
     finally:
         cursor.close()

@@ -212,17 +212,25 @@ def user_error(exc: Exception) -> S360BridgeError:
 
 
 @contextmanager
-def write(engine: Engine):
-    """A write transaction; a database that cannot commit (or does not answer in time, or
-    has no free connection) raises StoreUnavailable."""
+def _committing(engine: Engine):
+    """A database that cannot commit (or does not answer in time, or has no free connection)
+    raises StoreUnavailable; either way readiness learns it (``commits``)."""
     try:
-        with engine.connect().execution_options(write=True) as conn, conn.begin():
-            yield conn
+        yield
     except (OperationalError, PoolTimeout) as exc:
         log = commits(engine)
         log.failed_at, log.error = time.monotonic(), unavailable(exc)
         raise StoreUnavailable(f"the engine database could not commit: {log.error}") from exc
     commits(engine).ok_at = time.monotonic()
+
+
+@contextmanager
+def write(engine: Engine):
+    """A write transaction; a database that cannot commit (or does not answer in time, or
+    has no free connection) raises StoreUnavailable."""
+    with _committing(engine), engine.connect().execution_options(write=True) as conn, \
+            conn.begin():
+        yield conn
 
 
 def _queueing_twin(engine: Engine) -> Engine:
@@ -254,11 +262,5 @@ def alone(engine: Engine):
     """PostgreSQL: a connection on which each statement is a transaction of its own (the
     server commits it, and flushes its WAL, before it answers), and an insert into the inbox
     queues its rows (``_queueing_twin``); errors as ``write`` raises them."""
-    try:
-        with _queueing_twin(engine).connect() as conn:
-            yield conn
-    except (OperationalError, PoolTimeout) as exc:
-        log = commits(engine)
-        log.failed_at, log.error = time.monotonic(), unavailable(exc)
-        raise StoreUnavailable(f"the engine database could not commit: {log.error}") from exc
-    commits(engine).ok_at = time.monotonic()
+    with _committing(engine), _queueing_twin(engine).connect() as conn:
+        yield conn

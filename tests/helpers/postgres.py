@@ -14,6 +14,10 @@ from sqlalchemy import create_engine
 PG = os.environ.get("S360BRIDGE_TEST_POSTGRES_URL")
 NOT_SET = "S360BRIDGE_TEST_POSTGRES_URL is not set (.ci/run sets it up)"
 needs_pg = pytest.mark.skipif(not PG, reason=NOT_SET)
+# the queue rows, and those whose hash is not the one of their inbox row's key
+QUEUED_AND_WRONG_HASHES = """SELECT count(*), count(*) FILTER (WHERE q.key_hash IS DISTINCT
+    FROM hashtextextended(concat_ws(chr(31), i.institution, i.stream, i.record_key), 0))
+    FROM queue q JOIN inbox i ON i.id = q.id"""
 
 
 class Schemas:
